@@ -1,0 +1,218 @@
+"""The ``skip2lora`` command: fine-tune, compare methods, pretrain, benchmark, build hardware.
+
+Every subcommand that reports figures accepts ``--json`` and then prints exactly one JSON object
+on stdout (progress and notes go to stderr).
+"""
+
+from __future__ import annotations
+
+import os
+
+# The models' matrices are small: multithreaded BLAS was 10-30x slower on them than one thread on
+# the 2-core development machine. Only a default (set before NumPy loads); the environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+__all__ = ["main", "build_parser"]
+
+BACKENDS = ("float", "fixed", "sim", "pynq")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line (or as {"error": ...} with --json), exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _dataset(text):
+    from .data import DATASET_NAMES
+
+    if text in DATASET_NAMES or (text.startswith("fmnist-rot") and text[len("fmnist-rot"):].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown data set {text!r}; choose one of {', '.join(DATASET_NAMES)} (or fmnist-rotNN for any angle)")
+
+
+def _method(text):
+    from .methods import METHODS
+
+    if text in METHODS:
+        return text
+    raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose one of {', '.join(METHODS)}")
+
+
+def _add_common(p):
+    p.add_argument("--data-dir", help="data root (default: $SKIP2LORA_DATA, then the user cache directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skip2lora", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune", help="run one fine-tuning job (default: the KV260 job on the simulated accelerator)")
+    p.add_argument("--backend", choices=BACKENDS, default="sim",
+                   help="float: NumPy reference; fixed: the bit-exact model; sim: the accelerator RTL; pynq: a KV260")
+    p.add_argument("--method", type=_method, default=None,
+                   help="fine-tuning method (float backend; the others run quant-skip2-lora)")
+    p.add_argument("--dataset", type=_dataset, default="fmnist-rot75")
+    p.add_argument("--samples", type=_positive_int)
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float, help="learning rate (per-sample mean gradient)")
+    p.add_argument("--rank", type=_positive_int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE", help="save the accuracy-per-epoch curve as an image")
+    _add_common(p)
+
+    p = sub.add_parser("compare", help="the seeds' comparison table for one data set")
+    p.add_argument("--dataset", type=_dataset, required=True)
+    p.add_argument("--methods", type=_method, nargs="+", help="default: all nine")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--samples", type=_positive_int)
+    p.add_argument("--plot", metavar="FILE", help="save accuracy-per-epoch curves of every method")
+    _add_common(p)
+
+    p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata")
+    p.add_argument("--base", required=True, help="lenet5-fmnist, mlp-har, mlp-fan-damage1 or mlp-fan-damage2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--out", help="directory for <base>.npz/.json (default: the package's pretrained/ folder)")
+    _add_common(p)
+    return parser
+
+
+def _emit(obj: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        json.dump(obj, sys.stdout, indent=None, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _pct(v):
+    return "  n/a " if v is None else f"{100 * v:6.2f}%"
+
+
+def cmd_finetune(args) -> int:
+    from . import report
+
+    if args.backend == "float":
+        from .finetune import finetune
+
+        method = args.method or "skip2-lora"
+        res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
+                       lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
+                       curves=bool(args.plot), progress=None if not args.json else False)
+        out = res.to_dict()
+        if args.plot and not res.diverged:
+            report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
+        _emit(out, args.json, report.finetune_text(out))
+        return 3 if res.diverged else 0
+    from .driver.job import run_job  # the accelerator's backends
+
+    if args.method not in (None, "quant-skip2-lora", "skip2-lora"):
+        raise CLIError(f"the {args.backend} backend runs quant-skip2-lora (the accelerator's method), "
+                       f"not {args.method}; use --backend float for the other methods")
+    out = run_job(args)
+    _emit(out, args.json, report.finetune_text(out))
+    return 3 if out.get("diverged") else 0
+
+
+def cmd_compare(args) -> int:
+    from . import report
+    from .compare import compare
+
+    out = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+                  samples=args.samples, data_dir=args.data_dir, curves=bool(args.plot),
+                  progress=None if not args.json else False)
+    if args.plot:
+        report.plot_curves({r["method"]: r.pop("curves") for r in out["results"]}, args.plot,
+                           title=f"{args.dataset}: test accuracy per epoch")
+    else:
+        for r in out["results"]:
+            r.pop("curves", None)
+    _emit(out, args.json, report.compare_text(out))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from pathlib import Path
+
+    from .nn.pretrained import package_dir, pretrain_base, save_base
+
+    net, meta = pretrain_base(args.base, args.data_dir, seed=args.seed, epochs=args.epochs,
+                              progress=None if not args.json else False)
+    path = save_base(net, meta, Path(args.out) if args.out else package_dir(), args.base)
+    meta["path"] = str(path)
+    _emit(meta, args.json, "\n".join(f"{k}: {v}" for k, v in sorted(meta.items())))
+    return 0
+
+
+COMMANDS = {"finetune": cmd_finetune, "compare": cmd_compare, "pretrain": cmd_pretrain}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, ValueError, TypeError, FileNotFoundError) as exc:
+        from .data import DataError
+
+        _fail(args, exc)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - data/driver errors are user-facing too
+        from .data import DataError
+
+        if isinstance(exc, DataError):
+            _fail(args, exc)
+            return 2
+        raise
+
+
+def _fail(args, exc) -> None:
+    if getattr(args, "json", False):
+        json.dump({"error": str(exc), "type": type(exc).__name__}, sys.stdout)
+        sys.stdout.write("\n")
+    print(f"skip2lora {args.command}: error: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The seeds' comparison table for our runs: every method on one data set, over several seeds."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+
+from .finetune import finetune
+from .methods import METHODS
+
+__all__ = ["compare"]
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _std(values):
+    values = [v for v in values if v is not None]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+
+
+def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, data_dir=None,
+            curves: bool = False, progress=None) -> dict:
+    """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds)."""
+    methods = list(methods or METHODS)
+    rows = []
+    for method in methods:
+        runs = [finetune(method, dataset, samples=samples, epochs=epochs, seed=s, data_dir=data_dir,
+                         curves=curves, progress=progress) for s in range(seeds)]
+        ok = [r for r in runs if not r.diverged]
+        first = runs[0]
+        row = {
+            "method": method, "samples": first.samples, "epochs": first.epochs, "batch": first.batch,
+            "lr": first.lr, "rank": first.rank, "seeds": seeds, "diverged": len(runs) - len(ok),
+            "accuracy_before": _mean([r.accuracy_before for r in runs]),
+            "accuracy": _mean([r.accuracy for r in ok]), "accuracy_std": _std([r.accuracy for r in ok]),
+            "ft_seconds": _mean([r.ft_seconds for r in ok]),
+            "epoch_seconds": _mean([r.epoch_seconds for r in ok]),
+            "time_per_batch": {k: _mean([r.time_per_batch.get(k) for r in ok])
+                               for k in ("forward", "backward", "update")},
+            "cache_bytes": first.cache_bytes,
+            "errors": sorted({r.error for r in runs if r.error}),
+            "curves": [r.curve for r in ok],
+        }
+        rows.append(row)
+    out = {"dataset": dataset, "seeds": seeds, "results": rows,
+           "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
+                      f"python {platform.python_version()}, numpy {np.__version__}",
+           "date": time.strftime("%Y-%m-%d")}
+    by = {r["method"]: r for r in rows}
+    ref = by.get("lora-all")
+    speedups = {}
+    for m in ("skip2-lora", "quant-skip2-lora"):
+        if ref and m in by and by[m]["ft_seconds"] and ref["ft_seconds"]:
+            speedups[m] = {
+                "job": ref["ft_seconds"] / by[m]["ft_seconds"],
+                "epoch": (ref["epoch_seconds"] / by[m]["epoch_seconds"]
+                          if ref["epoch_seconds"] and by[m]["epoch_seconds"] else None),
+            }
+    out["speedup_vs_lora_all"] = speedups
+    return out

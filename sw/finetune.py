@@ -1,0 +1,158 @@
+"""One fine-tuning run of the float reference (any method, any data set) and its measured result.
+
+This is what ``skip2lora finetune --backend float`` and ``skip2lora compare`` run. Hyper-parameter
+defaults live in `hparams`; every figure in a result is measured in this run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import hparams
+from .methods import method_class
+from .nn.train import DivergenceError, check_finite
+from .progress import Progress
+
+__all__ = ["FinetuneResult", "finetune", "select_samples", "validate_run"]
+
+
+@dataclass
+class FinetuneResult:
+    method: str
+    dataset: str
+    backend: str
+    samples: int
+    epochs: int
+    batch: int
+    lr: float
+    seed: int
+    rank: int
+    accuracy_before: float | None = None
+    accuracy: float | None = None
+    ft_seconds: float | None = None
+    epoch_seconds: float | None = None  # mean wall time of the epochs after the first
+    epoch_times: list = field(default_factory=list)
+    time_per_batch: dict = field(default_factory=dict)  # forward / backward / update seconds
+    curve: list = field(default_factory=list)  # test accuracy after each epoch (with --plot)
+    losses: list = field(default_factory=list)  # mean training loss per epoch
+    cache_bytes: int | None = None
+    base_forward_samples: int | None = None
+    diverged: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_run(*, samples, epochs, batch, lr, rank, pool: int) -> None:
+    """Reject impossible run parameters with a message that names the problem."""
+    for name, value in (("samples", samples), ("epochs", epochs), ("batch", batch), ("rank", rank)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if samples > pool:
+        raise ValueError(f"samples ({samples}) exceeds the {pool} fine-tuning samples available")
+    if batch > samples:
+        raise ValueError(f"batch ({batch}) is larger than the number of samples ({samples})")
+    if not isinstance(lr, (int, float, np.floating)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"learning rate must be a positive finite number, not {lr!r}")
+
+
+def select_samples(pool: int, samples: int, seed: int) -> np.ndarray:
+    """The fine-tuning samples of a run: a seeded random subset of the pool, in random order."""
+    return np.random.default_rng(seed).permutation(pool)[:samples]
+
+
+def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None = None,
+             epochs: int | None = None, batch: int | None = None, lr: float | None = None,
+             seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
+             eval_split: str = "test", shuffle: bool = False,
+             progress: bool | None = None) -> FinetuneResult:
+    from .data import load_dataset
+    from .nn.pretrained import load_base
+
+    cls = method_class(method)
+    ds = load_dataset(dataset, data_dir)
+    d = hparams.defaults(dataset, method)
+    samples = len(ds.finetune) if samples is None and d["samples"] is None else (samples or d["samples"])
+    epochs = d["epochs"] if epochs is None else epochs
+    batch = d["batch"] if batch is None else batch
+    lr = d["lr"] if lr is None else lr
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(ds.finetune))
+    evaluation = getattr(ds, eval_split)
+    if evaluation is None:
+        raise ValueError(f"data set {dataset} has no {eval_split} split")
+
+    base, _ = load_base(dataset, data_dir, progress=progress)
+    idx = select_samples(len(ds.finetune), samples, seed)
+    x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
+    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank)
+    result.accuracy_before = base.accuracy(evaluation.x, evaluation.y)
+
+    model = cls(base, lr=lr, rank=rank, seed=seed)
+    evaluate = _evaluator(model, evaluation) if curves else None
+    order_rng = np.random.default_rng(seed + 1)
+    steps = -(-samples // batch)
+    try:
+        with Progress(epochs * steps, f"{method} {dataset}", enabled=progress) as bar:
+            for epoch in range(epochs):
+                t_epoch = time.perf_counter()
+                if epoch == 0:
+                    model.prepare(x, y)  # Skip2-LoRA's cache fill belongs to the first epoch
+                order = order_rng.permutation(samples) if shuffle else None
+                total = 0.0
+                for s in range(steps):
+                    # Default: the same (seeded random) order every epoch, as the accelerator runs.
+                    b = slice(s * batch, (s + 1) * batch) if order is None else order[s * batch:(s + 1) * batch]
+                    loss = model.step(b)
+                    if not math.isfinite(loss):
+                        check_finite(loss, f"epoch {epoch + 1}, step {s + 1}")
+                    total += loss * (min(b.stop, samples) - b.start if order is None else len(b))
+                    bar.update(1)
+                result.epoch_times.append(time.perf_counter() - t_epoch)
+                result.losses.append(total / samples)
+                if evaluate is not None:  # after the epoch's clock stopped: not fine-tuning time
+                    result.curve.append(evaluate())
+    except (DivergenceError, FloatingPointError) as exc:
+        result.diverged, result.error = True, str(exc)
+        return result
+    for name, p in model.trainable().items():
+        if not np.all(np.isfinite(p)):
+            result.diverged, result.error = True, f"training diverged: parameter {name} is not finite"
+            return result
+    result.ft_seconds = float(sum(result.epoch_times))
+    result.base_forward_samples = model.net.forward_samples
+    result.epoch_seconds = float(np.mean(result.epoch_times[1:])) if epochs > 1 else None
+    result.time_per_batch = model.timer.per_batch()
+    result.accuracy = evaluate() if evaluate is not None else _accuracy(model, evaluation)
+    result.cache_bytes = getattr(model, "cache_bytes", None)
+    return result
+
+
+def _accuracy(model, split) -> float:
+    return float((model.logits(split.x).argmax(axis=1) == split.y).mean())
+
+
+def _evaluator(model, split):
+    """Accuracy of the current model; adapter-on-output methods reuse one base forward of the split."""
+    if not model.uses_output_adapters:
+        return lambda: _accuracy(model, split)
+    seen = model.net.forward_samples
+    xcat, z = model.base_forward(split.x)
+    model.net.forward_samples = seen  # evaluation is not part of fine-tuning
+
+    def evaluate():  # the quantizer exists only once prepare() filled the cache
+
+        xin = xcat
+        if hasattr(model, "quantizer"):
+            off = model.adapters.offsets
+            taps = [xcat[:, off[k]:off[k + 1]] for k in range(len(off) - 1)]
+            xin = np.concatenate(model.quantizer.values(model.quantizer.codes(taps)), axis=1)
+        return float((model.logits_from(xin, z).argmax(axis=1) == split.y).mean())
+
+    return evaluate

@@ -1,0 +1,156 @@
+"""The wire format between host and accelerator: how cache entries and adapters become stream beats.
+
+A beat (one AXI4-Stream transfer, one cache line) is 4*P bits, little-endian bytes.
+
+* Cache entry = S = sum_k L_k + T beats. Tap k takes L_k = ceil(d_k / P) beats; code j of a beat
+  occupies bits 4j..4j+3 (two's complement for a signed tap), codes past d_k are 0. The T tail
+  beats hold the C base logits as 16-bit two's complement fields, then the label (16 bits), then
+  zeros.
+* Adapters = the A lines then B. A line i (tap k, line l) is R*P 16-bit words, word r*P + p
+  holding A_k[r, l*P + p] (0 past d_k), i.e. 4R beats; then the K*C*R words of B in (k, c, r)
+  order, zero-padded to a whole beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .model import Adapters, CacheEntries, Geometry
+
+__all__ = ["Layout", "pack_cache", "unpack_cache", "pack_adapters", "unpack_adapters"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    geometry: Geometry
+    lanes: int
+
+    @cached_property
+    def lines_per_tap(self) -> tuple:
+        return tuple(-(-d // self.lanes) for d in self.geometry.dims)
+
+    @property
+    def tap_lines(self) -> int:
+        return sum(self.lines_per_tap)
+
+    @property
+    def beat_bits(self) -> int:
+        return 4 * self.lanes
+
+    @property
+    def beat_bytes(self) -> int:
+        return self.beat_bits // 8
+
+    @property
+    def tail_lines(self) -> int:
+        return -(-16 * (self.geometry.classes + 1) // self.beat_bits)
+
+    @property
+    def sample_lines(self) -> int:
+        return self.tap_lines + self.tail_lines
+
+    @property
+    def words_per_beat(self) -> int:
+        return self.lanes // 4
+
+    @property
+    def a_beats(self) -> int:
+        return self.tap_lines * 4 * self.geometry.rank
+
+    @property
+    def b_words(self) -> int:
+        g = self.geometry
+        return g.taps * g.classes * g.rank
+
+    @property
+    def b_beats(self) -> int:
+        return -(-self.b_words // self.words_per_beat)
+
+    @property
+    def adapter_beats(self) -> int:
+        return self.a_beats + self.b_beats
+
+    def cache_bytes(self, n: int) -> int:
+        return n * self.sample_lines * self.beat_bytes
+
+    def _code_columns(self):
+        """Column of each (padded) lane position in the concatenated codes, or -1 for padding."""
+        cols, off = [], self.geometry.offsets
+        for k, lines in enumerate(self.lines_per_tap):
+            pos = np.arange(lines * self.lanes)
+            cols.append(np.where(pos < self.geometry.dims[k], off[k] + pos, -1))
+        return np.concatenate(cols)
+
+
+def pack_cache(layout: Layout, entries: CacheEntries) -> np.ndarray:
+    """Cache entries as the byte stream the accelerator receives (uint8, n * S * 4P/8 bytes)."""
+    g = layout.geometry
+    codes = np.asarray(entries.codes)
+    n = codes.shape[0]
+    cols = layout._code_columns()
+    padded = np.zeros((n, cols.size), np.uint8)
+    valid = cols >= 0
+    padded[:, valid] = codes[:, cols[valid]].astype(np.int64) & 0xF
+    tap_bytes = (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8)
+    tail = np.zeros((n, layout.tail_lines * layout.beat_bytes // 2), np.uint16)
+    tail[:, :g.classes] = np.asarray(entries.logits).astype(np.int64) & 0xFFFF
+    tail[:, g.classes] = np.asarray(entries.labels)
+    tail_bytes = tail.astype("<u2").view(np.uint8).reshape(n, -1)
+    return np.concatenate([tap_bytes, tail_bytes], axis=1).reshape(-1)
+
+
+def unpack_cache(layout: Layout, data, signed) -> CacheEntries:
+    g = layout.geometry
+    data = np.asarray(data, np.uint8)
+    per = layout.sample_lines * layout.beat_bytes
+    if data.size % per:
+        raise ValueError(f"cache stream of {data.size} bytes is not a whole number of {per}-byte entries")
+    rows = data.reshape(-1, per)
+    tap_bytes = rows[:, :layout.tap_lines * layout.beat_bytes]
+    nib = np.empty((rows.shape[0], tap_bytes.shape[1] * 2), np.int64)
+    nib[:, 0::2], nib[:, 1::2] = tap_bytes & 0xF, tap_bytes >> 4
+    cols = layout._code_columns()
+    codes = np.zeros((rows.shape[0], g.total_dim), np.int8)
+    valid = cols >= 0
+    vals = nib[:, valid]
+    sign = np.repeat(np.asarray(signed, bool), g.dims)[cols[valid]]
+    vals = np.where(sign & (vals >= 8), vals - 16, vals)
+    codes[:, cols[valid]] = vals
+    tail = rows[:, tap_bytes.shape[1]:].copy().view("<u2").astype(np.int64)
+    logits = np.where(tail[:, :g.classes] >= 1 << 15, tail[:, :g.classes] - (1 << 16), tail[:, :g.classes])
+    return CacheEntries(codes, logits.astype(np.int16), tail[:, g.classes].astype(np.int64))
+
+
+def pack_adapters(layout: Layout, adapters: Adapters) -> np.ndarray:
+    g, p = layout.geometry, layout.lanes
+    words = []
+    for k, lines in enumerate(layout.lines_per_tap):
+        a = np.zeros((g.rank, lines * p), np.int64)
+        a[:, :g.dims[k]] = adapters.a[k]
+        words.append(a.reshape(g.rank, lines, p).transpose(1, 0, 2).reshape(-1))
+    words.append(np.concatenate([np.asarray(b, np.int64).reshape(-1) for b in adapters.b]))
+    flat = np.concatenate(words)
+    out = np.zeros((layout.a_beats + layout.b_beats) * layout.words_per_beat, np.int64)
+    out[:flat.size] = flat
+    return (out & 0xFFFF).astype("<u2").view(np.uint8)
+
+
+def unpack_adapters(layout: Layout, data) -> Adapters:
+    g, p = layout.geometry, layout.lanes
+    data = np.asarray(data, np.uint8)
+    expect = layout.adapter_beats * layout.beat_bytes
+    if data.size != expect:
+        raise ValueError(f"adapter stream must be {expect} bytes for this geometry, not {data.size}")
+    w = data.view("<u2").astype(np.int64)
+    w = np.where(w >= 1 << 15, w - (1 << 16), w)
+    a, pos = [], 0
+    for k, lines in enumerate(layout.lines_per_tap):
+        n = lines * g.rank * p
+        block = w[pos:pos + n].reshape(lines, g.rank, p).transpose(1, 0, 2).reshape(g.rank, lines * p)
+        a.append(block[:, :g.dims[k]].astype(np.int16))
+        pos += n
+    bw = w[pos:pos + layout.b_words].reshape(g.taps, g.classes, g.rank)
+    return Adapters(a, [bw[k].astype(np.int16) for k in range(g.taps)])

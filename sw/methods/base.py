@@ -1,0 +1,87 @@
+"""What every fine-tuning method provides, and the phase timer the comparison tables need."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = ["Method", "PhaseTimer"]
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase (forward / backward / update) over the training steps."""
+
+    PHASES = ("forward", "backward", "update")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.steps = 0
+        self._t = 0.0
+        self._phase = None
+
+    def start(self, phase: str) -> None:
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.seconds[self._phase] += now - self._t
+        self._phase, self._t = phase, now
+
+    def stop(self) -> None:
+        if self._phase is not None:
+            self.seconds[self._phase] += time.perf_counter() - self._t
+        self._phase = None
+        self.steps += 1
+
+    @contextmanager
+    def paused(self):
+        """Exclude some work (e.g. a per-epoch evaluation) from every phase."""
+        phase = self._phase
+        self.stop()
+        self.steps -= 1
+        try:
+            yield
+        finally:
+            if phase is not None:
+                self.start(phase)
+
+    def per_batch(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        return {k: v / n for k, v in self.seconds.items()}
+
+
+class Method:
+    """A fine-tuning method bound to one copy of the base model.
+
+    ``prepare`` runs once before the first step with all fine-tuning samples (Skip2-LoRA fills
+    its cache there); ``step`` does one mini-batch of forward, backward and SGD update and
+    returns the batch loss; ``logits`` evaluates the current model.
+    """
+
+    name = ""
+    #: whether the method can read the cached test-set base forward (adapters on the output only)
+    uses_output_adapters = False
+
+    def __init__(self, base, *, lr: float, rank: int = 4, seed: int = 0):
+        self.net = base.copy()
+        self.lr = float(lr)
+        self.rank = int(rank)
+        self.rng = np.random.default_rng(seed)
+        self.timer = PhaseTimer()
+
+    def prepare(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def step(self, idx: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.net.predict_logits(x)
+
+    def trainable(self) -> dict[str, np.ndarray]:
+        """Name -> array of every trainable parameter (the finite-difference checks use it)."""
+        raise NotImplementedError
+
+    def loss_and_grads(self, idx: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss and analytic gradients of one batch without updating (for gradient checks)."""
+        raise NotImplementedError
