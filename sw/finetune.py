@@ -78,19 +78,17 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
 
     cls = method_class(method)
     ds = load_dataset(dataset, data_dir)
+    pool, evaluation = _pool_and_evaluation(ds, eval_split)
     d = hparams.defaults(dataset, method)
-    samples = len(ds.finetune) if samples is None and d["samples"] is None else (samples or d["samples"])
+    samples = len(pool) if samples is None and d["samples"] is None else (samples or d["samples"])
     epochs = d["epochs"] if epochs is None else epochs
     batch = d["batch"] if batch is None else batch
     lr = d["lr"] if lr is None else lr
-    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(ds.finetune))
-    evaluation = getattr(ds, eval_split)
-    if evaluation is None:
-        raise ValueError(f"data set {dataset} has no {eval_split} split")
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool))
 
     base, _ = load_base(dataset, data_dir, progress=progress)
-    idx = select_samples(len(ds.finetune), samples, seed)
-    x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
+    idx = select_samples(len(pool), samples, seed)
+    x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
     result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank)
     result.accuracy_before = base.accuracy(evaluation.x, evaluation.y)
 
@@ -132,6 +130,21 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     result.accuracy = evaluate() if evaluate is not None else _accuracy(model, evaluation)
     result.cache_bytes = getattr(model, "cache_bytes", None)
     return result
+
+
+def _pool_and_evaluation(ds, eval_split: str):
+    """Fine-tuning pool and evaluation data. ``holdout`` tunes hyper-parameters on data sets without a
+    validation split: every 4th block of 16 consecutive fine-tuning rows is held out (blocks keep
+    overlapping HAR windows together), the rest is the pool; the test split is never touched."""
+    if eval_split == "holdout":
+        held = (np.arange(len(ds.finetune)) // 16) % 4 == 3
+        return ds.finetune.subset(np.flatnonzero(~held)), ds.finetune.subset(np.flatnonzero(held))
+    if eval_split not in ("test", "validation"):
+        raise ValueError(f"evaluation split must be test, validation or holdout, not {eval_split!r}")
+    evaluation = getattr(ds, eval_split)
+    if evaluation is None:
+        raise ValueError(f"data set {ds.name} has no {eval_split} split (use holdout)")
+    return ds.finetune, evaluation
 
 
 def _accuracy(model, split) -> float:

@@ -20,8 +20,9 @@ from amaranth.sim import Simulator
 from skip2lora.hw.axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
 from skip2lora.hw.registers import Access, Field, Register, RegisterMap, decode, encode
 
+from amaranth_helpers import OKAY, axil_read, axil_write  # noqa: E402
+
 RW, RO, W1P, W1C = Access.RW, Access.RO, Access.W1P, Access.W1C
-OKAY = 0
 ID_VALUE = 0x5EC0_2A01
 
 
@@ -49,53 +50,6 @@ UNMAPPED = (0x0C, 0x14, 0x18)
 
 
 # --- simulation helpers -------------------------------------------------------------------------
-
-async def _response(ctx, valid, ready, delay, *payload):
-    """Accept a B/R response after holding `ready` low for `delay` cycles of `valid`."""
-    if delay:
-        await ctx.tick().until(valid)
-        for _ in range(delay - 1):
-            _, _, still_valid = await ctx.tick().sample(valid)
-            assert still_valid, "response dropped before it was accepted"
-    ctx.set(ready, 1)
-    values = await ctx.tick().sample(*payload).until(valid)
-    ctx.set(ready, 0)
-    return values
-
-
-async def axil_write(ctx, bus, addr, data, strb=0xF, *, aw_delay=0, w_delay=0, b_delay=0):
-    """One write; AW and W become valid after their own delays (in cycles)."""
-    ctx.set(bus.awaddr, addr)
-    ctx.set(bus.wdata, data)
-    ctx.set(bus.wstrb, strb)
-    aw_done = w_done = False
-    cycle = 0
-    while not (aw_done and w_done):
-        ctx.set(bus.awvalid, not aw_done and cycle >= aw_delay)
-        ctx.set(bus.wvalid, not w_done and cycle >= w_delay)
-        _, _, awv, awr, wv, wr = await ctx.tick().sample(
-            bus.awvalid, bus.awready, bus.wvalid, bus.wready)
-        aw_done = aw_done or bool(awv and awr)
-        w_done = w_done or bool(wv and wr)
-        cycle += 1
-    ctx.set(bus.awvalid, 0)
-    ctx.set(bus.wvalid, 0)
-    (bresp,) = await _response(ctx, bus.bvalid, bus.bready, b_delay, bus.bresp)
-    assert bresp == OKAY
-
-
-async def axil_read(ctx, bus, addr, *, ar_delay=0, r_delay=0):
-    """One read; returns RDATA."""
-    ctx.set(bus.araddr, addr)
-    if ar_delay:
-        await ctx.tick().repeat(ar_delay)
-    ctx.set(bus.arvalid, 1)
-    await ctx.tick().until(bus.arready)
-    ctx.set(bus.arvalid, 0)
-    rdata, rresp = await _response(ctx, bus.rvalid, bus.rready, r_delay, bus.rdata, bus.rresp)
-    assert rresp == OKAY
-    return rdata
-
 
 def protocol_monitor(bus, counts):
     """Background checker of the subordinate's side of the AXI4-Lite rules."""

@@ -1,0 +1,142 @@
+"""Hardware parameters derived from an `AcceleratorConfig`: line counts, widths and address sizes.
+
+Number formats come from the numeric contract (`skip2lora.fixed.formats`) and the stream layout
+from the wire format (`skip2lora.fixed.packing.Layout`); nothing here restates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..fixed import formats as F
+from ..fixed.config import AcceleratorConfig
+from ..fixed.packing import Layout
+
+__all__ = ["HwParams", "MAX_TAPS", "bits_for"]
+
+MAX_TAPS = 8  # tap register slots in the (configuration-independent) register map
+
+
+def bits_for(n: int) -> int:
+    """Unsigned width that holds 0..n."""
+    return max(int(n).bit_length(), 1)
+
+
+@dataclass(frozen=True)
+class HwParams:
+    config: AcceleratorConfig
+
+    def __post_init__(self):
+        if not isinstance(self.config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {self.config!r}")
+        if self.config.geometry.taps > MAX_TAPS:
+            raise ValueError(f"at most {MAX_TAPS} taps are supported, not {self.config.geometry.taps}")
+
+    # -- geometry ------------------------------------------------------------------------------
+    @property
+    def geometry(self):
+        return self.config.geometry
+
+    @property
+    def K(self):
+        return self.geometry.taps
+
+    @property
+    def R(self):
+        return self.geometry.rank
+
+    @property
+    def C(self):
+        return self.geometry.classes
+
+    @property
+    def P(self):
+        return self.config.lanes
+
+    @property
+    def n_max(self):
+        return self.config.cache_depth
+
+    @cached_property
+    def layout(self) -> Layout:
+        return Layout(self.geometry, self.P)
+
+    @property
+    def lines_per_tap(self):
+        return self.layout.lines_per_tap
+
+    @property
+    def SL(self):
+        """Tap lines per sample (= lines of A and of the dA accumulators)."""
+        return self.layout.tap_lines
+
+    @property
+    def T(self):
+        return self.layout.tail_lines
+
+    @property
+    def S(self):
+        return self.layout.sample_lines
+
+    @cached_property
+    def tap_of_line(self) -> tuple:
+        return tuple(k for k, n in enumerate(self.lines_per_tap) for _ in range(n))
+
+    @cached_property
+    def first_line_of_tap(self) -> tuple:
+        out, pos = [], 0
+        for n in self.lines_per_tap:
+            out.append(pos)
+            pos += n
+        return tuple(out)
+
+    # -- widths --------------------------------------------------------------------------------
+    @property
+    def beat_bits(self):
+        return self.layout.beat_bits
+
+    @property
+    def words_per_beat(self):
+        return self.layout.words_per_beat
+
+    @property
+    def a_line_bits(self):
+        return self.R * self.P * F.W_BITS
+
+    @property
+    def mul_bits(self):
+        """Multiplier operand width: A (16 bits) in the forward pass, t (24 bits) in the backward."""
+        return max(F.W_BITS, F.T_BITS)
+
+    @property
+    def code_bits(self):
+        return F.CODE_BITS + 1  # codes sign- or zero-extended to a signed 5-bit operand
+
+    @cached_property
+    def acc(self) -> dict:
+        return F.acc_bits(max(self.geometry.dims))
+
+    @property
+    def da_bits(self):
+        return self.acc["da_acc"]
+
+    @property
+    def u_acc_bits(self):
+        return self.acc["u_acc"]
+
+    @property
+    def cache_lines(self):
+        return self.n_max * self.S
+
+    @property
+    def line_addr_bits(self):
+        return bits_for(self.S - 1)
+
+    @property
+    def cache_addr_bits(self):
+        return bits_for(self.cache_lines - 1)
+
+    @property
+    def sample_bits(self):
+        return bits_for(self.n_max)

@@ -1,0 +1,122 @@
+"""AXI4-Stream input: cache entries and initial adapters, checked against the armed command.
+
+The host arms a transfer (LOAD_CACHE with LOAD_COUNT entries, or LOAD_ADAPTERS), then sends the
+beats (`skip2lora.fixed.packing` is the format). The beat count is known, so TLAST is checked:
+
+* TLAST before the last expected beat -> TLAST_EARLY; the transfer is dropped (nothing committed)
+* no TLAST on the last expected beat  -> TLAST_LATE; the rest is drained up to TLAST
+* beats with nothing armed            -> STREAM_UNEXPECTED; drained up to TLAST
+
+TREADY stays high, so a DMA never hangs on the accelerator. Cache entries are committed
+(N_LOADED grows) only when a whole transfer arrived correctly; an adapter load that fails leaves
+the adapters undefined (reload them).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import HwParams
+from .regmap import ErrorCode
+
+__all__ = ["StreamLoader", "axis_signature"]
+
+
+def axis_signature(width: int) -> stream.Signature:
+    return stream.Signature(data.StructLayout({"data": width, "last": 1}))
+
+
+class StreamLoader(wiring.Component):
+    def __init__(self, params: HwParams):
+        if not isinstance(params, HwParams):
+            raise TypeError(f"params must be HwParams, not {params!r}")
+        self.params = params
+        p = params
+        abits = max((p.SL - 1).bit_length(), 1)
+        self.segments = p.a_line_bits // p.beat_bits
+        super().__init__({
+            "s_axis": In(axis_signature(p.beat_bits)),
+            "load_cache": In(1),      # command pulses (accepted only when the core is idle)
+            "load_adapters": In(1),
+            "count": In(16),          # LOAD_COUNT
+            "n_loaded": In(16),
+            "armed": Out(1),          # a transfer is expected or being drained
+            "error": Out(1),          # one-cycle pulse with error_code
+            "error_code": Out(8),
+            "commit": Out(1),         # one-cycle pulse: N_LOADED += count
+            "cache_addr": Out(p.cache_addr_bits), "cache_data": Out(p.beat_bits), "cache_en": Out(1),
+            "a_addr": Out(abits), "a_data": Out(p.a_line_bits), "a_en": Out(self.segments),
+            "b_valid": Out(1), "b_beat": Out(16), "b_data": Out(p.beat_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        beat = Signal(32)            # beats received in this transfer
+        total = Signal(32)           # beats expected
+        addr = Signal(p.cache_addr_bits)
+        seg = Signal(range(max(self.segments, 2)))
+        line = Signal(max((p.SL - 1).bit_length(), 1))
+        a_beats, b_beats = p.layout.a_beats, p.layout.b_beats
+        axis = self.s_axis
+        last_beat = beat == total - 1
+        m.d.comb += [axis.ready.eq(1), self.cache_data.eq(axis.p.data), self.cache_addr.eq(addr),
+                     self.b_data.eq(axis.p.data), self.a_addr.eq(line)]
+        m.d.comb += self.a_data.eq(axis.p.data.replicate(self.segments))
+        m.d.sync += [self.error.eq(0), self.commit.eq(0)]
+
+        def fail(code):
+            m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
+
+        def check_end():
+            """TLAST must come exactly with the last expected beat."""
+            with m.If(axis.p.last & ~last_beat):
+                fail(ErrorCode.TLAST_EARLY)
+                m.next = "IDLE"
+            with m.Elif(last_beat & ~axis.p.last):
+                fail(ErrorCode.TLAST_LATE)
+                m.next = "DRAIN"
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.load_cache):
+                    with m.If((self.count == 0) | (self.n_loaded + self.count > p.n_max)):
+                        fail(ErrorCode.CACHE_OVERFLOW)
+                    with m.Else():
+                        m.d.sync += [beat.eq(0), total.eq(self.count * p.S), addr.eq(self.n_loaded * p.S)]
+                        m.next = "CACHE"
+                with m.Elif(self.load_adapters):
+                    m.d.sync += [beat.eq(0), total.eq(a_beats + b_beats), seg.eq(0), line.eq(0)]
+                    m.next = "ADAPTERS"
+                with m.Elif(axis.valid):
+                    fail(ErrorCode.STREAM_UNEXPECTED)
+                    with m.If(~axis.p.last):
+                        m.next = "DRAIN"
+            with m.State("CACHE"):
+                with m.If(axis.valid):
+                    m.d.comb += self.cache_en.eq(1)
+                    m.d.sync += [beat.eq(beat + 1), addr.eq(addr + 1)]
+                    with m.If(last_beat & axis.p.last):
+                        m.d.sync += self.commit.eq(1)
+                        m.next = "IDLE"
+                    check_end()
+            with m.State("ADAPTERS"):
+                with m.If(axis.valid):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat < a_beats):  # A: 4R beats per line, one write segment each
+                        m.d.comb += self.a_en.eq(1 << seg)
+                        m.d.sync += seg.eq(seg + 1)
+                        with m.If(seg == self.segments - 1):
+                            m.d.sync += [seg.eq(0), line.eq(line + 1)]
+                    with m.Else():
+                        m.d.comb += [self.b_valid.eq(1), self.b_beat.eq(beat - a_beats)]
+                    with m.If(last_beat & axis.p.last):
+                        m.next = "IDLE"
+                    check_end()
+            with m.State("DRAIN"):
+                with m.If(axis.valid & axis.p.last):
+                    m.next = "IDLE"
+        m.d.comb += self.armed.eq(~fsm.ongoing("IDLE"))
+        return m

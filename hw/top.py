@@ -1,0 +1,64 @@
+"""The Vivado-facing top level: flat AXI port names, ``aclk`` and active-low ``aresetn``.
+
+Vivado's IP packager infers ``s_axi_control`` (AXI4-Lite), ``s_axis`` / ``m_axis`` (AXI4-Stream)
+and the ``interrupt`` line from these names.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..fixed.config import AcceleratorConfig
+from .core import Skip2LoRACore
+from .params import HwParams
+from .regmap import REGISTER_MAP
+
+__all__ = ["Skip2LoRATop", "TOP_NAME"]
+
+TOP_NAME = "skip2lora"
+
+_AXIL = ["awaddr", "awprot", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp",
+         "bvalid", "bready", "araddr", "arprot", "arvalid", "arready", "rdata", "rresp", "rvalid", "rready"]
+
+
+class Skip2LoRATop(wiring.Component):
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        p = HwParams(config)
+        aw = REGISTER_MAP.address_width
+        w = p.beat_bits
+        super().__init__({
+            "aclk": In(1), "aresetn": In(1), "interrupt": Out(1),
+            "s_axi_control_awaddr": In(aw), "s_axi_control_awprot": In(3), "s_axi_control_awvalid": In(1),
+            "s_axi_control_awready": Out(1), "s_axi_control_wdata": In(32), "s_axi_control_wstrb": In(4),
+            "s_axi_control_wvalid": In(1), "s_axi_control_wready": Out(1), "s_axi_control_bresp": Out(2),
+            "s_axi_control_bvalid": Out(1), "s_axi_control_bready": In(1), "s_axi_control_araddr": In(aw),
+            "s_axi_control_arprot": In(3), "s_axi_control_arvalid": In(1), "s_axi_control_arready": Out(1),
+            "s_axi_control_rdata": Out(32), "s_axi_control_rresp": Out(2), "s_axi_control_rvalid": Out(1),
+            "s_axi_control_rready": In(1),
+            "s_axis_tdata": In(w), "s_axis_tvalid": In(1), "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(w), "m_axis_tvalid": Out(1), "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        m.d.comb += [ClockSignal("sync").eq(self.aclk), ResetSignal("sync").eq(~self.aresetn)]
+        m.submodules.core = core = Skip2LoRACore(self.config)
+        for name in _AXIL:
+            outer = getattr(self, f"s_axi_control_{name}")
+            inner = getattr(core.bus, name)
+            if name in ("awready", "wready", "bresp", "bvalid", "arready", "rdata", "rresp", "rvalid"):
+                m.d.comb += outer.eq(inner)
+            else:
+                m.d.comb += inner.eq(outer)
+        m.d.comb += [
+            core.s_axis.p.data.eq(self.s_axis_tdata), core.s_axis.p.last.eq(self.s_axis_tlast),
+            core.s_axis.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(core.s_axis.ready),
+            self.m_axis_tdata.eq(core.m_axis.p.data), self.m_axis_tlast.eq(core.m_axis.p.last),
+            self.m_axis_tvalid.eq(core.m_axis.valid), core.m_axis.ready.eq(self.m_axis_tready),
+            self.interrupt.eq(core.irq),
+        ]
+        return m
