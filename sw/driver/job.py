@@ -1,0 +1,84 @@
+"""``skip2lora finetune --backend fixed|sim|pynq``: one Quant Skip2-LoRA job on an accelerator backend.
+
+Same data, sample selection and defaults as the float backend (`skip2lora.finetune`), so the
+results line up; the JSON adds the accelerator's cycle count, the projected KV260 time
+(cycles / an assumed clock) and this machine's wall time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .. import hparams
+from ..fixed.config import KV260, AcceleratorConfig
+from ..fixed.cycles import CLOCK_MHZ, report as cycle_report
+from ..finetune import select_samples, validate_run
+from .backend import make_backend
+from .session import Session, geometry_of
+
+__all__ = ["run_job", "accelerator_config_for"]
+
+METHOD = "quant-skip2-lora"
+
+
+def accelerator_config_for(geometry, samples: int) -> AcceleratorConfig:
+    """The KV260 build when the geometry is LeNet-5's, else a build of the same lanes for this geometry."""
+    if geometry == KV260.geometry and samples <= KV260.cache_depth:
+        return KV260
+    return AcceleratorConfig(f"custom-{'x'.join(map(str, geometry.dims))}", geometry, KV260.lanes,
+                             max(samples, 1))
+
+
+def run_job(args) -> dict:
+    from ..data import load_dataset
+    from ..nn.pretrained import load_base
+
+    wall0 = time.perf_counter()
+    quiet = bool(getattr(args, "json", False))
+    ds = load_dataset(args.dataset, args.data_dir)
+    d = hparams.defaults(args.dataset, METHOD)
+    samples = args.samples or d["samples"] or len(ds.finetune)
+    epochs = args.epochs or d["epochs"]
+    batch = args.batch or d["batch"]
+    lr = args.lr or d["lr"]
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=args.rank, pool=len(ds.finetune))
+    base, _ = load_base(args.dataset, args.data_dir, progress=None if not quiet else False)
+    geometry = geometry_of(base, args.rank)
+    config = accelerator_config_for(geometry, samples)
+    idx = select_samples(len(ds.finetune), samples, args.seed)
+    x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
+
+    backend_kwargs = {}
+    if args.backend == "sim":
+        backend_kwargs["progress"] = None if not quiet else False
+    if args.backend == "pynq" and getattr(args, "bitfile", None):
+        backend_kwargs["bitfile"] = args.bitfile
+    with make_backend(args.backend, config, **backend_kwargs) as backend:
+        session = Session(base, backend, seed=args.seed)
+        t0 = time.perf_counter()
+        session.add_samples(x, y)
+        fill = time.perf_counter() - t0
+        before = session.accuracy(ds.test.x, ds.test.y)
+        if not quiet:
+            print(f"{args.backend} backend ({config.name}): {samples} samples cached in {fill:.2f} s; "
+                  f"fine-tuning {epochs} epochs ...", file=sys.stderr)
+        out = session.finetune(epochs=epochs, batch=batch, lr=lr)
+        accuracy = session.accuracy(ds.test.x, ds.test.y)
+    projected = cycle_report(config, samples, batch, epochs)
+    if out["cycles"] != projected["cycles"]:
+        raise RuntimeError(f"accelerator counted {out['cycles']} cycles, the cycle model predicts "
+                           f"{projected['cycles']}")
+    return {
+        "method": METHOD, "backend": args.backend, "dataset": args.dataset, "config": config.name,
+        "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
+        "seed": args.seed, "rank": args.rank,
+        "accuracy_before": before, "accuracy": accuracy, "diverged": False,
+        "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
+        "cycles": out["cycles"], "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],
+        "projection": projected["projection"], "utilization": projected["utilization"],
+        "train_correct_last_epoch": out["correct"], "wall_seconds": time.perf_counter() - wall0,
+        "tap_exponents": session.quantizer.exponents, "tap_signed": session.quantizer.signed,
+    }

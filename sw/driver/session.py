@@ -1,0 +1,166 @@
+"""A fine-tuning session: the host's side of Skip2-LoRA with the accelerator.
+
+    session = Session(base_model, backend)          # backend: fixed, sim or pynq
+    session.add_samples(x, y)                       # base forward once, 4-bit codes, into the cache
+    report = session.finetune(epochs=10, batch=16, lr=0.1)
+    session.predict(x_test)                         # base forward + the trained adapters
+    session.save_adapters("adapters.npz")           # atomic; load_adapters() checks it
+
+The host owns the base model: it runs each sample's base forward once, quantizes the adapter
+inputs with per-tap power-of-two scales fixed by the first samples (`TapQuantizer`), converts
+the base logits to the accelerator's format and streams cache entries to the backend. More
+samples can be added between jobs (online fine-tuning); they reuse the same scales.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..fixed import formats as F
+from ..fixed.config import AcceleratorConfig
+from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, forward
+from ..fixed.quantize import TapQuantizer
+from .adapters_io import load_adapters_file, save_adapters_file
+from .backend import Backend
+
+__all__ = ["Session", "geometry_of"]
+
+FORWARD_CHUNK = 512
+
+
+def geometry_of(net, rank: int = 4) -> Geometry:
+    """The accelerator geometry a base model needs: its tap dims, the rank, its classes."""
+    return Geometry(tuple(net.tap_dims), rank, net.classes)
+
+
+class Session:
+    def __init__(self, base, backend: Backend, *, seed: int = 0, quantizer: TapQuantizer | None = None):
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a Backend, not {backend!r}")
+        self.base = base
+        self.backend = backend
+        self.geometry = backend.config.geometry
+        if tuple(base.tap_dims) != self.geometry.dims or base.classes != self.geometry.classes:
+            raise ValueError(f"the base model (taps {tuple(base.tap_dims)}, {base.classes} classes) does not "
+                             f"match the accelerator's geometry (taps {self.geometry.dims}, "
+                             f"{self.geometry.classes} classes)")
+        self.quantizer = quantizer
+        self.seed = seed
+        self.base_forward_samples = 0
+        self.backend.load_adapters(Adapters.lora_init(self.geometry, seed))
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self.backend.config
+
+    @property
+    def n_loaded(self) -> int:
+        return self.backend.n_loaded
+
+    # -- host side: cache entries ---------------------------------------------------------------
+    def _check_samples(self, x, y=None):
+        x = np.asarray(x)
+        shape = tuple(self.base.input_shape)
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"samples must have shape (n, {', '.join(map(str, shape))}), not {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+            raise TypeError(f"samples must be numbers, not {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError("no samples given")
+        if not np.all(np.isfinite(x)):
+            bad = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
+            raise ValueError(f"sample {bad} contains NaN or Inf")
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (x.shape[0],):
+                raise ValueError(f"labels must have shape ({x.shape[0]},), not {y.shape}")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise TypeError(f"labels must be integers, not {y.dtype}")
+            if y.min() < 0 or y.max() >= self.geometry.classes:
+                bad = y[(y < 0) | (y >= self.geometry.classes)][0]
+                raise ValueError(f"label {bad} is out of range [0, {self.geometry.classes})")
+        return x, y
+
+    def _base_forward(self, x):
+        """Base logits and taps, in chunks (each sample's only trip through the base model)."""
+        logits, taps = [], []
+        for i in range(0, len(x), FORWARD_CHUNK):
+            z, t = self.base.forward(x[i:i + FORWARD_CHUNK], taps=True)
+            logits.append(z)
+            taps.append(t)
+        self.base_forward_samples += len(x)
+        return np.concatenate(logits), [np.concatenate([t[k] for t in taps]) for k in range(self.geometry.taps)]
+
+    def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """4-bit codes (N, D) and fixed-point base logits (N, C) of samples (fits the scales once)."""
+        z, taps = self._base_forward(x)
+        if self.quantizer is None:
+            self.quantizer = TapQuantizer.fit(taps)
+        codes = np.concatenate(self.quantizer.codes(taps), axis=1)
+        return codes, F.to_fixed(z, F.Z_FRAC, F.Z_BITS).astype(np.int16)
+
+    def add_samples(self, x, y) -> int:
+        """Append samples to the accelerator's cache; returns how many entries it now holds."""
+        x, y = self._check_samples(x, y)
+        self.backend.check_room(len(x))
+        codes, z = self.encode(x)
+        entries = CacheEntries(codes, z, y.astype(np.int64))
+        entries.validate(self.geometry, self.quantizer.signed)
+        self.backend.load_cache(entries)
+        return self.backend.n_loaded
+
+    def clear_samples(self) -> None:
+        self.backend.clear_cache()
+
+    # -- fine-tuning -----------------------------------------------------------------------------
+    def job(self, *, epochs: int, batch: int, lr: float, samples: int | None = None) -> JobConfig:
+        if self.quantizer is None:
+            raise RuntimeError("add samples before fine-tuning")
+        samples = self.n_loaded if samples is None else samples
+        job = JobConfig(samples, batch, epochs, F.lr_register(lr, batch),
+                        tuple(self.quantizer.exponents), tuple(self.quantizer.signed))
+        return job.validate(self.geometry, self.n_loaded)
+
+    def finetune(self, *, epochs: int = 10, batch: int = 16, lr: float = 0.1, samples: int | None = None) -> dict:
+        """Run one job on the accelerator: the adapters stay there and are read back."""
+        job = self.job(epochs=epochs, batch=batch, lr=lr, samples=samples)
+        t0 = time.perf_counter()
+        out = self.backend.run(job)
+        out["wall_seconds"] = time.perf_counter() - t0
+        out.update(samples=job.samples, batch=job.batch, epochs=job.epochs, lr=lr, lr_register=job.lr)
+        return out
+
+    @property
+    def adapters(self) -> Adapters:
+        return self.backend.read_adapters()
+
+    # -- inference -------------------------------------------------------------------------------
+    def logits(self, x, adapters: Adapters | None = None) -> np.ndarray:
+        """The accelerator's logits y (Z format integers) for samples: base forward + adapters."""
+        x, _ = self._check_samples(x)
+        if self.quantizer is None:
+            raise RuntimeError("add samples first: the cache's scales are not known yet")
+        adapters = self.adapters if adapters is None else adapters
+        codes, z = self.encode(x)
+        return forward(self.geometry, codes, z, adapters, self.quantizer.exponents)
+
+    def predict(self, x, adapters: Adapters | None = None) -> np.ndarray:
+        return self.logits(x, adapters).argmax(axis=1)
+
+    def accuracy(self, x, y, adapters: Adapters | None = None) -> float:
+        return float((self.predict(x, adapters) == np.asarray(y)).mean())
+
+    # -- adapters on disk ------------------------------------------------------------------------
+    def save_adapters(self, path) -> None:
+        save_adapters_file(path, self.adapters, self.geometry, self.quantizer)
+
+    def load_adapters(self, path) -> None:
+        adapters, quantizer = load_adapters_file(path, self.geometry)
+        if self.quantizer is None:
+            self.quantizer = quantizer
+        elif quantizer is not None and quantizer.to_dict() != self.quantizer.to_dict():
+            raise ValueError(f"{path}: its tap scales {quantizer.to_dict()} differ from this cache's "
+                             f"{self.quantizer.to_dict()}")
+        self.backend.load_adapters(adapters)

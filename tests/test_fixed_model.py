@@ -1,0 +1,208 @@
+"""Property tests of the bit-exact model, the quantizer, the wire format and the cycle model."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skip2lora.fixed import formats as F
+from skip2lora.fixed.config import KV260, AcceleratorConfig
+from skip2lora.fixed.cycles import batch_cycles, forward_to_t, job_cycles
+from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job, softmax_gradient
+from skip2lora.fixed.packing import Layout, pack_adapters, pack_cache, unpack_adapters, unpack_cache
+from skip2lora.fixed.quantize import TapQuantizer, choose_exponent, code_range, dequantize, quantize
+from skip2lora.fixed.vectors import make_vector
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def geometries(draw):
+    k = draw(st.integers(1, 4))
+    dims = tuple(draw(st.lists(st.integers(1, 40), min_size=k, max_size=k)))
+    return Geometry(dims, draw(st.integers(1, 4)), draw(st.integers(2, 8)))
+
+
+@st.composite
+def vectors(draw, extreme=None):
+    g = draw(geometries())
+    lanes = draw(st.sampled_from([4, 8, 16, 64]))
+    n = draw(st.integers(1, 12))
+    cfg = AcceleratorConfig("t", g, lanes, 16)
+    return make_vector(cfg, samples=n, batch=draw(st.integers(1, n)), epochs=draw(st.integers(1, 3)),
+                       seed=draw(st.integers(0, 2**31)), cached=draw(st.integers(n, 16)),
+                       extreme=draw(st.booleans()) if extreme is None else extreme)
+
+
+@SETTINGS
+@given(vectors())
+def test_job_is_deterministic_and_in_range(v):
+    r1 = run_job(v.config.geometry, v.cache, v.adapters, v.job)
+    r2 = run_job(v.config.geometry, v.cache, v.adapters, v.job)
+    assert r1.adapters.equals(r2.adapters) and r1.correct == r2.correct
+    lo, hi = F.weight_range()
+    for m in r1.adapters.a + r1.adapters.b:
+        assert m.dtype == np.int16 and m.min() >= lo and m.max() <= hi
+    assert all(0 <= c <= v.job.samples for c in r1.correct)
+
+
+def test_saturation_instead_of_wraparound():
+    """Every narrowing on the way saturates: u, t, the A step and the B step (no sign flips)."""
+    g = Geometry((3,), 1, 2)
+    cache = CacheEntries(np.full((1, 3), 15, np.int8), np.zeros((1, 2), np.int16), np.array([1]))
+    adapters = Adapters([np.full((1, 3), 32767, np.int16)], [np.array([[32767], [-32768]], np.int16)])
+    job = JobConfig(1, 1, 1, (1 << F.LR_BITS) - 1, (F.EXP_MAX,), (False,))
+    res = run_job(g, cache, adapters, job)
+    # u = 3 * 32767 * 15 saturates at 32767; class 0 wins with p ~ 1 but the label is 1, so
+    # t = lr * B^T g saturates at 2**23 - 1 and A's huge negative step stops at -32768; B's rows
+    # move the opposite ways and stop at their limits.
+    assert np.all(res.adapters.a[0] == -32768)
+    assert res.adapters.b[0].tolist() == [[-32768], [32767]]
+
+
+def test_softmax_gradient_matches_float_softmax():
+    rng = np.random.default_rng(3)
+    y = rng.integers(-20 << 8, 20 << 8, (200, 10))
+    labels = rng.integers(0, 10, 200)
+    g, top = softmax_gradient(y, labels)
+    z = y / 256.0
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(200), labels] -= 1
+    assert np.abs(g / 2.0 ** F.P_FRAC - p).max() < 2e-3
+    assert np.array_equal(top, y.argmax(1))
+    assert np.all(g.sum(axis=1) <= 2) and np.all(g.sum(axis=1) >= -20)  # rows of p - onehot sum to ~0
+
+
+def _float_job(g, cache, adapters, job):
+    """The same job in float64 with no rounding or saturation (the small-step limit)."""
+    off = g.offsets
+    x = [cache.codes[:, off[k]:off[k + 1]] * 2.0 ** job.exponents[k] for k in range(g.taps)]
+    a = [m.astype(float) * 2.0 ** -F.A_FRAC for m in adapters.a]
+    b = [m.astype(float) * 2.0 ** -F.B_FRAC for m in adapters.b]
+    z = cache.logits.astype(float) * 2.0 ** -F.Z_FRAC
+    eta = job.lr * 2.0 ** -F.LR_FRAC
+    for _ in range(job.epochs):
+        for s in range(0, job.samples, job.batch):
+            sl = slice(s, min(s + job.batch, job.samples))
+            u = [xk[sl] @ ak.T for xk, ak in zip(x, a)]
+            y = z[sl] + sum(uk @ bk.T for uk, bk in zip(u, b))
+            p = np.exp(y - y.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(len(p)), cache.labels[sl]] -= 1
+            grads_a = [(p @ bk).T @ xk[sl] for bk, xk in zip(b, x)]
+            grads_b = [p.T @ uk for uk in u]
+            a = [ak - eta * ga for ak, ga in zip(a, grads_a)]
+            b = [bk - eta * gb for bk, gb in zip(b, grads_b)]
+    return a, b
+
+
+@SETTINGS
+@given(vectors(extreme=False))
+def test_agrees_with_float_in_the_small_step_limit(v):
+    g = v.config.geometry
+    job = JobConfig(v.job.samples, v.job.batch, 1, 1 << 12, (-4,) * g.taps, v.job.signed)
+    fixed = run_job(g, v.cache, v.adapters, job).adapters
+    a_float, b_float = _float_job(g, v.cache, v.adapters, job)
+    steps = -(-job.samples // job.batch)
+    for k in range(g.taps):  # a few LSBs of rounding per step, no more
+        assert np.abs(fixed.a[k] * 2.0 ** -F.A_FRAC - a_float[k]).max() <= (1 + steps) * 2.0 ** -F.A_FRAC
+        assert np.abs(fixed.b[k] * 2.0 ** -F.B_FRAC - b_float[k]).max() <= (1 + steps) * 2.0 ** -F.B_FRAC
+
+
+@given(st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=1, max_size=200), st.booleans())
+def test_quantizer_round_trip_error_bound(values, signed):
+    x = np.asarray(values, np.float32)
+    if not signed:
+        x = np.abs(x)
+    e = choose_exponent(x, signed)
+    lo, hi = code_range(signed)
+    codes = quantize(x, e, signed)
+    assert codes.min() >= lo and codes.max() <= hi
+    back = dequantize(codes, e)
+    step = 2.0 ** e
+    inside = (x >= lo * step) & (x <= hi * step)
+    assert np.all(np.abs(back[inside] - x[inside]) <= step / 2 + 1e-6)  # rounding: half a step
+    assert np.all(back[x > hi * step] == hi * step) and np.all(back[x < lo * step] == lo * step)  # clipping
+
+
+def test_quantizer_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        choose_exponent(np.array([1.0, np.nan]), False)
+    with pytest.raises(ValueError, match="zero values"):
+        choose_exponent(np.array([]), False)
+    with pytest.raises(ValueError, match="exponent"):
+        TapQuantizer([F.EXP_MAX + 1], [False])
+
+
+@SETTINGS
+@given(vectors())
+def test_wire_format_round_trips(v):
+    layout = v.layout
+    data = pack_cache(layout, v.cache)
+    assert data.size == layout.cache_bytes(len(v.cache))
+    back = unpack_cache(layout, data, v.job.signed)
+    assert np.array_equal(back.codes, v.cache.codes) and np.array_equal(back.logits, v.cache.logits)
+    assert np.array_equal(back.labels, v.cache.labels)
+    assert unpack_adapters(layout, pack_adapters(layout, v.adapters)).equals(v.adapters)
+
+
+def test_bad_configurations_are_rejected():
+    g = Geometry((4, 3), 2, 3)
+    v = make_vector(AcceleratorConfig("t", g, 4, 8), samples=4, batch=2, epochs=1, seed=1)
+    ok = v.job
+    cases = {
+        "samples must be at least 1": ok.__class__(0, 1, 1, ok.lr, ok.exponents, ok.signed),
+        "exceeds the 4 cached": ok.__class__(5, 1, 1, ok.lr, ok.exponents, ok.signed),
+        "batch .5. is larger": ok.__class__(4, 5, 1, ok.lr, ok.exponents, ok.signed),
+        "epochs must be": ok.__class__(4, 2, 0, ok.lr, ok.exponents, ok.signed),
+        "lr register": ok.__class__(4, 2, 1, 0, ok.exponents, ok.signed),
+        "tap exponent": ok.__class__(4, 2, 1, ok.lr, (F.EXP_MAX + 1, 0), ok.signed),
+    }
+    for message, job in cases.items():
+        with pytest.raises(ValueError, match=message):
+            run_job(g, v.cache, v.adapters, job)
+    with pytest.raises(ValueError, match="rank must be at least 1"):
+        Geometry((4,), 0, 3)
+    with pytest.raises(ValueError, match="tap dims must be at least 1"):
+        Geometry((4, 0), 1, 3)
+    with pytest.raises(ValueError, match="learning rate"):
+        F.lr_register(float("nan"), 16)
+    with pytest.raises(ValueError, match="outside the accelerator's range"):
+        F.lr_register(1e-9, 16)
+    with pytest.raises(ValueError, match="label 3 is out of range"):
+        bad = CacheEntries(v.cache.codes, v.cache.logits, np.array([0, 1, 3, 0]))
+        run_job(g, bad, v.adapters, ok)
+    with pytest.raises(ValueError, match="codes must be in"):
+        codes = v.cache.codes.copy()
+        codes[0, 0] = 16 if not ok.signed[0] else 8
+        run_job(g, CacheEntries(codes, v.cache.logits, v.cache.labels), v.adapters, ok)
+
+
+def test_cycle_model_of_the_kv260_job_meets_the_target():
+    layout = Layout(KV260.geometry, KV260.lanes)
+    cycles = job_cycles(layout, 1024, 16, 10)
+    assert cycles <= 2_000_000
+    useful = 2 * KV260.geometry.rank * KV260.geometry.total_dim * 1024 * 10
+    assert useful / (KV260.lanes * KV260.geometry.rank * cycles) >= 0.80
+
+
+@given(st.integers(1, 60), st.integers(2, 12), st.integers(1, 3), st.integers(1, 40))
+def test_cycle_model_closed_form_matches_the_schedule(lines, classes, taps, nb):
+    """The closed form equals a step-by-step replay of the sequencer's rules (both regimes)."""
+    g = Geometry((4 * lines,) * taps, 1, classes)
+    layout = Layout(g, 4)
+    a, gl = layout.sample_lines, layout.tap_lines
+    lat = forward_to_t(taps, classes)
+    t = a  # F0 ends
+    f_end = [a]
+    for j in range(nb):
+        if j + 1 < nb:  # F(j+1) may start once t_j will be ready when it ends
+            start = max(t, f_end[j] + lat - a)
+            t = start + a
+            f_end.append(t)
+            g_start = t
+        else:
+            g_start = max(t, f_end[j] + lat)
+        t = g_start + gl
+    assert batch_cycles(layout, nb) == t + 2 + gl + 2

@@ -1,0 +1,246 @@
+"""The whole accelerator core in amaranth.sim: jobs bit-exact against the model, cycle counts equal to
+the cycle model, and every hardware error path (with recovery by soft reset)."""
+
+import numpy as np
+import pytest
+
+from amaranth_helpers import stream_recv, stream_send, to_beats
+from core_bench import (load_adapters, load_cache, program_job, read_adapters, read_reg, run_vector, simulate,
+                        status, wait_idle, write_reg)
+from skip2lora.fixed.config import SMALL, AcceleratorConfig
+from skip2lora.fixed.model import Geometry
+from skip2lora.fixed.vectors import make_vector
+from skip2lora.hw.regmap import ACCEL_ID, VERSION, ErrorCode
+
+CONFIGS = [
+    (SMALL, dict(samples=6, batch=4, epochs=2)),                          # partial last batch
+    (SMALL, dict(samples=5, batch=1, epochs=1)),                          # batch of one
+    (AcceleratorConfig("one", Geometry((9,), 1, 2), 4, 8), dict(samples=8, batch=8, epochs=2)),
+    (AcceleratorConfig("wide", Geometry((33, 16, 70, 5), 3, 7), 16, 8), dict(samples=7, batch=3, epochs=1)),
+    (AcceleratorConfig("p8", Geometry((20, 8), 4, 10), 8, 12), dict(samples=12, batch=5, epochs=2)),
+]
+
+
+def check(vector, out):
+    got = vector.unpack_adapters(np.frombuffer(out["adapters"], np.uint8))
+    assert not out["status"]["error"], out["status"]
+    assert out["cycles"] == vector.cycles, "cycle counter differs from the cycle model"
+    assert out["correct"] == vector.expected.correct[-1]
+    for k in range(vector.config.geometry.taps):
+        assert np.array_equal(got.a[k], vector.expected.adapters.a[k]), f"A_{k} differs ({vector.describe()})"
+        assert np.array_equal(got.b[k], vector.expected.adapters.b[k]), f"B_{k} differs ({vector.describe()})"
+
+
+@pytest.mark.parametrize("extreme", [False, True], ids=["typical", "saturating"])
+@pytest.mark.parametrize("case", range(len(CONFIGS)))
+def test_job_is_bit_exact_and_cycle_exact(case, extreme):
+    config, job = CONFIGS[case]
+    vector = make_vector(config, seed=100 + case, extreme=extreme, **job)
+    check(vector, run_vector(vector, vcd_name=f"core_{case}"))
+
+
+def _vector(**kw):
+    return make_vector(SMALL, **{**dict(samples=4, batch=2, epochs=1, seed=7), **kw})
+
+
+def test_identification_and_geometry_registers():
+    seen = {}
+
+    async def bench(ctx, dut):
+        for name in ("ID", "VERSION", "GEOMETRY", "LANES", "CACHE_DEPTH", "TAP0_DIM", "TAP2_DIM", "TAP3_DIM"):
+            seen[name] = await read_reg(ctx, dut.bus, name)
+
+    simulate(SMALL, bench)
+    g = SMALL.geometry
+    assert seen["ID"] == ACCEL_ID and seen["VERSION"] == (VERSION[0] << 16) | VERSION[1]
+    assert seen["GEOMETRY"] == g.taps | (g.rank << 8) | (g.classes << 16)
+    assert seen["LANES"] == SMALL.lanes and seen["CACHE_DEPTH"] == SMALL.cache_depth
+    assert (seen["TAP0_DIM"], seen["TAP2_DIM"], seen["TAP3_DIM"]) == (g.dims[0], g.dims[2], 0)
+
+
+def _run_recovery(ctx, dut, vector, result):
+    """Soft reset, then a whole good job: it must be bit-exact again."""
+    async def go():
+        await write_reg(ctx, dut.bus, "CTRL", soft_reset=1)
+        st = await status(ctx, dut.bus)
+        assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}
+        assert await read_reg(ctx, dut.bus, "N_LOADED") == 0
+        bb = vector.layout.beat_bytes
+        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        result["status"] = await wait_idle(ctx, dut.bus, 4 * vector.cycles + 1000)
+        lo, hi = await read_reg(ctx, dut.bus, "CYCLES_LO"), await read_reg(ctx, dut.bus, "CYCLES_HI")
+        result["cycles"] = lo | (hi << 32)
+        result["correct"] = await read_reg(ctx, dut.bus, "CORRECT")
+        result["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+    return go()
+
+
+def _error_case(stimulus):
+    """Run `stimulus`, record STATUS, check the core is not stuck, then recover with a good job."""
+    vector = _vector()
+    seen, result = {}, {}
+
+    async def bench(ctx, dut):
+        await stimulus(ctx, dut, vector)
+        await ctx.tick().repeat(5)
+        seen["status"] = await status(ctx, dut.bus)
+        seen["n_loaded"] = await read_reg(ctx, dut.bus, "N_LOADED")
+        await _run_recovery(ctx, dut, vector, result)
+
+    simulate(SMALL, bench)
+    check(vector, result)
+    return seen
+
+
+def test_tlast_early_drops_the_transfer():
+    async def stim(ctx, dut, v):
+        beats = to_beats(v.cache_bytes, v.layout.beat_bytes)
+        beats = beats[:5] + [(beats[5][0], True)]  # TLAST on beat 6 of many
+        await write_reg(ctx, dut.bus, "LOAD_COUNT", len(v.cache))
+        await write_reg(ctx, dut.bus, "CTRL", load_cache=1)
+        await stream_send(ctx, dut.s_axis, beats)
+
+    seen = _error_case(stim)
+    assert seen["status"]["error"] and seen["status"]["error_code"] == ErrorCode.TLAST_EARLY
+    assert not seen["status"]["busy"] and seen["n_loaded"] == 0
+
+
+def test_tlast_late_is_drained_to_tlast():
+    async def stim(ctx, dut, v):
+        beats = [(d, False) for d, _ in to_beats(v.cache_bytes, v.layout.beat_bytes)]
+        beats += [(0x1234, False), (0x5678, True)]  # two extra beats, TLAST on the last
+        await write_reg(ctx, dut.bus, "LOAD_COUNT", len(v.cache))
+        await write_reg(ctx, dut.bus, "CTRL", load_cache=1)
+        await stream_send(ctx, dut.s_axis, beats)
+
+    seen = _error_case(stim)
+    assert seen["status"]["error_code"] == ErrorCode.TLAST_LATE
+    assert not seen["status"]["busy"] and not seen["status"]["loading"] and seen["n_loaded"] == 0
+
+
+def test_unexpected_stream_is_drained():
+    async def stim(ctx, dut, v):
+        await stream_send(ctx, dut.s_axis, [(1, False), (2, False), (3, True)])
+
+    seen = _error_case(stim)
+    assert seen["status"]["error_code"] == ErrorCode.STREAM_UNEXPECTED and not seen["status"]["loading"]
+
+
+def test_cache_overflow_is_refused_and_the_stream_drained():
+    async def stim(ctx, dut, v):
+        await write_reg(ctx, dut.bus, "LOAD_COUNT", SMALL.cache_depth + 1)
+        await write_reg(ctx, dut.bus, "CTRL", load_cache=1)
+        await stream_send(ctx, dut.s_axis, to_beats(v.cache_bytes, v.layout.beat_bytes))
+
+    seen = _error_case(stim)
+    assert seen["status"]["error_code"] == ErrorCode.CACHE_OVERFLOW and seen["n_loaded"] == 0
+
+
+@pytest.mark.parametrize("field,value", [("SAMPLES", 0), ("SAMPLES", 5), ("BATCH", 0), ("BATCH", 9),
+                                         ("EPOCHS", 0), ("LR", 0), ("TAP1_CFG", 5), ("TAP0_CFG", 0x30)])
+def test_bad_configuration_is_refused(field, value):
+    async def stim(ctx, dut, v):
+        await load_cache(ctx, dut, v.cache_bytes, len(v.cache), v.layout.beat_bytes)
+        await program_job(ctx, dut.bus, v)
+        await write_reg(ctx, dut.bus, field, value)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+
+    seen = _error_case(stim)
+    assert seen["status"]["error_code"] == ErrorCode.BAD_CONFIG and not seen["status"]["busy"]
+    assert not seen["status"]["done"]
+
+
+def test_start_while_busy_is_an_error_and_the_job_still_exact():
+    vector = _vector(samples=4, batch=2, epochs=2)
+    out = {}
+
+    async def bench(ctx, dut):
+        bb = vector.layout.beat_bytes
+        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)         # again, while running
+        await write_reg(ctx, dut.bus, "CTRL", load_cache=1)    # and a load
+        out["status"] = await wait_idle(ctx, dut.bus, 4 * vector.cycles + 1000)
+        lo = await read_reg(ctx, dut.bus, "CYCLES_LO")
+        out["cycles"], out["correct"] = lo, await read_reg(ctx, dut.bus, "CORRECT")
+        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+
+    simulate(SMALL, bench)
+    assert out["status"]["error_code"] == ErrorCode.BUSY and out["status"]["done"]
+    out["status"]["error"] = 0  # the job itself was not disturbed:
+    check(vector, out)
+
+
+def test_soft_reset_aborts_a_running_job_and_recovers():
+    vector = _vector(samples=4, batch=2, epochs=3)
+    seen, result = {}, {}
+
+    async def bench(ctx, dut):
+        bb = vector.layout.beat_bytes
+        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        await ctx.tick().repeat(vector.cycles // 3)
+        seen["busy"] = (await status(ctx, dut.bus))["busy"]
+        await _run_recovery(ctx, dut, vector, result)
+
+    simulate(SMALL, bench)
+    assert seen["busy"] == 1
+    check(vector, result)
+
+
+def test_interrupt_and_readback_under_backpressure():
+    vector = _vector(samples=3, batch=2, epochs=1)
+    seen = {}
+
+    async def bench(ctx, dut):
+        bb = vector.layout.beat_bytes
+        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        await write_reg(ctx, dut.bus, "IRQ_ENABLE", 1)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        await ctx.tick().until(dut.irq)
+        seen["irq_status"] = await read_reg(ctx, dut.bus, "IRQ")
+        await write_reg(ctx, dut.bus, "IRQ", 1)
+        seen["irq_after_clear"] = ctx.get(dut.irq)
+        await write_reg(ctx, dut.bus, "CTRL", read_adapters=1)
+        n = vector.layout.adapter_beats
+        stalls = [(i * 7) % 4 for i in range(n)]
+        seen["beats"] = await stream_recv(ctx, dut.m_axis, n, stalls=stalls)
+
+    simulate(SMALL, bench)
+    assert seen["irq_status"] == 1 and seen["irq_after_clear"] == 0
+    data = b"".join(int(d).to_bytes(vector.layout.beat_bytes, "little") for d, _ in seen["beats"])
+    assert vector.unpack_adapters(np.frombuffer(data, np.uint8)).equals(vector.expected.adapters)
+    assert [last for _, last in seen["beats"]][-1] and not any(last for _, last in seen["beats"][:-1])
+
+
+def test_online_appending_between_jobs():
+    """Cache entries appended after a job extend the cache; a second job trains on all of them."""
+    full = make_vector(SMALL, samples=6, batch=3, epochs=1, seed=7, cached=6)
+    out = {}
+
+    async def bench(ctx, dut):
+        bb = full.layout.beat_bytes
+        per = full.layout.sample_lines * bb
+        await load_cache(ctx, dut, full.cache_bytes[:3 * per], 3, bb)
+        await load_cache(ctx, dut, full.cache_bytes[3 * per:], 3, bb)
+        out["n_loaded"] = await read_reg(ctx, dut.bus, "N_LOADED")
+        await load_adapters(ctx, dut, full.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, full)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        out["status"] = await wait_idle(ctx, dut.bus, 4 * full.cycles + 1000)
+        out["cycles"] = await read_reg(ctx, dut.bus, "CYCLES_LO")
+        out["correct"] = await read_reg(ctx, dut.bus, "CORRECT")
+        out["adapters"] = await read_adapters(ctx, dut, full.layout.adapter_beats, bb)
+
+    simulate(SMALL, bench)
+    assert out["n_loaded"] == 6
+    check(full, out)
