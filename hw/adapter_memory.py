@@ -15,7 +15,7 @@ from amaranth.hdl import Module
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams
+from .params import HwParams, invalid
 
 __all__ = ["AdapterMemory"]
 
@@ -23,7 +23,7 @@ __all__ = ["AdapterMemory"]
 class AdapterMemory(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         abits = max((p.SL - 1).bit_length(), 1)

@@ -9,13 +9,15 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import invalid
+
 __all__ = ["CycleCounter"]
 
 
 class CycleCounter(wiring.Component):
     def __init__(self, width: int = 64):
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise TypeError(f"Counter width must be a positive integer, not {width!r}")
+            raise invalid(self, TypeError(f"Counter width must be a positive integer, not {width!r}"))
         self.width = width
         super().__init__({"enable": In(1), "clear": In(1), "count": Out(width)})
 

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .arith import round_shift_var, saturate
 from .mac_array import MacArray
-from .params import HwParams
+from .params import HwParams, invalid
 from .sgd_update import SgdUpdate
 
 __all__ = ["Datapath", "Op"]
@@ -38,7 +38,7 @@ class Op(enum.Enum, shape=2):
 class Datapath(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         abits = max((p.SL - 1).bit_length(), 1)

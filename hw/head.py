@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .arith import round_shift, round_shift_var, saturate
-from .params import HwParams
+from .params import HwParams, invalid
 from .sgd_update import SgdUpdate
 from .softmax import GL_BITS, SoftmaxGradient
 
@@ -31,7 +31,7 @@ __all__ = ["HeadUnit"]
 class HeadUnit(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         self.db_bits = GL_BITS + F.U_BITS + (F.BATCH_MAX - 1).bit_length() + 1

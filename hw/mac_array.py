@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from .params import HwParams
+from .params import HwParams, invalid
 
 __all__ = ["MacArray", "adder_tree"]
 
@@ -44,7 +44,7 @@ def adder_tree(m: Module, terms, width: int, name: str):
 class MacArray(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         self.prod_bits = p.mul_bits + p.code_bits

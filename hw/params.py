@@ -13,7 +13,7 @@ from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.packing import Layout
 
-__all__ = ["HwParams", "MAX_TAPS", "bits_for"]
+__all__ = ["HwParams", "MAX_TAPS", "bits_for", "invalid"]
 
 MAX_TAPS = 8  # tap register slots in the (configuration-independent) register map
 
@@ -21,6 +21,13 @@ MAX_TAPS = 8  # tap register slots in the (configuration-independent) register m
 def bits_for(n: int) -> int:
     """Unsigned width that holds 0..n."""
     return max(int(n).bit_length(), 1)
+
+
+def invalid(component, exc: Exception) -> Exception:
+    """A parameter error for a half-built component, without Amaranth's "created but never used"
+    warning when it is garbage collected (``raise invalid(self, TypeError(...))``)."""
+    component._MustUse__silence = True
+    return exc
 
 
 @dataclass(frozen=True)

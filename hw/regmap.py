@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .params import MAX_TAPS
 from .registers import Access, Field, Register, RegisterMap
+from .system import system_dict
 
 __all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "REGISTER_MAP", "regmap_dict", "REGMAP_JSON", "write_regmap"]
 
@@ -90,6 +91,7 @@ def regmap_dict() -> dict:
     d["version"] = list(VERSION)
     d["error_codes"] = {e.name: int(e) for e in ErrorCode}
     d["max_taps"] = MAX_TAPS
+    d["system"] = system_dict()
     return d
 
 

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import cycles
 from .datapath import Op
-from .params import HwParams
+from .params import HwParams, invalid
 
 __all__ = ["Sequencer"]
 
@@ -27,7 +27,7 @@ __all__ = ["Sequencer"]
 class Sequencer(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         super().__init__({

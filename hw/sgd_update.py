@@ -14,6 +14,8 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .arith import round_shift, saturate
 
+from .params import invalid
+
 __all__ = ["SgdUpdate"]
 
 
@@ -23,9 +25,9 @@ class SgdUpdate(wiring.Component):
     def __init__(self, count: int, acc_bits: int, shift: int):
         for name, v in (("count", count), ("acc_bits", acc_bits)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+                raise invalid(self, TypeError(f"{name} must be a positive integer, not {v!r}"))
         if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-            raise ValueError(f"shift must be a non-negative integer, not {shift!r}")
+            raise invalid(self, ValueError(f"shift must be a non-negative integer, not {shift!r}"))
         self.count, self.acc_bits, self.shift = count, acc_bits, shift
         super().__init__({
             "weights": In(count * F.W_BITS),

@@ -20,6 +20,8 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .arith import round_shift
 
+from .params import invalid
+
 __all__ = ["SoftmaxGradient", "GL_BITS", "DIV_CYCLES"]
 
 GL_BITS = F.acc_bits(1)["gl"]  # |gl| <= 2**24
@@ -29,7 +31,7 @@ DIV_CYCLES = 17  # quotient bits of floor(2**31 / S) with 2**15 <= S: at most 2*
 class SoftmaxGradient(wiring.Component):
     def __init__(self, classes: int):
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-            raise ValueError(f"classes must be an integer of at least 2, not {classes!r}")
+            raise invalid(self, ValueError(f"classes must be an integer of at least 2, not {classes!r}"))
         self.classes = classes
         super().__init__({
             "start": In(1),

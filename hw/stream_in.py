@@ -18,7 +18,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams
+from .params import HwParams, invalid
 from .regmap import ErrorCode
 
 __all__ = ["StreamLoader", "axis_signature"]
@@ -31,7 +31,7 @@ def axis_signature(width: int) -> stream.Signature:
 class StreamLoader(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         abits = max((p.SL - 1).bit_length(), 1)

@@ -10,7 +10,7 @@ from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams
+from .params import HwParams, invalid
 from .stream_in import axis_signature
 
 __all__ = ["AdapterStreamer"]
@@ -19,7 +19,7 @@ __all__ = ["AdapterStreamer"]
 class AdapterStreamer(wiring.Component):
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
-            raise TypeError(f"params must be HwParams, not {params!r}")
+            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
         abits = max((p.SL - 1).bit_length(), 1)

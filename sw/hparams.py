@@ -17,8 +17,9 @@ _RUN = {
 
 # Plain-SGD learning rates per method (None samples = the whole fine-tuning split).
 _LR = {
-    "fmnist": {"ft-all": 0.05, "ft-last": 0.05, "ft-bias": 0.05, "ft-all-lora": 0.05,
-               "lora-all": 0.05, "lora-last": 0.05, "skip-lora": 0.1, "skip2-lora": 0.1,
+    # python scripts/tune_lr.py --dataset fmnist-rot75 (validation split; docs/tuning/fmnist-rot75.json)
+    "fmnist": {"ft-all": 0.1, "ft-last": 0.05, "ft-bias": 0.2, "ft-all-lora": 0.05,
+               "lora-all": 0.15, "lora-last": 0.05, "skip-lora": 0.1, "skip2-lora": 0.1,
                "quant-skip2-lora": 0.1},
     "har": dict.fromkeys(["ft-all", "ft-last", "ft-bias", "ft-all-lora", "lora-all", "lora-last",
                           "skip-lora", "skip2-lora", "quant-skip2-lora"], 0.01),

@@ -1,0 +1,27 @@
+"""The KV260 system around the accelerator: IP identity, address map, DMA and clock.
+
+The Vivado flow (bitstreams/kv260), the PYNQ driver and the virtual KV260 all read these numbers
+from ``sw/regmap.json`` (generated from here with the register map), never typed twice.
+"""
+
+from __future__ import annotations
+
+__all__ = ["VLNV", "ACCELERATOR", "DMA", "DMA_LENGTH_WIDTH", "PL_CLOCK_MHZ", "PART", "BOARD_PART",
+           "system_dict"]
+
+# The packaged IP's identity; PYNQ binds the driver to it (DefaultIP.bindto).
+VLNV = "skip2lora.org:accel:skip2lora:1.0"
+
+# Instance name, base address and range on the PS's M_AXI_HPM0_FPD (the 0xA000_0000 window).
+ACCELERATOR = {"name": "skip2lora_0", "base": 0xA000_0000, "range": 0x1_0000}
+DMA = {"name": "axi_dma_0", "base": 0xA001_0000, "range": 0x1_0000}
+DMA_LENGTH_WIDTH = 26   # simple-mode buffer length register: up to 64 MiB per transfer
+PL_CLOCK_MHZ = 200      # pl_clk0, the accelerator's aclk
+PART = "xck26-sfvc784-2LV-c"
+BOARD_PART = "xilinx.com:kv260_som:part0"  # the flow picks the newest installed version
+
+
+def system_dict() -> dict:
+    return {"vlnv": VLNV, "accelerator": dict(ACCELERATOR), "dma": dict(DMA),
+            "dma_length_width": DMA_LENGTH_WIDTH, "pl_clock_mhz": PL_CLOCK_MHZ, "part": PART,
+            "board_part": BOARD_PART}

@@ -1,0 +1,176 @@
+"""Per-block amaranth.sim tests against the bit-exact model, and the generated register map."""
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from skip2lora.fixed import cycles
+from skip2lora.fixed import formats as F
+from skip2lora.fixed.config import SMALL, AcceleratorConfig
+from skip2lora.fixed.model import Geometry, softmax_gradient
+from skip2lora.hw.cycle_counter import CycleCounter
+from skip2lora.hw.head import HeadUnit
+from skip2lora.hw.mac_array import MacArray
+from skip2lora.hw.params import HwParams
+from skip2lora.hw.regmap import REGMAP_JSON, regmap_dict
+from skip2lora.hw.sgd_update import SgdUpdate
+from skip2lora.hw.softmax import SoftmaxGradient
+
+
+def run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_softmax_unit_matches_the_model(classes):
+    rng = np.random.default_rng(classes)
+    cases = [(rng.integers(-(20 << 8), 20 << 8, classes), int(rng.integers(classes)),
+              int(rng.integers(1, 1 << F.LR_BITS))) for _ in range(6)]
+    cases.append((np.full(classes, -(1 << 15)), 0, (1 << F.LR_BITS) - 1))        # all equal, extremes
+    cases.append((np.array([32767] + [-32768] * (classes - 1)), classes - 1, 1))  # huge gaps
+    dut = SoftmaxGradient(classes)
+    seen = []
+
+    async def bench(ctx):
+        for y, label, lr in cases:
+            for c in range(classes):
+                ctx.set(dut.y[c], int(y[c]))
+            ctx.set(dut.label, label)
+            ctx.set(dut.lr, lr)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            n = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                n += 1
+            seen.append((n, [ctx.get(dut.gl[c]) for c in range(classes)], ctx.get(dut.argmax)))
+
+    run(dut, bench)
+    for (y, label, lr), (latency, gl, top) in zip(cases, seen):
+        g, expected_top = softmax_gradient(y[None], np.array([label]))
+        expected = F.round_shift(g[0] * lr, F.P_FRAC + F.LR_FRAC - F.GL_FRAC)
+        assert gl == expected.tolist() and top == expected_top[0]
+        assert latency == SoftmaxGradient.latency(classes) == cycles.softmax_latency(classes)
+
+
+def test_head_latency_is_the_cycle_models():
+    for k in range(1, 6):
+        for c in range(2, 12):
+            assert HeadUnit.latency(k, c) == cycles.head_latency(k, c)
+
+
+def test_sgd_update_unit_saturates_and_rounds_like_the_model():
+    rng = np.random.default_rng(1)
+    n, acc_bits, shift = 16, 36, F.T_FRAC - F.A_FRAC
+    w = rng.integers(-(1 << 15), 1 << 15, n)
+    g = rng.integers(-(1 << 35), 1 << 35, n)
+    w[:4] = [32767, -32768, 100, -100]
+    g[:4] = [-(1 << 30), 1 << 30, 128, -128]  # push past both limits; exact half-LSB ties
+    dut = SgdUpdate(n, acc_bits, shift)
+    out = {}
+
+    async def bench(ctx):
+        ctx.set(dut.weights, int(sum((int(v) & 0xFFFF) << (16 * i) for i, v in enumerate(w))))
+        ctx.set(dut.grads, int(sum((int(v) & ((1 << acc_bits) - 1)) << (acc_bits * i) for i, v in enumerate(g))))
+        await ctx.tick()
+        raw = ctx.get(dut.updated)
+        out["w"] = [((raw >> (16 * i)) & 0xFFFF) - (((raw >> (16 * i)) & 0x8000) << 1) for i in range(n)]
+
+    run(dut, bench)
+    expected = F.saturate(w - F.round_shift(g, shift), F.W_BITS)
+    assert out["w"] == expected.tolist()
+    assert out["w"][:4] == [32767, -32768, 100 - 1, -100 + 0]  # round half up: +0.5 -> 1, -0.5 -> 0
+
+
+def test_mac_array_forward_sums_and_backward_products():
+    p = HwParams(AcceleratorConfig("m", Geometry((8,), 2, 2), 8, 4))
+    rng = np.random.default_rng(2)
+    codes = rng.integers(-8, 8, p.P)
+    a = rng.integers(-(1 << 15), 1 << 15, (p.R, p.P))
+    t = rng.integers(-(1 << 23), 1 << 23, p.R)
+    dut = MacArray(p)
+    out = {}
+
+    async def bench(ctx):
+        ctx.set(dut.codes, int(sum((int(c) & 0xF) << (4 * j) for j, c in enumerate(codes))))
+        ctx.set(dut.signed_codes, 1)
+        ctx.set(dut.a_line, int(sum((int(a[r, j]) & 0xFFFF) << (16 * (r * p.P + j))
+                                    for r in range(p.R) for j in range(p.P))))
+        for r in range(p.R):
+            ctx.set(dut.t[r], int(t[r]))
+        ctx.set(dut.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.backward, 1)
+        await ctx.tick()
+        out["sums"] = [ctx.get(dut.sums[r]) for r in range(p.R)]
+        out["products"] = [[ctx.get(dut.products[r][j]) for j in range(p.P)] for r in range(p.R)]
+
+    run(dut, bench)
+    assert out["sums"] == (a @ codes).tolist()
+    assert out["products"] == (t[:, None] * codes[None, :]).tolist()
+
+
+def test_cycle_counter_counts_enabled_cycles_and_clears():
+    dut = CycleCounter(8)
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.enable, 1)
+        await ctx.tick().repeat(5)
+        out.append(ctx.get(dut.count))
+        ctx.set(dut.enable, 0)
+        await ctx.tick().repeat(3)
+        out.append(ctx.get(dut.count))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        out.append(ctx.get(dut.count))
+
+    run(dut, bench)
+    assert out == [5, 5, 0]
+
+
+def test_blocks_reject_bad_parameters():
+    with pytest.raises(TypeError, match="params must be HwParams"):
+        MacArray(SMALL)
+    with pytest.raises(ValueError, match="classes must be an integer of at least 2"):
+        SoftmaxGradient(1)
+    with pytest.raises(TypeError, match="Counter width must be a positive integer"):
+        CycleCounter(0)
+    with pytest.raises(ValueError, match="shift must be a non-negative integer"):
+        SgdUpdate(4, 36, -1)
+    with pytest.raises(ValueError, match="lanes must be a power of two"):
+        AcceleratorConfig("x", SMALL.geometry, 6, 8)
+    with pytest.raises(ValueError, match="at most 8 taps"):
+        HwParams(AcceleratorConfig("x", Geometry((1,) * 9, 1, 2), 4, 8))
+
+
+def test_generated_register_map_is_current():
+    """sw/regmap.json is generated from hw/regmap.py: regenerate with `skip2lora hw regmap`."""
+    on_disk = json.loads(REGMAP_JSON.read_text())
+    assert on_disk == json.loads(json.dumps(regmap_dict())), "sw/regmap.json is stale: run `skip2lora hw regmap`"
+
+
+def test_verilog_export_of_the_small_build(tmp_path):
+    from skip2lora.hw.export import export_verilog
+
+    out = export_verilog(tmp_path, "small")
+    text = (tmp_path / "skip2lora.v").read_text()
+    assert "module skip2lora(" in text
+    for port in ("aclk", "aresetn", "interrupt", "s_axi_control_awaddr", "s_axis_tdata", "m_axis_tlast"):
+        assert port in text
+    assert json.loads((tmp_path / "regmap.json").read_text()) == json.loads(json.dumps(regmap_dict()))
+    assert out["config"] == "small"
+
+
+def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
+    from skip2lora.fixed.config import KV260
+    from skip2lora.hw.cache import URAM_THRESHOLD_BITS
+
+    p = HwParams(KV260)
+    assert p.cache_lines == 1024 * 44 and p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
