@@ -32,12 +32,27 @@ def _config(config) -> AcceleratorConfig:
         raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
 
 
+_ULTRA_INIT = re.compile(
+    r'(\(\* ram_style = "ultra" \*\)\n(?:\s*\(\*[^\n]*\*\)\n)*\s*reg \[\d+:0\] (?P<name>[\w\\$.]+) \[\d+:0\];\n)'
+    r'\s*initial begin\n(?P<body>(?:\s*(?P=name)\[\d+\] = \d+\'h0+;\n)*)\s*end\n')
+
+
+def strip_ultraram_init(text: str) -> str:
+    """Drop the all-zero initial block Amaranth emits for the UltraRAM cache.
+
+    UltraRAM has no power-on initialization, so an initialized memory cannot map to it; the
+    cache's contents mean nothing until entries are loaded (N_LOADED starts at 0), so nothing is
+    lost. Only all-zero initializations of ``ram_style = "ultra"`` memories are removed.
+    """
+    return _ULTRA_INIT.sub(lambda m: m.group(1), text)
+
+
 def verilog_text(config="kv260") -> str:
     from amaranth.back import verilog
 
     from .top import TOP_NAME, Skip2LoRATop
 
-    return verilog.convert(Skip2LoRATop(_config(config)), name=TOP_NAME, emit_src=False)
+    return strip_ultraram_init(verilog.convert(Skip2LoRATop(_config(config)), name=TOP_NAME, emit_src=False))
 
 
 def export_verilog(out_dir, config="kv260") -> dict:

@@ -1,0 +1,56 @@
+"""Register access by name from the generated register map (sw/regmap.json), without Amaranth.
+
+The map is generated from the hardware description (`skip2lora hw regmap`); this module only
+reads it. `RegisterFile` wraps any 32-bit ``read(offset)`` / ``write(offset, value)`` pair: a PYNQ
+``DefaultIP``, an MMIO object, or a simulation.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from ..hw.registers import RegisterMap, decode, encode
+
+__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH"]
+
+REGMAP_PATH = Path(__file__).resolve().parent.parent / "regmap.json"
+
+
+@lru_cache(maxsize=None)
+def regmap() -> dict:
+    return json.loads(REGMAP_PATH.read_text())
+
+
+@lru_cache(maxsize=None)
+def register_map() -> RegisterMap:
+    return RegisterMap.from_dict({k: v for k, v in regmap().items() if k in ("data_width", "address_width", "registers")})
+
+
+class RegisterFile:
+    def __init__(self, read, write):
+        self._read, self._write = read, write
+        self.map = register_map()
+
+    def address(self, name: str) -> int:
+        return self.map.address(name)
+
+    def read(self, name: str) -> int:
+        """A register's value; for a register of one field, that field's value."""
+        reg = self.map[name]
+        raw = int(self._read(reg.address))
+        if len(reg.fields) == 1:
+            return decode(reg, raw)[reg.fields[0].name]
+        return raw
+
+    def read_fields(self, name: str) -> dict:
+        return decode(self.map[name], int(self._read(self.map.address(name))))
+
+    def write(self, name: str, value: int | None = None, **fields) -> None:
+        reg = self.map[name]
+        if value is None:
+            value = encode(reg, **fields)
+        elif fields:
+            raise TypeError("give a whole register value or fields, not both")
+        self._write(reg.address, int(value))
