@@ -1,0 +1,129 @@
+"""A minimal Vivado hardware handoff (.hwh) of the KV260 system, for the virtual KV260.
+
+A real build gets its .hwh from Vivado (bitstreams/kv260). The virtual board needs one that
+PYNQ's parser accepts with the same instances, addresses, VLNV and DMA parameters, so the PYNQ
+driver runs unmodified: it is generated here from the system description in sw/regmap.json
+(which is generated from hw/system.py) and the accelerator's stream width.
+"""
+
+from __future__ import annotations
+
+from .registers import regmap
+
+__all__ = ["make_hwh"]
+
+
+def _params(pairs):
+    return "\n".join(f'        <PARAMETER NAME="{k}" VALUE="{v}"/>' for k, v in pairs)
+
+
+def _ps_params(clock_mhz: float):
+    pairs = []
+    for i in range(4):  # PYNQ's clock view reads all four PL clocks
+        pairs += [(f"PSU__FPGA_PL{i}_ENABLE", 1 if i == 0 else 0),
+                  (f"PSU__CRL_APB__PL{i}_REF_CTRL__SRCSEL", "IOPLL"),
+                  (f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0", 15 if i else 5),
+                  (f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1", 1),
+                  (f"PSU__CRL_APB__PL{i}_REF_CTRL__FREQMHZ", clock_mhz if i == 0 else 100),
+                  (f"PSU__CRL_APB__PL{i}_REF_CTRL__ACT_FREQMHZ", clock_mhz if i == 0 else 100)]
+    return pairs + [("PSU__MAXIGP0__DATA_WIDTH", 128), ("PSU__SAXIGP2__DATA_WIDTH", 128)]
+
+
+def _dma_params(stream_bits: int, length_width: int):
+    values = {"include_sg": 0, "sg_length_width": length_width, "micro_dma": 0, "include_mm2s": 1,
+              "include_s2mm": 1, "m_axi_mm2s_data_width": stream_bits, "m_axi_s2mm_data_width": stream_bits,
+              "m_axis_mm2s_tdata_width": stream_bits, "s_axis_s2mm_tdata_width": stream_bits,
+              "include_mm2s_dre": 0, "include_s2mm_dre": 0, "mm2s_burst_size": 16, "s2mm_burst_size": 16,
+              "addr_width": 64}
+    # Vivado writes both the HDL generics (C_*) and the user parameters (c_*); PYNQ reads c_*.
+    return [(f"C_{k.upper()}", v) for k, v in values.items()] + [(f"c_{k}", v) for k, v in values.items()]
+
+
+def _registers():
+    out = []
+    for reg in regmap()["registers"]:
+        fields = "".join(
+            f'<FIELD NAME="{f["name"]}"><PROPERTY NAME="DESCRIPTION" VALUE="{_xml(f["doc"])}"/>'
+            f'<PROPERTY NAME="BIT_OFFSET" VALUE="{f["offset"]}"/><PROPERTY NAME="BIT_WIDTH" VALUE="{f["width"]}"/>'
+            f'<PROPERTY NAME="ACCESS" VALUE="{"read-only" if f["access"] == "RO" else "read-write"}"/></FIELD>'
+            for f in reg["fields"])
+        out.append(f'            <REGISTER NAME="{reg["name"]}"><PROPERTY NAME="DESCRIPTION" VALUE="{_xml(reg["doc"])}"/>'
+                   f'<PROPERTY NAME="ADDRESS_OFFSET" VALUE="{reg["address"]:#x}"/><PROPERTY NAME="SIZE" VALUE="32"/>'
+                   f'<PROPERTY NAME="ACCESS" VALUE="read-write"/><PROPERTY NAME="IS_ENABLED" VALUE="true"/>'
+                   f'<FIELDS>{fields}</FIELDS></REGISTER>')
+    return "\n".join(out)
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def make_hwh(stream_bits: int) -> str:
+    sysd = regmap()["system"]
+    acc, dma = sysd["accelerator"], sysd["dma"]
+
+    def hx(v):
+        return f"0x{v:08X}"
+
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
+<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="virtual" VIVADOVERSION="virtual">
+  <SYSTEMINFO ARCH="zynquplus" BOARD="{sysd['board_part']}" DEVICE="xck26" NAME="skip2lora" PACKAGE="sfvc784" SPEEDGRADE="-2LV"/>
+  <EXTERNALPORTS/>
+  <EXTERNALINTERFACES/>
+  <MODULES>
+    <MODULE FULLNAME="/zynq_ultra_ps_e_0" INSTANCE="zynq_ultra_ps_e_0" IPTYPE="PERIPHERAL" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">
+      <PARAMETERS>
+{_params(_ps_params(sysd['pl_clock_mhz']))}
+      </PARAMETERS>
+      <MEMORYMAP>
+        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="{hx(acc['base'])}" HIGHNAME="C_HIGHADDR" HIGHVALUE="{hx(acc['base'] + acc['range'] - 1)}" INSTANCE="{acc['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>
+        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="{hx(dma['base'])}" HIGHNAME="C_HIGHADDR" HIGHVALUE="{hx(dma['base'] + dma['range'] - 1)}" INSTANCE="{dma['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="S_AXI_LITE"/>
+      </MEMORYMAP>
+      <PORTS>
+        <PORT CLKFREQUENCY="{int(sysd['pl_clock_mhz'] * 1e6)}" DIR="O" NAME="pl_clk0" SIGIS="clk"/>
+        <PORT DIR="O" NAME="pl_resetn0" SIGIS="rst"/>
+      </PORTS>
+      <BUSINTERFACES>
+        <BUSINTERFACE BUSNAME="ps_axi_periph" NAME="M_AXI_HPM0_FPD" TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_axi_hp" NAME="S_AXI_HP0_FPD" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>
+      </BUSINTERFACES>
+    </MODULE>
+    <MODULE FULLNAME="/{dma['name']}" HWVERSION="7.1" INSTANCE="{dma['name']}" IPTYPE="PERIPHERAL" MODCLASS="DMA" MODTYPE="axi_dma" VLNV="xilinx.com:ip:axi_dma:7.1">
+      <PARAMETERS>
+{_params(_dma_params(stream_bits, sysd['dma_length_width']))}
+      </PARAMETERS>
+      <PORTS>
+        <PORT DIR="O" NAME="mm2s_introut" SIGIS="INTERRUPT"/>
+        <PORT DIR="O" NAME="s2mm_introut" SIGIS="INTERRUPT"/>
+      </PORTS>
+      <BUSINTERFACES>
+        <BUSINTERFACE BUSNAME="ps_axi_periph_dma" NAME="S_AXI_LITE" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_mm2s" NAME="M_AXI_MM2S" TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_s2mm" NAME="M_AXI_S2MM" TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_to_accel" NAME="M_AXIS_MM2S" TYPE="INITIATOR" VLNV="xilinx.com:interface:axis:1.0"/>
+        <BUSINTERFACE BUSNAME="accel_to_dma" NAME="S_AXIS_S2MM" TYPE="TARGET" VLNV="xilinx.com:interface:axis:1.0"/>
+      </BUSINTERFACES>
+    </MODULE>
+    <MODULE FULLNAME="/{acc['name']}" HWVERSION="1.0" INSTANCE="{acc['name']}" IPTYPE="PERIPHERAL" MODTYPE="skip2lora" VLNV="{sysd['vlnv']}">
+      <PARAMETERS>
+        <PARAMETER NAME="C_S_AXI_CONTROL_DATA_WIDTH" VALUE="32"/>
+      </PARAMETERS>
+      <ADDRESSBLOCKS>
+        <ADDRESSBLOCK ACCESS="read-write" INTERFACE="s_axi_control" NAME="Reg" RANGE="{acc['range']}" USAGE="register">
+          <REGISTERS>
+{_registers()}
+          </REGISTERS>
+        </ADDRESSBLOCK>
+      </ADDRESSBLOCKS>
+      <PORTS>
+        <PORT DIR="O" NAME="interrupt" SENSITIVITY="LEVEL_HIGH" SIGIS="INTERRUPT"/>
+      </PORTS>
+      <BUSINTERFACES>
+        <BUSINTERFACE BUSNAME="ps_axi_periph_accel" NAME="s_axi_control" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_to_accel" NAME="s_axis" TYPE="TARGET" VLNV="xilinx.com:interface:axis:1.0"/>
+        <BUSINTERFACE BUSNAME="accel_to_dma" NAME="m_axis" TYPE="INITIATOR" VLNV="xilinx.com:interface:axis:1.0"/>
+      </BUSINTERFACES>
+    </MODULE>
+  </MODULES>
+</EDKSYSTEM>
+"""

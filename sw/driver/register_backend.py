@@ -1,0 +1,128 @@
+"""What the KV260 and the RTL-simulation backends share: the accelerator driven through its registers.
+
+Both talk to the same hardware (the sim backend to its Verilog under cocotb, the pynq backend to
+the bitstream through PYNQ): this class is the driver proper — command sequences, identity check,
+error decoding, timeouts — written once. A subclass provides register ``read``/``write`` (by
+byte offset), ``_send(bytes)`` to the stream input, ``_recv(nbytes)`` from the stream output,
+and ``_wait_idle(what, cycles)``.
+"""
+
+from __future__ import annotations
+
+from ..fixed.config import AcceleratorConfig
+from ..fixed.cycles import job_cycles
+from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig
+from ..fixed.packing import pack_adapters, pack_cache, unpack_adapters
+from ..fixed.vectors import register_values
+from .backend import AcceleratorError, Backend
+from .registers import RegisterFile, regmap
+
+__all__ = ["RegisterBackend"]
+
+
+class RegisterBackend(Backend):
+    """Subclasses set ``self.regs`` (a `RegisterFile`) before calling `_attach`."""
+
+    regs: RegisterFile
+
+    def _attach(self, config: AcceleratorConfig | None) -> None:
+        """Check the accelerator's identity and geometry, then reset it to a clean idle state."""
+        self._check_identity()
+        found = self.read_config()
+        if config is not None and (config.geometry != found.geometry or config.lanes != found.lanes
+                                   or config.cache_depth > found.cache_depth):
+            raise AcceleratorError(f"the accelerator is {found.to_dict()}, the job needs {config.to_dict()}")
+        Backend.__init__(self, config if config is not None else found)
+        self.soft_reset()
+
+    def _check_identity(self) -> None:
+        rm = regmap()
+        ident, version = self.regs.read("ID"), self.regs.read_fields("VERSION")
+        if ident != rm["id"]:
+            raise AcceleratorError(f"no Skip2-LoRA accelerator here (ID register {ident:#010x}, "
+                                   f"expected {rm['id']:#010x}): wrong bitstream?")
+        if version["major"] != rm["version"][0]:
+            raise AcceleratorError(f"the accelerator is version {version['major']}.{version['minor']}, this "
+                                   f"driver needs {rm['version'][0]}.x: rebuild the bitstream or update skip2lora")
+
+    def read_config(self) -> AcceleratorConfig:
+        geo = self.regs.read_fields("GEOMETRY")
+        dims = tuple(self.regs.read(f"TAP{k}_DIM") for k in range(geo["taps"]))
+        return AcceleratorConfig("accelerator", Geometry(dims, geo["rank"], geo["classes"]),
+                                 self.regs.read("LANES"), self.regs.read("CACHE_DEPTH"))
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self) -> dict:
+        return self.regs.read_fields("STATUS")
+
+    def check_error(self, what: str) -> None:
+        st = self.status()
+        if st["error"]:
+            names = {v: k for k, v in regmap()["error_codes"].items()}
+            raise AcceleratorError(f"{what}: the accelerator reports {names.get(st['error_code'], st['error_code'])} "
+                                   f"(call soft_reset() to recover)")
+
+    def soft_reset(self) -> None:
+        """Abort everything and clear errors; the cache is empty and adapters must be loaded again."""
+        self.regs.write("CTRL", soft_reset=1)
+
+    # -- the primitives a subclass provides -----------------------------------------------------
+    def _send(self, data, what: str) -> None:
+        raise NotImplementedError
+
+    def _recv(self, nbytes: int, what: str, command):
+        """Arm the stream output's receiver, call ``command()`` (which makes the accelerator send),
+        and return the ``nbytes`` received."""
+        raise NotImplementedError
+
+    def _wait_idle(self, what: str, cycles: int) -> dict:
+        raise NotImplementedError
+
+    # -- Backend interface ------------------------------------------------------------------------
+    @property
+    def n_loaded(self) -> int:
+        return self.regs.read("N_LOADED")
+
+    def load_cache(self, entries: CacheEntries) -> None:
+        self.check_room(len(entries))
+        self.check_error("before loading cache entries")
+        self.regs.write("LOAD_COUNT", len(entries))
+        self.regs.write("CTRL", load_cache=1)
+        self.check_error("arming the cache load")
+        self._send(pack_cache(self.layout, entries), f"loading {len(entries)} cache entries")
+        self._wait_idle("loading cache entries", 1000)
+        self.check_error(f"loading {len(entries)} cache entries")
+
+    def clear_cache(self) -> None:
+        self.regs.write("CTRL", clear_cache=1)
+        self.check_error("clearing the cache")
+
+    def load_adapters(self, adapters: Adapters) -> None:
+        adapters.validate(self.config.geometry)
+        self.check_error("before loading adapters")
+        self.regs.write("CTRL", load_adapters=1)
+        self._send(pack_adapters(self.layout, adapters), "loading the adapters")
+        self._wait_idle("loading the adapters", 1000)
+        self.check_error("loading the adapters")
+
+    def read_adapters(self) -> Adapters:
+        data = self._recv(self.layout.adapter_beats * self.layout.beat_bytes, "reading the adapters",
+                          lambda: self.regs.write("CTRL", read_adapters=1))
+        self.check_error("reading the adapters")
+        return unpack_adapters(self.layout, data)
+
+    def run(self, job: JobConfig) -> dict:
+        job.validate(self.config.geometry, self.n_loaded)
+        self.check_error("before starting a job")
+        for name, value in register_values(job).items():
+            self.regs.write(name, value)
+        self.regs.write("IRQ", done=1)  # clear a stale completion
+        self.regs.write("CTRL", start=1)
+        self.check_error("starting the job")
+        expected = job_cycles(self.layout, job.samples, job.batch, job.epochs)
+        st = self._wait_idle("the fine-tuning job", 2 * expected + 10_000)
+        if not st["done"]:
+            raise AcceleratorError(f"the job ended without DONE (status {st})")
+        self.check_error("the fine-tuning job")
+        cycles = self.regs.read("CYCLES_LO") | (self.regs.read("CYCLES_HI") << 32)
+        return {"cycles": cycles, "correct": self.regs.read("CORRECT")}

@@ -1,0 +1,78 @@
+"""The sim backend: the accelerator's RTL (Verilator or Icarus, under cocotb) instead of the board.
+
+The same driver code as the KV260 backend (`RegisterBackend`); registers and streams go to the
+simulation through `SimLink`. Needs the development tools (``pip install 'skip2lora[dev]'``);
+the first use of a configuration exports its Verilog and compiles it (minutes for the KV260
+build; cached afterwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..fixed.config import AcceleratorConfig
+from ..progress import Progress
+from .backend import AcceleratorError
+from .register_backend import RegisterBackend
+from .registers import RegisterFile
+from .sim_link import SimLink, SimLinkError
+
+__all__ = ["SimBackend"]
+
+JOB_CHUNK = 50_000  # cycles simulated between two looks at STATUS while a job runs
+
+
+class SimBackend(RegisterBackend):
+    name = "sim"
+
+    def __init__(self, config: AcceleratorConfig, *, sim: str | None = None, progress: bool | None = None,
+                 log=None):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self.progress = progress
+        self.link = SimLink(config.to_dict(), sim=sim, log=log)
+        self.regs = RegisterFile(self.link.read, self.link.write)
+        try:
+            self._attach(config)
+        except Exception:
+            self.link.close()
+            raise
+
+    def _send(self, data, what: str) -> None:
+        try:
+            self.link.send(np.asarray(data, np.uint8).tobytes())
+        except SimLinkError as exc:
+            raise AcceleratorError(f"{what}: {exc}") from exc
+
+    def _recv(self, nbytes: int, what: str, command):
+        command()
+        data = self.link.recv(timeout_cycles=64 * nbytes + 10_000)
+        if data is None:
+            raise AcceleratorError(f"{what}: no packet from the accelerator within the timeout "
+                                   f"(status {self.status()})")
+        if len(data) != nbytes:
+            raise AcceleratorError(f"{what}: received {len(data)} bytes, expected {nbytes}")
+        return np.frombuffer(data, np.uint8).copy()
+
+    def _wait_idle(self, what: str, cycles: int) -> dict:
+        status = self.regs.map.address("STATUS")
+        if cycles <= JOB_CHUNK:
+            try:
+                self.link.wait_idle(status, 1, cycles, poll=64)
+            except SimLinkError as exc:
+                raise AcceleratorError(f"{what}: {exc}") from exc
+            return self.status()
+        waited = 0
+        with Progress(cycles, f"RTL simulation: {what}", enabled=self.progress, unit=" cycles") as bar:
+            while True:
+                st = self.status()
+                if not st["busy"]:
+                    return st
+                if waited >= cycles:
+                    raise AcceleratorError(f"{what}: the accelerator is still busy after {waited} cycles")
+                self.link.run(JOB_CHUNK)
+                waited += JOB_CHUNK
+                bar.update(JOB_CHUNK)
+
+    def close(self) -> None:
+        self.link.close()

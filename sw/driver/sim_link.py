@@ -1,0 +1,175 @@
+"""The link between the host and the accelerator RTL running under cocotb in another process.
+
+`SimLink` starts ``python -m skip2lora.sim.serve`` (the simulator, with the cocotb test
+``serve`` that executes our requests), and talks to it over a local socket: register reads and
+writes on AXI4-Lite, byte streams in and out on AXI4-Stream, and waiting a number of cycles.
+Only the standard library is needed on this side, so the link works from the board environment
+(numpy 1.x, pynq) while the simulator runs in the development environment
+(``SKIP2LORA_SIM_PYTHON`` names its Python; default: this one). Every wait has a timeout.
+
+Messages: a 4-byte big-endian length, a JSON header, then ``header["nbytes"]`` raw bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+
+__all__ = ["SimLink", "SimLinkError", "send_message", "recv_message"]
+
+START_TIMEOUT = float(os.environ.get("SKIP2LORA_SIM_START_TIMEOUT", 3600))  # includes Verilog export + build
+REQUEST_TIMEOUT = 600.0  # host seconds for one request (the simulator enforces cycle timeouts too)
+
+
+class SimLinkError(RuntimeError):
+    """The simulator failed, refused a request, or did not answer in time."""
+
+
+def _recv_exact(sock, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the simulator closed the connection")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def send_message(sock, header: dict, payload: bytes = b"") -> None:
+    header = dict(header, nbytes=len(payload))
+    raw = json.dumps(header).encode()
+    sock.sendall(struct.pack(">I", len(raw)) + raw + payload)
+
+
+def recv_message(sock) -> tuple[dict, bytes]:
+    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
+    header = json.loads(_recv_exact(sock, n).decode())
+    return header, _recv_exact(sock, header.get("nbytes", 0))
+
+
+class SimLink:
+    """A running simulation of one accelerator configuration."""
+
+    def __init__(self, config_dict: dict, *, sim: str | None = None, log=None):
+        self.config = dict(config_dict)
+        self._log_lines = deque(maxlen=200)
+        self._log = log
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(1.0)
+        port = listener.getsockname()[1]
+        python = os.environ.get("SKIP2LORA_SIM_PYTHON") or sys.executable
+        env = dict(os.environ)
+        if sim:
+            env["SIM"] = sim
+        self._logfile = tempfile.NamedTemporaryFile(prefix="skip2lora-sim-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [python, "-m", "skip2lora.sim.serve", "--port", str(port), "--config", json.dumps(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while True:
+                try:
+                    self.sock, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    if self.proc.poll() is not None:
+                        raise SimLinkError(f"the simulator exited ({self.proc.returncode}) before connecting:\n"
+                                           + self.log_tail())
+                    if time.monotonic() > deadline:
+                        self.proc.kill()
+                        raise SimLinkError(f"the simulator did not connect within {START_TIMEOUT:g} s:\n"
+                                           + self.log_tail())
+        finally:
+            listener.close()
+        self.sock.settimeout(REQUEST_TIMEOUT)
+        hello, _ = recv_message(self.sock)
+        self.info = hello
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self._log_lines.append(line.rstrip("\n"))
+            self._logfile.write(line.encode())
+            self._logfile.flush()
+            if self._log is not None and line.startswith("[sim]"):
+                self._log(line.rstrip("\n"))
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(list(self._log_lines)[-n:])
+
+    def request(self, op: str, payload: bytes = b"", **fields) -> tuple[dict, bytes]:
+        if self.proc.poll() is not None:
+            raise SimLinkError(f"the simulator is not running (exit {self.proc.returncode}):\n" + self.log_tail())
+        try:
+            send_message(self.sock, {"op": op, **fields}, payload)
+            reply, data = recv_message(self.sock)
+        except (OSError, ConnectionError) as exc:  # socket.timeout is an OSError
+            raise SimLinkError(f"simulator request {op!r} failed: {exc}\n" + self.log_tail()) from exc
+        if not reply.get("ok"):
+            raise SimLinkError(f"simulator request {op!r}: {reply.get('error')}")
+        return reply, data
+
+    # -- the operations ------------------------------------------------------------------------
+    def write(self, addr: int, value: int) -> None:
+        self.request("write", addr=int(addr), value=int(value))
+
+    def read(self, addr: int, advance: int = 0) -> int:
+        """Read a register, first letting ``advance`` clock cycles pass (time passes on a board too)."""
+        return self.request("read", addr=int(addr), advance=int(advance))[0]["value"]
+
+    def send(self, data: bytes, timeout_cycles: int | None = None) -> None:
+        """Stream bytes into s_axis as one packet (TLAST on the last beat)."""
+        data = bytes(data)
+        self.request("send", data, timeout_cycles=timeout_cycles or 64 * len(data) + 10_000)
+
+    def recv(self, timeout_cycles: int) -> bytes | None:
+        """The next packet from m_axis, or None if none completes within ``timeout_cycles``."""
+        reply, data = self.request("recv", timeout_cycles=int(timeout_cycles))
+        return data if reply.get("received") else None
+
+    def run(self, cycles: int) -> None:
+        self.request("run", cycles=int(cycles))
+
+    def wait_idle(self, status_addr: int, busy_mask: int, timeout_cycles: int, poll: int = 1024) -> int:
+        """Poll a status register until ``value & busy_mask == 0``; returns the value (timeout: error)."""
+        return self.request("wait_idle", addr=int(status_addr), mask=int(busy_mask),
+                            timeout_cycles=int(timeout_cycles), poll=int(poll))[0]["value"]
+
+    def close(self) -> None:
+        if getattr(self, "sock", None) is not None:
+            try:
+                send_message(self.sock, {"op": "quit"})
+                recv_message(self.sock)
+            except (OSError, ConnectionError, struct.error):
+                pass
+            self.sock.close()
+            self.sock = None
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._logfile.close()
+        try:
+            os.unlink(self._logfile.name)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
