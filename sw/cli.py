@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description")
     q.add_argument("--json", action="store_true")
+    q = hw.add_parser("bitstream", help="KV260 bitstream + hwh with Vivado (batch): export, build.tcl, run, manifest")
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
+    q.add_argument("--out", help="build directory (default: build/bitstream-CONFIG)")
+    q.add_argument("--jobs", type=_positive_int, help="parallel Vivado runs (default: min(8, CPUs))")
+    q.add_argument("--dry-run", action="store_true", help="only export the Verilog, write build.tcl and print the Vivado command")
+    q.add_argument("--no-install", action="store_true", help="do not copy the outputs into bitstreams/kv260/")
+    q.add_argument("--json", action="store_true")
 
     p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata")
     p.add_argument("--base", required=True, help="lenet5-fmnist, mlp-har, mlp-fan-damage1 or mlp-fan-damage2")
@@ -240,6 +247,13 @@ def cmd_hw(args) -> int:
 
         path = write_regmap()
         _emit({"regmap": str(path)}, args.json, f"wrote {path}")
+    elif args.hw_command == "bitstream":
+        from .hw.vivado import build_bitstream, summary_text
+
+        r = build_bitstream(args.config, args.out, jobs=args.jobs, dry_run=args.dry_run,
+                            install_outputs=not args.no_install)
+        _emit(r, args.json, summary_text(r))
+        return 0 if r["ok"] else 1
     return 0
 
 

@@ -1,0 +1,770 @@
+"""The Vivado bitstream flow without Vivado: generation, description sync, parsers, and a mock run.
+
+* the dry run (CLI) exports the small build and writes ``build.tcl`` + the exact command;
+* the kv260 script is generated from ``hw/system.py``/the top/the register map (no Verilog needed);
+* its address map, VLNV and DMA parameters equal ``sw/regmap.json``'s "system" and ``hw/system.py``;
+* every Xilinx IP and the board part are looked up without a version;
+* a changed (copied) system description shows up in the script: nothing is hand-synced;
+* the timing-summary parser, the hwh checker and the manifest writer work on realistic samples;
+* the generated script runs start to finish in a Tcl interpreter against a mock of the Vivado
+  commands (syntax, control flow, IP lookups, connections, address map, outputs).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from skip2lora.cli import main
+from skip2lora.hw import system as S
+from skip2lora.hw import vivado as V
+from skip2lora.hw.regmap import REGISTER_MAP, REGMAP_JSON
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kv260_tcl():
+    return V.tcl_text("kv260", jobs=3)
+
+
+def _assignments(tcl):
+    """{cell: (offset, range)} from the explicit assign_bd_address statements."""
+    out = {}
+    for m in re.finditer(r"^assign_bd_address\s+-target_address_space\s+\S+\s+-offset\s+(0x[0-9A-Fa-f]+)\s+"
+                         r"-range\s+(0x[0-9A-Fa-f]+)\s+\[s2l_slave_segments\s+(\S+)\s+(\S+)\]", tcl, re.M):
+        out[m.group(3)] = (int(m.group(1), 16), int(m.group(2), 16), m.group(4))
+    return out
+
+
+def _settings(tcl):
+    return dict(re.findall(r"^set S2L\((\w+)\)\s+\"?([^\"\n]*?)\"?\s*$", tcl, re.M))
+
+
+def _configs(tcl, var):
+    """CONFIG key/values of the s2l_configure call on cell variable ``var``."""
+    m = re.search(r"^s2l_configure \$" + var + r" \[list \\\n(.*?)\n\]", tcl, re.M | re.S)
+    assert m, f"no s2l_configure for ${var}"
+    toks = m.group(1).replace("\\\n", " ").split()
+    return dict(zip(toks[0::2], toks[1::2]))
+
+
+# -------------------------------------------------------------------------------------------------
+# Dry run and generation
+# -------------------------------------------------------------------------------------------------
+
+def test_dry_run_small(tmp_path):
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["hw", "bitstream", "--config", "small", "--out", str(tmp_path), "--jobs", "3",
+                   "--dry-run", "--json"])
+    assert rc == 0
+    r = json.loads(buf.getvalue())
+    assert r["dry_run"] and r["ok"] and r["config"] == "small"
+    assert Path(r["tcl"]) == tmp_path / "build.tcl" and (tmp_path / "build.tcl").is_file()
+    assert (tmp_path / "skip2lora.v").is_file() and (tmp_path / "regmap.json").is_file()
+    assert "module skip2lora(" in (tmp_path / "skip2lora.v").read_text()
+    assert r["command"] == ["vivado", "-mode", "batch", "-nojournal", "-log", "vivado.log",
+                            "-source", "build.tcl", "-tclargs", "jobs=3"]
+    assert r["command_line"].startswith(f"cd {tmp_path} && vivado -mode batch")
+    tcl = (tmp_path / "build.tcl").read_text()
+    st = _settings(tcl)
+    assert st["config"] == "small" and st["stream_width"] == "16" and st["mm_width"] == "32"
+    assert json.loads((tmp_path / "design.json").read_text())["stream_width"] == 16
+    # Every port the IP's bus interfaces map is a port of the exported Verilog top, and vice versa.
+    verilog = (tmp_path / "skip2lora.v").read_text()
+    header = re.search(r"^module skip2lora\((.*?)\);", verilog, re.M | re.S).group(1)
+    verilog_ports = {p.strip() for p in header.split(",")}
+    mapped = set()
+    for m in re.finditer(r"s2l_bus_interface \$core \S+ \S+ \S+ \{([^}]*)\}", tcl):
+        mapped |= set(m.group(1).split()[1::2])
+    assert mapped == verilog_ports
+    # Text mode prints the exact command too.
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["hw", "bitstream", "--config", "small", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert "vivado -mode batch -nojournal -log vivado.log -source build.tcl" in buf.getvalue()
+
+
+def test_kv260_tcl_without_verilog(kv260_tcl):
+    st = _settings(kv260_tcl)
+    assert st["config"] == "kv260"
+    assert st["stream_width"] == "256" and int(st["mm_width"]) >= 256
+    assert st["part"] == S.PART and st["board_part"] == S.BOARD_PART
+    assert st["pl_clock_mhz"] == f"{S.PL_CLOCK_MHZ:g}" and st["jobs"] == "3"
+    assert st["addr_width"] == str(REGISTER_MAP.address_width)
+    assert "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $S2L(pl_clock_mhz)" in kv260_tcl
+    assert "launch_runs $run -jobs $jobs" in kv260_tcl and "-to_step write_bitstream" in kv260_tcl
+    for step in ("ipx::package_project", "create_bd_design", "apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e",
+                 "validate_bd_design", "make_wrapper", "report_timing_summary", "hw_handoff"):
+        assert step in kv260_tcl, step
+
+
+def test_address_map_matches_description(kv260_tcl):
+    regmap_system = json.loads(REGMAP_JSON.read_text())["system"]
+    assert regmap_system == S.system_dict()  # sw/regmap.json is current
+    got = _assignments(kv260_tcl)
+    want = {S.ACCELERATOR["name"]: (S.ACCELERATOR["base"], S.ACCELERATOR["range"], "s_axi_control"),
+            S.DMA["name"]: (S.DMA["base"], S.DMA["range"], "S_AXI_LITE")}
+    assert got == want
+    for key in ("accelerator", "dma"):
+        seg = regmap_system[key]
+        assert got[seg["name"]][:2] == (seg["base"], seg["range"])
+    # The read-back checks use the same numbers.
+    for name, (base, rng, _) in want.items():
+        assert re.search(rf"^s2l_check_segment \S+ {name} 0x{base:08X} 0x{rng:08X}$", kv260_tcl, re.M)
+    # The cells are created under the description's instance names.
+    st = _settings(kv260_tcl)
+    assert st["accel"] == S.ACCELERATOR["name"] and st["dma"] == S.DMA["name"]
+
+
+def test_vlnv_and_ip_packaging(kv260_tcl):
+    st = _settings(kv260_tcl)
+    assert st["vlnv"] == S.VLNV
+    assert ":".join(st[k] for k in ("vendor", "library", "name", "version")) == S.VLNV
+    assert "create_bd_cell -type ip -vlnv $S2L(vlnv) $S2L(accel)" in kv260_tcl
+    buses = {m.group(1): m for m in re.finditer(
+        r"s2l_bus_interface \$core (\S+) (\S+) (\S+) \{([^}]*)\} \{([^}]*)\}", kv260_tcl)}
+    assert set(buses) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
+    assert buses["s_axi_control"].group(2, 3) == ("xilinx.com:interface:aximm:1.0", "slave")
+    assert buses["s_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "slave")
+    assert buses["m_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "master")
+    assert buses["aclk"].group(5) == "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis ASSOCIATED_RESET aresetn"
+    assert buses["aresetn"].group(5) == "POLARITY ACTIVE_LOW"
+    assert buses["interrupt"].group(2, 3, 5) == ("xilinx.com:signal:interrupt:1.0", "master", "SENSITIVITY LEVEL_HIGH")
+    axil = dict(zip(*[iter(buses["s_axi_control"].group(4).split())] * 2))
+    assert axil["AWADDR"] == "s_axi_control_awaddr" and len(axil) == 19
+    # The register map is in the IP description, register by register.
+    regs = re.findall(r"s2l_register \$block (\w+) (0x[0-9A-F]+) ", kv260_tcl)
+    assert [(n, int(a, 16)) for n, a in regs] == [(r.name, r.address) for r in REGISTER_MAP]
+    assert 'done 0 1 read-write "oneToClear"' in kv260_tcl  # IRQ.done is write-1-to-clear
+
+
+def test_dma_parameters(kv260_tcl):
+    st = _settings(kv260_tcl)
+    c = _configs(kv260_tcl, "dma")
+    assert c["c_include_sg"] == "0"
+    assert c["c_sg_length_width"] == "$S2L(dma_length_width)" and st["dma_length_width"] == str(S.DMA_LENGTH_WIDTH)
+    assert c["c_include_mm2s"] == "1" and c["c_include_s2mm"] == "1"
+    assert c["c_m_axis_mm2s_tdata_width"] == c["c_s_axis_s2mm_tdata_width"] == "$S2L(stream_width)"
+    assert c["c_m_axi_mm2s_data_width"] == c["c_m_axi_s2mm_data_width"] == "$S2L(mm_width)"
+    ps = _configs(kv260_tcl, "ps")
+    assert ps["PSU__USE__M_AXI_GP0"] == "1" and ps["PSU__USE__S_AXI_GP2"] == "1"  # HPM0_FPD, HP0_FPD
+    assert ps["PSU__USE__IRQ0"] == "1"
+    for src in ("$S2L(accel)/interrupt", "$S2L(dma)/mm2s_introut", "$S2L(dma)/s2mm_introut"):
+        assert f"connect_bd_net [get_bd_pins {src}] [get_bd_pins irq_concat/In" in kv260_tcl
+    assert "[get_bd_pins irq_concat/dout] [get_bd_pins $S2L(ps)/pl_ps_irq0]" in kv260_tcl
+    assert "[get_bd_intf_pins $S2L(dma)/M_AXIS_MM2S] [get_bd_intf_pins $S2L(accel)/s_axis]" in kv260_tcl
+    assert "[get_bd_intf_pins $S2L(accel)/m_axis] [get_bd_intf_pins $S2L(dma)/S_AXIS_S2MM]" in kv260_tcl
+
+
+def test_ip_lookups_are_version_agnostic(kv260_tcl):
+    # No Xilinx VLNV with a version anywhere; every cell goes through s2l_ipdef or is our own IP.
+    assert not re.search(r"xilinx\.com:(ip|inline_hdl):\w+:\d", kv260_tcl)
+    cells = re.findall(r"create_bd_cell -type ip -vlnv (\S+)", kv260_tcl)
+    assert len(cells) == 7  # PS, DMA, accelerator, 2 SmartConnects, reset, interrupt concat
+    for vlnv in cells:
+        assert vlnv == "[s2l_ipdef" or vlnv in ("$smartconnect", "$S2L(vlnv)"), vlnv
+    looked_up = set(re.findall(r"\[s2l_ipdef (\{[^}]*\}|[^\]\s]+)\]", kv260_tcl))
+    assert looked_up == {"zynq_ultra_ps_e", "axi_dma", "smartconnect", "proc_sys_reset", "{xlconcat ilconcat}"}
+    # The board part: no version in the description, the newest installed one is used.
+    assert S.BOARD_PART.count(":") == 2
+    assert 'get_board_parts -quiet -latest_file_version "${base}:*"' in kv260_tcl
+    assert not re.search(r"kv260_som:part0:\d", kv260_tcl)
+    # Vivado's Tcl is 8.5: none of the 8.6-only commands.
+    code = "\n".join(ln for ln in kv260_tcl.splitlines() if not ln.lstrip().startswith("#"))
+    assert not re.search(r"(^|[\s\[{])(try|lmap|tailcall)\s|string cat ", code)
+
+
+def test_tcl_follows_the_description():
+    sysd = copy.deepcopy(S.system_dict())
+    sysd["accelerator"].update(name="accel_x", base=0xA004_0000, range=0x4_0000)
+    sysd["dma"].update(name="dma_x", base=0xA002_0000)
+    sysd.update(dma_length_width=23, pl_clock_mhz=150, vlnv="example.org:test:thing:2.3",
+                part="xck26-sfvc784-2LVI-i")
+    tcl = V.tcl_text("kv260", system=sysd)
+    assert _assignments(tcl) == {"accel_x": (0xA004_0000, 0x4_0000, "s_axi_control"),
+                                 "dma_x": (0xA002_0000, 0x1_0000, "S_AXI_LITE")}
+    st = _settings(tcl)
+    assert (st["vlnv"], st["vendor"], st["version"]) == ("example.org:test:thing:2.3", "example.org", "2.3")
+    assert (st["dma_length_width"], st["pl_clock_mhz"], st["part"]) == ("23", "150", "xck26-sfvc784-2LVI-i")
+    assert (st["accel"], st["dma"]) == ("accel_x", "dma_x")
+    assert S.system_dict()["accelerator"]["name"] == "skip2lora_0"  # the original is untouched
+    # A smaller register map changes the AXI-Lite address width check and the registers.
+    d = REGISTER_MAP.to_dict()
+    with pytest.raises(ValueError, match="address width"):
+        V.tcl_text("kv260", register_map={**d, "address_width": 6, "registers": d["registers"][:3]})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"accelerator": {"name": "skip2lora_0", "base": 0xA000_0800, "range": 0x1000}}, "aligned"),
+    ({"dma": {"name": "axi_dma_0", "base": 0xA000_0000, "range": 0x1_0000}}, "overlap"),
+    ({"dma": {"name": "axi_dma_0", "base": 0x8000_0000, "range": 0x1_0000}}, "outside"),
+    ({"dma_length_width": 27}, "8..26"),
+    ({"board_part": "xilinx.com:kv260_som:part0:1.4"}, "no version"),
+    ({"vlnv": "skip2lora:1.0"}, "VLNV"),
+])
+def test_description_errors(change, message):
+    sysd = {**S.system_dict(), **change}
+    with pytest.raises(ValueError, match=message):
+        V.tcl_text("small", system=sysd)
+
+
+# -------------------------------------------------------------------------------------------------
+# Reports, hwh, manifest
+# -------------------------------------------------------------------------------------------------
+
+_DASH = "-" * 96
+_WIDE = "-" * 200
+TIMING_MET = f"""Copyright 1986-2022 Xilinx, Inc. All Rights Reserved. Copyright 2022-2022 Advanced Micro Devices, Inc. All Rights Reserved.
+{_WIDE}
+| Tool Version : Vivado v.2022.2 (lin64) Build 3671981 Fri Oct 14 04:59:54 MDT 2022
+| Date         : Tue Mar  5 10:12:44 2024
+| Host         : buildhost running 64-bit Ubuntu 22.04.3 LTS
+| Command      : report_timing_summary -max_paths 10 -report_unconstrained -file /b/out/skip2lora_timing.rpt
+| Design       : skip2lora_system_wrapper
+| Device       : xck26-sfvc784
+| Speed File   : -2LV  PRODUCTION 1.30 05-15-2022
+| Design State : Routed
+{_WIDE}
+
+Timing Summary Report
+
+{_DASH}
+| Timer Settings
+| --------------
+{_DASH}
+
+  Enable Multi Corner Analysis               :  Yes
+  Enable Pessimism Removal                   :  Yes
+  Pessimism Removal Resolution               :  Nearest Common Node
+
+  Corner  Analyze    Analyze    
+  Name    Max Paths  Min Paths  
+  ------  ---------  ---------  
+  Slow    Yes        Yes        
+  Fast    Yes        Yes        
+
+
+{_DASH}
+| Report Methodology
+| ------------------
+{_DASH}
+
+No report available as report_methodology has not been run prior. Run report_methodology on the current design for the summary of methodology violations.
+
+
+
+check_timing report
+
+Table of Contents
+-----------------
+1. checking no_clock (0)
+2. checking constant_clock (0)
+
+
+{_DASH}
+| Design Timing Summary
+| ---------------------
+{_DASH}
+
+    WNS(ns)      TNS(ns)  TNS Failing Endpoints  TNS Total Endpoints      WHS(ns)      THS(ns)  THS Failing Endpoints  THS Total Endpoints     WPWS(ns)     TPWS(ns)  TPWS Failing Endpoints  TPWS Total Endpoints  
+    -------      -------  ---------------------  -------------------      -------      -------  ---------------------  -------------------     --------     --------  ----------------------  --------------------  
+      0.214        0.000                      0               153911        0.010        0.000                      0               153911        1.458        0.000                       0                 61238  
+
+
+All user specified timing constraints are met.
+
+
+{_DASH}
+| Clock Summary
+| -------------
+{_DASH}
+
+Clock       Waveform(ns)         Period(ns)      Frequency(MHz)
+-----       ------------         ----------      --------------
+clk_pl_0    {{0.000 2.500}}        5.000           200.000         
+
+
+{_DASH}
+| Intra Clock Table
+| -----------------
+{_DASH}
+
+Clock             WNS(ns)      TNS(ns)  TNS Failing Endpoints  TNS Total Endpoints      WHS(ns)      THS(ns)  THS Failing Endpoints  THS Total Endpoints     WPWS(ns)     TPWS(ns)  TPWS Failing Endpoints  TPWS Total Endpoints  
+-----             -------      -------  ---------------------  -------------------      -------      -------  ---------------------  -------------------     --------     --------  ----------------------  --------------------  
+clk_pl_0            0.214        0.000                      0               153667        0.010        0.000                      0               153667        1.458        0.000                       0                 61238  
+
+
+{_DASH}
+| Inter Clock Table
+| -----------------
+{_DASH}
+
+From Clock    To Clock          WNS(ns)      TNS(ns)  TNS Failing Endpoints  TNS Total Endpoints      WHS(ns)      THS(ns)  THS Failing Endpoints  THS Total Endpoints  
+----------    --------          -------      -------  ---------------------  -------------------      -------      -------  ---------------------  -------------------  
+
+
+{_DASH}
+| Other Path Groups Table
+| -----------------------
+{_DASH}
+
+Path Group          From Clock          To Clock                WNS(ns)      TNS(ns)  TNS Failing Endpoints  TNS Total Endpoints      WHS(ns)      THS(ns)  THS Failing Endpoints  THS Total Endpoints  
+----------          ----------          --------                -------      -------  ---------------------  -------------------      -------      -------  ---------------------  -------------------  
+**async_default**   clk_pl_0            clk_pl_0                  3.652        0.000                      0                  244        0.129        0.000                      0                  244  
+"""
+
+TIMING_FAILED = (TIMING_MET
+                 .replace("      0.214        0.000                      0               153911",
+                          "     -0.387     -112.562                    734               153911")
+                 .replace("clk_pl_0            0.214        0.000                      0               153667",
+                          "clk_pl_0           -0.387     -112.562                    734               153667")
+                 .replace("All user specified timing constraints are met.",
+                          "Timing constraints are not met."))
+
+
+def _hwh(system=None, *, stream=256, length=26, pl0="199.998001", vlnv=None):
+    s = system or S.system_dict()
+    a, d = s["accelerator"], s["dma"]
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
+<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="Tue Mar  5 09:02:11 2024" VIVADOVERSION="2022.2">
+  <SYSTEMINFO ARCH="zynquplus" BOARD="xilinx.com:kv260_som:part0:1.4" DEVICE="xck26" NAME="skip2lora_system" PACKAGE="sfvc784" SPEEDGRADE="-2LV"/>
+  <EXTERNALPORTS/>
+  <MODULES>
+    <MODULE COREREVISION="31" FULLNAME="/{d['name']}" HWVERSION="7.1" INSTANCE="{d['name']}" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="axi_dma" VLNV="xilinx.com:ip:axi_dma:7.1">
+      <PARAMETERS>
+        <PARAMETER NAME="C_BASEADDR" VALUE="0x{d['base']:08X}"/>
+        <PARAMETER NAME="c_include_sg" VALUE="0"/>
+        <PARAMETER NAME="c_sg_length_width" VALUE="{length}"/>
+        <PARAMETER NAME="c_include_mm2s" VALUE="1"/>
+        <PARAMETER NAME="c_include_s2mm" VALUE="1"/>
+        <PARAMETER NAME="c_m_axi_mm2s_data_width" VALUE="{max(32, stream)}"/>
+        <PARAMETER NAME="c_m_axis_mm2s_tdata_width" VALUE="{stream}"/>
+        <PARAMETER NAME="c_m_axi_s2mm_data_width" VALUE="{max(32, stream)}"/>
+        <PARAMETER NAME="c_s_axis_s2mm_tdata_width" VALUE="{stream}"/>
+      </PARAMETERS>
+    </MODULE>
+    <MODULE COREREVISION="1" FULLNAME="/{a['name']}" HWVERSION="1.0" INSTANCE="{a['name']}" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="skip2lora" VLNV="{vlnv or s['vlnv']}">
+      <PARAMETERS>
+        <PARAMETER NAME="Component_Name" VALUE="skip2lora_system_skip2lora_0_0"/>
+      </PARAMETERS>
+    </MODULE>
+    <MODULE COREREVISION="21" FULLNAME="/zynq_ultra_ps_e_0" HWVERSION="3.4" INSTANCE="zynq_ultra_ps_e_0" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PROCESSOR" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.4">
+      <PARAMETERS>
+        <PARAMETER NAME="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ" VALUE="200"/>
+        <PARAMETER NAME="PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ" VALUE="{pl0}"/>
+      </PARAMETERS>
+      <MEMORYMAP>
+        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="0x{d['base']:08X}" HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{d['base'] + d['range'] - 1:08X}" INSTANCE="{d['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="S_AXI_LITE"/>
+        <MEMRANGE ADDRESSBLOCK="reg0" BASENAME="C_S_AXI_CONTROL_BASEADDR" BASEVALUE="0x{a['base']:08X}" HIGHNAME="C_S_AXI_CONTROL_HIGHADDR" HIGHVALUE="0x{a['base'] + a['range'] - 1:08X}" INSTANCE="{a['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>
+      </MEMORYMAP>
+    </MODULE>
+  </MODULES>
+</EDKSYSTEM>
+"""
+
+
+def test_parse_timing_met():
+    t = V.parse_timing_summary(TIMING_MET, target_mhz=200)
+    assert t["vivado_version"] == "2022.2" and t["design_state"] == "Routed"
+    assert t["design"] == "skip2lora_system_wrapper"
+    assert (t["wns_ns"], t["tns_ns"], t["tns_failing"], t["tns_endpoints"]) == (0.214, 0.0, 0, 153911)
+    assert (t["whs_ns"], t["ths_ns"], t["wpws_ns"]) == (0.010, 0.0, 1.458)
+    assert t["constraints_met"] is True and t["met"] is True
+    assert t["primary_clock"] == "clk_pl_0" and t["target_mhz"] == 200.0
+    assert t["clocks"]["clk_pl_0"]["period_ns"] == 5.0 and t["clocks"]["clk_pl_0"]["wns_ns"] == 0.214
+    assert t["achieved_mhz"] == pytest.approx(1000 / (5.0 - 0.214), abs=1e-3)
+
+
+def test_parse_timing_failed():
+    t = V.parse_timing_summary(TIMING_FAILED)
+    assert t["wns_ns"] == -0.387 and t["tns_ns"] == -112.562 and t["tns_failing"] == 734
+    assert t["constraints_met"] is False and t["met"] is False
+    assert t["achieved_mhz"] == pytest.approx(1000 / 5.387, abs=1e-3) and t["achieved_mhz"] < 200
+    with pytest.raises(ValueError, match="Design Timing Summary"):
+        V.parse_timing_summary("not a report")
+
+
+def test_check_hwh():
+    assert V.check_hwh(_hwh(), config="kv260") == []
+    summary = V.hwh_summary(_hwh())
+    assert summary["pl0_act_mhz"] == pytest.approx(199.998, abs=1e-3)
+    moved = copy.deepcopy(S.system_dict())
+    moved["dma"]["base"] = 0xA002_0000
+    problems = V.check_hwh(_hwh(moved, stream=128, length=23, vlnv="x:y:z:9.9"), config="kv260")
+    text = "\n".join(problems)
+    assert "axi_dma_0 is at 0xa0020000" in text and "VLNV" in text
+    assert "c_sg_length_width = 23, not 26" in text and "c_m_axis_mm2s_tdata_width = 128" in text
+    assert V.check_hwh(_hwh(stream=16), config="small") == []
+
+
+def test_write_manifest(tmp_path):
+    (tmp_path / "skip2lora.bit").write_bytes(b"\x00\x09\x0f\xf0" * 1000)
+    (tmp_path / "skip2lora.hwh").write_text(_hwh())
+    (tmp_path / "skip2lora_timing.rpt").write_text(TIMING_MET)
+    (tmp_path / "vivado_info.json").write_text(json.dumps({"vivado_version": "2022.2", "board_part":
+                                                           "xilinx.com:kv260_som:part0:1.4"}))
+    m = V.write_manifest(tmp_path, config="kv260", repo_dir=REPO)
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["files"] == m["files"]
+    for name in ("skip2lora.bit", "skip2lora.hwh", "skip2lora_timing.rpt", "vivado_info.json"):
+        assert on_disk["files"][name]["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+    assert "manifest.json" not in on_disk["files"]
+    assert on_disk["vivado_version"] == "2022.2" and on_disk["vivado"]["board_part"].endswith(":1.4")
+    assert on_disk["wns_ns"] == 0.214 and on_disk["tns_ns"] == 0.0 and on_disk["timing_met"] is True
+    assert on_disk["achieved_mhz"] == pytest.approx(208.943, abs=1e-3) and on_disk["target_mhz"] == 200
+    assert on_disk["config"]["name"] == "kv260" and on_disk["design"]["stream_width"] == 256
+    assert on_disk["design"]["system"] == S.system_dict()
+    assert on_disk["pl_clk0_mhz"] == pytest.approx(199.998, abs=1e-3)
+    assert on_disk["board_part"] == "xilinx.com:kv260_som:part0:1.4"
+    assert re.fullmatch(r"[0-9a-f]{40}", on_disk["git"]["commit"] or "0" * 40)
+    # From text, without vivado_info.json: the version comes from the report.
+    (tmp_path / "vivado_info.json").unlink()
+    m = V.write_manifest(tmp_path, config="small", timing_text=TIMING_FAILED, files=["skip2lora.bit"])
+    assert m["vivado_version"] == "2022.2" and m["timing_met"] is False and list(m["files"]) == ["skip2lora.bit"]
+
+
+def test_missing_vivado_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("VIVADO", raising=False)
+    with pytest.raises(V.VivadoNotFound, match=r"settings64\.sh"):
+        V.build_bitstream("small", tmp_path / "b")
+    assert not (tmp_path / "b").exists()  # failed before exporting anything
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["hw", "bitstream", "--config", "small", "--out", str(tmp_path / "b"), "--json"])
+    assert rc == 2 and "Vivado 2022.2 or newer" in json.loads(buf.getvalue())["error"]
+
+
+# -------------------------------------------------------------------------------------------------
+# The script, run against a mock of Vivado's Tcl commands
+# -------------------------------------------------------------------------------------------------
+
+MOCK_VIVADO = r"""
+set ::CALLS {}
+array set ::PROP {}
+array set ::CONN {}
+set ::CELLS {}
+set ::SEGS {}
+set ::PROJECTS {}
+proc mock {name params body} {
+    proc $name $params "lappend ::CALLS \[concat [list $name] \[lrange \[info level 0\] 1 end\]\]\n$body"
+}
+proc opt {argv name {default ""}} {
+    set i [lsearch -exact $argv $name]
+    if {$i < 0} { return $default }
+    return [lindex $argv [expr {$i + 1}]]
+}
+proc positional {argv {with_value {}}} {
+    set out {}
+    for {set i 0} {$i < [llength $argv]} {incr i} {
+        set a [lindex $argv $i]
+        if {[string index $a 0] eq "-"} {
+            if {[lsearch -exact $with_value $a] >= 0} { incr i }
+        } else { lappend out $a }
+    }
+    return $out
+}
+mock version {args} { return $::MOCK(version) }
+# -- catalog --------------------------------------------------------------------------------------
+mock get_ipdefs {args} {
+    set filter [opt $args -filter]
+    if {$filter eq ""} {
+        set v [lindex [positional $args] 0]
+        return [expr {[info exists ::PACKAGED($v)] ? $v : ""}]
+    }
+    regexp {NAME == (\S+)} $filter -> name
+    if {![dict exists $::MOCK(catalog) $name]} { return "" }
+    lassign [dict get $::MOCK(catalog) $name] library versions
+    set out {}
+    foreach v $versions { lappend out "xilinx.com:$library:$name:$v" }
+    return $out
+}
+mock get_board_parts {args} {
+    set pat [lindex [positional $args] 0]
+    set out {}
+    foreach p $::MOCK(board_parts) { if {[string match $pat $p]} { lappend out $p } }
+    return $out
+}
+mock get_boards {args} {
+    set pat [lindex [positional $args] 0]
+    set out {}
+    foreach p $::MOCK(boards) { if {[string match $pat $p]} { lappend out $p } }
+    return $out
+}
+mock set_param {args} {}
+mock get_param {args} { return {} }
+namespace eval xhub {}
+mock xhub::get_xstores {args} { error "no board store in the mock" }
+# -- properties -------------------------------------------------------------------------------------
+mock set_property {args} {
+    if {[lindex $args 0] eq "-dict"} {
+        set obj [lindex $args 2]
+        foreach {k v} [lindex $args 1] { set ::PROP($obj,[string tolower $k]) $v }
+    } else {
+        lassign $args k v obj
+        set ::PROP($obj,[string tolower $k]) $v
+    }
+}
+mock get_property {key obj} {
+    set k [string tolower $key]
+    if {[info exists ::PROP($obj,$k)]} { return $::PROP($obj,$k) }
+    switch -glob -- $k {
+        vlnv { return $obj }
+        name { return [lindex [split $obj /:] end] }
+        progress { return 100% }
+        status { return "$obj Complete!" }
+        local_root_dir { return "" }
+        config.freq_hz { return 199998001 }
+        directory {
+            if {$obj eq "impl_1"} { return $::MOCK(impl_dir) }
+            return [dict get $::PROJECTS $obj]
+        }
+        config.* { return "" }
+    }
+    error "mock get_property: no $key on $obj"
+}
+# -- projects ---------------------------------------------------------------------------------------
+mock create_project {args} {
+    lassign [positional $args {-part}] name dir
+    file mkdir $dir
+    dict set ::PROJECTS $name $dir
+    set ::CURRENT_PROJECT $name
+    return $name
+}
+mock current_project {args} { return $::CURRENT_PROJECT }
+mock close_project {args} {}
+mock add_files {args} {
+    foreach f [positional $args] { if {![file exists $f]} { error "add_files: no $f" } }
+}
+mock current_fileset {args} { return sources_1 }
+mock update_compile_order {args} {}
+mock update_ip_catalog {args} {}
+mock get_files {args} { return [file join [dict get $::PROJECTS $::CURRENT_PROJECT] [lindex [positional $args] 0]] }
+# -- IP packager ------------------------------------------------------------------------------------
+namespace eval ipx {}
+mock ipx::package_project {args} {
+    set ::IPDIR [opt $args -root_dir]
+    set ::IPVENDOR [opt $args -vendor]
+    set ::BUSIF [list inferred_axi inferred_clk]
+    set ::MEMMAPS [list inferred_map]
+}
+mock ipx::current_core {args} { return core }
+mock ipx::get_bus_interfaces {args} {
+    set pos [positional $args {-of_objects}]
+    if {[llength $pos]} { return "bi:[lindex $pos 0]" }
+    set out {}
+    foreach b $::BUSIF { lappend out "bi:$b" }
+    return $out
+}
+mock ipx::remove_bus_interface {name core} { set ::BUSIF [lsearch -all -inline -not -exact $::BUSIF $name] }
+mock ipx::get_memory_maps {args} { set out {}; foreach m $::MEMMAPS { lappend out "mm:$m" }; return $out }
+mock ipx::remove_memory_map {name core} { set ::MEMMAPS [lsearch -all -inline -not -exact $::MEMMAPS $name] }
+mock ipx::add_bus_interface {name core} {
+    if {[lsearch -exact $::BUSIF $name] >= 0} { error "bus interface $name exists" }
+    lappend ::BUSIF $name
+    return "bi:$name"
+}
+mock ipx::add_port_map {logical bi} { return "$bi/pm:$logical" }
+mock ipx::add_bus_parameter {name bi} { return "$bi/param:$name" }
+mock ipx::add_memory_map {name core} { lappend ::MEMMAPS $name; return "mm:$name" }
+mock ipx::add_address_block {name mm} { return "$mm/ab:$name" }
+mock ipx::add_register {name block} { return "$block/reg:$name" }
+mock ipx::add_field {name reg} { return "$reg/field:$name" }
+mock ipx::create_xgui_files {core} {}
+mock ipx::update_checksums {core} {}
+mock ipx::check_integrity {core} {}
+mock ipx::save_core {core} {
+    set v "$::PROP(core,vendor):$::PROP(core,library):$::PROP(core,name):$::PROP(core,version)"
+    set ::PACKAGED($v) 1
+}
+# -- block design -----------------------------------------------------------------------------------
+mock create_bd_design {name} { set ::DESIGN $name }
+mock current_bd_design {args} { return $::DESIGN }
+mock create_bd_cell {args} {
+    set vlnv [opt $args -vlnv]
+    set name [lindex [positional $args {-type -vlnv}] 0]
+    if {[string match "*s2l_ipdef*" $vlnv] || $vlnv eq ""} { error "unresolved VLNV $vlnv" }
+    lappend ::CELLS $name $vlnv
+    return "/$name"
+}
+mock apply_bd_automation {args} {}
+mock get_bd_cells {args} {
+    set pos [positional $args]
+    if {[llength $pos]} { return "/[lindex $pos 0]" }
+    set out {}
+    foreach {name vlnv} $::CELLS { lappend out "/$name" }
+    return $out
+}
+mock get_bd_intf_pins {path} { return "/$path" }
+mock get_bd_pins {args} {
+    set of [opt $args -of_objects]
+    if {$of eq ""} { return "/[lindex [positional $args] 0]" }
+    set out {}
+    foreach {name vlnv} $::CELLS {
+        set type [lindex [split $vlnv :] 2]
+        if {$vlnv eq $::MOCK(accel_vlnv)} { set type accel }
+        foreach pin [dict get $::MOCK(clock_pins) $type] { lappend out "/$name/$pin" }
+    }
+    return $out
+}
+mock get_bd_nets {args} {
+    set pin [opt $args -of_objects]
+    return [expr {[info exists ::CONN($pin)] ? "net:$::CONN($pin)" : ""}]
+}
+mock connect_bd_net {args} {
+    set pins [positional $args {-net}]
+    foreach p $pins { if {[info exists ::CONN($p)]} { set ::CONN($p) "$::CONN($p)+[lindex $pins 0]" } else { set ::CONN($p) [lindex $pins 0] } }
+}
+mock connect_bd_intf_net {args} {
+    foreach p [positional $args {-intf_net -boundary_type}] { set ::INTF($p) 1 }
+}
+mock get_bd_addr_spaces {path} { return "/$path" }
+mock get_bd_addr_segs {args} {
+    set of [opt $args -of_objects]
+    if {$of ne ""} { set out {}; foreach {path slave} $::SEGS { lappend out $path }; return $out }
+    set path [lindex [positional $args] 0]
+    if {![string match */* $path]} { return "/$path" }
+    lassign [split $path /] cell intf
+    return "/$cell/$intf/[expr {$intf eq "s_axi_control" ? "reg0" : "Reg"}]"
+}
+mock assign_bd_address {args} {
+    if {![llength $args]} { return }
+    set seg [lindex [positional $args {-target_address_space -offset -range}] 0]
+    lassign [split [string trimleft $seg /] /] cell intf block
+    set path "[opt $args -target_address_space]/SEG_${cell}_${block}"
+    lappend ::SEGS $path $seg
+    set ::PROP($path,offset) [format 0x%010X [opt $args -offset]]
+    set r [opt $args -range]
+    set ::PROP($path,range) [expr {$r % 1024 == 0 ? "[expr {$r / 1024}]K" : $r}]
+}
+mock validate_bd_design {args} {}
+mock save_bd_design {args} {}
+mock write_bd_tcl {args} { set f [open [lindex $args end] w]; puts $f "# bd"; close $f }
+mock make_wrapper {args} {}
+# -- runs and outputs -------------------------------------------------------------------------------
+mock launch_runs {args} {
+    if {[lindex $args 0] eq "impl_1"} {
+        file mkdir $::MOCK(impl_dir)
+        set f [open [file join $::MOCK(impl_dir) skip2lora_system_wrapper.bit] w]; puts -nonewline $f BITSTREAM; close $f
+        set dir [file join [dict get $::PROJECTS skip2lora] skip2lora.gen sources_1 bd skip2lora_system hw_handoff]
+        file mkdir $dir
+        set f [open [file join $dir skip2lora_system.hwh] w]; puts -nonewline $f $::MOCK(hwh); close $f
+    }
+}
+mock wait_on_run {run} {}
+mock get_runs {run} { return $run }
+mock open_run {run} {}
+mock report_timing_summary {args} { set f [open [opt $args -file] w]; puts -nonewline $f $::MOCK(timing); close $f }
+mock report_utilization {args} { set f [open [opt $args -file] w]; puts $f "utilization"; close $f }
+mock write_hw_platform {args} { error "no xsa in the mock" }
+"""
+
+
+def _tcl_list(items):
+    return "{" + " ".join("{%s}" % i for i in items) + "}"
+
+
+def _run_mock(tcl_path, impl_dir, *, argv=(), version="2023.2", hwh="", timing="", board=True):
+    tkinter = pytest.importorskip("tkinter")
+    tcl = tkinter.Tcl()
+    tcl.eval(MOCK_VIVADO)
+    catalog = {"zynq_ultra_ps_e": ("ip", ["3.4", "3.5"]), "axi_dma": ("ip", ["7.1"]),
+               "smartconnect": ("ip", ["1.0"]), "proc_sys_reset": ("ip", ["5.0"]),
+               "ilconcat": ("inline_hdl", ["1.0"])}  # a Vivado where xlconcat is gone
+    cat = " ".join(f"{k} {{{lib} {{{' '.join(v)}}}}}" for k, (lib, v) in catalog.items())
+    tcl.setvar("MOCK(catalog)", cat)
+    tcl.eval("set MOCK(board_parts) " + _tcl_list(
+        ["xilinx.com:kv260_som:part0:1.2", "xilinx.com:kv260_som:part0:1.4", "xilinx.com:kr260_som:part0:1.1"]
+        if board else []))
+    tcl.eval("set MOCK(boards) " + _tcl_list(["xilinx.com:kv260_carrier:1.3"]))
+    tcl.setvar("MOCK(version)", version)
+    tcl.setvar("MOCK(impl_dir)", str(impl_dir))
+    tcl.setvar("MOCK(hwh)", hwh)
+    tcl.setvar("MOCK(timing)", timing)
+    tcl.setvar("MOCK(accel_vlnv)", S.VLNV)
+    tcl.eval("set MOCK(clock_pins) {zynq_ultra_ps_e {maxihpm0_fpd_aclk saxihp0_fpd_aclk} "
+             "axi_dma {s_axi_lite_aclk m_axi_mm2s_aclk m_axi_s2mm_aclk} smartconnect aclk "
+             "proc_sys_reset slowest_sync_clk ilconcat {} accel aclk}")
+    tcl.eval("set argv " + _tcl_list(argv))
+    tcl.eval(f"source {{{tcl_path}}}")
+    calls = [list(tcl.splitlist(c)) for c in tcl.splitlist(tcl.getvar("CALLS"))]
+    return tcl, calls
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bitstream-small")
+    return V.write_build(d, "small", jobs=2)
+
+
+def test_mock_vivado_run(small_build, tmp_path):
+    build = Path(small_build["build_dir"])
+    out_dir = tmp_path / "outputs"
+    tcl, calls = _run_mock(build / "build.tcl", build / "vivado" / "skip2lora.runs" / "impl_1",
+                           argv=["jobs=5", f"out_dir={out_dir}"], hwh=_hwh(stream=16), timing=TIMING_MET)
+    names = [c[0] for c in calls]
+    # The order of the major steps.
+    order = ["version", "get_board_parts", "ipx::package_project", "ipx::save_core", "create_bd_design",
+             "assign_bd_address", "validate_bd_design", "make_wrapper", "launch_runs", "report_timing_summary"]
+    idx = [names.index(n) for n in order]
+    assert idx == sorted(idx), list(zip(order, idx))
+    # Newest board part and IP versions; ilconcat stands in for a missing xlconcat.
+    assert ["set_property", "board_part", "xilinx.com:kv260_som:part0:1.4", "skip2lora"] in calls
+    assert ["set_property", "board_connections",
+            "som240_1_connector xilinx.com:kv260_carrier:som240_1_connector:1.3", "skip2lora"] in calls
+    cells = dict(zip(*[iter(tcl.splitlist(tcl.getvar("CELLS")))] * 2))
+    assert cells == {"zynq_ultra_ps_e_0": "xilinx.com:ip:zynq_ultra_ps_e:3.5", "axi_dma_0": "xilinx.com:ip:axi_dma:7.1",
+                     "skip2lora_0": S.VLNV, "ctrl_smc": "xilinx.com:ip:smartconnect:1.0",
+                     "data_smc": "xilinx.com:ip:smartconnect:1.0", "rst_pl0": "xilinx.com:ip:proc_sys_reset:5.0",
+                     "irq_concat": "xilinx.com:inline_hdl:ilconcat:1.0"}
+    # The inferred interfaces were replaced by the explicit ones.
+    assert set(tcl.splitlist(tcl.getvar("BUSIF"))) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
+    assert tcl.eval("set MEMMAPS") == "s_axi_control"
+    # DMA configuration as set (read back through s2l_configure).
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axis_mm2s_tdata_width)") == "16"
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axi_mm2s_data_width)") == "32"
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_sg_length_width)") == str(S.DMA_LENGTH_WIDTH)
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__crl_apb__pl0_ref_ctrl__freqmhz)") == str(S.PL_CLOCK_MHZ)
+    # Every clock input is driven by pl_clk0; the address map is as described.
+    for pin in ("/skip2lora_0/aclk", "/axi_dma_0/m_axi_s2mm_aclk", "/zynq_ultra_ps_e_0/saxihp0_fpd_aclk",
+                "/ctrl_smc/aclk", "/rst_pl0/slowest_sync_clk"):
+        assert tcl.eval(f"set CONN({pin})") == "/zynq_ultra_ps_e_0/pl_clk0"
+    assert tcl.eval("set CONN(/skip2lora_0/aresetn)") == "/rst_pl0/peripheral_aresetn"
+    assigned = [c for c in calls if c[0] == "assign_bd_address" and len(c) > 1]
+    assert [(c[4], c[6], c[-1]) for c in assigned] == [
+        (f"0x{S.ACCELERATOR['base']:08X}", f"0x{S.ACCELERATOR['range']:08X}", "/skip2lora_0/s_axi_control/reg0"),
+        (f"0x{S.DMA['base']:08X}", f"0x{S.DMA['range']:08X}", "/axi_dma_0/S_AXI_LITE/Reg")]
+    assert ["launch_runs", "synth_1", "-jobs", "5"] in calls
+    assert ["launch_runs", "impl_1", "-jobs", "5", "-to_step", "write_bitstream"] in calls
+    # The outputs, then the Python post-step on them.
+    assert (out_dir / "skip2lora.bit").read_text() == "BITSTREAM"
+    info = json.loads((out_dir / "vivado_info.json").read_text())
+    assert info["vivado_version"] == "2023.2" and info["board_part"] == "xilinx.com:kv260_som:part0:1.4"
+    assert info["ip_zynq_ultra_ps_e"] == "xilinx.com:ip:zynq_ultra_ps_e:3.5"
+    assert V.check_hwh(out_dir / "skip2lora.hwh", config="small") == []
+    m = V.write_manifest(out_dir, config="small")
+    assert m["timing_met"] is True and m["vivado_version"] == "2023.2"
+    assert {"skip2lora.bit", "skip2lora.hwh", "skip2lora_timing.rpt"} <= set(m["files"])
+    dest = V.install(out_dir, tmp_path / "installed")
+    assert sorted(Path(p).name for p in dest) == ["manifest.json", "skip2lora.bit", "skip2lora.hwh"]
+
+
+def test_mock_vivado_refusals(small_build, tmp_path):
+    tkinter = pytest.importorskip("tkinter")
+    build = Path(small_build["build_dir"])
+    impl = tmp_path / "impl"
+    with pytest.raises(tkinter.TclError, match="too old; this flow needs 2022.2"):
+        _run_mock(build / "build.tcl", impl, version="2021.1")
+    with pytest.raises(tkinter.TclError, match="no board part xilinx.com:kv260_som:part0"):
+        _run_mock(build / "build.tcl", impl, board=False)
+    with pytest.raises(tkinter.TclError, match="unknown argument 'jobs'"):
+        _run_mock(build / "build.tcl", impl, argv=["jobs"])
