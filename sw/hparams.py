@@ -21,10 +21,14 @@ _LR = {
     "fmnist": {"ft-all": 0.1, "ft-last": 0.05, "ft-bias": 0.2, "ft-all-lora": 0.05,
                "lora-all": 0.15, "lora-last": 0.05, "skip-lora": 0.1, "skip2-lora": 0.1,
                "quant-skip2-lora": 0.1},
-    "har": dict.fromkeys(["ft-all", "ft-last", "ft-bias", "ft-all-lora", "lora-all", "lora-last",
-                          "skip-lora", "skip2-lora", "quant-skip2-lora"], 0.01),
-    "fan": dict.fromkeys(["ft-all", "ft-last", "ft-bias", "ft-all-lora", "lora-all", "lora-last",
-                          "skip-lora", "skip2-lora", "quant-skip2-lora"], 0.01),
+    # python scripts/tune_lr.py --dataset har (block hold-out of the fine-tuning split; docs/tuning/har.json).
+    # The three Skip-adapter methods share one rate: they are the same algorithm (cache / 4-bit cache).
+    "har": {"ft-all": 0.1, "ft-last": 0.01, "ft-bias": 0.1, "ft-all-lora": 0.03, "lora-all": 0.1,
+            "lora-last": 0.01, "skip-lora": 0.03, "skip2-lora": 0.03, "quant-skip2-lora": 0.03},
+    # docs/tuning/fan-damage1.json: the hold-out saturates at 100 % for most rates; 0.01 is the
+    # smallest rate that reaches it for every method but FT-Bias.
+    "fan": {"ft-all": 0.01, "ft-last": 0.01, "ft-bias": 0.03, "ft-all-lora": 0.01, "lora-all": 0.01,
+            "lora-last": 0.01, "skip-lora": 0.01, "skip2-lora": 0.01, "quant-skip2-lora": 0.01},
 }
 
 
