@@ -15,7 +15,7 @@ forward pass's last line, when u, z and the label are all valid.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,7 +23,7 @@ from ..fixed import formats as F
 from .arith import round_shift_var, saturate
 from .mac_array import MacArray
 from .params import HwParams, invalid
-from .sgd_update import SgdUpdate
+from .sgd_update import SgdUpdate, accumulator_start
 
 __all__ = ["Datapath", "Op"]
 
@@ -86,6 +86,7 @@ class Datapath(wiring.Component):
         p = self.params
         m.submodules.mac = mac = MacArray(p)
         m.submodules.upd = upd = SgdUpdate(p.R * p.P, p.da_bits, F.T_FRAC - F.A_FRAC)
+        da_start = accumulator_start(F.T_FRAC - F.A_FRAC)
 
         # -- c0: line -> tap, first/last line of the tap, tail line ----------------------------
         m0 = self._meta(m, "m0")
@@ -110,21 +111,18 @@ class Datapath(wiring.Component):
         m1, m2, m3, m4 = stages[1:]
 
         # -- c1: memory data; products; the update's arithmetic ---------------------------------
-        t_cur = [[Signal(signed(F.T_BITS), name=f"tcur{k}_{r}") for r in range(p.R)] for k in range(p.K)]
+        # t_cur holds -t_k: the dA accumulators count down (see sgd_update.accumulator_start).
+        t_cur = [[Signal(signed(F.T_BITS + 1), name=f"tcur{k}_{r}") for r in range(p.R)] for k in range(p.K)]
         with m.If(self.t_take):
-            m.d.sync += [t_cur[k][r].eq(self.t_next[k][r]) for k in range(p.K) for r in range(p.R)]
+            m.d.sync += [t_cur[k][r].eq(-self.t_next[k][r]) for k in range(p.K) for r in range(p.R)]
         t_rows = Array(Array(row) for row in t_cur)
         signed_tap = Array(self.tap_signed)
         m.d.comb += [
-            mac.valid.eq(m1["valid"] & ~m1["tail"] & ((m1["op"] == Op.FWD) | (m1["op"] == Op.BWD))),
-            mac.backward.eq(m1["op"] == Op.BWD),
             mac.codes.eq(self.cache_data), mac.signed_codes.eq(signed_tap[m1["k"]]),
-            mac.a_line.eq(self.a_rd_data),
-            upd.weights.eq(self.a_rd_data), upd.grads.eq(self.g_rd_data),
+            mac.a_line.eq(self.a_rd_data), mac.acc.eq(self.g_rd_data),
+            upd.weights.eq(self.a_rd_data), upd.accs.eq(self.g_rd_data),
         ]
         m.d.comb += [mac.t[r].eq(t_rows[m1["k"]][r]) for r in range(p.R)]
-        gacc = Signal(p.R * p.P * p.da_bits)
-        m.d.sync += gacc.eq(self.g_rd_data)
 
         # Tail lines carry the base logits (16 bits each) then the label, little-endian.
         tail_index = Signal(range(max(p.T, 2)))
@@ -137,25 +135,18 @@ class Datapath(wiring.Component):
                     m.d.sync += sig.eq(self.cache_data[bit:bit + 16])
 
         # -- c2: backward pass and update write back --------------------------------------------
-        # The backward pass of adapter k: each lane adds t_k[r] * q_j to its dA accumulator.
-        new_g = []
-        for r in range(p.R):
-            for j in range(p.P):
-                i = r * p.P + j
-                old = gacc[i * p.da_bits:(i + 1) * p.da_bits].as_signed()
-                acc = Signal(signed(p.da_bits), name=f"g{r}_{j}")
-                m.d.comb += acc.eq(old + mac.products[r][j])
-                new_g.append(acc)
+        # The backward pass of adapter k: the MAC array added -t_k[r] * q_j to each dA accumulator.
+        start_line = Cat(*[Const(da_start, signed(p.da_bits))] * (p.R * p.P))
         m.d.comb += [self.g_wr_addr.eq(m2["line"]), self.a_wr_addr.eq(m2["line"]),
                      self.a_wr_data.eq(upd.updated)]
         with m.If(m2["valid"]):
             with m.Switch(m2["op"]):
                 with m.Case(Op.BWD):
-                    m.d.comb += [self.g_wr_data.eq(Cat(*new_g)), self.g_wr_en.eq(1)]
+                    m.d.comb += [self.g_wr_data.eq(mac.acc_next), self.g_wr_en.eq(1)]
                 with m.Case(Op.UPD):
-                    m.d.comb += [self.g_wr_data.eq(0), self.g_wr_en.eq(1), self.a_wr_en.eq(1)]
+                    m.d.comb += [self.g_wr_data.eq(start_line), self.g_wr_en.eq(1), self.a_wr_en.eq(1)]
                 with m.Case(Op.CLR):
-                    m.d.comb += [self.g_wr_data.eq(0), self.g_wr_en.eq(1)]
+                    m.d.comb += [self.g_wr_data.eq(start_line), self.g_wr_en.eq(1)]
 
         # -- c3: accumulate a tap's lines; c4: u_k = sat(round(acc >> (4 - e_k))) ---------------
         acc = [Signal(signed(p.u_acc_bits), name=f"uacc{r}") for r in range(p.R)]
@@ -165,12 +156,12 @@ class Datapath(wiring.Component):
         shift = Signal(6)
         m.d.comb += shift.eq(Array(self.u_shift)[m4["k"]])
         fwd4 = m4["valid"] & (m4["op"] == Op.FWD)
+        u_new = [saturate(m, round_shift_var(m, acc[r], shift, p.u_acc_bits, f"ush{r}"), F.U_BITS, f"usat{r}")
+                 for r in range(p.R)]
         with m.If(fwd4 & ~m4["tail"] & m4["lastk"]):
             with m.Switch(m4["k"]):
                 for k in range(p.K):
                     with m.Case(k):
-                        for r in range(p.R):
-                            v = round_shift_var(m, acc[r], shift, p.u_acc_bits, f"ush{k}_{r}")
-                            m.d.sync += self.u[k][r].eq(saturate(m, v, F.U_BITS, f"usat{k}_{r}"))
+                        m.d.sync += [self.u[k][r].eq(u_new[r]) for r in range(p.R)]
         m.d.comb += [self.sample_done.eq(fwd4 & m4["last"]), self.epoch_first.eq(m4["ef"])]
         return m

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .arith import round_shift, round_shift_var, saturate
 from .params import HwParams, invalid
-from .sgd_update import SgdUpdate
+from .sgd_update import SgdUpdate, accumulator_start
 from .softmax import GL_BITS, SoftmaxGradient
 
 __all__ = ["HeadUnit"]
@@ -71,7 +71,9 @@ class HeadUnit(wiring.Component):
         p = self.params
         K, R, C = p.K, p.R, p.C
         m.submodules.softmax = smx = SoftmaxGradient(C)
-        m.submodules.bupd = bupd = SgdUpdate(C * R, self.db_bits, F.GL_FRAC + F.U_FRAC - F.B_FRAC)
+        db_shift = F.GL_FRAC + F.U_FRAC - F.B_FRAC
+        m.submodules.bupd = bupd = SgdUpdate(C * R, self.db_bits, db_shift)
+        db_start = accumulator_start(db_shift)  # dB counts down from here (see sgd_update)
 
         B = [[[Signal(signed(F.W_BITS), name=f"b{k}_{c}_{r}") for r in range(R)] for c in range(C)]
              for k in range(K)]
@@ -89,16 +91,19 @@ class HeadUnit(wiring.Component):
         # The row of B (and of dB, u) of the tap being worked on: a K-way selection.
         b_row = [[Signal(signed(F.W_BITS), name=f"brow{c}_{r}") for r in range(R)] for c in range(C)]
         u_row = [Signal(signed(F.U_BITS), name=f"urow{r}") for r in range(R)]
+        db_row = [[Signal(signed(self.db_bits), name=f"dbrow{c}_{r}") for r in range(R)] for c in range(C)]
         with m.Switch(k):
             for kk in range(K):
                 with m.Case(kk):
                     m.d.comb += [b_row[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
                     m.d.comb += [u_row[r].eq(u[kk][r]) for r in range(R)]
+                    m.d.comb += [db_row[c][r].eq(dB[kk][c][r]) for c in range(C) for r in range(R)]
 
         # Stage-1 product registers of the Y and SB phases.
         prod_y = [[Signal(signed(2 * F.W_BITS), name=f"py{c}_{r}") for r in range(R)] for c in range(C)]
         prod_s = [[Signal(signed(F.W_BITS + GL_BITS), name=f"ps{c}_{r}") for r in range(R)] for c in range(C)]
         prod_d = [[Signal(signed(GL_BITS + F.U_BITS), name=f"pd{c}_{r}") for r in range(R)] for c in range(C)]
+        db_reg = [[Signal(signed(self.db_bits), name=f"dbr{c}_{r}") for r in range(R)] for c in range(C)]
         yacc = [Signal(signed(2 * F.W_BITS + (K * R).bit_length() + 1), name=f"yacc{c}") for c in range(C)]
         sum_bits = F.W_BITS + GL_BITS + C.bit_length() + 1
 
@@ -138,11 +143,11 @@ class HeadUnit(wiring.Component):
                         m.d.sync += self.correct.eq(self.correct + hit)
                     # stage 1 of tap 0 of SB in this same cycle
                     m.d.sync += k.eq(1)
-                    self._sb_products(m, b_row, u_row, prod_s, prod_d, smx)
+                    self._sb_products(m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx)
                     m.d.sync += [v1.eq(1), k1.eq(0)]
                     m.next = "SB_LAST" if K == 1 else "SB"
             with m.State("SB"):
-                self._sb_products(m, b_row, u_row, prod_s, prod_d, smx)
+                self._sb_products(m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx)
                 m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
                 with m.If(k == K - 1):
                     m.next = "SB_LAST"
@@ -180,20 +185,16 @@ class HeadUnit(wiring.Component):
                     for kk in range(K):
                         with m.Case(kk):
                             m.d.sync += self.t[kk][r].eq(t_new)
+            db_new = [[Signal(signed(self.db_bits), name=f"dbn{c}_{r}") for r in range(R)] for c in range(C)]
+            m.d.comb += [db_new[c][r].eq(db_reg[c][r] + prod_d[c][r]) for c in range(C) for r in range(R)]
             with m.Switch(k1):
                 for kk in range(K):
                     with m.Case(kk):
-                        m.d.sync += [dB[kk][c][r].eq(dB[kk][c][r] + prod_d[c][r])
-                                     for c in range(C) for r in range(R)]
+                        m.d.sync += [dB[kk][c][r].eq(db_new[c][r]) for c in range(C) for r in range(R)]
 
         # B update: the SGD unit sees tap k's B and dB; its registered result lands one cycle later.
         m.d.comb += [bupd.weights.eq(Cat(b_row[c][r] for c in range(C) for r in range(R)))]
-        db_row = [[Signal(signed(self.db_bits), name=f"dbrow{c}_{r}") for r in range(R)] for c in range(C)]
-        with m.Switch(k):
-            for kk in range(K):
-                with m.Case(kk):
-                    m.d.comb += [db_row[c][r].eq(dB[kk][c][r]) for c in range(C) for r in range(R)]
-        m.d.comb += bupd.grads.eq(Cat(db_row[c][r] for c in range(C) for r in range(R)))
+        m.d.comb += bupd.accs.eq(Cat(db_row[c][r] for c in range(C) for r in range(R)))
         with m.If(v1 & (fsm.ongoing("UPDATE") | fsm.ongoing("UPDATE_LAST"))):
             with m.Switch(k1):
                 for kk in range(K):
@@ -202,9 +203,9 @@ class HeadUnit(wiring.Component):
                             for r in range(R):
                                 i = c * R + r
                                 m.d.sync += [B[kk][c][r].eq(bupd.updated[i * F.W_BITS:(i + 1) * F.W_BITS]),
-                                             dB[kk][c][r].eq(0)]
+                                             dB[kk][c][r].eq(db_start)]
         with m.If(self.clear_grads):
-            m.d.sync += [dB[kk][c][r].eq(0) for kk in range(K) for c in range(C) for r in range(R)]
+            m.d.sync += [dB[kk][c][r].eq(db_start) for kk in range(K) for c in range(C) for r in range(R)]
 
         with m.If(self.t_take):
             m.d.sync += self.t_ready.eq(0)
@@ -227,9 +228,11 @@ class HeadUnit(wiring.Component):
                     m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
         return m
 
-    def _sb_products(self, m, b_row, u_row, prod_s, prod_d, smx):
-        """Stage 1 of SB for the current tap: B_k[c, r] * gl_c and gl_c * u_k[r]."""
+    def _sb_products(self, m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx):
+        """Stage 1 of SB for the current tap: B_k[c, r] * gl_c, -gl_c * u_k[r] (dB counts down) and
+        the tap's dB row."""
         p = self.params
         for c in range(p.C):
             for r in range(p.R):
-                m.d.sync += [prod_s[c][r].eq(b_row[c][r] * smx.gl[c]), prod_d[c][r].eq(smx.gl[c] * u_row[r])]
+                m.d.sync += [prod_s[c][r].eq(b_row[c][r] * smx.gl[c]), prod_d[c][r].eq(-smx.gl[c] * u_row[r]),
+                             db_reg[c][r].eq(db_row[c][r])]

@@ -1,18 +1,20 @@
-"""The P-lane multiply-accumulate array: R x P multipliers fed one cache line per cycle.
+"""The P-lane multiply-accumulate array: fed one cache line (P codes q_j) per cycle.
 
-Lane j multiplies the line's code q_j by one operand per rank r:
+* Forward pass of adapter k: R x P multipliers form A_k[r, j] * q_j and a balanced adder tree per
+  rank sums them: ``sums[r] = A_k[r, line] . q_line`` (products one cycle after the inputs, sums
+  one cycle after that).
+* Backward pass of adapter k: R x P multiply-accumulators update the line's dA accumulators:
+  ``acc[r][j] + t_k[r] * q_j`` (one cycle after the inputs). The datapath feeds them -t_k
+  (the accumulators count down from `sgd_update.accumulator_start`; see there).
 
-* forward pass  (``backward = 0``): the operand is the A word A_k[r, j] of the same line, and the
-  array sums each rank's P products (``sums[r] = A_k[r, line] . q_line``);
-* backward pass (``backward = 1``): the operand is the per-sample factor t_k[r] (the same for
-  every lane), and the array hands out the products t_k[r] * q_j for the dA accumulators.
-
-Two register stages: products one cycle after the inputs, sums one cycle after the products.
+Forward and backward have their own multipliers (2 R P of them: DSP48E2 slices on the KV260),
+so neither pays for operand multiplexers, and the backward multiply-add maps onto a DSP's
+post-adder.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,41 +49,40 @@ class MacArray(wiring.Component):
             raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
         self.params = params
         p = params
-        self.prod_bits = p.mul_bits + p.code_bits
-        self.sum_bits = F.W_BITS + p.code_bits + (p.P - 1).bit_length()
+        self.prod_bits = F.W_BITS + p.code_bits
+        self.sum_bits = self.prod_bits + (p.P - 1).bit_length()
         super().__init__({
-            "valid": In(1),
-            "backward": In(1),
             "codes": In(p.beat_bits),          # the cache line: P 4-bit codes
             "signed_codes": In(1),             # the line's tap uses signed codes
-            "a_line": In(p.a_line_bits),       # A words (r, j) at bits (r*P + j)*16
-            "t": In(signed(F.T_BITS)).array(p.R),  # backward operand per rank
-            "products": Out(signed(self.prod_bits)).array(p.R, p.P),  # stage 1
-            "products_valid": Out(1),
-            "sums": Out(signed(self.sum_bits)).array(p.R),           # stage 2 (forward)
-            "sums_valid": Out(1),
+            "a_line": In(p.a_line_bits),       # forward: A words (r, j) at bits (r*P + j)*16
+            "t": In(signed(F.T_BITS)).array(p.R),  # backward: the factor per rank (all lanes)
+            "acc": In(p.R * p.P * p.da_bits),      # backward: the line's accumulators
+            "sums": Out(signed(self.sum_bits)).array(p.R),  # forward, two cycles later
+            "acc_next": Out(p.R * p.P * p.da_bits),         # backward, one cycle later
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        backward_1 = Signal()
+        q = []
         for j in range(p.P):
             raw = self.codes[4 * j:4 * j + 4]
-            q = Signal(signed(p.code_bits), name=f"q{j}")
-            m.d.comb += q.eq(raw.as_unsigned())
+            qj = Signal(signed(p.code_bits), name=f"q{j}")
+            m.d.comb += qj.eq(raw.as_unsigned())
             with m.If(self.signed_codes):
-                m.d.comb += q.eq(raw.as_signed())
-            for r in range(p.R):
-                w = (r * p.P + j) * F.W_BITS
-                operand = Signal(signed(p.mul_bits), name=f"op{r}_{j}")
-                m.d.comb += operand.eq(self.a_line[w:w + F.W_BITS].as_signed())
-                with m.If(self.backward):
-                    m.d.comb += operand.eq(self.t[r])
-                m.d.sync += self.products[r][j].eq(operand * q)
-        m.d.sync += [self.products_valid.eq(self.valid), backward_1.eq(self.backward)]
+                m.d.comb += qj.eq(raw.as_signed())
+            q.append(qj)
+        products = [[Signal(signed(self.prod_bits), name=f"p{r}_{j}") for j in range(p.P)] for r in range(p.R)]
+        nxt = []
         for r in range(p.R):
-            total = adder_tree(m, [self.products[r][j] for j in range(p.P)], self.sum_bits, f"r{r}")
-            m.d.sync += self.sums[r].eq(total)
-        m.d.sync += self.sums_valid.eq(self.products_valid & ~backward_1)
+            for j in range(p.P):
+                i = r * p.P + j
+                a = self.a_line[i * F.W_BITS:(i + 1) * F.W_BITS].as_signed()
+                m.d.sync += products[r][j].eq(a * q[j])
+                acc = Signal(signed(p.da_bits), name=f"g{r}_{j}")
+                m.d.sync += acc.eq(self.acc[i * p.da_bits:(i + 1) * p.da_bits].as_signed() + self.t[r] * q[j])
+                nxt.append(acc)
+        m.d.comb += self.acc_next.eq(Cat(*nxt))
+        for r in range(p.R):
+            m.d.sync += self.sums[r].eq(adder_tree(m, products[r], self.sum_bits, f"r{r}"))
         return m

@@ -2,7 +2,15 @@
 
 One instance updates an A line (R*P weights) per cycle from the dA accumulators; the head unit
 updates B a tap at a time with another. The learning rate is already inside the accumulated
-sums (docs/numerics.md), so the step is a rounding shift, a subtraction and a saturation.
+sums (docs/numerics.md), so the step is a shift, an addition and a saturation.
+
+The accumulators do not hold the gradient sum g itself but ``start(shift) - g``: they restart
+from ``2**(shift-1) - 1`` and the passes subtract their products. Then
+
+    w - round_half_up(g / 2**shift) == w + floor((2**(shift-1) - 1 - g) / 2**shift)
+
+so the rounding costs no adder: the update is ``w + (acc >> shift)``, saturated (the bit-exact
+model computes the left-hand side; the tests prove the two agree).
 """
 
 from __future__ import annotations
@@ -12,11 +20,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from .arith import round_shift, saturate
-
+from .arith import saturate
 from .params import invalid
 
-__all__ = ["SgdUpdate"]
+__all__ = ["SgdUpdate", "accumulator_start"]
+
+
+def accumulator_start(shift: int) -> int:
+    """The value a gradient accumulator restarts from (see the module docstring)."""
+    return (1 << (shift - 1)) - 1 if shift > 0 else 0
 
 
 class SgdUpdate(wiring.Component):
@@ -31,8 +43,8 @@ class SgdUpdate(wiring.Component):
         self.count, self.acc_bits, self.shift = count, acc_bits, shift
         super().__init__({
             "weights": In(count * F.W_BITS),
-            "grads": In(count * acc_bits),
-            "updated": Out(count * F.W_BITS),  # registered
+            "accs": In(count * acc_bits),        # start(shift) - gradient sum
+            "updated": Out(count * F.W_BITS),    # registered
         })
 
     def elaborate(self, platform):
@@ -41,9 +53,7 @@ class SgdUpdate(wiring.Component):
         outs = []
         for i in range(self.count):
             weight = self.weights[i * w:(i + 1) * w].as_signed()
-            grad = self.grads[i * a:(i + 1) * a].as_signed()
-            step = round_shift(m, grad, self.shift, a + 1, f"step{i}")
-            new = saturate(m, weight - step, w, f"new{i}")
-            outs.append(new)
+            step = self.accs[i * a:(i + 1) * a].as_signed() >> self.shift  # floor
+            outs.append(saturate(m, weight + step, w, f"new{i}"))
         m.d.sync += self.updated.eq(Cat(*outs))
         return m

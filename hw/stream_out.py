@@ -37,11 +37,11 @@ class AdapterStreamer(wiring.Component):
         p = self.params
         line = Signal(max((p.SL - 1).bit_length(), 1))
         seg = Signal(range(max(self.segments, 2)))
-        held = Signal(p.a_line_bits)
         bbeat = Signal(16)
         b_beats = p.layout.b_beats
         axis = self.m_axis
-        segs = Array(held[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
+        # the A memory's read port keeps the line on a_data while the address stays put
+        segs = Array(self.a_data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
         m.d.comb += [self.a_addr.eq(line), self.b_beat.eq(bbeat)]
 
         with m.FSM() as fsm:
@@ -50,9 +50,6 @@ class AdapterStreamer(wiring.Component):
                     m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):  # the A line's address is out; its data is there next cycle
-                m.next = "LATCH"
-            with m.State("LATCH"):
-                m.d.sync += held.eq(self.a_data)
                 m.next = "SEND_A"
             with m.State("SEND_A"):
                 m.d.comb += [axis.valid.eq(1), axis.p.data.eq(segs[seg])]

@@ -15,7 +15,7 @@ from skip2lora.hw.head import HeadUnit
 from skip2lora.hw.mac_array import MacArray
 from skip2lora.hw.params import HwParams
 from skip2lora.hw.regmap import REGMAP_JSON, regmap_dict
-from skip2lora.hw.sgd_update import SgdUpdate
+from skip2lora.hw.sgd_update import SgdUpdate, accumulator_start
 from skip2lora.hw.softmax import SoftmaxGradient
 
 
@@ -66,18 +66,20 @@ def test_head_latency_is_the_cycle_models():
 
 
 def test_sgd_update_unit_saturates_and_rounds_like_the_model():
+    """The unit sees start - g (its accumulators count down) and must give sat(w - round(g >> shift))."""
     rng = np.random.default_rng(1)
-    n, acc_bits, shift = 16, 36, F.T_FRAC - F.A_FRAC
+    n, acc_bits, shift = 24, 36, F.T_FRAC - F.A_FRAC
     w = rng.integers(-(1 << 15), 1 << 15, n)
-    g = rng.integers(-(1 << 35), 1 << 35, n)
-    w[:4] = [32767, -32768, 100, -100]
-    g[:4] = [-(1 << 30), 1 << 30, 128, -128]  # push past both limits; exact half-LSB ties
+    g = rng.integers(-(1 << 34), 1 << 34, n)
+    w[:8] = [32767, -32768, 100, -100, 0, 0, 5, -5]
+    g[:8] = [-(1 << 30), 1 << 30, 128, -128, 127, -129, 383, -384]  # both limits; exact half-LSB ties
+    acc = accumulator_start(shift) - g
     dut = SgdUpdate(n, acc_bits, shift)
     out = {}
 
     async def bench(ctx):
         ctx.set(dut.weights, int(sum((int(v) & 0xFFFF) << (16 * i) for i, v in enumerate(w))))
-        ctx.set(dut.grads, int(sum((int(v) & ((1 << acc_bits) - 1)) << (acc_bits * i) for i, v in enumerate(g))))
+        ctx.set(dut.accs, int(sum((int(v) & ((1 << acc_bits) - 1)) << (acc_bits * i) for i, v in enumerate(acc))))
         await ctx.tick()
         raw = ctx.get(dut.updated)
         out["w"] = [((raw >> (16 * i)) & 0xFFFF) - (((raw >> (16 * i)) & 0x8000) << 1) for i in range(n)]
@@ -85,7 +87,8 @@ def test_sgd_update_unit_saturates_and_rounds_like_the_model():
     run(dut, bench)
     expected = F.saturate(w - F.round_shift(g, shift), F.W_BITS)
     assert out["w"] == expected.tolist()
-    assert out["w"][:4] == [32767, -32768, 100 - 1, -100 + 0]  # round half up: +0.5 -> 1, -0.5 -> 0
+    # round half up: 128/256 -> 1, -128/256 -> 0, 127/256 -> 0, -129/256 -> -1, 383/256 -> 1, -384/256 -> -1
+    assert out["w"][:8] == [32767, -32768, 99, -100, 0, 1, 4, -4]
 
 
 def test_mac_array_forward_sums_and_backward_products():
@@ -94,26 +97,30 @@ def test_mac_array_forward_sums_and_backward_products():
     codes = rng.integers(-8, 8, p.P)
     a = rng.integers(-(1 << 15), 1 << 15, (p.R, p.P))
     t = rng.integers(-(1 << 23), 1 << 23, p.R)
+    acc = rng.integers(-(1 << 33), 1 << 33, (p.R, p.P))
     dut = MacArray(p)
     out = {}
 
+    def pack(values, bits):
+        return int(sum((int(v) & ((1 << bits) - 1)) << (bits * i) for i, v in enumerate(values)))
+
     async def bench(ctx):
-        ctx.set(dut.codes, int(sum((int(c) & 0xF) << (4 * j) for j, c in enumerate(codes))))
+        ctx.set(dut.codes, pack(codes, 4))
         ctx.set(dut.signed_codes, 1)
-        ctx.set(dut.a_line, int(sum((int(a[r, j]) & 0xFFFF) << (16 * (r * p.P + j))
-                                    for r in range(p.R) for j in range(p.P))))
+        ctx.set(dut.a_line, pack(a.reshape(-1), 16))
+        ctx.set(dut.acc, pack(acc.reshape(-1), p.da_bits))
         for r in range(p.R):
             ctx.set(dut.t[r], int(t[r]))
-        ctx.set(dut.valid, 1)
         await ctx.tick()
-        ctx.set(dut.backward, 1)
+        raw = ctx.get(dut.acc_next)
+        mask, half = (1 << p.da_bits) - 1, 1 << (p.da_bits - 1)
+        out["acc"] = [(((raw >> (p.da_bits * i)) & mask) ^ half) - half for i in range(p.R * p.P)]
         await ctx.tick()
         out["sums"] = [ctx.get(dut.sums[r]) for r in range(p.R)]
-        out["products"] = [[ctx.get(dut.products[r][j]) for j in range(p.P)] for r in range(p.R)]
 
     run(dut, bench)
     assert out["sums"] == (a @ codes).tolist()
-    assert out["products"] == (t[:, None] * codes[None, :]).tolist()
+    assert out["acc"] == (acc + t[:, None] * codes[None, :]).reshape(-1).tolist()
 
 
 def test_cycle_counter_counts_enabled_cycles_and_clears():
