@@ -55,7 +55,7 @@ class MacArray(wiring.Component):
             "codes": In(p.beat_bits),          # the cache line: P 4-bit codes
             "signed_codes": In(1),             # the line's tap uses signed codes
             "a_line": In(p.a_line_bits),       # forward: A words (r, j) at bits (r*P + j)*16
-            "t": In(signed(F.T_BITS)).array(p.R),  # backward: the factor per rank (all lanes)
+            "t": In(signed(F.T_BITS + 1)).array(p.R),  # backward: the factor per rank (-t_k fits too)
             "acc": In(p.R * p.P * p.da_bits),      # backward: the line's accumulators
             "sums": Out(signed(self.sum_bits)).array(p.R),  # forward, two cycles later
             "acc_next": Out(p.R * p.P * p.da_bits),         # backward, one cycle later

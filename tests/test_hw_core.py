@@ -244,3 +244,11 @@ def test_online_appending_between_jobs():
     simulate(SMALL, bench)
     assert out["n_loaded"] == 6
     check(full, out)
+
+
+def test_backward_factor_at_its_negative_limit():
+    """Regression: t saturated at -2**23 must stay negative when the datapath negates it."""
+    config = AcceleratorConfig("neg", Geometry((12, 13, 18), 2, 5), 16, 15)
+    vector = make_vector(config, samples=3, batch=1, epochs=1, seed=306088397, cached=15, extreme=True,
+                         lr=6975473)
+    check(vector, run_vector(vector))
