@@ -17,7 +17,7 @@ from .base import Method
 
 __all__ = ["SkipAdapters", "SkipLora", "Skip2Lora", "QuantSkip2Lora"]
 
-FILL_CHUNK = 512  # samples per base-forward call while filling the cache
+FILL_CHUNK = 64  # samples per base-forward call while filling the cache (cache-friendly im2col)
 
 
 class SkipAdapters:

@@ -19,7 +19,9 @@ __all__ = ["Layer", "Dense", "Conv2d", "ReLU", "MaxPool2", "Flatten", "BatchNorm
 
 
 class Layer:
-    """Base class: ``forward(params, x, train) -> (y, ctx)``, ``backward(params, ctx, dy, want) -> (dx, grads)``.
+    """Base class: ``forward(params, x, train, record) -> (y, ctx)``, ``backward(params, ctx, dy, want) -> (dx, grads)``.
+
+    ``record=False`` promises that no backward pass follows, so a layer may skip keeping its context.
 
     ``want`` is the set of parameter names whose gradients are needed; ``dx`` is computed only
     when the caller passes ``need_dx=True`` (the first layer of a network never needs it).
@@ -31,7 +33,7 @@ class Layer:
     def init_params(self, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
         return {}
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         raise NotImplementedError
 
     def backward(self, params, ctx, dy, want=frozenset(), need_dx=True):
@@ -100,7 +102,7 @@ class Dense(_Weighted):
     def __init__(self, name, in_features, out_features):
         super().__init__(name, in_features, out_features)
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         y, t = self._matmul_forward(params, x)
         return y, (x, t)
 
@@ -127,12 +129,34 @@ class Conv2d(_Weighted):
         n, oh, ow = win.shape[:3]
         return win.reshape(n * oh * ow, self.fan_in), (n, oh, ow)
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         if x.ndim != 4 or x.shape[3] != self.in_channels:
             raise ValueError(f"{self.name}: expected NHWC input with {self.in_channels} channels, got shape {x.shape}")
+        if not record and self.in_channels == 1 and self.lora_a not in params:
+            return self._banded_forward(params, x), None
         cols, (n, oh, ow) = self._im2col(x)
         y, t = self._matmul_forward(params, cols)
         return y.reshape(n, oh, ow, self.out_features), (cols, t, x.shape)
+
+    def _banded_forward(self, params, x):
+        """Single-channel convolution as k banded matrix products over image rows: no im2col copy
+        (k*k times the data), which makes the frozen first layer's forward about twice as fast.
+        Used when no backward pass will follow (no recorded context)."""
+        k, p = self.kernel, self.padding
+        n, h, w, _ = x.shape
+        xp = np.pad(x[..., 0], ((0, 0), (p, p), (p, p))) if p else x[..., 0]
+        oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
+        wk = params[self.w].reshape(self.out_features, k, k)
+        band = np.zeros((k, xp.shape[2], ow, self.out_features), x.dtype)
+        cols = np.arange(ow)
+        for kx in range(k):
+            band[:, cols + kx, cols, :] = wk[:, :, kx].T[:, None, :]
+        y = np.zeros((n * oh, ow * self.out_features), x.dtype)
+        for ky in range(k):
+            y += xp[:, ky:ky + oh, :].reshape(n * oh, -1) @ band[ky].reshape(xp.shape[2], -1)
+        y = y.reshape(n, oh, ow, self.out_features)
+        y += params[self.b]
+        return y
 
     def backward(self, params, ctx, dy, want=frozenset(), need_dx=True):
         cols, t, xshape = ctx
@@ -159,7 +183,7 @@ class ReLU(Layer):
     def __init__(self, name="relu"):
         self.name = name
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         y = np.maximum(x, 0)
         return y, y > 0
 
@@ -173,7 +197,7 @@ class MaxPool2(Layer):
     def __init__(self, name="pool"):
         self.name = name
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         views = (x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2])
         y = np.maximum(np.maximum(views[0], views[1]), np.maximum(views[2], views[3]))
         return y, (x, y)
@@ -196,7 +220,7 @@ class Flatten(Layer):
     def __init__(self, name="flatten"):
         self.name = name
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         return x.reshape(x.shape[0], -1), x.shape
 
     def backward(self, params, ctx, dy, want=frozenset(), need_dx=True):
@@ -225,7 +249,7 @@ class BatchNorm(Layer):
         return {self.gamma: np.ones(f, dtype), self.beta: np.zeros(f, dtype),
                 self.mean: np.zeros(f, dtype), self.var: np.ones(f, dtype)}
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False, record=True):
         if train:
             mu, var = x.mean(axis=0), x.var(axis=0)
             m = self.momentum

@@ -71,7 +71,7 @@ class Network:
         for layer in self.layers:
             if taps and isinstance(layer, _Weighted):
                 tap_list.append(x.reshape(x.shape[0], -1))
-            x, ctx = layer.forward(params, x, train=train)
+            x, ctx = layer.forward(params, x, train=train, record=record)
             if record:
                 ctxs.append(ctx)
         out = [x]
