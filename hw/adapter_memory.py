@@ -38,8 +38,10 @@ class AdapterMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        m.submodules.a = a = memory.Memory(shape=p.a_line_bits, depth=p.SL, init=[])
-        m.submodules.g = g = memory.Memory(shape=p.R * p.P * p.da_bits, depth=p.SL, init=[])
+        # Block RAM: wide (R*P words) and shallow (SL lines); as LUTRAM they would cost ~15k LUTs.
+        block = {"ram_style": "block"}
+        m.submodules.a = a = memory.Memory(shape=p.a_line_bits, depth=p.SL, init=[], attrs=block)
+        m.submodules.g = g = memory.Memory(shape=p.R * p.P * p.da_bits, depth=p.SL, init=[], attrs=block)
         arp, awp = a.read_port(), a.write_port(granularity=p.beat_bits)
         grp, gwp = g.read_port(), g.write_port()
         m.d.comb += [

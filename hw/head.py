@@ -10,13 +10,15 @@ Between a sample's forward pass (u_k = A_k x_k, done by the MAC array) and its b
 
 so ``t_ready`` rises `latency(K, C)` = 2K + 3C + 23 cycles after ``start``. At the end of a
 mini-batch, ``b_update`` applies B_k -= round(dB_k >> 20) (saturating) to one tap per cycle.
+B is K*C*R registers; the dB sums are a K-row memory (one tap's row per cycle), restarted by
+``clear_grads`` at a job's start (K cycles, inside the sequencer's CLR phase).
 The unit also counts the samples whose prediction (argmax y) equals the label.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
@@ -77,8 +79,12 @@ class HeadUnit(wiring.Component):
 
         B = [[[Signal(signed(F.W_BITS), name=f"b{k}_{c}_{r}") for r in range(R)] for c in range(C)]
              for k in range(K)]
-        dB = [[[Signal(signed(self.db_bits), name=f"db{k}_{c}_{r}") for r in range(R)] for c in range(C)]
-              for k in range(K)]
+        # dB lives in a K-row memory (LUTRAM): one row (all c, r of a tap) read and written per cycle.
+        row_bits = C * R * self.db_bits
+        start_row = sum((db_start & ((1 << self.db_bits) - 1)) << (i * self.db_bits) for i in range(C * R))
+        m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
+        db_rd = db_mem.read_port(domain="comb")
+        db_wr = db_mem.write_port()
         u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}") for r in range(R)] for k in range(K)]
         z = [Signal(signed(F.Z_BITS), name=f"z{c}") for c in range(C)]
         label = Signal(F.LABEL_BITS)
@@ -97,7 +103,12 @@ class HeadUnit(wiring.Component):
                 with m.Case(kk):
                     m.d.comb += [b_row[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
                     m.d.comb += [u_row[r].eq(u[kk][r]) for r in range(R)]
-                    m.d.comb += [db_row[c][r].eq(dB[kk][c][r]) for c in range(C) for r in range(R)]
+
+        m.d.comb += db_rd.addr.eq(k)
+        for c in range(C):
+            for r in range(R):
+                i = c * R + r
+                m.d.comb += db_row[c][r].eq(db_rd.data[i * self.db_bits:(i + 1) * self.db_bits].as_signed())
 
         # Stage-1 product registers of the Y and SB phases.
         prod_y = [[Signal(signed(2 * F.W_BITS), name=f"py{c}_{r}") for r in range(R)] for c in range(C)]
@@ -121,6 +132,14 @@ class HeadUnit(wiring.Component):
                 with m.Elif(self.b_update):
                     m.d.sync += k.eq(0)
                     m.next = "UPDATE"
+                with m.Elif(self.clear_grads):
+                    m.d.sync += k.eq(0)
+                    m.next = "CLEAR"
+            with m.State("CLEAR"):  # dB = start, one tap per cycle (job start)
+                m.d.comb += [db_wr.addr.eq(k), db_wr.data.eq(start_row), db_wr.en.eq(1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == K - 1):
+                    m.next = "IDLE"
             with m.State("Y"):  # stage 1: B_k[c, r] * u_k[r]
                 m.d.sync += [prod_y[c][r].eq(b_row[c][r] * u_row[r]) for c in range(C) for r in range(R)]
                 m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
@@ -154,7 +173,7 @@ class HeadUnit(wiring.Component):
             with m.State("SB_LAST"):  # stage 2 of the last tap; t is complete at the end of it
                 m.d.sync += self.t_ready.eq(1)
                 m.next = "IDLE"
-            with m.State("UPDATE"):  # B_k -= round(dB_k >> 20), one tap per cycle, then dB_k = 0
+            with m.State("UPDATE"):  # B_k -= round(dB_k >> 20), one tap per cycle, then dB_k restarts
                 m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
                 with m.If(k == K - 1):
                     m.next = "UPDATE_LAST"
@@ -187,10 +206,8 @@ class HeadUnit(wiring.Component):
                             m.d.sync += self.t[kk][r].eq(t_new)
             db_new = [[Signal(signed(self.db_bits), name=f"dbn{c}_{r}") for r in range(R)] for c in range(C)]
             m.d.comb += [db_new[c][r].eq(db_reg[c][r] + prod_d[c][r]) for c in range(C) for r in range(R)]
-            with m.Switch(k1):
-                for kk in range(K):
-                    with m.Case(kk):
-                        m.d.sync += [dB[kk][c][r].eq(db_new[c][r]) for c in range(C) for r in range(R)]
+            m.d.comb += [db_wr.addr.eq(k1), db_wr.data.eq(Cat(db_new[c][r] for c in range(C) for r in range(R))),
+                         db_wr.en.eq(1)]
 
         # B update: the SGD unit sees tap k's B and dB; its registered result lands one cycle later.
         m.d.comb += [bupd.weights.eq(Cat(b_row[c][r] for c in range(C) for r in range(R)))]
@@ -202,10 +219,8 @@ class HeadUnit(wiring.Component):
                         for c in range(C):
                             for r in range(R):
                                 i = c * R + r
-                                m.d.sync += [B[kk][c][r].eq(bupd.updated[i * F.W_BITS:(i + 1) * F.W_BITS]),
-                                             dB[kk][c][r].eq(db_start)]
-        with m.If(self.clear_grads):
-            m.d.sync += [dB[kk][c][r].eq(db_start) for kk in range(K) for c in range(C) for r in range(R)]
+                                m.d.sync += B[kk][c][r].eq(bupd.updated[i * F.W_BITS:(i + 1) * F.W_BITS])
+            m.d.comb += [db_wr.addr.eq(k1), db_wr.data.eq(start_row), db_wr.en.eq(1)]
 
         with m.If(self.t_take):
             m.d.sync += self.t_ready.eq(0)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from skip2lora.fixed.config import KV260
+
 from skip2lora.cli import main
 from skip2lora.hw import system as S
 from skip2lora.hw import vivado as V
@@ -96,7 +98,7 @@ def test_dry_run_small(tmp_path):
 def test_kv260_tcl_without_verilog(kv260_tcl):
     st = _settings(kv260_tcl)
     assert st["config"] == "kv260"
-    assert st["stream_width"] == "256" and int(st["mm_width"]) >= 256
+    assert st["stream_width"] == str(4 * KV260.lanes) and int(st["mm_width"]) >= 4 * KV260.lanes
     assert st["part"] == S.PART and st["board_part"] == S.BOARD_PART
     assert st["pl_clock_mhz"] == f"{S.PL_CLOCK_MHZ:g}" and st["jobs"] == "3"
     assert st["addr_width"] == str(REGISTER_MAP.address_width)
@@ -331,9 +333,10 @@ TIMING_FAILED = (TIMING_MET
                           "Timing constraints are not met."))
 
 
-def _hwh(system=None, *, stream=256, length=26, pl0="199.998001", vlnv=None):
+def _hwh(system=None, *, stream=None, length=26, pl0="199.998001", vlnv=None):
     s = system or S.system_dict()
     a, d = s["accelerator"], s["dma"]
+    stream = 4 * KV260.lanes if stream is None else stream
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
 <EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="Tue Mar  5 09:02:11 2024" VIVADOVERSION="2022.2">
   <SYSTEMINFO ARCH="zynquplus" BOARD="xilinx.com:kv260_som:part0:1.4" DEVICE="xck26" NAME="skip2lora_system" PACKAGE="sfvc784" SPEEDGRADE="-2LV"/>
@@ -399,10 +402,11 @@ def test_check_hwh():
     assert summary["pl0_act_mhz"] == pytest.approx(199.998, abs=1e-3)
     moved = copy.deepcopy(S.system_dict())
     moved["dma"]["base"] = 0xA002_0000
-    problems = V.check_hwh(_hwh(moved, stream=128, length=23, vlnv="x:y:z:9.9"), config="kv260")
+    wrong = 2 * 4 * KV260.lanes  # a stream width the kv260 build does not have
+    problems = V.check_hwh(_hwh(moved, stream=wrong, length=23, vlnv="x:y:z:9.9"), config="kv260")
     text = "\n".join(problems)
     assert "axi_dma_0 is at 0xa0020000" in text and "VLNV" in text
-    assert "c_sg_length_width = 23, not 26" in text and "c_m_axis_mm2s_tdata_width = 128" in text
+    assert "c_sg_length_width = 23, not 26" in text and f"c_m_axis_mm2s_tdata_width = {wrong}" in text
     assert V.check_hwh(_hwh(stream=16), config="small") == []
 
 
@@ -421,7 +425,7 @@ def test_write_manifest(tmp_path):
     assert on_disk["vivado_version"] == "2022.2" and on_disk["vivado"]["board_part"].endswith(":1.4")
     assert on_disk["wns_ns"] == 0.214 and on_disk["tns_ns"] == 0.0 and on_disk["timing_met"] is True
     assert on_disk["achieved_mhz"] == pytest.approx(208.943, abs=1e-3) and on_disk["target_mhz"] == 200
-    assert on_disk["config"]["name"] == "kv260" and on_disk["design"]["stream_width"] == 256
+    assert on_disk["config"]["name"] == "kv260" and on_disk["design"]["stream_width"] == 4 * KV260.lanes
     assert on_disk["design"]["system"] == S.system_dict()
     assert on_disk["pl_clk0_mhz"] == pytest.approx(199.998, abs=1e-3)
     assert on_disk["board_part"] == "xilinx.com:kv260_som:part0:1.4"

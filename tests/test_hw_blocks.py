@@ -180,4 +180,4 @@ def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
     from skip2lora.hw.cache import URAM_THRESHOLD_BITS
 
     p = HwParams(KV260)
-    assert p.cache_lines == 1024 * 44 and p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
+    assert p.cache_lines == 1024 * p.layout.sample_lines and p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
