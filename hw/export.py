@@ -76,22 +76,29 @@ _CELL_CLASSES = {
     "bram36": re.compile(r"^RAMB36E2$"),
     "bram18": re.compile(r"^RAMB18E2$"),
     "uram": re.compile(r"^URAM288(_BASE)?$"),
-    "carry": re.compile(r"^CARRY8$"),
+    "carry": re.compile(r"^CARRY[48]$"),
 }
 _LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2,
                 "RAM128X1D": 4, "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4}
 
 
 def parse_yosys_stat(log: str) -> dict:
-    """Cell counts of the top module from the last ``stat`` block of a yosys log."""
-    block = log[log.rfind("Printing statistics"):]
+    """Cell counts of the whole design from the last ``stat`` of a yosys log.
+
+    With a hierarchy, ``stat`` ends with a "design hierarchy" block whose counts include the
+    submodules; without one (a flat design), the top module's block is the total.
+    """
+    start = log.rfind("=== design hierarchy ===")
+    if start < 0:
+        start = log.rfind("Printing statistics")
+    block = log[start:]
+    end = block.find("End of script")
+    block = block[:end if end > 0 else None]
     cells = {}
-    for m in re.finditer(r"^\s+(\d+)\s+(\w+)\s*$|^\s+(\w+)\s+(\d+)\s*$", block, re.M):
-        if m.group(1):
-            count, name = int(m.group(1)), m.group(2)
-        else:
-            name, count = m.group(3), int(m.group(4))
-        cells[name] = cells.get(name, 0) + count
+    for m in re.finditer(r"^\s+(\d+)\s+([A-Za-z_][\w]*)\s*$", block, re.M):
+        name = m.group(2)
+        if "." not in name:
+            cells[name] = int(m.group(1))  # the later (including-submodules) count wins
     out = {k: 0 for k in _CELL_CLASSES}
     for name, count in cells.items():
         for cls, pattern in _CELL_CLASSES.items():
@@ -122,7 +129,7 @@ def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
     res = {k: counts[k] for k in ("lut", "ff", "dsp", "bram36", "uram")}
     res["bram36"] += (counts["bram18"] + 1) // 2
     report = {
-        "config": cfg.name, **res, "lut_logic": counts["lut_logic"], "carry8": counts["carry"],
+        "config": cfg.name, **res, "lut_logic": counts["lut_logic"], "carry": counts["carry"],
         "budget": XCK26,
         "percent": {k: round(100 * res[k] / XCK26[k], 2) for k in XCK26},
         "fits": all(res[k] <= XCK26[k] for k in XCK26),

@@ -181,3 +181,42 @@ def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
 
     p = HwParams(KV260)
     assert p.cache_lines == 1024 * p.layout.sample_lines and p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
+
+
+STAT_TAIL = """
+=== skip2lora.core.head ===
+        +----------Local Count, excluding submodules.
+       120   DSP48E2
+     21306   FDRE
+      9000   LUT6
+
+=== design hierarchy ===
+
+        +----------Count including submodules.
+        |
+   151135 skip2lora
+     4329 skip2lora.core
+
+        +----------Count including submodules.
+        |
+   151135 cells
+        1   BUFG
+     7344   CARRY4
+      637   DSP48E2
+    56339   FDRE
+    22846   LUT2
+    18830   LUT6
+     1909   RAM64M8
+       40   URAM288
+        1 submodules
+
+End of script. Logfile hash: 0
+"""
+
+
+def test_resource_report_reads_the_design_totals():
+    from skip2lora.hw.export import parse_yosys_stat
+
+    r = parse_yosys_stat("2.54. Printing statistics.\n" + STAT_TAIL)
+    assert (r["dsp"], r["ff"], r["uram"], r["lut_logic"]) == (637, 56339, 40, 22846 + 18830)
+    assert r["lut"] == 22846 + 18830 + 8 * 1909  # a RAM64M8 is eight LUTs
