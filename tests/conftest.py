@@ -19,6 +19,9 @@ if "SKIP2LORA_DATA" not in os.environ and _SHARED_DATA.is_dir():
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+    parser.addoption("--case-seed", action="store", default=None, metavar="SEED[,SEED...]",
+                     help="tests/test_rtl_sim.py: run only these random RTL cases (as printed on failure; "
+                          "same as SKIP2LORA_CASE=...)")
 
 
 def pytest_collection_modifyitems(config, items):
