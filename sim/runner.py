@@ -444,8 +444,8 @@ class RunResult:
 
 
 def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | None = None,
-               sim: str | None = None, log=print) -> RunResult:
-    """Build (or reuse) ``config``'s RTL and run the cocotb test ``testcase`` of `TEST_MODULE`.
+               sim: str | None = None, log=print, test_module: str = TEST_MODULE) -> RunResult:
+    """Build (or reuse) ``config``'s RTL and run the cocotb test ``testcase`` of ``test_module``.
 
     ``env`` goes to the simulation (the cocotb test reads its cases from there). The cocotb test
     writes ``report.json`` into its test directory; it is returned (``RunResult.report``), and a
@@ -477,7 +477,7 @@ def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | No
     t0 = time.perf_counter()
     failed = None
     try:
-        _runner(sim).test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+        _runner(sim).test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                           build_dir=info.build_dir, test_dir=test_dir,
                           test_filter=rf"\.{re.escape(testcase)}(/.*)?$",
                           extra_env=extra_env, waves=info.waves, test_args=test_args, plusargs=plusargs,

@@ -12,48 +12,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import socket
 import sys
 import time
 
+import cocotb
+
 __all__ = ["serve", "main"]
 
-CLOCK_NS = 5  # 200 MHz, the KV260 build's clock
 
-
-async def _serve(dut):
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, First, Timer
-    from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
-                               AxiStreamSource)
+@cocotb.test()
+async def serve(dut):
+    """Execute the host's requests until it says quit."""
+    from cocotb.triggers import Timer
 
     from skip2lora.driver.sim_link import recv_message, send_message
 
-    for name in ("cocotb.skip2lora", "cocotbext.axi"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
-    axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
-                         reset_active_level=False)
-    source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, dut.aresetn,
-                             reset_active_level=False)
-    sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, dut.aresetn,
-                         reset_active_level=False)
-    for obj in (axil.write_if, axil.read_if, source, sink):
-        obj.log.setLevel(logging.WARNING)
-    dut.aresetn.value = 0
-    await ClockCycles(dut.aclk, 10)
-    dut.aresetn.value = 1
-    await ClockCycles(dut.aclk, 5)
+    from .tb import TB
+
+    tb = TB(dut, backpressure=False, reg_gap=0)  # the host sets the pace: no random stalls
+    await tb.reset()
+    axil, sink = tb.axil, tb.sink
 
     def period(cycles):
-        return Timer(max(int(cycles), 1) * CLOCK_NS, unit="ns")
+        return Timer(max(int(cycles), 1) * tb.clock_ns, unit="ns")
 
     sock = socket.create_connection(("127.0.0.1", int(os.environ["SKIP2LORA_SIM_PORT"])), timeout=60)
     sock.settimeout(None)  # the simulation waits (in zero simulated time) for the host's next request
-    send_message(sock, {"ok": True, "beat_bytes": len(dut.s_axis_tdata) // 8, "pid": os.getpid()})
+    send_message(sock, {"ok": True, "beat_bytes": tb.beat_bytes, "pid": os.getpid()})
     while True:
         req, payload = recv_message(sock)
         op = req.get("op")
@@ -66,15 +53,10 @@ async def _serve(dut):
                     await period(req["advance"])
                 reply["value"] = int(await axil.read_dword(req["addr"]))
             elif op == "send":
-                await source.send(AxiStreamFrame(payload))
-                done = cocotb.start_soon(source.wait())
-                await First(done, period(req["timeout_cycles"]))
-                if not done.done():
-                    done.cancel()
-                    raise TimeoutError(f"s_axis did not take the packet within {req['timeout_cycles']} cycles")
+                await tb.send_stream(payload, timeout_cycles=req["timeout_cycles"])
             elif op == "recv":
                 if sink.empty():
-                    await sink.wait(timeout=req["timeout_cycles"] * CLOCK_NS, timeout_unit="ns")
+                    await sink.wait(timeout=req["timeout_cycles"] * tb.clock_ns, timeout_unit="ns")
                 if not sink.empty():
                     frame = sink.recv_nowait()
                     data = bytes(frame.tdata)
@@ -104,14 +86,6 @@ async def _serve(dut):
             data = b""
         send_message(sock, reply, data)
     sock.close()
-
-
-try:
-    import cocotb as _cocotb
-except ImportError:  # pragma: no cover - cocotb comes with the dev extra
-    serve = _serve
-else:
-    serve = _cocotb.test()(_serve)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,518 @@
+"""cocotb testbench of the generated accelerator (module ``skip2lora``): drivers, model, scoreboard.
+
+In the shape of cocotb's matrix_multiplier example:
+
+* `TB` owns the clock, the reset and the bus models (cocotbext-axi `AxiLiteMaster` on
+  ``s_axi_control``, `AxiStreamSource` on ``s_axis``, `AxiStreamSink` on ``m_axis``), optional random
+  backpressure / idle cycles on every channel and random gaps between register accesses, and the
+  driver methods of the accelerator's host protocol (`TB.load_cache`, `TB.load_adapters`,
+  `TB.read_adapters`, `TB.start`, `TB.wait_done`, ...). Every wait has a timeout.
+* `JobModel` is the transaction-level model: it wraps a `skip2lora.fixed.vectors.TestVector` (the
+  only source of stimulus and expected results; nothing is recomputed here).
+* `Scoreboard` compares what the RTL reported with the model, bit for bit and cycle for cycle, and
+  reports the vector's ``describe()`` on a mismatch.
+* `family_config` / `random_case` turn a case seed into a constrained-random configuration and
+  job, identically in pytest (to pick the build) and inside the simulator (to run the case).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "CLOCK_NS", "FAMILY_SIZE", "Backpressure", "TB", "JobModel", "Observed", "Scoreboard", "Case",
+    "family_config", "random_case", "config_from_env", "config_from_dict", "case_seeds_from_env",
+    "run_job", "Report",
+]
+
+CLOCK_NS = 10
+# Case seed s belongs to geometry family s // FAMILY_SIZE: all its cases share one RTL build.
+FAMILY_SIZE = 1000
+
+
+# -- constrained-random configurations --------------------------------------------------------------
+
+def family_config(family: int):
+    """The accelerator configuration of geometry family ``family`` (a pure function of it).
+
+    1-4 taps with dims 1-80 (often tiny, sometimes exactly a multiple of the lanes), rank 1-4,
+    classes 2-10, lanes 4/8/16, a cache deep enough for the jobs `random_case` draws.
+    """
+    from skip2lora.fixed.config import AcceleratorConfig
+    from skip2lora.fixed.model import Geometry
+
+    rng = np.random.default_rng([0x5EED, int(family)])
+    lanes = int(rng.choice([4, 8, 16]))
+    taps = int(rng.integers(1, 5))
+    dims = []
+    for _ in range(taps):
+        kind = rng.random()
+        if kind < 0.25:
+            dims.append(int(rng.integers(1, 6)))                    # tiny: one partial line
+        elif kind < 0.4:
+            dims.append(int(lanes * rng.integers(1, 80 // lanes + 1)))  # whole lines only
+        else:
+            dims.append(int(rng.integers(1, 81)))
+    rank = int(rng.integers(1, 5))
+    classes = int(rng.integers(2, 11))
+    depth = int(rng.integers(12, 33))
+    return AcceleratorConfig(f"f{family}", Geometry(tuple(dims), rank, classes), lanes, depth)
+
+
+@dataclass
+class Case:
+    seed: int
+    config: object
+    kw: dict  # make_vector keyword arguments (besides config and seed)
+
+    def vector(self):
+        from skip2lora.fixed.vectors import make_vector
+
+        return make_vector(self.config, seed=self.seed, **self.kw)
+
+
+def random_case(seed: int, config=None) -> Case:
+    """Case ``seed``: N, batch (1, N, divisors and non-divisors), epochs 1-3, learning rate, extreme
+    (saturating) values, spare cache entries; on ``config`` or on its family's configuration."""
+    from skip2lora.fixed.formats import BATCH_MAX, LR_BITS, lr_register
+
+    seed = int(seed)
+    config = family_config(seed // FAMILY_SIZE) if config is None else config
+    rng = np.random.default_rng([0xCA5E, seed])
+    depth = config.cache_depth
+    samples = int(rng.integers(1, min(depth, 20) + 1))
+    cached = samples + (int(rng.integers(0, min(depth - samples, 4) + 1)) if rng.random() < 0.3 else 0)
+    divisors = [b for b in range(1, samples + 1) if samples % b == 0]
+    others = [b for b in range(1, samples + 1) if samples % b] or divisors
+    batch = min(int(rng.choice([1, samples, rng.choice(divisors), rng.choice(others), rng.choice(others)])),
+                BATCH_MAX)
+    epochs = int(rng.integers(1, 4))
+    extreme = bool(rng.random() < 0.3)
+    kind = rng.random()
+    if kind < 0.4:
+        lr = None                                                      # make_vector's own draw
+    elif kind < 0.7:
+        lr = lr_register(min(float(10 ** rng.uniform(-3, 0.5)), 0.99 * batch), batch)  # SGD step eta
+    elif kind < 0.85:
+        lr = int(rng.integers(1, 1 << 8))                              # tiny steps (rounding)
+    else:
+        lr = int(rng.integers(1 << 20, 1 << LR_BITS))                  # huge steps (saturation)
+    return Case(seed, config, dict(samples=samples, batch=batch, epochs=epochs, lr=lr, cached=cached,
+                                   extreme=extreme))
+
+
+def config_from_dict(d: dict):
+    from skip2lora.fixed.config import AcceleratorConfig
+    from skip2lora.fixed.model import Geometry
+
+    return AcceleratorConfig(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"],
+                             d["cache_depth"])
+
+
+def config_from_env():
+    """The configuration the simulator was built for (sim/runner.py passes it as JSON)."""
+    return config_from_dict(json.loads(os.environ["SKIP2LORA_CONFIG"]))
+
+
+def case_seeds_from_env(name: str = "SKIP2LORA_CASES") -> list[int]:
+    text = os.environ.get(name, "").replace(",", " ").split()
+    return [int(s) for s in text]
+
+
+# -- transaction-level model and scoreboard -------------------------------------------------------
+
+class JobModel:
+    """What the accelerator must do with one `TestVector` and what it must report afterwards."""
+
+    def __init__(self, vector):
+        self.vector = vector
+        self.layout = vector.layout
+
+    @property
+    def cache_bytes(self) -> bytes:
+        return bytes(self.vector.cache_bytes)
+
+    @property
+    def cache_count(self) -> int:
+        return len(self.vector.cache)
+
+    @property
+    def adapter_bytes(self) -> bytes:
+        return bytes(self.vector.adapter_bytes)
+
+    @property
+    def registers(self) -> dict:
+        return dict(self.vector.registers)
+
+    @property
+    def adapter_beats(self) -> int:
+        return self.layout.adapter_beats
+
+    @property
+    def cycles(self) -> int:
+        return self.vector.cycles
+
+    @property
+    def correct(self) -> int:
+        return int(self.vector.expected.correct[-1])
+
+    @property
+    def expected_adapters(self):
+        return self.vector.expected.adapters
+
+    @property
+    def expected_adapter_bytes(self) -> bytes:
+        return bytes(self.vector.expected_adapter_bytes)
+
+    @property
+    def expected_status(self) -> dict:
+        return {"busy": 0, "done": 1, "error": 0, "loading": 0, "sending": 0, "error_code": 0}
+
+    @property
+    def timeout_cycles(self) -> int:
+        return 2 * self.cycles + 2000
+
+    def describe(self) -> str:
+        return self.vector.describe()
+
+
+@dataclass
+class Observed:
+    status: dict = field(default_factory=dict)
+    cycles: int | None = None
+    correct: int | None = None
+    n_loaded: int | None = None
+    adapter_bytes: bytes = b""
+    times: dict = field(default_factory=dict)  # wall seconds per phase
+
+
+class Scoreboard:
+    """Exact comparison of `Observed` against a `JobModel`; collects mismatches, raises on demand."""
+
+    def __init__(self, log=None):
+        self.log = log or logging.getLogger("cocotb.scoreboard")
+        self.checked = 0
+        self.failures: list[str] = []
+
+    def compare(self, model: JobModel, got: Observed) -> list[str]:
+        errors = []
+        if got.status != model.expected_status:
+            errors.append(f"STATUS {got.status} != expected {model.expected_status}")
+        if got.cycles != model.cycles:
+            errors.append(f"CYCLES {got.cycles} != cycle model {model.cycles}")
+        if got.correct != model.correct:
+            errors.append(f"CORRECT {got.correct} != expected {model.correct}")
+        if got.n_loaded is not None and got.n_loaded != model.cache_count:
+            errors.append(f"N_LOADED {got.n_loaded} != {model.cache_count}")
+        errors += self.compare_adapters(model, got.adapter_bytes)
+        self.checked += 1
+        return errors
+
+    @staticmethod
+    def compare_adapters(model: JobModel, data: bytes) -> list[str]:
+        want = model.expected_adapter_bytes
+        if len(data) != len(want):
+            return [f"adapter read-back has {len(data)} bytes, expected {len(want)}"]
+        errors = []
+        got = model.vector.unpack_adapters(np.frombuffer(data, np.uint8))
+        exp = model.expected_adapters
+        if not got.equals(exp):
+            for name, gl, el in (("A", got.a, exp.a), ("B", got.b, exp.b)):
+                for k, (g, e) in enumerate(zip(gl, el)):
+                    diff = np.argwhere(g != e)
+                    if len(diff):
+                        i = tuple(int(x) for x in diff[0])
+                        errors.append(f"{name}_{k}: {len(diff)} of {g.size} words differ, first at {i}: "
+                                      f"got {int(g[i])}, expected {int(e[i])}")
+        elif data != want:
+            errors.append("adapter values equal but the padding bytes of the read-back differ from the wire format")
+        return errors
+
+    def check(self, model: JobModel, got: Observed, *, what: str = "job") -> None:
+        errors = self.compare(model, got)
+        if errors:
+            msg = f"{what} mismatch ({model.describe()}):\n  " + "\n  ".join(errors)
+            self.failures.append(msg)
+            raise AssertionError(msg)
+        self.log.debug("%s matches the model (%s)", what, model.describe())
+
+
+# -- the testbench ---------------------------------------------------------------------------------
+
+class Backpressure:
+    """Random stall patterns: probability of a pause per cycle, in bursts."""
+
+    def __init__(self, rng: random.Random, p: float = 0.3, burst: int = 4):
+        self.rng, self.p, self.burst = rng, p, burst
+
+    def generator(self):
+        rng, p, burst = self.rng, self.p, self.burst
+        while True:
+            if rng.random() < p:
+                for _ in range(rng.randint(1, burst)):
+                    yield True
+            else:
+                yield False
+
+
+class TB:
+    """Clock, reset, bus models and the host-side driver of one ``skip2lora`` instance."""
+
+    def __init__(self, dut, *, rng: random.Random | None = None, backpressure: bool = True,
+                 reg_gap: int = 4, clock_ns: int = CLOCK_NS):
+        from cocotb.clock import Clock
+
+        from skip2lora.hw.regmap import REGISTER_MAP
+
+        self.dut = dut
+        self.clock_ns = clock_ns
+        self.rng = rng or random.Random(0)
+        self.backpressure = backpressure
+        self.reg_gap = reg_gap
+        self.log = logging.getLogger("cocotb.tb")
+        self.log.setLevel(logging.INFO)
+        self.regs = REGISTER_MAP
+        self._clock = Clock(dut.aclk, clock_ns, unit="ns", impl="gpi")  # the clock in C++, not Python
+        self._clock.start()
+        # Every input defined and the core in reset from the first clock edge (Icarus starts with X
+        # everywhere; an Immediate write before time 0 is lost there).
+        for name in ("aresetn", "s_axis_tvalid", "s_axis_tlast", "s_axis_tdata", "m_axis_tready",
+                     *(f"s_axi_control_{p}" for p in ("awaddr", "awprot", "awvalid", "wdata", "wstrb", "wvalid",
+                                                      "bready", "araddr", "arprot", "arvalid", "rready"))):
+            getattr(dut, name).value = 0
+        self.axil = self.source = self.sink = None  # created by the first reset(), once outputs are defined
+        self.beat_bytes = len(dut.s_axis_tdata) // 8
+        self.done_lag_seen = 0  # polls that saw busy=0 with done=0 (the one-cycle window)
+
+    def _create_bus_models(self) -> None:
+        from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink, AxiStreamSource
+
+        dut = self.dut
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
+                                  reset_active_level=False)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, dut.aresetn,
+                                      reset_active_level=False)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, dut.aresetn,
+                                  reset_active_level=False)
+        # The bus models log every frame at INFO (a KV260 cache load is megabytes of hex).
+        for obj in (self.source, self.sink, self.axil.write_if, self.axil.read_if, *self._lite_channels()):
+            obj.log.setLevel(logging.WARNING)
+
+    # -- low level ----------------------------------------------------------------------------------
+    async def cycles(self, n: int) -> None:
+        from cocotb.triggers import ClockCycles
+
+        if n > 0:
+            await ClockCycles(self.dut.aclk, n)
+
+    async def _timed(self, awaitable, cycles: int, what: str):
+        from cocotb.triggers import SimTimeoutError, with_timeout
+
+        try:
+            return await with_timeout(awaitable, cycles * self.clock_ns, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"timeout: {what} did not finish within {cycles} cycles") from None
+
+    def _lite_channels(self):
+        w, r = self.axil.write_if, self.axil.read_if
+        return (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel)
+
+    def set_backpressure(self, on: bool, *, lite: bool = True, streams: bool = True) -> None:
+        """Random valid/ready stalls on the AXI4-Lite channels and/or both streams (or none)."""
+        chans = (self._lite_channels() if lite else ()) + ((self.source, self.sink) if streams else ())
+        for ch in chans:
+            if on and self.backpressure:
+                p = self.rng.choice([0.1, 0.3, 0.6])
+                ch.set_pause_generator(Backpressure(self.rng, p, self.rng.choice([1, 3, 8])).generator())
+            else:
+                ch.clear_pause_generator()
+                ch.pause = False
+
+    async def reset(self, cycles: int = 8) -> None:
+        """aresetn low for ``cycles`` clocks (the bus models are created during the first one)."""
+        from cocotb.triggers import RisingEdge
+
+        self.dut.aresetn.value = 0
+        await self.cycles(cycles)
+        if self.axil is None:
+            self._create_bus_models()
+            await self.cycles(2)
+        self.dut.aresetn.value = 1
+        await RisingEdge(self.dut.aclk)
+        self.log.debug("reset released")
+
+    async def _gap(self) -> None:
+        if self.backpressure and self.reg_gap:
+            await self.cycles(self.rng.randint(0, self.reg_gap))
+
+    # -- registers ----------------------------------------------------------------------------------
+    async def write_reg(self, name: str, value: int | None = None, **fields) -> None:
+        from skip2lora.hw.registers import encode
+
+        if value is None:
+            value = encode(self.regs[name], **fields)
+        await self._gap()
+        resp = await self._timed(self.axil.write(self.regs.address(name), int(value).to_bytes(4, "little")),
+                                 1000, f"AXI4-Lite write of {name}")
+        assert int(resp.resp) == 0, f"write of {name}: BRESP {resp.resp}"
+
+    async def read_reg(self, name: str) -> int:
+        await self._gap()
+        resp = await self._timed(self.axil.read(self.regs.address(name), 4), 1000, f"AXI4-Lite read of {name}")
+        assert int(resp.resp) == 0, f"read of {name}: RRESP {resp.resp}"
+        return int.from_bytes(resp.data, "little")
+
+    async def status(self) -> dict:
+        from skip2lora.hw.registers import decode
+
+        return decode(self.regs["STATUS"], await self.read_reg("STATUS"))
+
+    async def cycles_reg(self) -> int:
+        lo = await self.read_reg("CYCLES_LO")
+        hi = await self.read_reg("CYCLES_HI")
+        return lo | (hi << 32)
+
+    async def soft_reset(self) -> None:
+        await self.write_reg("CTRL", soft_reset=1)
+
+    # -- streams ------------------------------------------------------------------------------------
+    async def send_stream(self, data: bytes, *, timeout_cycles: int | None = None) -> None:
+        """One AXI4-Stream packet (TLAST on its last beat), waiting until every beat is accepted."""
+        from cocotbext.axi import AxiStreamFrame
+
+        data = bytes(data)
+        assert len(data) % self.beat_bytes == 0, "whole beats only"
+        beats = len(data) // self.beat_bytes
+        timeout = timeout_cycles or (20 * beats + 2000)
+        await self.source.send(AxiStreamFrame(data))
+        await self._timed(self.source.wait(), timeout, f"sending {beats} beats on s_axis")
+
+    async def load_cache(self, data: bytes, count: int) -> None:
+        await self.write_reg("LOAD_COUNT", count)
+        await self.write_reg("CTRL", load_cache=1)
+        await self.send_stream(data)
+
+    async def load_adapters(self, data: bytes) -> None:
+        await self.write_reg("CTRL", load_adapters=1)
+        await self.send_stream(data)
+
+    async def read_adapters(self, nbeats: int) -> bytes:
+        """CTRL.read_adapters, then exactly ``nbeats`` beats with TLAST on the last one only."""
+        assert self.sink.empty(), "stale data on m_axis"
+        await self.write_reg("CTRL", read_adapters=1)
+        frame = await self._timed(self.sink.recv(), 20 * nbeats + 2000, f"receiving {nbeats} beats on m_axis")
+        data = bytes(frame.tdata)
+        assert len(data) == nbeats * self.beat_bytes, (
+            f"TLAST after {len(data) // self.beat_bytes} beats, expected on beat {nbeats}")
+        await self.cycles(4)
+        assert self.sink.empty() and not self.sink.active, "m_axis sent beats after TLAST"
+        return data
+
+    # -- jobs -----------------------------------------------------------------------------------------
+    async def program(self, registers: dict) -> None:
+        items = list(registers.items())
+        if self.backpressure:
+            self.rng.shuffle(items)
+        for name, value in items:
+            await self.write_reg(name, value)
+
+    async def start(self) -> None:
+        await self.write_reg("CTRL", start=1)
+
+    async def wait_done(self, timeout_cycles: int, *, use_irq: bool = True) -> dict:
+        """Wait for the end of a job: the interrupt line (IRQ_ENABLE=1) or STATUS.busy polling."""
+        from cocotb.triggers import RisingEdge
+
+        if use_irq:
+            if not int(self.dut.interrupt.value):
+                await self._timed(RisingEdge(self.dut.interrupt), timeout_cycles, "the job (interrupt)")
+            assert await self.read_reg("IRQ") == 1, "interrupt without IRQ.done"
+            await self.write_reg("IRQ", 1)
+            await self.cycles(1)
+            assert not int(self.dut.interrupt.value), "interrupt still high after clearing IRQ.done"
+            return await self.status()
+
+        async def poll():
+            while True:
+                st = await self.status()
+                if not st["busy"]:
+                    return st
+                await self.cycles(self.rng.randint(1, max(16, min(1024, timeout_cycles // 64))))
+
+        idle = await self._timed(poll(), timeout_cycles + 4000, "the job (STATUS.busy)")
+        # STATUS.done is set one cycle after STATUS.busy falls (see test_status_done_when_busy_falls,
+        # which checks that window on purpose): the status after the job is the next read.
+        self.done_lag_seen += int(not idle["done"])
+        return await self.status()
+
+    async def run_model(self, model: JobModel, *, use_irq: bool = True, fresh: bool = True) -> Observed:
+        """The whole host flow for one job; returns what the RTL reported."""
+        import time
+
+        got = Observed()
+        t0 = time.perf_counter()
+        if fresh:
+            await self.soft_reset()
+        self.set_backpressure(True)
+        await self.load_cache(model.cache_bytes, model.cache_count)
+        await self.load_adapters(model.adapter_bytes)
+        got.n_loaded = await self.read_reg("N_LOADED")
+        await self.program(model.registers)
+        await self.write_reg("IRQ", 1)  # a stale IRQ.done (soft reset keeps it) would end the wait at once
+        await self.write_reg("IRQ_ENABLE", int(use_irq))
+        t1 = time.perf_counter()
+        self.set_backpressure(False)  # no per-cycle Python while the job runs
+        await self.start()
+        got.status = await self.wait_done(model.timeout_cycles, use_irq=use_irq)
+        t2 = time.perf_counter()
+        self.set_backpressure(True)
+        got.cycles = await self.cycles_reg()
+        got.correct = await self.read_reg("CORRECT")
+        got.adapter_bytes = await self.read_adapters(model.adapter_beats)
+        self.set_backpressure(False)
+        got.times = {"load": t1 - t0, "job": t2 - t1, "readback": time.perf_counter() - t2}
+        return got
+
+
+async def run_job(tb: TB, vector, scoreboard: Scoreboard, *, use_irq: bool = True) -> Observed:
+    model = JobModel(vector)
+    got = await tb.run_model(model, use_irq=use_irq)
+    scoreboard.check(model, got)
+    return got
+
+
+class Report:
+    """Per-case results written as JSON for the pytest launcher (``SKIP2LORA_REPORT``)."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path or os.environ.get("SKIP2LORA_REPORT")
+        self.data = {"cases": [], "failures": []}
+        if self.path and os.path.isfile(self.path):  # several cocotb tests of one run share the file
+            with open(self.path) as f:
+                self.data = json.load(f)
+
+    def add(self, **entry) -> None:
+        self.data["cases"].append(entry)
+        self.flush()
+
+    def fail(self, **entry) -> None:
+        self.data["failures"].append(entry)
+        self.flush()
+
+    def set(self, **kw) -> None:
+        self.data.update(kw)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.path:
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.data, f, indent=1, default=str)
+            os.replace(tmp, self.path)
+

@@ -1,0 +1,370 @@
+"""cocotb tests of the generated accelerator RTL (toplevel ``skip2lora``).
+
+Launched by ``tests/test_rtl_sim.py`` through ``skip2lora.sim.runner`` (never directly). What a test
+runs comes from environment variables set by the launcher:
+
+* ``SKIP2LORA_CONFIG``: the configuration the simulator was built for (JSON).
+* ``SKIP2LORA_CASES``: case seeds for `test_random_jobs` (see `skip2lora.sim.tb.random_case`).
+* ``SKIP2LORA_VECTOR``: ``make_vector`` keyword arguments (JSON) for `test_vector_job`.
+* ``SKIP2LORA_BACKPRESSURE``: 0 turns the random stalls and gaps off (default on).
+* ``SKIP2LORA_REPORT``: where the per-case results go (JSON) for the launcher.
+
+Every test checks results bit for bit against `skip2lora.fixed.vectors` and has a timeout on each
+wait; a failing random case is reported with its seed and the command that re-runs it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import warnings
+
+import cocotb
+
+from skip2lora.sim.tb import (FAMILY_SIZE, TB, JobModel, Observed, Report, Scoreboard, case_seeds_from_env,
+                              config_from_env, random_case)
+
+# cocotbext-axi 0.1.28 still uses cocotb 1.x spellings (setimmediatevalue, Edge, task.kill, ...).
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.")
+log = logging.getLogger("cocotb.skip2lora")
+log.setLevel(logging.INFO)
+
+_BACKPRESSURE = os.environ.get("SKIP2LORA_BACKPRESSURE", "1") not in ("0", "false", "no")
+_SIM = os.environ.get("SKIP2LORA_SIM", "verilator")
+
+
+def rerun_command(seed: int) -> str:
+    sim = "" if _SIM == "verilator" else f"SIM={_SIM} "
+    return f"{sim}pytest tests/test_rtl_sim.py --case-seed {seed}"
+
+
+async def _fresh_tb(dut, seed: int = 0, *, backpressure: bool | None = None) -> TB:
+    tb = TB(dut, rng=random.Random(seed), backpressure=_BACKPRESSURE if backpressure is None else backpressure)
+    await tb.reset()
+    return tb
+
+
+async def _hard_reset(tb: TB) -> None:
+    """Recover from a failed case: aresetn, and empty the bus models' queues."""
+    tb.set_backpressure(False)
+    await tb.reset(16)
+    tb.source.clear()
+    tb.sink.clear()
+
+
+# -- constrained-random regression -------------------------------------------------------------------
+
+@cocotb.test(timeout_time=4, timeout_unit="sec")
+async def test_random_jobs(dut):
+    """Every case of SKIP2LORA_CASES: load, train, read back under random stalls; bit- and cycle-exact."""
+    config = config_from_env()
+    seeds = case_seeds_from_env()
+    assert seeds, "SKIP2LORA_CASES is empty"
+    report = Report()
+    tb = await _fresh_tb(dut, seeds[0])
+    board = Scoreboard(log)
+    failed = []
+    for seed in seeds:
+        case = random_case(seed)
+        if case.config != config:
+            # A case of another family (e.g. --case-seed on a hand-made build): run it on this build's
+            # geometry only if it matches, never silently on a different one.
+            raise AssertionError(f"case {seed} belongs to family {seed // FAMILY_SIZE} "
+                                 f"({case.config}), but the simulator was built for {config}")
+        vector = case.vector()
+        model = JobModel(vector)
+        tb.rng = random.Random(seed)
+        use_irq = tb.rng.random() < 0.75
+        t0 = time.perf_counter()
+        try:
+            got = await tb.run_model(model, use_irq=use_irq)
+            errors = board.compare(model, got)
+        except AssertionError as e:  # a protocol error or a timeout
+            errors, got = [str(e)], None
+        wall = time.perf_counter() - t0
+        entry = dict(seed=seed, describe=vector.describe(), cycles=model.cycles, irq=use_irq, wall=round(wall, 3),
+                     extreme=case.kw["extreme"])
+        if errors:
+            msg = "; ".join(errors)
+            log.error("FAILED case seed=%d: %s\n    %s\n    re-run: %s", seed, msg, vector.describe(),
+                      rerun_command(seed))
+            report.fail(seed=seed, error=msg, describe=vector.describe(), rerun=rerun_command(seed))
+            failed.append(seed)
+            await _hard_reset(tb)
+        else:
+            log.info("case seed=%d ok: %d cycles, %.2f s (%s)", seed, model.cycles, wall, vector.describe())
+            report.add(**entry)
+    assert not failed, f"{len(failed)} of {len(seeds)} cases failed, seeds {failed}"
+
+
+# -- one whole job from explicit make_vector arguments (the KV260 job) ----------------------------------
+
+@cocotb.test(timeout_time=4, timeout_unit="sec")
+async def test_vector_job(dut):
+    """The job of ``make_vector(config, **SKIP2LORA_VECTOR)``; wall time per phase in the report."""
+    from skip2lora.fixed.vectors import make_vector
+
+    config = config_from_env()
+    kw = json.loads(os.environ["SKIP2LORA_VECTOR"])
+    report = Report()
+    t0 = time.perf_counter()
+    vector = make_vector(config, **kw)
+    model = JobModel(vector)
+    _ = vector.expected  # the bit-exact model run, timed apart from the simulation
+    t_model = time.perf_counter() - t0
+    log.info("vector %s: %d cycles expected; model %.1f s", vector.describe(), model.cycles, t_model)
+    tb = await _fresh_tb(dut, kw.get("seed", 0))
+    got = await tb.run_model(model, use_irq=True)
+    report.set(vector=vector.describe(), cycles=got.cycles, expected_cycles=model.cycles, correct=got.correct,
+               model_seconds=round(t_model, 2), **{f"{k}_seconds": round(v, 2) for k, v in got.times.items()})
+    log.info("RTL: %d cycles (model %d), correct %s; load %.1f s, job %.1f s, read-back %.1f s",
+             got.cycles, model.cycles, got.correct, got.times["load"], got.times["job"], got.times["readback"])
+    Scoreboard(log).check(model, got)
+
+
+# -- directed jobs and error injection (small builds) ---------------------------------------------------
+
+def _small_vector(**kw):
+    from skip2lora.fixed.vectors import make_vector
+
+    return make_vector(config_from_env(), **{**dict(samples=4, batch=2, epochs=1, seed=7), **kw})
+
+
+async def _recover_and_check(tb: TB, *, seed: int = 11) -> None:
+    """Soft reset clears everything; then a whole good job is bit-exact again."""
+    await tb.soft_reset()
+    st = await tb.status()
+    assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}, st
+    assert await tb.read_reg("N_LOADED") == 0
+    model = JobModel(_small_vector(seed=seed, samples=5, batch=2, epochs=2))
+    got = await tb.run_model(model, use_irq=True, fresh=False)
+    Scoreboard(log).check(model, got, what="job after recovery")
+
+
+async def _settle(tb: TB, cycles: int = 8) -> dict:
+    await tb.cycles(cycles)
+    return await tb.status()
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+@cocotb.parametrize(job=[dict(samples=6, batch=4, epochs=2), dict(samples=5, batch=1, epochs=1),
+                         dict(samples=7, batch=7, epochs=3), dict(samples=9, batch=4, epochs=1, cached=12)],
+                    extreme=[False, True])
+async def test_directed_jobs(dut, job, extreme):
+    """Partial last batch, batch of one, one whole batch, spare cache entries; typical and saturating."""
+    tb = await _fresh_tb(dut, 3)
+    model = JobModel(_small_vector(seed=100 + job["samples"], extreme=extreme, **job))
+    Scoreboard(log).check(model, await tb.run_model(model, use_irq=not extreme))
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_identification_registers(dut):
+    from skip2lora.hw.regmap import ACCEL_ID, VERSION
+
+    tb = await _fresh_tb(dut, 1)
+    cfg = config_from_env()
+    g = cfg.geometry
+    assert await tb.read_reg("ID") == ACCEL_ID
+    assert await tb.read_reg("VERSION") == (VERSION[0] << 16) | VERSION[1]
+    assert await tb.read_reg("GEOMETRY") == g.taps | (g.rank << 8) | (g.classes << 16)
+    assert await tb.read_reg("LANES") == cfg.lanes
+    assert await tb.read_reg("CACHE_DEPTH") == cfg.cache_depth
+    for k in range(8):
+        assert await tb.read_reg(f"TAP{k}_DIM") == (g.dims[k] if k < g.taps else 0), f"TAP{k}_DIM"
+    st = await tb.status()
+    assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}, st
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_tlast_early(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 21)
+    v = _small_vector()
+    bb = v.layout.beat_bytes
+    tb.set_backpressure(True)
+    await tb.write_reg("LOAD_COUNT", len(v.cache))
+    await tb.write_reg("CTRL", load_cache=1)
+    await tb.send_stream(bytes(v.cache_bytes)[:6 * bb])  # TLAST on beat 6 of many
+    st = await _settle(tb)
+    assert st["error"] and st["error_code"] == ErrorCode.TLAST_EARLY, st
+    assert not st["busy"] and not st["loading"], st
+    assert await tb.read_reg("N_LOADED") == 0
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_tlast_late(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 22)
+    v = _small_vector()
+    bb = v.layout.beat_bytes
+    tb.set_backpressure(True)
+    await tb.write_reg("LOAD_COUNT", len(v.cache))
+    await tb.write_reg("CTRL", load_cache=1)
+    extra = bytes(range(1, 1 + 3 * bb))  # three extra beats; TLAST only on the last of them
+    await tb.send_stream(bytes(v.cache_bytes) + extra)  # completes only if the core drains to TLAST
+    st = await _settle(tb)
+    assert st["error"] and st["error_code"] == ErrorCode.TLAST_LATE, st
+    assert not st["busy"] and not st["loading"], st
+    assert await tb.read_reg("N_LOADED") == 0
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_unexpected_stream(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 23)
+    tb.set_backpressure(True)
+    await tb.send_stream(bytes(range(3 * tb.beat_bytes)))  # nothing armed: drained to TLAST
+    st = await _settle(tb)
+    assert st["error"] and st["error_code"] == ErrorCode.STREAM_UNEXPECTED, st
+    assert not st["loading"] and not st["busy"], st
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_cache_overflow(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 24)
+    v = _small_vector()
+    tb.set_backpressure(True)
+    await tb.write_reg("LOAD_COUNT", config_from_env().cache_depth + 1)
+    await tb.write_reg("CTRL", load_cache=1)
+    await tb.send_stream(bytes(v.cache_bytes))  # refused, drained
+    st = await _settle(tb)
+    assert st["error"] and st["error_code"] == ErrorCode.CACHE_OVERFLOW, st
+    assert not st["busy"] and not st["loading"], st
+    assert await tb.read_reg("N_LOADED") == 0
+    await _recover_and_check(tb)
+
+
+_BAD = [("SAMPLES", 0), ("SAMPLES", 5), ("BATCH", 0), ("BATCH", 9), ("BATCH", 5), ("EPOCHS", 0), ("LR", 0),
+        ("TAP1_CFG", 5), ("TAP0_CFG", 0x30), ("TAP2_CFG", 0x2F)]
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+@cocotb.parametrize(bad=_BAD)
+async def test_bad_config(dut, bad):
+    """START with a register out of range: BAD_CONFIG, no job, nothing busy."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    field_name, value = bad
+    tb = await _fresh_tb(dut, 25)
+    v = _small_vector()
+    tb.set_backpressure(True)
+    await tb.load_cache(bytes(v.cache_bytes), len(v.cache))
+    await tb.program(v.registers)
+    await tb.write_reg(field_name, value)
+    await tb.start()
+    st = await _settle(tb)
+    assert st["error"] and st["error_code"] == ErrorCode.BAD_CONFIG, (bad, st)
+    assert not st["busy"] and not st["done"], (bad, st)
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_start_while_busy(dut):
+    """Commands during a job: BUSY latched, the job itself undisturbed and bit-exact."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 26)
+    model = JobModel(_small_vector(samples=4, batch=2, epochs=2))
+    tb.set_backpressure(True)
+    await tb.load_cache(model.cache_bytes, model.cache_count)
+    await tb.load_adapters(model.adapter_bytes)
+    await tb.program(model.registers)
+    await tb.write_reg("IRQ_ENABLE", 1)
+    await tb.start()
+    await tb.start()                                # again, while running
+    await tb.write_reg("CTRL", load_cache=1)        # and a load
+    await tb.write_reg("CTRL", read_adapters=1)     # and a read-back
+    st = await tb.wait_done(model.timeout_cycles)
+    assert st["error_code"] == ErrorCode.BUSY and st["done"] and not st["busy"], st
+    got = Observed(status={**st, "error": 0, "error_code": 0}, cycles=await tb.cycles_reg(),
+                   correct=await tb.read_reg("CORRECT"), n_loaded=await tb.read_reg("N_LOADED"))
+    got.adapter_bytes = await tb.read_adapters(model.adapter_beats)
+    Scoreboard(log).check(model, got, what="job with commands while busy")
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_soft_reset_aborts_running_job(dut):
+    tb = await _fresh_tb(dut, 27)
+    model = JobModel(_small_vector(samples=4, batch=2, epochs=3))
+    tb.set_backpressure(True)
+    await tb.load_cache(model.cache_bytes, model.cache_count)
+    await tb.load_adapters(model.adapter_bytes)
+    await tb.program(model.registers)
+    await tb.start()
+    tb.set_backpressure(False)
+    await tb.cycles(model.cycles // 3)
+    assert (await tb.status())["busy"] == 1
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_soft_reset_during_load(dut):
+    """Soft reset with a cache load half sent: the stream is dropped and a new job is exact."""
+    tb = await _fresh_tb(dut, 28)
+    v = _small_vector()
+    bb = v.layout.beat_bytes
+    await tb.write_reg("LOAD_COUNT", len(v.cache))
+    await tb.write_reg("CTRL", load_cache=1)
+    await tb.send_stream(bytes(v.cache_bytes)[:3 * bb])  # TLAST early, but: reset before looking
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_online_appending(dut):
+    """Cache entries appended in two loads extend the cache; the job trains on all of them."""
+    tb = await _fresh_tb(dut, 29)
+    model = JobModel(_small_vector(samples=6, batch=3, epochs=1, cached=6))
+    per = model.layout.sample_lines * model.layout.beat_bytes
+    tb.set_backpressure(True)
+    await tb.soft_reset()
+    await tb.load_cache(model.cache_bytes[:2 * per], 2)
+    await tb.load_cache(model.cache_bytes[2 * per:], 4)
+    assert await tb.read_reg("N_LOADED") == 6
+    await tb.load_adapters(model.adapter_bytes)
+    await tb.program(model.registers)
+    await tb.write_reg("IRQ_ENABLE", 0)
+    await tb.start()
+    st = await tb.wait_done(model.timeout_cycles, use_irq=False)
+    got = Observed(status=st, cycles=await tb.cycles_reg(), correct=await tb.read_reg("CORRECT"),
+                   n_loaded=await tb.read_reg("N_LOADED"))
+    got.adapter_bytes = await tb.read_adapters(model.adapter_beats)
+    Scoreboard(log).check(model, got, what="job on an appended cache")
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_status_done_when_busy_falls(dut):
+    """STATUS read at every cycle around the end of a job: never busy=0 with done=0.
+
+    A host waits for STATUS.busy=0 and then requires STATUS.done (sw/driver/register_backend.py);
+    the read that lands in the cycle where the sequencer returns to IDLE must already show done.
+    """
+    tb = await _fresh_tb(dut, 30, backpressure=False)
+    model = JobModel(_small_vector(seed=109, samples=3, batch=2, epochs=1))
+    seen = {}
+    for off in range(-6, 4):
+        await tb.soft_reset()
+        await tb.load_cache(model.cache_bytes, model.cache_count)
+        await tb.load_adapters(model.adapter_bytes)
+        await tb.program(model.registers)
+        await tb.start()
+        await tb.cycles(model.cycles + off)
+        st = await tb.status()
+        seen[off] = (st["busy"], st["done"])
+    log.info("(busy, done) by read offset from the end of the job: %s", seen)
+    assert (1, 0) in seen.values() and (0, 1) in seen.values(), f"the scan missed the end of the job: {seen}"
+    bad = [off for off, v in seen.items() if v == (0, 0)]
+    assert not bad, (f"STATUS reads busy=0, done=0 after a finished job (read offsets {bad}): done lags busy "
+                     f"by a cycle; {seen}")
+

