@@ -126,7 +126,8 @@ class Skip2LoRACore(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [n_loaded.eq(0), done.eq(0), error_code.eq(ErrorCode.NONE)]
         m.d.comb += [
-            regs.STATUS_busy.eq(busy), regs.STATUS_done.eq(done | seq.done),  # done as busy falls regs.STATUS_error.eq(error_code != 0),
+            regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error_code != 0),
+            regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls
             regs.STATUS_loading.eq(loader.armed), regs.STATUS_sending.eq(streamer.busy),
             regs.STATUS_error_code.eq(error_code), regs.N_LOADED_value.eq(n_loaded),
             regs.IRQ_done.eq(seq.done), self.irq.eq(regs.IRQ_done_held & regs.IRQ_ENABLE_done),

@@ -14,25 +14,7 @@ from skip2lora.driver import AdapterFileError, FixedBackend, Session
 from skip2lora.driver.adapters_io import load_adapters_file, save_adapters_file
 from skip2lora.fixed.config import AcceleratorConfig
 from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
-from skip2lora.nn.layers import BatchNorm, Dense, ReLU
-from skip2lora.nn.network import Network
-
-
-def small_base(seed=0):
-    """A 12-7-5-3 MLP: its taps (12, 7, 5) match the SMALL accelerator build."""
-    layers = [Dense("fc1", 12, 7), BatchNorm("bn1", 7), ReLU("r1"), Dense("fc2", 7, 5), ReLU("r2"),
-              Dense("fc3", 5, 3)]
-    net = Network("mlp", layers, (12,), 3, {"arch": "custom"}).init(seed)
-    return net
-
-
-def data(n, seed=1):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 1, (n, 12)).astype(np.float32)
-    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
-
-
-CONFIG = AcceleratorConfig("small", Geometry((12, 7, 5), 4, 3), 4, 32)
+from small_model import CONFIG, data, small_base
 
 
 def make_session(seed=0):
