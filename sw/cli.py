@@ -96,8 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="save accuracy-per-epoch curves of every method")
     _add_common(p)
 
-    p = sub.add_parser("bench", help="performance report of the KV260 job (cycles, projected time, anchors)")
+    p = sub.add_parser("bench", help="performance report of the KV260 job: RTL cycles, CPU speed-ups, resources")
     p.add_argument("--clock-mhz", type=_positive_float, default=200.0, help="assumed clock for projections")
+    p.add_argument("--model-only", action="store_true", help="only the cycle model's figures (seconds)")
+    p.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation of the KV260 job")
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate (~10 minutes)")
+    p.add_argument("--all-methods", action="store_true", help="time all nine methods on the CPU")
+    p.add_argument("--seeds", type=_positive_int, default=1)
+    p.add_argument("--plot", metavar="FILE", help="accuracy against fine-tuning time, every method and backend")
     _add_common(p)
 
     p = sub.add_parser("hw", help="hardware: Verilog export, register map, resource report")
@@ -206,13 +212,24 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import accelerator_figures
+    from .bench import performance_report, plot_results
 
-    r = accelerator_figures(args.clock_mhz)
+    r = performance_report(model_only=args.model_only, rtl=not args.no_rtl, synth=not args.no_synth,
+                           all_methods=args.all_methods or bool(args.plot), seeds=args.seeds,
+                           data_dir=args.data_dir, clock_mhz=args.clock_mhz, quiet=args.json)
+    if args.plot and r.get("cpu"):
+        plot_results(r, args.plot)
+    _emit(r, args.json, bench_text(r))
+    return 0
+
+
+def bench_text(r) -> str:
     a = r["anchors_ms"]
-    text = "\n".join([
-        f"KV260 job ({r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}) on the {r['config']} build:",
-        f"  accelerator cycles (cycle model)  {r['cycles']:,}  (target <= {r['target_cycles']:,})",
+    lines = [
+        f"KV260 job ({r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}) on the {r['config']} build "
+        f"({r['date']}, {r['machine']}):",
+        f"  accelerator cycles                {r['cycles']:,} (cycle model"
+        + (f"; RTL simulation: {r['rtl_cycles']:,}" if r.get("rtl_cycles") else "") + f"; target <= {r['target_cycles']:,})",
         f"  projected time                    {r['projected_ms']:.3f} ms  [{r['projection']}]",
         f"  MAC-lane utilization              {100 * r['utilization']:.1f} % of {r['multipliers']} multipliers "
         f"({r['lanes']} lanes x rank)",
@@ -220,9 +237,25 @@ def cmd_bench(args) -> int:
         f"  RPi Zero 2W Quant Skip2-LoRA      {a['rpi_zero2w_quant_skip2lora_ms']:.0f} ms  ({r['speedup_vs_rpi']:.0f}x)",
         f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
         f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
-    ])
-    _emit(r, args.json, text)
-    return 0
+    ]
+    if r.get("rtl"):
+        lines.append(f"  RTL simulation of the job         {r['sim_wall_seconds']:.1f} s wall, "
+                     f"accuracy {100 * r['rtl']['accuracy']:.2f} %")
+    if r.get("cpu"):
+        from .report import compare_text
+
+        lines.append("CPU (NumPy, one BLAS thread):")
+        lines += ["  " + line for line in compare_text(r["cpu"]).splitlines()]
+    if r.get("torch"):
+        t = r["torch"]
+        lines.append(f"  PyTorch {t['torch']} LoRA-All: {t['ft_seconds']:.2f} s, accuracy {100 * t['accuracy']:.2f} % "
+                     f"-> Skip2-LoRA is {r['cpu_speedup_vs_torch']:.1f}x faster")
+    if r.get("resources"):
+        res = r["resources"]
+        lines.append("Resources (" + res["tool"] + "):")
+        lines.append("  " + ", ".join(f"{k.upper()} {res[k]:,}/{res['budget'][k]:,} ({res['percent'][k]:.1f} %)"
+                                      for k in ("lut", "ff", "dsp", "bram36", "uram")))
+    return "\n".join(lines)
 
 
 def cmd_hw(args) -> int:
@@ -274,6 +307,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `skip2lora bench | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - data/driver errors are user-facing too
         from .data import DataError
 

@@ -1,0 +1,92 @@
+"""LoRA-All in PyTorch on the KV260 job: what a user would reach for instead (for ``skip2lora bench``).
+
+The same pretrained LeNet-5 (our weights, converted), rank-4 LoRA adapters beside every layer
+(a conv layer's adapter is a k x k convolution to R channels followed by a 1 x 1 convolution),
+plain SGD with the same learning rate, batch, epochs and sample order as our LoRA-All, on one
+CPU thread like the NumPy runs. Optional: used only when torch is installed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["available", "lora_all_torch"]
+
+
+def available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: float, rank: int = 4,
+                   seed: int = 0, threads: int = 1) -> dict:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    p = {k: torch.tensor(np.asarray(v, np.float32)) for k, v in base.params.items()}
+
+    class LoraConv(nn.Module):
+        def __init__(self, name, cin, cout, k, pad):
+            super().__init__()
+            self.w = p[f"{name}.w"].reshape(cout, cin, k, k)
+            self.b = p[f"{name}.b"]
+            bound = 1 / np.sqrt(cin * k * k)
+            self.a = nn.Parameter(torch.empty(rank, cin, k, k).uniform_(-bound, bound))
+            self.bb = nn.Parameter(torch.zeros(cout, rank, 1, 1))
+            self.pad = pad
+
+        def forward(self, v):
+            return F.conv2d(v, self.w, self.b, padding=self.pad) + F.conv2d(F.conv2d(v, self.a, padding=self.pad), self.bb)
+
+    class LoraDense(nn.Module):
+        def __init__(self, name, w):
+            super().__init__()
+            self.w, self.b = w, p[f"{name}.b"]
+            bound = 1 / np.sqrt(w.shape[1])
+            self.a = nn.Parameter(torch.empty(rank, w.shape[1]).uniform_(-bound, bound))
+            self.bb = nn.Parameter(torch.zeros(w.shape[0], rank))
+
+        def forward(self, v):
+            return F.linear(v, self.w, self.b) + F.linear(F.linear(v, self.a), self.bb)
+
+    # Our fc1 reads the pooled maps flattened in (h, w, c) order; torch flattens (c, h, w).
+    fc1 = p["fc1.w"].reshape(120, 5, 5, 16).permute(0, 3, 1, 2).reshape(120, 400)
+
+    class LeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = LoraConv("conv1", 1, 6, 5, 2), LoraConv("conv2", 6, 16, 5, 0)
+            self.f1, self.f2, self.f3 = LoraDense("fc1", fc1), LoraDense("fc2", p["fc2.w"]), LoraDense("fc3", p["fc3.w"])
+
+        def forward(self, v):
+            v = F.max_pool2d(F.relu(self.c1(v)), 2)
+            v = F.max_pool2d(F.relu(self.c2(v)), 2).flatten(1)
+            return self.f3(F.relu(self.f2(F.relu(self.f1(v)))))
+
+    net = LeNet()
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    xt, yt = torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y, np.int64))
+    t0 = time.perf_counter()
+    epoch_times = []
+    for _ in range(epochs):
+        te = time.perf_counter()
+        for s in range(0, len(xt), batch):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(xt[s:s + batch]), yt[s:s + batch]).backward()
+            opt.step()
+        epoch_times.append(time.perf_counter() - te)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        pred = torch.cat([net(torch.tensor(np.asarray(x_test[i:i + 1000], np.float32))).argmax(1)
+                          for i in range(0, len(x_test), 1000)]).numpy()
+    return {"method": "lora-all (PyTorch)", "torch": torch.__version__, "threads": threads,
+            "ft_seconds": seconds, "epoch_seconds": float(np.mean(epoch_times[1:])) if epochs > 1 else None,
+            "accuracy": float((pred == np.asarray(y_test)).mean())}
