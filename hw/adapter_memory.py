@@ -15,19 +15,17 @@ from amaranth.hdl import Module
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 
 __all__ = ["AdapterMemory"]
 
 
 class AdapterMemory(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
-        abits = max((p.SL - 1).bit_length(), 1)
-        self.segments = p.a_line_bits // p.beat_bits
+        abits = p.line_bits
+        self.segments = p.segments
         super().__init__({
             "a_rd_addr": In(abits), "a_rd_data": Out(p.a_line_bits),
             "a_wr_addr": In(abits), "a_wr_data": In(p.a_line_bits), "a_wr_en": In(self.segments),

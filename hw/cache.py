@@ -12,7 +12,7 @@ from amaranth.hdl import Module
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 
 __all__ = ["CacheMemory"]
 
@@ -21,9 +21,7 @@ URAM_THRESHOLD_BITS = 1 << 20  # smaller caches are left to the tools (BRAM / LU
 
 class CacheMemory(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         super().__init__({
             "wr_addr": In(params.cache_addr_bits),
             "wr_data": In(params.beat_bits),

@@ -9,7 +9,7 @@ the cache is empty and the adapters must be loaded again.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal, signed
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .arith import round_shift_var, saturate
 from .mac_array import MacArray
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 from .sgd_update import SgdUpdate, accumulator_start
 
 __all__ = ["Datapath", "Op"]
@@ -37,11 +37,9 @@ class Op(enum.Enum, shape=2):
 
 class Datapath(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
-        abits = max((p.SL - 1).bit_length(), 1)
+        abits = p.line_bits
         super().__init__({
             # issue, from the sequencer
             "issue_valid": In(1),

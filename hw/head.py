@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .arith import round_shift, round_shift_var, saturate
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 from .sgd_update import SgdUpdate, accumulator_start
 from .softmax import GL_BITS, SoftmaxGradient
 
@@ -32,9 +32,7 @@ __all__ = ["HeadUnit"]
 
 class HeadUnit(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
         self.db_bits = GL_BITS + F.U_BITS + (F.BATCH_MAX - 1).bit_length() + 1
         super().__init__({

@@ -19,7 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 
 __all__ = ["MacArray", "adder_tree"]
 
@@ -45,9 +45,7 @@ def adder_tree(m: Module, terms, width: int, name: str):
 
 class MacArray(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
         self.prod_bits = F.W_BITS + p.code_bits
         self.sum_bits = self.prod_bits + (p.P - 1).bit_length()

@@ -13,7 +13,7 @@ from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.packing import Layout
 
-__all__ = ["HwParams", "MAX_TAPS", "bits_for", "invalid"]
+__all__ = ["HwParams", "MAX_TAPS", "bits_for", "invalid", "require_params"]
 
 MAX_TAPS = 8  # tap register slots in the (configuration-independent) register map
 
@@ -21,6 +21,13 @@ MAX_TAPS = 8  # tap register slots in the (configuration-independent) register m
 def bits_for(n: int) -> int:
     """Unsigned width that holds 0..n."""
     return max(int(n).bit_length(), 1)
+
+
+def require_params(component, params) -> "HwParams":
+    """A block's one parameter: the `HwParams` of the build (TypeError otherwise)."""
+    if not isinstance(params, HwParams):
+        raise invalid(component, TypeError(f"params must be HwParams, not {params!r}"))
+    return params
 
 
 def invalid(component, exc: Exception) -> Exception:
@@ -106,6 +113,16 @@ class HwParams:
     @property
     def words_per_beat(self):
         return self.layout.words_per_beat
+
+    @property
+    def line_bits(self):
+        """Address width of an A / dA line (0..SL-1)."""
+        return max((self.SL - 1).bit_length(), 1)
+
+    @property
+    def segments(self):
+        """Stream beats per A line (the A memory's write granularity)."""
+        return self.a_line_bits // self.beat_bits
 
     @property
     def a_line_bits(self):

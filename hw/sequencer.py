@@ -19,16 +19,14 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import cycles
 from .datapath import Op
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 
 __all__ = ["Sequencer"]
 
 
 class Sequencer(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
         super().__init__({
             "start": In(1),          # configuration already checked

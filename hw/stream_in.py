@@ -18,7 +18,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 from .regmap import ErrorCode
 
 __all__ = ["StreamLoader", "axis_signature"]
@@ -30,12 +30,10 @@ def axis_signature(width: int) -> stream.Signature:
 
 class StreamLoader(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
-        abits = max((p.SL - 1).bit_length(), 1)
-        self.segments = p.a_line_bits // p.beat_bits
+        abits = p.line_bits
+        self.segments = p.segments
         super().__init__({
             "s_axis": In(axis_signature(p.beat_bits)),
             "load_cache": In(1),      # command pulses (accepted only when the core is idle)
@@ -58,7 +56,7 @@ class StreamLoader(wiring.Component):
         total = Signal(32)           # beats expected
         addr = Signal(p.cache_addr_bits)
         seg = Signal(range(max(self.segments, 2)))
-        line = Signal(max((p.SL - 1).bit_length(), 1))
+        line = Signal(p.line_bits)
         a_beats, b_beats = p.layout.a_beats, p.layout.b_beats
         axis = self.s_axis
         last_beat = beat == total - 1

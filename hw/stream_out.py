@@ -10,7 +10,7 @@ from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams, invalid
+from .params import HwParams, require_params
 from .stream_in import axis_signature
 
 __all__ = ["AdapterStreamer"]
@@ -18,12 +18,10 @@ __all__ = ["AdapterStreamer"]
 
 class AdapterStreamer(wiring.Component):
     def __init__(self, params: HwParams):
-        if not isinstance(params, HwParams):
-            raise invalid(self, TypeError(f"params must be HwParams, not {params!r}"))
-        self.params = params
+        self.params = require_params(self, params)
         p = params
-        abits = max((p.SL - 1).bit_length(), 1)
-        self.segments = p.a_line_bits // p.beat_bits
+        abits = p.line_bits
+        self.segments = p.segments
         super().__init__({
             "m_axis": Out(axis_signature(p.beat_bits)),
             "start": In(1),
@@ -35,7 +33,7 @@ class AdapterStreamer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        line = Signal(max((p.SL - 1).bit_length(), 1))
+        line = Signal(p.line_bits)
         seg = Signal(range(max(self.segments, 2)))
         bbeat = Signal(16)
         b_beats = p.layout.b_beats
