@@ -97,7 +97,9 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     order_rng = np.random.default_rng(seed + 1)
     steps = -(-samples // batch)
     try:
-        with Progress(epochs * steps, f"{method} {dataset}", enabled=progress) as bar:
+        # A diverging run overflows on its way to NaN: detected below, no need for warnings.
+        with Progress(epochs * steps, f"{method} {dataset}", enabled=progress) as bar, \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(epochs):
                 t_epoch = time.perf_counter()
                 if epoch == 0:
@@ -108,12 +110,16 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                     # Default: the same (seeded random) order every epoch, as the accelerator runs.
                     b = slice(s * batch, (s + 1) * batch) if order is None else order[s * batch:(s + 1) * batch]
                     loss = model.step(b)
-                    if not math.isfinite(loss):
-                        check_finite(loss, f"epoch {epoch + 1}, step {s + 1}")
-                    total += loss * (min(b.stop, samples) - b.start if order is None else len(b))
+                    if loss is not None:
+                        if not math.isfinite(loss):
+                            check_finite(loss, f"epoch {epoch + 1}, step {s + 1}")
+                        total += loss * (min(b.stop, samples) - b.start if order is None else len(b))
                     bar.update(1)
+                epoch_loss = model.finish_epoch()
+                epoch_loss = total / samples if epoch_loss is None else epoch_loss
+                check_finite(epoch_loss, f"epoch {epoch + 1}")
                 result.epoch_times.append(time.perf_counter() - t_epoch)
-                result.losses.append(total / samples)
+                result.losses.append(epoch_loss)
                 if evaluate is not None:  # after the epoch's clock stopped: not fine-tuning time
                     result.curve.append(evaluate())
     except (DivergenceError, FloatingPointError) as exc:

@@ -1,6 +1,7 @@
 """LoRA-All in PyTorch on the KV260 job: what a user would reach for instead (for ``skip2lora bench``).
 
 The same pretrained LeNet-5 (our weights, converted), rank-4 LoRA adapters beside every layer
+with our initialisation
 (a conv layer's adapter is a k x k convolution to R channels followed by a 1 x 1 convolution),
 plain SGD with the same learning rate, batch, epochs and sample order as our LoRA-All, on one
 CPU thread like the NumPy runs. Optional: used only when torch is installed.
@@ -29,42 +30,47 @@ def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: f
     from torch import nn
     from torch.nn import functional as F
 
+    from .methods import METHODS
+
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    p = {k: torch.tensor(np.asarray(v, np.float32)) for k, v in base.params.items()}
+    # The same adapter initialisation as our LoRA-All for this seed: the two runs differ only in
+    # the framework.
+    ours = METHODS["lora-all"](base, lr=lr, rank=rank, seed=seed)
+    p = {k: torch.tensor(np.asarray(v, np.float32)) for k, v in ours.net.params.items()}
 
     class LoraConv(nn.Module):
         def __init__(self, name, cin, cout, k, pad):
             super().__init__()
             self.w = p[f"{name}.w"].reshape(cout, cin, k, k)
             self.b = p[f"{name}.b"]
-            bound = 1 / np.sqrt(cin * k * k)
-            self.a = nn.Parameter(torch.empty(rank, cin, k, k).uniform_(-bound, bound))
-            self.bb = nn.Parameter(torch.zeros(cout, rank, 1, 1))
+            self.a = nn.Parameter(p[f"{name}.lora_a"].reshape(rank, cin, k, k).clone())
+            self.bb = nn.Parameter(p[f"{name}.lora_b"].reshape(cout, rank, 1, 1).clone())
             self.pad = pad
 
         def forward(self, v):
             return F.conv2d(v, self.w, self.b, padding=self.pad) + F.conv2d(F.conv2d(v, self.a, padding=self.pad), self.bb)
 
     class LoraDense(nn.Module):
-        def __init__(self, name, w):
+        def __init__(self, name, w, a):
             super().__init__()
             self.w, self.b = w, p[f"{name}.b"]
-            bound = 1 / np.sqrt(w.shape[1])
-            self.a = nn.Parameter(torch.empty(rank, w.shape[1]).uniform_(-bound, bound))
-            self.bb = nn.Parameter(torch.zeros(w.shape[0], rank))
+            self.a = nn.Parameter(a.clone())
+            self.bb = nn.Parameter(p[f"{name}.lora_b"].clone())
 
         def forward(self, v):
             return F.linear(v, self.w, self.b) + F.linear(F.linear(v, self.a), self.bb)
 
     # Our fc1 reads the pooled maps flattened in (h, w, c) order; torch flattens (c, h, w).
-    fc1 = p["fc1.w"].reshape(120, 5, 5, 16).permute(0, 3, 1, 2).reshape(120, 400)
+    def chw(m):
+        return m.reshape(m.shape[0], 5, 5, 16).permute(0, 3, 1, 2).reshape(m.shape[0], 400)
 
     class LeNet(nn.Module):
         def __init__(self):
             super().__init__()
             self.c1, self.c2 = LoraConv("conv1", 1, 6, 5, 2), LoraConv("conv2", 6, 16, 5, 0)
-            self.f1, self.f2, self.f3 = LoraDense("fc1", fc1), LoraDense("fc2", p["fc2.w"]), LoraDense("fc3", p["fc3.w"])
+            self.f1 = LoraDense("fc1", chw(p["fc1.w"]), chw(p["fc1.lora_a"]))
+            self.f2 = LoraDense("fc2", p["fc2.w"], p["fc2.lora_a"])
+            self.f3 = LoraDense("fc3", p["fc3.w"], p["fc3.lora_a"])
 
         def forward(self, v):
             v = F.max_pool2d(F.relu(self.c1(v)), 2)

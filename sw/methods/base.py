@@ -72,8 +72,13 @@ class Method:
     def prepare(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x, self.y = x, y
 
-    def step(self, idx: np.ndarray) -> float:
+    def step(self, idx) -> float | None:
+        """One mini-batch; returns its mean loss, or None when the method reports it per epoch."""
         raise NotImplementedError
+
+    def finish_epoch(self) -> float | None:
+        """The epoch's mean training loss, for methods whose steps return None."""
+        return None
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.net.predict_logits(x)

@@ -17,7 +17,7 @@ from .base import Method
 
 __all__ = ["SkipAdapters", "SkipLora", "Skip2Lora", "QuantSkip2Lora"]
 
-FILL_CHUNK = 64  # samples per base-forward call while filling the cache (cache-friendly im2col)
+FILL_CHUNK = 128  # samples per base-forward call while filling the cache
 
 
 class SkipAdapters:
@@ -44,7 +44,9 @@ class SkipAdapters:
         return self.b[self.cols[k]].T
 
     def forward(self, xcat, z):
-        u = np.concatenate([xcat[:, seg] @ a.T for seg, a in zip(self.segs, self.a)], axis=1)
+        u = np.empty((xcat.shape[0], self.b.shape[0]), self.b.dtype)
+        for seg, col, a in zip(self.segs, self.cols, self.a):
+            np.matmul(xcat[:, seg], a.T, out=u[:, col])
         y = u @ self.b
         y += z
         return y, u
@@ -56,14 +58,15 @@ class SkipAdapters:
 
 
 def _output_gradient(y, labels, rows, scale):
-    """Softmax cross-entropy on logits y (overwritten): mean loss and scale * dL/dy per sample."""
+    """Softmax cross-entropy on logits y (overwritten): the labels' probabilities (the loss is
+    -mean(log p)) and scale * dL/dy per sample."""
     y -= y.max(axis=1, keepdims=True)
     np.exp(y, out=y)
     y /= y.sum(axis=1, keepdims=True)
-    loss = -float(np.log(y[rows, labels]).mean())
-    y[rows, labels] -= 1
+    p_label = y[rows, labels]
+    y[rows, labels] = p_label - 1
     y *= scale
-    return loss, y
+    return p_label, y
 
 
 class SkipLora(Method):
@@ -74,6 +77,7 @@ class SkipLora(Method):
 
     def __init__(self, base, *, lr, rank=4, seed=0):
         super().__init__(base, lr=lr, rank=rank, seed=seed)
+        self._rows, self._p_label = {}, []
         dtype = self.net.params[self.net.weight_layers[0].w].dtype
         self.adapters = SkipAdapters(self.net.tap_dims, self.net.classes, rank, self.rng, dtype)
 
@@ -92,7 +96,11 @@ class SkipLora(Method):
         xcat, z, labels = self.batch(idx)
         y, u = ad.forward(xcat, z)
         n = len(labels)
-        loss, g = _output_gradient(y, labels, np.arange(n), self.lr / n)  # g carries lr / n
+        rows = self._rows.get(n)
+        if rows is None:
+            rows = self._rows[n] = np.arange(n)
+        p_label, g = _output_gradient(y, labels, rows, self.lr / n)  # g carries lr / n
+        self._p_label.append(p_label)  # the loss is taken once per epoch (finish_epoch)
         t.start("backward")
         st = ad.b @ g.T  # lr * s_k / n for every tap, (K*R, n)
         t.start("update")
@@ -100,12 +108,18 @@ class SkipLora(Method):
             a -= st[col] @ xcat[:, seg]  # gradient product and SGD step in one
         ad.b -= u.T @ g
         t.stop()
+
+    def finish_epoch(self):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss = -float(np.log(np.concatenate(self._p_label)).mean()) if self._p_label else None
+        self._p_label = []
         return loss
 
     def loss_and_grads(self, idx):
         xcat, z, labels = self.batch(idx)
         y, u = self.adapters.forward(xcat, z)
-        loss, g = _output_gradient(y, labels, np.arange(len(idx)), 1.0 / len(idx))
+        p_label, g = _output_gradient(y, labels, np.arange(len(labels)), 1.0 / len(labels))
+        loss = -float(np.log(p_label).mean())
         ga, gb = self.adapters.grads(xcat, u, g)
         grads = {}
         for k, col in enumerate(self.adapters.cols):
