@@ -152,10 +152,6 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _pct(v):
-    return "  n/a " if v is None else f"{100 * v:6.2f}%"
-
-
 def cmd_finetune(args) -> int:
     from . import report
 
@@ -300,8 +296,6 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (CLIError, ValueError, TypeError, FileNotFoundError) as exc:
-        from .data import DataError
-
         _fail(args, exc)
         return 2
     except KeyboardInterrupt:
@@ -310,10 +304,12 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # e.g. `skip2lora bench | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:  # noqa: BLE001 - data/driver errors are user-facing too
+    except Exception as exc:  # noqa: BLE001 - data, accelerator and simulator errors are user-facing too
         from .data import DataError
+        from .driver.backend import AcceleratorError
+        from .driver.sim_link import SimLinkError
 
-        if isinstance(exc, DataError):
+        if isinstance(exc, (DataError, AcceleratorError, SimLinkError)):
             _fail(args, exc)
             return 2
         raise

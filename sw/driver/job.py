@@ -54,6 +54,8 @@ def run_job(args) -> dict:
     backend_kwargs = {}
     if args.backend == "sim":
         backend_kwargs["progress"] = None if not quiet else False
+        if not quiet:  # the first run of a build exports and compiles the RTL: say so
+            backend_kwargs["log"] = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.backend == "pynq" and getattr(args, "bitfile", None):
         backend_kwargs["bitfile"] = args.bitfile
     with make_backend(args.backend, config, **backend_kwargs) as backend:
