@@ -122,17 +122,18 @@ def plot_results(report: dict, path: str) -> None:
     for row in report["cpu"]["results"]:
         if row["accuracy"] is not None:
             ax.scatter(row["ft_seconds"], 100 * row["accuracy"], marker="o")
-            ax.annotate(f"{row['method']} (NumPy)", (row["ft_seconds"], 100 * row["accuracy"]), fontsize=7,
+            ax.annotate(f"{row['method']} (NumPy, {row['seeds']} seeds)", (row["ft_seconds"], 100 * row["accuracy"]),
+                        fontsize=7,
                         xytext=(4, 2), textcoords="offset points")
     points = []
     if report.get("torch"):
-        points.append(("LoRA-All (PyTorch)", report["torch"]["ft_seconds"], report["torch"]["accuracy"], "s"))
+        points.append(("LoRA-All (PyTorch, seed 0)", report["torch"]["ft_seconds"], report["torch"]["accuracy"], "s"))
     if report.get("fixed"):
-        points.append(("bit-exact model", report["fixed"]["ft_seconds"], report["fixed"]["accuracy"], "D"))
+        points.append(("bit-exact model (seed 0)", report["fixed"]["ft_seconds"], report["fixed"]["accuracy"], "D"))
     if report.get("rtl"):
-        points.append(("RTL simulation (wall)", report["rtl"]["ft_seconds"], report["rtl"]["accuracy"], "^"))
-        points.append((f"KV260, projected ({report['clock_mhz']:g} MHz assumed)", report["projected_ms"] / 1e3,
-                       report["rtl"]["accuracy"], "*"))
+        points.append(("RTL simulation, wall (seed 0)", report["rtl"]["ft_seconds"], report["rtl"]["accuracy"], "^"))
+        points.append((f"KV260, projected at an assumed {report['clock_mhz']:g} MHz (seed 0)",
+                       report["projected_ms"] / 1e3, report["rtl"]["accuracy"], "*"))
     for label, x, acc, marker in points:
         ax.scatter(x, 100 * acc, marker=marker, s=60)
         ax.annotate(label, (x, 100 * acc), fontsize=7, xytext=(4, -8), textcoords="offset points")
