@@ -14,22 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..fixed.config import CONFIGS, AcceleratorConfig
+from ..fixed.config import config_named
 from .regmap import regmap_dict
 
 __all__ = ["export_verilog", "verilog_text", "resource_report", "XCK26", "parse_yosys_stat"]
 
 # The KV260's Zynq UltraScale+ XCK26 (DS987 / the Kria K26 data sheet).
 XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
-
-
-def _config(config) -> AcceleratorConfig:
-    if isinstance(config, AcceleratorConfig):
-        return config
-    try:
-        return CONFIGS[config]
-    except KeyError:
-        raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
 
 
 _ULTRA_INIT = re.compile(
@@ -52,12 +43,12 @@ def verilog_text(config="kv260") -> str:
 
     from .top import TOP_NAME, Skip2LoRATop
 
-    return strip_ultraram_init(verilog.convert(Skip2LoRATop(_config(config)), name=TOP_NAME, emit_src=False))
+    return strip_ultraram_init(verilog.convert(Skip2LoRATop(config_named(config)), name=TOP_NAME, emit_src=False))
 
 
 def export_verilog(out_dir, config="kv260") -> dict:
     """Write ``skip2lora.v`` and ``regmap.json`` (plus the configuration) into ``out_dir``."""
-    cfg = _config(config)
+    cfg = config_named(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -112,7 +103,7 @@ def parse_yosys_stat(log: str) -> dict:
 
 def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
     """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26."""
-    cfg = _config(config)
+    cfg = config_named(config)
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "skip2lora.v").write_text(verilog_text(cfg))

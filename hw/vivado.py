@@ -38,7 +38,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fixed.config import CONFIGS, AcceleratorConfig
+from ..fixed.config import AcceleratorConfig, config_named
 from .system import system_dict
 
 __all__ = [
@@ -115,15 +115,6 @@ class Design:
                 "design_name": DESIGN_NAME, "basename": BASENAME, "min_vivado": MIN_VIVADO}
 
 
-def _config(config) -> AcceleratorConfig:
-    if isinstance(config, AcceleratorConfig):
-        return config
-    try:
-        return CONFIGS[config]
-    except KeyError:
-        raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
-
-
 def _top_ports(cfg: AcceleratorConfig):
     from amaranth.hdl import Shape
     from amaranth.lib.wiring import Flow
@@ -186,7 +177,7 @@ def _check_system(s: dict) -> dict:
 
 def design(config="kv260", *, system=None, register_map=None) -> Design:
     """Collect and check the description of one build (no Verilog is generated)."""
-    cfg = _config(config)
+    cfg = config_named(config)
     sysd = _check_system(system_dict() if system is None else system)
     top, ports = _top_ports(cfg)
     aw, regs = _register_dicts(register_map)
@@ -346,7 +337,7 @@ def write_build(build_dir, config="kv260", *, system=None, register_map=None, jo
     if export:
         from .export import export_verilog
 
-        info = export_verilog(out, _config(config))
+        info = export_verilog(out, config_named(config))
     tcl = out / "build.tcl"
     tcl.write_text(tcl_text(config, jobs=jobs, design_=d))
     (out / "design.json").write_text(json.dumps(d.to_dict(), indent=1) + "\n")
@@ -703,7 +694,7 @@ def build_bitstream(config="kv260", out=None, *, jobs=None, dry_run=False, insta
 
     With ``dry_run`` only the Verilog and ``build.tcl`` are written and the command is returned.
     """
-    cfg = _config(config)
+    cfg = config_named(config)
     build_dir = Path(out or Path("build") / f"bitstream-{cfg.name}").resolve()
     exe = None
     if not dry_run:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .model import Geometry
 
-__all__ = ["AcceleratorConfig", "KV260", "SMALL", "CONFIGS", "LENET5_GEOMETRY"]
+__all__ = ["AcceleratorConfig", "KV260", "SMALL", "CONFIGS", "LENET5_GEOMETRY", "config_named"]
 
 LENET5_GEOMETRY = Geometry((784, 1176, 400, 120, 84), 4, 10)
 
@@ -44,3 +44,13 @@ KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024)
 SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64)
 
 CONFIGS = {c.name: c for c in (KV260, SMALL)}
+
+
+def config_named(config) -> AcceleratorConfig:
+    """An `AcceleratorConfig` given itself or by name (``kv260``, ``small``)."""
+    if isinstance(config, AcceleratorConfig):
+        return config
+    try:
+        return CONFIGS[config]
+    except KeyError:
+        raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
