@@ -70,10 +70,16 @@ class TestVector:
 
 
 def register_values(job: JobConfig) -> dict:
-    """Register name -> value for a job (the register map itself lives in hw/regmap.py)."""
+    """Register name -> value for a job, encoded with the generated register map (sw/regmap.json)."""
+    from ..driver.registers import register_map
+    from ..hw.registers import encode
+
+    rm = register_map()
     regs = {"SAMPLES": job.samples, "BATCH": job.batch, "EPOCHS": job.epochs, "LR": job.lr}
     for k, (e, s) in enumerate(zip(job.exponents, job.signed)):
-        regs[f"TAP{k}_CFG"] = (int(e) & 0x3F) | (int(bool(s)) << 6)
+        reg = rm[f"TAP{k}_CFG"]
+        width = reg.field("exponent").width  # two's complement in the field
+        regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
     return regs
 
 
