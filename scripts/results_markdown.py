@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Format the JSON of `skip2lora compare` / `skip2lora bench` runs as the README's result tables.
 
-    skip2lora compare --dataset fmnist-rot75 --seeds 3 --json > fmnist.json   (and har, fan-damage1, fan-damage2)
+    skip2lora compare --dataset fmnist-rot75 --seeds 5 --json > fmnist.json   (and har, fan-damage1, fan-damage2)
     skip2lora bench --seeds 3 --json --plot docs/results.png > bench.json
     python scripts/results_markdown.py fmnist.json har.json fan-damage1.json fan-damage2.json bench.json
 """
@@ -29,7 +29,8 @@ def ms(v):
 
 def compare_table(r):
     paper = SEEDS_PAPER.get(r["dataset"], {})
-    out = [f"**{r['dataset']}** — mean ± std over {r['seeds']} seeds; {r['machine']}, {r['date']}", "",
+    order = {"shuffle": "a new sample order every epoch", "fixed": "one sample order every epoch"}[r.get("order", "shuffle")]
+    out = [f"**{r['dataset']}** — mean ± std over {r['seeds']} seeds, {order}; {r['machine']}, {r['date']}", "",
            "| method | before % | after % | seeds' paper % | FT time | epoch (after the 1st) | "
            "fwd / bwd / upd per batch |", "|---|---|---|---|---|---|---|"]
     for row in r["results"]:

@@ -63,6 +63,14 @@ def _method(text):
     raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose one of {', '.join(METHODS)}")
 
 
+def _add_order(p):
+    from .finetune import ORDERS
+
+    p.add_argument("--order", choices=ORDERS,
+                   help="sample order: a new one every epoch (the float backend's default) or one fixed "
+                        "order replayed every epoch (what the accelerator runs)")
+
+
 def _add_common(p):
     p.add_argument("--data-dir", help="data root (default: $SKIP2LORA_DATA, then the user cache directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -84,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, help="learning rate (per-sample mean gradient)")
     p.add_argument("--rank", type=_positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    _add_order(p)
     p.add_argument("--plot", metavar="FILE", help="save the accuracy-per-epoch curve as an image")
     _add_common(p)
 
@@ -93,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--samples", type=_positive_int)
-    p.add_argument("--plot", metavar="FILE", help="save accuracy-per-epoch curves of every method")
+    _add_order(p)
+    p.add_argument("--plot", metavar="FILE",
+                   help="save accuracy-per-epoch curves of every method (the test evaluation after each "
+                        "epoch evicts the CPU caches: time the methods without --plot)")
     _add_common(p)
 
     p = sub.add_parser("bench", help="performance report of the KV260 job: RTL cycles, CPU speed-ups, resources")
@@ -161,7 +173,8 @@ def cmd_finetune(args) -> int:
         method = args.method or "skip2-lora"
         res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
                        lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
-                       curves=bool(args.plot), progress=None if not args.json else False)
+                       order=args.order or "shuffle", curves=bool(args.plot),
+                       progress=None if not args.json else False)
         out = res.to_dict()
         if args.plot and not res.diverged:
             report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
@@ -172,6 +185,9 @@ def cmd_finetune(args) -> int:
     if args.method not in (None, "quant-skip2-lora", "skip2-lora"):
         raise CLIError(f"the {args.backend} backend runs quant-skip2-lora (the accelerator's method), "
                        f"not {args.method}; use --backend float for the other methods")
+    if args.order == "shuffle":
+        raise CLIError(f"the {args.backend} backend replays one fixed sample order every epoch (the "
+                       "accelerator's sequencer); --order shuffle needs --backend float")
     out = run_job(args)
     _emit(out, args.json, report.finetune_text(out))
     return 3 if out.get("diverged") else 0
@@ -182,8 +198,8 @@ def cmd_compare(args) -> int:
     from .compare import compare
 
     out = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                  samples=args.samples, data_dir=args.data_dir, curves=bool(args.plot),
-                  progress=None if not args.json else False)
+                  samples=args.samples, order=args.order or "shuffle", data_dir=args.data_dir,
+                  curves=bool(args.plot), progress=None if not args.json else False)
     if args.plot:
         report.plot_curves({r["method"]: r.pop("curves") for r in out["results"]}, args.plot,
                            title=f"{args.dataset}: test accuracy per epoch")

@@ -23,14 +23,14 @@ def _std(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
 
 
-def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, data_dir=None,
-            curves: bool = False, progress=None) -> dict:
+def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order="shuffle",
+            data_dir=None, curves: bool = False, progress=None) -> dict:
     """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds)."""
     methods = list(methods or METHODS)
     rows = []
     for method in methods:
-        runs = [finetune(method, dataset, samples=samples, epochs=epochs, seed=s, data_dir=data_dir,
-                         curves=curves, progress=progress) for s in range(seeds)]
+        runs = [finetune(method, dataset, samples=samples, epochs=epochs, seed=s, order=order,
+                         data_dir=data_dir, curves=curves, progress=progress) for s in range(seeds)]
         ok = [r for r in runs if not r.diverged]
         first = runs[0]
         row = {
@@ -47,7 +47,7 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
             "curves": [r.curve for r in ok],
         }
         rows.append(row)
-    out = {"dataset": dataset, "seeds": seeds, "results": rows,
+    out = {"dataset": dataset, "seeds": seeds, "order": order, "results": rows,
            "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
                       f"python {platform.python_version()}, numpy {np.__version__}",
            "date": time.strftime("%Y-%m-%d")}

@@ -17,7 +17,11 @@ from .methods import method_class
 from .nn.train import DivergenceError, check_finite
 from .progress import Progress
 
-__all__ = ["FinetuneResult", "finetune", "select_samples", "validate_run"]
+__all__ = ["ORDERS", "FinetuneResult", "finetune", "select_samples", "validate_run"]
+
+#: Sample order per epoch: ``shuffle`` draws a new seeded permutation every epoch (SGD as usually
+#: run); ``fixed`` replays one order every epoch, as the accelerator's sequencer does.
+ORDERS = ("shuffle", "fixed")
 
 
 @dataclass
@@ -31,6 +35,7 @@ class FinetuneResult:
     lr: float
     seed: int
     rank: int
+    order: str = "shuffle"
     accuracy_before: float | None = None
     accuracy: float | None = None
     ft_seconds: float | None = None
@@ -48,8 +53,10 @@ class FinetuneResult:
         return asdict(self)
 
 
-def validate_run(*, samples, epochs, batch, lr, rank, pool: int) -> None:
+def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = "shuffle") -> None:
     """Reject impossible run parameters with a message that names the problem."""
+    if order not in ORDERS:
+        raise ValueError(f"sample order must be one of {', '.join(ORDERS)}, not {order!r}")
     for name, value in (("samples", samples), ("epochs", epochs), ("batch", batch), ("rank", rank)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -71,7 +78,7 @@ def select_samples(pool: int, samples: int, seed: int) -> np.ndarray:
 def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None = None,
              epochs: int | None = None, batch: int | None = None, lr: float | None = None,
              seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
-             eval_split: str = "test", shuffle: bool = False,
+             eval_split: str = "test", order: str = "shuffle",
              progress: bool | None = None) -> FinetuneResult:
     from .data import load_dataset
     from .nn.pretrained import load_base
@@ -84,12 +91,12 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     epochs = d["epochs"] if epochs is None else epochs
     batch = d["batch"] if batch is None else batch
     lr = d["lr"] if lr is None else lr
-    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool))
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order)
 
     base, _ = load_base(dataset, data_dir, progress=progress)
     idx = select_samples(len(pool), samples, seed)
     x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
-    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank)
+    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order)
     result.accuracy_before = base.accuracy(evaluation.x, evaluation.y)
 
     model = cls(base, lr=lr, rank=rank, seed=seed)
@@ -104,16 +111,16 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                 t_epoch = time.perf_counter()
                 if epoch == 0:
                     model.prepare(x, y)  # Skip2-LoRA's cache fill belongs to the first epoch
-                order = order_rng.permutation(samples) if shuffle else None
+                # fixed: batches are slices of the (seeded random) sample order, the same every epoch
+                perm = order_rng.permutation(samples) if order == "shuffle" else None
                 total = 0.0
                 for s in range(steps):
-                    # Default: the same (seeded random) order every epoch, as the accelerator runs.
-                    b = slice(s * batch, (s + 1) * batch) if order is None else order[s * batch:(s + 1) * batch]
+                    b = slice(s * batch, (s + 1) * batch) if perm is None else perm[s * batch:(s + 1) * batch]
                     loss = model.step(b)
                     if loss is not None:
                         if not math.isfinite(loss):
                             check_finite(loss, f"epoch {epoch + 1}, step {s + 1}")
-                        total += loss * (min(b.stop, samples) - b.start if order is None else len(b))
+                        total += loss * (min(b.stop, samples) - b.start if perm is None else len(b))
                     bar.update(1)
                 epoch_loss = model.finish_epoch()
                 epoch_loss = total / samples if epoch_loss is None else epoch_loss

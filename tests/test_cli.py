@@ -24,6 +24,7 @@ def test_float_finetune_json_has_the_contract_keys():
     for key in ("method", "backend", "dataset", "accuracy_before", "accuracy", "ft_seconds"):
         assert key in r
     assert r["method"] == "skip2-lora" and r["backend"] == "float" and r["dataset"] == "fan-damage1"
+    assert r["order"] == "shuffle"  # the float backend's default: a new sample order every epoch
     assert 0 <= r["accuracy_before"] <= 1 and 0 <= r["accuracy"] <= 1 and r["ft_seconds"] > 0
     assert r["base_forward_samples"] == r["samples"]  # the cache: one base forward per sample
 
@@ -70,6 +71,7 @@ def test_bench_json():
     (["finetune", "--lr", "nan"], "positive finite number"),
     (["finetune", "--lr", "abc"], "expected a number"),
     (["compare", "--dataset", "har", "--seeds", "0"], "must be at least 1"),
+    (["compare", "--dataset", "har", "--order", "random"], "invalid choice: 'random'"),
 ])
 def test_bad_arguments_are_named(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -101,3 +103,8 @@ def test_a_diverging_run_is_reported_as_such():
 def test_other_methods_are_refused_on_the_accelerator_backends():
     code, out, err = run_cli("finetune", "--backend", "fixed", "--method", "lora-all")
     assert code == 2 and "runs quant-skip2-lora" in err
+
+
+def test_the_accelerator_backends_refuse_a_shuffled_order():
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--order", "shuffle")
+    assert code == 2 and "replays one fixed sample order" in err

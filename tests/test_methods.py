@@ -59,3 +59,60 @@ def test_quant_cache_is_4_bit_sized():
     codes = m.packed_bytes
     assert codes == sum((d + 1) // 2 for d in m.adapters.dims) * len(x)
     assert m.cache_bytes < float_cache.cache_bytes / 4
+
+
+def test_skip_lora_and_skip2_lora_train_the_same_adapters():
+    """The cache changes where the taps come from, not the arithmetic: the same adapters (up to float
+    rounding: the base forward runs in other batch sizes)."""
+    net, x, y = _task(3)
+    plain, cached = METHODS["skip-lora"](net, lr=0.05, seed=3), METHODS["skip2-lora"](net, lr=0.05, seed=3)
+    for m in (plain, cached):
+        _train(m, x, y, epochs=3)
+    for name, p in plain.trainable().items():
+        np.testing.assert_allclose(p, cached.trainable()[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_skip2_lora_epoch_loss_is_the_mean_cross_entropy_of_its_steps():
+    """The loss taken once per epoch equals the per-step losses seen before each update."""
+    net, x, y = _task(4)
+    m = METHODS["skip2-lora"](net, lr=0.05, seed=4)
+    m.prepare(x, y)
+    for _ in range(2):
+        expected = []
+        for s in range(0, len(x), 24):  # the last batch is shorter (64 = 24 + 24 + 16)
+            b = slice(s, s + 24)
+            loss, _ = m.loss_and_grads(b)
+            expected.append(loss * len(x[b]))
+            m.step(b)
+        assert m.finish_epoch() == pytest.approx(sum(expected) / len(x), rel=1e-5)
+    assert m.finish_epoch() is None  # nothing stepped since
+
+
+@pytest.mark.parametrize("order", ["shuffle", "fixed"])
+def test_sample_order_per_epoch(order, monkeypatch):
+    """shuffle: every epoch a new permutation of all samples; fixed: the same batches every epoch."""
+    from skip2lora.finetune import finetune
+    from skip2lora.methods import skip_methods
+
+    seen = []
+    step = skip_methods.Skip2Lora.step
+
+    def recording_step(self, idx):
+        seen.append(np.arange(len(self.y))[idx])
+        return step(self, idx)
+
+    monkeypatch.setattr(skip_methods.Skip2Lora, "step", recording_step)
+    r = finetune("skip2-lora", "fan-damage1", samples=100, epochs=3, batch=20, order=order, progress=False)
+    assert r.order == order and not r.diverged
+    epochs = [np.concatenate(seen[i:i + 5]) for i in range(0, 15, 5)]
+    for e in epochs:
+        assert sorted(e) == list(range(100))
+    same = [np.array_equal(epochs[0], e) for e in epochs[1:]]
+    assert same == ([True, True] if order == "fixed" else [False, False])
+
+
+def test_unknown_sample_order_is_named():
+    from skip2lora.finetune import finetune
+
+    with pytest.raises(ValueError, match="sample order must be one of shuffle, fixed, not 'random'"):
+        finetune("skip2-lora", "fan-damage1", epochs=1, order="random", progress=False)
