@@ -14,7 +14,7 @@ import numpy as np
 
 from . import hparams
 from .methods import method_class
-from .nn.train import DivergenceError, check_finite
+from .nn.train import DivergenceError
 from .progress import Progress
 
 __all__ = ["ORDERS", "FinetuneResult", "finetune", "select_samples", "validate_run"]
@@ -102,10 +102,9 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     model = cls(base, lr=lr, rank=rank, seed=seed)
     evaluate = _evaluator(model, evaluation) if curves else None
     order_rng = np.random.default_rng(seed + 1)
-    steps = -(-samples // batch)
     try:
         # A diverging run overflows on its way to NaN: detected below, no need for warnings.
-        with Progress(epochs * steps, f"{method} {dataset}", enabled=progress) as bar, \
+        with Progress(epochs, f"{method} {dataset}", enabled=progress, unit=" epochs") as bar, \
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(epochs):
                 t_epoch = time.perf_counter()
@@ -113,20 +112,10 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                     model.prepare(x, y)  # Skip2-LoRA's cache fill belongs to the first epoch
                 # fixed: batches are slices of the (seeded random) sample order, the same every epoch
                 perm = order_rng.permutation(samples) if order == "shuffle" else None
-                total = 0.0
-                for s in range(steps):
-                    b = slice(s * batch, (s + 1) * batch) if perm is None else perm[s * batch:(s + 1) * batch]
-                    loss = model.step(b)
-                    if loss is not None:
-                        if not math.isfinite(loss):
-                            check_finite(loss, f"epoch {epoch + 1}, step {s + 1}")
-                        total += loss * (min(b.stop, samples) - b.start if perm is None else len(b))
-                    bar.update(1)
-                epoch_loss = model.finish_epoch()
-                epoch_loss = total / samples if epoch_loss is None else epoch_loss
-                check_finite(epoch_loss, f"epoch {epoch + 1}")
+                epoch_loss = model.run_epoch(perm, batch, epoch + 1)
                 result.epoch_times.append(time.perf_counter() - t_epoch)
                 result.losses.append(epoch_loss)
+                bar.update(1)
                 if evaluate is not None:  # after the epoch's clock stopped: not fine-tuning time
                     result.curve.append(evaluate())
     except (DivergenceError, FloatingPointError) as exc:

@@ -95,13 +95,17 @@ def test_sample_order_per_epoch(order, monkeypatch):
     from skip2lora.methods import skip_methods
 
     seen = []
-    step = skip_methods.Skip2Lora.step
+    train_step = skip_methods.Skip2Lora.train_step
 
-    def recording_step(self, idx):
-        seen.append(np.arange(len(self.y))[idx])
-        return step(self, idx)
+    def recording_step(self, xcat, zt, labels):  # which cached samples the batch holds
+        match = (self.cache_x[:, None, :] == xcat[None]).all(axis=2)  # (cached, batch)
+        assert (match.sum(axis=0) == 1).all()
+        idx = match.argmax(axis=0)
+        assert np.array_equal(labels, self.y[idx]) and np.array_equal(zt, self.cache_z[idx].T)  # aligned
+        seen.append(idx)
+        return train_step(self, xcat, zt, labels)
 
-    monkeypatch.setattr(skip_methods.Skip2Lora, "step", recording_step)
+    monkeypatch.setattr(skip_methods.Skip2Lora, "train_step", recording_step)
     r = finetune("skip2-lora", "fan-damage1", samples=100, epochs=3, batch=20, order=order, progress=False)
     assert r.order == order and not r.diverged
     epochs = [np.concatenate(seen[i:i + 5]) for i in range(0, 15, 5)]
@@ -116,3 +120,12 @@ def test_unknown_sample_order_is_named():
 
     with pytest.raises(ValueError, match="sample order must be one of shuffle, fixed, not 'random'"):
         finetune("skip2-lora", "fan-damage1", epochs=1, order="random", progress=False)
+
+
+@pytest.mark.parametrize("method", ["lora-all", "skip2-lora"])
+def test_divergence_names_where_it_happened(method):
+    from skip2lora.finetune import finetune
+
+    r = finetune(method, "fmnist-rot75", samples=64, epochs=3, batch=16, lr=1e4, progress=False)
+    assert r.diverged and r.accuracy is None and r.ft_seconds is None
+    assert r.error.startswith("training diverged: loss is") and "epoch 1" in r.error

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..nn.train import check_finite
+
 __all__ = ["Method", "PhaseTimer"]
 
 
@@ -55,7 +57,8 @@ class Method:
 
     ``prepare`` runs once before the first step with all fine-tuning samples (Skip2-LoRA fills
     its cache there); ``step`` does one mini-batch of forward, backward and SGD update and
-    returns the batch loss; ``logits`` evaluates the current model.
+    returns the batch loss; ``run_epoch`` does one pass over the samples; ``logits`` evaluates
+    the current model.
     """
 
     name = ""
@@ -71,6 +74,22 @@ class Method:
 
     def prepare(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x, self.y = x, y
+
+    def run_epoch(self, order, batch: int, epoch: int = 1) -> float:
+        """One epoch: mini-batches of ``batch`` samples taken from ``order`` (an index array, or None
+        for 0..n-1 as slices); returns the epoch's mean training loss. A NaN/Inf loss raises
+        `DivergenceError` naming the epoch and step."""
+        n = len(self.y)
+        total = 0.0
+        for s in range(0, n, batch):
+            loss = self.step(slice(s, s + batch) if order is None else order[s:s + batch])
+            if loss is not None:
+                check_finite(loss, f"epoch {epoch}, step {s // batch + 1}")
+                total += loss * (min(n, s + batch) - s)
+        epoch_loss = self.finish_epoch()
+        epoch_loss = total / n if epoch_loss is None else epoch_loss
+        check_finite(epoch_loss, f"epoch {epoch}")
+        return epoch_loss
 
     def step(self, idx) -> float | None:
         """One mini-batch; returns its mean loss, or None when the method reports it per epoch."""

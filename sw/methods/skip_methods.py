@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixed.quantize import TapQuantizer
+from ..nn.train import check_finite
 from .base import Method
 
 __all__ = ["SkipAdapters", "SkipLora", "Skip2Lora", "QuantSkip2Lora"]
@@ -105,10 +106,15 @@ class SkipLora(Method):
         return self.base_forward(self.x[idx]) + (self.y[idx],)
 
     def step(self, idx):
+        xcat, z, labels = self.batch(idx)
+        self.train_step(xcat, z.T, labels)
+
+    def train_step(self, xcat, zt, labels):
+        """One mini-batch of taps xcat (n, D), base logits z^T (C, n) and labels: forward, backward
+        and SGD update; the loss is kept for `finish_epoch`."""
         t, ad = self.timer, self.adapters
         t.start("forward")
-        xcat, z, labels = self.batch(idx)
-        yt, ut = ad.step_t(xcat, z.T)
+        yt, ut = ad.step_t(xcat, zt)
         n = len(labels)
         cols = self._cols.get(n)
         if cols is None:
@@ -179,6 +185,19 @@ class Skip2Lora(SkipLora):
 
     def batch(self, idx):
         return self.cache_x[idx], self.cache_z[idx], self.y[idx]
+
+    def run_epoch(self, order, batch, epoch=1):
+        """The epoch's base logits and labels are gathered once; each step gathers only its taps
+        (a view when the order is fixed)."""
+        n = len(self.y)
+        z, labels = (self.cache_z, self.y) if order is None else (self.cache_z[order], self.y[order])
+        zt, x = z.T, self.cache_x
+        for s in range(0, n, batch):
+            self.train_step(x[s:s + batch] if order is None else x[order[s:s + batch]], zt[:, s:s + batch],
+                            labels[s:s + batch])
+        loss = self.finish_epoch()
+        check_finite(loss, f"epoch {epoch}")
+        return loss
 
     @property
     def cache_bytes(self) -> int:
