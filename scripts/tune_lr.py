@@ -14,7 +14,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from skip2lora.blas_env import apply_defaults  # noqa: E402
+
+apply_defaults()  # before NumPy loads
 
 import numpy as np  # noqa: E402
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from .blas_env import blas_note
 from .fixed.config import KV260
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
 
@@ -60,7 +61,8 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
     out = accelerator_figures(clock_mhz)
     out.update(cpu_speedup_vs_lora_all=None, cpu_epoch_speedup_vs_lora_all=None, cpu_speedup_vs_torch=None,
                sim_wall_seconds=None, resources=None, rtl=None, fixed=None, cpu=None, torch=None,
-               machine=f"{platform.machine()}, {platform.python_version()}", date=time.strftime("%Y-%m-%d"))
+               machine=f"{platform.machine()}, {platform.python_version()}, {blas_note()}",
+               date=time.strftime("%Y-%m-%d"))
     if model_only:
         return out
     from .compare import compare

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 
-# The models' matrices are small: multithreaded BLAS was 10-30x slower on them than one thread on
-# the 2-core development machine. Only a default (set before NumPy loads); the environment wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from .blas_env import apply_defaults  # before NumPy loads: BLAS threads and kernels
+
+apply_defaults()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from .blas_env import blas_note
 from .finetune import finetune
 from .methods import METHODS
 
@@ -25,12 +26,18 @@ def _std(values):
 
 def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order="shuffle",
             data_dir=None, curves: bool = False, progress=None) -> dict:
-    """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds)."""
+    """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds).
+
+    The runs interleave the methods (seed 0 of every method, then seed 1, ...), so a slow drift of
+    a shared machine's load touches every method alike and the speed-ups stay comparable."""
     methods = list(methods or METHODS)
+    by_method = {m: [] for m in methods}
+    for s in range(seeds):
+        for method in methods:
+            by_method[method].append(finetune(method, dataset, samples=samples, epochs=epochs, seed=s, order=order,
+                                              data_dir=data_dir, curves=curves, progress=progress))
     rows = []
-    for method in methods:
-        runs = [finetune(method, dataset, samples=samples, epochs=epochs, seed=s, order=order,
-                         data_dir=data_dir, curves=curves, progress=progress) for s in range(seeds)]
+    for method, runs in by_method.items():
         ok = [r for r in runs if not r.diverged]
         first = runs[0]
         row = {
@@ -49,7 +56,7 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
         rows.append(row)
     out = {"dataset": dataset, "seeds": seeds, "order": order, "results": rows,
            "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
-                      f"python {platform.python_version()}, numpy {np.__version__}",
+                      f"python {platform.python_version()}, numpy {np.__version__}, {blas_note()}",
            "date": time.strftime("%Y-%m-%d")}
     by = {r["method"]: r for r in rows}
     ref = by.get("lora-all")

@@ -2,9 +2,9 @@
 
 import os
 
-# Small matrices: one BLAS thread is much faster than several here (set before NumPy loads).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from skip2lora.blas_env import apply_defaults  # BLAS threads and kernels, before NumPy loads
+
+apply_defaults()
 
 from pathlib import Path  # noqa: E402
 
