@@ -63,11 +63,14 @@ def _method(text):
 
 
 def _add_order(p):
-    from .finetune import ORDERS
+    from .finetune import ORDERS, SCHEDULES
 
     p.add_argument("--order", choices=ORDERS,
                    help="sample order: a new one every epoch (the float backend's default) or one fixed "
                         "order replayed every epoch (what the accelerator runs)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning rate per step: one epoch of linear warm-up, then a linear decay (the float "
+                        "backend's default), or constant (one accelerator job)")
 
 
 def _add_common(p):
@@ -172,7 +175,8 @@ def cmd_finetune(args) -> int:
         method = args.method or "skip2-lora"
         res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
                        lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
-                       order=args.order or "shuffle", curves=bool(args.plot),
+                       order=args.order or "shuffle", schedule=args.schedule or "warmup-linear",
+                       curves=bool(args.plot),
                        progress=None if not args.json else False)
         out = res.to_dict()
         if args.plot and not res.diverged:
@@ -187,6 +191,9 @@ def cmd_finetune(args) -> int:
     if args.order == "shuffle":
         raise CLIError(f"the {args.backend} backend replays one fixed sample order every epoch (the "
                        "accelerator's sequencer); --order shuffle needs --backend float")
+    if args.schedule == "warmup-linear":
+        raise CLIError(f"the {args.backend} backend runs one job at one learning rate; "
+                       "--schedule warmup-linear needs --backend float")
     out = run_job(args)
     _emit(out, args.json, report.finetune_text(out))
     return 3 if out.get("diverged") else 0
@@ -197,7 +204,8 @@ def cmd_compare(args) -> int:
     from .compare import compare
 
     out = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                  samples=args.samples, order=args.order or "shuffle", data_dir=args.data_dir,
+                  samples=args.samples, order=args.order or "shuffle",
+                  schedule=args.schedule or "warmup-linear", data_dir=args.data_dir,
                   curves=bool(args.plot), progress=None if not args.json else False)
     if args.plot:
         report.plot_curves({r["method"]: r.pop("curves") for r in out["results"]}, args.plot,

@@ -25,7 +25,7 @@ def _std(values):
 
 
 def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order="shuffle",
-            data_dir=None, curves: bool = False, progress=None) -> dict:
+            schedule="warmup-linear", data_dir=None, curves: bool = False, progress=None) -> dict:
     """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds).
 
     The runs interleave the methods (seed 0 of every method, then seed 1, ...), so a slow drift of
@@ -34,8 +34,9 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
     by_method = {m: [] for m in methods}
     for s in range(seeds):
         for method in methods:
-            by_method[method].append(finetune(method, dataset, samples=samples, epochs=epochs, seed=s, order=order,
-                                              data_dir=data_dir, curves=curves, progress=progress))
+            by_method[method].append(finetune(method, dataset, samples=samples, epochs=epochs, seed=s,
+                                              order=order, schedule=schedule, data_dir=data_dir,
+                                              curves=curves, progress=progress))
     rows = []
     for method, runs in by_method.items():
         ok = [r for r in runs if not r.diverged]
@@ -54,7 +55,7 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
             "curves": [r.curve for r in ok],
         }
         rows.append(row)
-    out = {"dataset": dataset, "seeds": seeds, "order": order, "results": rows,
+    out = {"dataset": dataset, "seeds": seeds, "order": order, "schedule": schedule, "results": rows,
            "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
                       f"python {platform.python_version()}, numpy {np.__version__}, {blas_note()}",
            "date": time.strftime("%Y-%m-%d")}

@@ -17,11 +17,26 @@ from .methods import method_class
 from .nn.train import DivergenceError
 from .progress import Progress
 
-__all__ = ["ORDERS", "FinetuneResult", "finetune", "select_samples", "validate_run"]
+__all__ = ["ORDERS", "SCHEDULES", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run"]
 
 #: Sample order per epoch: ``shuffle`` draws a new seeded permutation every epoch (SGD as usually
 #: run); ``fixed`` replays one order every epoch, as the accelerator's sequencer does.
 ORDERS = ("shuffle", "fixed")
+#: Learning rate per step: ``warmup-linear`` rises linearly over the first epoch, then falls linearly
+#: to almost zero at the end of the job (the linear schedule with warm-up that LoRA fine-tuning
+#: usually runs): no divergence from the first large gradients of a mismatched base model, and
+#: final weights that no longer bounce with SGD's noise. ``constant`` is one rate (one accelerator job).
+SCHEDULES = ("warmup-linear", "constant")
+
+
+def schedule_lrs(lr: float, epoch: int, epochs: int, steps: int, schedule: str) -> np.ndarray:
+    """The learning rates of the ``steps`` steps of epoch ``epoch`` (0-based) of ``epochs``."""
+    if schedule == "constant":
+        return np.full(steps, float(lr))
+    t = np.arange(epoch * steps + 1, (epoch + 1) * steps + 1)  # 1-based step of the job
+    total = epochs * steps
+    decay = (total - t + 1) / max(total - steps, 1)  # 1 right after the warm-up epoch, 1/(T-W) last
+    return lr * np.where(t <= steps, t / steps, decay)
 
 
 @dataclass
@@ -36,6 +51,7 @@ class FinetuneResult:
     seed: int
     rank: int
     order: str = "shuffle"
+    schedule: str = "warmup-linear"
     accuracy_before: float | None = None
     accuracy: float | None = None
     ft_seconds: float | None = None
@@ -53,10 +69,13 @@ class FinetuneResult:
         return asdict(self)
 
 
-def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = "shuffle") -> None:
+def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = "shuffle",
+                 schedule: str = "warmup-linear") -> None:
     """Reject impossible run parameters with a message that names the problem."""
     if order not in ORDERS:
         raise ValueError(f"sample order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"learning-rate schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     for name, value in (("samples", samples), ("epochs", epochs), ("batch", batch), ("rank", rank)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -78,7 +97,7 @@ def select_samples(pool: int, samples: int, seed: int) -> np.ndarray:
 def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None = None,
              epochs: int | None = None, batch: int | None = None, lr: float | None = None,
              seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
-             eval_split: str = "test", order: str = "shuffle",
+             eval_split: str = "test", order: str = "shuffle", schedule: str = "warmup-linear",
              progress: bool | None = None) -> FinetuneResult:
     from .data import load_dataset
     from .nn.pretrained import load_base
@@ -91,17 +110,19 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     epochs = d["epochs"] if epochs is None else epochs
     batch = d["batch"] if batch is None else batch
     lr = d["lr"] if lr is None else lr
-    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order)
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order,
+                 schedule=schedule)
 
     base, _ = load_base(dataset, data_dir, progress=progress)
     idx = select_samples(len(pool), samples, seed)
     x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
-    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order)
+    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order, schedule)
     result.accuracy_before = base.accuracy(evaluation.x, evaluation.y)
 
     model = cls(base, lr=lr, rank=rank, seed=seed)
     evaluate = _evaluator(model, evaluation) if curves else None
     order_rng = np.random.default_rng(seed + 1)
+    steps = -(-samples // batch)
     try:
         # A diverging run overflows on its way to NaN: detected below, no need for warnings.
         with Progress(epochs, f"{method} {dataset}", enabled=progress, unit=" epochs") as bar, \
@@ -112,7 +133,8 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                     model.prepare(x, y)  # Skip2-LoRA's cache fill belongs to the first epoch
                 # fixed: batches are slices of the (seeded random) sample order, the same every epoch
                 perm = order_rng.permutation(samples) if order == "shuffle" else None
-                epoch_loss = model.run_epoch(perm, batch, epoch + 1)
+                lrs = schedule_lrs(lr, epoch, epochs, steps, schedule)
+                epoch_loss = model.run_epoch(perm, batch, lrs, epoch + 1)
                 result.epoch_times.append(time.perf_counter() - t_epoch)
                 result.losses.append(epoch_loss)
                 bar.update(1)

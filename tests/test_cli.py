@@ -24,7 +24,7 @@ def test_float_finetune_json_has_the_contract_keys():
     for key in ("method", "backend", "dataset", "accuracy_before", "accuracy", "ft_seconds"):
         assert key in r
     assert r["method"] == "skip2-lora" and r["backend"] == "float" and r["dataset"] == "fan-damage1"
-    assert r["order"] == "shuffle"  # the float backend's default: a new sample order every epoch
+    assert r["order"] == "shuffle" and r["schedule"] == "warmup-linear"  # the float backend's defaults
     assert 0 <= r["accuracy_before"] <= 1 and 0 <= r["accuracy"] <= 1 and r["ft_seconds"] > 0
     assert r["base_forward_samples"] == r["samples"]  # the cache: one base forward per sample
 
@@ -105,6 +105,8 @@ def test_other_methods_are_refused_on_the_accelerator_backends():
     assert code == 2 and "runs quant-skip2-lora" in err
 
 
-def test_the_accelerator_backends_refuse_a_shuffled_order():
+def test_the_accelerator_backends_refuse_a_shuffled_order_and_a_schedule():
     code, out, err = run_cli("finetune", "--backend", "fixed", "--order", "shuffle")
     assert code == 2 and "replays one fixed sample order" in err
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--schedule", "warmup-linear")
+    assert code == 2 and "one job at one learning rate" in err

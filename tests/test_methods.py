@@ -94,7 +94,7 @@ def test_sample_order_per_epoch(order, monkeypatch):
     from skip2lora.finetune import finetune
     from skip2lora.methods import skip_methods
 
-    seen = []
+    seen, rates = [], []
     train_step = skip_methods.Skip2Lora.train_step
 
     def recording_step(self, xcat, zt, labels):  # which cached samples the batch holds
@@ -103,6 +103,7 @@ def test_sample_order_per_epoch(order, monkeypatch):
         idx = match.argmax(axis=0)
         assert np.array_equal(labels, self.y[idx]) and np.array_equal(zt, self.cache_z[idx].T)  # aligned
         seen.append(idx)
+        rates.append(self.lr)
         return train_step(self, xcat, zt, labels)
 
     monkeypatch.setattr(skip_methods.Skip2Lora, "train_step", recording_step)
@@ -113,6 +114,9 @@ def test_sample_order_per_epoch(order, monkeypatch):
         assert sorted(e) == list(range(100))
     same = [np.array_equal(epochs[0], e) for e in epochs[1:]]
     assert same == ([True, True] if order == "fixed" else [False, False])
+    from skip2lora.finetune import schedule_lrs
+
+    np.testing.assert_allclose(rates, np.concatenate([schedule_lrs(r.lr, e, 3, 5, r.schedule) for e in range(3)]))
 
 
 def test_unknown_sample_order_is_named():
@@ -129,3 +133,31 @@ def test_divergence_names_where_it_happened(method):
     r = finetune(method, "fmnist-rot75", samples=64, epochs=3, batch=16, lr=1e4, progress=False)
     assert r.diverged and r.accuracy is None and r.ft_seconds is None
     assert r.error.startswith("training diverged: loss is") and "epoch 1" in r.error
+
+
+def test_warmup_linear_schedule():
+    """One epoch of linear warm-up, then a linear decay that ends at lr / (steps after the warm-up)."""
+    from skip2lora.finetune import schedule_lrs
+
+    lrs = np.concatenate([schedule_lrs(0.1, e, 3, 4, "warmup-linear") for e in range(3)])
+    expected = 0.1 * np.array([1, 2, 3, 4, 8, 7, 6, 5, 4, 3, 2, 1]) / np.array([4] * 4 + [8] * 8)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    np.testing.assert_allclose(schedule_lrs(0.1, 0, 1, 4, "warmup-linear"), [0.025, 0.05, 0.075, 0.1])
+    assert (schedule_lrs(0.3, 2, 5, 7, "constant") == 0.3).all()
+
+
+def test_each_step_runs_at_its_scheduled_rate(monkeypatch):
+    from skip2lora.finetune import finetune, schedule_lrs
+    from skip2lora.methods import network_methods
+
+    seen = []
+    step = network_methods.NetworkMethod.step
+
+    def recording_step(self, idx):
+        seen.append(self.opt.lr)  # the rate SGD applies
+        return step(self, idx)
+
+    monkeypatch.setattr(network_methods.NetworkMethod, "step", recording_step)
+    r = finetune("ft-last", "fan-damage1", samples=60, epochs=3, batch=20, lr=0.2, progress=False)
+    assert r.schedule == "warmup-linear"
+    np.testing.assert_allclose(seen, np.concatenate([schedule_lrs(0.2, e, 3, 3, r.schedule) for e in range(3)]))

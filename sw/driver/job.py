@@ -76,7 +76,7 @@ def run_job(args) -> dict:
     return {
         "method": METHOD, "backend": args.backend, "dataset": args.dataset, "config": config.name,
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
-        "seed": args.seed, "rank": args.rank, "order": "fixed",  # the sequencer's: one order every epoch
+        "seed": args.seed, "rank": args.rank, "order": "fixed", "schedule": "constant",  # one job
         "accuracy_before": before, "accuracy": accuracy, "diverged": False,
         "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
         "cycles": out["cycles"], "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],

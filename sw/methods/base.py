@@ -72,16 +72,22 @@ class Method:
         self.rng = np.random.default_rng(seed)
         self.timer = PhaseTimer()
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the following steps (a schedule changes it between epochs)."""
+        self.lr = float(lr)
+
     def prepare(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x, self.y = x, y
 
-    def run_epoch(self, order, batch: int, epoch: int = 1) -> float:
+    def run_epoch(self, order, batch: int, lrs=None, epoch: int = 1) -> float:
         """One epoch: mini-batches of ``batch`` samples taken from ``order`` (an index array, or None
-        for 0..n-1 as slices); returns the epoch's mean training loss. A NaN/Inf loss raises
-        `DivergenceError` naming the epoch and step."""
+        for 0..n-1 as slices), step k at learning rate ``lrs[k]`` (default: the current one); returns
+        the epoch's mean training loss. A NaN/Inf loss raises `DivergenceError` naming epoch and step."""
         n = len(self.y)
         total = 0.0
-        for s in range(0, n, batch):
+        for k, s in enumerate(range(0, n, batch)):
+            if lrs is not None:
+                self.set_lr(lrs[k])
             loss = self.step(slice(s, s + batch) if order is None else order[s:s + batch])
             if loss is not None:
                 check_finite(loss, f"epoch {epoch}, step {s // batch + 1}")

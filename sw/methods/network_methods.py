@@ -25,6 +25,10 @@ class NetworkMethod(Method):
         self.want = set(self.trainable_names())
         self.opt = SGD(lr)
 
+    def set_lr(self, lr):
+        super().set_lr(lr)
+        self.opt.lr = self.lr
+
     def trainable_names(self) -> list[str]:
         raise NotImplementedError
 

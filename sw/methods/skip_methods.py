@@ -186,13 +186,15 @@ class Skip2Lora(SkipLora):
     def batch(self, idx):
         return self.cache_x[idx], self.cache_z[idx], self.y[idx]
 
-    def run_epoch(self, order, batch, epoch=1):
+    def run_epoch(self, order, batch, lrs=None, epoch=1):
         """The epoch's base logits and labels are gathered once; each step gathers only its taps
         (a view when the order is fixed)."""
         n = len(self.y)
         z, labels = (self.cache_z, self.y) if order is None else (self.cache_z[order], self.y[order])
         zt, x = z.T, self.cache_x
-        for s in range(0, n, batch):
+        for k, s in enumerate(range(0, n, batch)):
+            if lrs is not None:
+                self.lr = float(lrs[k])
             self.train_step(x[s:s + batch] if order is None else x[order[s:s + batch]], zt[:, s:s + batch],
                             labels[s:s + batch])
         loss = self.finish_epoch()
