@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Format the JSON of `skip2lora compare` / `skip2lora bench` runs as the README's result tables.
 
-    skip2lora compare --dataset fmnist-rot75 --seeds 5 --json > fmnist.json   (and har, fan-damage1, fan-damage2)
+    skip2lora compare --dataset fmnist-rot75 --seeds 10 --json > fmnist.json   (and har, fan-damage1, fan-damage2)
     skip2lora bench --seeds 3 --json --plot docs/results.png > bench.json
     python scripts/results_markdown.py fmnist.json har.json fan-damage1.json fan-damage2.json bench.json
 """
@@ -29,8 +29,12 @@ def ms(v):
 
 def compare_table(r):
     paper = SEEDS_PAPER.get(r["dataset"], {})
-    order = {"shuffle": "a new sample order every epoch", "fixed": "one sample order every epoch"}[r.get("order", "shuffle")]
-    out = [f"**{r['dataset']}** — mean ± std over {r['seeds']} seeds, {order}; {r['machine']}, {r['date']}", "",
+    orders = {"shuffle": "a new sample order every epoch", "fixed": "one sample order every epoch"}
+    order = orders[r.get("order", "shuffle")]
+    schedule = {"warmup-linear": "learning rate warmed up over the first epoch, then decayed linearly",
+                "constant": "one learning rate"}[r.get("schedule", "warmup-linear")]
+    out = [f"**{r['dataset']}** — mean ± std over {r['seeds']} seeds, {order}, {schedule}; {r['machine']}, "
+           f"{r['date']}", "",
            "| method | before % | after % | seeds' paper % | FT time | epoch (after the 1st) | "
            "fwd / bwd / upd per batch |", "|---|---|---|---|---|---|---|"]
     for row in r["results"]:

@@ -39,8 +39,8 @@ def finetune_text(r: dict) -> str:
 def compare_text(out: dict) -> str:
     head = (f"{'method':<17} {'before':>7} {'after':>7} {'± std':>6} {'FT time':>10} {'epoch':>10} "
             f"{'fwd/batch':>10} {'bwd/batch':>10} {'upd/batch':>10}")
-    lines = [f"{out['dataset']}: mean over {out['seeds']} seed(s), {out.get('order', 'shuffle')} sample order "
-             f"({out['machine']}, {out['date']})", head,
+    lines = [f"{out['dataset']}: mean over {out['seeds']} seed(s), {out.get('order', 'shuffle')} sample order, "
+             f"{out.get('schedule', 'warmup-linear')} learning rate ({out['machine']}, {out['date']})", head,
              "-" * len(head)]
     for r in out["results"]:
         if r["accuracy"] is None:

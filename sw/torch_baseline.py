@@ -3,8 +3,8 @@
 The same pretrained LeNet-5 (our weights, converted), rank-4 LoRA adapters beside every layer
 with our initialisation
 (a conv layer's adapter is a k x k convolution to R channels followed by a 1 x 1 convolution),
-plain SGD with the same learning rate, batch, epochs and sample order as our LoRA-All, on one
-CPU thread like the NumPy runs. Optional: used only when torch is installed.
+plain SGD with the same learning-rate schedule, batch, epochs and per-epoch sample orders as our
+LoRA-All, on one CPU thread like the NumPy runs. Optional: used only when torch is installed.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def available() -> bool:
 
 
 def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: float, rank: int = 4,
-                   seed: int = 0, threads: int = 1) -> dict:
+                   seed: int = 0, threads: int = 1, order: str = "shuffle", schedule: str = "warmup-linear") -> dict:
     import torch
     from torch import nn
     from torch.nn import functional as F
 
+    from .finetune import schedule_lrs
     from .methods import METHODS
 
     torch.set_num_threads(threads)
@@ -80,13 +81,19 @@ def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: f
     net = LeNet()
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     xt, yt = torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y, np.int64))
+    order_rng = np.random.default_rng(seed + 1)  # the orders `skip2lora.finetune` draws
+    steps = -(-len(xt) // batch)
     t0 = time.perf_counter()
     epoch_times = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         te = time.perf_counter()
-        for s in range(0, len(xt), batch):
+        perm = torch.from_numpy(order_rng.permutation(len(xt))) if order == "shuffle" else torch.arange(len(xt))
+        for k, rate in enumerate(schedule_lrs(lr, epoch, epochs, steps, schedule)):
+            for group in opt.param_groups:
+                group["lr"] = float(rate)
+            idx = perm[k * batch:(k + 1) * batch]
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(xt[s:s + batch]), yt[s:s + batch]).backward()
+            F.cross_entropy(net(xt[idx]), yt[idx]).backward()
             opt.step()
         epoch_times.append(time.perf_counter() - te)
     seconds = time.perf_counter() - t0

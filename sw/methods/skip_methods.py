@@ -187,16 +187,22 @@ class Skip2Lora(SkipLora):
         return self.cache_x[idx], self.cache_z[idx], self.y[idx]
 
     def run_epoch(self, order, batch, lrs=None, epoch=1):
-        """The epoch's base logits and labels are gathered once; each step gathers only its taps
-        (a view when the order is fixed)."""
+        """The epoch's base logits and labels are gathered once; each step gathers only its taps,
+        into one reused buffer (a view of the cache when the order is fixed)."""
         n = len(self.y)
         z, labels = (self.cache_z, self.y) if order is None else (self.cache_z[order], self.y[order])
         zt, x = z.T, self.cache_x
+        lrs = None if lrs is None else [float(v) for v in lrs]
+        buf = np.empty((batch, x.shape[1]), x.dtype)
         for k, s in enumerate(range(0, n, batch)):
             if lrs is not None:
-                self.lr = float(lrs[k])
-            self.train_step(x[s:s + batch] if order is None else x[order[s:s + batch]], zt[:, s:s + batch],
-                            labels[s:s + batch])
+                self.lr = lrs[k]
+            if order is None:
+                xb = x[s:s + batch]
+            else:  # "clip" skips take's slow bounds check: cache_z[order] above already checked them
+                idx = order[s:s + batch]
+                xb = np.take(x, idx, axis=0, out=buf[:len(idx)], mode="clip")
+            self.train_step(xb, zt[:, s:s + batch], labels[s:s + batch])
         loss = self.finish_epoch()
         check_finite(loss, f"epoch {epoch}")
         return loss
