@@ -1,8 +1,9 @@
 """``skip2lora finetune --backend fixed|sim|pynq``: one Quant Skip2-LoRA job on an accelerator backend.
 
-Same data, sample selection and defaults as the float backend (`skip2lora.finetune`), so the
-results line up; the JSON adds the accelerator's cycle count, the projected KV260 time
-(cycles / an assumed clock) and this machine's wall time.
+Same data and sample selection as the float backend (`skip2lora.finetune`); one job replays one
+sample order every epoch at one learning rate (`--order fixed --schedule constant` on the float
+backend gives the same recipe, so the results line up); the JSON adds the accelerator's cycle
+count, the projected KV260 time (cycles / an assumed clock) and this machine's wall time.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run_job(args) -> dict:
     wall0 = time.perf_counter()
     quiet = bool(getattr(args, "json", False))
     ds = load_dataset(args.dataset, args.data_dir)
-    d = hparams.defaults(args.dataset, METHOD)
+    d = hparams.defaults(args.dataset, METHOD, accelerator=True)
     samples = args.samples or d["samples"] or len(ds.finetune)
     epochs = args.epochs or d["epochs"]
     batch = args.batch or d["batch"]
