@@ -1,8 +1,9 @@
 """Default run settings per data set and method (documented in the README with how they were chosen).
 
 Learning rates were chosen on held-out data, never on the test set, with the float backend's recipe
-(a new sample order every epoch, one epoch of learning-rate warm-up, then a linear decay): Fashion-MNIST on the held-out rotated *train* images (its
-`validation` split), HAR and Fan on a block hold-out of their fine-tuning split.
+(a new sample order every epoch, one epoch of learning-rate warm-up, then a linear decay):
+Fashion-MNIST on the held-out rotated *train* images (its `validation` split), HAR and Fan on a
+block hold-out of their fine-tuning split.
 `python scripts/tune_lr.py` reproduces the sweeps (docs/tuning/*.json); the rule is the highest mean
 hold-out accuracy over the seeds, and a rate that diverges for any seed is out.
 HAR and Fan follow the seeds' settings (batch 20; 600 / 300 fine-tuning epochs).
