@@ -97,14 +97,14 @@ def test_sample_order_per_epoch(order, monkeypatch):
     seen, rates = [], []
     train_step = skip_methods.Skip2Lora.train_step
 
-    def recording_step(self, xcat, zt, labels):  # which cached samples the batch holds
-        match = (self.cache_x[:, None, :] == xcat[None]).all(axis=2)  # (cached, batch)
+    def recording_step(self, plan, zt, labels):  # which cached samples the batch holds
+        match = (self.cache_x[:, None, :] == plan.x[None]).all(axis=2)  # (cached, batch)
         assert (match.sum(axis=0) == 1).all()
         idx = match.argmax(axis=0)
         assert np.array_equal(labels, self.y[idx]) and np.array_equal(zt, self.cache_z[idx].T)  # aligned
         seen.append(idx)
         rates.append(self.lr)
-        return train_step(self, xcat, zt, labels)
+        return train_step(self, plan, zt, labels)
 
     monkeypatch.setattr(skip_methods.Skip2Lora, "train_step", recording_step)
     r = finetune("skip2-lora", "fan-damage1", samples=100, epochs=3, batch=20, order=order, progress=False)
