@@ -73,7 +73,7 @@ class Method:
         self.timer = PhaseTimer()
 
     def set_lr(self, lr: float) -> None:
-        """The learning rate of the following steps (a schedule changes it between epochs)."""
+        """The learning rate of the following steps (a schedule changes it from step to step)."""
         self.lr = float(lr)
 
     def prepare(self, x: np.ndarray, y: np.ndarray) -> None:

@@ -47,25 +47,9 @@ class SkipAdapters:
     def B(self, k: int) -> np.ndarray:
         return self.b[self.cols[k]].T
 
-    def bottleneck(self, xcat):
-        """u^T (K*R, n): every adapter's R outputs for concatenated taps xcat (n, D)."""
-        ut = np.empty((self.b.shape[0], xcat.shape[0]), self.b.dtype)
-        for a, seg, col in self.parts:
-            np.matmul(a, xcat[:, seg].T, out=ut[col])
-        return ut
-
     def forward(self, xcat, z):
         """Logits y (n, C) of concatenated taps xcat (n, D) and base logits z (n, C)."""
-        y = self.bottleneck(xcat).T @ self.b
-        y += z
-        return y
-
-    def step_t(self, xcat, zt):
-        """Transposed logits y^T (C, n) and u^T of a training step (the layout the backward wants)."""
-        ut = self.bottleneck(xcat)
-        yt = self.b.T @ ut
-        yt += zt
-        return yt, ut
+        return BatchPlan(self, xcat).logits_t(self.b, z.T).T
 
     def grads(self, xcat, ut, gt):
         """Gradients for the loss whose output gradient is g^T (C, n): dA_k (R, d_k) and dB^T (K*R, C)."""
@@ -86,14 +70,22 @@ class BatchPlan:
         self.x = x
         self.n = x.shape[0]
         self.cols = np.arange(self.n)
-        self.ut = np.empty((kr, self.n), x.dtype)
-        self.st = np.empty((kr, self.n), x.dtype)
+        self.ut = np.empty((kr, self.n), adapters.b.dtype)
+        self.st = np.empty((kr, self.n), adapters.b.dtype)
         self.forward = [(a, x[:, seg].T, self.ut[col]) for a, seg, col in adapters.parts]
         self.update = [(a, self.st[col], x[:, seg]) for a, seg, col in adapters.parts]
 
     @classmethod
     def buffer(cls, adapters: SkipAdapters, n: int, dtype) -> "BatchPlan":
         return cls(adapters, np.empty((n, int(adapters.offsets[-1])), dtype))
+
+    def logits_t(self, b, zt):
+        """The adapters' forward pass: u_k = A_k x_k into ``ut``, and y^T = z^T + B u (C, n)."""
+        for a, xt, u in self.forward:
+            np.matmul(a, xt, out=u)
+        yt = b.T @ self.ut
+        yt += zt
+        return yt
 
 
 def _output_gradient(yt, labels, cols, scale):
@@ -138,10 +130,7 @@ class SkipLora(Method):
         SGD update; the loss is kept for `finish_epoch`."""
         t, b = self.timer, self.adapters.b
         t.start("forward")
-        for a, xt, u in plan.forward:
-            np.matmul(a, xt, out=u)  # u_k = A_k x_k for the whole batch
-        yt = b.T @ plan.ut
-        yt += zt
+        yt = plan.logits_t(b, zt)
         scale = self.lr / plan.n
         p_label, gt = _output_gradient(yt, labels, plan.cols, scale)  # g carries lr / n
         self._p_label.append(p_label)  # the loss is taken once per epoch (finish_epoch)
@@ -165,10 +154,11 @@ class SkipLora(Method):
 
     def loss_and_grads(self, idx):
         xcat, z, labels = self.batch(idx)
-        yt, ut = self.adapters.step_t(xcat, z.T)
-        p_label, gt = _output_gradient(yt, labels, np.arange(len(labels)), 1.0 / len(labels))
-        loss = -float(np.log(p_label * len(labels)).mean())
-        ga, gb = self.adapters.grads(xcat, ut, gt)
+        plan = BatchPlan(self.adapters, xcat)
+        yt = plan.logits_t(self.adapters.b, z.T)
+        p_label, gt = _output_gradient(yt, labels, plan.cols, 1.0 / plan.n)
+        loss = -float(np.log(p_label * plan.n).mean())
+        ga, gb = self.adapters.grads(xcat, plan.ut, gt)
         grads = {}
         for k, col in enumerate(self.adapters.cols):
             grads[f"skip{k}.a"] = ga[k]
