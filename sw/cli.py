@@ -73,6 +73,11 @@ def _add_order(p):
                         "backend's default), or constant (one accelerator job)")
 
 
+def _recipe(args) -> dict:
+    """The --order / --schedule given (the float backend's defaults live in `skip2lora.finetune`)."""
+    return {k: v for k, v in (("order", args.order), ("schedule", args.schedule)) if v is not None}
+
+
 def _add_common(p):
     p.add_argument("--data-dir", help="data root (default: $SKIP2LORA_DATA, then the user cache directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -175,8 +180,7 @@ def cmd_finetune(args) -> int:
         method = args.method or "skip2-lora"
         res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
                        lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
-                       order=args.order or "shuffle", schedule=args.schedule or "warmup-linear",
-                       curves=bool(args.plot),
+                       curves=bool(args.plot), **_recipe(args),
                        progress=None if not args.json else False)
         out = res.to_dict()
         if args.plot and not res.diverged:
@@ -204,8 +208,7 @@ def cmd_compare(args) -> int:
     from .compare import compare
 
     out = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                  samples=args.samples, order=args.order or "shuffle",
-                  schedule=args.schedule or "warmup-linear", data_dir=args.data_dir,
+                  samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
     if args.plot:
         report.plot_curves({r["method"]: r.pop("curves") for r in out["results"]}, args.plot,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .blas_env import blas_note
-from .finetune import finetune
+from .finetune import DEFAULT_ORDER, DEFAULT_SCHEDULE, finetune
 from .methods import METHODS
 
 __all__ = ["compare"]
@@ -24,8 +24,8 @@ def _std(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
 
 
-def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order="shuffle",
-            schedule="warmup-linear", data_dir=None, curves: bool = False, progress=None) -> dict:
+def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order=DEFAULT_ORDER,
+            schedule=DEFAULT_SCHEDULE, data_dir=None, curves: bool = False, progress=None) -> dict:
     """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds).
 
     The runs interleave the methods (seed 0 of every method, then seed 1, ...), so a slow drift of

@@ -17,7 +17,7 @@ from .methods import method_class
 from .nn.train import DivergenceError
 from .progress import Progress
 
-__all__ = ["ORDERS", "SCHEDULES", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run"]
+__all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run"]
 
 #: Sample order per epoch: ``shuffle`` draws a new seeded permutation every epoch (SGD as usually
 #: run); ``fixed`` replays one order every epoch, as the accelerator's sequencer does.
@@ -27,6 +27,8 @@ ORDERS = ("shuffle", "fixed")
 #: usually runs): no divergence from the first large gradients of a mismatched base model, and
 #: final weights that no longer bounce with SGD's noise. ``constant`` is one rate (one accelerator job).
 SCHEDULES = ("warmup-linear", "constant")
+#: The float backend's recipe (the accelerator runs "fixed" and "constant").
+DEFAULT_ORDER, DEFAULT_SCHEDULE = "shuffle", "warmup-linear"
 
 
 def schedule_lrs(lr: float, epoch: int, epochs: int, steps: int, schedule: str) -> np.ndarray:
@@ -50,8 +52,8 @@ class FinetuneResult:
     lr: float
     seed: int
     rank: int
-    order: str = "shuffle"
-    schedule: str = "warmup-linear"
+    order: str = DEFAULT_ORDER
+    schedule: str = DEFAULT_SCHEDULE
     accuracy_before: float | None = None
     accuracy: float | None = None
     ft_seconds: float | None = None
@@ -69,8 +71,8 @@ class FinetuneResult:
         return asdict(self)
 
 
-def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = "shuffle",
-                 schedule: str = "warmup-linear") -> None:
+def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = DEFAULT_ORDER,
+                 schedule: str = DEFAULT_SCHEDULE) -> None:
     """Reject impossible run parameters with a message that names the problem."""
     if order not in ORDERS:
         raise ValueError(f"sample order must be one of {', '.join(ORDERS)}, not {order!r}")
@@ -97,7 +99,7 @@ def select_samples(pool: int, samples: int, seed: int) -> np.ndarray:
 def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None = None,
              epochs: int | None = None, batch: int | None = None, lr: float | None = None,
              seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
-             eval_split: str = "test", order: str = "shuffle", schedule: str = "warmup-linear",
+             eval_split: str = "test", order: str = DEFAULT_ORDER, schedule: str = DEFAULT_SCHEDULE,
              progress: bool | None = None) -> FinetuneResult:
     from .data import load_dataset
     from .nn.pretrained import load_base

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from .finetune import DEFAULT_ORDER, DEFAULT_SCHEDULE, schedule_lrs
+
 __all__ = ["available", "lora_all_torch"]
 
 
@@ -25,12 +27,12 @@ def available() -> bool:
 
 
 def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: float, rank: int = 4,
-                   seed: int = 0, threads: int = 1, order: str = "shuffle", schedule: str = "warmup-linear") -> dict:
+                   seed: int = 0, threads: int = 1, order: str = DEFAULT_ORDER,
+                   schedule: str = DEFAULT_SCHEDULE) -> dict:
     import torch
     from torch import nn
     from torch.nn import functional as F
 
-    from .finetune import schedule_lrs
     from .methods import METHODS
 
     torch.set_num_threads(threads)

@@ -24,8 +24,8 @@ FILL_CHUNK = 128  # samples per base-forward call while filling the cache
 class SkipAdapters:
     """The K skip adapters: ``a[k]`` holds A_k (R, d_k), row block k of ``b`` holds B_k^T (R, C).
 
-    All taps of a batch are handled with 2K small matrix products and no copies of the taps. The
-    adapter outputs are kept transposed, u^T (K*R, n): ``A_k @ x_k^T`` was the fastest orientation
+    All taps of a batch are handled with 2K small matrix products (see `BatchPlan`). The adapter
+    outputs are kept transposed, u^T (K*R, n): ``A_k @ x_k^T`` was the fastest orientation
     of these skinny products with OpenBLAS, and the B-gradient ``u^T g`` then needs no transpose.
     """
 
@@ -208,10 +208,9 @@ class Skip2Lora(SkipLora):
         n = len(self.y)
         z, labels = (self.cache_z, self.y) if order is None else (self.cache_z[order], self.y[order])
         zt, x = z.T, self.cache_x
-        lrs = None if lrs is None else [float(v) for v in lrs]
         for k, s in enumerate(range(0, n, batch)):
             if lrs is not None:
-                self.lr = lrs[k]
+                self.set_lr(lrs[k])
             plan = self._plan(min(batch, n - s))
             if order is None:
                 np.copyto(plan.x, x[s:s + batch])
