@@ -72,7 +72,8 @@ class AXI4LiteRegisterBank(wiring.Component):
 
     RO -> ``In`` (value to read), RW -> ``Out`` (stored value), W1P -> ``Out`` (one-cycle pulse),
     W1C -> ``In`` (set pulse) plus ``Out`` ``f"{register}_{field}_held"`` (held bits, e.g. for
-    an interrupt line).
+    an interrupt line) and ``In`` ``f"{register}_{field}_clear"`` (a hardware clear, e.g. a soft
+    reset; a set pulse in the same cycle still wins).
     """
 
     def __init__(self, regmap):
@@ -87,6 +88,7 @@ class AXI4LiteRegisterBank(wiring.Component):
                    else Out(field.width, init=field.reset)}
             if field.access is Access.W1C:
                 new[f"{port}_held"] = Out(field.width, init=field.reset)
+                new[f"{port}_clear"] = In(field.width)
             for name in new:
                 if name in members:
                     self._MustUse__silence = True
@@ -137,7 +139,8 @@ class AXI4LiteRegisterBank(wiring.Component):
                 m.d.sync += self._port(reg, field).eq(Mux(hit, data & mask, 0))
             elif field.access is Access.W1C:
                 held, clear = self._port(reg, field, "_held"), Mux(hit, data & mask, 0)
-                m.d.sync += held.eq((held & ~clear) | self._port(reg, field))
+                hw_clear = self._port(reg, field, "_clear")
+                m.d.sync += held.eq((held & ~clear & ~hw_clear) | self._port(reg, field))
 
         # Read channel: hold AR, then capture the addressed word unless a write is being applied.
         ar_full, ar_addr = Signal(name="ar_full"), Signal.like(bus.araddr, name="ar_addr")

@@ -1,28 +1,36 @@
 """The accelerator core: registers, commands, errors, and the blocks wired together.
 
     AXI4-Lite -> register bank -> commands -> sequencer -> datapath (MAC array) <-> head unit
-    AXI4-Stream in -> stream loader -> cache memory / A memory / B      A memory, B -> streamer -> AXI4-Stream out
+                                     |  scalar unit (step sizes), order unit (sample orders)
+                                     '-> optimizer (A lines from the datapath, B rows from the head)
+    AXI4-Stream in -> stream loader -> cache / A memory / B     A memory, B -> streamer -> AXI4-Stream out
 
-A soft reset resets every block's state (not the memories): the core is idle, errors are cleared,
-the cache is empty and the adapters must be loaded again.
+A job's registers (and the per-tap shifts derived from them) are registered when it starts, so
+the host may change them while it runs. Errors latch (the first code is kept, later ones set
+OVERRUN) and block every command but SOFT_RESET and CLEAR_ERROR. A soft reset resets every
+block's state (not the memories): the core is idle, no error, the cache is empty, no adapters
+are valid (load them again), DONE and IRQ.done are cleared.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
-from .adapter_memory import AdapterMemory
+from ..fixed.optimizer import Optimizer
 from .axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
-from .cache import CacheMemory
 from .cycle_counter import CycleCounter
 from .datapath import Datapath
 from .head import HeadUnit
+from .memories import AMemory, CacheMemory, OrderBuffer, StatsMemory, TBuffer
+from .optimizer import OptimizerUnit
+from .order_unit import OrderUnit
 from .params import HwParams
 from .regmap import ACCEL_ID, REGISTER_MAP, VERSION, ErrorCode
+from .scalar_unit import ScalarUnit
 from .sequencer import Sequencer
 from .stream_in import StreamLoader, axis_signature
 from .stream_out import AdapterStreamer
@@ -54,17 +62,25 @@ class Skip2LoRACore(wiring.Component):
             return component
 
         cache = block("cache", CacheMemory(p))
-        amem = block("amem", AdapterMemory(p))
+        amem = block("amem", AMemory(p))
+        tbuf = block("tbuf", TBuffer(p))
+        orderbuf = block("orderbuf", OrderBuffer(p))
+        stats = block("stats", StatsMemory())
         dp = block("datapath", Datapath(p))
         head = block("head", HeadUnit(p))
+        opt = block("optimizer", OptimizerUnit(p))
+        scalar = block("scalar", ScalarUnit())
+        order = block("order", OrderUnit(p))
         seq = block("sequencer", Sequencer(p))
         loader = block("loader", StreamLoader(p))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
+        self.blocks = dict(cache=cache, amem=amem, tbuf=tbuf, datapath=dp, head=head, optimizer=opt,
+                           scalar=scalar, order=order, sequencer=seq, loader=loader)  # for testbenches
         wiring.connect(m, wiring.flipped(self.s_axis), loader.s_axis)
         wiring.connect(m, streamer.m_axis, wiring.flipped(self.m_axis))
 
-        # -- constant and status registers -------------------------------------------------------
+        # -- constant registers ------------------------------------------------------------------
         m.d.comb += [
             regs.ID_value.eq(ACCEL_ID), regs.VERSION_major.eq(VERSION[0]), regs.VERSION_minor.eq(VERSION[1]),
             regs.GEOMETRY_taps.eq(K), regs.GEOMETRY_rank.eq(p.R), regs.GEOMETRY_classes.eq(p.C),
@@ -73,103 +89,161 @@ class Skip2LoRACore(wiring.Component):
         for k, d in enumerate(p.geometry.dims):
             m.d.comb += getattr(regs, f"TAP{k}_DIM_value").eq(d)
 
-        # -- per-tap configuration: exponent e_k -> shift amounts --------------------------------
-        exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
-        exp_ok = Signal()
-        m.d.comb += exp_ok.eq(1)
-        for k in range(K):
-            e = exps[k]
-            m.d.comb += [dp.tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
-                         dp.u_shift[k].eq(F.A_FRAC - F.U_FRAC - e),
-                         head.t_shift[k].eq(F.B_FRAC + F.GL_FRAC - F.T_FRAC - e)]
-            with m.If((e < F.EXP_MIN) | (e > F.EXP_MAX)):
-                m.d.comb += exp_ok.eq(0)
-
-        # -- commands, errors, interrupt ----------------------------------------------------------
+        # -- the configuration check and the job's registers -------------------------------------
         n_loaded = Signal(16)
-        done = Signal()
-        error_code = Signal(8)
-        busy = Signal()
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | head.busy)
         samples, batch, epochs = regs.SAMPLES_value, regs.BATCH_value, regs.EPOCHS_value
+        exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
+        exp_ok = Cat(*((e >= F.EXP_MIN) & (e <= F.EXP_MAX) for e in exps)).all()
         config_ok = Signal()
         m.d.comb += config_ok.eq(
             (samples >= 1) & (samples <= n_loaded) & (batch >= 1) & (batch <= samples)
-            & (batch <= F.BATCH_MAX) & (epochs >= 1) & (regs.LR_value != 0) & exp_ok)
+            & (batch <= F.BATCH_MAX) & (epochs >= 1) & (regs.LR_value != 0) & exp_ok
+            & (regs.OPT_kind < len(Optimizer)))
+        job = {name: Signal(width, name=f"job_{name}") for name, width in (
+            ("samples", 16), ("batch", 16), ("epochs", 16), ("eta", F.LR_BITS), ("warmup", 32), ("decay", 1),
+            ("shuffle", 1), ("seed", 32), ("kind", 4))}
+        tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
+        u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
+        t_shift = [Signal(6, name=f"job_tshift{k}") for k in range(K)]
+        launch = Signal()  # the cycle after START: the job's registers are valid
+
+        # -- commands, errors, interrupt ----------------------------------------------------------
+        done = Signal()
+        error_code = Signal(8)
+        overrun = Signal()
+        adapters_valid = Signal()
+        busy = Signal()
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch)
 
         def fail(code):
             with m.If(error_code == ErrorCode.NONE):
                 m.d.sync += error_code.eq(code)
+            with m.Else():
+                m.d.sync += overrun.eq(1)
 
+        m.d.sync += launch.eq(0)
+        with m.If(regs.CTRL_clear_error):
+            m.d.sync += [error_code.eq(ErrorCode.NONE), overrun.eq(0)]
         any_cmd = (regs.CTRL_start | regs.CTRL_load_cache | regs.CTRL_load_adapters
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache)
-        with m.If(any_cmd & busy):
+        room = Signal(17)
+        m.d.comb += room.eq(n_loaded + regs.LOAD_COUNT_value)
+        with m.If(any_cmd & (error_code != ErrorCode.NONE) & ~regs.CTRL_clear_error):
+            m.d.sync += overrun.eq(1)  # ignored while an error is latched
+        with m.Elif(any_cmd & busy):
             fail(ErrorCode.BUSY)
         with m.Elif(regs.CTRL_start):
-            with m.If(config_ok):
-                m.d.comb += [seq.start.eq(1), counter.clear.eq(1)]
-                m.d.sync += done.eq(0)
+            with m.If(~adapters_valid):
+                fail(ErrorCode.NO_ADAPTERS)
+            with m.Elif(config_ok):
+                m.d.sync += [launch.eq(1), done.eq(0),
+                             job["samples"].eq(samples), job["batch"].eq(batch), job["epochs"].eq(epochs),
+                             job["eta"].eq(regs.LR_value), job["warmup"].eq(regs.WARMUP_value),
+                             job["decay"].eq(regs.SCHED_decay), job["shuffle"].eq(regs.ORDER_shuffle),
+                             job["seed"].eq(regs.SEED_value), job["kind"].eq(regs.OPT_kind)]
+                for k in range(K):
+                    m.d.sync += [tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
+                                 u_shift[k].eq(F.A_FRAC - F.U_FRAC - exps[k]),
+                                 t_shift[k].eq(F.B_FRAC + F.GL_FRAC - F.T_FRAC - exps[k])]
+                m.d.comb += counter.clear.eq(1)
             with m.Else():
                 fail(ErrorCode.BAD_CONFIG)
+        with m.Elif(regs.CTRL_load_cache):
+            with m.If(regs.LOAD_COUNT_value == 0):
+                fail(ErrorCode.BAD_CONFIG)
+            with m.Elif(room > p.n_max):
+                fail(ErrorCode.CACHE_OVERFLOW)
+            with m.Else():
+                m.d.comb += loader.load_cache.eq(1)
+        with m.Elif(regs.CTRL_load_adapters):
+            m.d.comb += loader.load_adapters.eq(1)
+            m.d.sync += adapters_valid.eq(0)
+        with m.Elif(regs.CTRL_read_adapters):
+            with m.If(~adapters_valid):
+                fail(ErrorCode.NO_ADAPTERS)
+            with m.Else():
+                m.d.comb += streamer.start.eq(1)
         with m.Elif(regs.CTRL_clear_cache):
             m.d.sync += n_loaded.eq(0)
-        m.d.comb += [loader.load_cache.eq(regs.CTRL_load_cache & ~busy),
-                     loader.load_adapters.eq(regs.CTRL_load_adapters & ~busy),
-                     loader.count.eq(regs.LOAD_COUNT_value), loader.n_loaded.eq(n_loaded),
-                     streamer.start.eq(regs.CTRL_read_adapters & ~busy)]
+        m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.n_loaded.eq(n_loaded)]
         with m.If(loader.error):
             fail(loader.error_code)
         with m.If(loader.commit):
             m.d.sync += n_loaded.eq(n_loaded + regs.LOAD_COUNT_value)
+        with m.If(loader.adapters_loaded):
+            m.d.sync += adapters_valid.eq(1)
         with m.If(seq.done):
             m.d.sync += done.eq(1)
         with m.If(soft_reset):
-            m.d.sync += [n_loaded.eq(0), done.eq(0), error_code.eq(ErrorCode.NONE)]
+            m.d.sync += [n_loaded.eq(0), done.eq(0), error_code.eq(ErrorCode.NONE), overrun.eq(0),
+                         adapters_valid.eq(0), launch.eq(0)]
         m.d.comb += [
             regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error_code != 0),
             regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls
             regs.STATUS_loading.eq(loader.armed), regs.STATUS_sending.eq(streamer.busy),
+            regs.STATUS_adapters.eq(adapters_valid), regs.STATUS_overrun.eq(overrun),
             regs.STATUS_error_code.eq(error_code), regs.N_LOADED_value.eq(n_loaded),
-            regs.IRQ_done.eq(seq.done), self.irq.eq(regs.IRQ_done_held & regs.IRQ_ENABLE_done),
-            regs.CORRECT_value.eq(head.correct),
+            regs.IRQ_done.eq(seq.done), regs.IRQ_done_clear.eq(soft_reset),
+            self.irq.eq(regs.IRQ_done_held & regs.IRQ_ENABLE_done),
+            regs.CORRECT_value.eq(head.correct), regs.EPOCH_value.eq(seq.epoch),
             counter.enable.eq(seq.busy),
             regs.CYCLES_LO_value.eq(counter.count[:32]), regs.CYCLES_HI_value.eq(counter.count[32:]),
         ]
 
-        # -- the training datapath ----------------------------------------------------------------
+        # -- the job: sequencer, scalar unit, order unit --------------------------------------------
         m.d.comb += [
-            seq.samples.eq(samples), seq.batch.eq(batch), seq.epochs.eq(epochs),
-            dp.issue_valid.eq(seq.issue_valid), dp.issue_op.eq(seq.issue_op), dp.issue_line.eq(seq.issue_line),
-            dp.issue_base.eq(seq.issue_base), dp.issue_last.eq(seq.issue_last),
-            dp.issue_epoch_first.eq(seq.issue_epoch_first), dp.t_take.eq(seq.t_take),
-            head.start.eq(dp.sample_done), head.label.eq(dp.label), head.epoch_first.eq(dp.epoch_first),
-            head.lr.eq(regs.LR_value), head.t_take.eq(seq.t_take), seq.t_ready.eq(head.t_ready),
-            head.b_update.eq(seq.b_update), head.clear_grads.eq(seq.clear_grads),
+            seq.start.eq(launch), seq.samples.eq(job["samples"]), seq.batch.eq(job["batch"]),
+            seq.epochs.eq(job["epochs"]), seq.shuffle.eq(job["shuffle"]),
+            scalar.start.eq(seq.scalar_start), scalar.step.eq(seq.scalar_step), seq.scalar_ready.eq(scalar.ready),
+            scalar.samples.eq(job["samples"]), scalar.batch.eq(job["batch"]), scalar.epochs.eq(job["epochs"]),
+            scalar.eta.eq(job["eta"]), scalar.warmup.eq(job["warmup"]), scalar.decay.eq(job["decay"]),
+            seq.rn_full.eq(scalar.rn_full), seq.rn_last.eq(scalar.rn_last),
+            order.job_start.eq(seq.order_job_start), order.epoch_start.eq(seq.order_epoch_start),
+            order.seed.eq(job["seed"]), order.samples.eq(job["samples"]), seq.order_done.eq(order.done),
+            orderbuf.wr_addr.eq(order.wr_addr), orderbuf.wr_data.eq(order.wr_data), orderbuf.wr_en.eq(order.wr_en),
+            orderbuf.rd_addr.eq(seq.order_rd_addr), seq.order_rd_data.eq(orderbuf.rd_data),
+            stats.wr_addr.eq(seq.stats_wr_addr), stats.wr_data.eq(seq.stats_wr_data), stats.wr_en.eq(seq.stats_wr_en),
+            stats.rd_addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.rd_data[:16]),
+            regs.STAT_LOSS_value.eq(stats.rd_data[16:48]), regs.STAT_SAT_value.eq(stats.rd_data[48:80]),
+            seq.correct.eq(head.correct), seq.loss.eq(head.loss), seq.saturated.eq(opt.saturated),
+        ]
+        wiring.connect(m, seq.issue, dp.issue)
+
+        # -- the training datapath, the head unit, the optimizer -------------------------------------
+        m.d.comb += [dp.tap_signed[k].eq(tap_signed[k]) for k in range(K)]
+        m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
+        m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
+        m.d.comb += [
+            head.start.eq(dp.sample_done), head.label.eq(dp.label), head.slot.eq(dp.slot),
+            head.epoch_first.eq(dp.epoch_first), head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
+            cache.rd_addr.eq(dp.cache_addr), dp.cache_data.eq(cache.rd_data),
+            tbuf.rd_addr.eq(dp.t_rd_addr), dp.t_rd_data.eq(tbuf.rd_data),
+            tbuf.wr_addr.eq(head.t_wr_addr), tbuf.wr_data.eq(head.t_wr_data), tbuf.wr_en.eq(head.t_wr_en),
+            opt.a_line.eq(dp.a_line), opt.a_line_index.eq(dp.a_line_index), opt.a_grad.eq(dp.a_grad),
+            opt.a_weights.eq(dp.a_weights),
+            opt.b_start.eq(seq.opt_b_start), head.opt_tap.eq(opt.b_tap), opt.b_weights.eq(head.opt_b_row),
+            opt.b_grad.eq(head.opt_db_row), head.opt_row_done.eq(opt.b_row_done),
+            head.b_wr_en.eq(opt.b_wr_en), head.b_wr_tap.eq(opt.b_wr_tap), head.b_wr_chunk.eq(opt.b_wr_chunk),
+            head.b_wr_data.eq(opt.b_wr_data),
+            opt.alpha_m.eq(scalar.alpha_m), opt.alpha_e.eq(scalar.alpha_e),
+            opt.clear_saturated.eq(seq.clear_saturated),
         ]
         m.d.comb += [head.u[k][r].eq(dp.u[k][r]) for k in range(K) for r in range(p.R)]
         m.d.comb += [head.z[c].eq(dp.z[c]) for c in range(p.C)]
-        m.d.comb += [dp.t_next[k][r].eq(head.t[k][r]) for k in range(K) for r in range(p.R)]
 
-        # -- memories: the datapath while training, the loader / streamer otherwise ---------------
+        # -- memories: the loader and the streamer when no job runs --------------------------------
         m.d.comb += [
-            dp.cache_data.eq(cache.rd_data), cache.rd_addr.eq(dp.cache_addr),
             cache.wr_addr.eq(loader.cache_addr), cache.wr_data.eq(loader.cache_data), cache.wr_en.eq(loader.cache_en),
-            dp.a_rd_data.eq(amem.a_rd_data), streamer.a_data.eq(amem.a_rd_data),
-            dp.g_rd_data.eq(amem.g_rd_data),
-            amem.g_rd_addr.eq(dp.g_rd_addr), amem.g_wr_addr.eq(dp.g_wr_addr),
-            amem.g_wr_data.eq(dp.g_wr_data), amem.g_wr_en.eq(dp.g_wr_en),
+            streamer.a_data.eq(amem.rd_data), dp.a_rd_data.eq(amem.rd_data),
             head.b_load_valid.eq(loader.b_valid), head.b_load_beat.eq(loader.b_beat),
             head.b_load_data.eq(loader.b_data),
             head.b_read_beat.eq(streamer.b_beat), streamer.b_data.eq(head.b_read_data),
         ]
-        with m.If(streamer.busy):
-            m.d.comb += amem.a_rd_addr.eq(streamer.a_addr)
-        with m.Else():
-            m.d.comb += amem.a_rd_addr.eq(dp.a_rd_addr)
+        m.d.comb += amem.rd_addr.eq(Mux(streamer.busy, streamer.a_addr, dp.a_rd_addr))
         with m.If(loader.armed):
-            m.d.comb += [amem.a_wr_addr.eq(loader.a_addr), amem.a_wr_data.eq(loader.a_data),
-                         amem.a_wr_en.eq(loader.a_en)]
+            m.d.comb += [amem.wr_addr.eq(loader.a_addr), amem.wr_data.eq(loader.a_data),
+                         amem.wr_en.eq(loader.a_en)]
         with m.Else():
-            m.d.comb += [amem.a_wr_addr.eq(dp.a_wr_addr), amem.a_wr_data.eq(dp.a_wr_data),
-                         amem.a_wr_en.eq(dp.a_wr_en.replicate(amem.segments))]
+            m.d.comb += [amem.wr_addr.eq(opt.a_wr_addr), amem.wr_data.eq(opt.a_wr_data),
+                         amem.wr_en.eq(opt.a_wr_en)]
         return m

@@ -1,59 +1,74 @@
 """The head unit: everything per sample that is not a pass over the cache line by line.
 
-Between a sample's forward pass (u_k = A_k x_k, done by the MAC array) and its backward pass
-(dA_k += t_k q^T, also the MAC array), the head unit, with the adapter B and its gradient sums,
+Between a sample's forward pass (u_k = A_k x_k, the MAC array) and the batch's backward pass
+(dA_k = sum_j t_jk q_j^T, the MAC array again, line by line), the head unit, which holds B and
+its gradient sums, works on the sample (one register after every step; `cycles.head_latency` counts them):
 
-1. Y   (K+1 cycles) y_c = sat(z_c + round(sum_{k,r} B_k[c,r] u_k[r] >> 18)), one tap per cycle
-2.     (1 cycle)    hand y to the softmax / cross-entropy-gradient unit (3C + 19 cycles) -> gl
-3. SB  (K+1 cycles) per tap k: t_k[r] = sat(round(sum_c B_k[c,r] gl_c >> (16 - e_k)))  (= lr B_k^T g 2**e_k)
-                    and the B gradient sums dB_k[c,r] += gl_c u_k[r]
+1. Y   per tap k (one per cycle): B_k u_k (DSP M, P), the sum over r (tree), accumulated over k;
+       then y_c = sat(z_c + round(sum >> 18)) (round, add, saturate).
+2.     the softmax / cross-entropy unit (hw/softmax.py): gl = (softmax(y) - onehot) / nb, the
+       prediction and the sample's loss (the epoch's ``correct`` and ``loss`` sums).
+3. SB  per tap k: t_k[r] = sat(round(sum_c B_k[c,r] gl_c >> (16 - e_k))) (DSP M, P, the sum
+       over c, shift, round and saturate) into the t buffer at (slot, k); and the B gradient sums
+       dB_k[c,r] += gl_c u_k[r] (DSP M, P, read-add-write of the tap's row).
 
-so ``t_ready`` rises `latency(K, C)` = 2K + 3C + 23 cycles after ``start``. At the end of a
-mini-batch, ``b_update`` applies B_k -= round(dB_k >> 20) (saturating) to one tap per cycle.
-B is K*C*R registers; the dB sums are a K-row memory (one tap's row per cycle), restarted by
-``clear_grads`` at a job's start (K cycles, inside the sequencer's CLR phase).
-The unit also counts the samples whose prediction (argmax y) equals the label.
+``done`` pulses when the last t is written; the unit takes the next sample from then on. B is
+K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
+job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
+optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
+at a time (``opt_tap``) and loaded / read back as stream beats.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from .arith import round_shift, round_shift_var, saturate
+from .optimizer import DB_SHIFT, db_bits
 from .params import HwParams, require_params
-from .sgd_update import SgdUpdate, accumulator_start
+from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit"]
+__all__ = ["HeadUnit", "DB_START"]
+
+DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
+Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
 
 class HeadUnit(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
         p = params
-        self.db_bits = GL_BITS + F.U_BITS + (F.BATCH_MAX - 1).bit_length() + 1
+        L = p.opt_lanes
         super().__init__({
             # one sample from the forward pass
             "start": In(1),
             "u": In(signed(F.U_BITS)).array(p.K, p.R),
             "z": In(signed(F.Z_BITS)).array(p.C),
             "label": In(F.LABEL_BITS),
-            "epoch_first": In(1),          # first sample of an epoch: restart the correct count
-            # job configuration
-            "lr": In(F.LR_BITS),
-            "t_shift": In(6).array(p.K),   # formats.t_shift(e_k) per tap
-            # to the backward pass
-            "t": Out(signed(F.T_BITS)).array(p.K, p.R),
-            "t_ready": Out(1),
-            "t_take": In(1),               # the backward pass consumed t
-            # end of a mini-batch, start of a job
-            "b_update": In(1),
-            "clear_grads": In(1),
+            "slot": In(p.slot_bits),
+            "epoch_first": In(1),          # first sample of an epoch: restart correct and loss
+            # the batch and the job
+            "rn": In(F.RN_BITS),
+            "t_shift": In(6).array(p.K),   # formats.t_shift(e_k), registered at the job's start
+            # the t buffer
+            "t_wr_en": Out(1),
+            "t_wr_addr": Out(p.slot_bits + p.tap_bits),
+            "t_wr_data": Out(p.R * F.T_BITS),
+            "done": Out(1),
             "busy": Out(1),
             "correct": Out(16),
+            "loss": Out(32),
+            # the optimizer's view of B
+            "opt_tap": In(p.tap_bits),
+            "opt_b_row": Out(p.b_words * F.W_BITS),
+            "opt_db_row": Out(p.b_words * db_bits()),
+            "opt_row_done": In(1),
+            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+            "b_wr_data": In(L * F.W_BITS),
+            "clear_grads": In(1),
             # B load (stream beats) and read-back
             "b_load_valid": In(1),
             "b_load_beat": In(16),
@@ -62,190 +77,175 @@ class HeadUnit(wiring.Component):
             "b_read_data": Out(p.beat_bits),
         })
 
-    @staticmethod
-    def latency(taps: int, classes: int) -> int:
-        return (taps + 1) + 1 + 1 + SoftmaxGradient.latency(classes) + (taps + 1)
-
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        K, R, C = p.K, p.R, p.C
-        m.submodules.softmax = smx = SoftmaxGradient(C)
-        db_shift = F.GL_FRAC + F.U_FRAC - F.B_FRAC
-        m.submodules.bupd = bupd = SgdUpdate(C * R, self.db_bits, db_shift)
-        db_start = accumulator_start(db_shift)  # dB counts down from here (see sgd_update)
+        K, R, C, L = p.K, p.R, p.C, p.opt_lanes
+        W, DB = F.W_BITS, db_bits()
+        m.submodules.softmax = smx = self.softmax = SoftmaxGradient(C)
 
-        B = [[[Signal(signed(F.W_BITS), name=f"b{k}_{c}_{r}") for r in range(R)] for c in range(C)]
+        # -- B and its gradient sums -------------------------------------------------------------
+        B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
              for k in range(K)]
-        # dB lives in a K-row memory (LUTRAM): one row (all c, r of a tap) read and written per cycle.
-        row_bits = C * R * self.db_bits
-        start_row = sum((db_start & ((1 << self.db_bits) - 1)) << (i * self.db_bits) for i in range(C * R))
+        rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
+        row_bits = C * R * DB
+        start_row = sum(DB_START << (i * DB) for i in range(C * R))
         m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
         db_rd = db_mem.read_port(domain="comb")
         db_wr = db_mem.write_port()
-        u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}") for r in range(R)] for k in range(K)]
-        z = [Signal(signed(F.Z_BITS), name=f"z{c}") for c in range(C)]
-        label = Signal(F.LABEL_BITS)
-        epoch_first = Signal()
-        y = [Signal(signed(F.Z_BITS), name=f"y{c}") for c in range(C)]
-        kbits = max(K.bit_length(), 1)
-        k = Signal(kbits)
-        k1, v1 = Signal(kbits), Signal()  # stage-2 tap index and valid
+        m.d.comb += [self.opt_b_row.eq(Array(rows)[self.opt_tap]), self.opt_db_row.eq(db_rd.data)]
 
-        # The row of B (and of dB, u) of the tap being worked on: a K-way selection.
-        b_row = [[Signal(signed(F.W_BITS), name=f"brow{c}_{r}") for r in range(R)] for c in range(C)]
-        u_row = [Signal(signed(F.U_BITS), name=f"urow{r}") for r in range(R)]
-        db_row = [[Signal(signed(self.db_bits), name=f"dbrow{c}_{r}") for r in range(R)] for c in range(C)]
-        with m.Switch(k):
-            for kk in range(K):
-                with m.Case(kk):
-                    m.d.comb += [b_row[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
-                    m.d.comb += [u_row[r].eq(u[kk][r]) for r in range(R)]
+        # -- capture the sample ------------------------------------------------------------------
+        u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
+        z = [Signal(signed(F.Z_BITS), name=f"z{c}", reset_less=True) for c in range(C)]
+        label = Signal(F.LABEL_BITS, reset_less=True)
+        slot = Signal(p.slot_bits, reset_less=True)
+        epoch_first = Signal(reset_less=True)
+        with m.If(self.start):
+            m.d.sync += [u[k][r].eq(self.u[k][r]) for k in range(K) for r in range(R)]
+            m.d.sync += [z[c].eq(self.z[c]) for c in range(C)]
+            m.d.sync += [label.eq(self.label), slot.eq(self.slot), epoch_first.eq(self.epoch_first)]
 
-        m.d.comb += db_rd.addr.eq(k)
-        for c in range(C):
-            for r in range(R):
-                i = c * R + r
-                m.d.comb += db_row[c][r].eq(db_rd.data[i * self.db_bits:(i + 1) * self.db_bits].as_signed())
-
-        # Stage-1 product registers of the Y and SB phases.
-        prod_y = [[Signal(signed(2 * F.W_BITS), name=f"py{c}_{r}") for r in range(R)] for c in range(C)]
-        prod_s = [[Signal(signed(F.W_BITS + GL_BITS), name=f"ps{c}_{r}") for r in range(R)] for c in range(C)]
-        prod_d = [[Signal(signed(GL_BITS + F.U_BITS), name=f"pd{c}_{r}") for r in range(R)] for c in range(C)]
-        db_reg = [[Signal(signed(self.db_bits), name=f"dbr{c}_{r}") for r in range(R)] for c in range(C)]
-        yacc = [Signal(signed(2 * F.W_BITS + (K * R).bit_length() + 1), name=f"yacc{c}") for c in range(C)]
-        sum_bits = F.W_BITS + GL_BITS + C.bit_length() + 1
-
-        m.d.comb += [smx.y[c].eq(y[c]) for c in range(C)]
-        m.d.comb += [smx.label.eq(label), smx.lr.eq(self.lr)]
-        m.d.sync += [smx.start.eq(0), v1.eq(0)]
-
+        # -- the phases: Y issue (K cycles), softmax, SB issue (K cycles) -------------------------
+        k = Signal(p.tap_bits)
+        y_issue, sb_issue = Signal(), Signal()
+        m.d.sync += self.done.eq(0)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [u[kk][r].eq(self.u[kk][r]) for kk in range(K) for r in range(R)]
-                    m.d.sync += [z[c].eq(self.z[c]) for c in range(C)]
-                    m.d.sync += [label.eq(self.label), epoch_first.eq(self.epoch_first), k.eq(0)]
+                    m.d.sync += k.eq(0)
                     m.next = "Y"
-                with m.Elif(self.b_update):
-                    m.d.sync += k.eq(0)
-                    m.next = "UPDATE"
-                with m.Elif(self.clear_grads):
-                    m.d.sync += k.eq(0)
-                    m.next = "CLEAR"
-            with m.State("CLEAR"):  # dB = start, one tap per cycle (job start)
-                m.d.comb += [db_wr.addr.eq(k), db_wr.data.eq(start_row), db_wr.en.eq(1)]
+            with m.State("Y"):
+                m.d.comb += y_issue.eq(1)
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == K - 1):
-                    m.next = "IDLE"
-            with m.State("Y"):  # stage 1: B_k[c, r] * u_k[r]
-                m.d.sync += [prod_y[c][r].eq(b_row[c][r] * u_row[r]) for c in range(C) for r in range(R)]
-                m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
-                with m.If(k == K - 1):
-                    m.next = "Y_LAST"
-            with m.State("Y_LAST"):  # stage 2 of the last tap happens here
-                m.next = "Y_OUT"
-            with m.State("Y_OUT"):  # y_c = sat(z_c + round(yacc_c >> 18)); softmax starts next cycle
-                for c in range(C):
-                    s = round_shift(m, yacc[c], F.B_FRAC + F.U_FRAC - F.Y_FRAC, yacc[c].shape().width, f"ys{c}")
-                    m.d.sync += y[c].eq(saturate(m, z[c] + s, F.Z_BITS, f"ysat{c}"))
-                m.d.sync += [smx.start.eq(1), k.eq(0)]
-                m.next = "SOFTMAX"
+                    m.next = "SOFTMAX"
             with m.State("SOFTMAX"):
                 with m.If(smx.done):
-                    hit = smx.argmax == label
-                    with m.If(epoch_first):
-                        m.d.sync += self.correct.eq(hit)
-                    with m.Else():
-                        m.d.sync += self.correct.eq(self.correct + hit)
-                    # stage 1 of tap 0 of SB in this same cycle
-                    m.d.sync += k.eq(1)
-                    self._sb_products(m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx)
-                    m.d.sync += [v1.eq(1), k1.eq(0)]
-                    m.next = "SB_LAST" if K == 1 else "SB"
+                    m.d.sync += k.eq(0)
+                    m.next = "SB"
             with m.State("SB"):
-                self._sb_products(m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx)
-                m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
+                m.d.comb += sb_issue.eq(1)
+                m.d.sync += k.eq(k + 1)
                 with m.If(k == K - 1):
-                    m.next = "SB_LAST"
-            with m.State("SB_LAST"):  # stage 2 of the last tap; t is complete at the end of it
-                m.d.sync += self.t_ready.eq(1)
-                m.next = "IDLE"
-            with m.State("UPDATE"):  # B_k -= round(dB_k >> 20), one tap per cycle, then dB_k restarts
-                m.d.sync += [v1.eq(1), k1.eq(k), k.eq(k + 1)]
-                with m.If(k == K - 1):
-                    m.next = "UPDATE_LAST"
-            with m.State("UPDATE_LAST"):
-                m.next = "IDLE"
-
-        # Stage 2 of the Y phase: accumulate over taps.
-        with m.If(v1 & (fsm.ongoing("Y") | fsm.ongoing("Y_LAST"))):
-            for c in range(C):
-                total = sum(prod_y[c][r] for r in range(R))
-                with m.If(k1 == 0):
-                    m.d.sync += yacc[c].eq(total)
-                with m.Else():
-                    m.d.sync += yacc[c].eq(yacc[c] + total)
-
-        # Stage 2 of the SB phase: t_k and dB_k of tap k1.
-        shift_k1 = Signal(6)
-        with m.Switch(k1):
-            for kk in range(K):
-                with m.Case(kk):
-                    m.d.comb += shift_k1.eq(self.t_shift[kk])
-        with m.If(v1 & (fsm.ongoing("SB") | fsm.ongoing("SB_LAST"))):
-            for r in range(R):
-                sl = Signal(signed(sum_bits), name=f"sl{r}")
-                m.d.comb += sl.eq(sum(prod_s[c][r] for c in range(C)))
-                t_new = saturate(m, round_shift_var(m, sl, shift_k1, sum_bits, f"tsh{r}"), F.T_BITS, f"tsat{r}")
-                with m.Switch(k1):
-                    for kk in range(K):
-                        with m.Case(kk):
-                            m.d.sync += self.t[kk][r].eq(t_new)
-            db_new = [[Signal(signed(self.db_bits), name=f"dbn{c}_{r}") for r in range(R)] for c in range(C)]
-            m.d.comb += [db_new[c][r].eq(db_reg[c][r] + prod_d[c][r]) for c in range(C) for r in range(R)]
-            m.d.comb += [db_wr.addr.eq(k1), db_wr.data.eq(Cat(db_new[c][r] for c in range(C) for r in range(R))),
-                         db_wr.en.eq(1)]
-
-        # B update: the SGD unit sees tap k's B and dB; its registered result lands one cycle later.
-        m.d.comb += [bupd.weights.eq(Cat(b_row[c][r] for c in range(C) for r in range(R)))]
-        m.d.comb += bupd.accs.eq(Cat(db_row[c][r] for c in range(C) for r in range(R)))
-        with m.If(v1 & (fsm.ongoing("UPDATE") | fsm.ongoing("UPDATE_LAST"))):
-            with m.Switch(k1):
-                for kk in range(K):
-                    with m.Case(kk):
-                        for c in range(C):
-                            for r in range(R):
-                                i = c * R + r
-                                m.d.sync += B[kk][c][r].eq(bupd.updated[i * F.W_BITS:(i + 1) * F.W_BITS])
-            m.d.comb += [db_wr.addr.eq(k1), db_wr.data.eq(start_row), db_wr.en.eq(1)]
-
-        with m.If(self.t_take):
-            m.d.sync += self.t_ready.eq(0)
+                    m.next = "SB_DRAIN"
+            with m.State("SB_DRAIN"):
+                with m.If(self.t_wr_en & (self.t_wr_addr[:p.tap_bits] == K - 1)):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # Load and read back B as stream beats: word w = (k*C + c)*R + r sits in beat w // (P/4).
-        wpb = p.words_per_beat
-        for kk in range(K):
-            for c in range(C):
-                for r in range(R):
-                    w = (kk * C + c) * R + r
-                    beat, slot = divmod(w, wpb)
-                    with m.If(self.b_load_valid & (self.b_load_beat == beat)):
-                        m.d.sync += B[kk][c][r].eq(self.b_load_data[slot * F.W_BITS:(slot + 1) * F.W_BITS])
+        # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued.
+        b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+        u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
+        with m.Switch(k):
+            for kk in range(K):
+                with m.Case(kk):
+                    m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
+                    m.d.sync += [u_sel[r].eq(u[kk][r]) for r in range(R)]
+        k1 = delay(m, k, 1, "k1")
+        y1 = delay(m, y_issue, 1, "y1", reset_less=False)
+        sb1 = delay(m, sb_issue, 1, "sb1", reset_less=False)
+
+        # -- Y: products, the sum over r, accumulated over k ---------------------------------------
+        prod_y = [[Signal(signed(2 * W), name=f"py{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+        m.d.sync += [prod_y[c][r].eq(b_sel[c][r] * u_sel[r]) for c in range(C) for r in range(R)]
+        acc_bits = 2 * W + (K * R).bit_length() + 1
+        rsum = []
+        for c in range(C):
+            pp = [delay(m, prod_y[c][r], 1, f"pyp{c}_{r}") for r in range(R)]
+            s, _ = tree_sum(m, pp, acc_bits, f"ysum{c}")
+            rsum.append(s)
+        ystages = 2 + tree_levels(R)  # M, P, tree after the row select
+        yv = delay(m, y1, ystages, "yv", reset_less=False)
+        yfirst = delay(m, k1 == 0, ystages, "yfirst")
+        ylast = delay(m, k1 == K - 1, ystages, "ylast")
+        yacc = [Signal(signed(acc_bits), name=f"yacc{c}", reset_less=True) for c in range(C)]
+        with m.If(yv):
+            m.d.sync += [yacc[c].eq(Mux(yfirst, 0, yacc[c]) + rsum[c]) for c in range(C)]
+        ydone = delay(m, yv & ylast, 1, "ydone", reset_less=False)
+        # y_c = sat(z_c + round(yacc_c >> 18)): round | add z | saturate
+        yr = [Signal(signed(acc_bits - Y_SHIFT + 1), name=f"yr{c}", reset_less=True) for c in range(C)]
+        m.d.sync += [yr[c].eq((yacc[c] + (1 << (Y_SHIFT - 1))) >> Y_SHIFT) for c in range(C)]
+        yz = [Signal(signed(acc_bits - Y_SHIFT + 2), name=f"yz{c}", reset_less=True) for c in range(C)]
+        m.d.sync += [yz[c].eq(z[c] + yr[c]) for c in range(C)]
+        zlo, zhi = -(1 << (F.Z_BITS - 1)), (1 << (F.Z_BITS - 1)) - 1
+        for c in range(C):
+            m.d.comb += smx.y[c].eq(Mux(yz[c] > zhi, zhi, Mux(yz[c] < zlo, zlo, yz[c])))
+        m.d.comb += [smx.start.eq(delay(m, ydone, 2, "ysat", reset_less=False)), smx.label.eq(label),
+                     smx.rn.eq(self.rn)]
+        # the epoch's statistics
+        with m.If(smx.done):
+            hit = smx.argmax == label
+            with m.If(epoch_first):
+                m.d.sync += [self.correct.eq(hit), self.loss.eq(smx.loss)]
+            with m.Else():
+                m.d.sync += [self.correct.eq(self.correct + hit), self.loss.eq(self.loss + smx.loss)]
+
+        # -- SB: t_k = sat(round(B_k^T gl >> t_shift_k)) and dB_k += gl u_k^T ------------------------
+        prod_s = [[Signal(signed(W + GL_BITS), name=f"ps{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+        prod_d = [[Signal(signed(GL_BITS + F.U_BITS), name=f"pd{c}_{r}", reset_less=True) for r in range(R)]
+                  for c in range(C)]
+        m.d.sync += [prod_s[c][r].eq(b_sel[c][r] * smx.gl[c]) for c in range(C) for r in range(R)]
+        m.d.sync += [prod_d[c][r].eq(smx.gl[c] * u_sel[r]) for c in range(C) for r in range(R)]
+        ps = [[delay(m, prod_s[c][r], 1, f"psp{c}_{r}") for r in range(R)] for c in range(C)]
+        pd = [[delay(m, prod_d[c][r], 1, f"pdp{c}_{r}") for r in range(R)] for c in range(C)]
+        sb3 = delay(m, sb1, 2, "sb3", reset_less=False)
+        k3 = delay(m, k1, 2, "k3")
+        # dB: read the tap's row, add, write back (in the P stage's cycle); the optimizer's row
+        # requests and restarts use the same ports while the unit is idle.
+        db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)] for c in range(C)]
+        m.d.comb += db_rd.addr.eq(Mux(sb3, k3, self.opt_tap))
+        clear_n = Signal(range(K + 1))
+        with m.If(self.clear_grads):
+            m.d.sync += clear_n.eq(K)
+        with m.Elif(clear_n != 0):
+            m.d.sync += clear_n.eq(clear_n - 1)
+        with m.If(sb3):
+            m.d.comb += [db_wr.addr.eq(k3), db_wr.en.eq(1),
+                         db_wr.data.eq(Cat((db_now[c][r] + pd[c][r])[:DB] for c in range(C) for r in range(R)))]
+        with m.Elif(clear_n != 0):
+            m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+        with m.Elif(self.opt_row_done):
+            m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+        # t: the sum over c, the per-tap shift, rounding and saturation
+        sum_bits = W + GL_BITS + C.bit_length() + 1
+        csum = [tree_sum(m, [ps[c][r] for c in range(C)], sum_bits, f"tsum{r}")[0] for r in range(R)]
+        lv = tree_levels(C)
+        tv = delay(m, sb3, lv, "tv", reset_less=False)
+        kt = delay(m, k3, lv, "kt")
+        shift = Signal(6)
+        m.d.comb += shift.eq(Array(self.t_shift)[kt])
+        # round_half_up(x >> s) = ((2x >> s) + 1) >> 1
+        tsh = [Signal(signed(sum_bits + 1), name=f"tsh{r}", reset_less=True) for r in range(R)]
+        m.d.sync += [tsh[r].eq((csum[r] << 1) >> shift) for r in range(R)]
+        tv2, kt2 = delay(m, tv, 1, "tv2", reset_less=False), delay(m, kt, 1, "kt2")
+        tlo, thi = -(1 << (F.T_BITS - 1)), (1 << (F.T_BITS - 1)) - 1
+        t_out = [Signal(signed(F.T_BITS), name=f"t{r}", reset_less=True) for r in range(R)]
+        for r in range(R):
+            tr = Signal(signed(sum_bits + 1), name=f"tr{r}")
+            m.d.comb += tr.eq((tsh[r] + 1) >> 1)
+            m.d.sync += t_out[r].eq(Mux(tr > thi, thi, Mux(tr < tlo, tlo, tr)))
+        tv3, kt3 = delay(m, tv2, 1, "tv3", reset_less=False), delay(m, kt2, 1, "kt3")
+        m.d.sync += [self.t_wr_en.eq(tv3), self.t_wr_addr.eq(Cat(kt3, slot)),
+                     self.t_wr_data.eq(Cat(*t_out))]
+
+        # -- B writes: the optimizer's chunks, the stream loader's beats --------------------------
         words = [B[kk][c][r] for kk in range(K) for c in range(C) for r in range(R)]
+        for kk in range(K):
+            for i in range(C * R):
+                c, r = divmod(i, R)
+                chunk, lane = divmod(i, L)
+                with m.If(self.b_wr_en & (self.b_wr_tap == kk) & (self.b_wr_chunk == chunk)):
+                    m.d.sync += B[kk][c][r].eq(self.b_wr_data[lane * W:(lane + 1) * W])
+        wpb = p.words_per_beat
+        for w, sig in enumerate(words):
+            beat, lane = divmod(w, wpb)
+            with m.If(self.b_load_valid & (self.b_load_beat == beat)):
+                m.d.sync += sig.eq(self.b_load_data[lane * W:(lane + 1) * W])
         with m.Switch(self.b_read_beat):
             for beat in range(-(-len(words) // wpb)):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
                     m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
         return m
-
-    def _sb_products(self, m, b_row, u_row, db_row, prod_s, prod_d, db_reg, smx):
-        """Stage 1 of SB for the current tap: B_k[c, r] * gl_c, -gl_c * u_k[r] (dB counts down) and
-        the tap's dB row."""
-        p = self.params
-        for c in range(p.C):
-            for r in range(p.R):
-                m.d.sync += [prod_s[c][r].eq(b_row[c][r] * smx.gl[c]), prod_d[c][r].eq(-smx.gl[c] * u_row[r]),
-                             db_reg[c][r].eq(db_row[c][r])]

@@ -1,7 +1,8 @@
 """Hardware parameters derived from an `AcceleratorConfig`: line counts, widths and address sizes.
 
-Number formats come from the numeric contract (`skip2lora.fixed.formats`) and the stream layout
-from the wire format (`skip2lora.fixed.packing.Layout`); nothing here restates them.
+Number formats come from the numeric contract (`skip2lora.fixed.formats`), the stream layout from
+the wire format (`skip2lora.fixed.packing.Layout`) and every pipeline latency from the cycle model
+(`skip2lora.fixed.cycles`); nothing here restates them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..fixed import cycles
 from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.packing import Layout
@@ -46,6 +48,8 @@ class HwParams:
             raise TypeError(f"config must be an AcceleratorConfig, not {self.config!r}")
         if self.config.geometry.taps > MAX_TAPS:
             raise ValueError(f"at most {MAX_TAPS} taps are supported, not {self.config.geometry.taps}")
+        if self.config.cache_depth > F.SAMPLES_MAX:
+            raise ValueError(f"cache depth must be at most {F.SAMPLES_MAX}, not {self.config.cache_depth}")
 
     # -- geometry ------------------------------------------------------------------------------
     @property
@@ -81,16 +85,16 @@ class HwParams:
         return self.layout.lines_per_tap
 
     @property
-    def SL(self):
-        """Tap lines per sample (= lines of A and of the dA accumulators)."""
+    def tap_lines(self):
+        """Tap lines per sample (= lines of A)."""
         return self.layout.tap_lines
 
     @property
-    def T(self):
+    def tail_lines(self):
         return self.layout.tail_lines
 
     @property
-    def S(self):
+    def sample_lines(self):
         return self.layout.sample_lines
 
     @cached_property
@@ -105,6 +109,11 @@ class HwParams:
             pos += n
         return tuple(out)
 
+    @cached_property
+    def timing(self) -> "cycles.Timing":
+        """Every latency of the schedule (the cycle model's and the RTL's one source)."""
+        return cycles.Timing.of(self.layout)
+
     # -- widths --------------------------------------------------------------------------------
     @property
     def beat_bits(self):
@@ -116,8 +125,8 @@ class HwParams:
 
     @property
     def line_bits(self):
-        """Address width of an A / dA line (0..SL-1)."""
-        return max((self.SL - 1).bit_length(), 1)
+        """Address width of an A line (0..tap_lines-1)."""
+        return max((self.tap_lines - 1).bit_length(), 1)
 
     @property
     def segments(self):
@@ -125,14 +134,38 @@ class HwParams:
         return self.a_line_bits // self.beat_bits
 
     @property
-    def a_line_bits(self):
-        return self.R * self.P * F.W_BITS
+    def a_words(self):
+        """Weights per A line (all R ranks x P lanes)."""
+        return self.R * self.P
 
     @property
-    def mul_bits(self):
-        """Multiplier operand width: A (16 bits) in the forward pass, t (24 bits) in the backward."""
-        return max(F.W_BITS, F.T_BITS)
+    def a_line_bits(self):
+        return self.a_words * F.W_BITS
 
+    @property
+    def b_words(self):
+        """Weights of one tap's B (C x R)."""
+        return self.C * self.R
+
+    # -- the optimizer: OPT lanes update a chunk of an A line (or of a tap's B) per cycle ------
+    @property
+    def opt_lanes(self):
+        return self.timing.opt_lanes
+
+    @property
+    def a_chunks(self):
+        return self.timing.a_chunks
+
+    @property
+    def b_chunks(self):
+        return self.timing.b_chunks
+
+    @property
+    def chunk_segments(self):
+        """Stream-beat segments of the A memory per optimizer chunk."""
+        return self.opt_lanes * F.W_BITS // self.beat_bits
+
+    # -- accumulators and addresses ------------------------------------------------------------
     @property
     def code_bits(self):
         return F.CODE_BITS + 1  # codes sign- or zero-extended to a signed 5-bit operand
@@ -151,11 +184,11 @@ class HwParams:
 
     @property
     def cache_lines(self):
-        return self.n_max * self.S
+        return self.n_max * self.sample_lines
 
     @property
     def line_addr_bits(self):
-        return bits_for(self.S - 1)
+        return bits_for(self.sample_lines - 1)
 
     @property
     def cache_addr_bits(self):
@@ -164,3 +197,12 @@ class HwParams:
     @property
     def sample_bits(self):
         return bits_for(self.n_max)
+
+    @property
+    def slot_bits(self):
+        """A sample's position inside its mini-batch (0..BATCH_MAX-1)."""
+        return bits_for(F.BATCH_MAX - 1)
+
+    @property
+    def tap_bits(self):
+        return bits_for(self.K - 1)

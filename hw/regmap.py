@@ -1,7 +1,8 @@
 """The accelerator's control/status registers: the single definition of the register map.
 
-`skip2lora hw export` (and `python -m skip2lora.hw.regmap`) writes it to ``sw/regmap.json``,
-which the host driver reads without Amaranth; a test fails when that file is stale.
+`skip2lora hw regmap` writes it, with the identity, error codes and system description, to the
+host package's ``regmap.json`` (`skip2lora.driver.registers.REGMAP_PATH`), which the driver reads
+without Amaranth; a test fails when that file is stale. docs/interface.md is generated from here.
 """
 
 from __future__ import annotations
@@ -10,26 +11,47 @@ import enum
 import json
 from pathlib import Path
 
+from ..fixed.optimizer import Optimizer
 from .params import MAX_TAPS
 from .registers import Access, Field, Register, RegisterMap
 from .system import system_dict
 
-__all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "REGISTER_MAP", "regmap_dict", "REGMAP_JSON", "write_regmap"]
+__all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "REGISTER_MAP", "regmap_dict", "write_regmap"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
-VERSION = (1, 0)       # major (register map / wire format), minor
+VERSION = (2, 0)       # major (register map / wire format / job semantics), minor
 
 
 class ErrorCode(enum.IntEnum):
-    """STATUS.ERROR_CODE values: the first error since the last soft reset is kept."""
+    """STATUS.ERROR_CODE values: the first error since the last soft reset or CLEAR_ERROR is kept
+    (later ones set STATUS.OVERRUN); while an error is latched every command but SOFT_RESET and
+    CLEAR_ERROR is ignored."""
 
     NONE = 0
-    STREAM_UNEXPECTED = 1  # stream data arrived with no load command armed (drained to TLAST)
-    TLAST_EARLY = 2        # TLAST before the expected end of a load (nothing committed)
-    TLAST_LATE = 3         # no TLAST on the expected last beat (rest drained to TLAST)
-    CACHE_OVERFLOW = 4     # LOAD_CACHE would exceed the cache depth (stream drained)
-    BUSY = 5               # a command arrived while a job or transfer was running (ignored)
-    BAD_CONFIG = 6         # START with samples/batch/epochs/lr/tap exponents out of range
+    STREAM_UNEXPECTED = 1
+    TLAST_EARLY = 2
+    TLAST_LATE = 3
+    CACHE_OVERFLOW = 4
+    BUSY = 5
+    BAD_CONFIG = 6
+    NO_ADAPTERS = 7
+
+
+#: What sets each error code (docs/interface.md prints this table).
+ERROR_DOCS = {
+    ErrorCode.NONE: "no error",
+    ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load armed; it is drained up to TLAST",
+    ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load: nothing is committed (a cache "
+                           "load adds no entries; an adapter load leaves no valid adapters)",
+    ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: the beats are kept (cache) or dropped "
+                          "(adapters: no valid adapters), the rest is drained up to TLAST",
+    ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE would exceed CACHE_DEPTH entries (nothing armed)",
+    ErrorCode.BUSY: "a command arrived while a job, load or read-back was running (ignored)",
+    ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range, or "
+                          "LOAD_CACHE with LOAD_COUNT = 0",
+    ErrorCode.NO_ADAPTERS: "START or READ_ADAPTERS with no valid adapters (after a reset, a soft reset or "
+                           "a failed adapter load)",
+}
 
 
 def _rw(name, width, doc, reset=0):
@@ -45,37 +67,56 @@ REGISTER_MAP = RegisterMap([
     Register("VERSION", 0x04, [_ro("minor", 16, "minor version"), _ro("major", 16, "major version", 16)]),
     Register("CTRL", 0x08, [
         Field("start", 0, 1, Access.W1P, doc="run a fine-tuning job with the configured registers"),
-        Field("soft_reset", 1, 1, Access.W1P, doc="abort everything, clear errors, empty the cache"),
+        Field("soft_reset", 1, 1, Access.W1P, doc="abort everything: idle, no error, empty cache, no valid "
+                                                  "adapters, DONE and IRQ.done cleared"),
         Field("load_cache", 2, 1, Access.W1P, doc="arm the stream input for LOAD_COUNT cache entries"),
         Field("load_adapters", 3, 1, Access.W1P, doc="arm the stream input for one adapter image"),
         Field("read_adapters", 4, 1, Access.W1P, doc="send the adapter image on the stream output"),
         Field("clear_cache", 5, 1, Access.W1P, doc="forget all cache entries (N_LOADED = 0)"),
+        Field("clear_error", 6, 1, Access.W1P, doc="clear ERROR, ERROR_CODE and OVERRUN (nothing else)"),
     ], "commands (write 1 to a bit)"),
     Register("STATUS", 0x0C, [
         _ro("busy", 1, "a job, load or read-back is running"),
-        _ro("done", 1, "the last job finished (cleared by the next command)", 1),
-        _ro("error", 1, "an error is latched (see ERROR_CODE); cleared by a soft reset", 2),
+        _ro("done", 1, "the last job finished; cleared by the next START and by a soft reset", 1),
+        _ro("error", 1, "an error is latched (see ERROR_CODE): commands other than SOFT_RESET and "
+                        "CLEAR_ERROR are ignored", 2),
         _ro("loading", 1, "the stream input is armed or draining", 3),
         _ro("sending", 1, "the stream output is sending", 4),
-        _ro("error_code", 8, "first error since the last soft reset (ErrorCode)", 8),
+        _ro("adapters", 1, "the adapters are valid (loaded, or trained by a job)", 5),
+        _ro("overrun", 1, "another error happened while one was latched", 6),
+        _ro("error_code", 8, "the first latched error (ErrorCode)", 8),
     ]),
-    Register("IRQ", 0x10, [Field("done", 0, 1, Access.W1C, doc="job finished (write 1 to clear)")]),
+    Register("IRQ", 0x10, [Field("done", 0, 1, Access.W1C, doc="job finished (write 1 to clear; a soft "
+                                                                "reset clears it too)")]),
     Register("IRQ_ENABLE", 0x14, [_rw("done", 1, "drive the interrupt line from IRQ.done")]),
     Register("SAMPLES", 0x18, [_rw("value", 16, "cache entries 0..SAMPLES-1 are trained on")]),
     Register("BATCH", 0x1C, [_rw("value", 16, "mini-batch size (1..256)")]),
     Register("EPOCHS", 0x20, [_rw("value", 16, "passes over the samples (1..65535)")]),
-    Register("LR", 0x24, [_rw("value", 24, "learning rate / batch in 0.24 fixed point (formats.lr_register)")]),
+    Register("LR", 0x24, [_rw("value", 28, "peak step size eta in Q24 (formats.lr_register)")]),
     Register("LOAD_COUNT", 0x28, [_rw("value", 16, "cache entries in the next LOAD_CACHE stream")]),
     Register("N_LOADED", 0x2C, [_ro("value", 16, "cache entries held")]),
     Register("CYCLES_LO", 0x30, [_ro("value", 32, "cycles of the last job, low word")]),
     Register("CYCLES_HI", 0x34, [_ro("value", 32, "cycles of the last job, high word")]),
     Register("CORRECT", 0x38, [_ro("value", 16, "training samples classified right in the last epoch")]),
+    Register("EPOCH", 0x3C, [_ro("value", 16, "epochs finished by the running (or last) job")]),
     Register("GEOMETRY", 0x40, [
         _ro("taps", 8, "K, adapter taps"), _ro("rank", 8, "R, adapter rank", 8),
         _ro("classes", 16, "C, classes", 16),
     ]),
     Register("LANES", 0x44, [_ro("value", 16, "P, cache codes per cycle (stream beat = 4P bits)")]),
     Register("CACHE_DEPTH", 0x48, [_ro("value", 16, "cache entries the accelerator can hold")]),
+    Register("ORDER", 0x4C, [_rw("shuffle", 1, "a new pseudo-random sample order every epoch (fixed.order), "
+                                               "else cache order")]),
+    Register("SEED", 0x50, [_rw("value", 32, "the sample order's seed")]),
+    Register("WARMUP", 0x54, [_rw("value", 32, "learning-rate warm-up steps (fixed.schedule); 0: none")]),
+    Register("SCHED", 0x58, [_rw("decay", 1, "after the warm-up, decay the learning rate linearly to "
+                                             "eta / (T - W) at the last step")]),
+    Register("OPT", 0x5C, [_rw("kind", 4, "the optimizer (fixed.optimizer.Optimizer)")]),
+    Register("STAT_EPOCH", 0x60, [_rw("value", 16, "the epoch whose statistics STAT_* show (kept for the "
+                                                   "last 1024 epochs: slot = epoch mod 1024)")]),
+    Register("STAT_CORRECT", 0x64, [_ro("value", 16, "training samples classified right in that epoch")]),
+    Register("STAT_LOSS", 0x68, [_ro("value", 32, "sum of the samples' -log2 p(label) in Q8 in that epoch")]),
+    Register("STAT_SAT", 0x6C, [_ro("value", 32, "weight updates clamped to the weight range in that epoch")]),
     *[Register(f"TAP{k}_DIM", 0x80 + 4 * k, [_ro("value", 16, f"d_{k}, input size of tap {k} (0: absent)")])
       for k in range(MAX_TAPS)],
     *[Register(f"TAP{k}_CFG", 0xC0 + 4 * k, [
@@ -90,25 +131,15 @@ def regmap_dict() -> dict:
     d["id"] = ACCEL_ID
     d["version"] = list(VERSION)
     d["error_codes"] = {e.name: int(e) for e in ErrorCode}
+    d["error_docs"] = {e.name: ERROR_DOCS[e] for e in ErrorCode}
     d["max_taps"] = MAX_TAPS
+    d["optimizers"] = {o.name.lower(): int(o) for o in Optimizer}
     d["system"] = system_dict()
     return d
 
 
-def _sw_dir() -> Path:
-    from .. import __file__ as package_init  # the host package: sw/ in the source tree
-
-    return Path(package_init).resolve().parent
-
-
-REGMAP_JSON = _sw_dir() / "regmap.json"
-
-
-def write_regmap(path: Path = REGMAP_JSON) -> Path:
+def write_regmap(path) -> Path:
+    """Write the register map's JSON form (the host package's regmap.json) to ``path``."""
     text = json.dumps(regmap_dict(), indent=1, sort_keys=True) + "\n"
     Path(path).write_text(text)
     return Path(path)
-
-
-if __name__ == "__main__":
-    print(write_regmap())

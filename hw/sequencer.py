@@ -1,25 +1,32 @@
-"""The sequencer: runs epochs x mini-batches with no host involvement, issuing one line per cycle.
+"""The sequencer: runs a whole job - epochs of mini-batches - with no host involvement.
 
-Per mini-batch of nb samples the line passes go out in the order
+Per job: INIT (the scalar unit derives the job's constants; the head unit restarts its gradient
+sums), then per epoch: ORDER (with SHUFFLE: the order unit writes the epoch's sample order), then
+per mini-batch of nb samples:
 
-    F0, F1, G0, F2, G1, ..., F(nb-1), G(nb-2), G(nb-1), [2 idle], U, [2 idle]
+    PREFETCH  the batch's cache addresses into the batch buffer (nb reads + the read latency)
+    BATCH     the scalar unit moves to the batch's step size; the head takes the batch's rn(nb)
+    F         the forward pass of each sample, one line per cycle, sample after sample; a sample
+              starts early enough for the head unit to be free when its u arrives
+    WAIT_T    until the head unit has written the last sample's t
+    B         the backward pass, line-major: for each line of A, every sample of the batch (one op
+              per cycle); the line then goes to the optimizer (at least `a_chunks` cycles a line)
+    OPT       the optimizer finishes the A lines, then updates B tap by tap; its writes land
 
-(F = forward pass over a sample's S lines, G = backward pass over its SL tap lines, U = SGD update
-of the SL A lines), so the head unit works on sample j while the MAC array runs F(j+1).
-F(j+1) starts no earlier than ``head_latency - S`` cycles after F(j) ends, which makes t_j
-ready exactly when G(j) is due (the last G waits for it). A job starts with SL lines of CLR.
-`skip2lora.fixed.cycles` is the closed form of this schedule; the cycle counter must equal it.
+then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). `skip2lora.fixed.
+cycles` is the closed form of this schedule: the cycle counter (busy cycles) must equal it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..fixed import cycles
-from .datapath import Op
-from .params import HwParams, require_params
+from ..fixed import formats as F
+from .datapath import Op, issue_signature
+from .memories import READ_LATENCY, STATS_BITS
+from .params import HwParams, bits_for, require_params
 
 __all__ = ["Sequencer"]
 
@@ -29,124 +36,173 @@ class Sequencer(wiring.Component):
         self.params = require_params(self, params)
         p = params
         super().__init__({
-            "start": In(1),          # configuration already checked
-            "samples": In(16), "batch": In(16), "epochs": In(16),
+            "start": In(1),          # configuration already checked and registered
+            "samples": In(16), "batch": In(16), "epochs": In(16), "shuffle": In(1),
             "busy": Out(1),
             "done": Out(1),          # one-cycle pulse at the end of a job
-            # to the datapath
-            "issue_valid": Out(1),
-            "issue_op": Out(Op),
-            "issue_line": Out(p.line_addr_bits),
-            "issue_base": Out(p.cache_addr_bits),
-            "issue_last": Out(1),
-            "issue_epoch_first": Out(1),
-            "t_take": Out(1),
-            # to and from the head unit
-            "t_ready": In(1),
-            "b_update": Out(1),
+            "epoch": Out(16),        # epochs finished in this job
+            "issue": Out(issue_signature(p)),
+            # the scalar unit
+            "scalar_start": Out(1), "scalar_step": Out(1), "scalar_ready": In(1),
+            "rn_full": In(F.RN_BITS), "rn_last": In(F.RN_BITS),
+            "rn": Out(F.RN_BITS),    # this batch's rn(nb), for the head unit
+            # the order unit and its buffer
+            "order_job_start": Out(1), "order_epoch_start": Out(1), "order_done": In(1),
+            "order_rd_addr": Out(bits_for(p.n_max - 1)), "order_rd_data": In(p.cache_addr_bits),
+            # the head unit and the optimizer
             "clear_grads": Out(1),
+            "opt_b_start": Out(1),
+            "clear_saturated": Out(1),
+            "correct": In(16), "loss": In(32), "saturated": In(32),
+            # the statistics memory
+            "stats_wr_addr": Out(bits_for(F.STAT_EPOCHS - 1)), "stats_wr_data": Out(STATS_BITS),
+            "stats_wr_en": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        S, SL = p.S, p.SL
-        L = cycles.forward_to_t(p.K, p.C)  # cycles from the end of F(j) until t_j is ready
+        tm = p.timing
+        S, SL = p.sample_lines, p.tap_lines
+
+        # the batch's cache addresses, slot j -> base (written by PREFETCH, read by F and B)
+        m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[])
+        bases_rd = bases.read_port(domain="comb")
+        bases_wr = bases.write_port()
+
+        epoch = self.epoch
+        s0 = Signal(16)                      # the batch's first position in the epoch's order
+        nb = Signal(bits_for(F.BATCH_MAX))   # samples in the batch
+        j = Signal(bits_for(F.BATCH_MAX))
         line = Signal(p.line_addr_bits)
-        sample = Signal(16)   # first sample of the batch
-        nb = Signal(16)       # samples in the batch
-        jf = Signal(16)       # next sample to run forward (batch-relative)
-        jg = Signal(16)       # next sample to run backward
-        epoch = Signal(16)
-        base_f = Signal(p.cache_addr_bits)
-        base_g = Signal(p.cache_addr_bits)
-        wait = Signal(range(max(L, S) + 2))  # cycles until t of the last forwarded sample is ready
-        drain = Signal(2)
+        count = Signal(range(max(tm.max_wait, F.BATCH_MAX + READ_LATENCY) + 2))
+        seq_base = Signal(p.cache_addr_bits)  # without SHUFFLE: the next sample's cache address
+        # PREFETCH's writes trail its reads by the order buffer's read latency
+        pf_valid = Signal(READ_LATENCY)
+        pf_slot = [Signal(bits_for(F.BATCH_MAX), name=f"pf_slot{i}") for i in range(READ_LATENCY)]
+        pf_seq = [Signal(p.cache_addr_bits, name=f"pf_seq{i}") for i in range(READ_LATENCY)]
 
-        remaining = Signal(16)
-        m.d.comb += remaining.eq(self.samples - sample)
-        with m.If(wait != 0):
-            m.d.sync += wait.eq(wait - 1)
-        m.d.sync += [self.done.eq(0)]
+        iss = self.issue
+        m.d.sync += iss.valid.eq(0)
+        m.d.comb += [bases_rd.addr.eq(j), self.order_rd_addr.eq(s0 + j)]
+        m.d.sync += [self.done.eq(0), self.stats_wr_en.eq(0)]
 
-        def issue(op, last, base):
-            m.d.comb += [self.issue_valid.eq(1), self.issue_op.eq(op), self.issue_line.eq(line),
-                         self.issue_last.eq(last), self.issue_base.eq(base)]
+        def issue(op, last, first=0, ef=0):
+            m.d.sync += [iss.valid.eq(1), iss.p.op.eq(op), iss.p.line.eq(line), iss.p.base.eq(bases_rd.data),
+                         iss.p.slot.eq(j), iss.p.last.eq(last), iss.p.first.eq(first), iss.p.epoch_first.eq(ef)]
 
-        def begin_batch(first_sample):
-            m.d.sync += [sample.eq(first_sample), jf.eq(0), jg.eq(0), line.eq(0)]
+        # the prefetch pipeline (runs in PREFETCH)
+        reading = Signal()
+        m.d.sync += [pf_valid.eq(Cat(reading, pf_valid[:-1]))]
+        m.d.sync += [pf_slot[0].eq(j), pf_seq[0].eq(seq_base)]
+        m.d.sync += [pf_slot[i].eq(pf_slot[i - 1]) for i in range(1, READ_LATENCY)]
+        m.d.sync += [pf_seq[i].eq(pf_seq[i - 1]) for i in range(1, READ_LATENCY)]
+        m.d.comb += [bases_wr.addr.eq(pf_slot[-1]), bases_wr.en.eq(pf_valid[-1]),
+                     bases_wr.data.eq(Mux(self.shuffle, self.order_rd_data, pf_seq[-1]))]
+
+        def next_batch():
+            m.d.sync += [j.eq(0), count.eq(0)]
+            m.next = "PREFETCH"
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [line.eq(0), epoch.eq(0), base_f.eq(0), wait.eq(0)]
-                    begin_batch(0)
-                    m.d.comb += self.clear_grads.eq(1)
-                    m.next = "CLR"
-            with m.State("CLR"):
-                issue(Op.CLR, line == SL - 1, 0)
+                    m.d.comb += [self.scalar_start.eq(1), self.order_job_start.eq(1), self.clear_grads.eq(1),
+                                 self.clear_saturated.eq(1)]
+                    m.d.sync += epoch.eq(0)
+                    m.next = "INIT"
+            with m.State("INIT"):
+                with m.If(self.scalar_ready):
+                    m.next = "EPOCH"
+            with m.State("EPOCH"):
+                m.d.sync += [s0.eq(0), seq_base.eq(0)]
+                with m.If(self.shuffle):
+                    m.d.comb += self.order_epoch_start.eq(1)
+                    m.next = "ORDER"
+                with m.Else():
+                    next_batch()
+            with m.State("ORDER"):
+                with m.If(self.order_done):
+                    next_batch()
+            with m.State("PREFETCH"):  # nb reads, then READ_LATENCY cycles for the last write
+                remaining = self.samples - s0
+                nb_now = Mux(remaining < self.batch, remaining, self.batch)
+                with m.If(count == 0):
+                    m.d.sync += nb.eq(nb_now)
+                m.d.sync += count.eq(count + 1)
+                with m.If(count < nb_now):
+                    m.d.comb += reading.eq(1)
+                    m.d.sync += [j.eq(j + 1), seq_base.eq(seq_base + S)]
+                with m.If(count == nb_now + READ_LATENCY - 1):
+                    m.next = "BATCH"
+            with m.State("BATCH"):
+                m.d.comb += self.scalar_step.eq(1)
+                m.d.sync += [self.rn.eq(Mux(nb == self.batch, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
+                m.next = "F"
+            with m.State("F"):
+                issue(Op.FWD, line == S - 1, ef=(s0 == 0) & (j == 0))
                 m.d.sync += line.eq(line + 1)
-                with m.If(line == SL - 1):
-                    m.d.sync += [line.eq(0), nb.eq(_min(self.batch, remaining)), base_g.eq(base_f)]
-                    m.next = "F"
-            with m.State("F"):  # F(j+1) starts once t_j will be ready by the time it ends
-                with m.If((line != 0) | (wait <= S)):
-                    issue(Op.FWD, line == S - 1, base_f)
-                    m.d.comb += self.issue_epoch_first.eq((sample == 0) & (jf == 0))
-                    m.d.sync += line.eq(line + 1)
-                    with m.If(line == S - 1):
-                        m.d.sync += [line.eq(0), jf.eq(jf + 1), base_f.eq(base_f + S), wait.eq(L)]
-                        with m.If((jf == 0) & (nb != 1)):
-                            m.next = "F"
+                with m.If(line == S - 1):
+                    m.d.sync += line.eq(0)
+                    with m.If(j == nb - 1):
+                        with m.If(nb < tm.wait_t):  # WAIT_T lasts wait_t - nb cycles
+                            m.d.sync += count.eq(tm.wait_t - 1 - nb)
+                            m.next = "WAIT_T"
                         with m.Else():
-                            m.next = "G"
-            with m.State("G"):  # G(j) needs t_j from the head unit
-                with m.If((line != 0) | self.t_ready):
-                    issue(Op.BWD, line == SL - 1, base_g)
-                    m.d.comb += self.t_take.eq(line == 0)
-                    m.d.sync += line.eq(line + 1)
-                    with m.If(line == SL - 1):
-                        m.d.sync += [line.eq(0), jg.eq(jg + 1), base_g.eq(base_g + S)]
-                        with m.If(jf < nb):
-                            m.next = "F"
-                        with m.Elif(jg + 1 < nb):
-                            m.next = "G"
-                        with m.Else():
-                            m.d.sync += drain.eq(0)
-                            m.next = "DRAIN_G"
-            with m.State("DRAIN_G"):  # the last dA writes land
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == 1):
-                    m.d.comb += self.b_update.eq(1)
-                    m.next = "U"
-            with m.State("U"):
-                issue(Op.UPD, line == SL - 1, 0)
-                m.d.sync += line.eq(line + 1)
-                with m.If(line == SL - 1):
-                    m.d.sync += [line.eq(0), drain.eq(0)]
-                    m.next = "DRAIN_U"
-            with m.State("DRAIN_U"):  # the last A writes land; then the next batch or the end
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == 1):
-                    next_sample = sample + nb
-                    with m.If(next_sample == self.samples):
-                        with m.If(epoch + 1 == self.epochs):
-                            m.d.sync += self.done.eq(1)
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += [epoch.eq(epoch + 1), base_f.eq(0), base_g.eq(0),
-                                         nb.eq(_min(self.batch, self.samples))]
-                            begin_batch(0)
-                            m.next = "F"
+                            m.d.sync += [j.eq(0), line.eq(0)]
+                            m.next = "B"
                     with m.Else():
-                        m.d.sync += [base_g.eq(base_f), nb.eq(_min(self.batch, self.samples - next_sample))]
-                        begin_batch(next_sample)
-                        m.next = "F"
+                        m.d.sync += j.eq(j + 1)
+                        if tm.f_gap:
+                            m.d.sync += count.eq(tm.f_gap - 1)
+                            m.next = "F_GAP"
+            with m.State("F_GAP"):  # the head unit must be free when the next sample's u arrives
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.next = "F"
+            with m.State("WAIT_T"):  # until the last sample's t is in the t buffer
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.d.sync += [j.eq(0), line.eq(0)]
+                    m.next = "B"
+            with m.State("B"):
+                issue(Op.BWD, j == nb - 1, first=j == 0)
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == nb - 1):
+                    m.d.sync += [j.eq(0), line.eq(line + 1)]
+                    with m.If(line == SL - 1):
+                        m.d.sync += count.eq(tm.opt_a_wait - 1)
+                        m.next = "OPT_A"
+                    with m.Elif(nb < p.a_chunks):
+                        m.d.sync += count.eq(p.a_chunks - nb - 1)
+                        m.next = "B_GAP"
+            with m.State("B_GAP"):  # the optimizer takes a_chunks cycles a line
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.next = "B"
+            with m.State("OPT_A"):  # the last A line through the optimizer's chunk feed
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.d.comb += self.opt_b_start.eq(1)
+                    m.d.sync += count.eq(tm.opt_b_cycles - 1)
+                    m.next = "OPT_B"
+            with m.State("OPT_B"):  # B tap by tap, then the optimizer's last write lands
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.d.sync += s0.eq(s0 + nb)
+                    with m.If(s0 + nb == self.samples):
+                        m.next = "EPOCH_END"
+                    with m.Else():
+                        next_batch()
+            with m.State("EPOCH_END"):
+                m.d.sync += [self.stats_wr_en.eq(1), self.stats_wr_addr.eq(epoch),
+                             self.stats_wr_data.eq(Cat(self.correct, self.loss, self.saturated))]
+                m.d.comb += self.clear_saturated.eq(1)
+                m.d.sync += epoch.eq(epoch + 1)
+                with m.If(epoch + 1 == self.epochs):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "EPOCH"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
-
-
-def _min(a, b):
-    from amaranth.hdl import Mux
-
-    return Mux(a < b, a, b)

@@ -1,31 +1,37 @@
-"""The softmax / cross-entropy-gradient unit: from logits y and the label to gl = lr * (softmax(y) - onehot).
+"""The softmax / cross-entropy unit: from logits y, the label and rn(nb) to gl = (softmax(y) - onehot) / nb.
 
-Fixed schedule, one class per cycle (docs/numerics.md, "Softmax"; the cycle model counts it):
+docs/numerics.md, "Softmax", and `skip2lora.fixed.model.softmax_gradient` are the contract. All
+classes are worked on at once, one register after every step (`cycles.softmax_latency` counts the stages):
 
-* MAX  C cycles:  m = max_c y_c and the first index reaching it (the predicted class)
-* EXP  C+1:       t = (m - y_c) * log2(e); e_c = 2**-frac(t) from a 256-entry table >> int(t); S = sum e_c
-* DIV  17:        recip = floor(2**31 / S), restoring division, one quotient bit per cycle
-* PG   C+1:       p_c = (e_c * recip + 2**15) >> 16;  g_c = p_c - [c == label];  gl_c = round(g_c * lr >> 15)
+* capture y, label, rn | the first maximum, a compare tree (ceil(log2 C) stages)
+* per class: d = max - y | d * log2(e) (DSP M, P) | t = round(.. >> 15) | 2**-frac(t) from a
+  256-entry table | >> int(t): e_c
+* the sum of e_c (tree) | recip = floor(2**31 / sum), a 17-cycle restoring division; meanwhile the
+  sample's loss -log2 p(label) = t_label + log2(sum / 2**15) (leading one, 64-entry table, add,
+  saturate)
+* per class: e * recip (DSP M, P) | p = round(.. >> 16) | g = p - [c = label] | g * rn (DSP M, P)
+  | gl = round(.. >> 15)
 
-``done`` rises for one cycle ``3C + 19`` cycles after ``start``; ``gl`` and ``argmax`` are then valid
-and stay until the next start.
+``done`` pulses once ``gl``, ``argmax`` and ``loss`` are valid; they stay until the next start.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from .arith import round_shift
-
+from .divider import Divider
 from .params import invalid
+from .pipeline import delay, tree_argmax, tree_levels, tree_sum
 
-__all__ = ["SoftmaxGradient", "GL_BITS", "DIV_CYCLES"]
+__all__ = ["SoftmaxGradient", "GL_BITS"]
 
 GL_BITS = F.acc_bits(1)["gl"]  # |gl| <= 2**24
-DIV_CYCLES = 17  # quotient bits of floor(2**31 / S) with 2**15 <= S: at most 2**16
+DIV_BITS = F.RECIP_SHIFT - F.P_FRAC + 1  # 17 quotient bits: 2**15 <= sum
+EXP_STAGES = 6   # d | DSP M | DSP P | t | table | shift
+PG_STAGES = 7    # DSP M | DSP P | p | g | DSP M | DSP P | gl
 
 
 class SoftmaxGradient(wiring.Component):
@@ -35,93 +41,102 @@ class SoftmaxGradient(wiring.Component):
         self.classes = classes
         super().__init__({
             "start": In(1),
-            "y": In(signed(F.Z_BITS)).array(classes),   # held stable until done
+            "y": In(signed(F.Z_BITS)).array(classes),   # captured at start
             "label": In(F.LABEL_BITS),
-            "lr": In(F.LR_BITS),
+            "rn": In(F.RN_BITS),
             "gl": Out(signed(GL_BITS)).array(classes),
             "argmax": Out(F.LABEL_BITS),
+            "loss": Out(F.LOSS_BITS),
             "done": Out(1),
         })
-
-    @staticmethod
-    def latency(classes: int) -> int:
-        return 3 * classes + 19
 
     def elaborate(self, platform):
         m = Module()
         C = self.classes
-        y = Array(self.y)
-        cbits = max(C.bit_length(), 1)
-        c = Signal(cbits)
-        step = Signal(range(DIV_CYCLES + 1))
-        ymax = Signal(signed(F.Z_BITS))
-        e = Array(Signal(unsigned(F.P_FRAC + 1), name=f"e{i}") for i in range(C))
-        esum = Signal(unsigned(F.P_FRAC + 1 + C.bit_length()))
-        rem = Signal(unsigned(esum.shape().width + 1))
-        recip = Signal(unsigned(F.P_FRAC + 2))
-        gl = Array(self.gl)
+        cbits = max((C - 1).bit_length(), 1)
+        levels = tree_levels(C)
 
-        # Pipeline registers of the EXP and PG phases (stage A -> stage B).
-        a_valid, a_c = Signal(), Signal(cbits)
-        t = Signal(unsigned(F.Z_BITS + 2))
-        b_valid, b_c = Signal(), Signal(cbits)
-        g = Signal(signed(F.P_FRAC + 2))
+        # -- capture ---------------------------------------------------------------------------
+        y = [Signal(signed(F.Z_BITS), name=f"y{c}", reset_less=True) for c in range(C)]
+        label = Signal(F.LABEL_BITS, reset_less=True)
+        rn = Signal(F.RN_BITS, reset_less=True)
+        with m.If(self.start):
+            m.d.sync += [y[c].eq(self.y[c]) for c in range(C)]
+            m.d.sync += [label.eq(self.label), rn.eq(self.rn)]
+        v = Signal()  # valid of the stage being built
+        m.d.sync += v.eq(self.start)
 
+        # -- the first maximum -------------------------------------------------------------------
+        ymax, imax, _ = tree_argmax(m, y, cbits, "max")
+        v = delay(m, v, levels, "v_max", reset_less=False)
+        with m.If(v):
+            m.d.sync += self.argmax.eq(imax)
+
+        # -- exponentials ----------------------------------------------------------------------
         lut = Array(F.EXP2_LUT)
-        frac = t[:F.EXP2_LUT_BITS]
-        whole = t[F.EXP2_LUT_BITS:]
-        e_now = Signal(unsigned(F.P_FRAC + 1))
-        m.d.comb += e_now.eq(Mux(whole >= 31, 0, lut[frac] >> whole))
-        with m.If(a_valid):  # EXP stage B
-            m.d.sync += [e[a_c].eq(e_now), esum.eq(esum + e_now)]
-        prod = Signal(signed(GL_BITS + F.P_FRAC + 2))
-        m.d.comb += prod.eq(g * self.lr)
-        gl_now = round_shift(m, prod, F.P_FRAC + F.LR_FRAC - F.GL_FRAC, GL_BITS + 1, "gl_now")
-        with m.If(b_valid):  # PG stage B
-            m.d.sync += gl[b_c].eq(gl_now)
-        m.d.sync += [a_valid.eq(0), b_valid.eq(0), self.done.eq(0)]
+        e, t_all = [], []
+        for c in range(C):
+            d = Signal(unsigned(F.Z_BITS + 1), name=f"d{c}", reset_less=True)
+            m.d.sync += d.eq(ymax - y[c])
+            mm = Signal(unsigned(F.Z_BITS + 1 + 16), name=f"dm{c}", reset_less=True)
+            m.d.sync += mm.eq(d * F.LOG2E)
+            mp = delay(m, mm, 1, f"dp{c}")
+            t = Signal(unsigned(F.Z_BITS + 2), name=f"t{c}", reset_less=True)
+            m.d.sync += t.eq((mp + (1 << (F.LOG2E_FRAC - 1))) >> F.LOG2E_FRAC)
+            frac = Signal(unsigned(F.P_FRAC + 1), name=f"lut{c}", reset_less=True)
+            whole = Signal(unsigned(F.Z_BITS + 2 - F.EXP2_LUT_BITS), name=f"whole{c}", reset_less=True)
+            m.d.sync += [frac.eq(lut[t[:F.EXP2_LUT_BITS]]), whole.eq(t[F.EXP2_LUT_BITS:])]
+            ec = Signal(unsigned(F.P_FRAC + 1), name=f"e{c}", reset_less=True)
+            m.d.sync += ec.eq(Mux(whole >= 31, 0, frac >> whole[:5]))
+            e.append(ec)
+            t_all.append(t)
+        # t of the label, taken at the table stage (t is registered there)
+        t_label = Signal(unsigned(F.Z_BITS + 2), reset_less=True)
+        m.d.sync += t_label.eq(Array(t_all)[label])
+        v = delay(m, v, EXP_STAGES, "v_exp", reset_less=False)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [ymax.eq(y[0]), self.argmax.eq(0), c.eq(1)]
-                    m.next = "MAX"
-            with m.State("MAX"):
-                with m.If(y[c] > ymax):
-                    m.d.sync += [ymax.eq(y[c]), self.argmax.eq(c)]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c == C - 1):
-                    m.d.sync += [c.eq(0), esum.eq(0)]
-                    m.next = "EXP"
-            with m.State("EXP"):  # stage A: t = (m - y_c) * log2(e) in Q8
-                d = Signal(unsigned(F.Z_BITS + 1))
-                m.d.comb += d.eq(ymax - y[c])
-                m.d.sync += [t.eq((d * F.LOG2E + (1 << (F.LOG2E_FRAC - 1))) >> F.LOG2E_FRAC),
-                             a_c.eq(c), a_valid.eq(1), c.eq(c + 1)]
-                with m.If(c == C - 1):
-                    m.next = "EXP_LAST"
-            with m.State("EXP_LAST"):  # stage B of the last class; set up the division
-                m.d.sync += [rem.eq(1 << (F.RECIP_SHIFT - DIV_CYCLES)), recip.eq(0), step.eq(0)]
-                m.next = "DIV"
-            with m.State("DIV"):
-                shifted = Signal(unsigned(rem.shape().width + 1))
-                m.d.comb += shifted.eq(rem << 1)
-                with m.If(shifted >= esum):
-                    m.d.sync += [rem.eq(shifted - esum), recip.eq((recip << 1) | 1)]
-                with m.Else():
-                    m.d.sync += [rem.eq(shifted), recip.eq(recip << 1)]
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == DIV_CYCLES - 1):
-                    m.d.sync += c.eq(0)
-                    m.next = "PG"
-            with m.State("PG"):  # stage A: p_c and g_c = p_c - onehot
-                p = Signal(unsigned(F.P_FRAC + 2))
-                m.d.comb += p.eq((e[c] * recip + (1 << F.P_FRAC)) >> (F.P_FRAC + 1))
-                m.d.sync += [g.eq(p - Mux(c == self.label, 1 << F.P_FRAC, 0)), b_c.eq(c),
-                             b_valid.eq(1), c.eq(c + 1)]
-                with m.If(c == C - 1):
-                    m.next = "PG_LAST"
-            with m.State("PG_LAST"):  # stage B of the last class
-                m.d.sync += self.done.eq(1)
-                m.next = "IDLE"
+        # -- the sum, the reciprocal, the loss ---------------------------------------------------
+        sum_bits = F.P_FRAC + 1 + C.bit_length()
+        esum, _ = tree_sum(m, e, sum_bits + 1, "esum")
+        v = delay(m, v, levels, "v_sum", reset_less=False)
+        m.submodules.div = div = Divider(F.RECIP_SHIFT + 1, sum_bits, DIV_BITS)
+        m.d.comb += [div.start.eq(v), div.dividend.eq(1 << F.RECIP_SHIFT), div.divisor.eq(esum[:sum_bits])]
+        # loss: leading one of esum, the 6 bits below it, the table, t_label + ..., saturate
+        lead = Signal(range(sum_bits + 1), reset_less=True)
+        tl2 = Signal.like(t_label, reset_less=True)
+        top = Signal(range(sum_bits + 1))
+        for i in range(F.P_FRAC, sum_bits):
+            with m.If(esum[i]):
+                m.d.comb += top.eq(i)
+        m.d.sync += [lead.eq(top), tl2.eq(t_label)]
+        frac6 = Signal(F.LOG2_LUT_BITS, reset_less=True)
+        lead2 = Signal.like(lead, reset_less=True)
+        tl3 = Signal.like(t_label, reset_less=True)
+        m.d.sync += [frac6.eq(esum[:sum_bits] >> (lead - F.LOG2_LUT_BITS).as_unsigned()), lead2.eq(lead), tl3.eq(tl2)]
+        ell = Signal(unsigned(F.Z_BITS + 3), reset_less=True)
+        log2_lut = Array(Const(x, F.LOSS_FRAC) for x in F.LOG2_LUT)
+        m.d.sync += ell.eq(tl3 + Cat(log2_lut[frac6], (lead2 - F.P_FRAC)[:C.bit_length() + 1]))
+        loss_sat = Signal(F.LOSS_BITS, reset_less=True)
+        m.d.sync += loss_sat.eq(Mux(ell >= (1 << F.LOSS_BITS), (1 << F.LOSS_BITS) - 1, ell))
+        v = delay(m, div.done, 1, "v_div", reset_less=False)  # the quotient is registered
+        recip = Signal(DIV_BITS, reset_less=True)
+        m.d.sync += recip.eq(div.quotient)
+        with m.If(v):
+            m.d.sync += self.loss.eq(loss_sat)
+
+        # -- probabilities and the scaled gradient ---------------------------------------------
+        for c in range(C):
+            pr = Signal(unsigned(F.P_FRAC + 1 + DIV_BITS), name=f"pr{c}", reset_less=True)
+            m.d.sync += pr.eq(e[c] * recip)
+            pp = delay(m, pr, 1, f"pp{c}")
+            pc = Signal(unsigned(F.P_FRAC + 2), name=f"p{c}", reset_less=True)
+            m.d.sync += pc.eq((pp + (1 << F.P_FRAC)) >> (F.P_FRAC + 1))
+            g = Signal(signed(F.P_FRAC + 2), name=f"g{c}", reset_less=True)
+            m.d.sync += g.eq(pc - Mux(label == c, 1 << F.P_FRAC, 0))
+            gg = Signal(signed(F.P_FRAC + 2 + F.RN_BITS + 1), name=f"gg{c}", reset_less=True)
+            m.d.sync += gg.eq(g * rn)
+            gp = delay(m, gg, 1, f"gp{c}")
+            m.d.sync += self.gl[c].eq((gp + (1 << (F.P_FRAC - 1))) >> F.P_FRAC)
+        v = delay(m, v, PG_STAGES, "v_pg", reset_less=False)
+        m.d.comb += self.done.eq(v)
         return m

@@ -8,8 +8,10 @@ beats (`skip2lora.fixed.packing` is the format). The beat count is known, so TLA
 * beats with nothing armed            -> STREAM_UNEXPECTED; drained up to TLAST
 
 TREADY stays high, so a DMA never hangs on the accelerator. Cache entries are committed
-(N_LOADED grows) only when a whole transfer arrived correctly; an adapter load that fails leaves
-the adapters undefined (reload them).
+(N_LOADED grows) only when a whole transfer arrived correctly; ``adapters_loaded`` pulses when a
+whole adapter image did (the core then marks the adapters valid). A stream whose TLAST never
+comes keeps the loader armed until the expected beats arrived or a soft reset. The core checks a
+LOAD_CACHE command (count, room) before it arms the loader.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class StreamLoader(wiring.Component):
         self.segments = p.segments
         super().__init__({
             "s_axis": In(axis_signature(p.beat_bits)),
-            "load_cache": In(1),      # command pulses (accepted only when the core is idle)
+            "load_cache": In(1),      # command pulses (checked by the core: only when idle and valid)
             "load_adapters": In(1),
             "count": In(16),          # LOAD_COUNT
             "n_loaded": In(16),
@@ -44,6 +46,7 @@ class StreamLoader(wiring.Component):
             "error": Out(1),          # one-cycle pulse with error_code
             "error_code": Out(8),
             "commit": Out(1),         # one-cycle pulse: N_LOADED += count
+            "adapters_loaded": Out(1),  # one-cycle pulse: a whole adapter image arrived
             "cache_addr": Out(p.cache_addr_bits), "cache_data": Out(p.beat_bits), "cache_en": Out(1),
             "a_addr": Out(abits), "a_data": Out(p.a_line_bits), "a_en": Out(self.segments),
             "b_valid": Out(1), "b_beat": Out(16), "b_data": Out(p.beat_bits),
@@ -63,7 +66,7 @@ class StreamLoader(wiring.Component):
         m.d.comb += [axis.ready.eq(1), self.cache_data.eq(axis.p.data), self.cache_addr.eq(addr),
                      self.b_data.eq(axis.p.data), self.a_addr.eq(line)]
         m.d.comb += self.a_data.eq(axis.p.data.replicate(self.segments))
-        m.d.sync += [self.error.eq(0), self.commit.eq(0)]
+        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0)]
 
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
@@ -80,11 +83,9 @@ class StreamLoader(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.load_cache):
-                    with m.If((self.count == 0) | (self.n_loaded + self.count > p.n_max)):
-                        fail(ErrorCode.CACHE_OVERFLOW)
-                    with m.Else():
-                        m.d.sync += [beat.eq(0), total.eq(self.count * p.S), addr.eq(self.n_loaded * p.S)]
-                        m.next = "CACHE"
+                    m.d.sync += [beat.eq(0), total.eq(self.count * p.sample_lines),
+                                 addr.eq(self.n_loaded * p.sample_lines)]
+                    m.next = "CACHE"
                 with m.Elif(self.load_adapters):
                     m.d.sync += [beat.eq(0), total.eq(a_beats + b_beats), seg.eq(0), line.eq(0)]
                     m.next = "ADAPTERS"
@@ -111,6 +112,7 @@ class StreamLoader(wiring.Component):
                     with m.Else():
                         m.d.comb += [self.b_valid.eq(1), self.b_beat.eq(beat - a_beats)]
                     with m.If(last_beat & axis.p.last):
+                        m.d.sync += self.adapters_loaded.eq(1)
                         m.next = "IDLE"
                     check_end()
             with m.State("DRAIN"):

@@ -38,7 +38,7 @@ class AdapterStreamer(wiring.Component):
         bbeat = Signal(16)
         b_beats = p.layout.b_beats
         axis = self.m_axis
-        # the A memory's read port keeps the line on a_data while the address stays put
+        # the A memory's registered read keeps the line on a_data while the address stays put
         segs = Array(self.a_data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
         m.d.comb += [self.a_addr.eq(line), self.b_beat.eq(bbeat)]
 
@@ -47,7 +47,9 @@ class AdapterStreamer(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0)]
                     m.next = "FETCH"
-            with m.State("FETCH"):  # the A line's address is out; its data is there next cycle
+            with m.State("FETCH"):  # the A line's address is out; its data arrives READ_LATENCY later
+                m.next = "FETCH2"
+            with m.State("FETCH2"):
                 m.next = "SEND_A"
             with m.State("SEND_A"):
                 m.d.comb += [axis.valid.eq(1), axis.p.data.eq(segs[seg])]
@@ -55,7 +57,7 @@ class AdapterStreamer(wiring.Component):
                     m.d.sync += seg.eq(seg + 1)
                     with m.If(seg == self.segments - 1):
                         m.d.sync += [seg.eq(0), line.eq(line + 1)]
-                        with m.If(line == p.SL - 1):
+                        with m.If(line == p.tap_lines - 1):
                             m.next = "SEND_B"
                         with m.Else():
                             m.next = "FETCH"

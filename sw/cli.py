@@ -298,9 +298,10 @@ def cmd_hw(args) -> int:
         _emit(r, args.json, "\n".join(lines))
         return 0 if r["fits"] else 1
     elif args.hw_command == "regmap":
+        from .driver.registers import REGMAP_PATH
         from .hw.regmap import write_regmap
 
-        path = write_regmap()
+        path = write_regmap(REGMAP_PATH)
         _emit({"regmap": str(path)}, args.json, f"wrote {path}")
     elif args.hw_command == "bitstream":
         from .hw.vivado import build_bitstream, summary_text

@@ -9,6 +9,7 @@ import os
 from amaranth.sim import Simulator
 
 from amaranth_helpers import axil_read, axil_write, from_beats, stream_recv, stream_send, to_beats
+from skip2lora.driver.registers import job_registers
 from skip2lora.hw.core import Skip2LoRACore
 from skip2lora.hw.registers import decode, encode
 from skip2lora.hw.regmap import REGISTER_MAP
@@ -62,8 +63,17 @@ async def wait_idle(ctx, bus, timeout):
 
 
 async def program_job(ctx, bus, vector):
-    for name, value in vector.registers.items():
+    for name, value in job_registers(vector.job).items():
         await write_reg(ctx, bus, name, value)
+
+
+async def read_epoch_stats(ctx, bus, epochs):
+    """(correct, loss, saturated) of each epoch from the STAT_* registers."""
+    out = []
+    for e in range(epochs):
+        await write_reg(ctx, bus, "STAT_EPOCH", e)
+        out.append(tuple([await read_reg(ctx, bus, n) for n in ("STAT_CORRECT", "STAT_LOSS", "STAT_SAT")]))
+    return out
 
 
 def simulate(config, bench, *, vcd_name=None):
@@ -98,6 +108,7 @@ def run_vector(vector, *, vcd_name=None):
         lo, hi = await read_reg(ctx, bus, "CYCLES_LO"), await read_reg(ctx, bus, "CYCLES_HI")
         out["cycles"] = lo | (hi << 32)
         out["correct"] = await read_reg(ctx, bus, "CORRECT")
+        out["epochs"] = await read_epoch_stats(ctx, bus, vector.job.epochs)
         out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
 
     simulate(vector.config, bench, vcd_name=vcd_name)

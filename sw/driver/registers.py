@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..hw.registers import RegisterMap, decode, encode
 
-__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH"]
+__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH", "job_registers"]
 
 REGMAP_PATH = Path(__file__).resolve().parent.parent / "regmap.json"
 
@@ -26,6 +26,21 @@ def regmap() -> dict:
 @lru_cache(maxsize=None)
 def register_map() -> RegisterMap:
     return RegisterMap.from_dict({k: v for k, v in regmap().items() if k in ("data_width", "address_width", "registers")})
+
+
+def job_registers(job) -> dict:
+    """Register name -> value for a job (`skip2lora.fixed.model.JobConfig`), encoded with the
+    generated register map: what the driver and the testbenches write before START."""
+    rm = register_map()
+    regs = {"SAMPLES": job.samples, "BATCH": job.batch, "EPOCHS": job.epochs, "LR": job.lr,
+            "ORDER": encode(rm["ORDER"], shuffle=int(bool(job.shuffle))), "SEED": int(job.seed),
+            "WARMUP": int(job.warmup), "SCHED": encode(rm["SCHED"], decay=int(bool(job.decay))),
+            "OPT": encode(rm["OPT"], kind=int(job.optimizer))}
+    for k, (e, s) in enumerate(zip(job.exponents, job.signed)):
+        reg = rm[f"TAP{k}_CFG"]
+        width = reg.field("exponent").width  # two's complement in the field
+        regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
+    return regs
 
 
 class RegisterFile:

@@ -1,71 +1,185 @@
 """The cycle model: a job's exact cycle count in closed form, following the RTL's schedule.
 
-The sequencer (hw/sequencer.py) issues one cache line per cycle. Per mini-batch of nb samples:
+The sequencer (hw/sequencer.py) runs a job as
 
-    F0, F1, G0, F2, G1, ..., F(nb-1), G(nb-2), G(nb-1), 2 idle, U, 2 idle
+    INIT  |  per epoch: EPOCH, [ORDER], per mini-batch of nb samples:
+             PREFETCH, BATCH, F (nb forward passes), WAIT_T, B (line-major backward), OPT_A, OPT_B
+          |  EPOCH_END
 
-with a = S lines per forward pass (taps and tail), g = SL tap lines per backward pass and update,
-and L = cycles from the end of a forward pass until the head unit has that sample's t ready.
-F(j+1) never starts before t_j will be ready at its end, so the MAC array stalls only when the
-head unit is the bottleneck (L > a + g: small geometries) or at a batch's edges:
-
-    nb = 1:  a + L + g
-    nb > 1:  a + max(a, L) + (nb - 2) max(a + g, L) + max(g, L) + g
-    batch(nb) = that + 2 + g + 2,    job = g (clearing dA) + epochs * sum of its batches.
-
-The projected time is cycles / an assumed clock (200 MHz by default): Vivado timing is not
-available here, so every projection says so.
+and every block's pipeline latency below is the number of register stages the RTL has (each
+block's test measures it against this module). The cycle counter counts the cycles the
+sequencer is busy, which is what `job_cycles` returns. The projected time is cycles / an assumed
+clock (200 MHz by default): no Vivado timing exists here, so every projection says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from . import formats as F
 from .config import AcceleratorConfig
+from .order import ROUNDS, domain
 from .packing import Layout
+from .schedule import steps_per_epoch
 
-__all__ = ["FWD_TO_HEAD", "DRAIN_G", "DRAIN_U", "DIV_CYCLES", "softmax_latency", "head_latency",
-           "forward_to_t", "batch_cycles", "job_cycles", "useful_macs", "report", "CLOCK_MHZ"]
+__all__ = ["OPT_LANES_MAX", "CLOCK_MHZ", "tree_levels", "divider_latency", "STEP_LATENCY", "INIT_LATENCY",
+           "ORDER_PIPE", "order_cycles", "softmax_latency", "head_latency", "fwd_latency", "BWD_LATENCY",
+           "OPT_LATENCY", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
 
-FWD_TO_HEAD = 3   # end of a forward pass -> head unit start (MAC, adder tree, accumulate, u_k)
-DRAIN_G = 2       # idle cycles after the last backward line (dA writes land)
-DRAIN_U = 2       # idle cycles after the last update line (A writes land)
-DIV_CYCLES = 17   # quotient bits of floor(2**31 / sum e)
-CLOCK_MHZ = 200.0  # assumed clock for projections
+OPT_LANES_MAX = 32   # weights the optimizer updates per cycle (a chunk of an A line or of a tap's B)
+CLOCK_MHZ = 200.0    # assumed clock for projections
+
+
+def tree_levels(n: int) -> int:
+    """Register stages of a balanced binary reduction of n terms (one level per stage)."""
+    return max(n - 1, 0).bit_length()
+
+
+def divider_latency(quotient_bits: int) -> int:
+    """The sequential divider: start -> done, one quotient bit per cycle."""
+    return quotient_bits + 1
+
+
+# -- the scalar unit (hw/scalar_unit.py): one divider sized for the per-step division -------------
+_DIV = divider_latency(F.LR_BITS)  # eta_t <= eta < 2**28
+_MUL = 32                          # the shift-add multiplier, one bit of a 32-bit operand per cycle
+#: ``step`` pulse -> the next step's alpha ready: select, division, normalization.
+STEP_LATENCY = 1 + _DIV + 2
+#: job start -> the job's constants and step 1's alpha ready: ceil(N / B) | T = E * spe | rn(B) |
+#: rn(nb_last) | eta * (T - W) | step 1.
+INIT_LATENCY = 1 + (_DIV + 1) + (_MUL + 1) + (_DIV + 1) + (_DIV + 1) + (1 + _MUL + 1) + STEP_LATENCY
+
+# -- the order unit (hw/order_unit.py) ------------------------------------------------------------
+ORDER_PIPE = ROUNDS * 4 + 4  # 4 stages a round; the image, the range check, the address product (2)
+
+
+def order_cycles(samples: int) -> int:
+    """One epoch's order: ``epoch_start`` -> ``done``: round keys, masks, 2**(2h) candidates, pipeline."""
+    return ROUNDS + 1 + domain(samples) + ORDER_PIPE + 1
+
+
+# -- the head unit (hw/head.py, hw/softmax.py) ----------------------------------------------------
+_SMX_EXP, _SMX_PG = 6, 7
+_SMX_DIV = divider_latency(F.RECIP_SHIFT - F.P_FRAC + 1)  # 17 quotient bits
 
 
 def softmax_latency(classes: int) -> int:
-    """MAX (C) + EXP (C + 1) + DIV (17) + PG (C + 1) + 1."""
-    return 3 * classes + DIV_CYCLES + 2
+    """capture | max tree | exp (6) | sum tree | division | recip register | probabilities (7)."""
+    lv = tree_levels(classes)
+    return 1 + lv + _SMX_EXP + lv + _SMX_DIV + 1 + _SMX_PG
 
 
-def head_latency(taps: int, classes: int) -> int:
-    """Head unit start -> t ready: Y (K + 1), y out (1), softmax start (1), softmax, SB (K + 1)."""
-    return (taps + 1) + 2 + softmax_latency(classes) + (taps + 1)
+def head_latency(taps: int, rank: int, classes: int) -> int:
+    """The head unit's ``start`` -> ``done`` (it takes the next sample in the ``done`` cycle).
+
+    Y: K issue cycles, row select, DSP M, P, the sum over r, the sum over k; round, + z, softmax
+    start (3); the softmax; SB: K issue cycles, row select, M, P, the sum over c, shift, round and
+    saturate, the t write; then done.
+    """
+    y = taps + (3 + tree_levels(rank) + 1) + 3
+    sb = taps + (3 + tree_levels(classes) + 3)
+    return y + softmax_latency(classes) + sb
 
 
-def forward_to_t(taps: int, classes: int) -> int:
-    return FWD_TO_HEAD + head_latency(taps, classes)
+# -- the datapath (hw/datapath.py) and the optimizer (hw/optimizer.py) ------------------------------
+def fwd_latency(lanes: int) -> int:
+    """A sample's last line issued -> ``sample_done``: read, output register, DSP inputs, M, P, the
+    lane tree, the tap sum, the shift, the saturation."""
+    return 5 + tree_levels(lanes) + 3
 
 
-def batch_cycles(layout: Layout, nb: int) -> int:
+BWD_LATENCY = 5   # a line's last backward op issued -> the line's gradient sums to the optimizer
+OPT_LATENCY = 9   # a chunk selected -> its weights written and its saturation count added
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every latency and phase length of an accelerator build's schedule (the sequencer's numbers)."""
+
+    layout: Layout
+
+    @classmethod
+    def of(cls, layout: Layout) -> "Timing":
+        return cls(layout)
+
+    @property
+    def geometry(self):
+        return self.layout.geometry
+
+    # the optimizer's chunks
+    @property
+    def opt_lanes(self) -> int:
+        return min(OPT_LANES_MAX, self.geometry.rank * self.layout.lanes)
+
+    @property
+    def a_chunks(self) -> int:
+        return -(-self.geometry.rank * self.layout.lanes // self.opt_lanes)
+
+    @property
+    def b_chunks(self) -> int:
+        g = self.geometry
+        return -(-g.classes * g.rank // self.opt_lanes)
+
+    # latencies
+    @property
+    def fwd(self) -> int:
+        return fwd_latency(self.layout.lanes)
+
+    @property
+    def head(self) -> int:
+        g = self.geometry
+        return head_latency(g.taps, g.rank, g.classes)
+
+    @property
+    def f_gap(self) -> int:
+        """Idle cycles between two forward passes: the head unit must be free when u arrives."""
+        return max(0, self.head - self.layout.sample_lines)
+
+    @property
+    def wait_t(self) -> int:
+        """WAIT_T lasts max(0, wait_t - nb) cycles: the last sample's t is read nb - 1 cycles
+        after the backward pass starts."""
+        return self.fwd + self.head
+
+    @property
+    def opt_a_wait(self) -> int:
+        """The last backward op -> the optimizer may start B (its last A chunk is out)."""
+        return BWD_LATENCY + self.a_chunks
+
+    @property
+    def opt_b_cycles(self) -> int:
+        """B: per tap a row fetch and its chunks; then the optimizer's last write and count land."""
+        return self.geometry.taps * (1 + self.b_chunks) + OPT_LATENCY
+
+    @property
+    def max_wait(self) -> int:
+        return max(self.f_gap, self.wait_t, self.opt_a_wait, self.opt_b_cycles, self.a_chunks)
+
+
+def batch_cycles(timing: Timing, nb: int) -> int:
+    """A mini-batch of nb samples, PREFETCH to OPT_B."""
     if nb < 1:
         raise ValueError(f"a batch has at least one sample, not {nb}")
-    a, g = layout.sample_lines, layout.tap_lines
-    lat = forward_to_t(layout.geometry.taps, layout.geometry.classes)
-    if nb == 1:
-        span = a + lat + g
-    else:
-        span = a + max(a, lat) + (nb - 2) * max(a + g, lat) + max(g, lat) + g
-    return span + DRAIN_G + g + DRAIN_U
+    lay = timing.layout
+    prefetch = nb + 2
+    forward = nb * lay.sample_lines + (nb - 1) * timing.f_gap
+    wait = max(0, timing.wait_t - nb)
+    backward = (lay.tap_lines - 1) * max(nb, timing.a_chunks) + nb
+    return prefetch + 1 + forward + wait + backward + timing.opt_a_wait + timing.opt_b_cycles
 
 
-def job_cycles(layout: Layout, samples: int, batch: int, epochs: int) -> int:
-    """Cycles the accelerator's counter reports for a job (from the first CLR line to the end)."""
+def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool) -> int:
+    full, rest = divmod(samples, batch)
+    body = full * batch_cycles(timing, batch) + (batch_cycles(timing, rest) if rest else 0)
+    return 1 + (order_cycles(samples) if shuffle else 0) + body + 1
+
+
+def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False) -> int:
+    """Cycles the accelerator's counter reports for a job (the sequencer's busy cycles)."""
     for name, v in (("samples", samples), ("batch", batch), ("epochs", epochs)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, not {v}")
-    full, rest = divmod(samples, batch)
-    per_epoch = full * batch_cycles(layout, batch) + (batch_cycles(layout, rest) if rest else 0)
-    return layout.tap_lines + epochs * per_epoch
+    return INIT_LATENCY + epochs * epoch_cycles(Timing.of(layout), samples, batch, shuffle)
 
 
 def useful_macs(layout: Layout, samples: int, epochs: int) -> int:
@@ -74,13 +188,14 @@ def useful_macs(layout: Layout, samples: int, epochs: int) -> int:
     return 2 * g.rank * g.total_dim * samples * epochs
 
 
-def report(config: AcceleratorConfig, samples: int, batch: int, epochs: int,
+def report(config: AcceleratorConfig, samples: int, batch: int, epochs: int, *, shuffle: bool = False,
            clock_mhz: float = CLOCK_MHZ) -> dict:
     layout = Layout(config.geometry, config.lanes)
-    cyc = job_cycles(layout, samples, batch, epochs)
+    cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle)
     lanes = config.lanes * config.geometry.rank
     return {
-        "config": config.name, "samples": samples, "batch": batch, "epochs": epochs,
+        "config": config.name, "samples": samples, "batch": batch, "epochs": epochs, "shuffle": shuffle,
+        "steps": epochs * steps_per_epoch(samples, batch),
         "cycles": cyc, "clock_mhz": clock_mhz, "projected_ms": cyc / (clock_mhz * 1e3),
         "projection": f"cycles / {clock_mhz:g} MHz (an assumed clock: no timing closure here)",
         "lanes": config.lanes, "multipliers": lanes,

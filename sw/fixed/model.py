@@ -1,10 +1,11 @@
 """The bit-exact model: exactly what the accelerator computes for a fine-tuning job, in integers.
 
 docs/numerics.md is the prose form of this file. A job runs ``epochs`` passes over cache entries
-0..n-1 in order, in mini-batches of ``batch`` consecutive entries (the last one may be shorter).
-Inside a batch every sample sees the adapters as they were at the batch start; the gradients are
-summed in accumulators wide enough never to overflow, so the order of samples inside a batch
-cannot change a result; after the batch the adapters take one SGD step with saturation.
+0..n-1, each epoch in cache order or in a new pseudo-random order (`order`), in mini-batches of
+``batch`` entries (the last one may be shorter). Inside a batch every sample sees the adapters as
+they were at the batch start; the gradients are summed in accumulators wide enough never to
+overflow, so the order of samples inside a batch cannot change a result; after the batch every
+weight takes one optimizer step (`optimizer`) whose size follows the schedule (`schedule`).
 
 Integer products are evaluated with float64 matrix products, which are exact here: every partial
 sum stays below 2**53 (the widest, the B-gradient accumulator, is below 2**48).
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import formats as F
+from .optimizer import Optimizer, OptimizerState, grad_from_sum, update
+from .order import job_orders
 from .quantize import code_range
+from .schedule import job_lrs, recip_batch, steps_per_epoch, total_steps
 
 __all__ = ["Geometry", "Adapters", "CacheEntries", "JobConfig", "JobResult", "run_job", "forward",
-           "softmax_gradient", "predict"]
+           "softmax_gradient", "sample_loss", "sample_orders", "predict"]
 
 
 def _int_like(value, name):
@@ -160,14 +164,24 @@ class CacheEntries:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """A job's registers: samples used, batch, epochs, learning-rate register, per-tap scales."""
+    """A job's registers: samples, batch, epochs, the peak step size, per-tap scales, the recipe.
+
+    ``lr`` is the LR register (`formats.lr_register(eta)`); ``shuffle`` and ``seed`` choose the
+    sample order (`order`); ``warmup`` (steps) and ``decay`` the learning-rate schedule
+    (`schedule`); ``optimizer`` the update rule (`optimizer.Optimizer`).
+    """
 
     samples: int
     batch: int
     epochs: int
-    lr: int  # formats.lr_register(eta, batch)
+    lr: int
     exponents: tuple
     signed: tuple
+    shuffle: bool = False
+    seed: int = 0
+    warmup: int = 0
+    decay: bool = False
+    optimizer: int = Optimizer.SGD
 
     def validate(self, g: Geometry, cached: int) -> "JobConfig":
         n, b, e, lr = (_int_like(v, name) for v, name in ((self.samples, "samples"), (self.batch, "batch"),
@@ -176,12 +190,17 @@ class JobConfig:
             raise ValueError(f"samples must be at least 1, not {n}")
         if n > cached:
             raise ValueError(f"samples ({n}) exceeds the {cached} cached entries")
+        if n > F.SAMPLES_MAX:
+            raise ValueError(f"samples must be at most {F.SAMPLES_MAX}, not {n}")
         if not 1 <= b <= F.BATCH_MAX:
             raise ValueError(f"batch must be in [1, {F.BATCH_MAX}], not {b}")
         if b > n:
             raise ValueError(f"batch ({b}) is larger than the number of samples ({n})")
         if not 1 <= e <= F.EPOCHS_MAX:
             raise ValueError(f"epochs must be in [1, {F.EPOCHS_MAX}], not {e}")
+        if total_steps(n, b, e) > F.STEPS_MAX:
+            raise ValueError(f"a job may run at most {F.STEPS_MAX} mini-batch steps, not "
+                             f"{total_steps(n, b, e)} ({e} epochs of {steps_per_epoch(n, b)})")
         if not 1 <= lr < (1 << F.LR_BITS):
             raise ValueError(f"lr register must be in [1, {(1 << F.LR_BITS) - 1}], not {lr}")
         if len(self.exponents) != g.taps or len(self.signed) != g.taps:
@@ -189,31 +208,64 @@ class JobConfig:
         for x in self.exponents:
             if not F.EXP_MIN <= _int_like(x, "tap exponent") <= F.EXP_MAX:
                 raise ValueError(f"tap exponent must be in [{F.EXP_MIN}, {F.EXP_MAX}], not {x}")
+        if not 0 <= _int_like(self.seed, "seed") < 1 << F.SEED_BITS:
+            raise ValueError(f"seed must be in [0, 2**{F.SEED_BITS}), not {self.seed}")
+        if not 0 <= _int_like(self.warmup, "warmup") <= F.STEPS_MAX:
+            raise ValueError(f"warm-up steps must be in [0, {F.STEPS_MAX}], not {self.warmup}")
+        try:
+            Optimizer(self.optimizer)
+        except ValueError:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of "
+                             f"{', '.join(f'{o.value} ({o.name.lower()})' for o in Optimizer)}") from None
         return self
 
 
 @dataclass
 class JobResult:
+    """The adapters after a job and the statistics the accelerator keeps per epoch."""
+
     adapters: Adapters
-    correct: list = field(default_factory=list)  # training samples classified right, per epoch
+    correct: list = field(default_factory=list)    # training samples classified right, per epoch
+    loss: list = field(default_factory=list)       # sum of per-sample losses (Q8 log2), per epoch
+    saturated: list = field(default_factory=list)  # weight updates clamped to the Q14 range, per epoch
+
+    def mean_loss(self, samples: int) -> list[float]:
+        """Mean training cross-entropy per epoch in nats (from the Q8 log2 sums)."""
+        return [float(v) * 2.0 ** -F.LOSS_FRAC * np.log(2.0) / samples for v in self.loss]
 
 
-def softmax_gradient(y: np.ndarray, labels: np.ndarray):
+def sample_loss(e_label, esum, t_label):
+    """-log2 p(label) in Q8: t_label + log2(sum_c e_c / 2**15), the fraction from a 64-entry table,
+    saturated to `formats.LOSS_BITS` (docs/numerics.md, "Training statistics")."""
+    esum = np.asarray(esum, np.int64)
+    n = np.frexp(esum.astype(np.float64))[1].astype(np.int64) - 1  # leading one (exact below 2**53)
+    frac = (esum >> (n - F.LOG2_LUT_BITS)) & ((1 << F.LOG2_LUT_BITS) - 1)
+    lut = np.asarray(F.LOG2_LUT, np.int64)
+    ell = np.asarray(t_label, np.int64) + ((n - F.P_FRAC) << F.LOSS_FRAC) + lut[frac]
+    return np.minimum(ell, (1 << F.LOSS_BITS) - 1)
+
+
+def softmax_gradient(y: np.ndarray, labels: np.ndarray, *, with_loss: bool = False):
     """g = softmax(y) - onehot(label) in Q15, and the argmax (first maximum), as the RTL computes them.
 
     exp(y_c - max) = 2**(-t) with t = d * log2(e) in Q8: a 256-entry table gives 2**-frac(t), a
-    shift applies 2**-int(t); p_c = e_c * floor(2**31 / sum e) >> 16 (rounded).
+    shift applies 2**-int(t); p_c = e_c * floor(2**31 / sum e) >> 16 (rounded). With ``with_loss``
+    also the per-sample loss (`sample_loss`).
     """
     y = np.asarray(y, np.int64)
+    labels = np.asarray(labels, np.int64)
     m = y.max(axis=1, keepdims=True)
     d = m - y  # >= 0, below 2**17
     t = (d * F.LOG2E + (1 << (F.LOG2E_FRAC - 1))) >> F.LOG2E_FRAC
     lut = np.asarray(F.EXP2_LUT, np.int64)
     e = lut[t & ((1 << F.EXP2_LUT_BITS) - 1)] >> np.minimum(t >> F.EXP2_LUT_BITS, 31)
-    recip = (np.int64(1) << F.RECIP_SHIFT) // e.sum(axis=1, keepdims=True)
+    esum = e.sum(axis=1, keepdims=True)
+    recip = (np.int64(1) << F.RECIP_SHIFT) // esum
     p = (e * recip + (1 << 15)) >> 16
     rows = np.arange(len(y))
     p[rows, labels] -= 1 << F.P_FRAC
+    if with_loss:
+        return p, y.argmax(axis=1), sample_loss(e[rows, labels], esum[:, 0], t[rows, labels])
     return p, y.argmax(axis=1)
 
 
@@ -248,38 +300,56 @@ class _State:
         return Adapters(a, b)
 
 
+def sample_orders(config: JobConfig) -> list:
+    """The cache entries of each epoch in training order (`order.job_orders` or cache order)."""
+    if config.shuffle:
+        return job_orders(config.samples, config.seed, config.epochs)
+    return [np.arange(config.samples)] * config.epochs
+
+
 def run_job(g: Geometry, cache: CacheEntries, adapters: Adapters, config: JobConfig) -> JobResult:
     """Run one fine-tuning job exactly as the accelerator does; returns the adapters and statistics."""
     config.validate(g, len(cache))
     cache.validate(g, config.signed)
     adapters.validate(g)
     st = _State(g, adapters, config.exponents)
-    n, batch, lr = config.samples, config.batch, config.lr
+    n, batch = config.samples, config.batch
     codes = np.asarray(cache.codes[:n], np.float64)
     logits = np.asarray(cache.logits[:n], np.int64)
     labels = np.asarray(cache.labels[:n], np.int64)
-    da_shift = F.T_FRAC - F.A_FRAC
-    db_shift = F.GL_FRAC + F.U_FRAC - F.B_FRAC
-    gl_shift = F.P_FRAC + F.LR_FRAC - F.GL_FRAC
-    correct = []
-    for _ in range(config.epochs):
-        right = 0
+    lrs = job_lrs(config.lr, n, batch, config.epochs, config.warmup, config.decay)
+    state = OptimizerState(config.optimizer, None)
+    gl_shift = F.P_FRAC + F.RN_FRAC - F.GL_FRAC
+    db_frac = F.GL_FRAC + F.U_FRAC                                       # dB = sum gl u
+    result = JobResult(None)
+    step = 0
+    for order in sample_orders(config):
+        right = loss = clamped = 0
         for s in range(0, n, batch):
-            q, z, lab = codes[s:s + batch], logits[s:s + batch], labels[s:s + batch]
+            idx = order[s:s + batch]
+            q, z, lab = codes[idx], logits[idx], labels[idx]
             u, y = st.forward(q, z)
-            gq, top = softmax_gradient(y, lab)
+            gq, top, ell = softmax_gradient(y, lab, with_loss=True)
             right += int((top == lab).sum())
-            gl = F.round_shift(gq * lr, gl_shift)                       # |gl| <= 2**24
+            loss += int(ell.sum())
+            gl = F.round_shift(gq * recip_batch(len(idx)), gl_shift)       # g / nb, |gl| <= 2**24
             glf = gl.astype(np.float64)
             db = np.rint(u.T.astype(np.float64) @ glf).astype(np.int64)  # sum_batch u gl, (K*R, C)
             sl = np.rint(glf @ st.b.T).astype(np.int64)                   # B^T gl per sample, (n, K*R)
             t = F.saturate(F.round_shift(sl, st.t_shift), F.T_BITS)
             da = np.rint(q.T @ t.astype(np.float64)).astype(np.int64)     # sum_batch q t, (D, K*R)
-            st.a[st.mask] = F.saturate(st.a[st.mask].astype(np.int64) - F.round_shift(da[st.mask], da_shift),
-                                       F.W_BITS)
-            st.b = F.saturate(st.b.astype(np.int64) - F.round_shift(db, db_shift), F.W_BITS).astype(np.float64)
-        correct.append(right)
-    return JobResult(st.adapters(), correct)
+            alpha = lrs[step]
+            a_new, sat_a = update(st.a[st.mask], grad_from_sum(da[st.mask], F.T_FRAC), alpha, state)
+            b_new, sat_b = update(st.b, grad_from_sum(db, db_frac), alpha, state)
+            st.a[st.mask] = a_new
+            st.b = b_new.astype(np.float64)
+            clamped += sat_a + sat_b
+            step += 1
+        result.correct.append(right)
+        result.loss.append(loss)
+        result.saturated.append(clamped)
+    result.adapters = st.adapters()
+    return result
 
 
 def forward(g: Geometry, codes, logits, adapters: Adapters, exponents):

@@ -1,9 +1,10 @@
 """Test vectors for the hardware: a random job in the accelerator's own terms, and its exact outcome.
 
 Every RTL test (amaranth.sim and cocotb) takes its stimulus and its expected results from here;
-none of them re-implements the arithmetic. ``make_vector`` draws cache entries, initial adapters
-and per-tap scales for any geometry, packs them as the accelerator receives them, and runs the
-bit-exact model for the expected adapters, training statistics and cycle count.
+none of them re-implements the arithmetic. ``make_vector`` draws cache entries, initial adapters,
+per-tap scales and a training recipe (sample order, schedule, optimizer) for any geometry, packs
+them as the accelerator receives them, and runs the bit-exact model for the expected adapters,
+per-epoch statistics and cycle count.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from . import formats as F
 from .config import AcceleratorConfig
 from .cycles import job_cycles
 from .model import Adapters, CacheEntries, Geometry, JobConfig, JobResult, run_job
+from .optimizer import Optimizer
 from .packing import Layout, pack_adapters, pack_cache, unpack_adapters
 from .quantize import code_range
+from .schedule import steps_per_epoch
 
-__all__ = ["TestVector", "make_vector", "register_values"]
+__all__ = ["TestVector", "make_vector"]
 
 
 @dataclass
@@ -41,7 +44,8 @@ class TestVector:
 
     @property
     def cycles(self) -> int:
-        return job_cycles(self.layout, self.job.samples, self.job.batch, self.job.epochs)
+        j = self.job
+        return job_cycles(self.layout, j.samples, j.batch, j.epochs, shuffle=j.shuffle)
 
     @property
     def cache_bytes(self) -> np.ndarray:
@@ -58,35 +62,22 @@ class TestVector:
     def unpack_adapters(self, data) -> Adapters:
         return unpack_adapters(self.layout, data)
 
-    @property
-    def registers(self) -> dict:
-        return register_values(self.job)
-
     def describe(self) -> str:
         g, j = self.config.geometry, self.job
         return (f"seed={self.seed} dims={list(g.dims)} R={g.rank} C={g.classes} P={self.config.lanes} "
                 f"N={j.samples}/{len(self.cache)} batch={j.batch} epochs={j.epochs} lr={j.lr} "
-                f"exps={list(j.exponents)} signed={[int(s) for s in j.signed]}")
-
-
-def register_values(job: JobConfig) -> dict:
-    """Register name -> value for a job, encoded with the generated register map (sw/regmap.json)."""
-    from ..driver.registers import register_map
-    from ..hw.registers import encode
-
-    rm = register_map()
-    regs = {"SAMPLES": job.samples, "BATCH": job.batch, "EPOCHS": job.epochs, "LR": job.lr}
-    for k, (e, s) in enumerate(zip(job.exponents, job.signed)):
-        reg = rm[f"TAP{k}_CFG"]
-        width = reg.field("exponent").width  # two's complement in the field
-        regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
-    return regs
+                f"shuffle={int(j.shuffle)} order_seed={j.seed} warmup={j.warmup} decay={int(j.decay)} "
+                f"opt={Optimizer(j.optimizer).name.lower()} exps={list(j.exponents)} "
+                f"signed={[int(s) for s in j.signed]}")
 
 
 def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: int, seed: int,
-                lr: int | None = None, cached: int | None = None, extreme: bool = False) -> TestVector:
+                lr: int | None = None, cached: int | None = None, extreme: bool = False,
+                shuffle: bool | None = None, order_seed: int | None = None, warmup: int | None = None,
+                decay: bool | None = None, optimizer: int | None = None) -> TestVector:
     """A random job. ``extreme`` draws adapters and logits near their limits and a large learning
-    rate, so the saturating narrowings (u, y, t, A, B) are exercised."""
+    rate, so the saturating narrowings (u, y, t, A, B) are exercised. Recipe arguments left None
+    are drawn at random (shuffle, its seed, a warm-up, the decay, the optimizer)."""
     g: Geometry = config.geometry
     rng = np.random.default_rng(seed)
     cached = samples if cached is None else cached
@@ -102,7 +93,15 @@ def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: 
     wlim = (1 << (F.W_BITS - 1)) if extreme else (1 << (F.A_FRAC - 3))
     a = [rng.integers(-wlim, wlim, (g.rank, d)).astype(np.int16) for d in g.dims]
     b = [rng.integers(-wlim, wlim, (g.classes, g.rank)).astype(np.int16) for _ in g.dims]
-    if lr is None:
-        lr = int(rng.integers(1 << 16, 1 << 23)) if extreme else int(rng.integers(1 << 10, 1 << 17))
-    job = JobConfig(samples, batch, epochs, lr, exponents, signed)
+    if lr is None:  # eta in Q24: up to 16 when extreme, else 1e-3 .. 1
+        lr = int(rng.integers(1 << 24, (1 << F.LR_BITS) - 1)) if extreme else int(rng.integers(1 << 14, 1 << 24))
+    total = epochs * steps_per_epoch(samples, batch)
+    shuffle = bool(rng.random() < 0.5) if shuffle is None else shuffle
+    order_seed = int(rng.integers(0, 1 << 32)) if order_seed is None else order_seed
+    if warmup is None:
+        warmup = int(rng.choice([0, 1, steps_per_epoch(samples, batch), int(rng.integers(0, total + 2))]))
+    decay = bool(rng.random() < 0.5) if decay is None else decay
+    optimizer = int(rng.choice([o.value for o in Optimizer])) if optimizer is None else optimizer
+    job = JobConfig(samples, batch, epochs, lr, exponents, signed, shuffle=shuffle, seed=order_seed,
+                    warmup=warmup, decay=decay, optimizer=optimizer)
     return TestVector(config, job, CacheEntries(codes, logits, labels), Adapters(a, b), seed)

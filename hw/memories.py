@@ -1,0 +1,91 @@
+"""The accelerator's memories, each with a registered read (read register + output register).
+
+Every read returns its data two cycles after the address (`READ_LATENCY`): the memory's own read
+register and an output register behind it (a BRAM's DO*_REG / an UltraRAM's OREG), so no logic
+ever sits between a memory and the next register.
+
+* `CacheMemory`  every cached sample's lines: 4-bit tap codes, base logits, label (UltraRAM when
+  large: the KV260 build holds 1024 samples x `Layout.sample_lines` lines of `Layout.beat_bits`).
+* `AMemory`      adapter A, one line (all R ranks x P lanes) per address, written a stream beat or
+  an optimizer chunk at a time (its write granularity is one beat).
+* `TBuffer`      each sample's t_k of the current mini-batch, at (slot, k).
+* `OrderBuffer`  the epoch's sample order as cache addresses (written by the order unit).
+* `StatsMemory`  per-epoch training statistics (written by the sequencer, read by the host).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..fixed import formats as F
+from .params import HwParams, bits_for, invalid
+
+__all__ = ["READ_LATENCY", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer",
+           "StatsMemory", "STATS_BITS"]
+
+READ_LATENCY = 2
+URAM_THRESHOLD_BITS = 1 << 20  # smaller caches are left to the tools (BRAM / LUTRAM)
+STATS_BITS = 16 + 32 + 32      # correct, loss sum, saturated updates
+
+
+class RegisteredMemory(wiring.Component):
+    """One write port (optionally with a byte-lane-like granularity) and one registered read port."""
+
+    def __init__(self, width: int, depth: int, *, granularity: int | None = None, attrs=None):
+        for name, v in (("width", width), ("depth", depth)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise invalid(self, TypeError(f"{name} must be a positive integer, not {v!r}"))
+        if granularity is not None and width % granularity:
+            raise invalid(self, ValueError(f"width {width} is not a multiple of the granularity {granularity}"))
+        self.width, self.depth, self.granularity, self.attrs = width, depth, granularity, attrs
+        lanes = width // granularity if granularity else 1
+        abits = bits_for(depth - 1)
+        super().__init__({
+            "wr_addr": In(abits), "wr_data": In(width), "wr_en": In(lanes),
+            "rd_addr": In(abits), "rd_data": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[], attrs=self.attrs)
+        wp = mem.write_port(granularity=self.granularity)
+        rp = mem.read_port()
+        out = Signal(self.width, reset_less=True)
+        m.d.sync += out.eq(rp.data)
+        m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
+                     rp.addr.eq(self.rd_addr), self.rd_data.eq(out)]
+        return m
+
+
+def _params(params) -> HwParams:
+    if not isinstance(params, HwParams):
+        raise TypeError(f"params must be HwParams, not {params!r}")
+    return params
+
+
+def CacheMemory(params: HwParams) -> RegisteredMemory:
+    p = _params(params)
+    big = p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
+    return RegisteredMemory(p.beat_bits, p.cache_lines, attrs={"ram_style": "ultra"} if big else None)
+
+
+def AMemory(params: HwParams) -> RegisteredMemory:
+    # Block RAM: wide (R*P words) and shallow (tap lines); as LUTRAM it would cost ~15k LUTs.
+    p = _params(params)
+    return RegisteredMemory(p.a_line_bits, p.tap_lines, granularity=p.beat_bits, attrs={"ram_style": "block"})
+
+
+def TBuffer(params: HwParams) -> RegisteredMemory:
+    p = _params(params)
+    return RegisteredMemory(p.R * F.T_BITS, 1 << (p.slot_bits + p.tap_bits))
+
+
+def OrderBuffer(params: HwParams) -> RegisteredMemory:
+    p = _params(params)
+    return RegisteredMemory(p.cache_addr_bits, p.n_max)
+
+
+def StatsMemory() -> RegisteredMemory:
+    return RegisteredMemory(STATS_BITS, F.STAT_EPOCHS)

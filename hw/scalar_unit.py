@@ -1,0 +1,166 @@
+"""The scalar unit: a job's derived values and each mini-batch's step size, computed on chip.
+
+At a job's start (``start``) it derives, from the registers, the steps per epoch and in the job,
+the size of the last (shorter) batch, the batch-mean factors rn(B) and rn(nb_last), and the step
+size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha_*`` to the batch now
+starting and computes the next step's in the background. `skip2lora.fixed.schedule` is the
+contract; one sequential divider and one shift-add multiplier do all the arithmetic, so the unit
+is small and never deeper than one subtractor.
+
+Schedule of a job start (`cycles.INIT_LATENCY` counts it; `cycles.STEP_LATENCY` a step's): spe = ceil(N / B) | T = E * spe |
+rn(B) | rn(nb_last) | eta * (T - W) | the step-1 division | normalization.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..fixed import formats as F
+from .divider import Divider
+
+__all__ = ["ScalarUnit", "STEP_BITS", "MUL_CYCLES", "ETA_Q_BITS"]
+
+STEP_BITS = 32                       # T = epochs * steps per epoch < 2**32
+MUL_CYCLES = STEP_BITS               # the shift-add multiplier takes one bit of its second operand per cycle
+ETA_Q_BITS = F.LR_BITS               # eta_t <= eta < 2**28
+_DIVIDEND_BITS = 1 + F.LR_BITS + STEP_BITS + 1  # 2 * eta * num + den
+_DIVISOR_BITS = STEP_BITS + 1                    # 2 * den
+
+
+class ScalarUnit(wiring.Component):
+    """Job registers in, per-job constants and per-step step sizes out (see the module docstring)."""
+
+    def __init__(self):
+        super().__init__({
+            "start": In(1),                 # a job starts: registers are valid and stay so
+            "step": In(1),                  # a mini-batch starts: alpha <- next, compute the next one
+            "samples": In(16), "batch": In(16), "epochs": In(16),
+            "eta": In(F.LR_BITS), "warmup": In(STEP_BITS), "decay": In(1),
+            "ready": Out(1),                # job constants and step 1's alpha are valid
+            "steps_per_epoch": Out(16),
+            "nb_last": Out(16),             # samples in an epoch's last batch
+            "rn_full": Out(F.RN_BITS),      # rn(batch)
+            "rn_last": Out(F.RN_BITS),      # rn(nb_last)
+            "alpha_m": Out(F.ALPHA_MANT_BITS),  # this batch's step size, mantissa and exponent
+            "alpha_e": Out(4),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.div = div = Divider(_DIVIDEND_BITS, _DIVISOR_BITS, ETA_Q_BITS)
+        # The divider is sized for the per-step division; the job-start ones use its low bits.
+        total = Signal(STEP_BITS)
+        den_decay = Signal(STEP_BITS)
+        x = Signal(F.LR_BITS + STEP_BITS)       # eta * num of the step being computed
+        x_decay = Signal(F.LR_BITS + STEP_BITS)  # eta * (T - W): num at the first decay step
+        t = Signal(STEP_BITS)                    # the step being computed (1-based)
+        next_m, next_e = Signal(F.ALPHA_MANT_BITS), Signal(4)
+        eta_t = Signal(ETA_Q_BITS)
+        # The shift-add multiplier: acc += a << i for each set bit i of b (one bit per cycle).
+        mul_a, mul_b, mul_acc = Signal(F.LR_BITS + STEP_BITS), Signal(STEP_BITS), Signal(F.LR_BITS + STEP_BITS)
+        mul_n = Signal(range(MUL_CYCLES + 1))
+        n = Signal(range(MUL_CYCLES + 1))
+
+        warm = Signal()
+        m.d.comb += warm.eq((self.warmup != 0) & (t <= self.warmup))
+
+        def divide(dividend, divisor):
+            m.d.comb += [div.start.eq(1), div.dividend.eq(dividend), div.divisor.eq(divisor)]
+
+        def multiply(a, b):
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(0), mul_n.eq(MUL_CYCLES)]
+
+        mul_busy = mul_n != 0
+        with m.If(mul_busy):
+            m.d.sync += [mul_acc.eq(mul_acc + Mux(mul_b[0], mul_a, 0)), mul_a.eq(mul_a << 1),
+                         mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
+
+        # normalization: E = max(0, bitlength(eta_t) - 17), M = eta_t >> E
+        length = Signal(range(ETA_Q_BITS + 1))
+        for i in range(ETA_Q_BITS):
+            with m.If(eta_t[i]):
+                m.d.comb += length.eq(i + 1)
+        over = Signal(4)
+        m.d.comb += over.eq(Mux(length > F.ALPHA_MANT_BITS, length - F.ALPHA_MANT_BITS, 0))
+
+        def after_step(fsm_next):
+            """The step's quotient is in eta_t: advance x to the following step."""
+            with m.If(warm & (t < self.warmup)):
+                m.d.sync += x.eq(x + self.eta)
+            with m.Elif(warm):
+                m.d.sync += x.eq(x_decay)
+            with m.Elif(self.decay):
+                m.d.sync += x.eq(x - self.eta)
+            m.d.sync += t.eq(t + 1)
+            m.next = fsm_next
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.ready.eq(0), t.eq(1)]
+                    m.next = "SPE"
+            with m.State("SPE"):  # ceil(N / B) and the last batch's size from one division
+                divide(self.samples + self.batch - 1, self.batch)
+                m.next = "SPE_WAIT"
+            with m.State("SPE_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += [self.steps_per_epoch.eq(div.quotient), self.nb_last.eq(div.remainder + 1)]
+                    multiply(self.epochs, div.quotient[:16])
+                    m.next = "TOTAL"
+            with m.State("TOTAL"):
+                with m.If(~mul_busy):
+                    m.d.sync += total.eq(mul_acc)
+                    m.next = "RN_FULL"
+            with m.State("RN_FULL"):  # rn(nb) = floor((2**25 + nb) / (2 nb))
+                divide((1 << (F.RN_FRAC + 1)) + self.batch, self.batch << 1)
+                m.next = "RN_FULL_WAIT"
+            with m.State("RN_FULL_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += self.rn_full.eq(div.quotient)
+                    m.next = "RN_LAST"
+            with m.State("RN_LAST"):
+                divide((1 << (F.RN_FRAC + 1)) + self.nb_last, self.nb_last << 1)
+                m.next = "RN_LAST_WAIT"
+            with m.State("RN_LAST_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += [self.rn_last.eq(div.quotient),
+                                 den_decay.eq(Mux(total > self.warmup, total - self.warmup, 1))]
+                    m.next = "DECAY"
+            with m.State("DECAY"):  # eta * (T - W), the numerator of the first decay step
+                multiply(self.eta, den_decay)
+                m.next = "DECAY_WAIT"
+            with m.State("DECAY_WAIT"):
+                with m.If(~mul_busy):
+                    m.d.sync += [x_decay.eq(mul_acc), x.eq(Mux(self.warmup != 0, self.eta, mul_acc))]
+                    m.next = "STEP"
+            with m.State("STEP"):  # eta_t = round(x / den) unless the rate is constant
+                den = Mux(warm, self.warmup, den_decay)
+                with m.If(warm | self.decay):
+                    divide(Cat(Const(0, 1), x) + den, den << 1)
+                    m.next = "STEP_WAIT"
+                with m.Else():
+                    m.d.sync += [eta_t.eq(self.eta), n.eq(Divider.latency(ETA_Q_BITS) - 1)]
+                    m.next = "CONST_WAIT"
+            with m.State("CONST_WAIT"):  # the same latency as a division
+                m.d.sync += n.eq(n - 1)
+                with m.If(n == 0):
+                    after_step("NORM")
+            with m.State("STEP_WAIT"):
+                with m.If(div.done):
+                    m.d.sync += eta_t.eq(div.quotient)
+                    after_step("NORM")
+            with m.State("NORM"):
+                m.d.sync += [next_e.eq(over), next_m.eq(eta_t >> over)]
+                m.next = "READY"
+            with m.State("READY"):
+                m.d.sync += self.ready.eq(1)
+                with m.If(self.start):
+                    m.d.sync += [self.ready.eq(0), t.eq(1)]
+                    m.next = "SPE"
+                with m.Elif(self.step):
+                    m.d.sync += [self.alpha_m.eq(next_m), self.alpha_e.eq(next_e)]
+                    with m.If(t <= total):
+                        m.next = "STEP"
+        return m
