@@ -43,8 +43,8 @@ ERROR_DOCS = {
     ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load armed; it is drained up to TLAST",
     ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load: nothing is committed (a cache "
                            "load adds no entries; an adapter load leaves no valid adapters)",
-    ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: the beats are kept (cache) or dropped "
-                          "(adapters: no valid adapters), the rest is drained up to TLAST",
+    ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: nothing is committed (as for TLAST_EARLY); "
+                          "the rest of the stream is drained up to TLAST",
     ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE would exceed CACHE_DEPTH entries (nothing armed)",
     ErrorCode.BUSY: "a command arrived while a job, load or read-back was running (ignored)",
     ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range, or "

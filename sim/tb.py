@@ -79,7 +79,9 @@ class Case:
 
 def random_case(seed: int, config=None) -> Case:
     """Case ``seed``: N, batch (1, N, divisors and non-divisors), epochs 1-3, learning rate, extreme
-    (saturating) values, spare cache entries; on ``config`` or on its family's configuration."""
+    (saturating) values, spare cache entries, and the recipe: shuffled or cache order with a random
+    seed, warm-up length, decay, optimizer (drawn by `make_vector`); on ``config`` or on its
+    family's configuration."""
     from skip2lora.fixed.formats import BATCH_MAX, LR_BITS, lr_register
 
     seed = int(seed)
@@ -98,11 +100,11 @@ def random_case(seed: int, config=None) -> Case:
     if kind < 0.4:
         lr = None                                                      # make_vector's own draw
     elif kind < 0.7:
-        lr = lr_register(min(float(10 ** rng.uniform(-3, 0.5)), 0.99 * batch), batch)  # SGD step eta
+        lr = lr_register(float(10 ** rng.uniform(-3, 0.5)))              # a usual step size
     elif kind < 0.85:
         lr = int(rng.integers(1, 1 << 8))                              # tiny steps (rounding)
     else:
-        lr = int(rng.integers(1 << 20, 1 << LR_BITS))                  # huge steps (saturation)
+        lr = int(rng.integers(1 << 24, 1 << LR_BITS))                  # huge steps (saturation)
     return Case(seed, config, dict(samples=samples, batch=batch, epochs=epochs, lr=lr, cached=cached,
                                    extreme=extreme))
 
@@ -148,7 +150,9 @@ class JobModel:
 
     @property
     def registers(self) -> dict:
-        return dict(self.vector.registers)
+        from skip2lora.driver.registers import job_registers
+
+        return job_registers(self.vector.job)
 
     @property
     def adapter_beats(self) -> int:
@@ -163,6 +167,12 @@ class JobModel:
         return int(self.vector.expected.correct[-1])
 
     @property
+    def epoch_stats(self) -> list:
+        """(correct, loss, saturated) of each epoch, as the STAT_* registers report them."""
+        e = self.vector.expected
+        return [(int(c), int(l), min(int(s), (1 << 32) - 1)) for c, l, s in zip(e.correct, e.loss, e.saturated)]
+
+    @property
     def expected_adapters(self):
         return self.vector.expected.adapters
 
@@ -172,7 +182,8 @@ class JobModel:
 
     @property
     def expected_status(self) -> dict:
-        return {"busy": 0, "done": 1, "error": 0, "loading": 0, "sending": 0, "error_code": 0}
+        return {"busy": 0, "done": 1, "error": 0, "loading": 0, "sending": 0, "adapters": 1, "overrun": 0,
+                "error_code": 0}
 
     @property
     def timeout_cycles(self) -> int:
@@ -187,6 +198,7 @@ class Observed:
     status: dict = field(default_factory=dict)
     cycles: int | None = None
     correct: int | None = None
+    epoch_stats: list | None = None
     n_loaded: int | None = None
     adapter_bytes: bytes = b""
     times: dict = field(default_factory=dict)  # wall seconds per phase
@@ -208,6 +220,11 @@ class Scoreboard:
             errors.append(f"CYCLES {got.cycles} != cycle model {model.cycles}")
         if got.correct != model.correct:
             errors.append(f"CORRECT {got.correct} != expected {model.correct}")
+        if got.epoch_stats is not None and got.epoch_stats != model.epoch_stats:
+            bad = [e for e, (g, w) in enumerate(zip(got.epoch_stats, model.epoch_stats)) if g != w]
+            errors.append(f"STAT_* of epoch {bad[0]}: (correct, loss, saturated) {got.epoch_stats[bad[0]]} != "
+                          f"expected {model.epoch_stats[bad[0]]}" if bad else
+                          f"{len(got.epoch_stats)} epochs of statistics, expected {len(model.epoch_stats)}")
         if got.n_loaded is not None and got.n_loaded != model.cache_count:
             errors.append(f"N_LOADED {got.n_loaded} != {model.cache_count}")
         errors += self.compare_adapters(model, got.adapter_bytes)
@@ -381,6 +398,14 @@ class TB:
     async def soft_reset(self) -> None:
         await self.write_reg("CTRL", soft_reset=1)
 
+    async def epoch_stats(self, epochs: int) -> list:
+        """(correct, loss, saturated) of the last job's epochs, through STAT_EPOCH and STAT_*."""
+        out = []
+        for e in range(epochs):
+            await self.write_reg("STAT_EPOCH", e)
+            out.append(tuple([await self.read_reg(n) for n in ("STAT_CORRECT", "STAT_LOSS", "STAT_SAT")]))
+        return out
+
     # -- streams ------------------------------------------------------------------------------------
     async def send_stream(self, data: bytes, *, timeout_cycles: int | None = None) -> None:
         """One AXI4-Stream packet (TLAST on its last beat), waiting until every beat is accepted."""
@@ -464,7 +489,7 @@ class TB:
         await self.load_adapters(model.adapter_bytes)
         got.n_loaded = await self.read_reg("N_LOADED")
         await self.program(model.registers)
-        await self.write_reg("IRQ", 1)  # a stale IRQ.done (soft reset keeps it) would end the wait at once
+        await self.write_reg("IRQ", 1)  # a stale IRQ.done (without a soft reset) would end the wait at once
         await self.write_reg("IRQ_ENABLE", int(use_irq))
         t1 = time.perf_counter()
         self.set_backpressure(False)  # no per-cycle Python while the job runs
@@ -474,6 +499,7 @@ class TB:
         self.set_backpressure(True)
         got.cycles = await self.cycles_reg()
         got.correct = await self.read_reg("CORRECT")
+        got.epoch_stats = await self.epoch_stats(len(model.epoch_stats))
         got.adapter_bytes = await self.read_adapters(model.adapter_beats)
         self.set_backpressure(False)
         got.times = {"load": t1 - t0, "job": t2 - t1, "readback": time.perf_counter() - t2}

@@ -127,6 +127,11 @@ async def test_vector_job(dut):
 
 # -- directed jobs and error injection (small builds) ---------------------------------------------------
 
+#: STATUS after a reset or a soft reset: idle, no error, no valid adapters, DONE cleared
+IDLE_STATUS = {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "adapters": 0, "overrun": 0,
+               "error_code": 0}
+
+
 def _small_vector(**kw):
     from skip2lora.fixed.vectors import make_vector
 
@@ -137,7 +142,7 @@ async def _recover_and_check(tb: TB, *, seed: int = 11) -> None:
     """Soft reset clears everything; then a whole good job is bit-exact again."""
     await tb.soft_reset()
     st = await tb.status()
-    assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}, st
+    assert st == IDLE_STATUS, st
     assert await tb.read_reg("N_LOADED") == 0
     model = JobModel(_small_vector(seed=seed, samples=5, batch=2, epochs=2))
     got = await tb.run_model(model, use_irq=True, fresh=False)
@@ -175,7 +180,7 @@ async def test_identification_registers(dut):
     for k in range(8):
         assert await tb.read_reg(f"TAP{k}_DIM") == (g.dims[k] if k < g.taps else 0), f"TAP{k}_DIM"
     st = await tb.status()
-    assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}, st
+    assert st == IDLE_STATUS, st
 
 
 @cocotb.test(timeout_time=200, timeout_unit="ms")
@@ -246,7 +251,7 @@ async def test_cache_overflow(dut):
 
 
 _BAD = [("SAMPLES", 0), ("SAMPLES", 5), ("BATCH", 0), ("BATCH", 9), ("BATCH", 5), ("EPOCHS", 0), ("LR", 0),
-        ("TAP1_CFG", 5), ("TAP0_CFG", 0x30), ("TAP2_CFG", 0x2F)]
+        ("TAP1_CFG", 5), ("TAP0_CFG", 0x30), ("TAP2_CFG", 0x2F), ("OPT", 15)]
 
 
 @cocotb.test(timeout_time=200, timeout_unit="ms")
@@ -260,7 +265,8 @@ async def test_bad_config(dut, bad):
     v = _small_vector()
     tb.set_backpressure(True)
     await tb.load_cache(bytes(v.cache_bytes), len(v.cache))
-    await tb.program(v.registers)
+    await tb.load_adapters(bytes(v.adapter_bytes))
+    await tb.program(JobModel(v).registers)
     await tb.write_reg(field_name, value)
     await tb.start()
     st = await _settle(tb)
@@ -286,9 +292,11 @@ async def test_start_while_busy(dut):
     await tb.write_reg("CTRL", load_cache=1)        # and a load
     await tb.write_reg("CTRL", read_adapters=1)     # and a read-back
     st = await tb.wait_done(model.timeout_cycles)
-    assert st["error_code"] == ErrorCode.BUSY and st["done"] and not st["busy"], st
-    got = Observed(status={**st, "error": 0, "error_code": 0}, cycles=await tb.cycles_reg(),
-                   correct=await tb.read_reg("CORRECT"), n_loaded=await tb.read_reg("N_LOADED"))
+    assert st["error_code"] == ErrorCode.BUSY and st["overrun"] and st["done"] and not st["busy"], st
+    await tb.write_reg("CTRL", clear_error=1)  # the latched error blocks READ_ADAPTERS until cleared
+    got = Observed(status=await tb.status(), cycles=await tb.cycles_reg(),
+                   correct=await tb.read_reg("CORRECT"), n_loaded=await tb.read_reg("N_LOADED"),
+                   epoch_stats=await tb.epoch_stats(2))
     got.adapter_bytes = await tb.read_adapters(model.adapter_beats)
     Scoreboard(log).check(model, got, what="job with commands while busy")
     await _recover_and_check(tb)
@@ -338,7 +346,7 @@ async def test_online_appending(dut):
     await tb.start()
     st = await tb.wait_done(model.timeout_cycles, use_irq=False)
     got = Observed(status=st, cycles=await tb.cycles_reg(), correct=await tb.read_reg("CORRECT"),
-                   n_loaded=await tb.read_reg("N_LOADED"))
+                   n_loaded=await tb.read_reg("N_LOADED"), epoch_stats=await tb.epoch_stats(1))
     got.adapter_bytes = await tb.read_adapters(model.adapter_beats)
     Scoreboard(log).check(model, got, what="job on an appended cache")
 
@@ -368,3 +376,114 @@ async def test_status_done_when_busy_falls(dut):
     assert not bad, (f"STATUS reads busy=0, done=0 after a finished job (read offsets {bad}): done lags busy "
                      f"by a cycle; {seen}")
 
+
+
+# -- the documented behaviours of commands, errors and resets (docs/interface.md) ---------------------
+
+async def _loaded(tb: TB, v) -> None:
+    await tb.soft_reset()
+    await tb.load_cache(bytes(v.cache_bytes), len(v.cache))
+    await tb.load_adapters(bytes(v.adapter_bytes))
+    await tb.program(JobModel(v).registers)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_load_count_zero_is_bad_config(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 31)
+    await tb.write_reg("LOAD_COUNT", 0)
+    await tb.write_reg("CTRL", load_cache=1)
+    st = await _settle(tb)
+    assert st["error_code"] == ErrorCode.BAD_CONFIG and not st["loading"], st
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_latched_error_blocks_commands_until_cleared(dut):
+    """While an error is latched, commands are ignored (OVERRUN); CLEAR_ERROR keeps cache and adapters."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 32)
+    v = _small_vector(samples=4, batch=2, epochs=1)
+    await _loaded(tb, v)
+    await tb.write_reg("LOAD_COUNT", 0)
+    await tb.write_reg("CTRL", load_cache=1)        # BAD_CONFIG latched
+    await tb.start()                                # ignored
+    st = await _settle(tb, 64)
+    assert st["error_code"] == ErrorCode.BAD_CONFIG and st["overrun"] and not st["busy"] and not st["done"], st
+    await tb.write_reg("CTRL", clear_error=1)
+    st = await tb.status()
+    assert not st["error"] and not st["overrun"] and st["adapters"], st
+    assert await tb.read_reg("N_LOADED") == len(v.cache)
+    model = JobModel(v)
+    await tb.write_reg("IRQ", 1)
+    await tb.start()
+    got = Observed(status=await tb.wait_done(model.timeout_cycles, use_irq=False), cycles=await tb.cycles_reg(),
+                   correct=await tb.read_reg("CORRECT"), epoch_stats=await tb.epoch_stats(1))
+    got.adapter_bytes = await tb.read_adapters(model.adapter_beats)
+    Scoreboard(log).check(model, got, what="job after CLEAR_ERROR")
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_soft_reset_invalidates_adapters(dut):
+    """After a soft reset START and READ_ADAPTERS report NO_ADAPTERS instead of training from stale A."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 33)
+    v = _small_vector()
+    await _loaded(tb, v)
+    assert (await tb.status())["adapters"]
+    await tb.soft_reset()
+    await tb.load_cache(bytes(v.cache_bytes), len(v.cache))
+    await tb.program(JobModel(v).registers)
+    await tb.start()
+    st = await _settle(tb)
+    assert st["error_code"] == ErrorCode.NO_ADAPTERS and not st["busy"] and not st["adapters"], st
+    await tb.write_reg("CTRL", clear_error=1)
+    await tb.write_reg("CTRL", read_adapters=1)
+    st = await _settle(tb)
+    assert st["error_code"] == ErrorCode.NO_ADAPTERS and not st["sending"], st
+    assert tb.sink.empty()
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_failed_adapter_load_leaves_no_adapters(dut):
+    from skip2lora.hw.regmap import ErrorCode
+
+    tb = await _fresh_tb(dut, 34)
+    v = _small_vector()
+    await _loaded(tb, v)
+    await tb.write_reg("CTRL", load_adapters=1)
+    await tb.send_stream(bytes(v.adapter_bytes)[:2 * tb.beat_bytes])  # TLAST early
+    st = await _settle(tb)
+    assert st["error_code"] == ErrorCode.TLAST_EARLY and not st["adapters"], st
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_done_until_start_and_irq_cleared_by_soft_reset(dut):
+    """DONE stays through READ_ADAPTERS, LOAD_CACHE and CLEAR_CACHE; START clears it; a soft reset
+    clears DONE and the W1C IRQ.done."""
+    tb = await _fresh_tb(dut, 35, backpressure=False)
+    v = _small_vector(samples=2, batch=2, epochs=1, cached=2)
+    model = JobModel(v)
+    await _loaded(tb, v)
+    await tb.write_reg("IRQ", 1)
+    await tb.start()
+    await tb.wait_done(model.timeout_cycles, use_irq=False)
+    assert (await tb.status())["done"] and await tb.read_reg("IRQ") == 1
+    await tb.read_adapters(model.adapter_beats)
+    await tb.write_reg("CTRL", clear_cache=1)
+    await tb.load_cache(bytes(v.cache_bytes), len(v.cache))
+    st = await _settle(tb)
+    assert st["done"] and not st["error"], st
+    await tb.start()
+    await tb.cycles(2)
+    assert not (await tb.status())["done"]
+    await tb.wait_done(model.timeout_cycles, use_irq=False)
+    assert await tb.read_reg("IRQ") == 1
+    await tb.soft_reset()
+    st = await tb.status()
+    assert st == IDLE_STATUS and await tb.read_reg("IRQ") == 0, st

@@ -150,7 +150,11 @@ def test_regression_covers_the_space():
     assert sum(k["extreme"] for k in kws) >= 30
     assert any(k["cached"] > k["samples"] for k in kws)
     assert any(k["lr"] is not None and k["lr"] < 256 for k in kws)
-    assert any(k["lr"] is not None and k["lr"] >= 1 << 20 for k in kws)
+    assert any(k["lr"] is not None and k["lr"] >= 1 << 24 for k in kws)
+    vectors = [random_case(s).vector() for s in range(4000, 4060)]
+    jobs = [v.job for v in vectors]
+    assert any(j.shuffle for j in jobs) and not all(j.shuffle for j in jobs)
+    assert any(j.decay for j in jobs) and any(j.warmup for j in jobs) and any(not j.warmup for j in jobs)
 
 
 def test_scoreboard_detects_mismatches():
@@ -159,7 +163,8 @@ def test_scoreboard_detects_mismatches():
 
     model = JobModel(random_case(138_005).vector())
     good = Observed(status=dict(model.expected_status), cycles=model.cycles, correct=model.correct,
-                    n_loaded=model.cache_count, adapter_bytes=model.expected_adapter_bytes)
+                    epoch_stats=list(model.epoch_stats), n_loaded=model.cache_count,
+                    adapter_bytes=model.expected_adapter_bytes)
     board = Scoreboard()
     assert board.compare(model, good) == []
     flipped = bytearray(good.adapter_bytes)
@@ -168,7 +173,8 @@ def test_scoreboard_detects_mismatches():
            Observed(**{**good.__dict__, "cycles": model.cycles + 1}),
            Observed(**{**good.__dict__, "correct": model.correct + 1}),
            Observed(**{**good.__dict__, "status": {**model.expected_status, "done": 0}}),
-           Observed(**{**good.__dict__, "adapter_bytes": good.adapter_bytes[:-2]})]
+           Observed(**{**good.__dict__, "adapter_bytes": good.adapter_bytes[:-2]}),
+           Observed(**{**good.__dict__, "epoch_stats": [(c, loss + 1, s) for c, loss, s in model.epoch_stats]})]
     for obs in bad:
         assert board.compare(model, obs), obs
     with pytest.raises(AssertionError, match="seed=138005"):
@@ -181,6 +187,9 @@ SMALL_TESTS = [
     "test_identification_registers", "test_directed_jobs", "test_tlast_early", "test_tlast_late",
     "test_unexpected_stream", "test_cache_overflow", "test_bad_config", "test_start_while_busy",
     "test_soft_reset_aborts_running_job", "test_soft_reset_during_load", "test_online_appending",
+    "test_load_count_zero_is_bad_config", "test_latched_error_blocks_commands_until_cleared",
+    "test_soft_reset_invalidates_adapters", "test_failed_adapter_load_leaves_no_adapters",
+    "test_done_until_start_and_irq_cleared_by_soft_reset",
 ]
 
 
@@ -209,7 +218,7 @@ def test_kv260_job(sim):
     info = runner.build(KV260, sim)
     t_build = time.perf_counter() - t0
     kw = dict(samples=1024, batch=16, epochs=10, seed=int(os.environ.get("SKIP2LORA_KV260_SEED", "2026")),
-              lr=lr_register(0.1, 16))
+              lr=lr_register(0.1), shuffle=True, order_seed=1, warmup=64, decay=True, optimizer=0)
     import json
 
     result = _run(KV260, "test_vector_job", sim, SKIP2LORA_VECTOR=json.dumps(kw), SKIP2LORA_BACKPRESSURE="0")

@@ -16,9 +16,18 @@ from ..fixed.cycles import job_cycles
 from ..fixed.model import Adapters, CacheEntries, JobConfig, run_job
 from ..fixed.packing import Layout
 
-__all__ = ["Backend", "FixedBackend", "AcceleratorError", "BACKEND_NAMES", "make_backend"]
+__all__ = ["Backend", "FixedBackend", "AcceleratorError", "BACKEND_NAMES", "make_backend", "epoch_stats"]
 
 BACKEND_NAMES = ("fixed", "sim", "pynq")
+
+
+def epoch_stats(correct, loss, saturated) -> dict:
+    """A job's per-epoch statistics as every backend reports them (the STAT_* registers' values):
+    training samples classified right, the sum of the per-sample losses (-log2 p in Q8) and the
+    weight updates clamped to the weight range; ``correct`` is the last epoch's count."""
+    return {"correct": int(correct[-1]), "correct_per_epoch": [int(c) for c in correct],
+            "loss_sum_per_epoch": [int(v) for v in loss],
+            "saturated_per_epoch": [min(int(v), (1 << 32) - 1) for v in saturated]}
 
 
 class AcceleratorError(RuntimeError):
@@ -53,7 +62,8 @@ class Backend:
         raise NotImplementedError
 
     def run(self, job: JobConfig) -> dict:
-        """Run a job on the loaded cache and adapters; returns at least ``cycles`` and ``correct``."""
+        """Run a job on the loaded cache and adapters; returns its ``cycles`` and the per-epoch
+        training statistics the accelerator keeps (`epoch_stats`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -110,8 +120,8 @@ class FixedBackend(Backend):
         cache = CacheEntries.concatenate(self._cache)
         result = run_job(self.config.geometry, cache, self._adapters, job)
         self._adapters = result.adapters
-        return {"cycles": job_cycles(self.layout, job.samples, job.batch, job.epochs),
-                "correct": int(result.correct[-1]), "correct_per_epoch": [int(c) for c in result.correct]}
+        return {"cycles": job_cycles(self.layout, job.samples, job.batch, job.epochs, shuffle=job.shuffle),
+                **epoch_stats(result.correct, result.loss, result.saturated)}
 
 
 def make_backend(name: str, config: AcceleratorConfig, **kwargs) -> Backend:

@@ -13,9 +13,9 @@ from ..fixed.config import AcceleratorConfig
 from ..fixed.cycles import job_cycles
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig
 from ..fixed.packing import pack_adapters, pack_cache, unpack_adapters
-from ..fixed.vectors import register_values
-from .backend import AcceleratorError, Backend
-from .registers import RegisterFile, regmap
+from ..fixed.formats import STAT_EPOCHS
+from .backend import AcceleratorError, Backend, epoch_stats
+from .registers import RegisterFile, job_registers, regmap
 
 __all__ = ["RegisterBackend"]
 
@@ -56,11 +56,16 @@ class RegisterBackend(Backend):
         return self.regs.read_fields("STATUS")
 
     def check_error(self, what: str) -> None:
+        """Raise on a latched error, after clearing it (the cache and adapters stay valid): the
+        accelerator ignores commands while an error is latched."""
         st = self.status()
         if st["error"]:
             names = {v: k for k, v in regmap()["error_codes"].items()}
-            raise AcceleratorError(f"{what}: the accelerator reports {names.get(st['error_code'], st['error_code'])} "
-                                   f"(call soft_reset() to recover)")
+            name = names.get(st["error_code"], st["error_code"])
+            more = " (and later errors)" if st.get("overrun") else ""
+            self.regs.write("CTRL", clear_error=1)
+            raise AcceleratorError(f"{what}: the accelerator reports {name}{more}: "
+                                   f"{regmap().get('error_docs', {}).get(name, '')}")
 
     def soft_reset(self) -> None:
         """Abort everything and clear errors; the cache is empty and adapters must be loaded again."""
@@ -114,15 +119,26 @@ class RegisterBackend(Backend):
     def run(self, job: JobConfig) -> dict:
         job.validate(self.config.geometry, self.n_loaded)
         self.check_error("before starting a job")
-        for name, value in register_values(job).items():
+        for name, value in job_registers(job).items():
             self.regs.write(name, value)
         self.regs.write("IRQ", done=1)  # clear a stale completion
         self.regs.write("CTRL", start=1)
         self.check_error("starting the job")
-        expected = job_cycles(self.layout, job.samples, job.batch, job.epochs)
-        st = self._wait_idle("the fine-tuning job", 2 * expected + 10_000)
+        expected = job_cycles(self.layout, job.samples, job.batch, job.epochs, shuffle=job.shuffle)
+        st = self._wait_idle("the fine-tuning job", expected + 10_000)
         if not st["done"]:
             raise AcceleratorError(f"the job ended without DONE (status {st})")
         self.check_error("the fine-tuning job")
         cycles = self.regs.read("CYCLES_LO") | (self.regs.read("CYCLES_HI") << 32)
-        return {"cycles": cycles, "correct": self.regs.read("CORRECT")}
+        return {"cycles": cycles, **self.read_epoch_stats(job.epochs)}
+
+    def read_epoch_stats(self, epochs: int) -> dict:
+        """The per-epoch statistics of the last job (the last 1024 epochs are kept on chip)."""
+        first = max(0, epochs - STAT_EPOCHS)
+        rows = []
+        for e in range(first, epochs):
+            self.regs.write("STAT_EPOCH", e % STAT_EPOCHS)
+            rows.append((self.regs.read("STAT_CORRECT"), self.regs.read("STAT_LOSS"), self.regs.read("STAT_SAT")))
+        out = epoch_stats(*zip(*rows))
+        out["first_epoch"] = first
+        return out

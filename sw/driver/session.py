@@ -22,6 +22,8 @@ from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, forward
 from ..fixed.quantize import TapQuantizer
+from ..recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, accelerator_recipe
+from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
 from .backend import Backend
 
@@ -115,21 +117,36 @@ class Session:
         self.backend.clear_cache()
 
     # -- fine-tuning -----------------------------------------------------------------------------
-    def job(self, *, epochs: int, batch: int, lr: float, samples: int | None = None) -> JobConfig:
+    def job(self, *, epochs: int, batch: int, lr: float, samples: int | None = None,
+            order: str = DEFAULT_ORDER, schedule: str = DEFAULT_SCHEDULE, optimizer: str = "sgd",
+            order_seed: int | None = None) -> JobConfig:
+        """The job registers of a fine-tuning run (`skip2lora.recipe` names the recipe's parts)."""
         if self.quantizer is None:
             raise RuntimeError("add samples before fine-tuning")
         samples = self.n_loaded if samples is None else samples
-        job = JobConfig(samples, batch, epochs, F.lr_register(lr, batch),
-                        tuple(self.quantizer.exponents), tuple(self.quantizer.signed))
+        recipe = accelerator_recipe(samples=samples, batch=batch, order=order, schedule=schedule,
+                                    optimizer=optimizer)
+        seed = self.seed if order_seed is None else order_seed
+        job = JobConfig(samples, batch, epochs, F.lr_register(lr), tuple(self.quantizer.exponents),
+                        tuple(self.quantizer.signed), seed=seed & 0xFFFF_FFFF, **recipe)
         return job.validate(self.geometry, self.n_loaded)
 
-    def finetune(self, *, epochs: int = 10, batch: int = 16, lr: float = 0.1, samples: int | None = None) -> dict:
-        """Run one job on the accelerator: the adapters stay there and are read back."""
-        job = self.job(epochs=epochs, batch=batch, lr=lr, samples=samples)
+    def finetune(self, *, epochs: int = 10, batch: int = 16, lr: float = 0.1, samples: int | None = None,
+                 order: str = DEFAULT_ORDER, schedule: str = DEFAULT_SCHEDULE, optimizer: str = "sgd",
+                 order_seed: int | None = None) -> dict:
+        """Run one job on the accelerator: the adapters stay there and are read back.
+
+        Returns the cycle count and the per-epoch training statistics (correct, loss, saturated
+        weight updates: `skip2lora.driver.backend.epoch_stats`) with ``diverged`` judged from them.
+        """
+        job = self.job(epochs=epochs, batch=batch, lr=lr, samples=samples, order=order, schedule=schedule,
+                       optimizer=optimizer, order_seed=order_seed)
         t0 = time.perf_counter()
         out = self.backend.run(job)
         out["wall_seconds"] = time.perf_counter() - t0
-        out.update(samples=job.samples, batch=job.batch, epochs=job.epochs, lr=lr, lr_register=job.lr)
+        out.update(samples=job.samples, batch=job.batch, epochs=job.epochs, lr=lr, lr_register=job.lr,
+                   order=order, schedule=schedule, optimizer=optimizer, order_seed=job.seed)
+        out.update(training_health(out, samples=job.samples, batch=job.batch, geometry=self.geometry))
         return out
 
     @property
