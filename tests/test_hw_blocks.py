@@ -1,126 +1,318 @@
-"""Per-block amaranth.sim tests against the bit-exact model, and the generated register map."""
+"""Each hardware block in amaranth.sim against the bit-exact model and the cycle model's latencies."""
 
 import json
+import random
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from skip2lora.driver.registers import REGMAP_PATH
 from skip2lora.fixed import cycles
 from skip2lora.fixed import formats as F
-from skip2lora.fixed.config import SMALL, AcceleratorConfig
+from skip2lora.fixed.config import KV260, SMALL, AcceleratorConfig
 from skip2lora.fixed.model import Geometry, softmax_gradient
+from skip2lora.fixed.optimizer import Optimizer, OptimizerState, grad_from_sum, update
+from skip2lora.fixed.order import job_orders
+from skip2lora.fixed.schedule import job_lrs, mantissa, recip_batch, steps_per_epoch
 from skip2lora.hw.cycle_counter import CycleCounter
-from skip2lora.hw.head import HeadUnit
-from skip2lora.hw.mac_array import MacArray
+from skip2lora.hw.datapath import Datapath
+from skip2lora.hw.divider import Divider
+from skip2lora.hw.head import DB_START, HeadUnit
+from skip2lora.hw.memories import CacheMemory
+from skip2lora.hw.optimizer import DB_SHIFT, OptimizerUnit, db_bits
+from skip2lora.hw.order_unit import OrderUnit
 from skip2lora.hw.params import HwParams
-from skip2lora.hw.regmap import REGMAP_JSON, regmap_dict
-from skip2lora.hw.sgd_update import SgdUpdate, accumulator_start
+from skip2lora.hw.regmap import regmap_dict
+from skip2lora.hw.scalar_unit import ScalarUnit
 from skip2lora.hw.softmax import SoftmaxGradient
 
+WIDE = AcceleratorConfig("wide", Geometry((33, 16, 70, 5), 3, 7), 16, 8)
 
-def run(dut, bench):
+
+def run(dut, *benches):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(bench)
+    for i, bench in enumerate(benches):
+        sim.add_testbench(bench, background=i > 0)
     sim.run()
 
 
-@pytest.mark.parametrize("classes", [2, 3, 10])
-def test_softmax_unit_matches_the_model(classes):
-    rng = np.random.default_rng(classes)
-    cases = [(rng.integers(-(20 << 8), 20 << 8, classes), int(rng.integers(classes)),
-              int(rng.integers(1, 1 << F.LR_BITS))) for _ in range(6)]
-    cases.append((np.full(classes, -(1 << 15)), 0, (1 << F.LR_BITS) - 1))        # all equal, extremes
-    cases.append((np.array([32767] + [-32768] * (classes - 1)), classes - 1, 1))  # huge gaps
-    dut = SoftmaxGradient(classes)
-    seen = []
+def _signed(v, bits):
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def _pack(values, bits):
+    return sum((int(v) & ((1 << bits) - 1)) << (i * bits) for i, v in enumerate(values))
+
+
+def _unpack(x, bits, n):
+    return [_signed(x >> (i * bits), bits) for i in range(n)]
+
+
+async def _pulse(ctx, sig):
+    ctx.set(sig, 1)
+    await ctx.tick()
+    ctx.set(sig, 0)
+
+
+def test_divider_quotients_remainders_and_latency():
+    rng = random.Random(1)
+    cases = [(0, 1), ((1 << 29) - 1, 1), ((1 << 29) * 5 - 1, 5)]
+    for _ in range(60):
+        b, q = rng.randint(1, (1 << 33) - 1), rng.randint(0, (1 << 29) - 1)
+        cases.append((q * b + rng.randint(0, b - 1), b))
+    dut, out = Divider(62, 33, 29), []
 
     async def bench(ctx):
-        for y, label, lr in cases:
-            for c in range(classes):
-                ctx.set(dut.y[c], int(y[c]))
-            ctx.set(dut.label, label)
-            ctx.set(dut.lr, lr)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+        for a, b in cases:
+            ctx.set(dut.dividend, a)
+            ctx.set(dut.divisor, b)
+            await _pulse(ctx, dut.start)
             n = 1
             while not ctx.get(dut.done):
                 await ctx.tick()
                 n += 1
-            seen.append((n, [ctx.get(dut.gl[c]) for c in range(classes)], ctx.get(dut.argmax)))
+            out.append((ctx.get(dut.quotient), ctx.get(dut.remainder), n))
 
     run(dut, bench)
-    for (y, label, lr), (latency, gl, top) in zip(cases, seen):
-        g, expected_top = softmax_gradient(y[None], np.array([label]))
-        expected = F.round_shift(g[0] * lr, F.P_FRAC + F.LR_FRAC - F.GL_FRAC)
-        assert gl == expected.tolist() and top == expected_top[0]
-        assert latency == SoftmaxGradient.latency(classes) == cycles.softmax_latency(classes)
+    assert [(q, r) for q, r, _ in out] == [divmod(a, b) for a, b in cases]
+    assert {n for *_, n in out} == {cycles.divider_latency(29)}
 
 
-def test_head_latency_is_the_cycle_models():
-    for k in range(1, 6):
-        for c in range(2, 12):
-            assert HeadUnit.latency(k, c) == cycles.head_latency(k, c)
-
-
-def test_sgd_update_unit_saturates_and_rounds_like_the_model():
-    """The unit sees start - g (its accumulators count down) and must give sat(w - round(g >> shift))."""
-    rng = np.random.default_rng(1)
-    n, acc_bits, shift = 24, 36, F.T_FRAC - F.A_FRAC
-    w = rng.integers(-(1 << 15), 1 << 15, n)
-    g = rng.integers(-(1 << 34), 1 << 34, n)
-    w[:8] = [32767, -32768, 100, -100, 0, 0, 5, -5]
-    g[:8] = [-(1 << 30), 1 << 30, 128, -128, 127, -129, 383, -384]  # both limits; exact half-LSB ties
-    acc = accumulator_start(shift) - g
-    dut = SgdUpdate(n, acc_bits, shift)
-    out = {}
+def test_scalar_unit_derives_the_schedule():
+    """Job constants, every step's alpha (mantissa, exponent), the init and step latencies."""
+    rng = random.Random(3)
+    cases = [(1024, 16, 2, 1677722, 64, True), (5, 5, 3, 300, 0, False), (7, 3, 2, (1 << 28) - 1, 1, True)]
+    for _ in range(6):
+        n = rng.randint(1, 40)
+        b = rng.randint(1, n)
+        cases.append((n, b, rng.randint(1, 3), rng.randint(1, (1 << 28) - 1),
+                      rng.choice([0, steps_per_epoch(n, b), rng.randint(0, 30)]), rng.random() < 0.6))
+    dut, out = ScalarUnit(), []
 
     async def bench(ctx):
-        ctx.set(dut.weights, int(sum((int(v) & 0xFFFF) << (16 * i) for i, v in enumerate(w))))
-        ctx.set(dut.accs, int(sum((int(v) & ((1 << acc_bits) - 1)) << (acc_bits * i) for i, v in enumerate(acc))))
-        await ctx.tick()
-        raw = ctx.get(dut.updated)
-        out["w"] = [((raw >> (16 * i)) & 0xFFFF) - (((raw >> (16 * i)) & 0x8000) << 1) for i in range(n)]
+        for n, b, e, eta, w, decay in cases:
+            for name, v in dict(samples=n, batch=b, epochs=e, eta=eta, warmup=w, decay=int(decay)).items():
+                ctx.set(getattr(dut, name), v)
+            await _pulse(ctx, dut.start)
+            k = 1
+            while not ctx.get(dut.ready):
+                await ctx.tick()
+                k += 1
+            got = {"init": k, "spe": ctx.get(dut.steps_per_epoch), "nb_last": ctx.get(dut.nb_last),
+                   "rn": (ctx.get(dut.rn_full), ctx.get(dut.rn_last)), "alpha": []}
+            total = min(e * steps_per_epoch(n, b), 70)  # the KV260 case: its warm-up and the first decay steps
+            for _ in range(total):
+                await _pulse(ctx, dut.step)
+                got["alpha"].append((ctx.get(dut.alpha_m), ctx.get(dut.alpha_e)))
+                await ctx.tick().repeat(cycles.STEP_LATENCY - 1)  # the tightest spacing the sequencer uses
+            out.append(got)
 
     run(dut, bench)
-    expected = F.saturate(w - F.round_shift(g, shift), F.W_BITS)
-    assert out["w"] == expected.tolist()
-    # round half up: 128/256 -> 1, -128/256 -> 0, 127/256 -> 0, -129/256 -> -1, 383/256 -> 1, -384/256 -> -1
-    assert out["w"][:8] == [32767, -32768, 99, -100, 0, 1, 4, -4]
+    for (n, b, e, eta, w, decay), got in zip(cases, out):
+        spe = steps_per_epoch(n, b)
+        nb_last = n - (spe - 1) * b
+        assert (got["spe"], got["nb_last"], got["rn"]) == (spe, nb_last, (recip_batch(b), recip_batch(nb_last)))
+        want = [mantissa(a) for a in job_lrs(eta, n, b, e, w, decay)]
+        assert got["alpha"] == want[:len(got["alpha"])]
+        assert got["init"] == cycles.INIT_LATENCY
 
 
-def test_mac_array_forward_sums_and_backward_products():
-    p = HwParams(AcceleratorConfig("m", Geometry((8,), 2, 2), 8, 4))
-    rng = np.random.default_rng(2)
-    codes = rng.integers(-8, 8, p.P)
-    a = rng.integers(-(1 << 15), 1 << 15, (p.R, p.P))
-    t = rng.integers(-(1 << 23), 1 << 23, p.R)
-    acc = rng.integers(-(1 << 33), 1 << 33, (p.R, p.P))
-    dut = MacArray(p)
-    out = {}
-
-    def pack(values, bits):
-        return int(sum((int(v) & ((1 << bits) - 1)) << (bits * i) for i, v in enumerate(values)))
+@pytest.mark.parametrize("config, cases", [
+    (AcceleratorConfig("s", Geometry((12, 7, 5), 2, 3), 4, 64), [(1, 0, 2), (3, 1, 1), (17, (1 << 32) - 1, 2),
+                                                                  (64, 0x2545F491, 2), (40, 123, 1)]),
+    (KV260, [(1000, 7, 1)])], ids=["small", "kv260"])
+def test_order_unit_writes_each_epochs_order(config, cases):
+    p = HwParams(config)
+    dut, out = OrderUnit(p), []
 
     async def bench(ctx):
-        ctx.set(dut.codes, pack(codes, 4))
-        ctx.set(dut.signed_codes, 1)
-        ctx.set(dut.a_line, pack(a.reshape(-1), 16))
-        ctx.set(dut.acc, pack(acc.reshape(-1), p.da_bits))
-        for r in range(p.R):
-            ctx.set(dut.t[r], int(t[r]))
-        await ctx.tick()
-        raw = ctx.get(dut.acc_next)
-        mask, half = (1 << p.da_bits) - 1, 1 << (p.da_bits - 1)
-        out["acc"] = [(((raw >> (p.da_bits * i)) & mask) ^ half) - half for i in range(p.R * p.P)]
-        await ctx.tick()
-        out["sums"] = [ctx.get(dut.sums[r]) for r in range(p.R)]
+        for n, seed, epochs in cases:
+            ctx.set(dut.samples, n)
+            ctx.set(dut.seed, seed)
+            await _pulse(ctx, dut.job_start)
+            for _ in range(epochs):
+                await _pulse(ctx, dut.epoch_start)
+                buf, k = {}, 1
+                while not ctx.get(dut.done):
+                    if ctx.get(dut.wr_en):
+                        buf[ctx.get(dut.wr_addr)] = ctx.get(dut.wr_data)
+                    await ctx.tick()
+                    k += 1
+                out.append(([buf[i] for i in range(len(buf))], k))
 
     run(dut, bench)
-    assert out["sums"] == (a @ codes).tolist()
-    assert out["acc"] == (acc + t[:, None] * codes[None, :]).reshape(-1).tolist()
+    want = [(o * p.sample_lines).tolist() for n, seed, e in cases for o in job_orders(n, seed, e)]
+    assert [got for got, _ in out] == want
+    assert [k for _, k in out] == [cycles.order_cycles(n) for n, _, e in cases for _ in range(e)]
+
+
+@pytest.mark.parametrize("config", [SMALL, KV260, WIDE], ids=["small", "kv260", "wide"])
+def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config):
+    """SGD on random A lines (exact Q22 sums, saturating ones too) and B rows, chunk by chunk."""
+    p = HwParams(config)
+    dut = OptimizerUnit(p)
+    rng = np.random.default_rng(7)
+    lines = [(line, rng.integers(-(1 << 35), 1 << 35, p.a_words) if line % 2 else
+              rng.integers(-(1 << 24), 1 << 24, p.a_words), rng.integers(-(1 << 15), 1 << 15, p.a_words))
+             for line in range(min(p.tap_lines, 4))]
+    bw = [rng.integers(-(1 << 15), 1 << 15, p.b_words) for _ in range(p.K)]
+    bg = [rng.integers(-(1 << 45), 1 << 45, p.b_words) for _ in range(p.K)]
+    alpha = int(rng.integers(1, 1 << 28))
+    am, ae = mantissa(alpha)
+    a_mem, b_mem, sat = {}, {}, []
+
+    async def bench(ctx):
+        ctx.set(dut.alpha_m, am)
+        ctx.set(dut.alpha_e, ae)
+        await _pulse(ctx, dut.clear_saturated)
+        for line, g, w in lines:
+            ctx.set(dut.a_line_index, line)
+            ctx.set(dut.a_grad, _pack(g, p.da_bits))
+            ctx.set(dut.a_weights, _pack(w, F.W_BITS))
+            await _pulse(ctx, dut.a_line)
+            if p.a_chunks > 1:  # lines arrive every a_chunks cycles at the most
+                await ctx.tick().repeat(p.a_chunks - 1)
+        await _pulse(ctx, dut.b_start)
+        await ctx.tick().repeat(cycles.Timing.of(p.layout).opt_b_cycles)
+        sat.append(ctx.get(dut.saturated))
+
+    async def monitor(ctx):  # B rows on request, and every write
+        wpb = p.words_per_beat
+        while True:
+            tap = ctx.get(dut.b_tap)
+            ctx.set(dut.b_weights, _pack(bw[tap], F.W_BITS))
+            ctx.set(dut.b_grad, _pack(bg[tap] + DB_START, db_bits()))
+            en = ctx.get(dut.a_wr_en)
+            data = _unpack(ctx.get(dut.a_wr_data), F.W_BITS, p.a_words)
+            for s in range(p.segments):
+                if en >> s & 1:
+                    for i in range(s * wpb, (s + 1) * wpb):
+                        a_mem[(ctx.get(dut.a_wr_addr), i)] = data[i]
+            if ctx.get(dut.b_wr_en):
+                chunk = ctx.get(dut.b_wr_chunk)
+                for i, x in enumerate(_unpack(ctx.get(dut.b_wr_data), F.W_BITS, p.opt_lanes)):
+                    a_index = chunk * p.opt_lanes + i
+                    if a_index < p.b_words:
+                        b_mem[(ctx.get(dut.b_wr_tap), a_index)] = x
+            await ctx.tick()
+
+    run(dut, bench, monitor)
+    state, total = OptimizerState(Optimizer.SGD, None), 0
+    for line, g, w in lines:
+        new, s = update(w, grad_from_sum(g, F.T_FRAC), alpha, state)
+        total += s
+        assert [a_mem[(line, i)] for i in range(p.a_words)] == new.tolist(), f"A line {line}"
+    for k in range(p.K):
+        new, s = update(bw[k], grad_from_sum(bg[k], F.GL_FRAC + F.U_FRAC), alpha, state)
+        total += s
+        assert [b_mem[(k, i)] for i in range(p.b_words)] == new.tolist(), f"B_{k}"
+    assert sat == [total]
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 16])
+def test_softmax_unit_matches_the_model(classes):
+    dut = SoftmaxGradient(classes)
+    rng = np.random.default_rng(classes)
+    cases = []
+    for i in range(16):
+        lim = (1 << 15) if i % 3 == 0 else 3000
+        y = rng.integers(-lim, lim, classes)
+        if i == 1:
+            y[:] = 5                       # all equal: the first class is the prediction
+        if i == 2:
+            y[:] = -(1 << 15)
+            y[-1] = (1 << 15) - 1          # extremes
+        cases.append((y, int(rng.integers(0, classes)), int(rng.integers(1, 257))))
+    out = []
+
+    async def bench(ctx):
+        for y, label, nb in cases:
+            for c in range(classes):
+                ctx.set(dut.y[c], int(y[c]))
+            ctx.set(dut.label, label)
+            ctx.set(dut.rn, recip_batch(nb))
+            await _pulse(ctx, dut.start)
+            k = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                k += 1
+            out.append(([ctx.get(dut.gl[c]) for c in range(classes)], ctx.get(dut.argmax), ctx.get(dut.loss), k))
+
+    run(dut, bench)
+    for (y, label, nb), (gl, top, loss, k) in zip(cases, out):
+        g, want_top, ell = softmax_gradient(y[None], np.array([label]), with_loss=True)
+        assert gl == F.round_shift(g * recip_batch(nb), 15)[0].tolist()
+        assert (top, loss) == (want_top[0], ell[0])
+        assert k == cycles.softmax_latency(classes)
+
+
+@pytest.mark.parametrize("config", [SMALL, KV260, WIDE], ids=["small", "kv260", "wide"])
+def test_head_unit_t_factors_gradient_sums_and_statistics(config):
+    """t of every tap into the t buffer, dB, correct and loss sums, latency; B loaded as beats."""
+    p = HwParams(config)
+    K, R, C = p.K, p.R, p.C
+    dut = HeadUnit(p)
+    rng = np.random.default_rng(11)
+    b = rng.integers(-(1 << 12), 1 << 12, (K, C, R))
+    exps = rng.integers(F.EXP_MIN, F.EXP_MAX + 1, K)
+    samples = [(rng.integers(-(1 << 15), 1 << 15, (K, R)), rng.integers(-(1 << 12), 1 << 12, C),
+                int(rng.integers(0, C)), j, int(rng.integers(1, 17))) for j in range(3)]
+    t_buf, res = {}, {}
+
+    async def bench(ctx):
+        for k in range(K):
+            ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
+        words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
+        wpb = p.words_per_beat
+        for beat in range(-(-len(words) // wpb)):
+            ctx.set(dut.b_load_valid, 1)
+            ctx.set(dut.b_load_beat, beat)
+            ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
+            await ctx.tick()
+        ctx.set(dut.b_load_valid, 0)
+        await _pulse(ctx, dut.clear_grads)
+        await ctx.tick().repeat(K + 1)
+        lat = []
+        for u, z, label, j, nb in samples:
+            for k in range(K):
+                for r in range(R):
+                    ctx.set(dut.u[k][r], int(u[k, r]))
+            for c in range(C):
+                ctx.set(dut.z[c], int(z[c]))
+            for name, v in dict(label=label, slot=j, rn=recip_batch(nb), epoch_first=int(j == 0)).items():
+                ctx.set(getattr(dut, name), v)
+            await _pulse(ctx, dut.start)
+            k = 1
+            while not ctx.get(dut.done):
+                if ctx.get(dut.t_wr_en):
+                    t_buf[ctx.get(dut.t_wr_addr)] = _unpack(ctx.get(dut.t_wr_data), F.T_BITS, R)
+                await ctx.tick()
+                k += 1
+            lat.append(k)
+        res.update(lat=lat, correct=ctx.get(dut.correct), loss=ctx.get(dut.loss), db=[])
+        for k in range(K):
+            ctx.set(dut.opt_tap, k)
+            await ctx.delay(1e-9)
+            res["db"].append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
+
+    run(dut, bench)
+    db = np.zeros((K, C, R), np.int64)
+    correct = loss = 0
+    for u, z, label, j, nb in samples:
+        y = F.saturate(z + F.round_shift(sum(b[k] @ u[k] for k in range(K)), F.B_FRAC + F.U_FRAC - F.Y_FRAC), 16)
+        g, top, ell = softmax_gradient(y[None], np.array([label]), with_loss=True)
+        correct, loss = correct + int(top[0] == label), loss + int(ell[0])
+        gl = F.round_shift(g[0] * recip_batch(nb), 15)
+        for k in range(K):
+            t = F.saturate(F.round_shift(b[k].T @ gl, F.t_shift(exps[k])), F.T_BITS)
+            assert t_buf[(j << p.tap_bits) | k] == t.tolist(), (j, k)
+            db[k] += np.outer(gl, u[k])
+    assert res["db"] == [(db[k] + DB_START).reshape(-1).tolist() for k in range(K)]
+    assert (res["correct"], res["loss"]) == (correct, loss)
+    assert res["lat"] == [cycles.head_latency(K, R, C)] * len(samples)
 
 
 def test_cycle_counter_counts_enabled_cycles_and_clears():
@@ -144,13 +336,15 @@ def test_cycle_counter_counts_enabled_cycles_and_clears():
 
 def test_blocks_reject_bad_parameters():
     with pytest.raises(TypeError, match="params must be HwParams"):
-        MacArray(SMALL)
+        Datapath(SMALL)
+    with pytest.raises(TypeError, match="params must be HwParams"):
+        OptimizerUnit("kv260")
     with pytest.raises(ValueError, match="classes must be an integer of at least 2"):
         SoftmaxGradient(1)
     with pytest.raises(TypeError, match="Counter width must be a positive integer"):
         CycleCounter(0)
-    with pytest.raises(ValueError, match="shift must be a non-negative integer"):
-        SgdUpdate(4, 36, -1)
+    with pytest.raises(TypeError, match="quotient_bits must be a positive integer"):
+        Divider(8, 8, 0)
     with pytest.raises(ValueError, match="lanes must be a power of two"):
         AcceleratorConfig("x", SMALL.geometry, 6, 8)
     with pytest.raises(ValueError, match="at most 8 taps"):
@@ -159,7 +353,7 @@ def test_blocks_reject_bad_parameters():
 
 def test_generated_register_map_is_current():
     """sw/regmap.json is generated from hw/regmap.py: regenerate with `skip2lora hw regmap`."""
-    on_disk = json.loads(REGMAP_JSON.read_text())
+    on_disk = json.loads(REGMAP_PATH.read_text())
     assert on_disk == json.loads(json.dumps(regmap_dict())), "sw/regmap.json is stale: run `skip2lora hw regmap`"
 
 
@@ -176,11 +370,10 @@ def test_verilog_export_of_the_small_build(tmp_path):
 
 
 def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
-    from skip2lora.fixed.config import KV260
-    from skip2lora.hw.cache import URAM_THRESHOLD_BITS
-
     p = HwParams(KV260)
-    assert p.cache_lines == 1024 * p.layout.sample_lines and p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
+    assert p.cache_lines == 1024 * p.layout.sample_lines == 1024 * 84 and p.beat_bits == 128
+    assert CacheMemory(p).attrs == {"ram_style": "ultra"}
+    assert CacheMemory(HwParams(SMALL)).attrs is None
 
 
 STAT_TAIL = """

@@ -15,6 +15,7 @@ from skip2lora.hw.regmap import ACCEL_ID, VERSION, ErrorCode
 CONFIGS = [
     (SMALL, dict(samples=6, batch=4, epochs=2)),                          # partial last batch
     (SMALL, dict(samples=5, batch=1, epochs=1)),                          # batch of one
+    (SMALL, dict(samples=17, batch=5, epochs=2, shuffle=True, warmup=4, decay=True)),  # the float recipe
     (AcceleratorConfig("one", Geometry((9,), 1, 2), 4, 8), dict(samples=8, batch=8, epochs=2)),
     (AcceleratorConfig("wide", Geometry((33, 16, 70, 5), 3, 7), 16, 8), dict(samples=7, batch=3, epochs=1)),
     (AcceleratorConfig("p8", Geometry((20, 8), 4, 10), 8, 12), dict(samples=12, batch=5, epochs=2)),
@@ -26,6 +27,9 @@ def check(vector, out):
     assert not out["status"]["error"], out["status"]
     assert out["cycles"] == vector.cycles, "cycle counter differs from the cycle model"
     assert out["correct"] == vector.expected.correct[-1]
+    e = vector.expected
+    if "epochs" in out:
+        assert out["epochs"] == list(zip(e.correct, e.loss, e.saturated)), "per-epoch statistics differ"
     for k in range(vector.config.geometry.taps):
         assert np.array_equal(got.a[k], vector.expected.adapters.a[k]), f"A_{k} differs ({vector.describe()})"
         assert np.array_equal(got.b[k], vector.expected.adapters.b[k]), f"B_{k} differs ({vector.describe()})"
@@ -63,7 +67,8 @@ def _run_recovery(ctx, dut, vector, result):
     async def go():
         await write_reg(ctx, dut.bus, "CTRL", soft_reset=1)
         st = await status(ctx, dut.bus)
-        assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "error_code": 0}
+        assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "adapters": 0, "overrun": 0,
+                      "error_code": 0}
         assert await read_reg(ctx, dut.bus, "N_LOADED") == 0
         bb = vector.layout.beat_bytes
         await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
@@ -140,10 +145,12 @@ def test_cache_overflow_is_refused_and_the_stream_drained():
 
 
 @pytest.mark.parametrize("field,value", [("SAMPLES", 0), ("SAMPLES", 5), ("BATCH", 0), ("BATCH", 9),
-                                         ("EPOCHS", 0), ("LR", 0), ("TAP1_CFG", 5), ("TAP0_CFG", 0x30)])
+                                         ("EPOCHS", 0), ("LR", 0), ("TAP1_CFG", 5), ("TAP0_CFG", 0x30),
+                                         ("OPT", 7)])
 def test_bad_configuration_is_refused(field, value):
     async def stim(ctx, dut, v):
         await load_cache(ctx, dut, v.cache_bytes, len(v.cache), v.layout.beat_bytes)
+        await load_adapters(ctx, dut, v.adapter_bytes, v.layout.beat_bytes)
         await program_job(ctx, dut.bus, v)
         await write_reg(ctx, dut.bus, field, value)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
@@ -166,12 +173,13 @@ def test_start_while_busy_is_an_error_and_the_job_still_exact():
         await write_reg(ctx, dut.bus, "CTRL", start=1)         # again, while running
         await write_reg(ctx, dut.bus, "CTRL", load_cache=1)    # and a load
         out["status"] = await wait_idle(ctx, dut.bus, 4 * vector.cycles + 1000)
+        await write_reg(ctx, dut.bus, "CTRL", clear_error=1)  # a latched error blocks READ_ADAPTERS
         lo = await read_reg(ctx, dut.bus, "CYCLES_LO")
         out["cycles"], out["correct"] = lo, await read_reg(ctx, dut.bus, "CORRECT")
         out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
 
     simulate(SMALL, bench)
-    assert out["status"]["error_code"] == ErrorCode.BUSY and out["status"]["done"]
+    assert out["status"]["error_code"] == ErrorCode.BUSY and out["status"]["done"] and out["status"]["overrun"]
     out["status"]["error"] = 0  # the job itself was not disturbed:
     check(vector, out)
 
@@ -250,5 +258,5 @@ def test_backward_factor_at_its_negative_limit():
     """Regression: t saturated at -2**23 must stay negative when the datapath negates it."""
     config = AcceleratorConfig("neg", Geometry((12, 13, 18), 2, 5), 16, 15)
     vector = make_vector(config, samples=3, batch=1, epochs=1, seed=306088397, cached=15, extreme=True,
-                         lr=6975473)
+                         lr=(1 << 28) - 1)
     check(vector, run_vector(vector))
