@@ -93,8 +93,8 @@ def _load_npz(path: Path) -> Network:
         net = build(config)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: its model config cannot be built: {exc}") from None
-    missing = sorted(set(net.base_param_names) | {n for layer in net.layers for n in getattr(layer, "buffer_names", ())}
-                     - set(arrays))
+    needed = set(net.base_param_names) | {n for layer in net.layers for n in getattr(layer, "buffer_names", ())}
+    missing = sorted(needed - set(arrays))
     if missing:
         raise ValueError(f"{path} lacks parameters {', '.join(missing)}")
     net.params = {k: v.astype(np.float32) for k, v in arrays.items()}

@@ -18,6 +18,7 @@ the module's own output on a random batch (in eval mode; the module's mode is re
 from __future__ import annotations
 
 import operator
+import warnings
 
 import numpy as np
 
@@ -96,9 +97,11 @@ def _via_onnx(module, shape, fold_batchnorm, label, verify):
     require_onnx()
     buf = io.BytesIO()
     try:
-        torch.onnx.export(module, (torch.zeros((1,) + shape),), buf, dynamo=False, opset_version=13,
-                          input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
-                          training=torch.onnx.TrainingMode.EVAL)
+        with warnings.catch_warnings():  # the legacy exporter's deprecation and signature notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros((1,) + shape),), buf, dynamo=False, opset_version=13,
+                              input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
+                              training=torch.onnx.TrainingMode.EVAL)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelImportError(f"cannot export the TorchScript module {label} to ONNX: {first}") from None
@@ -125,7 +128,7 @@ class _Walker:
         self.current = None
         self.batch_nodes = set()  # x.size(0) / x.shape[0]: the batch dimension in a view()
         self.sizes = {}           # other x.size(i): constants
-        self.shapes = set()       # x.shape, indexed next
+        self.shapes = {}          # x.shape (indexed next): the tensor it reads
 
     def run(self):
         import torch.fx  # noqa: F401  (the graph's node types)
@@ -146,9 +149,9 @@ class _Walker:
             if node.op == "get_attr":
                 raise ModelImportError(f"unsupported {self._label(node)} (parameter {node.target!r} used "
                                        f"directly in forward: wrap it in nn.Linear/nn.Conv2d)")
-            self._check_chain(node)
             if self._size(node):
                 continue
+            self._check_chain(node)
             if node.op == "call_module":
                 self._module(node, self.gm.get_submodule(node.target))
             elif node.op == "call_function":
@@ -165,8 +168,6 @@ class _Walker:
 
         data = [a for a in node.all_input_nodes if a not in self.batch_nodes and a not in self.sizes
                 and a not in self.shapes]
-        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.shapes:
-            return
         if any(a is not self.current for a in data) or not data:
             what = self._what(node)
             reads = ", ".join(a.name for a in data) or "no layer input"
@@ -179,26 +180,31 @@ class _Walker:
     def _size(self, node) -> bool:
         """x.size(), x.size(i), x.shape[i], x.shape: constants, except the batch dimension."""
         full = (None,) + self.b.shape
+        source = node.args[0] if node.args else None
         if node.op == "call_method" and node.target == "size":
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if dim is None:
                 raise ModelImportError(f"unsupported {self._label(node)} (Tensor.size): only x.size(dim) is "
                                        f"supported")
         elif node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
-            self.shapes.add(node)
+            self.shapes[node] = source
             return True
         elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.shapes:
             dim = node.args[1]
             if not isinstance(dim, int):
                 raise ModelImportError(f"unsupported {self._label(node)} (x.shape[{dim}]): only x.shape[dim] "
                                        f"is supported")
+            source = self.shapes[source]
         else:
             return False
         dim = int(dim) % len(full)
-        if dim == 0:
+        if dim == 0:  # the batch size: the same for every tensor of the chain
             self.batch_nodes.add(node)
-        else:
+        elif source is self.current:
             self.sizes[node] = full[dim]
+        else:
+            raise ModelImportError(f"unsupported {self._label(node)} ({self._what(node)}): only the batch size of an "
+                                   f"earlier tensor can be read")
         return True
 
     @staticmethod
