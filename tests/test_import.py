@@ -784,3 +784,46 @@ def test_save_and_load_model_npz(tmp_path):
     np.savez(tmp_path / "bare.npz", w=np.zeros(3))
     with pytest.raises(ValueError, match=r"holds no model config \(__config__\) and has no bare.json beside it$"):
         load_model(tmp_path / "bare.npz")
+
+
+def test_onnx_export_of_every_layer_type(onnx, tmp_path):
+    from skip2lora.nn.model_io import load_model, save_model
+    from skip2lora.nn.onnx_export import to_onnx
+    from skip2lora.nn.onnx_import import from_onnx, reference_logits
+
+    layers = [BatchNorm("bn0", 2), Conv2d("c1", 2, 4, (3, 2), padding=(1, 0, 2, 1), stride=(2, 1)), ReLU("r1"),
+              MaxPool2d("p1", 3, 1, 1), Conv2d("c2", 4, 5, 3, padding=1, padding_mode="reflect"), BatchNorm("bn1", 5),
+              AvgPool2d("p2", 2, 2, (0, 1), count_include_pad=False), Conv2d("c3", 5, 3, 2, padding=1,
+                                                                              padding_mode="circular"),
+              MaxPool2("p3"), Flatten("f"), BatchNorm("bn2", 18), Dense("fc", 18, 6), ReLU("r2"), Dense("out", 6, 3)]
+    net = sequential(layers, (2, 10, 8), 3, name="every").init(3)
+    rng = np.random.default_rng(4)
+    for layer in net.layers:  # non-trivial statistics and biases
+        if isinstance(layer, BatchNorm):
+            net.params[layer.mean] = rng.normal(0, 0.5, layer.features).astype(np.float32)
+            net.params[layer.var] = rng.uniform(0.5, 2, layer.features).astype(np.float32)
+            net.params[layer.beta] = rng.normal(0, 0.5, layer.features).astype(np.float32)
+    x = rng.normal(0, 1, (5, 2, 10, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^c3: circular padding needs ONNX opset 19 or newer \(opset=13\)$"):
+        to_onnx(net)
+    model = to_onnx(net, opset=19)
+    _close(net.forward(x), reference_logits(model, x))
+    back = from_onnx(model, fold_batchnorm=False)
+    assert [type(layer).__name__ for layer in back.layers] == [type(layer).__name__ for layer in net.layers]
+    np.testing.assert_array_equal(back.forward(x), net.forward(x))
+    folded = from_onnx(model)  # bn1 folds into c2; bn0 (first) and bn2 (after flatten) stay
+    assert sum(isinstance(layer, BatchNorm) for layer in folded.layers) == 2
+    _close(folded.forward(x), net.forward(x))
+    with pytest.raises(FileNotFoundError, match=r"^no folder "):
+        save_model(net, tmp_path / "missing" / "m.onnx")
+
+
+def test_shipped_pretrained_weights_load_as_models():
+    from skip2lora.nn.model_io import load_model
+    from skip2lora.nn.pretrained import load_base, package_dir
+
+    for dataset, key in (("fmnist-rot75", "lenet5-fmnist"), ("har", "mlp-har")):
+        base, _ = load_base(dataset, pretrain_if_missing=False)
+        net = load_model(package_dir() / f"{key}.npz")
+        assert net.config == base.config
+        assert all(np.array_equal(net.params[k], v) for k, v in base.params.items())

@@ -32,6 +32,8 @@ def to_onnx(net: Network, path=None, *, opset: int = MIN_OPSET, name: str | None
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET}, not {opset}")
+    if path is not None and not Path(path).parent.is_dir():
+        raise FileNotFoundError(f"no folder {Path(path).parent} for {Path(path).name}")
     nodes, inits = [], []
     current = "input"
 
@@ -126,8 +128,6 @@ def _unpermute(a, perm):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"no folder {path.parent} for {path.name}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
