@@ -67,7 +67,7 @@ class ChainBuilder:
         self.params.update(params or {})
         self._foldable = layer if foldable else None
 
-    def _need_images(self, node: str, what: str):
+    def need_images(self, node: str, what: str):
         if len(self.shape) != 3:
             raise ModelImportError(f"{node}: {what} needs images (C, H, W), the input here is {self.shape}")
         return self.shape
@@ -88,7 +88,7 @@ class ChainBuilder:
 
     # -- operators ---------------------------------------------------------------------------------
     def conv(self, node, weight, bias, *, stride=(1, 1), pads=(0, 0, 0, 0)):
-        c, h, w = self._need_images(node, "a convolution")
+        c, h, w = self.need_images(node, "a convolution")
         weight = np.asarray(weight)
         if weight.ndim != 4:
             raise ModelImportError(f"{node}: only 2-D convolutions are supported (weight shape {weight.shape})")
@@ -145,7 +145,7 @@ class ChainBuilder:
         self._add(ReLU(self._unique(node, "relu")))
 
     def maxpool(self, node, kernel, stride, pads=(0, 0, 0, 0)):
-        c, h, w = self._need_images(node, "max pooling")
+        c, h, w = self.need_images(node, "max pooling")
         oh, ow = self._pool_out(node, (h, w), kernel, stride, pads)
         kernel, stride = tuple(map(int, kernel)), tuple(map(int, stride))
         name = self._unique(node, "pool")
@@ -156,13 +156,13 @@ class ChainBuilder:
         self.shape = (c, oh, ow)
 
     def avgpool(self, node, kernel, stride, pads=(0, 0, 0, 0), count_include_pad=True):
-        c, h, w = self._need_images(node, "average pooling")
+        c, h, w = self.need_images(node, "average pooling")
         oh, ow = self._pool_out(node, (h, w), kernel, stride, pads)
         self._add(AvgPool2d(self._unique(node, "avgpool"), kernel, stride, pads, count_include_pad))
         self.shape = (c, oh, ow)
 
     def global_avgpool(self, node):
-        _, h, w = self._need_images(node, "global average pooling")
+        _, h, w = self.need_images(node, "global average pooling")
         self.avgpool(node, (h, w), (1, 1))
 
     def _pool_out(self, node, hw, kernel, stride, pads):
@@ -206,7 +206,7 @@ class ChainBuilder:
 
     def pad(self, node, pads, mode="zeros"):
         """Padding (top, left, bottom, right) of the image, merged into the next conv or pool."""
-        self._need_images(node, "padding")
+        self.need_images(node, "padding")
         if self._pad is not None:
             raise ModelImportError(f"{node}: two paddings in a row are not supported")
         if any(int(p) < 0 for p in pads):

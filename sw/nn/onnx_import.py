@@ -255,7 +255,7 @@ class _Walker:
                                    f"(kernel_shape={kernel})")
         strides, pads = self._window(node, label, attrs, kernel)
         if attrs.get("ceil_mode", 0):
-            self.b._need_images(label, node.op_type)
+            self.b.need_images(label, node.op_type)
             h, w = self.b.shape[1:]
             t, l, b, r = pads
             floor = [(n + p - k) // s for n, p, k, s in ((h, t + b, kernel[0], strides[0]), (w, l + r, kernel[1], strides[1]))]

@@ -304,14 +304,14 @@ class _Walker:
     def _no_partial_window(self, node, what, ceil_mode, kernel, stride, pad):
         if not ceil_mode:
             return
-        self.b._need_images(node.name, what)
+        self.b.need_images(node.name, what)
         for n, k, s, p in zip(self.b.shape[1:], kernel, stride, pad):
             if (n + 2 * p - k) % s:
                 raise ModelImportError(f"{self._label(node)} ({what}): ceil_mode=True is not supported (only "
                                        f"False; here it adds a partial window)")
 
     def _adaptive(self, node, name, output_size):
-        _, h, w = self.b._need_images(node.name, "AdaptiveAvgPool2d")
+        _, h, w = self.b.need_images(node.name, "AdaptiveAvgPool2d")
         oh, ow = _pair(output_size) if output_size is not None else (h, w)
         oh, ow = oh or h, ow or w  # None keeps that size
         if h % oh or w % ow:
