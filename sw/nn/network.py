@@ -1,17 +1,20 @@
-"""The base models of the seeds (LeNet-5 and the batch-norm MLP) as a layer list with adapter taps.
+"""The base models (the seeds' LeNet-5 and batch-norm MLP, or any imported layer list) with adapter taps.
 
 A *tap* is the input of a weight layer (conv or dense), flattened per sample: exactly what a
 Skip-LoRA adapter reads. The network can return its taps alongside its logits, which is how
 the Skip2-LoRA cache is filled.
+
+`sequential` wraps any layer list (an imported ONNX or PyTorch model); its ``config`` lists the
+layers' specs, so `build` (and with it `Network.copy` and saved models) rebuilds the same network.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .layers import BatchNorm, Conv2d, Dense, Flatten, Layer, MaxPool2, ReLU, _Weighted
+from .layers import BatchNorm, Conv2d, Dense, Flatten, Layer, MaxPool2, ReLU, _Weighted, layer_from_spec
 
-__all__ = ["Network", "lenet5", "mlp", "build"]
+__all__ = ["Network", "lenet5", "mlp", "sequential", "build"]
 
 
 class Network:
@@ -66,7 +69,7 @@ class Network:
 
     def _run(self, x, *, train=False, taps=False, record=False, params=None):
         params = self.params if params is None else params
-        x = self.to_internal(np.asarray(x, dtype=params[self.layers[0].param_names[0]].dtype))
+        x = self.to_internal(np.asarray(x, dtype=params[self.weight_layers[0].w].dtype))
         tap_list, ctxs = [], []
         for layer in self.layers:
             if taps and isinstance(layer, _Weighted):
@@ -135,9 +138,30 @@ def mlp(in_features: int, classes: int, hidden: int = 96) -> Network:
                    {"arch": "mlp", "classes": classes, "input_shape": [in_features], "hidden": hidden})
 
 
+def sequential(layers: list[Layer], input_shape: tuple, classes: int, name: str = "") -> Network:
+    """Any layer list as a base model (``input_shape`` per sample, NCHW images or flat features).
+
+    The config records every layer's spec, so `build` rebuilds it. Needs at least one weight layer
+    (the taps), unique layer names, and a flat output of ``classes`` logits.
+    """
+    layers = list(layers)
+    if not any(isinstance(layer, _Weighted) for layer in layers):
+        raise ValueError("a base model needs at least one Conv2d or Dense layer (the adapters' taps)")
+    names = [layer.name for layer in layers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"layer names must be unique: {', '.join(dup)} repeated")
+    config = {"arch": "layers", "name": str(name), "classes": int(classes),
+              "input_shape": [int(d) for d in input_shape], "layers": [layer.spec() for layer in layers]}
+    return Network("layers", layers, tuple(input_shape), classes, config)
+
+
 def build(config: dict) -> Network:
     if config["arch"] == "lenet5":
         return lenet5(config["classes"], tuple(config["input_shape"]))
     if config["arch"] == "mlp":
         return mlp(config["input_shape"][0], config["classes"], config.get("hidden", 96))
+    if config["arch"] == "layers":
+        layers = [layer_from_spec(spec) for spec in config["layers"]]
+        return sequential(layers, tuple(config["input_shape"]), config["classes"], config.get("name", ""))
     raise ValueError(f"unknown architecture {config['arch']!r}")
