@@ -168,3 +168,39 @@ def test_job_config_must_fit_the_cache():
     with pytest.raises(ValueError, match=r"samples \(7\) exceeds the 6 cached entries"):
         s.finetune(samples=7, batch=2)
     assert isinstance(s.job(epochs=1, batch=2, lr=0.1), JobConfig)
+
+
+def test_recipe_reaches_the_job_registers():
+    s = make_session(seed=5)
+    x, y = data(24)
+    s.add_samples(x, y)
+    job = s.job(epochs=3, batch=5, lr=0.1)  # the defaults: the float backend's recipe
+    assert (job.shuffle, job.seed, job.warmup, job.decay) == (True, 5, 5, True)
+    job = s.job(epochs=3, batch=5, lr=0.1, order="fixed", schedule="constant", order_seed=9)
+    assert (job.shuffle, job.seed, job.warmup, job.decay) == (False, 9, 0, False)
+    for kw, message in ((dict(order="random"), "sample order must be one of"),
+                        (dict(schedule="cosine"), "learning-rate schedule must be one of"),
+                        (dict(optimizer="rmsprop"), "the accelerator's optimizers are")):
+        with pytest.raises(ValueError, match=message):
+            s.job(epochs=1, batch=4, lr=0.1, **kw)
+
+
+def test_per_epoch_statistics_and_healthy_training():
+    s = make_session()
+    x, y = data(24)
+    s.add_samples(x, y)
+    out = s.finetune(epochs=6, batch=4, lr=0.2)
+    assert len(out["correct_per_epoch"]) == len(out["train_loss_per_epoch"]) == 6
+    assert out["train_loss_per_epoch"][-1] < out["train_loss_per_epoch"][0]
+    assert not out["diverged"] and out["divergence"] is None and out["saturated_per_epoch"] == [0] * 6
+
+
+def test_divergence_is_detected_from_the_accelerators_statistics():
+    """A step size far beyond the stable range pins the weights at their limits: reported as
+    diverged (the accelerator saturates, it never shows NaN)."""
+    s = make_session()
+    x, y = data(24)
+    s.add_samples(x, y)
+    out = s.finetune(epochs=6, batch=4, lr=15.9, order="fixed", schedule="constant")
+    assert out["diverged"] and "weight updates hit the weight range" in out["divergence"]
+    assert out["clamped_share_last_epoch"] > 0.01
