@@ -1026,3 +1026,73 @@ def test_installed_package_is_recognised(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(pkg / "build_paths.py")], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "None"
+
+
+# -------------------------------------------------------------------------------------------------
+# A board without the overlay: the error and the notebooks say how to build or obtain it
+# -------------------------------------------------------------------------------------------------
+
+def test_missing_bitstream_says_how_to_build_it(tmp_path):
+    from skip2lora.bitstreams import BitstreamMissing, kv260_bitfile, require_kv260_bitstream
+
+    assert kv260_bitfile() == REPO / "bitstreams" / "kv260" / "skip2lora.bit"
+    bit = tmp_path / "skip2lora.bit"
+    with pytest.raises(BitstreamMissing) as e:
+        require_kv260_bitstream(bit)
+    msg = str(e.value)
+    assert msg.startswith(f"no KV260 overlay: {bit} and {tmp_path / 'skip2lora.hwh'} are missing.")
+    assert f"Vivado {V.MIN_VIVADO} or newer" in msg and "`skip2lora hw bitstream`" in msg
+    assert isinstance(e.value, FileNotFoundError)  # what callers (and the CLI) already handle
+    bit.write_bytes(b"\x00")
+    with pytest.raises(BitstreamMissing, match=rf"^no KV260 overlay: {re.escape(str(bit.with_suffix('.hwh')))} is missing"):
+        require_kv260_bitstream(bit)
+    bit.with_suffix(".hwh").write_text("<EDKSYSTEM/>")
+    assert require_kv260_bitstream(bit) == bit
+
+
+NOTEBOOKS = ["kv260_finetune.ipynb", "online_finetuning.ipynb"]
+
+
+def _cells(notebook):
+    nb = json.loads((REPO / "notebooks" / notebook).read_text())
+    return ["".join(c["source"]) for c in nb["cells"]], [c["cell_type"] for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_notebooks_say_how_to_get_the_bitstream(notebook):
+    cells, kinds = _cells(notebook)
+    assert kinds[:2] == ["markdown", "code"]
+    assert "skip2lora hw bitstream" in cells[0] and f"Vivado {V.MIN_VIVADO} or newer" in cells[0]
+    assert "bitstreams/kv260/README.md" in cells[0]
+    code = cells[1]
+    assert "require_kv260_bitstream(BITFILE)" in code
+    # PYNQ's cached metadata is dropped before the overlay is loaded (downloaded).
+    assert code.index("PL.reset()") < code.index("pynq_backend.load(bitfile")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_notebook_stops_on_a_board_without_the_overlay(notebook, tmp_path):
+    """The first code cell, run as on a KV260 whose bitstreams/kv260/ is empty, stops with the message."""
+    import subprocess
+    import sys
+
+    pynq_python = REPO / ".venv-pynq" / "bin" / "python"
+    if not pynq_python.exists():
+        if IN_CI:
+            pytest.fail("no .venv-pynq (scripts/setup.sh --with-pynq)", pytrace=False)
+        pytest.skip("no .venv-pynq (create it with scripts/setup.sh --with-pynq)")
+    cells, _ = _cells(notebook)
+    code = (
+        "import os, sys, skip2lora.bitstreams as b\n"
+        "b.KV260_DIR = b.Path(sys.argv[1])\n"
+        "real = os.path.exists\n"
+        "os.path.exists = lambda p: p == '/proc/device-tree/chosen/pynq_board' or real(p)\n"
+        "try:\n"
+        "    exec(sys.stdin.read(), {})\n"
+        "except b.BitstreamMissing as exc:\n"
+        "    print('STOPPED:', exc)\n")
+    proc = subprocess.run([str(pynq_python), "-c", code, str(tmp_path)], input=cells[1], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"STOPPED: no KV260 overlay: {tmp_path / 'skip2lora.bit'} and ")
+    assert "`skip2lora hw bitstream`" in proc.stdout
