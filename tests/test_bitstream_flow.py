@@ -154,6 +154,10 @@ def test_vlnv_and_ip_packaging(kv260_tcl):
     assert buses["s_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "slave")
     assert buses["m_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "master")
     assert buses["aclk"].group(5) == "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis ASSOCIATED_RESET aresetn"
+    nbytes = 4 * KV260.lanes // 8  # the streams' bus parameters, declared: TKEEP on the output only
+    assert buses["m_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 1 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
+    assert buses["s_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 0 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
+    assert "TKEEP m_axis_tkeep" in buses["m_axis"].group(4) and "TKEEP" not in buses["s_axis"].group(4)
     assert buses["aresetn"].group(5) == "POLARITY ACTIVE_LOW"
     assert buses["interrupt"].group(2, 3, 5) == ("xilinx.com:signal:interrupt:1.0", "master", "SENSITIVITY LEVEL_HIGH")
     axil = dict(zip(*[iter(buses["s_axi_control"].group(4).split())] * 2))
@@ -594,21 +598,27 @@ mock set_property {args} {
     }
 }
 # The packaged accelerator's stream pin parameters follow its port maps and the Verilog's ports.
+# A bus parameter the IP declares must agree with its ports (Vivado refuses the IP otherwise).
 proc mock_intf_param {obj param} {
     if {![regexp {^/([^/]+)/(\w+)$} $obj -> cell intf]} { return "" }
     set pm "bi:$intf/pm:"
     switch -- $param {
         tdata_num_bytes {
             if {![info exists ::PROP(${pm}TDATA,physical_name)]} { return "" }
-            return [expr {$::PORTW($::PROP(${pm}TDATA,physical_name)) / 8}]
+            set value [expr {$::PORTW($::PROP(${pm}TDATA,physical_name)) / 8}]
         }
         has_tkeep - has_tlast {
             set logical [string toupper [string range $param 4 end]]
-            return [expr {[info exists ::PROP(${pm}$logical,physical_name)] && \
-                          [info exists ::PORTW($::PROP(${pm}$logical,physical_name))]}]
+            set value [expr {[info exists ::PROP(${pm}$logical,physical_name)] && \
+                             [info exists ::PORTW($::PROP(${pm}$logical,physical_name))]}]
         }
+        default { return "" }
     }
-    return ""
+    set declared "bi:$intf/param:[string toupper $param]"
+    if {[info exists ::PROP($declared,value)] && $::PROP($declared,value) != $value} {
+        error "mock: $intf declares [string toupper $param] $::PROP($declared,value), its ports say $value"
+    }
+    return $value
 }
 mock get_property {key obj} {
     set k [string tolower $key]
@@ -915,8 +925,12 @@ def test_mock_vivado_refusals(small_build, tmp_path):
                              "set irq [create_bd_cell -type ip -vlnv [s2l_ipdef {ilconcat xlconcat}] irq_concat]"),
      "needs -type inline_hdl, not ip"),
     # An output stream packaged without TKEEP is caught after validation.
-    (lambda tcl: re.sub(r"TKEEP m_axis_tkeep ", "", tcl),
+    (lambda tcl: tcl.replace("TKEEP m_axis_tkeep ", "").replace("TDATA_NUM_BYTES 2 HAS_TKEEP 1",
+                                                                 "TDATA_NUM_BYTES 2 HAS_TKEEP 0"),
      "m_axis CONFIG.HAS_TKEEP is '0' after validation, not '1'"),
+    # Declared bus parameters that disagree with the ports are refused.
+    (lambda tcl: tcl.replace("TDATA_NUM_BYTES 2 HAS_TKEEP 1", "TDATA_NUM_BYTES 4 HAS_TKEEP 1"),
+     "m_axis declares TDATA_NUM_BYTES 4, its ports say 2"),
 ])
 def test_mock_vivado_catches(small_build, tmp_path, edit, message):
     """The mock fails the script's known pitfalls, so the passing run above means something."""

@@ -97,10 +97,20 @@ def _bus_blocks(d: Design) -> str:
         claimed.add(port)
         return [(logical, port)]
 
+    widths = {name: width for name, _, width in d.ports}
+
+    def stream_params(prefix, pm):
+        """The AXI4-Stream bus parameters, declared (as HLS-generated IP does) rather than left to
+        inference: IP integrator and the DMA then see exactly these, checked after validation."""
+        logical = {lg for lg, _ in pm}
+        return [("TDATA_NUM_BYTES", widths[f"{prefix}_tdata"] // 8)] + [
+            (f"HAS_{sig}", int(sig in logical)) for sig in ("TKEEP", "TLAST", "TREADY", "TSTRB")]
+
+    axis_in, axis_out = portmap(AXIS_IN), portmap(AXIS_OUT)
     buses = [
         (AXI_LITE, "aximm", "slave", portmap(AXI_LITE), [("PROTOCOL", "AXI4LITE")]),
-        (AXIS_IN, "axis", "slave", portmap(AXIS_IN), []),
-        (AXIS_OUT, "axis", "master", portmap(AXIS_OUT), []),
+        (AXIS_IN, "axis", "slave", axis_in, stream_params(AXIS_IN, axis_in)),
+        (AXIS_OUT, "axis", "master", axis_out, stream_params(AXIS_OUT, axis_out)),
         (CLOCK, "clock", "slave", single(CLOCK, "CLK"),
          [("ASSOCIATED_BUSIF", f"{AXI_LITE}:{AXIS_IN}:{AXIS_OUT}"), ("ASSOCIATED_RESET", RESET)]),
         (RESET, "reset", "slave", single(RESET, "RST"), [("POLARITY", "ACTIVE_LOW")]),

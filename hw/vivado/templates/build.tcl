@@ -219,7 +219,8 @@ s2l_check_segment $S2L(ps)/Data @DMA@ @DMA_BASE@ @DMA_RANGE@
 s2l_step "validating"
 validate_bd_design
 # What validation propagated must still be what was set: the DMA's widths, and the accelerator's
-# output stream with TKEEP (all ones: every byte of every beat is data) into the DMA's S2MM side.
+# output stream with TKEEP (all ones: every byte of every beat is data) into the DMA's S2MM side
+# (the packaged IP declares these bus parameters; this reads what IP integrator made of them).
 s2l_expect $dma [list \
     c_m_axi_mm2s_data_width $S2L(mm_width) \
     c_m_axis_mm2s_tdata_width $S2L(stream_width) \
