@@ -1,3 +1,5 @@
+# ---- helpers (templates/helpers.tcl: plain Tcl 8.5 -- Vivado's interpreter -- with no fields) ------
+
 proc s2l_log {msg} { puts "skip2lora: $msg" }
 
 proc s2l_step {msg} { puts "\n========== skip2lora: $msg ==========" }
