@@ -954,12 +954,21 @@ _ULTRA = re.compile(r'\(\* ram_style = "ultra" \*\)\n\s*reg \[\d+:0\] (\w+) \[\d
 
 def test_uram_cache_exports_without_initial_block(monkeypatch):
     """The small cache, pushed onto the KV260's UltraRAM path, exports with no initial block."""
-    from skip2lora.hw import cache, export
+    import importlib
+    import pkgutil
+
+    from skip2lora import hw
+    from skip2lora.hw import export
 
     raw = []
     strip = export.strip_ultraram_init
     monkeypatch.setattr(export, "strip_ultraram_init", lambda text: (raw.append(text), strip(text))[1])
-    monkeypatch.setattr(cache, "URAM_THRESHOLD_BITS", 0)  # not cached: verilog_text, not cached_verilog
+    # Wherever the cache memory's UltraRAM threshold lives: lowered to 0 (verilog_text, not the cache).
+    modules = [importlib.import_module(f"skip2lora.hw.{m.name}") for m in pkgutil.iter_modules(hw.__path__)]
+    patched = [m for m in modules if hasattr(m, "URAM_THRESHOLD_BITS")]
+    assert patched, "no URAM_THRESHOLD_BITS in skip2lora.hw"
+    for m in patched:
+        monkeypatch.setattr(m, "URAM_THRESHOLD_BITS", 0)
     text = export.verilog_text("small")
     before, after = _ULTRA.findall(raw[0]), _ULTRA.findall(text)
     assert [init for _, init in before] == ["  initial begin"]  # Amaranth's init=[] is written out ...
