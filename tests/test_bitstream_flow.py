@@ -34,8 +34,9 @@ from skip2lora.fixed.config import KV260, config_named
 from skip2lora.cli import main
 from skip2lora.hw import system as S
 from skip2lora.hw import vivado as V
-from skip2lora.hw.regmap import REGISTER_MAP, REGMAP_JSON
+from skip2lora.hw.regmap import REGISTER_MAP
 from skip2lora.driver.hwh import make_hwh
+from skip2lora.driver.registers import regmap as shipped_regmap
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
@@ -125,7 +126,7 @@ def test_kv260_tcl_without_verilog(kv260_tcl):
 
 
 def test_address_map_matches_description(kv260_tcl):
-    regmap_system = json.loads(REGMAP_JSON.read_text())["system"]
+    regmap_system = shipped_regmap()["system"]
     assert regmap_system == S.system_dict()  # sw/regmap.json is current
     got = _assignments(kv260_tcl)
     want = {S.ACCELERATOR["name"]: (S.ACCELERATOR["base"], S.ACCELERATOR["range"], "s_axi_control"),
