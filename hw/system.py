@@ -1,4 +1,4 @@
-"""The KV260 system around the accelerator: IP identity, address map, DMA and clock.
+"""The KV260 system around the accelerator: IP identity, address map, PS ports, DMA and clock.
 
 The Vivado flow (bitstreams/kv260), the PYNQ driver and the virtual KV260 all read these numbers
 from ``sw/regmap.json`` (generated from here with the register map), never typed twice.
@@ -7,7 +7,7 @@ from ``sw/regmap.json`` (generated from here with the register map), never typed
 from __future__ import annotations
 
 __all__ = ["VLNV", "ACCELERATOR", "DMA", "DMA_LENGTH_WIDTH", "PL_CLOCK_MHZ", "PART", "BOARD_PART",
-           "system_dict"]
+           "PS_PORTS", "system_dict"]
 
 # The packaged IP's identity; PYNQ binds the driver to it (DefaultIP.bindto).
 VLNV = "skip2lora.org:accel:skip2lora:1.0"
@@ -20,8 +20,16 @@ PL_CLOCK_MHZ = 200      # pl_clk0, the accelerator's aclk
 PART = "xck26-sfvc784-2LV-c"
 BOARD_PART = "xilinx.com:kv260_som:part0"  # the flow picks the newest installed version
 
+# The PS ports the design uses and their data widths. PYNQ programs the PS's port widths from the
+# hardware handoff at download (C_MAXIGP0_DATA_WIDTH, C_SAXIGP2_DATA_WIDTH), so the build and the
+# virtual board's handoff must agree: both take them from here.
+PS_PORTS = {
+    "control": {"port": "M_AXI_HPM0_FPD", "width": 32},   # registers of the accelerator and the DMA
+    "data": {"port": "S_AXI_HP0_FPD", "width": 128},      # the DMA's path to DDR
+}
+
 
 def system_dict() -> dict:
     return {"vlnv": VLNV, "accelerator": dict(ACCELERATOR), "dma": dict(DMA),
             "dma_length_width": DMA_LENGTH_WIDTH, "pl_clock_mhz": PL_CLOCK_MHZ, "part": PART,
-            "board_part": BOARD_PART}
+            "board_part": BOARD_PART, "ps_ports": {k: dict(v) for k, v in PS_PORTS.items()}}

@@ -1,7 +1,12 @@
 """The Vivado-facing top level: flat AXI port names, ``aclk`` and active-low ``aresetn``.
 
 Vivado's IP packager infers ``s_axi_control`` (AXI4-Lite), ``s_axis`` / ``m_axis`` (AXI4-Stream)
-and the ``interrupt`` line from these names.
+and the ``interrupt`` line from these names (the flow in hw/vivado maps them explicitly).
+
+``m_axis_tkeep`` is all ones: every byte of every beat the accelerator sends is data. The AXI DMA's
+S2MM side counts bytes by TKEEP; driving it here makes that explicit rather than leaving it to the
+tools' tie-off of an unconnected input (PYNQ's base designs tie TKEEP to ones the same way). The
+input stream has no TKEEP: the accelerator only takes whole beats.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class Skip2LoRATop(wiring.Component):
             "s_axi_control_rdata": Out(32), "s_axi_control_rresp": Out(2), "s_axi_control_rvalid": Out(1),
             "s_axi_control_rready": In(1),
             "s_axis_tdata": In(w), "s_axis_tvalid": In(1), "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(w), "m_axis_tvalid": Out(1), "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            "m_axis_tdata": Out(w), "m_axis_tkeep": Out(w // 8), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1),
         })
 
     def elaborate(self, platform):
@@ -58,6 +64,7 @@ class Skip2LoRATop(wiring.Component):
             core.s_axis.p.data.eq(self.s_axis_tdata), core.s_axis.p.last.eq(self.s_axis_tlast),
             core.s_axis.valid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(core.s_axis.ready),
             self.m_axis_tdata.eq(core.m_axis.p.data), self.m_axis_tlast.eq(core.m_axis.p.last),
+            self.m_axis_tkeep.eq((1 << (len(self.m_axis_tdata) // 8)) - 1),
             self.m_axis_tvalid.eq(core.m_axis.valid), core.m_axis.ready.eq(self.m_axis_tready),
             self.interrupt.eq(core.irq),
         ]

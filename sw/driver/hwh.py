@@ -1,9 +1,10 @@
 """A minimal Vivado hardware handoff (.hwh) of the KV260 system, for the virtual KV260.
 
 A real build gets its .hwh from Vivado (bitstreams/kv260). The virtual board needs one that
-PYNQ's parser accepts with the same instances, addresses, VLNV and DMA parameters, so the PYNQ
-driver runs unmodified: it is generated here from the system description in sw/regmap.json
-(which is generated from hw/system.py) and the accelerator's stream width.
+PYNQ's parser accepts with the same instances, addresses, VLNV, PS port widths and DMA parameters,
+so the PYNQ driver runs unmodified: it is generated here from the system description in
+sw/regmap.json (which is generated from hw/system.py) and the accelerator's stream width, and
+tests/test_bitstream_flow.py checks it with the same checker as the real build's handoff.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def _params(pairs):
     return "\n".join(f'        <PARAMETER NAME="{k}" VALUE="{v}"/>' for k, v in pairs)
 
 
-def _ps_params(clock_mhz: float):
+def _ps_params(clock_mhz: float, ps_ports: dict):
     pairs = []
     for i in range(4):  # PYNQ's clock view reads all four PL clocks
         pairs += [(f"PSU__FPGA_PL{i}_ENABLE", 1 if i == 0 else 0),
@@ -26,12 +27,17 @@ def _ps_params(clock_mhz: float):
                   (f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1", 1),
                   (f"PSU__CRL_APB__PL{i}_REF_CTRL__FREQMHZ", clock_mhz if i == 0 else 100),
                   (f"PSU__CRL_APB__PL{i}_REF_CTRL__ACT_FREQMHZ", clock_mhz if i == 0 else 100)]
-    return pairs + [("PSU__MAXIGP0__DATA_WIDTH", 128), ("PSU__SAXIGP2__DATA_WIDTH", 128)]
+    control, data = ps_ports["control"]["width"], ps_ports["data"]["width"]
+    # Vivado writes the user parameter (PSU__*) and the HDL generic (C_*); PYNQ sets the PS's port
+    # widths from the C_* ones at download.
+    return pairs + [("PSU__MAXIGP0__DATA_WIDTH", control), ("C_MAXIGP0_DATA_WIDTH", control),
+                    ("PSU__SAXIGP2__DATA_WIDTH", data), ("C_SAXIGP2_DATA_WIDTH", data)]
 
 
 def _dma_params(stream_bits: int, length_width: int):
+    mm_bits = max(32, stream_bits)  # the memory side: at least 32 bits (as the build sets it)
     values = {"include_sg": 0, "sg_length_width": length_width, "micro_dma": 0, "include_mm2s": 1,
-              "include_s2mm": 1, "m_axi_mm2s_data_width": stream_bits, "m_axi_s2mm_data_width": stream_bits,
+              "include_s2mm": 1, "m_axi_mm2s_data_width": mm_bits, "m_axi_s2mm_data_width": mm_bits,
               "m_axis_mm2s_tdata_width": stream_bits, "s_axis_s2mm_tdata_width": stream_bits,
               "include_mm2s_dre": 0, "include_s2mm_dre": 0, "mm2s_burst_size": 16, "s2mm_burst_size": 16,
               "addr_width": 64}
@@ -73,7 +79,7 @@ def make_hwh(stream_bits: int) -> str:
   <MODULES>
     <MODULE FULLNAME="/zynq_ultra_ps_e_0" INSTANCE="zynq_ultra_ps_e_0" IPTYPE="PERIPHERAL" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">
       <PARAMETERS>
-{_params(_ps_params(sysd['pl_clock_mhz']))}
+{_params(_ps_params(sysd['pl_clock_mhz'], sysd['ps_ports']))}
       </PARAMETERS>
       <MEMORYMAP>
         <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="{hx(acc['base'])}" HIGHNAME="C_HIGHADDR" HIGHVALUE="{hx(acc['base'] + acc['range'] - 1)}" INSTANCE="{acc['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>
