@@ -1,0 +1,47 @@
+"""Documentation that restates the contract: generated from its source, and checked against it."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from skip2lora.fixed import formats as F
+from skip2lora.fixed.config import KV260
+from skip2lora.fixed.packing import Layout
+from skip2lora.hw.docs import BLOCKS, DocsStale, render, update_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_blocks_are_current():
+    """docs/numerics.md and docs/interface.md: regenerate with `skip2lora hw docs`."""
+    update_docs(ROOT, check=True)
+
+
+def test_stale_and_missing_blocks_are_reported(tmp_path):
+    for rel in BLOCKS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text().replace("| Q14 |", "| Q13 |"))
+    with pytest.raises(DocsStale, match="numerics.md"):
+        update_docs(tmp_path, check=True)
+    assert "docs/numerics.md" in update_docs(tmp_path)
+    update_docs(tmp_path, check=True)
+    with pytest.raises(KeyError, match="missing from the page: constants, formats"):
+        render("no blocks here", BLOCKS["docs/numerics.md"])
+
+
+def test_the_logit_shift_is_the_models():
+    """The row the independent testbench caught (it read 18): the page states the model's shift."""
+    text = (ROOT / "docs/numerics.md").read_text()
+    shift = F.B_FRAC + F.U_FRAC - F.Y_FRAC
+    assert f"B_k[c,r] u_k[r] >> {shift}))" in text and shift == 16
+
+
+def test_prose_that_names_derived_numbers_agrees():
+    """Numbers the README restates about the KV260 build."""
+    lay = Layout(KV260.geometry, KV260.lanes)
+    readme = (ROOT / "README.md").read_text()
+    for m in re.finditer(r"(\d+) lines per sample", readme):
+        assert int(m.group(1)) == lay.sample_lines, m.group(0)
+    for m in re.finditer(r"(\d+)-bit line", readme):
+        assert int(m.group(1)) == lay.beat_bits, m.group(0)
