@@ -22,19 +22,17 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from skip2lora.data import dataset_title, missing_files, resolve_data_dir  # noqa: E402
+from skip2lora.data.catalogue import FILES  # noqa: E402
+from skip2lora.data.lookup import DATA_ENV, find_any, search_dirs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PYNQ_PYTHON = ROOT / ".venv-pynq" / "bin" / "python"
+_MISSING = pytest.StashKey[str]()  # why a test cannot run, under CI
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip the running test with ``reason``; fail it instead under CI."""
-    if in_ci():
-        pytest.fail(f"{reason} [CI is set: a missing requirement fails instead of skipping]", pytrace=False)
-    pytest.skip(reason)
 
 
 def pytest_addoption(parser):
@@ -52,24 +50,34 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
+    """Skip marks for slow tests (without --runslow) and for missing requirements (outside CI;
+    under CI the test fails in its setup instead, see pytest_runtest_setup)."""
+    runslow = config.getoption("--runslow")
     skip_slow = pytest.mark.skip(reason="need --runslow option to run")
     for item in items:
-        if "slow" in item.keywords:
+        if "slow" in item.keywords and not runslow:
             item.add_marker(skip_slow)
+            continue
+        reason = missing_requirement(item)
+        if reason and in_ci():
+            item.stash[_MISSING] = reason
+        elif reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_runtest_setup(item):
+    if _MISSING in item.stash:
+        pytest.fail(f"{item.stash[_MISSING]} [CI is set: a missing requirement fails instead of skipping]",
+                    pytrace=False)
 
 
 # -- data ----------------------------------------------------------------------------------------
-# Looked up once per session, before any test fixture can change the environment (the data
-# tests point the user cache at a temporary folder).
+# Looked up once per session, at collection, before any test fixture can change the environment
+# (the data tests point the user cache at a temporary folder).
 
 @functools.cache
 def located_data_files() -> dict:
     """Every catalogue file the loaders' look-up finds now: {path in the data root: Path}."""
-    from skip2lora.data.catalogue import FILES
-    from skip2lora.data.lookup import find_any
-
     found = {rel: find_any([rel]) for rel in FILES}
     return {rel: p for rel, p in found.items() if p is not None}
 
@@ -78,25 +86,22 @@ def located_data_files() -> dict:
 def missing_data_reason(want: str) -> str | None:
     """Why the data ``want`` (a data set name, a data-root file or a folder ending in '/')
     is not available, or None if it is."""
-    from skip2lora.data import dataset_title, missing_files, resolve_data_dir
-    from skip2lora.data.catalogue import FILES
-    from skip2lora.data.lookup import DATA_ENV, search_dirs
-
     located_data_files()  # the session's snapshot is taken before any test changes the environment
+    where = " or ".join(str(d) for d in search_dirs(resolve_data_dir()))
     if "/" in want:
         wanted = [r for r in FILES if r == want or (want.endswith("/") and r.startswith(want))]
         if not wanted:
             raise ValueError(f"requires_data({want!r}): no such file or folder in the data catalogue")
         missing = [r for r in wanted if r not in located_data_files()]
-        title, fetch = want, "a folder laid out like the data root that has it"
-    else:
-        missing = missing_files(want)
-        title, fetch = dataset_title(want), f"a folder that has it, or fetch it with `python -m skip2lora.data {want}`"
-    if not missing:
+        if not missing:
+            return None
+        more = f" ({len(missing)} of {len(wanted)} files missing)" if len(wanted) > 1 else ""
+        return (f"{want} not found in {where}{more}; set {DATA_ENV} to a folder laid out like the "
+                f"data root that has it")
+    if not missing_files(want):
         return None
-    where = " or ".join(str(d) for d in search_dirs(resolve_data_dir()))
-    shown = ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
-    return f"{title} not found in {where} (missing {shown}); set {DATA_ENV} to {fetch}"
+    return (f"{dataset_title(want)} not found in {where}; set {DATA_ENV} to a folder that has it, "
+            f"or fetch it with: python -m skip2lora.data {want}")
 
 
 @pytest.fixture(scope="session")
@@ -112,13 +117,14 @@ def data_root(tmp_path_factory) -> Path:
 
 # -- requirements ---------------------------------------------------------------------------------
 
-def pytest_runtest_setup(item):
-    """Runs after the skip marks (``--runslow``) and before the test's fixtures."""
+def missing_requirement(item) -> str | None:
+    """Why ``item`` cannot run here (its requires_data / requires_pynq marks), or None."""
     for mark in item.iter_markers("requires_data"):
         for want in mark.args:
             reason = missing_data_reason(want)
             if reason:
-                skip_or_fail(reason)
+                return reason
     if item.get_closest_marker("requires_pynq") and not PYNQ_PYTHON.exists():
-        skip_or_fail("no .venv-pynq (the real pynq package for the virtual-KV260 tests and notebooks); "
-                     "create it with scripts/setup.sh")
+        return ("no .venv-pynq (the real pynq package for the virtual-KV260 tests and notebooks); "
+                "create it with scripts/setup.sh")
+    return None
