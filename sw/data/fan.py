@@ -20,8 +20,9 @@ from .errors import DataCorruptError
 from .fan_build import N_BINS, build_npz_file, check_arrays, npz_relpath
 from .lookup import locate
 
-__all__ = ["FAN_DATASETS", "required_files", "load_fan"]
+__all__ = ["TITLE", "FAN_DATASETS", "required_files", "load_fan"]
 
+TITLE = "the cooling-fan spectra"
 FAN_DATASETS = {"fan-damage1": "damage1", "fan-damage2": "damage2"}
 
 

@@ -20,9 +20,10 @@ from .errors import DataCorruptError
 from .lookup import locate
 from .rotate import rotate_images
 
-__all__ = ["FMNIST_FILES", "PERMUTATION_SEED", "N_FINETUNE", "read_idx", "load_fashion_mnist",
+__all__ = ["TITLE", "FMNIST_FILES", "PERMUTATION_SEED", "N_FINETUNE", "read_idx", "load_fashion_mnist",
            "required_files", "load_fmnist_rotated", "clear_cache"]
 
+TITLE = "Fashion-MNIST"
 FMNIST_FILES = {
     "train": ("fashion-mnist/train-images-idx3-ubyte.gz", "fashion-mnist/train-labels-idx1-ubyte.gz"),
     "t10k": ("fashion-mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist/t10k-labels-idx1-ubyte.gz"),

@@ -22,10 +22,11 @@ from .errors import DataCorruptError
 from .har_archive import obtain_from_uci_archive
 from .lookup import locate, locate_any
 
-__all__ = ["GROUP2_SUBJECTS", "FINETUNE_FRACTION", "PRETRAIN_TEST_FRACTION", "N_ROWS",
+__all__ = ["TITLE", "GROUP2_SUBJECTS", "FINETUNE_FRACTION", "PRETRAIN_TEST_FRACTION", "N_ROWS",
            "N_FEATURES", "required_files", "read_har_train", "group1_split", "group2_split",
            "load_har"]
 
+TITLE = "UCI HAR"
 GROUP2_SUBJECTS = (9, 14, 16, 19, 25)
 """The paper's group 2 (target domain); subject 9 is in the UCI test split, absent here."""
 FINETUNE_FRACTION = 0.6
@@ -37,7 +38,7 @@ _X_FILES = ("uci-har/X_train.txt.gz", "uci-har/X_train.txt")
 _Y_FILE, _SUBJECT_FILE = "uci-har/y_train.txt", "uci-har/subject_train.txt"
 
 
-def required_files(name: str = "har") -> list[tuple[str, ...]]:
+def required_files(name: str) -> list[tuple[str, ...]]:
     """The files ``load_har`` reads (each a tuple of interchangeable ones)."""
     return [_X_FILES, (_Y_FILE,), (_SUBJECT_FILE,)]
 

@@ -33,7 +33,8 @@ def canonical_name(name: str) -> str:
 
 
 def _loader(name: str):
-    """The module that loads data set ``name`` (a canonical name)."""
+    """The module that loads data set ``name`` (a canonical name); each has ``TITLE``,
+    ``required_files(name)`` and its loader."""
     if name.startswith("fmnist-rot"):
         return fmnist
     return har if name == "har" else fan
@@ -42,8 +43,7 @@ def _loader(name: str):
 def dataset_title(name: str) -> str:
     """A human name for messages, e.g. "Fashion-MNIST (fmnist-rot75)"."""
     name = canonical_name(name)
-    title = {fmnist: "Fashion-MNIST", har: "UCI HAR", fan: "the cooling-fan spectra"}[_loader(name)]
-    return f"{title} ({name})"
+    return f"{_loader(name).TITLE} ({name})"
 
 
 def missing_files(name: str, data_dir: str | os.PathLike | None = None) -> list[str]:
