@@ -16,6 +16,7 @@ def run_cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_float_finetune_json_has_the_contract_keys():
     code, out, err = run_cli("finetune", "--backend", "float", "--method", "skip2-lora", "--dataset", "fan-damage1",
                              "--epochs", "3", "--json")
@@ -29,6 +30,7 @@ def test_float_finetune_json_has_the_contract_keys():
     assert r["base_forward_samples"] == r["samples"]  # the cache: one base forward per sample
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_fixed_finetune_reports_cycles_and_a_labelled_projection():
     code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2", "--json")
     assert code == 0, err
@@ -38,6 +40,7 @@ def test_fixed_finetune_reports_cycles_and_a_labelled_projection():
     assert "assumed" in r["projection"] and r["wall_seconds"] > 0
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_compare_json_and_plot(tmp_path):
     plot = tmp_path / "curves.png"
     code, out, err = run_cli("compare", "--dataset", "fan-damage1", "--methods", "ft-last", "skip2-lora",
@@ -80,6 +83,7 @@ def test_bad_arguments_are_named(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_batch_larger_than_the_data_is_an_error():
     code, out, err = run_cli("finetune", "--backend", "float", "--dataset", "fan-damage1", "--samples", "10",
                              "--batch", "20", "--json")
@@ -87,11 +91,13 @@ def test_batch_larger_than_the_data_is_an_error():
     assert "batch (20) is larger than the number of samples (10)" in json.loads(out)["error"]
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_more_samples_than_available_is_an_error():
     code, out, err = run_cli("finetune", "--backend", "float", "--dataset", "fan-damage1", "--samples", "5000")
     assert code == 2 and "exceeds the 470 fine-tuning samples" in err
 
 
+@pytest.mark.requires_data("fmnist-rot75")
 def test_a_diverging_run_is_reported_as_such():
     code, out, err = run_cli("finetune", "--backend", "float", "--method", "skip2-lora", "--dataset", "fmnist-rot75",
                              "--epochs", "3", "--samples", "256", "--lr", "1000", "--json")

@@ -1,7 +1,8 @@
-"""Tests of the data layer on the real data sets in <repo>/../shared/data.
+"""Tests of the data layer on the real data sets, wherever the loaders' look-up finds them
+($SKIP2LORA_DATA or the user cache; see ``requires_data`` in conftest.py).
 
-The expected values are the ones stated in that folder's README.  Downloads are tested
-against a local HTTP server (the mirror mechanism), never the internet.
+The expected values are the ones stated in the shared data folder's README.  Downloads are
+tested against a local HTTP server (the mirror mechanism), never the internet.
 """
 
 from __future__ import annotations
@@ -23,15 +24,8 @@ import numpy as np
 import pytest
 
 from skip2lora.data import (DATASET_NAMES, DataCorruptError, DataError, DataNotFoundError, Dataset,
-                            Split, load_dataset, resolve_data_dir, rotate_images)
-from skip2lora.data import fan, fmnist, har, store
-from skip2lora.data.datasets import clear_cache
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
-
-pytestmark = pytest.mark.skipif(not (DATA / "README.md").is_file(),
-                                reason=f"real data folder {DATA} not present")
+                            Split, clear_cache, load_dataset, resolve_data_dir, rotate_images)
+from skip2lora.data import catalogue, fan_build, fmnist, har, lookup
 
 FM_LABELS = "fashion-mnist/t10k-labels-idx1-ubyte.gz"
 HAR_FILES = ("uci-har/X_train.txt.gz", "uci-har/y_train.txt", "uci-har/subject_train.txt")
@@ -45,7 +39,7 @@ def _isolated_env(monkeypatch, tmp_path):
     """Keep the real user cache and any mirror setting out of every test."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv(store.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(catalogue.MIRROR_ENV, raising=False)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -69,26 +63,26 @@ def serve(directory: Path):
 
 
 @pytest.fixture(scope="module")
-def mirror():
-    with serve(DATA) as url:
+def mirror(data_root):
+    with serve(data_root) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def fm():
-    return load_dataset("fmnist-rot75", DATA)
+def fm(data_root):
+    return load_dataset("fmnist-rot75", data_root)
 
 
 @pytest.fixture(scope="module")
-def har_ds():
-    return load_dataset("har", DATA)
+def har_ds(data_root):
+    return load_dataset("har", data_root)
 
 
 @pytest.fixture(scope="module")
-def har_labels():
+def har_labels(data_root):
     """(y 0..5, subject) read from the small label files (no feature parse)."""
-    y = np.loadtxt(DATA / "uci-har/y_train.txt", dtype=np.int64) - 1
-    subject = np.loadtxt(DATA / "uci-har/subject_train.txt", dtype=np.int64)
+    y = np.loadtxt(data_root / "uci-har/y_train.txt", dtype=np.int64) - 1
+    subject = np.loadtxt(data_root / "uci-har/subject_train.txt", dtype=np.int64)
     return y, subject
 
 
@@ -98,12 +92,12 @@ def _leftovers(root: Path) -> list[Path]:
 
 # --------------------------------------------------------------------------- API
 
-def test_names_and_unknown_names():
+def test_names_and_unknown_names(data_root):
     assert DATASET_NAMES == ("fmnist-rot75", "har", "fan-damage1", "fan-damage2")
     for bad in ("mnist", "HAR", "fmnist-rot360", "fmnist-rot-5", "fmnist-rot075", "fmnist-rotx",
                 "fan-damage3", ""):
         with pytest.raises(ValueError) as e:
-            load_dataset(bad, DATA)
+            load_dataset(bad, data_root)
         assert repr(bad) in str(e.value) and "fmnist-rot75" in str(e.value) and "fan-damage2" in str(e.value)
 
 
@@ -126,8 +120,9 @@ def test_split_validation_and_subset():
         s.x = np.zeros(1)  # frozen
 
 
-def test_cached_and_read_only(har_ds):
-    assert load_dataset("har", DATA) is har_ds
+@pytest.mark.requires_data("har")
+def test_cached_and_read_only(data_root, har_ds):
+    assert load_dataset("har", data_root) is har_ds
     for split in har_ds.splits().values():
         assert not split.x.flags.writeable and not split.y.flags.writeable
     with pytest.raises(ValueError):
@@ -136,6 +131,7 @@ def test_cached_and_read_only(har_ds):
 
 # --------------------------------------------------------------------------- Fashion-MNIST
 
+@pytest.mark.requires_data("fmnist-rot75")
 def test_fmnist_expected_values(fm):
     assert isinstance(fm, Dataset)
     assert fm.name == "fmnist-rot75" and fm.classes == 10 and fm.input_shape == (1, 28, 28)
@@ -167,16 +163,18 @@ def test_fmnist_expected_values(fm):
     assert "bilinear" in fm.notes and "20250101" in fm.notes
 
 
-def test_fmnist_rot0_is_upright(fm):
-    ds = load_dataset("fmnist-rot0", DATA)
+@pytest.mark.requires_data("fmnist-rot75")
+def test_fmnist_rot0_is_upright(data_root, fm):
+    ds = load_dataset("fmnist-rot0", data_root)
     perm = np.random.default_rng(20250101).permutation(60000)
     assert ds.pretrain.x is fm.pretrain.x  # upright arrays are shared between angles
     assert np.array_equal(ds.finetune.x, fm.pretrain.x[perm[:50000]])
     assert np.array_equal(ds.test.x, fm.pretrain_test.x)
 
 
-def test_read_idx_checks_structure(tmp_path):
-    good = gzip.decompress((DATA / FM_LABELS).read_bytes())
+@pytest.mark.requires_data(FM_LABELS)
+def test_read_idx_checks_structure(data_root, tmp_path):
+    good = gzip.decompress((data_root / FM_LABELS).read_bytes())
     cases = {
         "magic": b"\x00\x00\x08\x03" + good[4:],
         "count": good[:4] + (9999).to_bytes(4, "big") + good[8:],
@@ -192,7 +190,7 @@ def test_read_idx_checks_structure(tmp_path):
     with pytest.raises(DataCorruptError):
         fmnist.read_idx(p, 2049, 10000)
     p = tmp_path / "truncgzip.gz"
-    p.write_bytes((DATA / FM_LABELS).read_bytes()[:-100])
+    p.write_bytes((data_root / FM_LABELS).read_bytes()[:-100])
     with pytest.raises(DataCorruptError):
         fmnist.read_idx(p, 2049, 10000)
     p = tmp_path / "ok.gz"
@@ -268,6 +266,7 @@ def test_rotation_is_vectorised_per_image():
 
 # --------------------------------------------------------------------------- UCI HAR
 
+@pytest.mark.requires_data("har")
 def test_har_expected_values(har_ds, har_labels):
     y, subject = har_labels
     assert np.bincount(y).tolist() == [1226, 1073, 986, 1286, 1374, 1407]
@@ -289,6 +288,7 @@ def test_har_expected_values(har_ds, har_labels):
     assert "9" in ds.notes and "absent" in ds.notes
 
 
+@pytest.mark.requires_data("har")
 def test_har_split_is_by_subject_group_and_time_blocked(har_ds, har_labels):
     y, subject = har_labels
     pre, pre_test = har.group1_split(y, subject)
@@ -350,11 +350,12 @@ def test_har_int_file_checks(tmp_path):
 
 # --------------------------------------------------------------------------- Fan
 
-@pytest.mark.parametrize("name,damage", [("fan-damage1", "damage1"), ("fan-damage2", "damage2")])
-def test_fan_expected_values(name, damage):
-    ds = load_dataset(name, DATA)
+@pytest.mark.parametrize("name,damage", [
+    pytest.param(f"fan-{d}", d, marks=pytest.mark.requires_data(f"fan-{d}")) for d in ("damage1", "damage2")])
+def test_fan_expected_values(data_root, name, damage):
+    ds = load_dataset(name, data_root)
     assert ds.classes == 3 and ds.input_shape == (256,) and ds.validation is None
-    exp = fan.EXPECTED[damage]
+    exp = fan_build.EXPECTED[damage]
     for part, code in (("pretrain", 0), ("finetune", 1), ("test", 2), ("pretrain_test", 3)):
         split = getattr(ds, part)
         assert split.x.dtype == np.float32 and split.y.dtype == np.int64
@@ -371,23 +372,25 @@ def test_fan_expected_values(name, damage):
     assert "reconstruction" in ds.notes and "3b" in ds.notes
 
 
-def test_fan_builder_reproduces_the_npz_exactly():
-    raw = DATA / "cooling-fan" / "raw"
-    arrays = fan.build_arrays("damage2", {n: raw / f"{n}.zip" for n in fan.run_names("damage2")})
-    with np.load(DATA / "cooling-fan/fan_damage2_spectra256.npz") as z:
+@pytest.mark.requires_data("cooling-fan/raw/", "fan-damage2")
+def test_fan_builder_reproduces_the_npz_exactly(data_root):
+    raw = data_root / "cooling-fan" / "raw"
+    arrays = fan_build.build_arrays("damage2", {n: raw / f"{n}.zip" for n in fan_build.run_names("damage2")})
+    with np.load(data_root / "cooling-fan/fan_damage2_spectra256.npz") as z:
         assert list(arrays) == list(z.files)
         for k in z.files:
             assert arrays[k].dtype == z[k].dtype and np.array_equal(arrays[k], z[k]), k
 
 
-def test_fan_npz_is_built_from_downloaded_raw_zips(tmp_path, monkeypatch):
+@pytest.mark.requires_data("cooling-fan/raw/", "fan-damage1")
+def test_fan_npz_is_built_from_downloaded_raw_zips(data_root, tmp_path, monkeypatch):
     """No npz and no mirror: the 12 raw zips come from their canonical URL (here a local
     server standing in for GitHub) and the npz is built from them."""
     root = tmp_path / "data"
-    with serve(DATA / "cooling-fan" / "raw") as url:
-        monkeypatch.setattr(store, "FAN_RAW_BASE_URL", url)
+    with serve(data_root / "cooling-fan" / "raw") as url:
+        monkeypatch.setattr(catalogue, "FAN_RAW_BASE_URL", url)
         ds = load_dataset("fan-damage1", root)
-    for name in fan.run_names("damage1"):
+    for name in fan_build.run_names("damage1"):
         assert (root / "cooling-fan/raw" / f"{name}.zip").is_file()
     built = root / "cooling-fan/fan_damage1_spectra256.npz"
     sidecar = built.with_name(built.name + ".sha256")
@@ -396,11 +399,11 @@ def test_fan_npz_is_built_from_downloaded_raw_zips(tmp_path, monkeypatch):
     assert sidecar.read_text().split()[0] == digest
     # (with numpy's fixed zip time stamps the bytes may even equal the published file's;
     # the sidecar covers other numpy/zlib versions, see test_fan_npz_sidecar_hash)
-    with np.load(built) as a, np.load(DATA / "cooling-fan/fan_damage1_spectra256.npz") as b:
+    with np.load(built) as a, np.load(data_root / "cooling-fan/fan_damage1_spectra256.npz") as b:
         assert list(a.files) == list(b.files)
         for k in b.files:
             assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-    ref = load_dataset("fan-damage1", DATA)
+    ref = load_dataset("fan-damage1", data_root)
     assert np.array_equal(ds.finetune.x, ref.finetune.x) and np.array_equal(ds.test.y, ref.test.y)
     clear_cache()
     assert len(load_dataset("fan-damage1", root, download=False).test) == 470  # via the sidecar
@@ -413,13 +416,14 @@ def test_fan_npz_is_built_from_downloaded_raw_zips(tmp_path, monkeypatch):
         load_dataset("fan-damage1", root, download=False)
 
 
-def test_fan_npz_sidecar_hash(tmp_path):
+@pytest.mark.requires_data("fan-damage2")
+def test_fan_npz_sidecar_hash(data_root, tmp_path):
     """A rebuilt npz whose bytes differ from the published one is accepted only when its
     hash is recorded in the sidecar the builder writes."""
     root = tmp_path / "data"
     rel = "cooling-fan/fan_damage2_spectra256.npz"
     (root / "cooling-fan").mkdir(parents=True)
-    with np.load(DATA / rel) as z:
+    with np.load(data_root / rel) as z:
         np.savez(root / rel, **{k: z[k] for k in z.files})  # same arrays, other bytes
     with pytest.raises(DataCorruptError, match="sha256"):
         load_dataset("fan-damage2", root, download=False)
@@ -429,17 +433,18 @@ def test_fan_npz_sidecar_hash(tmp_path):
     assert np.bincount(ds.finetune.y).tolist() == [177, 178, 115]
 
 
-def test_fan_check_arrays_rejects_wrong_values():
-    with np.load(DATA / "cooling-fan/fan_damage1_spectra256.npz") as z:
+@pytest.mark.requires_data("fan-damage1")
+def test_fan_check_arrays_rejects_wrong_values(data_root):
+    with np.load(data_root / "cooling-fan/fan_damage1_spectra256.npz") as z:
         arrays = {k: z[k] for k in z.files}
-    fan.check_arrays(arrays, "damage1", "ok")
+    fan_build.check_arrays(arrays, "damage1", "ok")
     with pytest.raises(DataCorruptError, match="class counts"):
-        fan.check_arrays(arrays, "damage2", "swapped")
+        fan_build.check_arrays(arrays, "damage2", "swapped")
     bad = dict(arrays, X_pretrain=arrays["X_pretrain"] * 1.5)
     with pytest.raises(DataCorruptError):
-        fan.check_arrays(bad, "damage1", "scaled")
+        fan_build.check_arrays(bad, "damage1", "scaled")
     with pytest.raises(DataCorruptError, match="missing"):
-        fan.check_arrays({k: v for k, v in arrays.items() if k != "pos"}, "damage1", "short")
+        fan_build.check_arrays({k: v for k, v in arrays.items() if k != "pos"}, "damage1", "short")
 
 
 # --------------------------------------------------------------------------- look-up order
@@ -447,11 +452,11 @@ def test_fan_check_arrays_rejects_wrong_values():
 def test_resolve_data_dir_order(monkeypatch, tmp_path):
     explicit, env, xdg = tmp_path / "explicit", tmp_path / "env", tmp_path / "xdg"
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
-    monkeypatch.setenv(store.DATA_ENV, str(env))
+    monkeypatch.setenv(lookup.DATA_ENV, str(env))
     assert resolve_data_dir(explicit) == explicit
     assert resolve_data_dir(str(explicit)) == explicit
     assert resolve_data_dir() == env
-    monkeypatch.delenv(store.DATA_ENV)
+    monkeypatch.delenv(lookup.DATA_ENV)
     if os.name != "nt":
         assert resolve_data_dir() == xdg / "skip2lora" / "data"
         monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
@@ -461,45 +466,48 @@ def test_resolve_data_dir_order(monkeypatch, tmp_path):
         assert resolve_data_dir() == tmp_path / "home" / ".cache" / "skip2lora" / "data"
 
 
-def test_canonical_fmnist_url(tmp_path, monkeypatch):
-    assert store.FILES[FM_LABELS].source_description() == \
+@pytest.mark.requires_data(FM_LABELS)
+def test_canonical_fmnist_url(data_root, tmp_path, monkeypatch):
+    assert catalogue.FILES[FM_LABELS].source_description() == \
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz"
-    with serve(DATA / "fashion-mnist") as url:
-        monkeypatch.setattr(store, "FMNIST_BASE_URL", url)
-        path = store.locate(FM_LABELS, tmp_path / "root")
-    assert path.read_bytes() == (DATA / FM_LABELS).read_bytes()
+    with serve(data_root / "fashion-mnist") as url:
+        monkeypatch.setattr(catalogue, "FMNIST_BASE_URL", url)
+        path = lookup.locate(FM_LABELS, tmp_path / "root")
+    assert path.read_bytes() == (data_root / FM_LABELS).read_bytes()
 
 
-def test_locate_prefers_root_then_cache(tmp_path):
+@pytest.mark.requires_data(FM_LABELS)
+def test_locate_prefers_root_then_cache(data_root, tmp_path):
     root = tmp_path / "root"
-    cache = store.user_cache_dir()
+    cache = lookup.user_cache_dir()
     (cache / "fashion-mnist").mkdir(parents=True)
-    shutil.copy(DATA / FM_LABELS, cache / FM_LABELS)
-    assert store.locate(FM_LABELS, root, download=False) == cache / FM_LABELS
+    shutil.copy(data_root / FM_LABELS, cache / FM_LABELS)
+    assert lookup.locate(FM_LABELS, root, download=False) == cache / FM_LABELS
     (root / "fashion-mnist").mkdir(parents=True)
-    shutil.copy(DATA / FM_LABELS, root / FM_LABELS)
-    assert store.locate(FM_LABELS, root, download=False) == root / FM_LABELS
+    shutil.copy(data_root / FM_LABELS, root / FM_LABELS)
+    assert lookup.locate(FM_LABELS, root, download=False) == root / FM_LABELS
 
 
 # --------------------------------------------------------------------------- corruption
 
+@pytest.mark.requires_data("fmnist-rot75")
 @pytest.mark.parametrize("damage", ["truncated", "one byte"])
-def test_corrupt_file_raises(tmp_path, damage):
+def test_corrupt_file_raises(data_root, tmp_path, damage):
     root = tmp_path / "data"
     (root / "fashion-mnist").mkdir(parents=True)
     for rel in fmnist.FMNIST_FILES["train"] + fmnist.FMNIST_FILES["t10k"]:
-        os.symlink(DATA / rel, root / rel)
+        os.symlink(data_root / rel, root / rel)
     target = root / fmnist.FMNIST_FILES["train"][1]
-    data = bytearray((DATA / fmnist.FMNIST_FILES["train"][1]).read_bytes())
+    data = bytearray((data_root / fmnist.FMNIST_FILES["train"][1]).read_bytes())
     target.unlink()
     if damage == "truncated":
         data = data[: len(data) // 2]
     else:
         data[1000] ^= 0x01
     target.write_bytes(bytes(data))
-    spec = store.FILES[fmnist.FMNIST_FILES["train"][1]]
+    spec = catalogue.FILES[fmnist.FMNIST_FILES["train"][1]]
     with pytest.raises(DataCorruptError) as e:
-        store.locate(spec.relpath, root, download=False)
+        lookup.locate(spec.relpath, root, download=False)
     msg = str(e.value)
     assert str(target) in msg and spec.sha256 in msg and hashlib.sha256(data).hexdigest() in msg
     assert "elete" in msg  # tells the user what to do
@@ -509,16 +517,17 @@ def test_corrupt_file_raises(tmp_path, damage):
 
 # --------------------------------------------------------------------------- downloads
 
-def test_download_through_mirror(tmp_path, monkeypatch, mirror, har_ds, capsys):
+@pytest.mark.requires_data(FM_LABELS, *HAR_FILES, "fan-damage2")
+def test_download_through_mirror(data_root, tmp_path, monkeypatch, mirror, har_ds, capsys):
     root = tmp_path / "empty"
-    monkeypatch.setenv(store.MIRROR_ENV, mirror)
-    path = store.locate(FM_LABELS, root)
-    assert path == root / FM_LABELS and path.read_bytes() == (DATA / FM_LABELS).read_bytes()
+    monkeypatch.setenv(catalogue.MIRROR_ENV, mirror)
+    path = lookup.locate(FM_LABELS, root)
+    assert path == root / FM_LABELS and path.read_bytes() == (data_root / FM_LABELS).read_bytes()
     assert "downloading" in capsys.readouterr().err
 
     ds = load_dataset("har", root)
     for rel in HAR_FILES:
-        assert (root / rel).read_bytes() == (DATA / rel).read_bytes()
+        assert (root / rel).read_bytes() == (data_root / rel).read_bytes()
     assert not (root / "uci-har/X_train.txt").exists()
     assert np.array_equal(ds.finetune.x, har_ds.finetune.x) and np.array_equal(ds.test.y, har_ds.test.y)
 
@@ -528,28 +537,30 @@ def test_download_through_mirror(tmp_path, monkeypatch, mirror, har_ds, capsys):
     assert not _leftovers(root)
 
 
+@pytest.mark.requires_data(FM_LABELS)
 def test_download_falls_back_to_cache_when_root_is_not_writable(tmp_path, monkeypatch, mirror):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     root = blocker / "data"  # cannot be created
-    monkeypatch.setenv(store.MIRROR_ENV, mirror)
-    path = store.locate(FM_LABELS, root)
-    assert path == store.user_cache_dir() / FM_LABELS
-    monkeypatch.setenv(store.MIRROR_ENV, "http://127.0.0.1:9/unused")
-    assert store.locate(FM_LABELS, root, download=False) == path  # found there later
+    monkeypatch.setenv(catalogue.MIRROR_ENV, mirror)
+    path = lookup.locate(FM_LABELS, root)
+    assert path == lookup.user_cache_dir() / FM_LABELS
+    monkeypatch.setenv(catalogue.MIRROR_ENV, "http://127.0.0.1:9/unused")
+    assert lookup.locate(FM_LABELS, root, download=False) == path  # found there later
 
 
-def test_corrupt_mirror_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.requires_data(FM_LABELS)
+def test_corrupt_mirror_leaves_nothing(data_root, tmp_path, monkeypatch):
     served = tmp_path / "served"
     (served / "fashion-mnist").mkdir(parents=True)
-    data = bytearray((DATA / FM_LABELS).read_bytes())
+    data = bytearray((data_root / FM_LABELS).read_bytes())
     data[100] ^= 0xFF
     (served / FM_LABELS).write_bytes(bytes(data))
     root = tmp_path / "root"
     with serve(served) as url:
-        monkeypatch.setenv(store.MIRROR_ENV, url)
+        monkeypatch.setenv(catalogue.MIRROR_ENV, url)
         with pytest.raises(DataCorruptError) as e:
-            store.locate(FM_LABELS, root)
+            lookup.locate(FM_LABELS, root)
     assert FM_LABELS in str(e.value)
     assert not (root / FM_LABELS).exists()
     assert [p for p in root.rglob("*") if p.is_file()] == []
@@ -565,7 +576,7 @@ def _closed_port() -> int:
 
 def test_unreachable_mirror_raises_not_found_quickly(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{_closed_port()}/mirror"
-    monkeypatch.setenv(store.MIRROR_ENV, url)
+    monkeypatch.setenv(catalogue.MIRROR_ENV, url)
     root = tmp_path / "root"
     t0 = time.monotonic()
     with pytest.raises(DataNotFoundError) as e:
@@ -573,36 +584,38 @@ def test_unreachable_mirror_raises_not_found_quickly(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 10
     msg = str(e.value)
     assert "fashion-mnist/train-images-idx3-ubyte.gz" in msg and url in msg
-    assert store.DATA_ENV in msg and str(root) in msg
+    assert lookup.DATA_ENV in msg and str(root) in msg
     assert not _leftovers(root) and not [p for p in root.rglob("*") if p.is_file()]
 
 
 def test_missing_mirror_file_is_not_found(tmp_path, monkeypatch):
     (tmp_path / "nothing-here").mkdir()
     with serve(tmp_path / "nothing-here") as url:
-        monkeypatch.setenv(store.MIRROR_ENV, url)
+        monkeypatch.setenv(catalogue.MIRROR_ENV, url)
         with pytest.raises(DataNotFoundError, match="404"):
-            store.locate(FM_LABELS, tmp_path / "root")
+            lookup.locate(FM_LABELS, tmp_path / "root")
 
 
 @pytest.mark.parametrize("name", DATASET_NAMES)
 def test_download_false_on_empty_dir(tmp_path, monkeypatch, name):
-    monkeypatch.setenv(store.MIRROR_ENV, f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv(catalogue.MIRROR_ENV, f"http://127.0.0.1:{_closed_port()}")
     with pytest.raises(DataNotFoundError, match="download=False"):
         load_dataset(name, tmp_path / "empty", download=False)
     assert not (tmp_path / "empty").exists()
 
 
-def _har_archive(directory: Path, nested: bool = True) -> Path:
-    """A zip laid out like the UCI download: a zip holding 'UCI HAR Dataset.zip'."""
+def _har_archive(data_root: Path, directory: Path, nested: bool = True) -> Path:
+    """A zip laid out like the UCI download: a zip holding 'UCI HAR Dataset.zip' (with
+    the three files the loader reads, a resource fork and a member it does not read)."""
+    x_gz = data_root / "uci-har/X_train.txt.gz"
+    x_text = gzip.decompress(x_gz.read_bytes()) if x_gz.exists() else (data_root / "uci-har/X_train.txt").read_bytes()
     inner_path = directory / "UCI HAR Dataset.zip"
     with zipfile.ZipFile(inner_path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        z.writestr("UCI HAR Dataset/train/X_train.txt",
-                   gzip.decompress((DATA / "uci-har/X_train.txt.gz").read_bytes()))
-        z.write(DATA / "uci-har/y_train.txt", "UCI HAR Dataset/train/y_train.txt")
-        z.write(DATA / "uci-har/subject_train.txt", "UCI HAR Dataset/train/subject_train.txt")
+        z.writestr("UCI HAR Dataset/train/X_train.txt", x_text)
+        z.write(data_root / "uci-har/y_train.txt", "UCI HAR Dataset/train/y_train.txt")
+        z.write(data_root / "uci-har/subject_train.txt", "UCI HAR Dataset/train/subject_train.txt")
         z.writestr("__MACOSX/UCI HAR Dataset/train/._X_train.txt", b"resource fork junk")
-        z.write(DATA / "uci-har/features.txt", "UCI HAR Dataset/features.txt")
+        z.writestr("UCI HAR Dataset/features.txt", "1 tBodyAcc-mean()-X\n2 tBodyAcc-mean()-Y\n")
     outer_path = directory / "har.zip"
     with zipfile.ZipFile(outer_path, "w", zipfile.ZIP_STORED) as z:
         if nested:
@@ -612,18 +625,19 @@ def _har_archive(directory: Path, nested: bool = True) -> Path:
     return outer_path
 
 
-def test_har_extracted_from_uci_zip_in_zip(tmp_path, monkeypatch, har_ds):
+@pytest.mark.requires_data("har")
+def test_har_extracted_from_uci_zip_in_zip(data_root, tmp_path, monkeypatch, har_ds):
     served = tmp_path / "served"
     served.mkdir()
-    _har_archive(served)
+    _har_archive(data_root, served)
     root = tmp_path / "root"
     with serve(served) as url:
-        monkeypatch.setattr(store, "HAR_ZIP_URL", f"{url}/har.zip")
+        monkeypatch.setattr(catalogue, "HAR_ZIP_URL", f"{url}/har.zip")
         ds = load_dataset("har", root)
     assert hashlib.sha256((root / "uci-har/X_train.txt").read_bytes()).hexdigest() == \
-        store.FILES["uci-har/X_train.txt"].sha256
+        catalogue.FILES["uci-har/X_train.txt"].sha256
     for rel in ("uci-har/y_train.txt", "uci-har/subject_train.txt"):
-        assert (root / rel).read_bytes() == (DATA / rel).read_bytes()
+        assert (root / rel).read_bytes() == (data_root / rel).read_bytes()
     assert not (root / "uci-har/X_train.txt.gz").exists() and not _leftovers(root)
     assert sorted(p.name for p in (root / "uci-har").iterdir()) == ["X_train.txt", "subject_train.txt",
                                                                     "y_train.txt"]
@@ -641,7 +655,105 @@ def test_har_archive_without_dataset_is_corrupt(tmp_path, monkeypatch):
     root = tmp_path / "root"
     with serve(served) as url:
         for name in ("har.zip", "notzip.zip"):
-            monkeypatch.setattr(store, "HAR_ZIP_URL", f"{url}/{name}")
+            monkeypatch.setattr(catalogue, "HAR_ZIP_URL", f"{url}/{name}")
             with pytest.raises(DataCorruptError):
-                store.locate("uci-har/y_train.txt", root)
+                har.read_har_train(root)
             assert [p for p in root.rglob("*") if p.is_file()] == []
+            assert not root.exists()  # nor a folder: only a download that succeeds creates one
+
+
+# --------------------------------------------------------------------------- no side effects
+
+def test_a_failed_download_creates_no_folder(tmp_path, monkeypatch):
+    """$SKIP2LORA_DATA naming a folder that does not exist: the look-up and a failed download
+    create nothing (neither there nor in the user cache) and the error names the folder."""
+    root = tmp_path / "nonexistent" / "data"
+    monkeypatch.setenv(lookup.DATA_ENV, str(root))
+    monkeypatch.setenv(catalogue.MIRROR_ENV, f"http://127.0.0.1:{_closed_port()}")
+    for name in DATASET_NAMES:
+        for download in (False, True):
+            with pytest.raises(DataNotFoundError) as e:
+                load_dataset(name, download=download)
+            assert f"the data folder {root} (set by $SKIP2LORA_DATA) does not exist" in str(e.value)
+    assert not (tmp_path / "nonexistent").exists() and not lookup.user_cache_dir().exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name != "xdg-cache"]
+
+
+@pytest.mark.requires_data(FM_LABELS)
+def test_a_download_creates_its_folder_and_says_where(data_root, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "new" / "data"
+    with serve(data_root) as url:
+        monkeypatch.setenv(catalogue.MIRROR_ENV, url)
+        path = lookup.locate(FM_LABELS, root)
+    assert path == root / FM_LABELS and path.read_bytes() == (data_root / FM_LABELS).read_bytes()
+    err = capsys.readouterr().err
+    assert f"downloading {FM_LABELS} (0.0 MB) from {url}/{FM_LABELS} to {path}" in err
+    assert f"{FM_LABELS}: done {path.stat().st_size} bytes" in err  # stderr is not a terminal here
+
+
+def test_missing_files_and_the_fetch_command(data_root, tmp_path, capsys):
+    from skip2lora.data import missing_files
+    from skip2lora.data.__main__ import main
+
+    empty = tmp_path / "empty"
+    assert missing_files("har", empty) == ["uci-har/X_train.txt.gz or uci-har/X_train.txt",
+                                           "uci-har/y_train.txt", "uci-har/subject_train.txt"]
+    assert missing_files("fmnist-rot30", empty) == [r for s in ("train", "t10k") for r in fmnist.FMNIST_FILES[s]]
+    assert missing_files("fan-damage2", empty) == ["cooling-fan/fan_damage2_spectra256.npz"]
+    assert main(["--check", "--data-dir", str(empty), "har"]) == 1
+    assert "UCI HAR (har): missing uci-har/X_train.txt.gz or uci-har/X_train.txt" in capsys.readouterr().out
+    assert not empty.exists()
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        missing_files("mnist")
+    if not missing_files("fan-damage1", data_root):
+        assert main(["--data-dir", str(data_root), "fan-damage1"]) == 0
+        assert "(fan-damage1): ok (pretrain 470, pretrain_test 1410, finetune 470, test 470)" in capsys.readouterr().out
+
+
+def test_progress_bar_for_downloads():
+    import io
+
+    from skip2lora.progress import Progress
+
+    out = io.StringIO()
+    bar = Progress(3_000_000, "file.gz", enabled=True, stream=out, unit=" MB", scale=1e6)
+    bar.update(1_500_000)
+    bar.close("done")
+    assert "file.gz [##############              ]  50.0% 1.5/3.0 MB" in out.getvalue()
+    assert out.getvalue().endswith("s done\x1b[K\n")
+    out = io.StringIO()
+    bar = Progress(None, "archive", enabled=True, stream=out, unit=" MB", scale=1e6)  # no Content-Length
+    bar.update(2_500_000)
+    bar.close("failed")
+    assert "archive 2.5 MB" in out.getvalue() and "%" not in out.getvalue() and "failed" in out.getvalue()
+    quiet = io.StringIO()
+    with Progress(10, "epochs", stream=quiet) as bar:  # StringIO is not a terminal: silent
+        bar.update(10)
+    assert quiet.getvalue() == ""
+
+
+def test_data_modules_import_downward():
+    """No import cycles in sw/data and no import inside a function to dodge one."""
+    import ast
+
+    folder = Path(fmnist.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        local = [n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not local, f"{path.name}: import inside a function (line {local[0].lineno})"
+        deps = set()
+        for n in tree.body:
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module} if n.module else {a.name for a in n.names}
+        graph[path.stem] = deps & {p.stem for p in folder.glob("*.py")}
+    order = []
+    while graph:
+        leaves = sorted(m for m, d in graph.items() if d <= set(order))
+        assert leaves, f"import cycle among {sorted(graph)}"
+        order += leaves
+        for m in leaves:
+            del graph[m]
+    assert order.index("errors") < order.index("lookup") < order.index("fan_build") < order.index("fan") \
+        < order.index("registry") < order.index("__init__")

@@ -88,6 +88,7 @@ def test_skip2_lora_epoch_loss_is_the_mean_cross_entropy_of_its_steps():
     assert m.finish_epoch() is None  # nothing stepped since
 
 
+@pytest.mark.requires_data("fan-damage1")
 @pytest.mark.parametrize("order", ["shuffle", "fixed"])
 def test_sample_order_per_epoch(order, monkeypatch):
     """shuffle: every epoch a new permutation of all samples; fixed: the same batches every epoch."""
@@ -119,6 +120,7 @@ def test_sample_order_per_epoch(order, monkeypatch):
     np.testing.assert_allclose(rates, np.concatenate([schedule_lrs(r.lr, e, 3, 5, r.schedule) for e in range(3)]))
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_unknown_sample_order_is_named():
     from skip2lora.finetune import finetune
 
@@ -126,6 +128,7 @@ def test_unknown_sample_order_is_named():
         finetune("skip2-lora", "fan-damage1", epochs=1, order="random", progress=False)
 
 
+@pytest.mark.requires_data("fmnist-rot75")
 @pytest.mark.parametrize("method", ["lora-all", "skip2-lora"])
 def test_divergence_names_where_it_happened(method):
     from skip2lora.finetune import finetune
@@ -146,6 +149,7 @@ def test_warmup_linear_schedule():
     assert (schedule_lrs(0.3, 2, 5, 7, "constant") == 0.3).all()
 
 
+@pytest.mark.requires_data("fan-damage1")
 def test_each_step_runs_at_its_scheduled_rate(monkeypatch):
     from skip2lora.finetune import finetune, schedule_lrs
     from skip2lora.methods import network_methods

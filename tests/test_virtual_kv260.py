@@ -1,8 +1,9 @@
 """The backends side by side, and the PYNQ driver and notebooks on the virtual KV260.
 
-The real `pynq` package (numpy < 2) lives in .venv-pynq (``scripts/setup.sh --with-pynq``); its
+The real `pynq` package (numpy < 2) lives in .venv-pynq (``scripts/setup.sh`` creates it); its
 checks run there as subprocesses (tests/pynq_checks.py) while the RTL simulation they drive runs
-in this environment (SKIP2LORA_SIM_PYTHON). Without .venv-pynq these tests skip, except in CI.
+in this environment (SKIP2LORA_SIM_PYTHON). Without .venv-pynq the tests marked ``requires_pynq``
+skip with that reason, except in CI, where they fail (conftest.py).
 """
 
 import json
@@ -20,15 +21,10 @@ from small_model import CONFIG, data, small_base
 
 ROOT = Path(__file__).resolve().parents[1]
 PYNQ_PYTHON = ROOT / ".venv-pynq" / "bin" / "python"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pynq_env():
-    if not PYNQ_PYTHON.exists():
-        msg = "no .venv-pynq (create it with scripts/setup.sh --with-pynq)"
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+    """The environment of a .venv-pynq subprocess (the calling test is marked requires_pynq)."""
     require_simulator()
     return dict(os.environ, SKIP2LORA_SIM_PYTHON=sys.executable, PYTHONPATH=str(ROOT / "tests"))
 
@@ -70,6 +66,7 @@ def test_fixed_and_sim_backends_are_bit_identical():
     assert got.equals(ref) and cycles == ref_cycles and correct == ref_correct
 
 
+@pytest.mark.requires_pynq
 def test_pynq_backend_on_the_virtual_kv260_is_bit_identical():
     ref, ref_cycles, ref_correct = fixed_reference()
     out = run_check("equivalence")
@@ -87,6 +84,7 @@ def test_pynq_backend_on_the_virtual_kv260_is_bit_identical():
     ("busy", "AcceleratorError", "the accelerator reports BUSY"),
     ("missing_bitstream", "FileNotFoundError", "no bitstream at /nonexistent/skip2lora.bit"),
 ])
+@pytest.mark.requires_pynq
 def test_pynq_driver_errors(check, kind, message):
     out = run_check(check)
     assert out["error"] == kind and message in out["message"], out
@@ -96,6 +94,8 @@ def test_pynq_driver_errors(check, kind, message):
 
 
 @pytest.mark.slow
+@pytest.mark.requires_pynq
+@pytest.mark.requires_data("fmnist-rot75")
 @pytest.mark.parametrize("notebook", ["kv260_finetune.ipynb", "online_finetuning.ipynb"])
 def test_notebook_runs_on_the_virtual_kv260(notebook, tmp_path):
     env = pynq_env()

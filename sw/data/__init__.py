@@ -2,12 +2,22 @@
 cooling-fan spectra), each split into a source domain and a target domain.
 
 Files are looked up in ``data_dir``, ``$SKIP2LORA_DATA`` or the user cache, verified by
-sha256, and downloaded when missing; see :mod:`skip2lora.data.store`.
+sha256, and downloaded when missing (``python -m skip2lora.data`` fetches them ahead).
+
+Layers, each importing only those above it: ``errors``, ``dataset`` (Split, Dataset),
+``catalogue`` (the files, hashes, sources) -> ``integrity`` (sha256) -> ``fetch``
+(download, atomic writes) -> ``lookup`` (where files are; ``locate``) -> ``har_archive``,
+``fan_build`` (obtaining files that are not plain downloads) -> the loaders ``fmnist``,
+``har``, ``fan`` -> ``registry`` (names -> loaders, ``load_dataset``).
 """
 
-from .datasets import DATASET_NAMES, Dataset, Split, load_dataset
+from .dataset import Dataset, Split
+from .errors import DataCorruptError, DataError, DataNotFoundError
+from .lookup import resolve_data_dir
+from .registry import (DATASET_NAMES, canonical_name, clear_cache, dataset_title, load_dataset,
+                       missing_files)
 from .rotate import rotate_images
-from .store import DataCorruptError, DataError, DataNotFoundError, resolve_data_dir
 
 __all__ = ["DATASET_NAMES", "Split", "Dataset", "load_dataset", "resolve_data_dir",
-           "DataError", "DataNotFoundError", "DataCorruptError", "rotate_images"]
+           "DataError", "DataNotFoundError", "DataCorruptError", "rotate_images",
+           "canonical_name", "dataset_title", "missing_files", "clear_cache"]

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Dataset, Split
+from .dataset import Dataset, Split
+from .errors import DataCorruptError
+from .lookup import locate
 from .rotate import rotate_images
-from .store import DataCorruptError, locate
 
-__all__ = ["FMNIST_FILES", "PERMUTATION_SEED", "N_FINETUNE", "read_idx", "load_fashion_mnist",
-           "load_fmnist_rotated"]
+__all__ = ["TITLE", "FMNIST_FILES", "PERMUTATION_SEED", "N_FINETUNE", "read_idx", "load_fashion_mnist",
+           "required_files", "load_fmnist_rotated", "clear_cache"]
 
+TITLE = "Fashion-MNIST"
 FMNIST_FILES = {
     "train": ("fashion-mnist/train-images-idx3-ubyte.gz", "fashion-mnist/train-labels-idx1-ubyte.gz"),
     "t10k": ("fashion-mnist/t10k-images-idx3-ubyte.gz", "fashion-mnist/t10k-labels-idx1-ubyte.gz"),
@@ -31,6 +33,11 @@ PERMUTATION_SEED = 20250101
 """Seed of the permutation of the 60,000 training images that splits fine-tune/validation."""
 N_FINETUNE = 50000
 """Permutation positions [0:N_FINETUNE] fine-tune, the rest (10,000) validation."""
+
+
+def required_files(name: str) -> list[tuple[str, ...]]:
+    """The files ``load_fmnist_rotated`` reads, for any angle (each a 1-tuple)."""
+    return [(rel,) for split in ("train", "t10k") for rel in FMNIST_FILES[split]]
 
 
 def read_idx(path: str | os.PathLike, magic: int, count: int) -> np.ndarray:
@@ -107,3 +114,8 @@ def load_fmnist_rotated(degrees: int, root: Path, *, download: bool = True) -> D
         validation=Split(rotated(train.x[val_idx]), train.y[val_idx]),
         test=Split(rotated(test.x), test.y),
         notes=notes)
+
+
+def clear_cache() -> None:
+    """Forget the upright images shared by all angles (e.g. after replacing files)."""
+    _upright.cache_clear()

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Dataset, Split
-from .store import DataCorruptError, locate, locate_any
+from .dataset import Dataset, Split
+from .errors import DataCorruptError
+from .har_archive import obtain_from_uci_archive
+from .lookup import locate, locate_any
 
-__all__ = ["GROUP2_SUBJECTS", "FINETUNE_FRACTION", "PRETRAIN_TEST_FRACTION", "N_ROWS",
-           "N_FEATURES", "read_har_train", "group1_split", "group2_split", "load_har"]
+__all__ = ["TITLE", "GROUP2_SUBJECTS", "FINETUNE_FRACTION", "PRETRAIN_TEST_FRACTION", "N_ROWS",
+           "N_FEATURES", "required_files", "read_har_train", "group1_split", "group2_split",
+           "load_har"]
 
+TITLE = "UCI HAR"
 GROUP2_SUBJECTS = (9, 14, 16, 19, 25)
 """The paper's group 2 (target domain); subject 9 is in the UCI test split, absent here."""
 FINETUNE_FRACTION = 0.6
@@ -31,6 +35,12 @@ PRETRAIN_TEST_FRACTION = 0.1
 """Share of each group-1 protocol segment (from its end) held out as pretrain_test."""
 N_ROWS, N_FEATURES = 7352, 561
 _X_FILES = ("uci-har/X_train.txt.gz", "uci-har/X_train.txt")
+_Y_FILE, _SUBJECT_FILE = "uci-har/y_train.txt", "uci-har/subject_train.txt"
+
+
+def required_files(name: str) -> list[tuple[str, ...]]:
+    """The files ``load_har`` reads (each a tuple of interchangeable ones)."""
+    return [_X_FILES, (_Y_FILE,), (_SUBJECT_FILE,)]
 
 
 def _ceil_frac(n: int, frac: float) -> int:
@@ -63,9 +73,10 @@ def _read_ints(path: Path, lo: int, hi: int) -> np.ndarray:
 def read_har_train(data_dir=None, *, download: bool = True
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X float64 (7352, 561), y int64 0..5, subject int64) of the UCI HAR train split."""
-    x_path = locate_any(_X_FILES, data_dir, download=download)
-    y_path = locate("uci-har/y_train.txt", data_dir, download=download)
-    s_path = locate("uci-har/subject_train.txt", data_dir, download=download)
+    fetch = dict(download=download, obtain=obtain_from_uci_archive)
+    x_path = locate_any(_X_FILES, data_dir, **fetch)
+    y_path = locate(_Y_FILE, data_dir, **fetch)
+    s_path = locate(_SUBJECT_FILE, data_dir, **fetch)
     y = _read_ints(y_path, 1, 6) - 1
     subject = _read_ints(s_path, 1, 30)
     try:
