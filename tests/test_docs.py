@@ -41,7 +41,7 @@ def test_prose_that_names_derived_numbers_agrees():
     """Numbers the README restates about the KV260 build."""
     lay = Layout(KV260.geometry, KV260.lanes)
     readme = (ROOT / "README.md").read_text()
-    for m in re.finditer(r"(\d+) lines per sample", readme):
+    for m in re.finditer(r"(\d+)\s+lines\s+per\s+sample", readme):
         assert int(m.group(1)) == lay.sample_lines, m.group(0)
-    for m in re.finditer(r"(\d+)-bit line", readme):
+    for m in re.finditer(r"(\d+)-bit\s+line", readme):
         assert int(m.group(1)) == lay.beat_bits, m.group(0)
