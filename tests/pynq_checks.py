@@ -89,9 +89,9 @@ def busy():
         x, y = data(24)
         s = Session(small_base(), backend, seed=0)
         s.add_samples(x[:16], y[:16])
-        from skip2lora.fixed.vectors import register_values
+        from skip2lora.driver.registers import job_registers
 
-        for name, value in register_values(s.job(epochs=50, batch=1, lr=0.1)).items():
+        for name, value in job_registers(s.job(epochs=50, batch=1, lr=0.1)).items():
             backend.regs.write(name, value)
         backend.regs.write("CTRL", start=1)
         out = _error(lambda: s.add_samples(x[16:], y[16:]))

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 
 from skip2lora.driver import FixedBackend, Session
+from skip2lora.hw.regmap import VERSION
 from skip2lora.sim.runner import require_simulator
 from small_model import CONFIG, data, small_base
 
@@ -79,7 +81,7 @@ def test_pynq_backend_on_the_virtual_kv260_is_bit_identical():
 
 @pytest.mark.parametrize("check,kind,message", [
     ("bad_id", "AcceleratorError", "no Skip2-LoRA accelerator here (ID register 0xdeadbeef"),
-    ("bad_version", "AcceleratorError", "the accelerator is version 9.0, this driver needs 1.x"),
+    ("bad_version", "AcceleratorError", f"the accelerator is version 9.0, this driver needs {VERSION[0]}.x"),
     ("dma_timeout", "AcceleratorError", "reading the adapters: the DMA did not finish within 3 s"),
     ("busy", "AcceleratorError", "the accelerator reports BUSY"),
     ("missing_bitstream", "FileNotFoundError", "no bitstream at /nonexistent/skip2lora.bit"),
@@ -90,7 +92,7 @@ def test_pynq_driver_errors(check, kind, message):
     assert out["error"] == kind and message in out["message"], out
     if check == "busy":
         assert out["status_after_reset"] == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0,
-                                             "error_code": 0}
+                                             "adapters": 0, "overrun": 0, "error_code": 0}
 
 
 @pytest.mark.slow
