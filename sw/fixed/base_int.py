@@ -526,20 +526,25 @@ def _channel_exponents(w_eff, b):
     return out
 
 
-def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "") -> IntBase:
+def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "", headroom: int = BF.HEADROOM,
+              per_channel: bool = True) -> IntBase:
     """Post-training quantization of a float network on calibration samples ``x`` (float, its input shape).
 
     Layer by layer on the integer model itself (each layer's range is measured on what the
     already-quantized layers before it produce). Deterministic: no randomness, no sampling.
+    ``headroom`` and ``per_channel=False`` (one weight exponent per layer) exist for the ablation
+    in scripts/int_base_eval.py; the hardware contract is the default.
     """
+    if isinstance(headroom, bool) or not isinstance(headroom, (int, np.integer)) or headroom < 0:
+        raise ValueError(f"headroom must be a non-negative integer number of octaves, not {headroom!r}")
     from ..nn.layers import Conv2d
 
     x = np.asarray(x)
-    specs = fold_layers(net)
     shape = tuple(net.input_shape)
     a = quantize_input(x, input_format, shape).astype(np.int64)
     if len(a) == 0:
         raise ValueError("calibration needs at least one sample")
+    specs = fold_layers(net)
     if a.ndim == 4:
         a = a.transpose(0, 2, 3, 1)
     in_frac, in_signed, r_in = input_format.frac, input_format.signed, input_format.scale
@@ -551,7 +556,11 @@ def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "") -> IntBas
         in_shape = tuple(a.shape[1:]) if conv else (int(np.prod(a.shape[1:])),)
         geo = {"kind": "conv" if conv else "dense", "in_shape": in_shape,
                "kernel": layer.kernel if conv else 0, "padding": layer.padding if conv else 0}
-        prov = [0 if e is None else e for e in _channel_exponents(w_eff, spec["b"])]
+        fitted_w = _channel_exponents(w_eff, spec["b"])
+        if not per_channel:
+            common = max((e for e in fitted_w if e is not None), default=None)
+            fitted_w = [common] * len(fitted_w)
+        prov = [0 if e is None else e for e in fitted_w]
 
         def build(exps, shift, out_frac, out_lo, out_hi):
             exps = np.asarray(exps, np.int64)
@@ -577,9 +586,8 @@ def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "") -> IntBas
             if spec["relu"]:
                 vmin, vmax = 0.0, max(vmax, 0.0)
             fitted = fit_exponent(vmin, vmax, out_lo, out_hi)
-            out_frac = (-BF.ACT_BITS if fitted is None else fitted) + BF.HEADROOM
-        exps = [out_frac - BF.SHIFT_MAX if e is None else max(e, out_frac - BF.SHIFT_MAX)
-                for e in _channel_exponents(w_eff, spec["b"])]
+            out_frac = (-BF.ACT_BITS if fitted is None else fitted) + int(headroom)
+        exps = [out_frac - BF.SHIFT_MAX if e is None else max(e, out_frac - BF.SHIFT_MAX) for e in fitted_w]
         shift = out_frac - np.asarray(exps, np.int64)
         if np.any(shift < 0):
             c = int(np.argmax(shift < 0))
@@ -591,11 +599,12 @@ def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "") -> IntBas
         if not last:
             a = np.concatenate([q.apply(a[s:s + CHUNK]) for s in range(0, len(a), CHUNK)])
             in_frac, in_signed, r_in = out_frac, signed_out, 2.0 ** out_frac
-    calibration = {"samples": int(len(x)), "headroom_octaves": BF.HEADROOM, "ranges": ranges}
+    calibration = {"samples": int(len(x)), "headroom_octaves": int(headroom), "per_channel": bool(per_channel),
+                   "ranges": ranges}
     return IntBase(layers, input_format, shape, net.classes, name, calibration)
 
 
-def from_pretrained(dataset: str, data_dir=None, *, samples: int = BF.CALIB_SAMPLES) -> IntBase:
+def from_pretrained(dataset: str, data_dir=None, *, samples: int = BF.CALIB_SAMPLES, **options) -> IntBase:
     """The integer form of a data set's pretrained base, calibrated on the first ``samples``
     source-domain training samples (the base's pretraining data; never target or test data)."""
     from ..data import load_dataset
@@ -606,6 +615,6 @@ def from_pretrained(dataset: str, data_dir=None, *, samples: int = BF.CALIB_SAMP
         raise ValueError(f"no integer input format for base {key!r}; known: {', '.join(BF.INPUT_FORMATS)}")
     net, _ = load_base(dataset, data_dir)
     ds = load_dataset(dataset, data_dir)
-    base = calibrate(net, ds.pretrain.x[:samples], BF.INPUT_FORMATS[key], name=f"{key}-int8")
+    base = calibrate(net, ds.pretrain.x[:samples], BF.INPUT_FORMATS[key], name=f"{key}-int8", **options)
     base.calibration["split"] = "pretrain"
     return base
