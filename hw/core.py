@@ -197,6 +197,8 @@ class Skip2LoRACore(wiring.Component):
             scalar.start.eq(seq.scalar_start), scalar.step.eq(seq.scalar_step), seq.scalar_ready.eq(scalar.ready),
             scalar.samples.eq(job["samples"]), scalar.batch.eq(job["batch"]), scalar.epochs.eq(job["epochs"]),
             scalar.eta.eq(job["eta"]), scalar.warmup.eq(job["warmup"]), scalar.decay.eq(job["decay"]),
+            scalar.kind.eq(job["kind"]), opt.kind.eq(job["kind"]), seq.scalar_next_ready.eq(scalar.next_ready),
+            opt.clear_state.eq(seq.scalar_start), seq.state_ready.eq(opt.state_ready),
             seq.rn_full.eq(scalar.rn_full), seq.rn_last.eq(scalar.rn_last),
             order.job_start.eq(seq.order_job_start), order.epoch_start.eq(seq.order_epoch_start),
             order.seed.eq(job["seed"]), order.samples.eq(job["samples"]), seq.order_done.eq(order.done),

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..fixed import cycles
 from ..fixed import formats as F
 from ..fixed.config import KV260
-from ..fixed.optimizer import STEP_SHIFT, Optimizer
+from ..fixed.optimizer import (ADAM_SHIFT, BETA1_SHIFT, BETA2_SHIFT, BIAS_FRAC, M_BITS, M_FRAC, STEP_SHIFT, V_BITS,
+                               V_FRAC, Optimizer)
 from ..fixed.order import KEY_SALT, ROUNDS
 from ..fixed.packing import Layout
 from .optimizer import DB_SHIFT, db_bits
@@ -75,10 +76,20 @@ def numerics_formats() -> str:
 
 
 def numerics_update() -> str:
-    rows = [(o.name.lower(), o.value, {
-        Optimizer.SGD: f"`w' = sat{F.W_BITS}(w - round(G * M * 2**E >> {STEP_SHIFT}))`",
+    rows = [(o.name.lower().replace("_", "-"), o.value, {
+        Optimizer.SGD: f"`w' = sat{F.W_BITS}(w - round(G * M >> ({STEP_SHIFT} - E)))`",
+        Optimizer.ADAM_POW2: (
+            f"`m' = sat{M_BITS}(m - round(m >> {BETA1_SHIFT}) + G)` (Q{M_FRAC}); "
+            f"`v' = usat{V_BITS}(v - round(v >> {BETA2_SHIFT}) + G*G)` (Q{V_FRAC}); "
+            f"`s = floor((n - {V_FRAC - 1}) / 2)`, n the leading one of `v' + 1`; "
+            f"`w' = sat{F.W_BITS}(w - round(m' * M >> ({ADAM_SHIFT} - E + s)))`"),
     }[o]) for o in Optimizer]
-    return _table(("optimizer", "OPT.kind", "update of a weight w (A or B, Q14)"), rows)
+    rate = ("Adam's rate: `alpha_t = round(eta_t * sqrt(1 - beta2**t) / (1 - beta1**t))` with "
+            f"`beta1 = 1 - 2**-{BETA1_SHIFT}`, `beta2 = 1 - 2**-{BETA2_SHIFT}`, `beta**t` in Q{BIAS_FRAC} by "
+            f"`p <- p - round(p >> k)` and the square root `floor(sqrt(c2 << {BIAS_FRAC}))` (c2 = `1 - beta2**t`); "
+            "SGD's rate is `eta_t`. Either way `alpha_t = M * 2**E`, M its top "
+            f"{F.ALPHA_MANT_BITS} bits.")
+    return _table(("optimizer", "OPT.kind", "update of a weight w (A or B, Q14)"), rows) + "\n\n" + rate
 
 
 def numerics_constants() -> str:

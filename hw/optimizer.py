@@ -1,6 +1,7 @@
 """The optimizer unit: every adapter weight's update, one chunk of ``opt_lanes`` weights per cycle.
 
-`skip2lora.fixed.optimizer` is the contract. Work arrives two ways:
+`skip2lora.fixed.optimizer` is the contract (SGD, and Adam with a power-of-two inverse square
+root). Work arrives two ways:
 
 * an A line (``a_line``): the datapath's exact batch-mean gradient sums of one line of A (the DSP
   accumulators, Q22) and the line's weights; the unit captures both and updates the line in
@@ -9,25 +10,33 @@
   (``b_tap``; the sums carry a rounding offset, so Q34 -> Q22 is a plain shift) and updates it in
   ``b_chunks`` cycles, writing each chunk back into the head unit's B registers.
 
-Pipeline of a chunk (one register after every step; `cycles.OPT_LATENCY`):
-select | G = sat27(grad) (the DSP's A input) | G * M (DSP M) | DSP P | shift by STEP_SHIFT - E
-| + 1 >> 1 (rounding) | w - step, saturated | write. The saturation flags of each chunk are
+Each chunk has a row of Adam's state (m, v of its weights) in the state memory, read when the
+chunk is selected and written back five stages later; ``clear_state`` zeroes every row (a job's
+start, one row a cycle). Pipeline of a chunk (one register after every step;
+`cycles.OPT_LATENCY` counts them): select | G = sat27(grad) | state arrives; round(m >> 3),
+round(v >> 10), G*G (DSP M) | m - .., v - .. (DSP P) | + G, + G*G | saturate: m', v' (written back)
+| X = m' or G (the DSP's input); v' + 1 | X * M (DSP M); the leading one of v' + 1 | DSP P; the
+shift amount | shift | round | w - step, saturated | write. The saturation flags of each chunk are
 counted (``saturated``) for the per-epoch statistics.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
-from ..fixed.optimizer import STEP_SHIFT
-from .params import HwParams, require_params
+from ..fixed.optimizer import (ADAM_SHIFT, BETA1_SHIFT, BETA2_SHIFT, M_BITS, STEP_SHIFT, V_BITS, V_FRAC,
+                               Optimizer)
+from .memories import RegisteredMemory
+from .params import HwParams, bits_for, require_params
+from .pipeline import delay
 
-__all__ = ["OptimizerUnit", "db_bits", "DB_SHIFT"]
+__all__ = ["OptimizerUnit", "db_bits", "DB_SHIFT", "STATE_BITS"]
 
 DB_SHIFT = F.GL_FRAC + F.U_FRAC - F.GRAD_FRAC  # the B gradient sum (Q34) -> G (Q22)
+STATE_BITS = M_BITS + V_BITS                    # Adam's m and v of one weight
 
 
 def db_bits() -> int:
@@ -40,6 +49,7 @@ class OptimizerUnit(wiring.Component):
         self.params = require_params(self, params)
         p = params
         L = p.opt_lanes
+        self.state_rows = p.tap_lines * p.a_chunks + p.K * p.b_chunks
         super().__init__({
             # an A line from the datapath
             "a_line": In(1),
@@ -52,9 +62,12 @@ class OptimizerUnit(wiring.Component):
             "b_weights": In(p.b_words * F.W_BITS),
             "b_grad": In(p.b_words * db_bits()),
             "b_row_done": Out(1),            # the head unit may restart tap b_tap's sums
-            # the step
+            # the job and the step
+            "kind": In(4),
             "alpha_m": In(F.ALPHA_MANT_BITS),
             "alpha_e": In(4),
+            "clear_state": In(1),            # zero Adam's state, one row a cycle
+            "state_ready": Out(1),
             # write-back
             "a_wr_addr": Out(p.line_bits),
             "a_wr_data": Out(p.a_line_bits),
@@ -74,24 +87,29 @@ class OptimizerUnit(wiring.Component):
         p = self.params
         L, W = p.opt_lanes, F.W_BITS
         g_raw_bits = max(p.da_bits, db_bits() - DB_SHIFT) + 1
+        rows = self.state_rows
+        row_bits = bits_for(rows - 1)
+        m.submodules.state = state = RegisteredMemory(L * STATE_BITS, rows)
 
         # -- capture an A line ----------------------------------------------------------------
-        cap_grad = Signal(p.a_words * p.da_bits)
-        cap_w = Signal(p.a_line_bits)
+        cap_grad = Signal(p.a_words * p.da_bits, reset_less=True)
+        cap_w = Signal(p.a_line_bits, reset_less=True)
         cap_line = Signal(p.line_bits)
+        cap_row = Signal(row_bits)           # the line's first state row
         a_chunk = Signal(range(p.a_chunks + 1))
         a_busy = Signal()
         with m.If(self.a_line):
             m.d.sync += [cap_grad.eq(self.a_grad), cap_w.eq(self.a_weights), cap_line.eq(self.a_line_index),
-                         a_chunk.eq(0), a_busy.eq(1)]
+                         cap_row.eq(self.a_line_index * p.a_chunks), a_chunk.eq(0), a_busy.eq(1)]
         with m.Elif(a_busy):
             m.d.sync += a_chunk.eq(a_chunk + 1)
             with m.If(a_chunk == p.a_chunks - 1):
                 m.d.sync += a_busy.eq(0)
 
         # -- walk B: per tap one fetch cycle (b_tap -> the row registers), then its chunks -------
-        row_w = Signal(p.b_words * W)
-        row_g = Signal(p.b_words * db_bits())
+        row_w = Signal(p.b_words * W, reset_less=True)
+        row_g = Signal(p.b_words * db_bits(), reset_less=True)
+        b_row = Signal(row_bits)             # the tap's first state row
         b_chunk = Signal(range(p.b_chunks + 1))
         b_fetch, b_feed = Signal(), Signal()
         m.d.comb += self.b_row_done.eq(b_feed & (b_chunk == p.b_chunks - 1))  # b_tap still names the row
@@ -99,7 +117,7 @@ class OptimizerUnit(wiring.Component):
             m.d.sync += [self.b_tap.eq(0), b_fetch.eq(1)]
         with m.Elif(b_fetch):
             m.d.sync += [row_w.eq(self.b_weights), row_g.eq(self.b_grad), b_fetch.eq(0), b_feed.eq(1),
-                         b_chunk.eq(0)]
+                         b_chunk.eq(0), b_row.eq(p.tap_lines * p.a_chunks + self.b_tap * p.b_chunks)]
         with m.Elif(b_feed):
             m.d.sync += b_chunk.eq(b_chunk + 1)
             with m.If(b_chunk == p.b_chunks - 1):
@@ -107,7 +125,7 @@ class OptimizerUnit(wiring.Component):
                 with m.If(self.b_tap != p.K - 1):
                     m.d.sync += [self.b_tap.eq(self.b_tap + 1), b_fetch.eq(1)]
 
-        # -- stage 0: the chunk's lanes from either source ---------------------------------------
+        # -- select (t0): the chunk's lanes from either source; its state row is read ------------
         def lanes(flat, width, count, chunk):
             """Lane i of chunk ``chunk`` (a signal) of ``count`` packed words: a chunk-wide mux."""
             chunks = -(-count // L)
@@ -122,88 +140,149 @@ class OptimizerUnit(wiring.Component):
         a_w = lanes(cap_w, W, p.a_words, a_chunk)
         b_g = lanes(row_g, db_bits(), p.b_words, b_chunk)
         b_w = lanes(row_w, W, p.b_words, b_chunk)
-        s0_valid, s0_b = Signal(), Signal()
-        s0_line, s0_chunk, s0_tap = Signal(p.line_bits), Signal(range(max(p.a_chunks, p.b_chunks, 2))), \
-            Signal(p.tap_bits)
-        s0_g = [Signal(signed(g_raw_bits), name=f"g0_{i}", reset_less=True) for i in range(L)]
-        s0_w = [Signal(signed(W), name=f"w0_{i}", reset_less=True) for i in range(L)]
-        s0_lane = Signal(L, reset_less=True)
-        m.d.sync += [s0_valid.eq(a_busy | b_feed), s0_b.eq(~a_busy)]
-        m.d.sync += [s0_line.eq(cap_line), s0_tap.eq(self.b_tap), s0_chunk.eq(Mux(a_busy, a_chunk, b_chunk))]
+        valid0 = a_busy | b_feed
+        row0 = Signal(row_bits)
+        m.d.comb += row0.eq(Mux(a_busy, cap_row + a_chunk, b_row + b_chunk))
+        clear_n = Signal(range(rows + 1))
+        with m.If(self.clear_state):
+            m.d.sync += clear_n.eq(rows)
+        with m.Elif(clear_n != 0):
+            m.d.sync += clear_n.eq(clear_n - 1)
+        m.d.comb += [state.rd_addr.eq(row0), self.state_ready.eq((clear_n == 0) & ~self.clear_state)]
+
+        v1, b1 = Signal(), Signal()
+        line1, chunk1, tap1, row1 = (Signal(p.line_bits), Signal(range(max(p.a_chunks, p.b_chunks, 2))),
+                                     Signal(p.tap_bits), Signal(row_bits))
+        g_raw = [Signal(signed(g_raw_bits), name=f"graw{i}", reset_less=True) for i in range(L)]
+        w1 = [Signal(signed(W), name=f"w1_{i}", reset_less=True) for i in range(L)]
+        lane1 = Signal(L, reset_less=True)
+        m.d.sync += [v1.eq(valid0), b1.eq(~a_busy), line1.eq(cap_line), tap1.eq(self.b_tap), row1.eq(row0),
+                     chunk1.eq(Mux(a_busy, a_chunk, b_chunk))]
         for i in range(L):
             a_ok = Mux(a_chunk * L + i < p.a_words, 1, 0)
             b_ok = Mux(b_chunk * L + i < p.b_words, 1, 0)
             with m.If(a_busy):
-                m.d.sync += [s0_g[i].eq(a_g[i].as_signed()), s0_w[i].eq(a_w[i].as_signed()), s0_lane[i].eq(a_ok)]
+                m.d.sync += [g_raw[i].eq(a_g[i].as_signed()), w1[i].eq(a_w[i].as_signed()), lane1[i].eq(a_ok)]
             with m.Else():
-                m.d.sync += [s0_g[i].eq(b_g[i].as_signed() >> DB_SHIFT), s0_w[i].eq(b_w[i].as_signed()),
-                             s0_lane[i].eq(b_ok)]
+                m.d.sync += [g_raw[i].eq(b_g[i].as_signed() >> DB_SHIFT), w1[i].eq(b_w[i].as_signed()),
+                             lane1[i].eq(b_ok)]
+        meta = {1: {"v": v1, "b": b1, "line": line1, "chunk": chunk1, "tap": tap1, "row": row1, "lane": lane1}}
+        for stage in range(2, 13):  # the chunk's meta data at each stage (stage 1 = the registers above)
+            meta[stage] = {k: delay(m, s, 1, f"{k}{stage}", reset_less=k != "v") for k, s in meta[stage - 1].items()}
 
-        # -- stages 1..6: G, G * M, P, shift, round, subtract and saturate -----------------------
-        meta = [(s0_valid, s0_b, s0_line, s0_chunk, s0_tap, s0_lane)]
+        def at(stage):
+            return meta[stage]
 
-        def delay(signals, stage):
-            out = []
-            for s in signals:
-                d = Signal.like(s, name=f"{s.name}_d{stage}")
-                m.d.sync += d.eq(s)
-                out.append(d)
-            return tuple(out)
+        def sat(value, lo, hi):
+            return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
+        # -- stage 1 -> 2: G = sat27(raw); the weights follow --------------------------------------
         g_lo, g_hi = -(1 << (F.GRAD_BITS - 1)), (1 << (F.GRAD_BITS - 1)) - 1
-        g1 = [Signal(signed(F.GRAD_BITS), name=f"g1_{i}", reset_less=True) for i in range(L)]
-        m.d.sync += [g1[i].eq(Mux(s0_g[i] > g_hi, g_hi, Mux(s0_g[i] < g_lo, g_lo, s0_g[i]))) for i in range(L)]
-        w_pipe = [s0_w]
-        for stage in range(1, 6):
-            w_pipe.append([Signal.like(w, name=f"w{stage}_{i}", reset_less=True) for i, w in enumerate(w_pipe[-1])])
-            m.d.sync += [d.eq(s) for d, s in zip(w_pipe[-1], w_pipe[-2])]
-            meta.append(delay(meta[-1], stage))
-        prod_bits = F.GRAD_BITS + F.ALPHA_MANT_BITS + 1
-        m_reg = Signal(F.ALPHA_MANT_BITS + 1, reset_less=True)  # the DSP's B input: the step's mantissa
-        m.d.comb += m_reg.eq(self.alpha_m)
-        p2 = [Signal(signed(prod_bits), name=f"p2_{i}", reset_less=True) for i in range(L)]
-        m.d.sync += [p2[i].eq(g1[i] * m_reg.as_signed()) for i in range(L)]
-        p3 = [Signal(signed(prod_bits), name=f"p3_{i}", reset_less=True) for i in range(L)]
-        m.d.sync += [p3[i].eq(p2[i]) for i in range(L)]
-        # (2 prod) >> (STEP_SHIFT - E): a fixed shift by STEP_SHIFT - 1 - E_MAX, then E_MAX - E
-        e_max = F.LR_BITS - F.ALPHA_MANT_BITS
-        base = STEP_SHIFT - 1 - e_max
-        sh4 = [Signal(signed(prod_bits - base + 1), name=f"sh4_{i}", reset_less=True) for i in range(L)]
-        var = Signal(range(e_max + 1))
-        m.d.comb += var.eq(e_max - self.alpha_e)
-        m.d.sync += [sh4[i].eq((p3[i] >> base) >> var) for i in range(L)]
-        st5 = [Signal(signed(prod_bits - base), name=f"st5_{i}", reset_less=True) for i in range(L)]
-        m.d.sync += [st5[i].eq((sh4[i] + 1) >> 1) for i in range(L)]
-        w_lo, w_hi = F.weight_range()
-        w6 = [Signal(signed(W), name=f"w6_{i}", reset_less=True) for i in range(L)]
-        sat6 = Signal(L)
-        for i in range(L):
-            raw = Signal(signed(prod_bits - base + 1), name=f"raw{i}")
-            m.d.comb += raw.eq(w_pipe[5][i] - st5[i])
-            m.d.sync += [w6[i].eq(Mux(raw > w_hi, w_hi, Mux(raw < w_lo, w_lo, raw))),
-                         sat6[i].eq(((raw > w_hi) | (raw < w_lo)) & meta[5][5][i])]
-        valid6, is_b6, line6, chunk6, tap6, _ = delay(meta[5], 6)
+        g2 = [Signal(signed(F.GRAD_BITS), name=f"g2_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [g2[i].eq(sat(g_raw[i], g_lo, g_hi)) for i in range(L)]
+        w_at = {1: w1}
+        for stage in range(2, 12):
+            w_at[stage] = [Signal(signed(W), name=f"w{stage}_{i}", reset_less=True) for i in range(L)]
+            m.d.sync += [d.eq(s) for d, s in zip(w_at[stage], w_at[stage - 1])]
+        g_at = {2: g2}
+        for stage in range(3, 7):
+            g_at[stage] = [Signal(signed(F.GRAD_BITS), name=f"g{stage}_{i}", reset_less=True) for i in range(L)]
+            m.d.sync += [d.eq(s) for d, s in zip(g_at[stage], g_at[stage - 1])]
 
-        # -- stage 7: write back; the saturation count ------------------------------------------
-        chunk_data = Cat(*w6)
+        # -- stages 2..5: Adam's moments (the state arrives at stage 2) -----------------------------
+        sdata = state.rd_data
+        m_old = [sdata[i * STATE_BITS:i * STATE_BITS + M_BITS].as_signed() for i in range(L)]
+        v_old = [sdata[i * STATE_BITS + M_BITS:(i + 1) * STATE_BITS] for i in range(L)]
+        m3, mr3 = ([Signal(signed(M_BITS), name=f"m3_{i}", reset_less=True) for i in range(L)],
+                   [Signal(signed(M_BITS), name=f"mr3_{i}", reset_less=True) for i in range(L)])
+        v3, vr3 = ([Signal(unsigned(V_BITS), name=f"v3_{i}", reset_less=True) for i in range(L)],
+                   [Signal(unsigned(V_BITS), name=f"vr3_{i}", reset_less=True) for i in range(L)])
+        gg3 = [Signal(unsigned(2 * F.GRAD_BITS), name=f"gg3_{i}", reset_less=True) for i in range(L)]
+        for i in range(L):
+            m.d.sync += [m3[i].eq(m_old[i]), mr3[i].eq((m_old[i] + (1 << (BETA1_SHIFT - 1))) >> BETA1_SHIFT),
+                         v3[i].eq(v_old[i]), vr3[i].eq((v_old[i] + (1 << (BETA2_SHIFT - 1))) >> BETA2_SHIFT),
+                         gg3[i].eq(g2[i] * g2[i])]
+        m4 = [Signal(signed(M_BITS + 1), name=f"m4_{i}", reset_less=True) for i in range(L)]
+        v4 = [Signal(unsigned(V_BITS), name=f"v4_{i}", reset_less=True) for i in range(L)]
+        gg4 = [delay(m, gg3[i], 1, f"gg4_{i}") for i in range(L)]
+        m.d.sync += [m4[i].eq(m3[i] - mr3[i]) for i in range(L)]
+        m.d.sync += [v4[i].eq(v3[i] - vr3[i]) for i in range(L)]
+        m5 = [Signal(signed(M_BITS + 2), name=f"m5_{i}", reset_less=True) for i in range(L)]
+        v5 = [Signal(unsigned(V_BITS + 1), name=f"v5_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [m5[i].eq(m4[i] + g_at[4][i]) for i in range(L)]
+        m.d.sync += [v5[i].eq(v4[i] + gg4[i]) for i in range(L)]
+        m_lo, m_hi = -(1 << (M_BITS - 1)), (1 << (M_BITS - 1)) - 1
+        m6 = [Signal(signed(M_BITS), name=f"m6_{i}", reset_less=True) for i in range(L)]
+        v6 = [Signal(unsigned(V_BITS), name=f"v6_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [m6[i].eq(sat(m5[i], m_lo, m_hi)) for i in range(L)]
+        m.d.sync += [v6[i].eq(Mux(v5[i] >> V_BITS, (1 << V_BITS) - 1, v5[i])) for i in range(L)]
+        meta6 = at(6)
+        # state write-back (stage 6), or the job-start clear
+        with m.If(clear_n != 0):
+            m.d.comb += [state.wr_addr.eq(clear_n - 1), state.wr_data.eq(0), state.wr_en.eq(1)]
+        with m.Else():
+            m.d.comb += [state.wr_addr.eq(meta6["row"]), state.wr_en.eq(meta6["v"]),
+                         state.wr_data.eq(Cat(Cat(m6[i].as_unsigned(), v6[i]) for i in range(L)))]
+
+        # -- stages 6..11: the step X * alpha * P, rounded, subtracted, saturated --------------------
+        adam = self.kind == Optimizer.ADAM_POW2
+        x7 = [Signal(signed(F.GRAD_BITS), name=f"x7_{i}", reset_less=True) for i in range(L)]
+        vp7 = [Signal(unsigned(V_BITS + 1), name=f"vp7_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [x7[i].eq(Mux(adam, m6[i], g_at[6][i])) for i in range(L)]
+        m.d.sync += [vp7[i].eq(v6[i] + 1) for i in range(L)]
+        prod_bits = F.GRAD_BITS + F.ALPHA_MANT_BITS + 1
+        mant = Signal(F.ALPHA_MANT_BITS, reset_less=True)  # the DSP's B input: the step's mantissa
+        m.d.comb += mant.eq(self.alpha_m)
+        p8 = [Signal(signed(prod_bits), name=f"p8_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [p8[i].eq(x7[i] * mant) for i in range(L)]
+        n8 = [Signal(range(V_BITS + 1), name=f"n8_{i}", reset_less=True) for i in range(L)]
+        for i in range(L):
+            top = Signal(range(V_BITS + 1), name=f"lead{i}")
+            for b in range(V_BITS + 1):
+                with m.If(vp7[i][b]):
+                    m.d.comb += top.eq(b)
+            m.d.sync += n8[i].eq(top)
+        p9 = [delay(m, p8[i], 1, f"p9_{i}") for i in range(L)]
+        # shift + 4 (>= 1): Adam ADAM_SHIFT - E + floor((n - (V_FRAC - 1)) / 2); SGD STEP_SHIFT - E
+        sh9 = [Signal(range(64), name=f"sh9_{i}", reset_less=True) for i in range(L)]
+        for i in range(L):
+            s_adam = Signal(signed(8), name=f"s{i}")
+            m.d.comb += s_adam.eq((n8[i] - (V_FRAC - 1)).as_signed() >> 1)
+            m.d.sync += sh9[i].eq(Mux(adam, ADAM_SHIFT + 4 + s_adam, STEP_SHIFT + 4) - self.alpha_e)
+        # round_half_up(x >> sh) = ((x >> (sh - 1)) + 1) >> 1 with x = prod << 4
+        q10 = [Signal(signed(prod_bits + 4), name=f"q10_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [q10[i].eq((p9[i] << 4) >> (sh9[i] - 1).as_unsigned()[:6]) for i in range(L)]
+        st11 = [Signal(signed(prod_bits + 4), name=f"st11_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [st11[i].eq((q10[i] + 1) >> 1) for i in range(L)]
+        meta11 = at(11)
+        w_lo, w_hi = F.weight_range()
+        w12 = [Signal(signed(W), name=f"w12_{i}", reset_less=True) for i in range(L)]
+        sat12 = Signal(L)
+        for i in range(L):
+            raw = Signal(signed(prod_bits + 6), name=f"raw{i}")
+            m.d.comb += raw.eq(w_at[11][i] - st11[i])
+            m.d.sync += [w12[i].eq(sat(raw, w_lo, w_hi)), sat12[i].eq(((raw > w_hi) | (raw < w_lo)) & meta11["lane"][i] & meta11["v"])]
+        meta12 = at(12)
+
+        # -- stage 12: write back; the saturation count ------------------------------------------
+        chunk_data = Cat(*w12)
         reps = -(-p.a_line_bits // (L * W))
-        m.d.sync += [self.a_wr_addr.eq(line6), self.a_wr_data.eq(Cat(*([chunk_data] * reps))[:p.a_line_bits]),
-                     self.a_wr_en.eq(0), self.b_wr_en.eq(0), self.b_wr_tap.eq(tap6), self.b_wr_chunk.eq(chunk6),
-                     self.b_wr_data.eq(chunk_data)]
-        with m.If(valid6 & ~is_b6):
+        m.d.sync += [self.a_wr_addr.eq(meta12["line"]), self.a_wr_data.eq(Cat(*([chunk_data] * reps))[:p.a_line_bits]),
+                     self.a_wr_en.eq(0), self.b_wr_en.eq(0), self.b_wr_tap.eq(meta12["tap"]),
+                     self.b_wr_chunk.eq(meta12["chunk"]), self.b_wr_data.eq(chunk_data)]
+        with m.If(meta12["v"] & ~meta12["b"]):
             seg_mask = (1 << p.chunk_segments) - 1
-            m.d.sync += self.a_wr_en.eq((Const(seg_mask, p.segments) << (chunk6 * p.chunk_segments))[:p.segments])
-        with m.If(valid6 & is_b6):
+            m.d.sync += self.a_wr_en.eq((Const(seg_mask, p.segments) << (meta12["chunk"] * p.chunk_segments))[:p.segments])
+        with m.If(meta12["v"] & meta12["b"]):
             m.d.sync += self.b_wr_en.eq(1)
-        count7 = Signal(range(L + 1))
-        m.d.sync += count7.eq(sum(sat6[i] for i in range(L)))
+        count13 = Signal(range(L + 1))
+        m.d.sync += count13.eq(sum(sat12[i] for i in range(L)))
         total = Signal(33)
-        m.d.comb += total.eq(self.saturated + count7)
+        m.d.comb += total.eq(self.saturated + count13)
         with m.If(self.clear_saturated):
             m.d.sync += self.saturated.eq(0)
         with m.Else():
             m.d.sync += self.saturated.eq(Mux(total[32], (1 << 32) - 1, total[:32]))
-        pending = Signal()
-        m.d.comb += pending.eq(a_busy | b_fetch | b_feed | s0_valid | Cat(*(x[0] for x in meta)).any() | valid6)
-        m.d.comb += self.busy.eq(pending)
+        m.d.comb += self.busy.eq(a_busy | b_fetch | b_feed | Cat(*(meta[s]["v"] for s in meta)).any()
+                                 | (clear_n != 0))
         return m

@@ -1,5 +1,9 @@
 """The scalar unit: a job's derived values and each mini-batch's step size, computed on chip.
 
+Per step: eta_t (the schedule), then Adam's bias correction folded into the rate,
+alpha = round(eta_t * sqrt(1 - beta2**t) / (1 - beta1**t)) (`skip2lora.fixed.optimizer.adam_rate`),
+computed for every optimizer so a step always takes `cycles.STEP_LATENCY` cycles (SGD keeps eta_t).
+
 At a job's start (``start``) it derives, from the registers, the steps per epoch and in the job,
 the size of the last (shorter) batch, the batch-mean factors rn(B) and rn(nb_last), and the step
 size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha_*`` to the batch now
@@ -18,6 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from ..fixed.optimizer import BETA1_SHIFT, BETA2_SHIFT, BIAS_FRAC, Optimizer
 from .divider import Divider
 
 __all__ = ["ScalarUnit", "STEP_BITS", "MUL_CYCLES", "ETA_Q_BITS"]
@@ -38,7 +43,9 @@ class ScalarUnit(wiring.Component):
             "step": In(1),                  # a mini-batch starts: alpha <- next, compute the next one
             "samples": In(16), "batch": In(16), "epochs": In(16),
             "eta": In(F.LR_BITS), "warmup": In(STEP_BITS), "decay": In(1),
+            "kind": In(4),                  # the optimizer (Adam folds its bias correction into alpha)
             "ready": Out(1),                # job constants and step 1's alpha are valid
+            "next_ready": Out(1),           # the next step's alpha is computed (a ``step`` may come)
             "steps_per_epoch": Out(16),
             "nb_last": Out(16),             # samples in an epoch's last batch
             "rn_full": Out(F.RN_BITS),      # rn(batch)
@@ -58,6 +65,15 @@ class ScalarUnit(wiring.Component):
         t = Signal(STEP_BITS)                    # the step being computed (1-based)
         next_m, next_e = Signal(F.ALPHA_MANT_BITS), Signal(4)
         eta_t = Signal(ETA_Q_BITS)
+        # Adam's bias correction: beta**t in Q30, a bit-serial square root, a product, a division
+        one = 1 << BIAS_FRAC
+        p1, p2 = Signal(BIAS_FRAC + 1, init=one), Signal(BIAS_FRAC + 1, init=one)
+        c1 = Signal(BIAS_FRAC + 1)
+        rad = Signal(2 * BIAS_FRAC)           # the square root's radicand, two bits out per cycle
+        root = Signal(BIAS_FRAC + 1)
+        rem = Signal(BIAS_FRAC + 3)
+        sq_n = Signal(range(BIAS_FRAC + 1))
+        alpha = Signal(ETA_Q_BITS)
         # The shift-add multiplier: acc += a << i for each set bit i of b (one bit per cycle).
         mul_a, mul_b, mul_acc = Signal(F.LR_BITS + STEP_BITS), Signal(STEP_BITS), Signal(F.LR_BITS + STEP_BITS)
         mul_n = Signal(range(MUL_CYCLES + 1))
@@ -77,10 +93,10 @@ class ScalarUnit(wiring.Component):
             m.d.sync += [mul_acc.eq(mul_acc + Mux(mul_b[0], mul_a, 0)), mul_a.eq(mul_a << 1),
                          mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
 
-        # normalization: E = max(0, bitlength(eta_t) - 17), M = eta_t >> E
+        # normalization: E = max(0, bitlength(alpha) - 17), M = alpha >> E
         length = Signal(range(ETA_Q_BITS + 1))
         for i in range(ETA_Q_BITS):
-            with m.If(eta_t[i]):
+            with m.If(alpha[i]):
                 m.d.comb += length.eq(i + 1)
         over = Signal(4)
         m.d.comb += over.eq(Mux(length > F.ALPHA_MANT_BITS, length - F.ALPHA_MANT_BITS, 0))
@@ -96,10 +112,14 @@ class ScalarUnit(wiring.Component):
             m.d.sync += t.eq(t + 1)
             m.next = fsm_next
 
+        trial = Signal(BIAS_FRAC + 3)
+        shifted_rem = Signal(BIAS_FRAC + 3)
+        m.d.comb += [shifted_rem.eq(Cat(rad[-2:], rem)), trial.eq(Cat(Const(1, 2), root))]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.ready.eq(0), t.eq(1)]
+                    m.d.sync += [self.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
                     m.next = "SPE"
             with m.State("SPE"):  # ceil(N / B) and the last batch's size from one division
                 divide(self.samples + self.batch - 1, self.batch)
@@ -146,18 +166,45 @@ class ScalarUnit(wiring.Component):
             with m.State("CONST_WAIT"):  # the same latency as a division
                 m.d.sync += n.eq(n - 1)
                 with m.If(n == 0):
-                    after_step("NORM")
+                    after_step("BIAS")
             with m.State("STEP_WAIT"):
                 with m.If(div.done):
                     m.d.sync += eta_t.eq(div.quotient)
-                    after_step("NORM")
+                    after_step("BIAS")
+            with m.State("BIAS"):  # beta**t <- beta**(t-1) - round(beta**(t-1) >> k); the root's radicand
+                p1_new = p1 - ((p1 + (1 << (BETA1_SHIFT - 1))) >> BETA1_SHIFT)
+                p2_new = p2 - ((p2 + (1 << (BETA2_SHIFT - 1))) >> BETA2_SHIFT)
+                m.d.sync += [p1.eq(p1_new), p2.eq(p2_new), c1.eq(one - p1_new),
+                             rad.eq(Cat(Const(0, BIAS_FRAC), (one - p2_new)[:BIAS_FRAC + 1])),
+                             root.eq(0), rem.eq(0), sq_n.eq(BIAS_FRAC)]
+                m.next = "SQRT"
+            with m.State("SQRT"):  # root = floor(sqrt((1 - beta2**t) << 30)), two radicand bits a cycle
+                m.d.sync += [rad.eq(rad << 2), sq_n.eq(sq_n - 1)]
+                with m.If(shifted_rem >= trial):
+                    m.d.sync += [rem.eq(shifted_rem - trial), root.eq(Cat(Const(1, 1), root))]
+                with m.Else():
+                    m.d.sync += [rem.eq(shifted_rem), root.eq(Cat(Const(0, 1), root))]
+                with m.If(sq_n == 1):
+                    m.next = "RATE_MUL"
+            with m.State("RATE_MUL"):
+                multiply(eta_t, root)
+                m.next = "RATE_MUL_WAIT"
+            with m.State("RATE_MUL_WAIT"):
+                with m.If(~mul_busy):
+                    divide(Cat(Const(0, 1), mul_acc) + c1, c1 << 1)
+                    m.next = "RATE_DIV"
+            with m.State("RATE_DIV"):  # alpha = round(eta_t * root / (1 - beta1**t))
+                with m.If(div.done):
+                    m.d.sync += alpha.eq(Mux(self.kind == Optimizer.ADAM_POW2, div.quotient, eta_t))
+                    m.next = "NORM"
             with m.State("NORM"):
-                m.d.sync += [next_e.eq(over), next_m.eq(eta_t >> over)]
+                m.d.sync += [next_e.eq(over), next_m.eq(alpha >> over)]
                 m.next = "READY"
             with m.State("READY"):
                 m.d.sync += self.ready.eq(1)
+                m.d.comb += self.next_ready.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [self.ready.eq(0), t.eq(1)]
+                    m.d.sync += [self.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
                     m.next = "SPE"
                 with m.Elif(self.step):
                     m.d.sync += [self.alpha_m.eq(next_m), self.alpha_e.eq(next_e)]

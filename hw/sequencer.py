@@ -1,11 +1,12 @@
 """The sequencer: runs a whole job - epochs of mini-batches - with no host involvement.
 
 Per job: INIT (the scalar unit derives the job's constants; the head unit restarts its gradient
-sums), then per epoch: ORDER (with SHUFFLE: the order unit writes the epoch's sample order), then
+sums; the optimizer clears its state), then per epoch: ORDER (with SHUFFLE: the order unit writes the epoch's sample order), then
 per mini-batch of nb samples:
 
     PREFETCH  the batch's cache addresses into the batch buffer (nb reads + the read latency)
-    BATCH     the scalar unit moves to the batch's step size; the head takes the batch's rn(nb)
+    BATCH     the scalar unit moves to the batch's step size (waiting for it if the last batch was
+              shorter than its computation); the head takes the batch's rn(nb)
     F         the forward pass of each sample, one line per cycle, sample after sample; a sample
               starts early enough for the head unit to be free when its u arrives
     WAIT_T    until the head unit has written the last sample's t
@@ -43,7 +44,8 @@ class Sequencer(wiring.Component):
             "epoch": Out(16),        # epochs finished in this job
             "issue": Out(issue_signature(p)),
             # the scalar unit
-            "scalar_start": Out(1), "scalar_step": Out(1), "scalar_ready": In(1),
+            "scalar_start": Out(1), "scalar_step": Out(1), "scalar_ready": In(1), "scalar_next_ready": In(1),
+            "state_ready": In(1),    # the optimizer's state is cleared
             "rn_full": In(F.RN_BITS), "rn_last": In(F.RN_BITS),
             "rn": Out(F.RN_BITS),    # this batch's rn(nb), for the head unit
             # the order unit and its buffer
@@ -111,8 +113,8 @@ class Sequencer(wiring.Component):
                                  self.clear_saturated.eq(1)]
                     m.d.sync += epoch.eq(0)
                     m.next = "INIT"
-            with m.State("INIT"):
-                with m.If(self.scalar_ready):
+            with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
+                with m.If(self.scalar_ready & self.state_ready):
                     m.next = "EPOCH"
             with m.State("EPOCH"):
                 m.d.sync += [s0.eq(0), seq_base.eq(0)]
@@ -135,10 +137,11 @@ class Sequencer(wiring.Component):
                     m.d.sync += [j.eq(j + 1), seq_base.eq(seq_base + S)]
                 with m.If(count == nb_now + READ_LATENCY - 1):
                     m.next = "BATCH"
-            with m.State("BATCH"):
-                m.d.comb += self.scalar_step.eq(1)
-                m.d.sync += [self.rn.eq(Mux(nb == self.batch, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
-                m.next = "F"
+            with m.State("BATCH"):  # waits until the scalar unit has this step's alpha
+                with m.If(self.scalar_next_ready):
+                    m.d.comb += self.scalar_step.eq(1)
+                    m.d.sync += [self.rn.eq(Mux(nb == self.batch, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
+                    m.next = "F"
             with m.State("F"):
                 issue(Op.FWD, line == S - 1, ef=(s0 == 0) & (j == 0))
                 m.d.sync += line.eq(line + 1)

@@ -21,7 +21,7 @@ ORDERS = ("shuffle", "fixed")
 SCHEDULES = ("warmup-linear", "constant")
 DEFAULT_ORDER, DEFAULT_SCHEDULE = "shuffle", "warmup-linear"
 #: The optimizers the accelerator implements (the OPT register's values).
-ACCELERATOR_OPTIMIZERS = tuple(o.name.lower() for o in Optimizer)
+ACCELERATOR_OPTIMIZERS = tuple(o.name.lower().replace("_", "-") for o in Optimizer)
 
 
 def accelerator_recipe(*, samples: int, batch: int, order: str = DEFAULT_ORDER,
@@ -35,4 +35,4 @@ def accelerator_recipe(*, samples: int, batch: int, order: str = DEFAULT_ORDER,
         raise ValueError(f"the accelerator's optimizers are {', '.join(ACCELERATOR_OPTIMIZERS)}, not {optimizer!r}")
     warm = schedule == "warmup-linear"
     return {"shuffle": order == "shuffle", "warmup": steps_per_epoch(samples, batch) if warm else 0,
-            "decay": warm, "optimizer": int(Optimizer[optimizer.upper()])}
+            "decay": warm, "optimizer": int(Optimizer[optimizer.upper().replace("-", "_")])}

@@ -84,17 +84,17 @@ def test_divider_quotients_remainders_and_latency():
 def test_scalar_unit_derives_the_schedule():
     """Job constants, every step's alpha (mantissa, exponent), the init and step latencies."""
     rng = random.Random(3)
-    cases = [(1024, 16, 2, 1677722, 64, True), (5, 5, 3, 300, 0, False), (7, 3, 2, (1 << 28) - 1, 1, True)]
-    for _ in range(6):
+    cases = [(1024, 16, 2, 1677722, 64, True, 1), (5, 5, 3, 300, 0, False, 0), (7, 3, 2, (1 << 28) - 1, 1, True, 1)]
+    for i in range(6):
         n = rng.randint(1, 40)
         b = rng.randint(1, n)
         cases.append((n, b, rng.randint(1, 3), rng.randint(1, (1 << 28) - 1),
-                      rng.choice([0, steps_per_epoch(n, b), rng.randint(0, 30)]), rng.random() < 0.6))
+                      rng.choice([0, steps_per_epoch(n, b), rng.randint(0, 30)]), rng.random() < 0.6, i % 2))
     dut, out = ScalarUnit(), []
 
     async def bench(ctx):
-        for n, b, e, eta, w, decay in cases:
-            for name, v in dict(samples=n, batch=b, epochs=e, eta=eta, warmup=w, decay=int(decay)).items():
+        for n, b, e, eta, w, decay, kind in cases:
+            for name, v in dict(samples=n, batch=b, epochs=e, eta=eta, warmup=w, decay=int(decay), kind=kind).items():
                 ctx.set(getattr(dut, name), v)
             await _pulse(ctx, dut.start)
             k = 1
@@ -111,11 +111,12 @@ def test_scalar_unit_derives_the_schedule():
             out.append(got)
 
     run(dut, bench)
-    for (n, b, e, eta, w, decay), got in zip(cases, out):
+    for (n, b, e, eta, w, decay, kind), got in zip(cases, out):
         spe = steps_per_epoch(n, b)
         nb_last = n - (spe - 1) * b
         assert (got["spe"], got["nb_last"], got["rn"]) == (spe, nb_last, (recip_batch(b), recip_batch(nb_last)))
-        want = [mantissa(a) for a in job_lrs(eta, n, b, e, w, decay)]
+        state = OptimizerState(kind)  # Adam folds its bias correction into the rate
+        want = [mantissa(state.rate(a, t + 1)) for t, a in enumerate(job_lrs(eta, n, b, e, w, decay))]
         assert got["alpha"] == want[:len(got["alpha"])]
         assert got["init"] == cycles.INIT_LATENCY
 
@@ -149,42 +150,57 @@ def test_order_unit_writes_each_epochs_order(config, cases):
     assert [k for _, k in out] == [cycles.order_cycles(n) for n, _, e in cases for _ in range(e)]
 
 
+@pytest.mark.parametrize("kind", list(Optimizer), ids=[o.name.lower() for o in Optimizer])
 @pytest.mark.parametrize("config", [SMALL, KV260, WIDE], ids=["small", "kv260", "wide"])
-def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config):
-    """SGD on random A lines (exact Q22 sums, saturating ones too) and B rows, chunk by chunk."""
+def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config, kind):
+    """Random A lines (exact Q22 sums, saturating ones too) and B rows, chunk by chunk, over three
+    steps (Adam's state carries from step to step), with the model's per-step rates."""
     p = HwParams(config)
     dut = OptimizerUnit(p)
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + int(kind))
     lines = [(line, rng.integers(-(1 << 35), 1 << 35, p.a_words) if line % 2 else
               rng.integers(-(1 << 24), 1 << 24, p.a_words), rng.integers(-(1 << 15), 1 << 15, p.a_words))
              for line in range(min(p.tap_lines, 4))]
     bw = [rng.integers(-(1 << 15), 1 << 15, p.b_words) for _ in range(p.K)]
-    bg = [rng.integers(-(1 << 45), 1 << 45, p.b_words) for _ in range(p.K)]
-    alpha = int(rng.integers(1, 1 << 28))
-    am, ae = mantissa(alpha)
+    steps = [[rng.integers(-(1 << 45), 1 << 45, p.b_words) if i % 2 else rng.integers(-(1 << 30), 1 << 30, p.b_words)
+              for i in range(p.K)] for _ in range(3)]
+    grads = [[rng.integers(-(1 << 35), 1 << 35, p.a_words) if (line + t) % 3 == 0 else
+              rng.integers(-(1 << 20), 1 << 20, p.a_words) for line, _, _ in lines] for t in range(3)]
+    alphas = [int(rng.integers(1, 1 << 28)), int(rng.integers(1, 1 << 20)), int(rng.integers(1, 1 << 24))]
     a_mem, b_mem, sat = {}, {}, []
+    b_now = {"w": [x.copy() for x in bw], "g": steps[0]}
 
     async def bench(ctx):
-        ctx.set(dut.alpha_m, am)
-        ctx.set(dut.alpha_e, ae)
-        await _pulse(ctx, dut.clear_saturated)
-        for line, g, w in lines:
-            ctx.set(dut.a_line_index, line)
-            ctx.set(dut.a_grad, _pack(g, p.da_bits))
-            ctx.set(dut.a_weights, _pack(w, F.W_BITS))
-            await _pulse(ctx, dut.a_line)
-            if p.a_chunks > 1:  # lines arrive every a_chunks cycles at the most
-                await ctx.tick().repeat(p.a_chunks - 1)
-        await _pulse(ctx, dut.b_start)
-        await ctx.tick().repeat(cycles.Timing.of(p.layout).opt_b_cycles)
-        sat.append(ctx.get(dut.saturated))
+        ctx.set(dut.kind, int(kind))
+        await _pulse(ctx, dut.clear_state)
+        while not ctx.get(dut.state_ready):
+            await ctx.tick()
+        for t in range(3):
+            am, ae = mantissa(alphas[t])
+            ctx.set(dut.alpha_m, am)
+            ctx.set(dut.alpha_e, ae)
+            await _pulse(ctx, dut.clear_saturated)
+            b_now["g"] = steps[t]
+            for (line, _, w0), g in zip(lines, grads[t]):
+                w = [a_mem.get((line, i), w0[i]) for i in range(p.a_words)]
+                ctx.set(dut.a_line_index, line)
+                ctx.set(dut.a_grad, _pack(g, p.da_bits))
+                ctx.set(dut.a_weights, _pack(w, F.W_BITS))
+                await _pulse(ctx, dut.a_line)
+                if p.a_chunks > 1:  # lines arrive every a_chunks cycles at the most
+                    await ctx.tick().repeat(p.a_chunks - 1)
+                await ctx.tick().repeat(cycles.OPT_LATENCY + 1)  # the next line reads this one's result
+            await _pulse(ctx, dut.b_start)
+            await ctx.tick().repeat(cycles.Timing.of(p.layout).opt_b_cycles)
+            sat.append(ctx.get(dut.saturated))
+            b_now["w"] = [np.array([b_mem[(k, i)] for i in range(p.b_words)]) for k in range(p.K)]
 
     async def monitor(ctx):  # B rows on request, and every write
         wpb = p.words_per_beat
         while True:
             tap = ctx.get(dut.b_tap)
-            ctx.set(dut.b_weights, _pack(bw[tap], F.W_BITS))
-            ctx.set(dut.b_grad, _pack(bg[tap] + DB_START, db_bits()))
+            ctx.set(dut.b_weights, _pack(b_now["w"][tap], F.W_BITS))
+            ctx.set(dut.b_grad, _pack(b_now["g"][tap] + DB_START, db_bits()))
             en = ctx.get(dut.a_wr_en)
             data = _unpack(ctx.get(dut.a_wr_data), F.W_BITS, p.a_words)
             for s in range(p.segments):
@@ -200,16 +216,22 @@ def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config):
             await ctx.tick()
 
     run(dut, bench, monitor)
-    state, total = OptimizerState(Optimizer.SGD, None), 0
-    for line, g, w in lines:
-        new, s = update(w, grad_from_sum(g, F.T_FRAC), alpha, state)
-        total += s
-        assert [a_mem[(line, i)] for i in range(p.a_words)] == new.tolist(), f"A line {line}"
-    for k in range(p.K):
-        new, s = update(bw[k], grad_from_sum(bg[k], F.GL_FRAC + F.U_FRAC), alpha, state)
-        total += s
-        assert [b_mem[(k, i)] for i in range(p.b_words)] == new.tolist(), f"B_{k}"
-    assert sat == [total]
+    n_a = len(lines) * p.a_words
+    state = OptimizerState(kind, n_a + p.K * p.b_words)
+    a = np.concatenate([w for _, _, w in lines])
+    b = np.concatenate(bw)
+    want_sat = []
+    for t in range(3):
+        g_a = np.concatenate([grad_from_sum(g, F.T_FRAC) for g in grads[t]])
+        g_b = np.concatenate([grad_from_sum(g, F.GL_FRAC + F.U_FRAC) for g in steps[t]])
+        a, sa = update(a, g_a, alphas[t], state, slice(0, n_a))
+        b, sb = update(b, g_b, alphas[t], state, slice(n_a, None))
+        want_sat.append(sa + sb)
+    for j, (line, _, _) in enumerate(lines):
+        got = [a_mem[(line, i)] for i in range(p.a_words)]
+        assert got == a[j * p.a_words:(j + 1) * p.a_words].tolist(), f"A line {line}"
+    assert np.concatenate(b_now["w"]).tolist() == b.tolist()
+    assert sat == want_sat
 
 
 @pytest.mark.parametrize("classes", [2, 3, 10, 16])

@@ -43,8 +43,10 @@ def divider_latency(quotient_bits: int) -> int:
 # -- the scalar unit (hw/scalar_unit.py): one divider sized for the per-step division -------------
 _DIV = divider_latency(F.LR_BITS)  # eta_t <= eta < 2**28
 _MUL = 32                          # the shift-add multiplier, one bit of a 32-bit operand per cycle
-#: ``step`` pulse -> the next step's alpha ready: select, division, normalization.
-STEP_LATENCY = 1 + _DIV + 2
+_SQRT = 30                         # the bit-serial square root, two radicand bits per cycle
+#: ``step`` pulse -> the next step's alpha ready: select | eta_t's division | beta**t | the square
+#: root | the product | Adam's division | normalization (every optimizer takes the same time).
+STEP_LATENCY = 1 + _DIV + 1 + _SQRT + 1 + (_MUL + 1) + _DIV + 2
 #: job start -> the job's constants and step 1's alpha ready: ceil(N / B) | T = E * spe | rn(B) |
 #: rn(nb_last) | eta * (T - W) | step 1.
 INIT_LATENCY = 1 + (_DIV + 1) + (_MUL + 1) + (_DIV + 1) + (_DIV + 1) + (1 + _MUL + 1) + STEP_LATENCY
@@ -89,7 +91,7 @@ def fwd_latency(lanes: int) -> int:
 
 
 BWD_LATENCY = 5   # a line's last backward op issued -> the line's gradient sums to the optimizer
-OPT_LATENCY = 9   # a chunk selected -> its weights written and its saturation count added
+OPT_LATENCY = 13  # a chunk selected -> its weights written and its saturation count added
 
 
 @dataclass(frozen=True)
@@ -152,26 +154,58 @@ class Timing:
         return self.geometry.taps * (1 + self.b_chunks) + OPT_LATENCY
 
     @property
+    def state_rows(self) -> int:
+        """Rows of the optimizer's state memory: a_chunks per line of A, b_chunks per tap's B."""
+        return self.layout.tap_lines * self.a_chunks + self.geometry.taps * self.b_chunks
+
+    @property
+    def init(self) -> int:
+        """INIT: the scalar unit's job-start sequence, or the optimizer's state clear if longer."""
+        return max(INIT_LATENCY, self.state_rows + 1)
+
+    def prefetch(self, nb: int) -> int:
+        return nb + 2
+
+    def after_step(self, nb: int) -> int:
+        """A batch after its BATCH cycle: F, WAIT_T, B, OPT_A, OPT_B."""
+        if nb < 1:
+            raise ValueError(f"a batch has at least one sample, not {nb}")
+        lay = self.layout
+        forward = nb * lay.sample_lines + (nb - 1) * self.f_gap
+        wait = max(0, self.wait_t - nb)
+        backward = (lay.tap_lines - 1) * max(nb, self.a_chunks) + nb
+        return forward + wait + backward + self.opt_a_wait + self.opt_b_cycles
+
+    @property
     def max_wait(self) -> int:
         return max(self.f_gap, self.wait_t, self.opt_a_wait, self.opt_b_cycles, self.a_chunks)
 
 
 def batch_cycles(timing: Timing, nb: int) -> int:
-    """A mini-batch of nb samples, PREFETCH to OPT_B."""
-    if nb < 1:
-        raise ValueError(f"a batch has at least one sample, not {nb}")
-    lay = timing.layout
-    prefetch = nb + 2
-    forward = nb * lay.sample_lines + (nb - 1) * timing.f_gap
-    wait = max(0, timing.wait_t - nb)
-    backward = (lay.tap_lines - 1) * max(nb, timing.a_chunks) + nb
-    return prefetch + 1 + forward + wait + backward + timing.opt_a_wait + timing.opt_b_cycles
+    """A mini-batch of nb samples, PREFETCH to OPT_B (without BATCH's wait for the scalar unit)."""
+    return timing.prefetch(nb) + 1 + timing.after_step(nb)
 
 
-def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool) -> int:
+def _epoch_batches(samples: int, batch: int) -> list:
     full, rest = divmod(samples, batch)
-    body = full * batch_cycles(timing, batch) + (batch_cycles(timing, rest) if rest else 0)
-    return 1 + (order_cycles(samples) if shuffle else 0) + body + 1
+    return [batch] * full + ([rest] if rest else [])
+
+
+def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool, *, first: bool = True) -> int:
+    """One epoch, EPOCH to EPOCH_END. BATCH waits until STEP_LATENCY cycles have passed since the
+    previous batch's BATCH (the scalar unit computes each step's alpha in that time); ``first``:
+    the job's first epoch, whose first batch finds step 1 ready."""
+    sizes = _epoch_batches(samples, batch)
+    start = 1 + (order_cycles(samples) if shuffle else 0)
+    total = start
+    # cycles from the previous BATCH cycle to this batch's PREFETCH, across the epoch boundary
+    since = None if first else 1 + timing.after_step(sizes[-1]) + 1 + start
+    for nb in sizes:
+        pf = timing.prefetch(nb)
+        wait = 0 if since is None else max(0, STEP_LATENCY - (since + pf))
+        total += pf + wait + 1 + timing.after_step(nb)
+        since = 1 + timing.after_step(nb)
+    return total + 1
 
 
 def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False) -> int:
@@ -179,7 +213,9 @@ def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle
     for name, v in (("samples", samples), ("batch", batch), ("epochs", epochs)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, not {v}")
-    return INIT_LATENCY + epochs * epoch_cycles(Timing.of(layout), samples, batch, shuffle)
+    t = Timing.of(layout)
+    return (t.init + epoch_cycles(t, samples, batch, shuffle)
+            + (epochs - 1) * epoch_cycles(t, samples, batch, shuffle, first=False))
 
 
 def useful_macs(layout: Layout, samples: int, epochs: int) -> int:

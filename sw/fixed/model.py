@@ -318,7 +318,9 @@ def run_job(g: Geometry, cache: CacheEntries, adapters: Adapters, config: JobCon
     logits = np.asarray(cache.logits[:n], np.int64)
     labels = np.asarray(cache.labels[:n], np.int64)
     lrs = job_lrs(config.lr, n, batch, config.epochs, config.warmup, config.decay)
-    state = OptimizerState(config.optimizer, None)
+    n_a = int(st.mask.sum())
+    state = OptimizerState(config.optimizer, n_a + st.b.size)
+    a_idx, b_idx = slice(0, n_a), slice(n_a, n_a + st.b.size)
     gl_shift = F.P_FRAC + F.RN_FRAC - F.GL_FRAC
     db_frac = F.GL_FRAC + F.U_FRAC                                       # dB = sum gl u
     result = JobResult(None)
@@ -338,11 +340,11 @@ def run_job(g: Geometry, cache: CacheEntries, adapters: Adapters, config: JobCon
             sl = np.rint(glf @ st.b.T).astype(np.int64)                   # B^T gl per sample, (n, K*R)
             t = F.saturate(F.round_shift(sl, st.t_shift), F.T_BITS)
             da = np.rint(q.T @ t.astype(np.float64)).astype(np.int64)     # sum_batch q t, (D, K*R)
-            alpha = lrs[step]
-            a_new, sat_a = update(st.a[st.mask], grad_from_sum(da[st.mask], F.T_FRAC), alpha, state)
-            b_new, sat_b = update(st.b, grad_from_sum(db, db_frac), alpha, state)
+            alpha = state.rate(lrs[step], step + 1)
+            a_new, sat_a = update(st.a[st.mask], grad_from_sum(da[st.mask], F.T_FRAC), alpha, state, a_idx)
+            b_new, sat_b = update(st.b.reshape(-1), grad_from_sum(db, db_frac).reshape(-1), alpha, state, b_idx)
             st.a[st.mask] = a_new
-            st.b = b_new.astype(np.float64)
+            st.b = b_new.reshape(st.b.shape).astype(np.float64)
             clamped += sat_a + sat_b
             step += 1
         result.correct.append(right)
