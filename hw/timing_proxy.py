@@ -41,7 +41,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["timing_report", "load_netlist", "flatten", "clock_projections", "budget_violations",
+__all__ = ["timing_report", "timing_text", "load_netlist", "flatten", "clock_projections", "budget_violations",
            "DEFAULT_BUDGET"]
 
 #: Issue 14's budget: LUT levels per path, carry chains per path.
@@ -244,7 +244,7 @@ class _Graph:
     def __init__(self):
         self.succ = defaultdict(list)   # bit -> [(out_bit, (L, C, B, D), cell index)]
         self.sources = {}               # bit -> ((L, C, B, D), cell index or -1, label)
-        self.sinks = []                 # (bit, cell index or -1, pin label, clocked)
+        self.sinks = []                 # (bit, cell index or -1 for a top-level output, pin label)
         self.driver = {}                # bit -> cell index
         self.unmodelled = Counter()
 
@@ -256,9 +256,9 @@ class _Graph:
         if b >= 0:
             self.sources[b] = (w, ci, label)
 
-    def sink(self, b, ci, label, clocked=True):
+    def sink(self, b, ci, label):
         if b >= 0:
-            self.sinks.append((b, ci, label, clocked))
+            self.sinks.append((b, ci, label))
 
 
 _LEVEL = (1, 0, 0, 0)
@@ -461,7 +461,7 @@ def _build_graph(flat: FlatNetlist) -> _Graph:
             g.source(b, _ZERO, -1, _label(pname, bits, i))
     for pname, bits in flat.outputs.items():
         for i, b in enumerate(bits):
-            g.sink(b, -1, _label(pname, bits, i), clocked=False)
+            g.sink(b, -1, _label(pname, bits, i))
     return g
 
 
@@ -508,9 +508,12 @@ def _longest(g, order, shift, sources=None):
 
 
 def _fields(key, shift):
+    """(LUT levels, carry chains, carry bits, DSP hops) of a packed key; the top field is unbounded."""
+    order = sorted(shift, key=shift.get)
     out = {}
-    for f, width in (("L", 24), ("C", 8), ("B", 16), ("D", 16)):
-        out[f] = (key >> shift[f]) & ((1 << width) - 1)
+    for f, nxt in zip(order, order[1:] + [None]):
+        v = key >> shift[f]
+        out[f] = v if nxt is None else v & ((1 << (shift[nxt] - shift[f])) - 1)
     return out["L"], out["C"], out["B"], out["D"]
 
 
@@ -612,15 +615,15 @@ class _Analysis:
         self.g = _build_graph(flat)
         self.order, self.loop_bits = _topo_order(self.g)
         self.names = _Namer(flat, self.g)
-        # clocked loads of every bit (top-level outputs as cell -1); combinational loads are g.succ
-        self.clocked_loads = defaultdict(list)
+        # loads that end paths: clocked inputs, and top-level outputs as cell -1 (logic loads: g.succ)
+        self.end_loads = defaultdict(list)
         comb = {(a, ci) for a, arcs in self.g.succ.items() for _, _, ci in arcs}
-        for b, ci, label, _ in self.g.sinks:
+        for b, ci, label in self.g.sinks:
             if (b, ci) not in comb:
-                self.clocked_loads[b].append((ci, label))
+                self.end_loads[b].append((ci, label))
 
     def used(self, b):
-        return b >= 0 and (b in self.g.succ or b in self.clocked_loads)
+        return b >= 0 and (b in self.g.succ or b in self.end_loads)
 
     def logic_load(self, b):
         """The first load of ``b`` that is not a clocked input (logic or a top-level output), or None."""
@@ -628,11 +631,11 @@ class _Analysis:
         if arcs:
             ci = arcs[0][2]
             return ci, next(p for p, bits in self.flat.cells[ci].conns.items() if b in bits)
-        return next(((ci, pin) for ci, pin in self.clocked_loads.get(b, ()) if ci < 0), None)
+        return next(((ci, pin) for ci, pin in self.end_loads.get(b, ()) if ci < 0), None)
 
     # one endpoint -> its worst path, described with RTL names
     def describe(self, end, arr, pred, shift):
-        b, ci, label, _ = end
+        b, ci, label = end
         key = arr.get(b)
         L, C, B, D = _fields(key, shift) if key is not None else (0, 0, 0, 0)
         chain, cells = [b], []
@@ -674,11 +677,9 @@ class _Analysis:
         through = []
         for x in chain[1:]:
             n = names.bit(x)
-            if n:
-                base = re.sub(r"\[\d+\]$", "", n)
-                if not through or through[-1] != base:
-                    through.append(base)
-        if through and through[-1] == re.sub(r"\[\d+\]$", "", endd["signal"] or ""):
+            if n and (not through or through[-1] != _base(n)):
+                through.append(_base(n))
+        if through and through[-1] == _base(endd["signal"] or ""):
             through.pop()
         return {"levels": L, "carry_chains": C, "carry_bits": B, "dsp": D, "start": start, "end": endd,
                 "through": through[:16], "cells": _cell_string([flat.cells[c].type for c in cells]),
@@ -712,7 +713,7 @@ class _Analysis:
         return out
 
     def _end_name(self, e):
-        b, ci, label, _ = e
+        b, ci, label = e
         if ci < 0:
             return label
         q = next((x for x in self.flat.cells[ci].conns.get("Q", []) if x >= 0), None)
@@ -829,7 +830,7 @@ def _boundaries(an: _Analysis, list_limit):
                 continue
             bad = None
             for b in used:
-                bad = an.logic_load(b) or next(((c, p) for c, p in an.clocked_loads.get(b, ())
+                bad = an.logic_load(b) or next(((c, p) for c, p in an.end_loads.get(b, ())
                                                 if c < 0 or not (_FF.match(flat.cells[c].type) and p == "D")), None)
                 if bad:
                     break
@@ -861,21 +862,27 @@ def _entry(names, ci, cell, port, how, culprit=None):
 
 # -- configuration-register paths -------------------------------------------------------------------
 
-def _config_paths(an: _Analysis, patterns, max_levels, worst):
-    if not patterns:
-        return {"patterns": [], "max_levels_allowed": max_levels, "fields": {}, "endpoints_over": 0,
-                "paths": []}
-    rx = re.compile("|".join(f"(?:{p})" for p in patterns))
-    g, flat = an.g, an.flat
+def _config_sources(an: _Analysis, rx):
+    """Flip-flops whose names match ``rx``, grouped by field (the last component of the match)."""
     fields = defaultdict(dict)         # field -> {bit: source entry}
-    for b, (w, ci, label) in g.sources.items():
-        if ci < 0 or not _FF.match(flat.cells[ci].type):
+    for b, (w, ci, label) in an.g.sources.items():
+        if ci < 0 or not _FF.match(an.flat.cells[ci].type):
             continue
         for name in an.names.aliases(b):
             m = rx.search(name)
             if m:
                 fields[m.group(0).split(".")[-1]][b] = (w, ci, label)
                 break
+    return fields
+
+
+def _config_paths(an: _Analysis, patterns, max_levels, worst):
+    if not patterns:
+        return {"patterns": [], "max_levels_allowed": max_levels, "fields": {}, "endpoints_over": 0,
+                "paths": []}, {}
+    rx = re.compile("|".join(f"(?:{p})" for p in patterns))
+    g, flat = an.g, an.flat
+    fields = _config_sources(an, rx)
     position = {b: i for i, b in enumerate(an.order)}
     over = set()
     per_field, paths = {}, []
@@ -909,7 +916,7 @@ def _config_paths(an: _Analysis, patterns, max_levels, worst):
         lv = _fields(arr[top[0]], _SHIFT)[0]
         per_field[field_name] = lv
         bad = [e for e in ends if _fields(arr[e[0]], _SHIFT)[0] > max_levels]
-        over.update((e[0], e[1], e[2]) for e in bad)
+        over.update(bad)
         if bad:
             d = an.describe(top, arr, pred, _SHIFT)
             start_bit = d.pop("_start_bit")
@@ -922,7 +929,7 @@ def _config_paths(an: _Analysis, patterns, max_levels, worst):
             paths.append(d)
     paths.sort(key=lambda d: (d["levels"], d["carry_chains"], d["carry_bits"]), reverse=True)
     return {"patterns": list(patterns), "max_levels_allowed": max_levels, "fields": per_field,
-            "endpoints_over": len(over), "paths": paths[:worst]}
+            "endpoints_over": len(over), "paths": paths[:worst]}, fields
 
 
 # -- the public entry points -----------------------------------------------------------------------
@@ -948,7 +955,7 @@ def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_pa
     hist = Counter()
     max_lv = max_ch = max_bits = max_dsp = 0
     over_levels = over_chains = 0
-    for b, ci, label, _ in g.sinks:
+    for b, ci, label in g.sinks:
         k = arr.get(b)
         L, C, B, D = _fields(k, _SHIFT) if k is not None else (0, 0, 0, 0)
         kc = arr_c.get(b)
@@ -963,7 +970,11 @@ def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_pa
                            keep=lambda e: _fields(arr_c.get(e[0], 0), _SHIFT_CHAINS_FIRST)[1]
                            > budget["max_carry_chains"])
     n_unreg, bound_summary, unreg_list = _boundaries(an, list_limit)
-    config = _config_paths(an, list(config_patterns), config_max_levels, worst)
+    config, config_ffs = _config_paths(an, list(config_patterns), config_max_levels, worst)
+    if config_ffs:   # the datapath's own worst paths, hidden today behind the configuration's
+        excluded = {b for srcs in config_ffs.values() for b in srcs}
+        arr_d, pred_d = _longest(g, an.order, _SHIFT, {b: v for b, v in g.sources.items() if b not in excluded})
+        config["worst_paths_from_other_startpoints"] = an.worst(arr_d, pred_d, _SHIFT, worst)
     report = {
         "max_logic_levels": max_lv,
         "max_carry_chains_per_path": max_ch,
@@ -1015,3 +1026,37 @@ def clock_projections(cycles: int, max_logic_levels: int | None = None, clocks_m
                 else "logic depth not measured")
     return [{"assumed_clock_mhz": mhz, "ms": cycles / (mhz * 1e3),
              "label": f"cycles / {mhz:g} MHz (assumed clock; {evidence})"} for mhz in clocks_mhz]
+
+
+def timing_text(report: dict, worst: int = 10) -> str:
+    """The proxy's findings as the lines ``skip2lora hw report`` prints."""
+    b, s = report["budget"], report["boundaries"]["summary"]
+    chain = report["max_carry_chain"]
+    lines = [
+        "timing proxy (logic depth of the yosys netlist; no UltraScale+ timing model):",
+        f"  worst path {report['max_logic_levels']} LUT levels (budget {b['max_lut_levels']}), "
+        f"{report['max_carry_chains_per_path']} carry chains on one path (budget {b['max_carry_chains']}), "
+        f"longest carry chain {chain['bits']} bits ({chain['cells']} cells)",
+        f"  endpoints by LUT levels: " + ", ".join(f"{k}: {v}" for k, v in report["histogram"].items()),
+    ]
+    parts = []
+    for kind, label in (("bram_output", "BRAM outputs"), ("uram_output", "URAM outputs"),
+                        ("dsp_input", "DSP inputs"), ("dsp_output", "DSP outputs")):
+        if s.get(kind):
+            parts.append(f"{s[kind + '_registered']}/{s[kind]} {label}")
+    lines.append(f"  registered: {', '.join(parts) or 'no memories or DSPs'}; "
+                 f"{report['unregistered_boundaries']} unregistered boundaries (budget 0)")
+    c = report["config_paths"]
+    if c["patterns"]:
+        lines.append(f"  configuration registers: {c['endpoints_over']} endpoints behind more than "
+                     f"{c['max_levels_allowed']} LUT levels (budget 0)")
+    lines.append("  worst paths:")
+    for p in report["worst_paths"][:worst]:
+        carry = f" + {p['carry_chains']} carry ({p['carry_bits']} bits)" if p["carry_chains"] else ""
+        dsp = f" + {p['dsp']} DSP" if p["dsp"] else ""
+        more = f"  [+{p['similar_endpoints']} similar]" if p["similar_endpoints"] else ""
+        lines.append(f"    {p['levels']:2d} LUT{carry}{dsp}: {p['start']['signal']} -> "
+                     f"{p['end']['signal']} ({p['end']['pin']}){more}")
+    verdict = budget_violations(report)
+    lines.append("  budget: " + ("met" if not verdict else "NOT met: " + "; ".join(verdict)))
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 
-from skip2lora.hw.timing_proxy import budget_violations, clock_projections, flatten, timing_report
+from skip2lora.hw.timing_proxy import budget_violations, clock_projections, flatten, timing_report, timing_text
 
 ONE = "00000000000000000000000000000001"
 
@@ -144,7 +144,8 @@ def test_carry_chains_join_through_co_ci_and_count_once_per_entry():
     assert r["max_carry_chain"] == {"bits": 16, "cells": 2, "chains": 2}
     assert r["max_carry_chains_per_path"] == 2
     assert r["violations"]["paths_over_carry_chains"] == 1
-    assert r["carry_chain_paths"][0]["end"]["signal"] == "cmp"
+    p = r["carry_chain_paths"][0]
+    assert (p["end"]["signal"], p["levels"], p["carry_chains"], p["carry_bits"]) == ("cmp", 1, 2, 20)
 
 
 def _dsp_design(params):
@@ -274,6 +275,8 @@ def test_configuration_paths_are_flagged_outside_the_register_bank():
     assert c["fields"] == {"TAP0_CFG_exponent": 3} and c["endpoints_over"] == 1
     assert c["paths"][0]["end"]["signal"] == "datapath.u" and c["paths"][0]["start"]["signal"] == "regs.TAP0_CFG_exponent"
     assert r["violations"]["config_endpoints_over"] == 1 and not r["meets_budget"]
+    # without the configuration flip-flops as startpoints nothing deep is left
+    assert max(p["levels"] for p in c["worst_paths_from_other_startpoints"]) == 0
     assert timing_report(_config_design(3), config_patterns=pattern, config_max_levels=3)["config_paths"][
         "endpoints_over"] == 0
     r = timing_report(_config_design(1), config_patterns=pattern)
@@ -286,6 +289,14 @@ def test_budget_violations_name_each_broken_rule():
     lines = budget_violations(r)
     assert lines == ["1 endpoints behind more than 1 LUT levels (worst 2)",
                      "2 unregistered memory outputs / DSP ports"]
+
+
+def test_timing_text_names_the_worst_paths_and_the_verdict():
+    text = timing_text(timing_report(_dsp_design({})))
+    assert "  worst path 2 LUT levels (budget 6), 0 carry chains on one path (budget 1)" in text
+    assert "  registered: 1/2 DSP inputs, 0/1 DSP outputs; 2 unregistered boundaries (budget 0)" in text
+    assert "     2 LUT + 1 DSP: a -> q (D)" in text
+    assert text.endswith("budget: NOT met: 2 unregistered memory outputs / DSP ports")
 
 
 def test_clock_projections_are_labelled_assumptions():
