@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,11 +385,14 @@ def _model_dsp(g, ci, cell):
                 continue
             for b in alu_out:
                 g.arc(a, b, _DSP_HOP, ci)
-    for src_pin, dst_pin, regp in (("A", "ACOUT", "AREG"), ("B", "BCOUT", "BREG")):
+    for src_pin, dst_pin, regp in (("A", "ACOUT", "AREG"), ("B", "BCOUT", "BREG")):   # cascades
         v = cell.params.get(regp, 0)
-        if isinstance(v, int) and v == 0:
-            for a in cell.conns.get(src_pin, []):
-                for b in outs.get(dst_pin, []):
+        registered = isinstance(v, int) and v > 0
+        for b in outs.get(dst_pin, []):
+            if registered:
+                g.source(b, _ZERO, ci, dst_pin)
+            else:
+                for a in cell.conns.get(src_pin, []):
                     g.arc(a, b, _ZERO, ci)
 
 
@@ -932,6 +936,19 @@ def _config_paths(an: _Analysis, patterns, max_levels, worst):
             "endpoints_over": len(over), "paths": paths[:worst]}, fields
 
 
+def _census(flat):
+    """What the flattened netlist holds (to check it against yosys' own ``stat``)."""
+    kinds = Counter()
+    for c in flat.cells:
+        t = c.type
+        kind = ("ff" if _FF.match(t) else "lut" if re.match(r"^LUT[1-6](_2)?$", t) else "carry" if t in _CARRY
+                else "dsp" if _DSP.match(t) else "bram" if _BRAM.match(t) else "uram" if _URAM.match(t)
+                else "lutram" if _LUTRAM.match(t) or _SRL.match(t) else "other")
+        kinds[kind] += 1
+    return {"top": flat.top, "cells": len(flat.cells), **{k: kinds[k] for k in
+                                                          ("ff", "lut", "carry", "dsp", "bram", "uram", "lutram")}}
+
+
 # -- the public entry points -----------------------------------------------------------------------
 
 def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_patterns=(),
@@ -992,6 +1009,7 @@ def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_pa
         "violations": {"paths_over_lut_levels": over_levels, "paths_over_carry_chains": over_chains,
                        "unregistered_boundaries": n_unreg,
                        "config_endpoints_over": config["endpoints_over"]},
+        "netlist": _census(flat),
         "combinational_loop_bits": an.loop_bits,
         "unmodelled_cells": dict(g.unmodelled),
         "rules": ("LUT levels: LUT1-6/INV, LUTRAM/SRL reads, MUXF7-9 select (MUXF data inputs complete "
@@ -1050,13 +1068,54 @@ def timing_text(report: dict, worst: int = 10) -> str:
     if c["patterns"]:
         lines.append(f"  configuration registers: {c['endpoints_over']} endpoints behind more than "
                      f"{c['max_levels_allowed']} LUT levels (budget 0)")
-    lines.append("  worst paths:")
-    for p in report["worst_paths"][:worst]:
-        carry = f" + {p['carry_chains']} carry ({p['carry_bits']} bits)" if p["carry_chains"] else ""
-        dsp = f" + {p['dsp']} DSP" if p["dsp"] else ""
-        more = f"  [+{p['similar_endpoints']} similar]" if p["similar_endpoints"] else ""
-        lines.append(f"    {p['levels']:2d} LUT{carry}{dsp}: {p['start']['signal']} -> "
-                     f"{p['end']['signal']} ({p['end']['pin']}){more}")
+    def path_lines(title, paths):
+        lines.append(title)
+        for p in paths:
+            carry = f" + {p['carry_chains']} carry ({p['carry_bits']} bits)" if p["carry_chains"] else ""
+            dsp = f" + {p['dsp']} DSP" if p["dsp"] else ""
+            more = f"  [+{p['similar_endpoints']} similar]" if p["similar_endpoints"] else ""
+            lines.append(f"    {p['levels']:2d} LUT{carry}{dsp}: {p['start']['signal']} -> "
+                         f"{p['end']['signal']} ({p['end']['pin']}){more}")
+
+    path_lines("  worst paths:", report["worst_paths"][:worst])
+    others = c.get("worst_paths_from_other_startpoints")
+    if others and c["endpoints_over"]:
+        path_lines("  worst paths not starting at a configuration register:", others[:max(3, worst // 2)])
     verdict = budget_violations(report)
     lines.append("  budget: " + ("met" if not verdict else "NOT met: " + "; ".join(verdict)))
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m skip2lora.hw.timing_proxy NETLIST.json``: the proxy on a kept netlist, no synthesis."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m skip2lora.hw.timing_proxy", description=main.__doc__)
+    parser.add_argument("netlist", help="yosys write_json netlist (skip2lora hw report keeps one with --netlist)")
+    parser.add_argument("--top", help="top module (default: the netlist's top)")
+    parser.add_argument("--worst", type=int, default=10, help="worst paths to list (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
+    parser.add_argument("--no-config", action="store_true",
+                        help="do not treat the accelerator's read-write registers as configuration")
+    args = parser.parse_args(argv)
+    try:
+        netlist = load_netlist(args.netlist)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read the netlist {args.netlist}: {e}", file=sys.stderr)
+        return 2
+    patterns = ()
+    if not args.no_config:
+        from .export import config_register_patterns
+
+        patterns = config_register_patterns()
+    try:
+        report = timing_report(netlist, top=args.top, worst=args.worst, config_patterns=patterns)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1) if args.json else timing_text(report, args.worst))
+    return 0 if report["meets_budget"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

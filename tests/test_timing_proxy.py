@@ -299,6 +299,20 @@ def test_timing_text_names_the_worst_paths_and_the_verdict():
     assert text.endswith("budget: NOT met: 2 unregistered memory outputs / DSP ports")
 
 
+def test_module_command_reads_a_kept_netlist(tmp_path, capsys):
+    from skip2lora.hw.timing_proxy import main
+
+    path = tmp_path / "netlist.json"
+    path.write_text(json.dumps(_dsp_design({"AREG": ONE, "BREG": ONE, "PREG": ONE})))
+    assert main([str(path)]) == 0                          # within budget: exit status 0
+    assert "budget: met" in capsys.readouterr().out
+    path.write_text(json.dumps(_dsp_design({})))
+    assert main([str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["unregistered_boundaries"] == 2
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read the netlist")
+
+
 def test_clock_projections_are_labelled_assumptions():
     p = clock_projections(1_754_000, max_logic_levels=13)
     assert [x["assumed_clock_mhz"] for x in p] == [200, 300]
@@ -523,7 +537,10 @@ def test_accelerator_report_carries_the_timing_proxy(accelerator):
     assert {"max_logic_levels", "unregistered_boundaries", "worst_paths"} <= set(t)
     assert t["unmodelled_cells"] == {} and t["combinational_loop_bits"] == 0
     assert sum(t["histogram"].values()) == t["endpoints"] > 1000
-    assert accelerator["dsp"] == t["boundaries"]["summary"]["dsp_cells"]
+    n = t["netlist"]      # the flattened netlist holds what yosys' stat counted
+    assert (n["ff"], n["dsp"], n["lut"], n["uram"]) == (accelerator["ff"], accelerator["dsp"],
+                                                         accelerator["lut_logic"], accelerator["uram"])
+    assert n["dsp"] == t["boundaries"]["summary"]["dsp_cells"]
     assert set(t["config_paths"]["fields"]) >= {"LR_value", "TAP0_CFG_exponent"}
     assert all(p["end"]["signal"] and p["start"]["signal"] for p in t["worst_paths"])
 
