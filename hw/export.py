@@ -179,5 +179,5 @@ def _timing_section(path, keep_as=None) -> dict:
     out = timing_report(path, config_patterns=config_register_patterns())
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if keep_as is not None:
-        out["netlist"] = str(keep_as)
+        out["netlist_file"] = str(keep_as)
     return out
