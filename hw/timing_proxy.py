@@ -847,7 +847,12 @@ def _boundaries(an: _Analysis, list_limit):
     summary["dsp_cells"] = len(dsps)
     summary["dsp_with_mreg"] = sum(_truthy(c.params.get("MREG", 0)) for c in dsps)
     unregistered = [e for e in entries if not e["registered"]]
-    return len(unregistered), dict(summary), unregistered[:list_limit]
+    listed, per_kind = [], Counter()
+    for e in unregistered:                 # up to list_limit of each kind, so every kind shows
+        per_kind[e["kind"]] += 1
+        if per_kind[e["kind"]] <= list_limit:
+            listed.append(e)
+    return len(unregistered), dict(summary), listed
 
 
 def _entry(names, ci, cell, port, how, culprit=None):
@@ -952,13 +957,14 @@ def _census(flat):
 # -- the public entry points -----------------------------------------------------------------------
 
 def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_patterns=(),
-                  config_max_levels: int = 2, budget: dict | None = None, list_limit: int = 50) -> dict:
+                  config_max_levels: int = 2, budget: dict | None = None, list_limit: int = 20) -> dict:
     """Logic depth of every register-to-register path and the registered boundaries of a netlist.
 
     ``netlist`` is a yosys ``write_json`` netlist (a dict or a path). ``config_patterns`` are regular
     expressions naming configuration-register flip-flops (e.g. ``r"regs\\.LR_value"``): paths from
     them through more than ``config_max_levels`` LUT levels to anything outside their own block are
-    reported as ``config_paths``.
+    reported as ``config_paths``. ``budget`` overrides :data:`DEFAULT_BUDGET`; ``worst`` paths are
+    listed (one per signal family) and up to ``list_limit`` unregistered boundaries of each kind.
     """
     if not isinstance(netlist, dict):
         netlist = load_netlist(netlist)
