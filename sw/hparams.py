@@ -20,7 +20,7 @@ _RUN = {
 }
 
 # Plain-SGD learning rates per method (None samples = the whole fine-tuning split).
-_LR = {
+_SGD_LR = {
     # python scripts/tune_lr.py --dataset fmnist-rot75 --lrs 0.03 0.05 0.07 0.1 0.12 0.15 --seeds 10
     # (docs/tuning/fmnist-rot75.json). Every Skip-adapter rate of 0.15 diverges for some seed;
     # FT-Last, FT-Bias, LoRA-All and LoRA-Last take the grid's top rate.
@@ -54,9 +54,27 @@ def family(dataset: str) -> str:
 _ACCELERATOR_LR = {"fmnist": 0.1, "har": 0.03, "fan": 0.01}
 
 
-def defaults(dataset: str, method: str, *, accelerator: bool = False) -> dict:
-    """Run settings of ``method`` on ``dataset``: the float backend's, or one accelerator job's."""
+# Learning rates per optimizer spec (`skip2lora.optim`), per family and method, where tuned.
+_LR = {fam: {"sgd": rates} for fam, rates in _SGD_LR.items()}
+
+# The float backend's optimizer per family and method (a method not named takes "sgd").
+_OPTIMIZER: dict = {}
+
+
+def defaults(dataset: str, method: str, *, accelerator: bool = False, optimizer: str | None = None) -> dict:
+    """Run settings of ``method`` on ``dataset``: the float backend's, or one accelerator job's.
+
+    ``optimizer`` (a `skip2lora.optim` spec) picks the rate tuned for it; ``lr`` is None where no
+    rate was tuned for that optimizer. The accelerator runs SGD."""
+    from .optim import make
+
     fam = family(dataset)
     out = dict(_RUN[fam])
-    out["lr"] = _ACCELERATOR_LR[fam] if accelerator else _LR[fam][method]
+    if accelerator:
+        if optimizer not in (None, "sgd"):
+            raise ValueError(f"the accelerator runs sgd, not {optimizer}")
+        out.update(optimizer="sgd", lr=_ACCELERATOR_LR[fam])
+        return out
+    spec = make(optimizer if optimizer is not None else _OPTIMIZER.get(fam, {}).get(method, "sgd")).spec
+    out.update(optimizer=spec, lr=_LR[fam].get(spec, {}).get(method))
     return out
