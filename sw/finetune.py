@@ -64,6 +64,7 @@ class FinetuneResult:
     time_per_batch: dict = field(default_factory=dict)  # forward / backward / update seconds
     curve: list = field(default_factory=list)  # test accuracy after each epoch (with --plot)
     losses: list = field(default_factory=list)  # mean training loss per epoch
+    max_abs_params: dict = field(default_factory=dict)  # largest |value| of the trained arrays, by kind (a, b, w, ...)
     cache_bytes: int | None = None
     base_forward_samples: int | None = None
     diverged: bool = False
@@ -167,6 +168,9 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
         if not np.all(np.isfinite(p)):
             result.diverged, result.error = True, f"training diverged: parameter {name} is not finite"
             return result
+    for name, p in model.trainable().items():
+        kind = name.rsplit(".", 1)[-1]
+        result.max_abs_params[kind] = max(result.max_abs_params.get(kind, 0.0), float(np.abs(p).max(initial=0)))
     result.ft_seconds = float(sum(result.epoch_times))
     result.base_forward_samples = model.net.forward_samples
     result.epoch_seconds = float(np.mean(result.epoch_times[1:])) if epochs > 1 else None

@@ -1,5 +1,7 @@
 """The fine-tuning methods: Skip2-LoRA's cache really skips the base forward, and the methods learn."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -132,7 +134,7 @@ def test_divergence_names_where_it_happened(method):
 
     r = finetune(method, "fmnist-rot75", samples=64, epochs=3, batch=16, lr=1e4, progress=False)
     assert r.diverged and r.accuracy is None and r.ft_seconds is None
-    assert r.error.startswith("training diverged: loss is") and "epoch 1" in r.error
+    assert re.match(r"training diverged: loss is (nan|inf) at epoch [12]\b", r.error), r.error
 
 
 def test_warmup_linear_schedule():

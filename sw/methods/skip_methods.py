@@ -110,15 +110,18 @@ class BatchPlan:
 
 
 def _output_gradient(yt, labels, cols, scale):
-    """Softmax cross-entropy on transposed logits y^T (C, n), overwritten: scale * p of each label
-    (the loss is -mean(log p)) and scale * dL/dy^T. Classes along axis 0 and direct ufunc calls:
-    the fewest and cheapest NumPy calls for these tiny arrays."""
+    """Softmax cross-entropy on transposed logits y^T (C, n), overwritten with scale * dL/dy^T.
+    Returns the shifted label logits and the softmax sums, whose log-sum-exp form of the loss,
+    log(sum) - logit, stays finite for every finite logit (a softmax probability would underflow
+    to 0 for a confidently wrong sample). Classes along axis 0 and direct ufunc calls: the fewest
+    and cheapest NumPy calls for these tiny arrays."""
     yt -= np.maximum.reduce(yt, axis=0)
+    y_label = yt[labels, cols]
     np.exp(yt, out=yt)
-    yt *= scale / np.add.reduce(yt, axis=0)
-    p_label = yt[labels, cols]
-    yt[labels, cols] = p_label - scale
-    return p_label, yt
+    sums = np.add.reduce(yt, axis=0)
+    yt *= scale / sums
+    yt[labels, cols] -= scale
+    return y_label, sums, yt
 
 
 class SkipLora(Method):
@@ -129,7 +132,7 @@ class SkipLora(Method):
 
     def __init__(self, base, *, lr, rank=4, seed=0, optimizer="sgd"):
         super().__init__(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)
-        self._p_label, self._scales = [], []
+        self._y_label, self._sums = [], []  # per step, for the epoch's loss (finish_epoch)
         dtype = self.net.params[self.net.weight_layers[0].w].dtype
         self.adapters = SkipAdapters(self.net.tap_dims, self.net.classes, rank, self.rng, dtype)
         self._opt_arrays = self.adapters.optimizer_arrays(self.opt.elementwise)
@@ -155,9 +158,9 @@ class SkipLora(Method):
         t.start("forward")
         yt = plan.logits_t(ad.b, zt)
         scale = 1.0 / plan.n  # the mean over the batch's own sample count (a last, shorter batch too)
-        p_label, gt = _output_gradient(yt, labels, plan.cols, scale)
-        self._p_label.append(p_label)  # the loss is taken once per epoch (finish_epoch)
-        self._scales.append(scale)
+        y_label, sums, gt = _output_gradient(yt, labels, plan.cols, scale)
+        self._y_label.append(y_label)  # the loss is taken once per epoch (finish_epoch)
+        self._sums.append(sums)
         t.start("backward")
         np.matmul(ad.b, gt, out=plan.st)  # s_k = B_k^T g / n for every tap, (K*R, n)
         for ga, st, x in plan.grads:
@@ -168,20 +171,18 @@ class SkipLora(Method):
         t.stop()
 
     def finish_epoch(self):
-        if not self._p_label:
+        if not self._y_label:
             return None
-        sizes = [len(p) for p in self._p_label]
-        p = np.concatenate(self._p_label) / np.repeat(self._scales, sizes)
-        self._p_label, self._scales = [], []
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return -float(np.log(p).mean())
+        loss = float(np.log(np.concatenate(self._sums)).mean() - np.concatenate(self._y_label).mean())
+        self._y_label, self._sums = [], []
+        return loss
 
     def loss_and_grads(self, idx):
         xcat, z, labels = self.batch(idx)
         plan = BatchPlan(self.adapters, xcat)
         yt = plan.logits_t(self.adapters.b, z.T)
-        p_label, gt = _output_gradient(yt, labels, plan.cols, 1.0 / plan.n)
-        loss = -float(np.log(p_label * plan.n).mean())
+        y_label, sums, gt = _output_gradient(yt, labels, plan.cols, 1.0 / plan.n)
+        loss = float(np.log(sums).mean() - y_label.mean())
         ga, gb = self.adapters.grads(xcat, plan.ut, gt)
         grads = {}
         for k, col in enumerate(self.adapters.cols):
