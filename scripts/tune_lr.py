@@ -110,8 +110,9 @@ def main():
                 mean = "diverged" if row["mean"] is None else f"{100 * row['mean']:6.2f}%"
                 print(f"{m:17s} {spec:24s} lr {lr:<8g} {split} {mean} ± {100 * (row['std'] or 0):.2f} "
                       f"worst {100 * (row['worst'] or 0):6.2f}%  diverged {row['diverged']}/{len(seeds)}"
-                      f"  loss rise x{row['loss_rise'] or 0:.2f} max|A| {max_abs.get('a', 0):.2f} "
-                      f"max|B| {max_abs.get('b', 0):.2f}  [{time.time() - t0:.0f} s]", flush=True)
+                      f"  loss rise x{row['loss_rise'] or 0:.2f} max|.| "
+                      + " ".join(f"{k} {v:.2f}" for k, v in sorted(max_abs.items())) + f"  [{time.time() - t0:.0f} s]",
+                      flush=True)
             best = choose(group)
             rows += group
             chosen.append({"method": m, "optimizer": spec, **({k: best[k] for k in ("lr", "mean", "std", "worst")}

@@ -253,3 +253,26 @@ def test_finetune_records_the_optimizer_and_names_bad_ones():
         finetune("skip2-lora", "fan-damage1", epochs=1, optimizer="adamw", progress=False)
     with pytest.raises(ValueError, match="no learning rate was tuned for optimizer lion:b1=0.5"):
         finetune("skip2-lora", "fan-damage1", epochs=1, optimizer="lion:b1=0.5", progress=False)
+
+
+@pytest.mark.parametrize("spec", ["sgd", "momentum", "nesterov", "adam", "adam:b2=0.99,eps=1e-6"])
+def test_the_pytorch_baseline_runs_the_same_update_rules(spec):
+    torch = pytest.importorskip("torch")
+    from skip2lora.torch_baseline import _torch_optimizer
+
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=(3, 4))
+    tp = torch.tensor(p.copy(), requires_grad=True)
+    theirs, ours = _torch_optimizer(torch, [tp], 0.0, spec), optim.make(spec)
+    for t in range(6):
+        g = rng.normal(size=(3, 4))
+        for group in theirs.param_groups:
+            group["lr"] = 0.01 * (t + 1)
+        ours.lr = 0.01 * (t + 1)
+        tp.grad = torch.tensor(g)
+        theirs.step()
+        ours.step([p], [g])
+    np.testing.assert_allclose(tp.detach().numpy(), p, rtol=1e-12, atol=1e-14)
+    if spec == "sgd":
+        with pytest.raises(ValueError, match="runs sgd, momentum, nesterov and adam, not lion"):
+            _torch_optimizer(torch, [tp], 0.1, "lion")
