@@ -93,16 +93,15 @@ class Optimizer:
         self.t, self.state = 0, {}
 
     def step(self, params, grads) -> None:
-        keys = list(grads) if isinstance(grads, dict) else range(len(grads))
         self.t += 1
-        coef = self._coefficients()
-        for key in keys:
-            p, g = params[key], grads[key]
-            st = self.state.get(key)
+        coef = self._coefficients()  # Python floats: NumPy computes in the arrays' dtype
+        state = self.state
+        for key in (grads.keys() if isinstance(grads, dict) else range(len(grads))):
+            p = params[key]
+            st = state.get(key)
             if st is None:
-                st = self.state[key] = self._new_state(p)
-            typed = {k: p.dtype.type(v) for k, v in coef.items()}  # scalars in the parameter's dtype
-            self._update(p, g, st, typed)
+                st = state[key] = self._new_state(p)
+            self._update(p, grads[key], st, coef)
 
     # -- per optimizer ------------------------------------------------------------------------
     def _coefficients(self) -> dict:

@@ -181,3 +181,20 @@ def test_skip_lora_counts_its_base_forward_as_forward_time(monkeypatch):
     m = METHODS["skip-lora"](net, lr=0.05)
     _train(m, x, y, epochs=1)
     assert phases == ["forward"] * 8
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name", ["skip2-lora", "lora-all"])
+def test_the_last_shorter_batch_is_averaged_over_its_own_samples(name, optimizer):
+    """A last batch of two copies of one sample steps exactly as a last batch of that one sample:
+    the gradient is the mean over the batch's actual count, not over the configured batch size."""
+    net, x, y = _task(6, n=6)
+    one, two = METHODS[name](net, lr=0.05, seed=6, optimizer=optimizer), METHODS[name](net, lr=0.05, seed=6,
+                                                                                       optimizer=optimizer)
+    one.prepare(x[:5], y[:5])
+    two.prepare(np.concatenate([x[:5], x[4:5]]), np.concatenate([y[:5], y[4:5]]))
+    one.run_epoch(None, 4)  # batches [0..3], [4]
+    two.run_epoch(None, 4)  # batches [0..3], [4, 4]
+    for key, p in one.trainable().items():
+        np.testing.assert_allclose(two.trainable()[key], p, rtol=1e-6, atol=1e-8, err_msg=key)
+    assert not np.array_equal(one.trainable()[key], METHODS[name](net, lr=0.05, seed=6).trainable()[key])
