@@ -86,7 +86,7 @@ class Optimizer:
     @property
     def spec(self) -> str:
         """The spec that rebuilds this optimizer (hyper-parameters that differ from the defaults)."""
-        changed = [f"{k}={v:.10g}" for k, v in self.hyper.items() if v != self.defaults[k]]
+        changed = [f"{k}={_format(v)}" for k, v in self.hyper.items() if v != self.defaults[k]]
         return self.name + (":" + ",".join(changed) if changed else "")
 
     def reset(self) -> None:
@@ -320,6 +320,17 @@ class AdamFactored(Adam):
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, Adam, AdamPow2, AdamPow2Half, Lion, AdamFactored)}
 
 _POW = re.compile(r"^(1-)?2\^(-?\d+)$")
+
+
+def _format(v: float) -> str:
+    """A hyper-parameter as a spec writes it: 1-2^-k and 2^k exactly where the value is one of them."""
+    for k in range(2, 31):
+        if v == 1 - 2.0 ** -k:
+            return f"1-2^-{k}"
+    m, e = math.frexp(v)
+    if m == 0.5 and abs(e) > 4:
+        return f"2^{e - 1}"
+    return f"{v:.10g}"
 
 
 def _value(key: str, text: str) -> float:

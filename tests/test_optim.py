@@ -276,3 +276,9 @@ def test_the_pytorch_baseline_runs_the_same_update_rules(spec):
     if spec == "sgd":
         with pytest.raises(ValueError, match="runs sgd, momentum, nesterov and adam, not lion"):
             _torch_optimizer(torch, [tp], 0.1, "lion")
+
+
+def test_specs_write_shift_friendly_values_exactly():
+    assert optim.make("adam:b1=0.875,b2=0.9990234375").spec == "adam:b1=1-2^-3,b2=1-2^-10"
+    assert optim.make("adam:eps=2^-20").spec == "adam:eps=2^-20"
+    assert optim.make("lion:b1=0.5,weight_decay=0.01").spec == "lion:b1=0.5,weight_decay=0.01"
