@@ -190,16 +190,19 @@ class Adam(Optimizer):
 
 def pow2_rsqrt(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """2**-floor(log2(x)/2 + 1/2) for positive normal float32/float64 x, exactly, from x's exponent
-    bits (floor(log2 x) is the biased exponent field: x is normal)."""
+    field E = n + bias (x = 1.f 2**n): the result's exponent field is floor((3 bias - E)/2), so it
+    takes four integer operations in place (``out`` may be ``x``)."""
     x = np.asarray(x)
     itype, mbits, bias = _float_layout(x.dtype)
-    e = x.view(itype) >> mbits  # biased exponent E = n + bias
-    # 2**-floor((n+1)/2) has biased exponent bias - floor((E - bias + 1)/2) = floor((3 bias - E)/2)
-    k = (3 * bias - e) >> 1
-    k <<= mbits
     if out is None:
-        return k.view(x.dtype)
-    np.copyto(out, k.view(x.dtype))
+        out = np.empty_like(x)
+    if out is not x:
+        np.copyto(out, x)
+    bits = out.view(itype)
+    np.right_shift(bits, mbits, out=bits)  # E
+    np.subtract(3 * bias, bits, out=bits)
+    np.right_shift(bits, 1, out=bits)
+    np.left_shift(bits, mbits, out=bits)
     return out
 
 

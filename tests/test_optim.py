@@ -282,3 +282,18 @@ def test_specs_write_shift_friendly_values_exactly():
     assert optim.make("adam:b1=0.875,b2=0.9990234375").spec == "adam:b1=1-2^-3,b2=1-2^-10"
     assert optim.make("adam:eps=2^-20").spec == "adam:eps=2^-20"
     assert optim.make("lion:b1=0.5,weight_decay=0.01").spec == "lion:b1=0.5,weight_decay=0.01"
+
+
+def test_defaults_name_an_optimizer_and_its_tuned_rate():
+    from skip2lora import hparams
+
+    d = hparams.defaults("fmnist-rot75", "skip2-lora")
+    assert d["optimizer"] == optim.make(d["optimizer"]).spec and d["lr"] > 0
+    assert hparams.defaults("fmnist-rot75", "skip2-lora", optimizer="sgd")["lr"] == 0.12
+    assert hparams.defaults("fmnist-rot75", "skip2-lora", optimizer="lion:b1=0.5")["lr"] is None  # never tuned
+    acc = hparams.defaults("fmnist-rot75", "quant-skip2-lora", accelerator=True)
+    assert acc["optimizer"] == "sgd" and acc["lr"] == 0.1  # one accelerator job keeps its own recipe
+    # every tuned rate belongs to a spec written the way `make` writes it
+    for fam in hparams._LR.values():
+        for spec in fam:
+            assert optim.make(spec).spec == spec
