@@ -33,10 +33,12 @@ PERCENTILES = [0.1, 1, 10, 50, 90, 99, 99.9]
 class Recorder:
     """Wraps `Optimizer.step` and keeps the statistics of each recorded array, split into A and B."""
 
-    def __init__(self, a_size: int, every: int):
+    def __init__(self, a_size: int, every: int, weight_format=None):
         self.a_size, self.every = a_size, every
+        self.weight_format = weight_format  # (fraction bits, total bits): stored weights, saturating
         self.samples, self.lo, self.hi, self.zeros, self.counts = {}, {}, {}, {}, {}
         self.rates = []
+        self.below_half_lsb = [0, 0]  # nonzero A updates smaller than half a Q14 LSB, all nonzero A updates
 
     def add(self, name: str, values: np.ndarray, sample: bool):
         for part, v in (("A", values[:self.a_size]), ("B", values[self.a_size:])):
@@ -60,12 +62,20 @@ class Recorder:
                 raise SystemExit("this script records elementwise optimizers (one flat adapter array)")
             before = params[0].copy()
             step(opt, params, grads)
+            if rec.weight_format:  # the accelerator's storage: round to the LSB, saturate to the range
+                frac, bits = rec.weight_format
+                lsb, top = 2.0 ** -frac, 2.0 ** (bits - 1 - frac)
+                np.clip(np.round(params[0] / lsb) * lsb, -top, top - lsb, out=params[0])
             sample = opt.t % rec.every == 0
             rec.add("g", grads[0], sample)
             for name, arr in opt.state[0].items():
                 if name != "tmp" and arr is not None:
                     rec.add(name, arr, sample)
-            rec.add("update", before - params[0], sample)
+            update = before - params[0]
+            rec.add("update", update, sample)
+            small = np.abs(update[:rec.a_size]) < 2.0 ** -15
+            rec.below_half_lsb[0] += int(np.count_nonzero(small & (update[:rec.a_size] != 0)))
+            rec.below_half_lsb[1] += int(np.count_nonzero(update[:rec.a_size]))
             rec.add("weights", params[0], sample)
             c = opt._coefficients()
             rec.rates.append(c.get("rate", c.get("lr")))
@@ -96,6 +106,8 @@ def main():
     p.add_argument("--lr", type=float)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--every", type=int, default=4, help="steps between percentile samples")
+    p.add_argument("--weights", metavar="FRAC,BITS", help="store A and B as BITS-bit integers with FRAC fraction "
+                   "bits after every step (round to nearest, saturate), as the accelerator would; e.g. 14,16")
     p.add_argument("--out")
     args = p.parse_args()
     if args.out:
@@ -103,7 +115,14 @@ def main():
         with open(args.out, "a"):
             pass
     base, _ = load_base(args.dataset, progress=False)
-    rec = Recorder(4 * sum(base.tap_dims), args.every)  # rank 4: A's share of the flat adapter array
+    weight_format = None
+    if args.weights:
+        try:
+            weight_format = tuple(int(v) for v in args.weights.split(","))
+            assert len(weight_format) == 2 and 0 <= weight_format[0] < weight_format[1]
+        except (ValueError, AssertionError):
+            p.error(f"--weights takes FRAC,BITS (e.g. 14,16), not {args.weights!r}")
+    rec = Recorder(4 * sum(base.tap_dims), args.every, weight_format)  # rank 4: A's share of the flat array
     rec.wrap()
     runs = []
     for seed in range(args.seeds):
@@ -123,10 +142,18 @@ def main():
                   + " ".join(f"{pct.get(str(q), 0):10.3g}" for q in PERCENTILES)
                   + f" {row['max'] or 0:10.3g}  {row.get('log2_range')}")
     print(f"\nper-step rate (schedule x bias correction): {min(rec.rates):.3g} .. {max(rec.rates):.3g}")
+    small, total = rec.below_half_lsb
+    print(f"nonzero A updates below half a Q14 LSB (2**-15): {100 * small / max(total, 1):.2f} %")
+    accs = [r["accuracy"] for r in runs if not r["diverged"]]
+    if accs:
+        print(f"validation accuracy: {100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1) if len(accs) > 1 else 0:.2f} %, "
+              f"worst {100 * min(accs):.2f} %, {len(runs) - len(accs)} diverged"
+              + (f" (weights stored as {weight_format[1]}-bit Q{weight_format[0]})" if weight_format else ""))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"command": " ".join(sys.argv), "method": args.method, "dataset": args.dataset,
                        "optimizer": args.optimizer, "lr": args.lr, "runs": runs, "every": args.every,
+                       "weights": args.weights, "a_updates_below_half_q14_lsb": small / max(total, 1),
                        "rate_range": [min(rec.rates), max(rec.rates)], "ranges": table}, f, indent=1)
     return 0
 

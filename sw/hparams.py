@@ -62,12 +62,13 @@ _ACCELERATOR_LR = {"fmnist": 0.1, "har": 0.03, "fan": 0.01}
 #: Adam variant tied within the seeds' noise (docs/tuning/optimizers-*.json).
 SKIP_OPTIMIZER = "adam-pow2:b1=1-2^-3,b2=1-2^-10"
 _OPTIMIZER: dict = {"fmnist": {"skip-lora": SKIP_OPTIMIZER, "skip2-lora": SKIP_OPTIMIZER,
-                               "quant-skip2-lora": SKIP_OPTIMIZER}}
+                               "quant-skip2-lora": SKIP_OPTIMIZER, "lora-all": "adam"}}
 
 
 # Learning rates per optimizer spec (`skip2lora.optim`), per family and method, where tuned.
 _LR = {fam: {"sgd": rates} for fam, rates in _SGD_LR.items()}
 _LR["fmnist"][SKIP_OPTIMIZER] = {"skip-lora": 0.03, "skip2-lora": 0.03, "quant-skip2-lora": 0.03}
+_LR["fmnist"]["adam"] = {"lora-all": 0.02}
 
 def defaults(dataset: str, method: str, *, accelerator: bool = False, optimizer: str | None = None) -> dict:
     """Run settings of ``method`` on ``dataset``: the float backend's, or one accelerator job's.
