@@ -93,7 +93,7 @@ def summarize_files(paths) -> int:
             return 2
     groups = {}
     for r in rows:
-        r.setdefault("optimizer", "sgd")
+        r["optimizer"] = make(r.get("optimizer", "sgd")).spec  # as `make` writes it today
         if "diverged" not in r:  # sweeps written before the optimizers: NaN marks a diverged seed
             r.update(summarize([np.nan if a is None else a for a in r["accuracies"]]))
         groups.setdefault((r["method"], r["optimizer"]), []).append(r)
