@@ -132,7 +132,7 @@ def test_unknown_sample_order_is_named():
 def test_divergence_names_where_it_happened(method):
     from skip2lora.finetune import finetune
 
-    r = finetune(method, "fmnist-rot75", samples=64, epochs=3, batch=16, lr=1e4, progress=False)
+    r = finetune(method, "fmnist-rot75", samples=64, epochs=3, batch=16, lr=1e4, optimizer="sgd", progress=False)
     assert r.diverged and r.accuracy is None and r.ft_seconds is None
     assert re.match(r"training diverged: loss is (nan|inf) at epoch [12]\b", r.error), r.error
 
