@@ -13,9 +13,10 @@ batch is divided by its own sample count). State arrays start at 0 and have the 
   p -= a_t m / (sqrt(v) + e_t). The bias correction is folded into the per-step rate,
   a_t = lr sqrt(1 - b2^t) / (1 - b1^t), and e_t = eps sqrt(1 - b2^t): algebraically Kingma and Ba's
   m_hat / (sqrt(v_hat) + eps) with m_hat = m/(1-b1^t), v_hat = v/(1-b2^t), so the moments are
-  stored uncorrected and the correction costs nothing per element. ``bias_correction=0``:
-  a_t = lr, e_t = eps. With b = 1 - 2**-k, ``x = b x + (1-b) y`` is ``x += (y - x) >> k``
-  (write b1=1-2^-3: the value parser takes that form).
+  stored uncorrected and the correction costs nothing per element (tests check it against the
+  textbook formula and torch.optim.Adam). ``bias_correction=0``: a_t = lr, e_t = eps. The moving
+  averages are computed as m += (1-b1)(g - m), v += (1-b2)(g^2 - v); with b = 1 - 2**-k that is
+  ``x += (y - x) >> k`` in fixed point (write b1=1-2^-3: the value parser takes that form).
 * ``adam-pow2``: Adam whose 1/(sqrt(v) + e_t) is replaced by P(v + e_t^2), the power of two
   nearest to 1/sqrt(v + e_t^2) in the log domain: P(x) = 2**-floor(log2(x)/2 + 1/2). In integers,
   with n = floor(log2 x) the position of x's leading one, P(x) = 2**-floor((n + 1)/2): a
@@ -26,7 +27,7 @@ batch is divided by its own sample count). State arrays start at 0 and have the 
   (one more comparison, and a multiply by 1/sqrt(2) when j is odd).
 * ``lion`` (b1 0.9, b2 0.99, weight_decay 0; Chen et al. 2023): c = b1 m + (1-b1) g;
   p -= lr (sign(c) + weight_decay p) with sign(0) = 0; then m = b2 m + (1-b2) g. No second moment
-  and no bias correction: the update is +-lr or 0 per element.
+  and no bias correction: without weight decay the update is +-lr or 0 per element.
 * ``adam-factored``: Adam whose v is factored as in Adafactor (Shazeer and Stern 2018), for every
   2-D parameter (rows x cols, e.g. A_k: R x d_k): row means r = b2 r + (1-b2) mean_cols(g^2),
   column means c = b2 c + (1-b2) mean_rows(g^2), v_ij = r_i c_j / mean(r); the rest as ``adam``
@@ -46,8 +47,8 @@ import re
 
 import numpy as np
 
-__all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Adam", "AdamPow2", "Lion", "AdamFactored", "make",
-           "parse_spec", "pow2_rsqrt", "pow2h_rsqrt"]
+__all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "AdamPow2", "AdamPow2Half", "Lion",
+           "AdamFactored", "make", "parse_spec", "pow2_rsqrt", "pow2h_rsqrt"]
 
 
 class Optimizer:
