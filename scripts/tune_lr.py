@@ -136,9 +136,17 @@ def main():
             spec, eq, rates = item.rpartition("=")
             if not eq or not spec:
                 raise ValueError(f"--grid takes SPEC=LR,LR,..., not {item!r}")
-            grids[make(spec).spec] = [float(r) for r in rates.split(",")]
+            try:
+                grids[make(spec).spec] = [float(r) for r in rates.split(",")]
+            except ValueError:
+                raise ValueError(f"--grid {item!r}: the rates must be numbers separated by commas") from None
     except ValueError as exc:
         p.error(str(exc))
+    for rate in [r for g in grids.values() for r in g] + (args.lrs or []):
+        if not (np.isfinite(rate) and rate > 0):
+            p.error(f"learning rates must be positive finite numbers, not {rate}")
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, not {args.seeds}")
     for spec in grids:
         if spec not in specs:
             p.error(f"--grid names {spec}, which is not among --optimizers")
