@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from skip2lora import hparams  # noqa: E402
 from skip2lora.finetune import finetune  # noqa: E402
 from skip2lora.methods import METHODS  # noqa: E402
+from skip2lora.optim import make  # noqa: E402
 
 
 def main():
@@ -43,6 +44,15 @@ def main():
     for m in args.methods:
         if m not in METHODS:
             p.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    try:
+        if args.optimizer:
+            make(args.optimizer)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a positive finite number, not {args.lr}")
+    if args.seeds < 1 or min(args.samples) < 1:
+        p.error("--seeds and --samples must be at least 1")
     if args.out:  # fail before the work, not after
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "a"):
