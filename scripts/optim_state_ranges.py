@@ -146,7 +146,8 @@ def main():
     print(f"nonzero A updates below half a Q14 LSB (2**-15): {100 * small / max(total, 1):.2f} %")
     accs = [r["accuracy"] for r in runs if not r["diverged"]]
     if accs:
-        print(f"validation accuracy: {100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1) if len(accs) > 1 else 0:.2f} %, "
+        std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
+        print(f"validation accuracy: {100 * np.mean(accs):.2f} ± {100 * std:.2f} %, "
               f"worst {100 * min(accs):.2f} %, {len(runs) - len(accs)} diverged"
               + (f" (weights stored as {weight_format[1]}-bit Q{weight_format[0]})" if weight_format else ""))
     if args.out:

@@ -175,7 +175,8 @@ def main():
                         spikes.append(max(r.losses) / r.losses[0])
                         for k, v in r.max_abs_params.items():
                             max_abs[k] = max(max_abs.get(k, 0.0), v)
-                row = {"method": m, "optimizer": spec, "lr": lr, "accuracies": [None if np.isnan(a) else a for a in accs],
+                row = {"method": m, "optimizer": spec, "lr": lr,
+                       "accuracies": [None if np.isnan(a) else a for a in accs],
                        **summarize(accs), "loss_rise": max(spikes, default=None), "max_abs_params": max_abs}
                 group.append(row)
                 mean = "diverged" if row["mean"] is None else f"{100 * row['mean']:6.2f}%"

@@ -213,8 +213,9 @@ def _evaluator(model, split, cache=None, key=None):
     if not model.uses_output_adapters:
         return lambda: _accuracy(model, split)
     seen = model.net.forward_samples
+    starts = range(0, len(split.x), LOGITS_CHUNK)
     chunks = _memo(cache, ("base forward",) + tuple(key or ()),
-                   lambda: [model.base_forward(split.x[i:i + LOGITS_CHUNK]) for i in range(0, len(split.x), LOGITS_CHUNK)])
+                   lambda: [model.base_forward(split.x[i:i + LOGITS_CHUNK]) for i in starts])
     model.net.forward_samples = seen  # evaluation is not part of fine-tuning
 
     def evaluate():  # the quantizer exists only once prepare() filled the cache

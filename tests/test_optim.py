@@ -171,7 +171,8 @@ def test_specs_parse_and_round_trip():
     assert optim.make("adam:b1=0.9").spec == "adam" and optim.make("lion").spec == "lion"
     for bad, msg in [("adamw", "unknown optimizer 'adamw'"), ("adam:b3=0.9", "adam has no hyper-parameter b3"),
                      ("adam:b1", "must read key=value"), ("adam:b2=1", "b2 must lie in"),
-                     ("adam:eps=x", "needs a number"), ("adam:eps=0", "eps must be positive"), ("", "optimizer must be")]:
+                     ("adam:eps=x", "needs a number"), ("adam:eps=0", "eps must be positive"),
+                     ("", "optimizer must be")]:
         with pytest.raises(ValueError, match=msg):
             optim.make(bad)
 

@@ -87,8 +87,9 @@ class BatchPlan:
     """One mini-batch's arrays and every per-tap view of them, made once.
 
     ``x`` (n, D) holds the batch's taps; ``ut`` / ``st`` (K*R, n) the adapter outputs and the
-    backward factors; ``grads`` pairs each A-gradient view with its factors. A reused plan (Skip2-LoRA fills ``x`` in place every step) spares each step
-    the ~30 small NumPy objects these views are, ~10 % of a step.
+    backward factors; ``grads`` pairs each A-gradient view with its factors. A reused plan
+    (Skip2-LoRA fills ``x`` in place every step) spares each step the ~30 small NumPy objects these
+    views are, ~10 % of a step.
     """
 
     def __init__(self, adapters: SkipAdapters, x: np.ndarray):
