@@ -198,3 +198,19 @@ def test_the_last_shorter_batch_is_averaged_over_its_own_samples(name, optimizer
     for key, p in one.trainable().items():
         np.testing.assert_allclose(two.trainable()[key], p, rtol=1e-6, atol=1e-8, err_msg=key)
     assert not np.array_equal(one.trainable()[key], METHODS[name](net, lr=0.05, seed=6).trainable()[key])
+
+
+@pytest.mark.parametrize("method", ["skip2-lora", "quant-skip2-lora", "lora-all"])
+def test_a_sweep_cache_changes_no_result(method):
+    """finetune(cache=...) reuses the data set, the base model and the evaluation split's base
+    forward across runs; every figure equals that of a run without it."""
+    from skip2lora.finetune import finetune
+
+    kw = dict(samples=60, epochs=2, batch=20, lr=0.05, progress=False, eval_split="holdout")
+    cache = {}
+    for seed in (0, 1):
+        plain = finetune(method, "fan-damage1", seed=seed, **kw)
+        cached = finetune(method, "fan-damage1", seed=seed, cache=cache, **kw)
+        assert (cached.accuracy, cached.accuracy_before, cached.losses) == (plain.accuracy, plain.accuracy_before,
+                                                                            plain.losses)
+    assert ("base forward", "fan-damage1", None, "holdout") in cache or method == "lora-all"
