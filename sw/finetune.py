@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import hparams
+from . import hparams, optim
 from .methods import method_class
+from .methods.skip_methods import LOGITS_CHUNK
 from .nn.train import DivergenceError
 from .progress import Progress
 
@@ -54,6 +55,7 @@ class FinetuneResult:
     rank: int
     order: str = DEFAULT_ORDER
     schedule: str = DEFAULT_SCHEDULE
+    optimizer: str = "sgd"  # a `skip2lora.optim` spec
     accuracy_before: float | None = None
     accuracy: float | None = None
     ft_seconds: float | None = None
@@ -62,6 +64,7 @@ class FinetuneResult:
     time_per_batch: dict = field(default_factory=dict)  # forward / backward / update seconds
     curve: list = field(default_factory=list)  # test accuracy after each epoch (with --plot)
     losses: list = field(default_factory=list)  # mean training loss per epoch
+    max_abs_params: dict = field(default_factory=dict)  # largest |value| of the trained arrays, by kind (a, b, w, ...)
     cache_bytes: int | None = None
     base_forward_samples: int | None = None
     diverged: bool = False
@@ -72,8 +75,9 @@ class FinetuneResult:
 
 
 def validate_run(*, samples, epochs, batch, lr, rank, pool: int, order: str = DEFAULT_ORDER,
-                 schedule: str = DEFAULT_SCHEDULE) -> None:
+                 schedule: str = DEFAULT_SCHEDULE, optimizer: str = "sgd") -> None:
     """Reject impossible run parameters with a message that names the problem."""
+    optim.make(optimizer)  # an unknown name or setting raises its own one-line ValueError
     if order not in ORDERS:
         raise ValueError(f"sample order must be one of {', '.join(ORDERS)}, not {order!r}")
     if schedule not in SCHEDULES:
@@ -100,29 +104,44 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
              epochs: int | None = None, batch: int | None = None, lr: float | None = None,
              seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
              eval_split: str = "test", order: str = DEFAULT_ORDER, schedule: str = DEFAULT_SCHEDULE,
-             progress: bool | None = None) -> FinetuneResult:
+             optimizer: str | None = None, progress: bool | None = None, cache: dict | None = None) -> FinetuneResult:
+    """Fine-tune ``method`` on ``dataset`` and evaluate it on ``eval_split``.
+
+    ``optimizer`` is a `skip2lora.optim` spec (default: the method's in `hparams`); without ``lr``
+    the rate tuned for that optimizer is used. ``cache``: a dict kept across runs of one process
+    (sweeps) that holds the loaded data set, the base model and the base model's forward pass of
+    the evaluation split, so that a run costs only its fine-tuning and the adapters' evaluation.
+    """
     from .data import load_dataset
     from .nn.pretrained import load_base
 
     cls = method_class(method)
-    ds = load_dataset(dataset, data_dir)
+    d = hparams.defaults(dataset, method, optimizer=optimizer)
+    optimizer = d["optimizer"]
+    if lr is None and d["lr"] is None:
+        raise ValueError(f"no learning rate was tuned for optimizer {optimizer} with {method} on {dataset}; "
+                         "give one (lr=...)")
+    ds = _memo(cache, ("dataset", dataset, data_dir), lambda: load_dataset(dataset, data_dir))
     pool, evaluation = _pool_and_evaluation(ds, eval_split)
-    d = hparams.defaults(dataset, method)
     samples = len(pool) if samples is None and d["samples"] is None else (samples or d["samples"])
     epochs = d["epochs"] if epochs is None else epochs
     batch = d["batch"] if batch is None else batch
     lr = d["lr"] if lr is None else lr
     validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order,
-                 schedule=schedule)
+                 schedule=schedule, optimizer=optimizer)
 
-    base, _ = load_base(dataset, data_dir, progress=progress)
+    base = _memo(cache, ("base", dataset, data_dir), lambda: load_base(dataset, data_dir, progress=progress)[0])
     idx = select_samples(len(pool), samples, seed)
     x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
-    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order, schedule)
-    result.accuracy_before = base.accuracy(evaluation.x, evaluation.y)
+    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order, schedule,
+                            optim.make(optimizer).spec)
+    result.accuracy_before = _memo(cache, ("accuracy before", dataset, data_dir, eval_split),
+                                   lambda: base.accuracy(evaluation.x, evaluation.y))
 
-    model = cls(base, lr=lr, rank=rank, seed=seed)
-    evaluate = _evaluator(model, evaluation) if curves else None
+    model = cls(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)
+    evaluate = None
+    if curves or (cache is not None and model.uses_output_adapters):
+        evaluate = _evaluator(model, evaluation, cache, (dataset, data_dir, eval_split))
     order_rng = np.random.default_rng(seed + 1)
     steps = -(-samples // batch)
     try:
@@ -140,7 +159,7 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                 result.epoch_times.append(time.perf_counter() - t_epoch)
                 result.losses.append(epoch_loss)
                 bar.update(1)
-                if evaluate is not None:  # after the epoch's clock stopped: not fine-tuning time
+                if curves:  # after the epoch's clock stopped: not fine-tuning time
                     result.curve.append(evaluate())
     except (DivergenceError, FloatingPointError) as exc:
         result.diverged, result.error = True, str(exc)
@@ -149,6 +168,9 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
         if not np.all(np.isfinite(p)):
             result.diverged, result.error = True, f"training diverged: parameter {name} is not finite"
             return result
+    for name, p in model.trainable().items():
+        kind = name.rsplit(".", 1)[-1]
+        result.max_abs_params[kind] = max(result.max_abs_params.get(kind, 0.0), float(np.abs(p).max(initial=0)))
     result.ft_seconds = float(sum(result.epoch_times))
     result.base_forward_samples = model.net.forward_samples
     result.epoch_seconds = float(np.mean(result.epoch_times[1:])) if epochs > 1 else None
@@ -156,6 +178,14 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     result.accuracy = evaluate() if evaluate is not None else _accuracy(model, evaluation)
     result.cache_bytes = getattr(model, "cache_bytes", None)
     return result
+
+
+def _memo(cache: dict | None, key, make):
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 def _pool_and_evaluation(ds, eval_split: str):
@@ -177,21 +207,24 @@ def _accuracy(model, split) -> float:
     return float((model.logits(split.x).argmax(axis=1) == split.y).mean())
 
 
-def _evaluator(model, split):
-    """Accuracy of the current model; adapter-on-output methods reuse one base forward of the split."""
+def _evaluator(model, split, cache=None, key=None):
+    """Accuracy of the current model; adapter-on-output methods reuse one base forward of the split
+    (in the chunks `logits` uses, so the result is the same), kept in ``cache`` across runs."""
     if not model.uses_output_adapters:
         return lambda: _accuracy(model, split)
     seen = model.net.forward_samples
-    xcat, z = model.base_forward(split.x)
+    starts = range(0, len(split.x), LOGITS_CHUNK)
+    chunks = _memo(cache, ("base forward",) + tuple(key or ()),
+                   lambda: [model.base_forward(split.x[i:i + LOGITS_CHUNK]) for i in starts])
     model.net.forward_samples = seen  # evaluation is not part of fine-tuning
 
     def evaluate():  # the quantizer exists only once prepare() filled the cache
-
-        xin = xcat
-        if hasattr(model, "quantizer"):
-            off = model.adapters.offsets
-            taps = [xcat[:, off[k]:off[k + 1]] for k in range(len(off) - 1)]
-            xin = np.concatenate(model.quantizer.values(model.quantizer.codes(taps)), axis=1)
-        return float((model.logits_from(xin, z).argmax(axis=1) == split.y).mean())
+        correct = 0
+        for i, (xcat, z) in enumerate(chunks):
+            if hasattr(model, "quantizer"):
+                xcat = model.dequantized(xcat)
+            labels = split.y[i * LOGITS_CHUNK:(i + 1) * LOGITS_CHUNK]
+            correct += int((model.logits_from(xcat, z).argmax(axis=1) == labels).sum())
+        return correct / len(split.y)
 
     return evaluate

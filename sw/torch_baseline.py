@@ -3,7 +3,8 @@
 The same pretrained LeNet-5 (our weights, converted), rank-4 LoRA adapters beside every layer
 with our initialisation
 (a conv layer's adapter is a k x k convolution to R channels followed by a 1 x 1 convolution),
-plain SGD with the same learning-rate schedule, batch, epochs and per-epoch sample orders as our
+the same optimizer (torch.optim's SGD, momentum, Nesterov or Adam: the same update rules as
+`skip2lora.optim`), learning-rate schedule, batch, epochs and per-epoch sample orders as our
 LoRA-All, on one CPU thread like the NumPy runs. Optional: used only when torch is installed.
 """
 
@@ -13,6 +14,7 @@ import time
 
 import numpy as np
 
+from . import hparams, optim
 from .finetune import DEFAULT_ORDER, DEFAULT_SCHEDULE, schedule_lrs
 
 __all__ = ["available", "lora_all_torch"]
@@ -28,13 +30,16 @@ def available() -> bool:
 
 def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: float, rank: int = 4,
                    seed: int = 0, threads: int = 1, order: str = DEFAULT_ORDER,
-                   schedule: str = DEFAULT_SCHEDULE) -> dict:
+                   schedule: str = DEFAULT_SCHEDULE, optimizer: str | None = None) -> dict:
+    """``optimizer``: a `skip2lora.optim` spec (default: our LoRA-All's on Fashion-MNIST)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
 
     from .methods import METHODS
 
+    spec = optim.make(optimizer or hparams.defaults("fmnist-rot75", "lora-all")["optimizer"]).spec
+    _torch_optimizer(torch, [torch.zeros(1, requires_grad=True)], lr, spec)  # unsupported: fail before work
     torch.set_num_threads(threads)
     # The same adapter initialisation as our LoRA-All for this seed: the two runs differ only in
     # the framework.
@@ -81,7 +86,7 @@ def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: f
             return self.f3(F.relu(self.f2(F.relu(self.f1(v)))))
 
     net = LeNet()
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    opt = _torch_optimizer(torch, net.parameters(), lr, spec)
     xt, yt = torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y, np.int64))
     order_rng = np.random.default_rng(seed + 1)  # the orders `skip2lora.finetune` draws
     steps = -(-len(xt) // batch)
@@ -102,6 +107,19 @@ def lora_all_torch(base, x, y, x_test, y_test, *, epochs: int, batch: int, lr: f
     with torch.no_grad():
         pred = torch.cat([net(torch.tensor(np.asarray(x_test[i:i + 1000], np.float32))).argmax(1)
                           for i in range(0, len(x_test), 1000)]).numpy()
-    return {"method": "lora-all (PyTorch)", "torch": torch.__version__, "threads": threads,
+    return {"method": "lora-all (PyTorch)", "torch": torch.__version__, "threads": threads, "optimizer": spec,
             "ft_seconds": seconds, "epoch_seconds": float(np.mean(epoch_times[1:])) if epochs > 1 else None,
             "accuracy": float((pred == np.asarray(y_test)).mean())}
+
+
+def _torch_optimizer(torch, params, lr: float, spec: str):
+    """torch.optim's equivalent of a `skip2lora.optim` spec (the ones torch implements as we do)."""
+    o = optim.make(spec)
+    h = o.hyper
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if o.name in ("momentum", "nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=h["beta"], nesterov=o.name == "nesterov")
+    if o.name == "adam" and h["bias_correction"]:
+        return torch.optim.Adam(params, lr=lr, betas=(h["b1"], h["b2"]), eps=h["eps"])
+    raise ValueError(f"the PyTorch baseline runs sgd, momentum, nesterov and adam, not {spec}")

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .. import optim
 from ..nn.train import check_finite
 
 __all__ = ["Method", "PhaseTimer"]
@@ -56,25 +57,31 @@ class Method:
     """A fine-tuning method bound to one copy of the base model.
 
     ``prepare`` runs once before the first step with all fine-tuning samples (Skip2-LoRA fills
-    its cache there); ``step`` does one mini-batch of forward, backward and SGD update and
-    returns the batch loss; ``run_epoch`` does one pass over the samples; ``logits`` evaluates
-    the current model.
+    its cache there); ``step`` does one mini-batch of forward, backward and optimizer update
+    (``optimizer``: a `skip2lora.optim` spec, on the gradient averaged over the batch's samples)
+    and returns the batch loss; ``run_epoch`` does one pass over the samples; ``logits``
+    evaluates the current model.
     """
 
     name = ""
     #: whether the method can read the cached test-set base forward (adapters on the output only)
     uses_output_adapters = False
 
-    def __init__(self, base, *, lr: float, rank: int = 4, seed: int = 0):
+    def __init__(self, base, *, lr: float, rank: int = 4, seed: int = 0, optimizer="sgd"):
+        self.opt = optim.make(optimizer, lr)
         self.net = base.copy()
-        self.lr = float(lr)
         self.rank = int(rank)
         self.rng = np.random.default_rng(seed)
         self.timer = PhaseTimer()
 
+    @property
+    def lr(self) -> float:
+        """The optimizer's learning rate for the next step."""
+        return self.opt.lr
+
     def set_lr(self, lr: float) -> None:
         """The learning rate of the following steps (a schedule changes it from step to step)."""
-        self.lr = float(lr)
+        self.opt.lr = float(lr)
 
     def prepare(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x, self.y = x, y

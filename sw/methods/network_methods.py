@@ -8,7 +8,7 @@ scale and shift are trainable where the method trains the base model.
 from __future__ import annotations
 
 from ..nn.layers import BatchNorm, _Weighted
-from ..nn.train import SGD, softmax_xent
+from ..nn.train import softmax_xent
 from .base import Method
 
 __all__ = ["NetworkMethod", "FtAll", "FtLast", "FtBias", "FtAllLora", "LoraAll", "LoraLast"]
@@ -17,17 +17,12 @@ __all__ = ["NetworkMethod", "FtAll", "FtLast", "FtBias", "FtAllLora", "LoraAll",
 class NetworkMethod(Method):
     lora = None  # None, "all" or "last": where LoRA adapters go
 
-    def __init__(self, base, *, lr, rank=4, seed=0):
-        super().__init__(base, lr=lr, rank=rank, seed=seed)
+    def __init__(self, base, *, lr, rank=4, seed=0, optimizer="sgd"):
+        super().__init__(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)
         layers = {"all": self.net.weight_layers, "last": self.net.weight_layers[-1:], None: []}[self.lora]
         for layer in layers:
             self.net.params.update(layer.init_lora(self.rng, rank, self.net.params[layer.w].dtype))
         self.want = set(self.trainable_names())
-        self.opt = SGD(lr)
-
-    def set_lr(self, lr):
-        super().set_lr(lr)
-        self.opt.lr = self.lr
 
     def trainable_names(self) -> list[str]:
         raise NotImplementedError
@@ -44,7 +39,7 @@ class NetworkMethod(Method):
         t = self.timer
         t.start("forward")
         logits, ctxs = self.net.forward(self.x[idx], record=True)
-        loss, dlogits = softmax_xent(logits, self.y[idx])
+        loss, dlogits = softmax_xent(logits, self.y[idx])  # dlogits: divided by the batch's sample count
         t.start("backward")
         grads = self.net.backward(ctxs, dlogits, self.want)
         t.start("update")

@@ -16,9 +16,15 @@ from ..fixed.quantize import TapQuantizer
 from ..nn.train import check_finite
 from .base import Method
 
-__all__ = ["SkipAdapters", "BatchPlan", "SkipLora", "Skip2Lora", "QuantSkip2Lora"]
+__all__ = ["SkipAdapters", "BatchPlan", "SkipLora", "Skip2Lora", "QuantSkip2Lora", "LOGITS_CHUNK"]
 
 FILL_CHUNK = 128  # samples per base-forward call while filling the cache
+LOGITS_CHUNK = 1024  # samples per base-forward call when evaluating (`logits`)
+#: Softmax inputs below -EXP_FLOOR (a class e**-30 = 1e-13 times less likely than the top one) are
+#: raised to it: the gradient changes by less than 1e-13, and a confident model's far smaller
+#: probabilities would otherwise make subnormal floats downstream, which cost the CPU ~100 cycles
+#: each (a 2x slower Skip2-LoRA epoch once Adam has made the model confident).
+EXP_FLOOR = 30.0
 
 
 class SkipAdapters:
@@ -27,19 +33,39 @@ class SkipAdapters:
     All taps of a batch are handled with 2K small matrix products (see `BatchPlan`). The adapter
     outputs are kept transposed, u^T (K*R, n): ``A_k @ x_k^T`` was the fastest orientation
     of these skinny products with OpenBLAS, and the B-gradient ``u^T g`` then needs no transpose.
+    Every A_k and B are views of one flat array ``flat``, and their gradients views of ``grad``
+    (same layout: A_0 .. A_{K-1} row-major, then B^T), so an elementwise optimizer updates all
+    adapters with one handful of ufunc calls.
     """
 
     def __init__(self, dims, classes, rank, rng, dtype=np.float32):
         self.dims = [int(d) for d in dims]
         self.classes, self.rank = int(classes), int(rank)
         self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(int)
-        r = self.rank
+        r, kr = self.rank, len(self.dims) * self.rank
         self.segs = [slice(self.offsets[k], self.offsets[k + 1]) for k in range(len(self.dims))]
         self.cols = [slice(k * r, (k + 1) * r) for k in range(len(self.dims))]
+        self.a_size = r * int(self.offsets[-1])  # A's share of the flat arrays
+        self.flat = np.zeros(self.a_size + kr * self.classes, dtype)
+        self.grad = np.zeros_like(self.flat)
+        self.a, self.ga = self._views(self.flat), self._views(self.grad)
+        self.b = self.flat[self.a_size:].reshape(kr, self.classes)
+        self.gb = self.grad[self.a_size:].reshape(kr, self.classes)
         # LoRA's usual init: A small random, B = 0 (the output starts equal to the base model's)
-        self.a = [(rng.uniform(-1, 1, (r, d)) / np.sqrt(d)).astype(dtype) for d in self.dims]
-        self.b = np.zeros((len(self.dims) * r, self.classes), dtype)
+        for a, d in zip(self.a, self.dims):
+            a[...] = (rng.uniform(-1, 1, (r, d)) / np.sqrt(d)).astype(dtype)
         self.parts = list(zip(self.a, self.segs, self.cols))  # (A_k, its columns of xcat, its rows of u^T)
+
+    def _views(self, flat):
+        r = self.rank
+        return [flat[r * s.start:r * s.stop].reshape(r, s.stop - s.start) for s in self.segs]
+
+    def optimizer_arrays(self, elementwise: bool):
+        """What an optimizer steps: the flat arrays (elementwise optimizers: fewest calls), or each
+        matrix A_k (R, d_k) and B_k^T (R, C) with its gradient (optimizers that see rows and columns)."""
+        if elementwise:
+            return [self.flat], [self.grad]
+        return (self.a + [self.b[col] for col in self.cols], self.ga + [self.gb[col] for col in self.cols])
 
     def A(self, k: int) -> np.ndarray:
         return self.a[k]
@@ -61,8 +87,9 @@ class BatchPlan:
     """One mini-batch's arrays and every per-tap view of them, made once.
 
     ``x`` (n, D) holds the batch's taps; ``ut`` / ``st`` (K*R, n) the adapter outputs and the
-    backward factors. A reused plan (Skip2-LoRA fills ``x`` in place every step) spares each step
-    the ~30 small NumPy objects these views are, ~10 % of a step.
+    backward factors; ``grads`` pairs each A-gradient view with its factors. A reused plan
+    (Skip2-LoRA fills ``x`` in place every step) spares each step the ~30 small NumPy objects these
+    views are, ~10 % of a step.
     """
 
     def __init__(self, adapters: SkipAdapters, x: np.ndarray):
@@ -73,7 +100,7 @@ class BatchPlan:
         self.ut = np.empty((kr, self.n), adapters.b.dtype)
         self.st = np.empty((kr, self.n), adapters.b.dtype)
         self.forward = [(a, x[:, seg].T, self.ut[col]) for a, seg, col in adapters.parts]
-        self.update = [(a, self.st[col], x[:, seg]) for a, seg, col in adapters.parts]
+        self.grads = [(ga, self.st[col], x[:, seg]) for ga, seg, col in zip(adapters.ga, adapters.segs, adapters.cols)]
 
     @classmethod
     def buffer(cls, adapters: SkipAdapters, n: int, dtype) -> "BatchPlan":
@@ -89,15 +116,19 @@ class BatchPlan:
 
 
 def _output_gradient(yt, labels, cols, scale):
-    """Softmax cross-entropy on transposed logits y^T (C, n), overwritten: scale * p of each label
-    (the loss is -mean(log p)) and scale * dL/dy^T. Classes along axis 0 and direct ufunc calls:
-    the fewest and cheapest NumPy calls for these tiny arrays."""
+    """Softmax cross-entropy on transposed logits y^T (C, n), overwritten with scale * dL/dy^T.
+    Returns the shifted label logits and the softmax sums, whose log-sum-exp form of the loss,
+    log(sum) - logit, stays finite for every finite logit (a softmax probability would underflow
+    to 0 for a confidently wrong sample). Classes along axis 0 and direct ufunc calls: the fewest
+    and cheapest NumPy calls for these tiny arrays."""
     yt -= np.maximum.reduce(yt, axis=0)
+    y_label = yt[labels, cols]
+    np.maximum(yt, -EXP_FLOOR, out=yt)
     np.exp(yt, out=yt)
-    yt *= scale / np.add.reduce(yt, axis=0)
-    p_label = yt[labels, cols]
-    yt[labels, cols] = p_label - scale
-    return p_label, yt
+    sums = np.add.reduce(yt, axis=0)
+    yt *= scale / sums
+    yt[labels, cols] -= scale
+    return y_label, sums, yt
 
 
 class SkipLora(Method):
@@ -106,11 +137,12 @@ class SkipLora(Method):
     name = "skip-lora"
     uses_output_adapters = True
 
-    def __init__(self, base, *, lr, rank=4, seed=0):
-        super().__init__(base, lr=lr, rank=rank, seed=seed)
-        self._p_label, self._scales = [], []
+    def __init__(self, base, *, lr, rank=4, seed=0, optimizer="sgd"):
+        super().__init__(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)
+        self._y_label, self._sums = [], []  # per step, for the epoch's loss (finish_epoch)
         dtype = self.net.params[self.net.weight_layers[0].w].dtype
         self.adapters = SkipAdapters(self.net.tap_dims, self.net.classes, rank, self.rng, dtype)
+        self._opt_arrays = self.adapters.optimizer_arrays(self.opt.elementwise)
 
     def base_forward(self, x):
         """Base logits and concatenated taps of a batch (one base forward)."""
@@ -126,38 +158,38 @@ class SkipLora(Method):
         self.train_step(BatchPlan(self.adapters, xcat), z.T, labels)
 
     def train_step(self, plan: BatchPlan, zt, labels):
-        """One mini-batch (taps in ``plan.x``, base logits z^T (C, n), labels): forward, backward and
-        SGD update; the loss is kept for `finish_epoch`."""
-        t, b = self.timer, self.adapters.b
+        """One mini-batch (taps in ``plan.x``, base logits z^T (C, n), labels): forward, the batch-mean
+        gradients into the adapters' ``grad`` array, and the optimizer's step; the loss is kept for
+        `finish_epoch`."""
+        t, ad = self.timer, self.adapters
         t.start("forward")
-        yt = plan.logits_t(b, zt)
-        scale = self.lr / plan.n
-        p_label, gt = _output_gradient(yt, labels, plan.cols, scale)  # g carries lr / n
-        self._p_label.append(p_label)  # the loss is taken once per epoch (finish_epoch)
-        self._scales.append(scale)
+        yt = plan.logits_t(ad.b, zt)
+        scale = 1.0 / plan.n  # the mean over the batch's own sample count (a last, shorter batch too)
+        y_label, sums, gt = _output_gradient(yt, labels, plan.cols, scale)
+        self._y_label.append(y_label)  # the loss is taken once per epoch (finish_epoch)
+        self._sums.append(sums)
         t.start("backward")
-        np.matmul(b, gt, out=plan.st)  # lr * s_k / n for every tap, (K*R, n)
+        np.matmul(ad.b, gt, out=plan.st)  # s_k = B_k^T g / n for every tap, (K*R, n)
+        for ga, st, x in plan.grads:
+            np.matmul(st, x, out=ga)
+        np.matmul(plan.ut, gt.T, out=ad.gb)
         t.start("update")
-        for a, st, x in plan.update:
-            a -= st @ x  # gradient product and SGD step in one
-        b -= plan.ut @ gt.T
+        self.opt.step(*self._opt_arrays)
         t.stop()
 
     def finish_epoch(self):
-        if not self._p_label:
+        if not self._y_label:
             return None
-        sizes = [len(p) for p in self._p_label]
-        p = np.concatenate(self._p_label) / np.repeat(self._scales, sizes)
-        self._p_label, self._scales = [], []
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return -float(np.log(p).mean())
+        loss = float(np.log(np.concatenate(self._sums)).mean() - np.concatenate(self._y_label).mean())
+        self._y_label, self._sums = [], []
+        return loss
 
     def loss_and_grads(self, idx):
         xcat, z, labels = self.batch(idx)
         plan = BatchPlan(self.adapters, xcat)
         yt = plan.logits_t(self.adapters.b, z.T)
-        p_label, gt = _output_gradient(yt, labels, plan.cols, 1.0 / plan.n)
-        loss = -float(np.log(p_label * plan.n).mean())
+        y_label, sums, gt = _output_gradient(yt, labels, plan.cols, 1.0 / plan.n)
+        loss = float(np.log(sums).mean() - y_label.mean())
         ga, gb = self.adapters.grads(xcat, plan.ut, gt)
         grads = {}
         for k, col in enumerate(self.adapters.cols):
@@ -176,7 +208,7 @@ class SkipLora(Method):
         return self.adapters.forward(xcat, z)
 
     def logits(self, x):
-        out = [self.logits_from(*self.base_forward(x[i:i + 1024])) for i in range(0, len(x), 1024)]
+        out = [self.logits_from(*self.base_forward(x[i:i + LOGITS_CHUNK])) for i in range(0, len(x), LOGITS_CHUNK)]
         return np.concatenate(out)
 
 
@@ -246,15 +278,18 @@ class QuantSkip2Lora(Skip2Lora):
         # Training reads the dequantized codes; they are exactly what 4 bits can represent.
         return np.concatenate(self.quantizer.values(codes), axis=1)
 
+    def dequantized(self, xcat):
+        """Taps (n, D) as the accelerator sees them: 4-bit codes with the cache's scales, as values."""
+        off = self.adapters.offsets
+        taps = [xcat[:, off[k]:off[k + 1]] for k in range(len(self.adapters.dims))]
+        return np.concatenate(self.quantizer.values(self.quantizer.codes(taps)), axis=1)
+
     def logits(self, x):
         """Inference quantizes the taps with the cache's scales, as the accelerator would see them."""
         out = []
-        off = self.adapters.offsets
-        for i in range(0, len(x), 1024):
-            xcat, z = self.base_forward(x[i:i + 1024])
-            taps = [xcat[:, off[k]:off[k + 1]] for k in range(len(self.adapters.dims))]
-            deq = np.concatenate(self.quantizer.values(self.quantizer.codes(taps)), axis=1)
-            out.append(self.logits_from(deq, z))
+        for i in range(0, len(x), LOGITS_CHUNK):
+            xcat, z = self.base_forward(x[i:i + LOGITS_CHUNK])
+            out.append(self.logits_from(self.dequantized(xcat), z))
         return np.concatenate(out)
 
     @property

@@ -1,12 +1,14 @@
-"""Loss, optimizers and the pretraining loop of the float reference models."""
+"""Loss, the divergence check and the pretraining loop of the float reference models (the
+optimizers live in `skip2lora.optim`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..optim import Adam
 from ..progress import Progress
 
-__all__ = ["softmax", "softmax_xent", "SGD", "Adam", "DivergenceError", "check_finite", "pretrain"]
+__all__ = ["softmax", "softmax_xent", "DivergenceError", "check_finite", "pretrain"]
 
 
 class DivergenceError(RuntimeError):
@@ -35,35 +37,6 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray):
 def check_finite(loss: float, where: str) -> None:
     if not np.isfinite(loss):
         raise DivergenceError(f"training diverged: loss is {loss} at {where} (learning rate too high?)")
-
-
-class SGD:
-    """Plain SGD, the update rule the accelerator implements."""
-
-    def __init__(self, lr: float):
-        self.lr = float(lr)
-
-    def step(self, params: dict, grads: dict) -> None:
-        for name, g in grads.items():
-            params[name] -= self.lr * g
-
-
-class Adam:
-    def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
-        self.m, self.v, self.t = {}, {}, 0
-
-    def step(self, params: dict, grads: dict) -> None:
-        self.t += 1
-        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for name, g in grads.items():
-            m = self.m.setdefault(name, np.zeros_like(g))
-            v = self.v.setdefault(name, np.zeros_like(g))
-            m *= self.b1
-            m += (1 - self.b1) * g
-            v *= self.b2
-            v += (1 - self.b2) * g * g
-            params[name] -= (self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(params[name].dtype)
 
 
 def pretrain(net, x, y, *, epochs: int, batch: int, lr: float, seed: int, progress: bool | None = None):
