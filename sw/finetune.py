@@ -16,20 +16,14 @@ from . import hparams, optim
 from .methods import method_class
 from .methods.skip_methods import LOGITS_CHUNK
 from .nn.train import DivergenceError
+from .fixed.order import epoch_order
 from .progress import Progress
+from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, ORDERS, SCHEDULES
 
 __all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run"]
 
-#: Sample order per epoch: ``shuffle`` draws a new seeded permutation every epoch (SGD as usually
-#: run); ``fixed`` replays one order every epoch, as the accelerator's sequencer does.
-ORDERS = ("shuffle", "fixed")
-#: Learning rate per step: ``warmup-linear`` rises linearly over the first epoch, then falls linearly
-#: to almost zero at the end of the job (the linear schedule with warm-up that LoRA fine-tuning
-#: usually runs): no divergence from the first large gradients of a mismatched base model, and
-#: final weights that no longer bounce with SGD's noise. ``constant`` is one rate (one accelerator job).
-SCHEDULES = ("warmup-linear", "constant")
-#: The float backend's recipe (the accelerator runs "fixed" and "constant").
-DEFAULT_ORDER, DEFAULT_SCHEDULE = "shuffle", "warmup-linear"
+# The recipe's names (`skip2lora.recipe`): warm-up avoids divergence from the first large gradients
+# of a mismatched base model; the decay leaves final weights that no longer bounce with SGD's noise.
 
 
 def schedule_lrs(lr: float, epoch: int, epochs: int, steps: int, schedule: str) -> np.ndarray:
@@ -153,7 +147,12 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
                 if epoch == 0:
                     model.prepare(x, y)  # Skip2-LoRA's cache fill belongs to the first epoch
                 # fixed: batches are slices of the (seeded random) sample order, the same every epoch
-                perm = order_rng.permutation(samples) if order == "shuffle" else None
+                if order == "shuffle":
+                    perm = order_rng.permutation(samples)
+                elif order == "feistel":  # the accelerator's order (SEED = the run's seed)
+                    perm = epoch_order(samples, seed & 0xFFFF_FFFF, epoch)
+                else:
+                    perm = None
                 lrs = schedule_lrs(lr, epoch, epochs, steps, schedule)
                 epoch_loss = model.run_epoch(perm, batch, lrs, epoch + 1)
                 result.epoch_times.append(time.perf_counter() - t_epoch)

@@ -50,12 +50,6 @@ def family(dataset: str) -> str:
     raise ValueError(f"unknown data set {dataset!r}")
 
 
-# One accelerator job: one sample order and one constant rate (`--order fixed --schedule constant`).
-# Quant Skip2-LoRA's rates from sweeps under that recipe (docs/tuning/accelerator/*.json; HAR takes
-# the rate of its Skip-adapter siblings there, 0.03).
-_ACCELERATOR_LR = {"fmnist": 0.1, "har": 0.03, "fan": 0.01}
-
-
 # The float backend's optimizer per family and method (a method not named takes "sgd").
 # Skip-adapter methods on Fashion-MNIST: Adam with 1/sqrt(v) rounded to a power of two and
 # beta1 = 1 - 2^-3, beta2 = 1 - 2^-10 (the moment updates are shifts), bias correction folded into
@@ -105,16 +99,20 @@ def defaults(dataset: str, method: str, *, accelerator: bool = False, optimizer:
     """Run settings of ``method`` on ``dataset``: the float backend's, or one accelerator job's.
 
     ``optimizer`` (a `skip2lora.optim` spec) picks the rate tuned for it; ``lr`` is None where no
-    rate was tuned for that optimizer. The accelerator runs SGD."""
+    rate was tuned for that optimizer. The accelerator runs the float recipe of Quant Skip2-LoRA
+    (its cache is 4-bit) with the optimizers it implements (`skip2lora.recipe`)."""
     from .optim import make
 
     fam = family(dataset)
     out = dict(_RUN[fam])
     if accelerator:
-        if optimizer not in (None, "sgd"):
-            raise ValueError(f"the accelerator runs sgd, not {optimizer}")
-        out.update(optimizer="sgd", lr=_ACCELERATOR_LR[fam])
-        return out
+        from .recipe import accelerator_optimizer
+
+        method = "quant-skip2-lora"
+        if optimizer == "adam-pow2":  # the accelerator's Adam: its betas are 1 - 2**-3, 1 - 2**-10
+            optimizer = SKIP_OPTIMIZER
+        if optimizer is not None:
+            accelerator_optimizer(optimizer)  # one it runs, or a clear error
     spec = make(optimizer if optimizer is not None else _OPTIMIZER.get(fam, {}).get(method, "sgd")).spec
     out.update(optimizer=spec, lr=_LR[fam].get(spec, {}).get(method))
     return out

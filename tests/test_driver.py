@@ -180,7 +180,8 @@ def test_recipe_reaches_the_job_registers():
     assert (job.shuffle, job.seed, job.warmup, job.decay) == (False, 9, 0, False)
     for kw, message in ((dict(order="random"), "sample order must be one of"),
                         (dict(schedule="cosine"), "learning-rate schedule must be one of"),
-                        (dict(optimizer="rmsprop"), "the accelerator's optimizers are")):
+                        (dict(optimizer="adam"), "the accelerator runs the optimizers"),
+                        (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'")):
         with pytest.raises(ValueError, match=message):
             s.job(epochs=1, batch=4, lr=0.1, **kw)
 
@@ -189,10 +190,11 @@ def test_per_epoch_statistics_and_healthy_training():
     s = make_session()
     x, y = data(24)
     s.add_samples(x, y)
-    out = s.finetune(epochs=6, batch=4, lr=0.2)
-    assert len(out["correct_per_epoch"]) == len(out["train_loss_per_epoch"]) == 6
-    assert out["train_loss_per_epoch"][-1] < out["train_loss_per_epoch"][0]
-    assert not out["diverged"] and out["divergence"] is None and out["saturated_per_epoch"] == [0] * 6
+    for optimizer, lr in (("sgd", 0.2), ("adam-pow2", 0.03)):
+        out = s.finetune(epochs=6, batch=4, lr=lr, optimizer=optimizer)
+        assert len(out["correct_per_epoch"]) == len(out["train_loss_per_epoch"]) == 6
+        assert out["train_loss_per_epoch"][-1] < out["train_loss_per_epoch"][0]
+        assert not out["diverged"] and out["divergence"] is None and out["clamped_share_last_epoch"] < 0.01
 
 
 def test_divergence_is_detected_from_the_accelerators_statistics():

@@ -126,7 +126,7 @@ def test_sample_order_per_epoch(order, monkeypatch):
 def test_unknown_sample_order_is_named():
     from skip2lora.finetune import finetune
 
-    with pytest.raises(ValueError, match="sample order must be one of shuffle, fixed, not 'random'"):
+    with pytest.raises(ValueError, match="sample order must be one of shuffle, feistel, fixed, not 'random'"):
         finetune("skip2-lora", "fan-damage1", epochs=1, order="random", progress=False)
 
 

@@ -292,8 +292,11 @@ def test_defaults_name_an_optimizer_and_its_tuned_rate():
     assert d["optimizer"] == optim.make(d["optimizer"]).spec and d["lr"] > 0
     assert hparams.defaults("fmnist-rot75", "skip2-lora", optimizer="sgd")["lr"] == 0.12
     assert hparams.defaults("fmnist-rot75", "skip2-lora", optimizer="lion:b1=0.5")["lr"] is None  # never tuned
-    acc = hparams.defaults("fmnist-rot75", "quant-skip2-lora", accelerator=True)
-    assert acc["optimizer"] == "sgd" and acc["lr"] == 0.1  # one accelerator job keeps its own recipe
+    acc = hparams.defaults("fmnist-rot75", "quant-skip2-lora", accelerator=True)  # the float recipe, on chip
+    assert acc == hparams.defaults("fmnist-rot75", "quant-skip2-lora") and acc["optimizer"] == hparams.SKIP_OPTIMIZER
+    assert hparams.defaults("har", "quant-skip2-lora", accelerator=True)["optimizer"] == "sgd"
+    with pytest.raises(ValueError, match="the accelerator runs the optimizers"):
+        hparams.defaults("fmnist-rot75", "quant-skip2-lora", accelerator=True, optimizer="adam")
     # every tuned rate belongs to a spec written the way `make` writes it
     for fam in hparams._LR.values():
         for spec in fam:
