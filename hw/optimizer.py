@@ -31,7 +31,7 @@ from ..fixed.optimizer import (ADAM_SHIFT, BETA1_SHIFT, BETA2_SHIFT, M_BITS, STE
                                Optimizer)
 from .memories import RegisteredMemory
 from .params import HwParams, bits_for, require_params
-from .pipeline import delay
+from .pipeline import delay, leading_one
 
 __all__ = ["OptimizerUnit", "db_bits", "DB_SHIFT", "STATE_BITS"]
 
@@ -236,12 +236,7 @@ class OptimizerUnit(wiring.Component):
         p8 = [Signal(signed(prod_bits), name=f"p8_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [p8[i].eq(x7[i] * mant) for i in range(L)]
         n8 = [Signal(range(V_BITS + 1), name=f"n8_{i}", reset_less=True) for i in range(L)]
-        for i in range(L):
-            top = Signal(range(V_BITS + 1), name=f"lead{i}")
-            for b in range(V_BITS + 1):
-                with m.If(vp7[i][b]):
-                    m.d.comb += top.eq(b)
-            m.d.sync += n8[i].eq(top)
+        m.d.sync += [n8[i].eq(leading_one(m, vp7[i], f"lead{i}")) for i in range(L)]
         p9 = [delay(m, p8[i], 1, f"p9_{i}") for i in range(L)]
         # shift + 4 (>= 1): Adam ADAM_SHIFT - E + floor((n - (V_FRAC - 1)) / 2); SGD STEP_SHIFT - E
         sh9 = [Signal(range(64), name=f"sh9_{i}", reset_less=True) for i in range(L)]

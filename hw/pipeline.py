@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
 
-__all__ = ["tree_levels", "tree_sum", "tree_argmax", "delay"]
+__all__ = ["tree_levels", "tree_sum", "tree_argmax", "delay", "leading_one"]
 
 
 def tree_levels(n: int) -> int:
@@ -63,4 +63,35 @@ def delay(m: Module, signal, stages: int, name: str | None = None, *, reset_less
         d = Signal.like(signal, name=f"{name or signal.name}_d{i + 1}", reset_less=reset_less)
         m.d.sync += d.eq(out)
         out = d
+    return out
+
+
+def leading_one(m: Module, value, name: str):
+    """The position of the highest set bit of ``value`` (0 if none), combinational: a balanced tree
+    of (any, position) pairs, one 2:1 selection a level, ceil(log2(width)) LUT levels."""
+    width = len(value)
+    level = [(value[i], None) for i in range(width)]  # (any bit set, position inside the group)
+    bits, depth = 0, 0
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), 2):
+            if i + 1 == len(level):  # an odd group out: its position widens with a zero on top
+                lo_any, lo_pos = level[i]
+                pos = Signal(bits + 1, name=f"{name}_p{depth}_{i // 2}")
+                m.d.comb += pos.eq(lo_pos if lo_pos is not None else 0)
+                nxt.append((lo_any, pos))
+                continue
+            (lo_any, lo_pos), (hi_any, hi_pos) = level[i], level[i + 1]
+            any_ = Signal(name=f"{name}_a{depth}_{i // 2}")
+            pos = Signal(bits + 1, name=f"{name}_p{depth}_{i // 2}")
+            m.d.comb += any_.eq(lo_any | hi_any)
+            if lo_pos is None:
+                m.d.comb += pos.eq(hi_any)
+            else:
+                m.d.comb += pos.eq(Mux(hi_any, (1 << bits) | hi_pos, lo_pos))
+            nxt.append((any_, pos))
+        level, bits, depth = nxt, bits + 1, depth + 1
+    _, pos = level[0]
+    out = Signal(range(width), name=name)
+    m.d.comb += out.eq(pos if pos is not None else 0)
     return out

@@ -198,7 +198,7 @@ def test_cycle_model_of_the_kv260_job_meets_the_target():
     budget (at most 10 % more than the 1,754,962 cycles of one order and one rate)."""
     layout = Layout(KV260.geometry, KV260.lanes)
     cycles = job_cycles(layout, 1024, 16, 10, shuffle=True)
-    assert cycles == 1_789_519  # regression value of this schedule (the RTL counter equals it)
+    assert cycles == 1_795_612  # regression value of this schedule (the RTL counter equals it)
     assert cycles <= 1_930_000
     assert job_cycles(layout, 1024, 16, 10) == cycles - 10 * order_cycles(1024)
     useful = 2 * KV260.geometry.rank * KV260.geometry.total_dim * 1024 * 10

@@ -26,7 +26,7 @@ __all__ = ["OPT_LANES_MAX", "CLOCK_MHZ", "tree_levels", "divider_latency", "STEP
            "ORDER_PIPE", "order_cycles", "softmax_latency", "head_latency", "fwd_latency", "BWD_LATENCY",
            "OPT_LATENCY", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
 
-OPT_LANES_MAX = 32   # weights the optimizer updates per cycle (a chunk of an A line or of a tap's B)
+OPT_LANES_MAX = 16   # weights the optimizer updates per cycle (a chunk of an A line or of a tap's B)
 CLOCK_MHZ = 200.0    # assumed clock for projections
 
 
