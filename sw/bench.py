@@ -67,7 +67,7 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
     if model_only:
         return out
     from .compare import compare
-    from .accel_job import run_job
+    from .accel_job import cycle_mismatch, run_job
 
     methods = None if all_methods else ["lora-all", "skip2-lora", "quant-skip2-lora"]
     cpu = compare("fmnist-rot75", methods=methods, seeds=seeds, data_dir=data_dir, progress=False if quiet else None)
@@ -86,8 +86,10 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
             out["cpu_speedup_vs_torch"] = out["torch"]["ft_seconds"] / skip2["ft_seconds"]
     if rtl:
         r = run_job(_job_args("sim", data_dir, quiet))
+        if cycle_mismatch(r):
+            raise RuntimeError(cycle_mismatch(r))
         out["rtl"] = r
-        out["rtl_cycles"] = r["cycles"]  # run_job checks them equal to the cycle model
+        out["rtl_cycles"] = r["cycles"]  # equal to the cycle model's
         out["sim_wall_seconds"] = r["job_seconds"]
     if synth:
         from .hw.export import resource_report

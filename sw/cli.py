@@ -290,6 +290,10 @@ def cmd_finetune(args, out: Output) -> int:
                        "does not report yet; --backend fixed gives the same job bit for bit and can plot it")
     if args.bitfile and args.backend != "pynq":
         raise CLIError(f"--bitfile is for --backend pynq, not {args.backend}")
+    if args.backend == "sim":  # the RTL simulation's tools, before any work
+        from .driver.sim_backend import require_tools
+
+        require_tools()
     if args.backend == "pynq":  # PYNQ, then the bitstream, before any work
         from .driver.pynq_backend import check_bitfile, import_pynq
 
@@ -301,17 +305,18 @@ def cmd_finetune(args, out: Output) -> int:
     if args.save_adapters:
         check_output_file(args.save_adapters, "--save-adapters")
 
-    from .accel_job import run_job
+    from .accel_job import cycle_mismatch, run_job
 
     res = run_job(args)
     after = []
     if args.plot:
         after.append(("plot", lambda: _plot_training(res, args.plot)))
     code = finish(out, res, report.finetune_text, after, EXIT_DIVERGED if res.get("diverged") else EXIT_OK)
-    if res.get("adapters_error"):  # run_job kept the result when the adapters could not be written
-        if not out.as_json:
-            print(f"skip2lora finetune: error: {res['adapters_error']}", file=sys.stderr)
-        code = code or EXIT_FAILURE
+    # after the result: what run_job found wrong without losing it
+    for problem in (res.get("adapters_error"), cycle_mismatch(res)):
+        if problem:
+            print(f"skip2lora finetune: error: {problem}", file=sys.stderr)
+            code = code or EXIT_FAILURE
     return code
 
 
@@ -423,8 +428,8 @@ def cmd_hw(args, out: Output) -> int:
         from .hw.export import export_verilog
 
         if not args.json:
-            print(f"exporting the {args.config} accelerator's Verilog (the kv260 build takes about 2 minutes) ...",
-                  file=sys.stderr, flush=True)
+            print(f"exporting the {args.config} accelerator's Verilog"
+                  f"{' (about 2 minutes)' if args.config == 'kv260' else ''} ...", file=sys.stderr, flush=True)
         r = export_verilog(args.out, args.config)
         return finish(out, r, lambda r: f"wrote {r['verilog']} and {r['regmap']} ({r['config']}, {r['seconds']} s)")
     if args.hw_command == "report":

@@ -342,3 +342,27 @@ def test_a_simulator_that_fails_to_start(tmp_path):
     assert message.startswith("the simulator exited (1) before connecting: OSError: no licence (the simulator's log: ")
     assert "Traceback" not in err
     os.unlink(message.rsplit("log: ", 1)[1].rstrip(")"))
+
+
+def test_problems_found_after_the_job_keep_the_result(monkeypatch, capsys, tmp_path):
+    """A cycle count that disagrees with the cycle model, or adapters that cannot be written: the
+    result is printed first, then one error line, exit status 1."""
+    from skip2lora.driver import FixedBackend, Session
+
+    real_run = FixedBackend.run
+    monkeypatch.setattr(FixedBackend, "run", lambda self, job: dict(real_run(self, job), cycles=12345))
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Session, "save_adapters", full_disk)
+    args = ["finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "1",
+            "--save-adapters", str(tmp_path / "a.npz")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "accuracy after fine-tuning" in captured.out
+    assert "the accelerator counted 12,345 cycles, the cycle model predicts" in captured.err
+    assert "could not save the adapters" in captured.err and "No space left on device" in captured.err
+    assert main(args + ["--json"]) == 1
+    r = one_json(capsys.readouterr().out)
+    assert r["cycles"] == 12345 != r["cycles_model"] and "No space left" in r["adapters_error"]

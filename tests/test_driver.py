@@ -146,8 +146,11 @@ def test_a_killed_writer_never_leaves_a_corrupt_file(tmp_path):
     next save removes the temporary file the killed writer left."""
     path = tmp_path / "adapters.npz"
     g = Geometry((60000, 50000), 4, 10)
-    left = 0
-    for delay in (0.05, 0.15, 0.3, 0.45, 0.6, 0.75):
+    left, kills = 0, 0
+    delays = (0.05, 0.15, 0.3, 0.45)
+    while kills < len(delays) or (left == 0 and kills < 30):  # until a kill has hit a save in progress
+        delay = delays[kills % len(delays)]
+        kills += 1
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
@@ -163,7 +166,7 @@ def test_a_killed_writer_never_leaves_a_corrupt_file(tmp_path):
         left += len(leftovers)
         save_adapters_file(path, Adapters.lora_init(g, 0), g, None)  # the next save cleans up
         assert [p.name for p in tmp_path.iterdir()] == ["adapters.npz"]
-    assert left > 0  # the kills did hit writes in progress (else this test shows nothing)
+    assert left > 0, f"none of {kills} kills hit a save in progress: the clean-up was not exercised"
 
 
 def test_job_config_must_fit_the_cache():

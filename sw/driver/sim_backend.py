@@ -20,7 +20,7 @@ from .register_backend import RegisterBackend
 from .registers import RegisterFile
 from .sim_link import SimLink, SimLinkError
 
-__all__ = ["SimBackend", "missing_tools"]
+__all__ = ["SimBackend", "missing_tools", "require_tools"]
 
 JOB_CHUNK = 50_000  # cycles simulated between two looks at STATUS while a job runs
 SIM_PACKAGES = ("amaranth", "cocotb", "cocotbext.axi")  # what the simulator process imports
@@ -47,6 +47,16 @@ def missing_tools(sim: str | None = None) -> str | None:
     return simulator_missing(sim)
 
 
+def require_tools(sim: str | None = None) -> None:
+    """`BackendUnavailable`, saying what to do instead, when the RTL simulation cannot run here."""
+    reason = missing_tools(sim)
+    if reason:
+        raise BackendUnavailable(
+            f"the sim backend runs the accelerator's RTL and needs the development tools ({reason}): "
+            "pip install 'skip2lora[dev]'; without them use the fixed backend (`--backend fixed`: the "
+            "bit-exact model, same results) or a KV260 (`--backend pynq`)")
+
+
 class SimBackend(RegisterBackend):
     name = "sim"
 
@@ -54,12 +64,7 @@ class SimBackend(RegisterBackend):
                  log=None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        reason = missing_tools(sim)
-        if reason:
-            raise BackendUnavailable(
-                f"the sim backend runs the accelerator's RTL and needs the development tools ({reason}): "
-                "pip install 'skip2lora[dev]'; without them use the fixed backend (`--backend fixed`: the "
-                "bit-exact model, same results) or a KV260 (`--backend pynq`)")
+        require_tools(sim)
         self.progress = progress
         self.link = SimLink(config.to_dict(), sim=sim, log=log)
         self.regs = RegisterFile(self.link.read, self.link.write)
