@@ -260,7 +260,7 @@ def classify(exc: BaseException, command: str) -> tuple[int, str, dict]:
         message += f" (details: {extra['details_log']})"
     if isinstance(exc, CLIError):
         return exc.exit_code, message, extra
-    if isinstance(exc, (BackendUnavailable,)) or type(exc).__name__ == "VivadoNotFound":
+    if isinstance(exc, BackendUnavailable) or type(exc).__name__ == "VivadoNotFound":  # hw.vivado: no Vivado
         return EXIT_UNAVAILABLE, message, extra
     if isinstance(exc, ImportError):
         return EXIT_UNAVAILABLE, _missing_package_message(exc, command), extra
