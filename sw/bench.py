@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .blas_env import blas_note
 from .fixed.config import KV260
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
@@ -177,8 +179,9 @@ def plot_results(report: dict, path) -> None:
             acc_ax.errorbar(acc, yi, xerr=std, fmt="o", color=colour, ms=6, capsize=3)
             acc_ax.text(acc, yi + 0.3, f"{acc:.1f}", ha="center", va="bottom", fontsize=7)
     acc_ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
-    accs = [r[3] for r in rows if r[3] is not None]
-    acc_ax.set_xlim(5 * (min(accs) // 5) - 2, 5 * (max(accs) // 5 + 1) + 1)
+    lows = [r[3] - (r[4] or 0) for r in rows if r[3] is not None]  # the error bars stay inside
+    highs = [r[3] + (r[4] or 0) for r in rows if r[3] is not None]
+    acc_ax.set_xlim(5 * math.floor((min(lows) - 1) / 5), 5 * math.ceil((max(highs) + 1) / 5))
     acc_ax.set_xlabel("test accuracy (%); bars: std over seeds")
     acc_ax.grid(axis="x", alpha=0.3)
     time_ax.set_xscale("log")

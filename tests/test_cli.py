@@ -366,3 +366,24 @@ def test_problems_found_after_the_job_keep_the_result(monkeypatch, capsys, tmp_p
     assert main(args + ["--json"]) == 1
     r = one_json(capsys.readouterr().out)
     assert r["cycles"] == 12345 != r["cycles_model"] and "No space left" in r["adapters_error"]
+
+
+def test_the_results_plot_has_one_row_per_point(tmp_path):
+    """docs/results.png: every measured or cited point is a row (fastest first), none left out."""
+    from skip2lora.bench import _results_rows, accelerator_figures, plot_results
+
+    r = accelerator_figures()
+    r["cpu"] = {"results": [
+        {"method": "lora-all", "accuracy": 0.756, "accuracy_std": 0.01, "ft_seconds": 8.5, "seeds": 3, "diverged": 0},
+        {"method": "skip2-lora", "accuracy": 0.762, "accuracy_std": 0.0, "ft_seconds": 0.56, "seeds": 1, "diverged": 0},
+        {"method": "ft-all", "accuracy": None, "accuracy_std": None, "ft_seconds": None, "seeds": 1, "diverged": 1}]}
+    r.update(torch=None, fixed={"ft_seconds": 1.3, "accuracy": 0.766}, rtl={"ft_seconds": 13.5, "accuracy": 0.766})
+    rows = _results_rows(r)
+    assert [row[0] for row in rows] == [
+        "accelerator on the KV260, projected (seed 0)", "InstantFT on the KV260 (published)",
+        "skip2-lora, NumPy (1 seed)", "accelerator's bit-exact model, host wall (seed 0)",
+        "quant Skip2-LoRA, RPi Zero 2W (published)", "lora-all, NumPy (3 seeds)",
+        "accelerator RTL, simulation wall (seed 0)"]
+    assert rows[2][4] is None and rows[5][4] == pytest.approx(1.0)  # no spread from one seed
+    plot_results(r, tmp_path / "results.png")
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
