@@ -363,8 +363,8 @@ def cmd_compare(args, out: Output) -> int:
     res = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
                   samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
-    curves = {r["method"]: r.pop("curves", None) for r in res["results"]}
-    after = []
+    curves = {r["method"]: (r["curves"] if args.plot else r.pop("curves", None)) for r in res["results"]}
+    after = []  # with --plot the curves stay in the result: the data behind the image
     if args.plot:
         def plot():
             report.plot_curves(curves, args.plot, title=f"{args.dataset}: test accuracy per epoch "

@@ -98,14 +98,18 @@ def bench_text(r) -> str:
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", ":", "-.")
+CLOSE_PP = 0.25  # curves this close (percentage points, every epoch) would hide each other
 
 
-def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accuracy (%)") -> None:
+def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accuracy (%)") -> list:
     """Accuracy per epoch per method (mean over seeds) saved to ``path``.
 
-    Every method gets its own marker; a curve equal to an earlier one is drawn dashed over it with
-    open markers and labelled "= <the earlier method>", so that neither hides the other. The legend
-    sits beside the axes, never over the curves."""
+    Every method gets its own marker. A curve within CLOSE_PP of an earlier one at every epoch is
+    drawn over it dashed (then dotted, ...) with larger open markers and labelled "= <method>"
+    (identical) or "≈ <method>" (with the largest difference), so that neither hides the other.
+    The legend sits beside the axes, never over the curves; epochs are whole numbers. Returns the
+    legend's labels."""
     try:
         import matplotlib
 
@@ -123,24 +127,30 @@ def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accurac
             means[method] = 100 * np.mean(np.array(runs, dtype=float), axis=0)
     if not means:
         raise ValueError("no accuracy curves to plot")
-    fig, ax = plt.subplots(figsize=(8.5, 4.8))
-    drawn = []
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    drawn = []  # (method, curve, how many curves it is drawn over)
     for i, (method, acc) in enumerate(means.items()):
         epochs = np.arange(1, len(acc) + 1)
-        same = next((m for m, a in drawn if a.shape == acc.shape and np.allclose(a, acc, rtol=0, atol=1e-9)), None)
         marker = MARKERS[i % len(MARKERS)]
-        if same is None:
+        close = [(m, float(np.max(np.abs(a - acc)))) for m, a, _ in drawn if a.shape == acc.shape
+                 and np.max(np.abs(a - acc)) <= CLOSE_PP]
+        if not close:
             ax.plot(epochs, acc, marker=marker, ms=5, lw=1.6, label=method)
-        else:
-            ax.plot(epochs, acc, marker=marker, ms=9, lw=1.6, ls="--", mfc="none", mew=1.4,
-                    label=f"{method} (= {same})")
-        drawn.append((method, acc))
+            drawn.append((method, acc, 0))
+            continue
+        under = 1 + max(n for m, _, n in drawn if m in dict(close))
+        first, diff = close[0]
+        note = f"= {first}" if diff < 1e-9 else f"\N{ALMOST EQUAL TO} {first}, within {diff:.2f} pp"
+        ax.plot(epochs, acc, marker=marker, ms=5 + 3 * under, lw=1.4, ls=LINESTYLES[under % len(LINESTYLES)],
+                mfc="none", mew=1.3, label=f"{method} ({note})")
+        drawn.append((method, acc, under))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [t.get_text() for t in legend.get_texts()]

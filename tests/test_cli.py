@@ -66,6 +66,18 @@ def test_compare_json_and_plot(tmp_path):
         assert {"accuracy", "accuracy_std", "ft_seconds", "epoch_seconds", "time_per_batch"} <= set(row)
         assert set(row["time_per_batch"]) == {"forward", "backward", "update"}
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert r["plot"] == str(plot) and all(len(row["curves"][0]) == 3 for row in r["results"])  # the data behind it
+
+
+def test_curves_that_would_hide_each_other_are_marked(tmp_path):
+    from skip2lora.report import plot_curves
+
+    base = [0.42, 0.6, 0.7, 0.75]
+    labels = plot_curves({"ft-all": [[0.58, 0.7, 0.75, 0.8]], "skip-lora": [base, base],
+                          "skip2-lora": [base, [0.42, 0.6, 0.7, 0.752]], "quant-skip2-lora": [base]},
+                         tmp_path / "c.png")
+    assert labels == ["ft-all", "skip-lora", "skip2-lora (\u2248 skip-lora, within 0.10 pp)",
+                      "quant-skip2-lora (= skip-lora)"]
 
 
 def test_bench_json():
