@@ -99,13 +99,14 @@ def bench_text(r) -> str:
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", ":", "-.")
-CLOSE_PP = 0.25  # curves this close (percentage points, every epoch) would hide each other
+CLOSE = 0.01  # curves closer than this fraction of the y axis's span, at every epoch, would hide each other
 
 
 def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accuracy (%)") -> list:
     """Accuracy per epoch per method (mean over seeds) saved to ``path``.
 
-    Every method gets its own marker. A curve within CLOSE_PP of an earlier one at every epoch is
+    Every method gets its own marker. A curve within CLOSE of the plot's height of an earlier one
+    at every epoch (1 %: 0.6 pp on a 60 pp axis) is
     drawn over it dashed (then dotted, ...) with larger open markers and labelled "= <method>"
     (identical) or "≈ <method>" (with the largest difference), so that neither hides the other.
     The legend sits beside the axes, never over the curves; epochs are whole numbers. Returns the
@@ -128,19 +129,21 @@ def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accurac
     if not means:
         raise ValueError("no accuracy curves to plot")
     fig, ax = plt.subplots(figsize=(9, 4.8))
+    values = np.concatenate(list(means.values()))
+    close_pp = CLOSE * max(float(values.max() - values.min()), 1.0)
     drawn = []  # (method, curve, how many curves it is drawn over)
     for i, (method, acc) in enumerate(means.items()):
         epochs = np.arange(1, len(acc) + 1)
         marker = MARKERS[i % len(MARKERS)]
         close = [(m, float(np.max(np.abs(a - acc)))) for m, a, _ in drawn if a.shape == acc.shape
-                 and np.max(np.abs(a - acc)) <= CLOSE_PP]
+                 and np.max(np.abs(a - acc)) <= close_pp]
         if not close:
             ax.plot(epochs, acc, marker=marker, ms=5, lw=1.6, label=method)
             drawn.append((method, acc, 0))
             continue
         under = 1 + max(n for m, _, n in drawn if m in dict(close))
         first, diff = close[0]
-        note = f"= {first}" if diff < 1e-9 else f"\N{ALMOST EQUAL TO} {first}, within {diff:.2f} pp"
+        note = f"= {first}" if diff < 1e-9 else f"\N{ALMOST EQUAL TO} {first}, within {diff:.2g} pp"
         ax.plot(epochs, acc, marker=marker, ms=5 + 3 * under, lw=1.4, ls=LINESTYLES[under % len(LINESTYLES)],
                 mfc="none", mew=1.3, label=f"{method} ({note})")
         drawn.append((method, acc, under))

@@ -112,7 +112,8 @@ def save_adapters_file(path, adapters: Adapters, geometry: Geometry, quantizer: 
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; a saved file is an ordinary file
+        if hasattr(os, "fchmod"):  # POSIX: mkstemp creates 0600; a saved file is an ordinary file
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
             f.flush()
