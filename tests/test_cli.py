@@ -76,7 +76,7 @@ def test_curves_that_would_hide_each_other_are_marked(tmp_path):
     labels = plot_curves({"ft-all": [[0.58, 0.7, 0.75, 0.8]], "skip-lora": [base, base],
                           "skip2-lora": [base, [0.42, 0.6, 0.7, 0.752]], "quant-skip2-lora": [base]},
                          tmp_path / "c.png")
-    assert labels == ["ft-all", "skip-lora", "skip2-lora (\u2248 skip-lora, within 0.10 pp)",
+    assert labels == ["ft-all", "skip-lora", "skip2-lora (\u2248 skip-lora, within 0.1 pp)",
                       "quant-skip2-lora (= skip-lora)"]
 
 
