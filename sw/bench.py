@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .blas_env import blas_note
 from .fixed.config import KV260
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
@@ -18,7 +20,8 @@ __all__ = ["ANCHORS", "physical_limit_ms", "accelerator_figures", "performance_r
 
 KV260_JOB = {"samples": 1024, "epochs": 10, "batch": 16}
 
-# Reference points (the seeds' publications): time for the same 1024-sample, 10-epoch job.
+# Reference points (the Skip2-LoRA CNN / 4-bit cache paper, and InstantFT): time for the same 1024-sample,
+# 10-epoch job.
 ANCHORS = {
     "instantft_kv260_ms": 340.0,             # InstantFT on the KV260 FPGA
     "rpi_zero2w_quant_skip2lora_ms": 4270.0,  # Quant Skip2-LoRA on a Raspberry Pi Zero 2W
@@ -66,7 +69,7 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
     if model_only:
         return out
     from .compare import compare
-    from .driver.job import run_job
+    from .accel_job import cycle_mismatch, run_job
 
     methods = None if all_methods else ["lora-all", "skip2-lora", "quant-skip2-lora"]
     cpu = compare("fmnist-rot75", methods=methods, seeds=seeds, data_dir=data_dir, progress=False if quiet else None)
@@ -85,8 +88,10 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
             out["cpu_speedup_vs_torch"] = out["torch"]["ft_seconds"] / skip2["ft_seconds"]
     if rtl:
         r = run_job(_job_args("sim", data_dir, quiet))
+        if cycle_mismatch(r):
+            raise RuntimeError(cycle_mismatch(r))
         out["rtl"] = r
-        out["rtl_cycles"] = r["cycles"]  # run_job checks them equal to the cycle model
+        out["rtl_cycles"] = r["cycles"]  # equal to the cycle model's
         out["sim_wall_seconds"] = r["job_seconds"]
     if synth:
         from .hw.export import resource_report
@@ -112,40 +117,85 @@ def _torch_run(data_dir) -> dict:
                           epochs=d["epochs"], batch=d["batch"], lr=d["lr"])
 
 
-def plot_results(report: dict, path: str) -> None:
-    """Accuracy against fine-tuning time: every float method, the bit-exact model, the RTL in
-    simulation, and the accelerator's projected time on the KV260 (labelled as a projection)."""
+def _results_rows(report: dict) -> list:
+    """(label, kind, seconds, accuracy %, std %) of every point the report measured or cites."""
+    rows = []
+    for row in report["cpu"]["results"]:
+        if row["accuracy"] is not None:
+            n = row["seeds"] - row.get("diverged", 0)
+            rows.append((f"{row['method']}, NumPy ({n} seed{'s' * (n > 1)})", "numpy", row["ft_seconds"],
+                         100 * row["accuracy"], 100 * row["accuracy_std"] if n > 1 else None))
+    if report.get("torch"):
+        rows.append(("lora-all, PyTorch (seed 0)", "torch", report["torch"]["ft_seconds"],
+                     100 * report["torch"]["accuracy"], None))
+    if report.get("fixed"):
+        rows.append(("accelerator's bit-exact model, host wall (seed 0)", "fixed", report["fixed"]["ft_seconds"],
+                     100 * report["fixed"]["accuracy"], None))
+    if report.get("rtl"):
+        rows.append(("accelerator RTL, simulation wall (seed 0)", "rtl", report["rtl"]["ft_seconds"],
+                     100 * report["rtl"]["accuracy"], None))
+        rows.append(("accelerator on the KV260, projected (seed 0)", "projected", report["projected_ms"] / 1e3,
+                     100 * report["rtl"]["accuracy"], None))
+    rows.append(("InstantFT on the KV260 (published)", "published", ANCHORS["instantft_kv260_ms"] / 1e3, None, None))
+    rows.append(("quant Skip2-LoRA, RPi Zero 2W (published)", "published",
+                 ANCHORS["rpi_zero2w_quant_skip2lora_ms"] / 1e3, None, None))
+    return sorted(rows, key=lambda r: r[2])
+
+
+_KINDS = {  # colour and legend text of each kind of point
+    "numpy": ("#1f77b4", "float methods, NumPy on this CPU"),
+    "torch": ("#ff7f0e", "PyTorch on this CPU"),
+    "fixed": ("#2ca02c", "bit-exact model of the accelerator, this CPU"),
+    "rtl": ("#d62728", "accelerator RTL in simulation (Verilator), wall time"),
+    "projected": ("#9467bd", "KV260: RTL cycles / an assumed clock (no timing closure)"),
+    "published": ("#7f7f7f", "published times (accuracy not measured here)"),
+}
+
+
+def _seconds_text(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def plot_results(report: dict, path) -> None:
+    """Every method and backend of the KV260 job, one row each (fastest at the top): test accuracy
+    on the left, fine-tuning time (log scale) on the right, so that no label overlaps another."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row in report["cpu"]["results"]:
-        if row["accuracy"] is not None:
-            ax.scatter(row["ft_seconds"], 100 * row["accuracy"], marker="o")
-            ax.annotate(f"{row['method']} (NumPy, {row['seeds']} seeds)", (row["ft_seconds"], 100 * row["accuracy"]),
-                        fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
-    points = []
-    if report.get("torch"):
-        points.append(("LoRA-All (PyTorch, seed 0)", report["torch"]["ft_seconds"], report["torch"]["accuracy"], "s"))
-    if report.get("fixed"):
-        points.append(("bit-exact model (seed 0)", report["fixed"]["ft_seconds"], report["fixed"]["accuracy"], "D"))
-    if report.get("rtl"):
-        points.append(("RTL simulation, wall (seed 0)", report["rtl"]["ft_seconds"], report["rtl"]["accuracy"], "^"))
-        points.append((f"KV260, projected at an assumed {report['clock_mhz']:g} MHz (seed 0)",
-                       report["projected_ms"] / 1e3, report["rtl"]["accuracy"], "*"))
-    for label, x, acc, marker in points:
-        ax.scatter(x, 100 * acc, marker=marker, s=60)
-        ax.annotate(label, (x, 100 * acc), fontsize=7, xytext=(4, -8), textcoords="offset points")
-    ax.axvline(ANCHORS["instantft_kv260_ms"] / 1e3, ls=":", c="grey")
-    ax.annotate("InstantFT, KV260", (ANCHORS["instantft_kv260_ms"] / 1e3, ax.get_ylim()[0] + 1), fontsize=7, rotation=90)
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tuning time (s, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("KV260 job: LeNet-5, Fashion-MNIST rotated 75 deg, 1024 samples, 10 epochs")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
+    rows = _results_rows(report)
+    n = len(rows)
+    fig, (acc_ax, time_ax) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.38 * n + 2.4),
+                                          gridspec_kw={"width_ratios": [1, 1.3], "wspace": 0.05})
+    y = list(range(n))[::-1]
+    for yi, (label, kind, seconds, acc, std) in zip(y, rows):
+        colour = _KINDS[kind][0]
+        hatch = "//" if kind in ("projected", "published") else None
+        time_ax.barh(yi, seconds, color=colour, alpha=0.85, hatch=hatch, edgecolor="white", height=0.7)
+        time_ax.text(seconds * 1.08, yi, _seconds_text(seconds), va="center", fontsize=8)
+        if acc is not None:
+            acc_ax.errorbar(acc, yi, xerr=std, fmt="o", color=colour, ms=6, capsize=3)
+            acc_ax.text(acc, yi + 0.3, f"{acc:.1f}", ha="center", va="bottom", fontsize=7)
+    acc_ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+    lows = [r[3] - (r[4] or 0) for r in rows if r[3] is not None]  # the error bars stay inside
+    highs = [r[3] + (r[4] or 0) for r in rows if r[3] is not None]
+    acc_ax.set_xlim(5 * math.floor((min(lows) - 1) / 5), 5 * math.ceil((max(highs) + 1) / 5))
+    acc_ax.set_xlabel("test accuracy (%); bars: std over seeds")
+    acc_ax.grid(axis="x", alpha=0.3)
+    time_ax.set_xscale("log")
+    times = [r[2] for r in rows]
+    time_ax.set_xlim(min(times) / 2, max(times) * 6)
+    time_ax.set_xlabel("fine-tuning time (s, log scale)")
+    time_ax.grid(axis="x", alpha=0.3, which="both")
+    acc_ax.set_ylim(-0.7, n - 0.3)
+    used = [k for k in _KINDS if any(r[1] == k for r in rows)]
+    fig.legend([Patch(color=_KINDS[k][0], hatch="//" if k in ("projected", "published") else None)
+                for k in used], [_KINDS[k][1] for k in used], loc="lower center", ncol=2, fontsize=8,
+               frameon=False)
+    fig.suptitle("KV260 job: LeNet-5, Fashion-MNIST rotated 75\N{DEGREE SIGN}, 1024 samples, 10 epochs "
+                 f"(projection at {report['clock_mhz']:g} MHz)", fontsize=11)
+    fig.subplots_adjust(left=0.30, right=0.98, top=1 - 0.5 / (0.38 * n + 2.4), bottom=1.1 / (0.38 * n + 2.4))
     fig.savefig(path, dpi=120)
     plt.close(fig)

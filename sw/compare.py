@@ -1,4 +1,5 @@
-"""The seeds' comparison table for our runs: every method on one data set, over several seeds."""
+"""The comparison tables of the Skip2-LoRA papers (ASP-DAC'25; the CNN / 4-bit cache follow-up),
+for our runs: every method on one data set, over several random seeds."""
 
 from __future__ import annotations
 

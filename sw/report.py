@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["finetune_text", "compare_text", "plot_curves"]
+__all__ = ["finetune_text", "compare_text", "bench_text", "plot_curves"]
 
 
 def _pct(v):
@@ -33,6 +33,11 @@ def finetune_text(r: dict) -> str:
                      f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock)")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")
+    if r.get("train_accuracy_per_epoch"):
+        lines.append("  training accuracy per epoch  " + " ".join(f"{100 * a:.1f}" for a in r["train_accuracy_per_epoch"])
+                     + " %")
+    if r.get("adapters_file"):
+        lines.append(f"  adapters saved to            {r['adapters_file']}")
     return "\n".join(lines)
 
 
@@ -47,8 +52,10 @@ def compare_text(out: dict) -> str:
             lines.append(f"{r['method']:<17} DIVERGED: {'; '.join(r['errors'])}")
             continue
         t = r["time_per_batch"]
+        runs = r.get("seeds", out["seeds"]) - r.get("diverged", 0)
+        std = f"{100 * r['accuracy_std']:5.2f}" if runs > 1 else "  n/a"  # one run has no spread
         lines.append(f"{r['method']:<17} {_pct(r['accuracy_before']):>7} {_pct(r['accuracy']):>7} "
-                     f"{100 * r['accuracy_std']:5.2f}  {_secs(r['ft_seconds']):>10} {_secs(r['epoch_seconds']):>10} "
+                     f"{std}  {_secs(r['ft_seconds']):>10} {_secs(r['epoch_seconds']):>10} "
                      f"{_secs(t['forward']):>10} {_secs(t['backward']):>10} {_secs(t['update']):>10}")
     for m, s in out.get("speedup_vs_lora_all", {}).items():
         epoch = f"{s['epoch']:.1f}x" if s["epoch"] else "n/a"
@@ -56,29 +63,97 @@ def compare_text(out: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(curves: dict, path: str, title: str = "") -> None:
-    """Accuracy per epoch per method (mean over seeds) saved to ``path``."""
+def bench_text(r) -> str:
+    """The `skip2lora bench` report as text."""
+    a = r["anchors_ms"]
+    lines = [
+        f"KV260 job ({r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}) on the {r['config']} build "
+        f"({r['date']}, {r['machine']}):",
+        f"  accelerator cycles                {r['cycles']:,} (cycle model"
+        + (f"; RTL simulation: {r['rtl_cycles']:,}" if r.get("rtl_cycles") else "") + f"; target <= {r['target_cycles']:,})",
+        f"  projected time                    {r['projected_ms']:.3f} ms  [{r['projection']}]",
+        f"  MAC-lane utilization              {100 * r['utilization']:.1f} % of {r['multipliers']} multipliers "
+        f"({r['lanes']} lanes x rank)",
+        f"  InstantFT on the KV260            {a['instantft_kv260_ms']:.0f} ms  ({r['speedup_vs_instantft']:.0f}x)",
+        f"  RPi Zero 2W Quant Skip2-LoRA      {a['rpi_zero2w_quant_skip2lora_ms']:.0f} ms  ({r['speedup_vs_rpi']:.0f}x)",
+        f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
+        f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
+    ]
+    if r.get("rtl"):
+        lines.append(f"  RTL simulation of the job         {r['sim_wall_seconds']:.1f} s wall, "
+                     f"accuracy {100 * r['rtl']['accuracy']:.2f} %")
+    if r.get("cpu"):
+        lines.append("CPU (NumPy, one BLAS thread):")
+        lines += ["  " + line for line in compare_text(r["cpu"]).splitlines()]
+    if r.get("torch"):
+        t = r["torch"]
+        lines.append(f"  PyTorch {t['torch']} LoRA-All: {t['ft_seconds']:.2f} s, accuracy {100 * t['accuracy']:.2f} % "
+                     f"-> Skip2-LoRA is {r['cpu_speedup_vs_torch']:.1f}x faster")
+    if r.get("resources"):
+        res = r["resources"]
+        lines.append("Resources (" + res["tool"] + "):")
+        lines.append("  " + ", ".join(f"{k.upper()} {res[k]:,}/{res['budget'][k]:,} ({res['percent'][k]:.1f} %)"
+                                      for k in ("lut", "ff", "dsp", "bram36", "uram")))
+    return "\n".join(lines)
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", ":", "-.")
+CLOSE = 0.01  # curves closer than this fraction of the y axis's span, at every epoch, would hide each other
+
+
+def plot_curves(curves: dict, path, title: str = "", ylabel: str = "test accuracy (%)") -> list:
+    """Accuracy per epoch per method (mean over seeds) saved to ``path``.
+
+    Every method gets its own marker. A curve within CLOSE of the plot's height of an earlier one
+    at every epoch (1 %: 0.6 pp on a 60 pp axis) is
+    drawn over it dashed (then dotted, ...) with larger open markers and labelled "= <method>"
+    (identical) or "≈ <method>" (with the largest difference), so that neither hides the other.
+    The legend sits beside the axes, never over the curves; epochs are whole numbers. Returns the
+    legend's labels."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install 'skip2lora[dev]'") from exc
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from exc
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    means = {}
     for method, runs in curves.items():
-        runs = [r for r in runs if r]
-        if not runs:
+        runs = [r for r in (runs or []) if r]
+        if runs:
+            means[method] = 100 * np.mean(np.array(runs, dtype=float), axis=0)
+    if not means:
+        raise ValueError("no accuracy curves to plot")
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    values = np.concatenate(list(means.values()))
+    close_pp = CLOSE * max(float(values.max() - values.min()), 1.0)
+    drawn = []  # (method, curve, how many curves it is drawn over)
+    for i, (method, acc) in enumerate(means.items()):
+        epochs = np.arange(1, len(acc) + 1)
+        marker = MARKERS[i % len(MARKERS)]
+        close = [(m, float(np.max(np.abs(a - acc)))) for m, a, _ in drawn if a.shape == acc.shape
+                 and np.max(np.abs(a - acc)) <= close_pp]
+        if not close:
+            ax.plot(epochs, acc, marker=marker, ms=5, lw=1.6, label=method)
+            drawn.append((method, acc, 0))
             continue
-        acc = 100 * np.mean(np.array(runs, dtype=float), axis=0)
-        ax.plot(np.arange(1, len(acc) + 1), acc, marker="o", ms=3, label=method)
+        under = 1 + max(n for m, _, n in drawn if m in dict(close))
+        first, diff = close[0]
+        note = f"= {first}" if diff < 1e-9 else f"\N{ALMOST EQUAL TO} {first}, within {diff:.2g} pp"
+        ax.plot(epochs, acc, marker=marker, ms=5 + 3 * under, lw=1.4, ls=LINESTYLES[under % len(LINESTYLES)],
+                mfc="none", mew=1.3, label=f"{method} ({note})")
+        drawn.append((method, acc, under))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [t.get_text() for t in legend.get_texts()]

@@ -513,7 +513,7 @@ def test_missing_vivado_is_a_clear_error(tmp_path, monkeypatch):
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = main(["hw", "bitstream", "--config", "small", "--out", str(tmp_path / "b"), "--json"])
-    assert rc == 2 and "Vivado 2022.2 or newer" in json.loads(buf.getvalue())["error"]
+    assert rc == 4 and "Vivado 2022.2 or newer" in json.loads(buf.getvalue())["error"]
 
 
 # -------------------------------------------------------------------------------------------------

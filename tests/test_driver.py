@@ -142,10 +142,15 @@ WRITER = textwrap.dedent("""
 
 
 def test_a_killed_writer_never_leaves_a_corrupt_file(tmp_path):
-    """Kill -9 a process that keeps saving adapters: the file is always a whole, earlier save."""
+    """Kill -9 a process that keeps saving adapters: the file is always a whole, earlier save, and the
+    next save removes the temporary file the killed writer left."""
     path = tmp_path / "adapters.npz"
     g = Geometry((60000, 50000), 4, 10)
-    for delay in (0.05, 0.15, 0.3, 0.45):
+    left, kills = 0, 0
+    delays = (0.05, 0.15, 0.3, 0.45)
+    while kills < len(delays) or (left == 0 and kills < 30):  # until a kill has hit a save in progress
+        delay = delays[kills % len(delays)]
+        kills += 1
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
@@ -158,7 +163,10 @@ def test_a_killed_writer_never_leaves_a_corrupt_file(tmp_path):
         leftovers = [p for p in tmp_path.iterdir() if p.name != "adapters.npz"]
         for p in leftovers:  # a killed writer may leave its temporary file, never the target
             assert p.name.startswith(".adapters.npz.") and p.suffix == ".tmp"
-            p.unlink()
+        left += len(leftovers)
+        save_adapters_file(path, Adapters.lora_init(g, 0), g, None)  # the next save cleans up
+        assert [p.name for p in tmp_path.iterdir()] == ["adapters.npz"]
+    assert left > 0, f"none of {kills} kills hit a save in progress: the clean-up was not exercised"
 
 
 def test_job_config_must_fit_the_cache():
@@ -206,3 +214,324 @@ def test_divergence_is_detected_from_the_accelerators_statistics():
     out = s.finetune(epochs=6, batch=4, lr=15.9, order="fixed", schedule="constant")
     assert out["diverged"] and "weight updates hit the weight range" in out["divergence"]
     assert out["clamped_share_last_epoch"] > 0.01
+
+
+# -- adapters files: stale temporaries, permissions, wrong files -------------------------------------
+
+G2 = Geometry((12, 7, 5), 2, 3)
+
+
+def _dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_only_stale_temporaries_of_the_same_target_are_removed(tmp_path):
+    from skip2lora.driver import adapters_io
+
+    host = adapters_io._HOST
+    stale = tmp_path / f".a.npz.{host}-{_dead_pid()}.k2j3h4l5.tmp"
+    live = tmp_path / f".a.npz.{host}-{os.getppid()}.k2j3h4l5.tmp"        # a running writer
+    other_host = tmp_path / f".a.npz.otherhost-{_dead_pid()}.k2j3h4l5.tmp"  # maybe alive over there
+    other_name = tmp_path / f".b.npz.{host}-{_dead_pid()}.k2j3h4l5.tmp"
+    for p in (stale, live, other_host, other_name):
+        p.write_bytes(b"partial")
+    save_adapters_file(tmp_path / "a.npz", Adapters.lora_init(G2, 0), G2, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.npz", live.name, other_host.name, other_name.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_adapters_get_the_mode_of_a_new_file(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_adapters_file(tmp_path / "a.npz", Adapters.lora_init(G2, 0), G2, None)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_wrong_files_are_named_without_a_pickle_hint(tmp_path):
+    (tmp_path / "text.npz").write_text("adapters, honestly\n")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "objects.npz", meta=np.array([{"a": 1}], dtype=object))
+    cases = {"text.npz": "not a zip archive", "array.npy": "a single NumPy array (.npy)",
+             "empty.npz": "it is empty", "objects.npz": "an entry holds Python objects"}
+    for name, message in cases.items():
+        with pytest.raises(AdapterFileError) as exc:
+            load_adapters_file(tmp_path / name, G2)
+        assert message in str(exc.value) and "pickle" not in str(exc.value), str(exc.value)
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"the folder {tmp_path / 'nope'} does not exist"):
+        save_adapters_file(tmp_path / "nope" / "a.npz", Adapters.lora_init(G2, 0), G2, None)
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        save_adapters_file(tmp_path, Adapters.lora_init(G2, 0), G2, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- API papercuts ----------------------------------------------------------------------------------
+
+def test_accuracy_with_the_wrong_number_of_labels():
+    s = make_session()
+    x, y = data(12)
+    s.add_samples(x, y)
+    with pytest.raises(ValueError, match=r"labels must have shape \(12,\), one per sample, not \(10,\)"):
+        s.accuracy(x, y[:10])
+
+
+def test_finetune_after_clear_samples_says_the_cache_is_empty():
+    s = make_session()
+    x, y = data(12)
+    s.add_samples(x, y)
+    s.clear_samples()
+    with pytest.raises(RuntimeError, match="the cache is empty"):
+        s.finetune(batch=4)
+    s.add_samples(x, y)  # and it works again, with the same scales
+    assert s.finetune(epochs=1, batch=4)["samples"] == 12
+
+
+def test_the_backends_from_the_package_and_its_registry():
+    code = ("import sys; import skip2lora.driver as d; "
+            "assert 'cocotb' not in sys.modules and 'pynq' not in sys.modules, 'heavy import'; "
+            "from skip2lora.driver import SimBackend, PynqBackend; "
+            "assert 'pynq' not in sys.modules and 'cocotb' not in sys.modules; "
+            "from skip2lora.driver.sim_backend import SimBackend as S; from skip2lora.driver.pynq_backend import PynqBackend as P; "
+            "assert SimBackend is S and PynqBackend is P and d.backend_class('sim') is S; "
+            "print(d.BACKEND_NAMES)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "('fixed', 'sim', 'pynq')"
+    from skip2lora.driver import make_backend
+
+    assert isinstance(make_backend("fixed", CONFIG), FixedBackend)
+    with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of fixed, sim, pynq"):
+        make_backend("gpu", CONFIG)
+
+
+def _intra_package_imports(package_dir, package):
+    """module -> modules of the same package it imports (at top level or inside functions)."""
+    import ast
+
+    graph = {}
+    for path in package_dir.glob("*.py"):
+        name = path.stem
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    deps.add(node.module.split(".")[0])
+                else:
+                    deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
+                deps.add(node.module[len(package) + 1:].split(".")[0])
+        graph[name] = {d for d in deps if (package_dir / f"{d}.py").exists() and d != name}
+    return graph
+
+
+def test_the_driver_has_no_import_cycles():
+    """Function-local imports included: the registry in __init__ imports the backends, they import
+    `backend`, and nothing imports back (``__init__`` itself is imported by no module of the driver)."""
+    from pathlib import Path
+
+    import skip2lora.driver
+
+    graph = _intra_package_imports(Path(skip2lora.driver.__file__).parent, "skip2lora.driver")
+    assert not any("__init__" in deps for deps in graph.values())
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            assert state.get(dep) != "open", f"import cycle: {' -> '.join(trail + [dep])}"
+            if dep not in state:
+                visit(dep, trail + [dep])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert "sim_backend" not in graph["backend"] and "pynq_backend" not in graph["backend"]
+
+
+def test_accelerator_config_from_dict_inverts_to_dict():
+    from skip2lora.fixed.config import CONFIGS
+
+    for config in (*CONFIGS.values(), CONFIG):
+        assert AcceleratorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="needs 'lanes'"):
+        AcceleratorConfig.from_dict({"name": "x", "dims": [4], "rank": 1, "classes": 2, "cache_depth": 4})
+
+
+# -- inputs outside the base model's range ----------------------------------------------------------
+
+def test_the_shipped_bases_carry_their_input_range():
+    import json
+
+    from skip2lora.nn.pretrained import _load, package_dir
+
+    for meta_path in sorted(package_dir().glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        net, _ = _load(package_dir(), meta["key"])
+        r = meta["input_range"]
+        assert net.input_range == (r["min"], r["max"]) and r["min"] < r["max"] and "pretraining" in r["source"]
+    lenet, _ = _load(package_dir(), "lenet5-fmnist")
+    assert lenet.input_range == (0.0, 1.0)  # Fashion-MNIST pixels / 255
+
+
+def ranged_session(**kw):
+    base = small_base()
+    base.input_range = (0.0, 1.0)
+    return Session(base, FixedBackend(CONFIG), **kw)
+
+
+def test_raw_pixels_are_refused_naming_the_range():
+    from skip2lora.driver import InputRangeError
+
+    s = ranged_session()
+    x = np.random.default_rng(0).integers(0, 256, (8, 12)).astype(np.uint8)
+    with pytest.raises(InputRangeError, match=r"trained on inputs in \[0, 1\].*divide by 255"):
+        s.add_samples(x, np.zeros(8, np.int64))
+    assert s.n_loaded == 0
+
+
+def test_huge_inputs_are_refused_without_numpy_warnings():
+    import warnings
+
+    from skip2lora.driver import InputRangeError
+
+    s = ranged_session()
+    x, y = data(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow RuntimeWarning would fail here
+        with pytest.raises(InputRangeError, match=r"samples span \[.*e\+30.*\]"):
+            s.add_samples(np.abs(x) * 1e30, y)
+        s.add_samples(np.clip(np.abs(x) / 4, 0, 1), y)
+        with pytest.raises(InputRangeError):
+            s.predict(np.abs(x) * 1e30)
+
+
+def test_slightly_outside_the_range_warns_and_the_check_can_be_switched_off():
+    from skip2lora.driver.session import InputRangeWarning
+
+    x, y = data(8)
+    x = np.clip(np.abs(x), 0, 1.2)
+    with pytest.warns(InputRangeWarning, match=r"\[0, 1\]"):
+        ranged_session().add_samples(x, y)
+    s = ranged_session(input_range=None)
+    s.add_samples(np.abs(x) * 255, y)  # the user's call
+    assert s.n_loaded == 8
+    with pytest.raises(ValueError, match="low < high"):
+        ranged_session(input_range=(1, 0))
+
+
+# -- the sim backend: tools, start failures, progress ----------------------------------------------
+
+def test_sim_backend_without_the_dev_tools_says_what_to_do(monkeypatch):
+    from skip2lora.driver import sim_backend
+    from skip2lora.driver.backend import BackendUnavailable
+
+    monkeypatch.delenv("SKIP2LORA_SIM_PYTHON", raising=False)
+    monkeypatch.setattr(sim_backend, "_importable", lambda m: m != "cocotb")
+    with pytest.raises(BackendUnavailable) as exc:
+        sim_backend.SimBackend(CONFIG)
+    message = str(exc.value)
+    assert "cocotb is not installed" in message and "pip install 'skip2lora[dev]'" in message
+    assert "--backend fixed" in message and "\n" not in message
+
+
+def test_a_simulator_that_fails_to_start_gives_one_line_and_its_log(tmp_path, monkeypatch):
+    from skip2lora.driver.sim_link import SimLink, SimLinkError
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho '  File \"serve.py\", line 1'\n"
+                    "echo 'ModuleNotFoundError: No module named cocotb'\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SKIP2LORA_SIM_PYTHON", str(fake))
+    with pytest.raises(SimLinkError) as exc:
+        SimLink(CONFIG.to_dict())
+    message = str(exc.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("the simulator exited (1) before connecting: ModuleNotFoundError: No module named cocotb")
+    log = message.rsplit("the simulator's log: ", 1)[1].rstrip(")")
+    assert "Traceback (most recent call last):" in open(log).read()
+    os.unlink(log)
+
+
+def test_the_rtl_progress_bar_ends_at_the_job(monkeypatch, capsys):
+    """The bar's total is the job's cycle count (not the 2x timeout): it ends at 100 %."""
+    from skip2lora.driver import sim_backend
+    from skip2lora.sim.runner import require_simulator
+
+    require_simulator()
+    monkeypatch.setattr(sim_backend, "JOB_CHUNK", 500)
+    x, y = data(24)
+    with sim_backend.SimBackend(CONFIG, progress=True) as backend:
+        s = Session(small_base(), backend, seed=0)
+        s.add_samples(x, y)
+        capsys.readouterr()
+        report = s.finetune(epochs=3, batch=4, lr=0.1)
+    err = capsys.readouterr().err
+    assert report["cycles"] > 4 * 500  # several chunks
+    last = err.strip().split("\r")[-1]
+    assert f"100.0% {report['cycles']}/{report['cycles']} cycles" in last, last
+
+
+# -- the KV260 backend: bitstream messages and PYNQ's metadata cache --------------------------------
+
+def test_a_missing_bitstream_says_how_to_build_or_obtain_one(tmp_path):
+    from skip2lora.driver.pynq_backend import check_bitfile, default_bitfile
+
+    if not default_bitfile().exists():
+        with pytest.raises(FileNotFoundError, match=r"the package ships none.*skip2lora hw bitstream.*Vivado"):
+            check_bitfile()
+    with pytest.raises(FileNotFoundError, match=r"no such file.*skip2lora hw bitstream"):
+        check_bitfile(tmp_path / "x.bit")
+    (tmp_path / "x.bit").write_bytes(b"bits")
+    with pytest.raises(FileNotFoundError, match=r"x\.hwh is missing"):
+        check_bitfile(tmp_path / "x.bit")
+    (tmp_path / "x.hwh").write_text("<hwh/>")
+    assert check_bitfile(tmp_path / "x.bit") == tmp_path / "x.bit"
+    with pytest.raises(ValueError, match="is not a bitstream"):
+        check_bitfile(tmp_path / "x.hwh")
+
+
+PYNQ_STATE_CHECK = """
+import json, sys
+from pathlib import Path
+from pynq.pl_server import global_state as gs
+from skip2lora.driver.pynq_backend import forget_cached_metadata
+d = Path(sys.argv[1])
+ours, other = d / "ours.bit", d / "other.bit"
+ours.write_bytes(b"new build"); other.write_bytes(b"another design")
+had = gs.load_global_state() if gs.global_state_file_exists() else None
+out = {}
+try:
+    for name, recorded in (("same_path", ours), ("other", other)):
+        gs.save_global_state(gs.GlobalState(bitfile_name=str(recorded), active_name="x", timestamp="t",
+                                            bitfile_hash=gs.bitstream_hash(str(recorded))))
+        out[name] = [forget_cached_metadata(ours), gs.global_state_file_exists()]
+    gs.clear_global_state()
+finally:
+    if had is not None:
+        gs.save_global_state(had)
+print(json.dumps(out))
+"""
+
+
+def test_load_forgets_pynqs_cached_metadata_of_the_same_bitstream(tmp_path):
+    """After a rebuild at the same path PYNQ would reuse the old design's pickled metadata."""
+    import json
+    from pathlib import Path
+
+    python = Path(__file__).resolve().parents[1] / ".venv-pynq" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv-pynq (scripts/setup.sh --with-pynq)")
+    proc = subprocess.run([str(python), "-c", PYNQ_STATE_CHECK, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["same_path"] == [True, False]  # dropped: PYNQ parses the new .hwh
+    assert out["other"] == [False, True]      # another design's state stays

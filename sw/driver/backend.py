@@ -4,7 +4,8 @@
 * ``SimBackend``  - the accelerator's RTL under cocotb (skip2lora.driver.sim_backend)
 * ``PynqBackend`` - a KV260 through PYNQ (skip2lora.driver.pynq_backend)
 
-A backend holds the cache entries and adapters the accelerator would hold; the `Session` builds
+Backends are built by name through the registry in the package (`skip2lora.driver.make_backend`);
+this module knows none of the others. A backend holds the cache entries and adapters the accelerator would hold; the `Session` builds
 what it loads. Every backend reports the job's cycle count (the fixed backend from the cycle
 model, the others from the accelerator's cycle counter).
 """
@@ -16,9 +17,8 @@ from ..fixed.cycles import job_cycles
 from ..fixed.model import Adapters, CacheEntries, JobConfig, run_job
 from ..fixed.packing import Layout
 
-__all__ = ["Backend", "FixedBackend", "AcceleratorError", "BACKEND_NAMES", "make_backend", "epoch_stats"]
-
-BACKEND_NAMES = ("fixed", "sim", "pynq")
+__all__ = ["Backend", "FixedBackend", "AcceleratorError", "BackendUnavailable", "MissingPackageError",
+           "epoch_stats"]
 
 
 def epoch_stats(correct, loss, saturated) -> dict:
@@ -34,8 +34,20 @@ class AcceleratorError(RuntimeError):
     """The accelerator (or its simulation) reported an error, or did not answer in time."""
 
 
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run in this environment: a package, a tool or a bitstream is missing (the
+    message says which, and what to do instead)."""
+
+
+class MissingPackageError(BackendUnavailable, ImportError):
+    """A Python package the backend needs is not installed."""
+
+
 class Backend:
     name = ""
+    # True when run() reports ``correct_per_epoch`` (training samples classified right in each epoch,
+    # counted by the accelerator while it trains): what `--plot` draws on the accelerator backends.
+    reports_epoch_stats = True  # every backend reports the per-epoch statistics (STAT_*)
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
@@ -87,6 +99,7 @@ class FixedBackend(Backend):
     """The bit-exact model standing in for the accelerator."""
 
     name = "fixed"
+    reports_epoch_stats = True
 
     def __init__(self, config: AcceleratorConfig):
         super().__init__(config)
@@ -123,16 +136,3 @@ class FixedBackend(Backend):
         return {"cycles": job_cycles(self.layout, job.samples, job.batch, job.epochs, shuffle=job.shuffle),
                 **epoch_stats(result.correct, result.loss, result.saturated)}
 
-
-def make_backend(name: str, config: AcceleratorConfig, **kwargs) -> Backend:
-    if name == "fixed":
-        return FixedBackend(config)
-    if name == "sim":
-        from .sim_backend import SimBackend
-
-        return SimBackend(config, **kwargs)
-    if name == "pynq":
-        from .pynq_backend import PynqBackend
-
-        return PynqBackend(config, **kwargs)
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} (or float)")

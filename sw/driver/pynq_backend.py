@@ -1,8 +1,12 @@
 """The KV260 backend: the accelerator in the programmable logic, driven through PYNQ.
 
     from skip2lora.driver.pynq_backend import load
-    backend = load()                      # the bitstream shipped in bitstreams/kv260/
+    backend = load()                      # bitstreams/kv260/skip2lora.bit (+ .hwh), or load("my.bit")
     session = Session(base_model, backend)
+
+The package ships no bitstream: build one with ``skip2lora hw bitstream`` (Vivado, on a
+workstation; it installs skip2lora.bit/.hwh into bitstreams/kv260/), or copy a .bit with its .hwh
+(same basename) built elsewhere to the board and pass its path.
 
 Layering as in FINN's driver: pack (skip2lora.fixed.packing) -> copy into a `pynq.allocate`
 buffer -> flush -> AXI DMA (simple mode) -> wait, with a timeout -> check the DMA and
@@ -21,11 +25,12 @@ import numpy as np
 
 from ..fixed.config import AcceleratorConfig
 from ..fixed.cycles import CLOCK_MHZ
-from .backend import AcceleratorError
+from .backend import AcceleratorError, MissingPackageError
 from .register_backend import RegisterBackend
 from .registers import RegisterFile, regmap
 
-__all__ = ["PynqBackend", "load", "default_bitfile", "accelerator_ip_class"]
+__all__ = ["PynqBackend", "load", "default_bitfile", "check_bitfile", "forget_cached_metadata",
+           "accelerator_ip_class"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds: the floor of every wait for the DMA or the accelerator
 
@@ -36,19 +41,73 @@ def default_bitfile() -> Path:
     return Path(bitstreams.__file__).resolve().parent / "kv260" / "skip2lora.bit"
 
 
-def _pynq():
+HOW_TO_GET_A_BITSTREAM = (
+    "build one with `skip2lora hw bitstream` on a machine with Vivado (it installs skip2lora.bit and "
+    "skip2lora.hwh into bitstreams/kv260/), or copy a .bit and its .hwh (same basename) built elsewhere "
+    "and pass its path (load(bitfile) / --bitfile)")
+
+
+def import_pynq():
+    """The pynq module, or `MissingPackageError` saying how to get it."""
     try:
         import pynq
     except ImportError as exc:
-        raise ImportError("the pynq backend needs PYNQ: on the KV260 the Kria-PYNQ image; elsewhere "
-                          "pip install 'skip2lora[board]' and a pynq.Device (e.g. the virtual KV260)") from exc
+        raise MissingPackageError(
+            "the pynq backend needs PYNQ: on the KV260 the Kria-PYNQ image; elsewhere pip install "
+            "'skip2lora[board]' and a pynq.Device (e.g. the virtual KV260); without a board use the "
+            "fixed backend (the bit-exact model, same results)") from exc
     return pynq
+
+
+def check_bitfile(bitfile=None) -> Path:
+    """The bitstream's path, checked: it and its .hwh exist (PYNQ needs both), or a message saying
+    how to build or obtain them."""
+    path = Path(bitfile).expanduser() if bitfile else default_bitfile()
+    if path.suffix != ".bit":
+        raise ValueError(f"{path} is not a bitstream (.bit file)")
+    if not path.is_file():
+        where = "no such file" if bitfile else "the package ships none; none has been built and installed here"
+        raise FileNotFoundError(f"no bitstream at {path} ({where}): {HOW_TO_GET_A_BITSTREAM}")
+    if not path.with_suffix(".hwh").is_file():
+        raise FileNotFoundError(f"{path.with_suffix('.hwh')} is missing: PYNQ reads the design from the "
+                                f"hardware handoff next to the bitstream ({HOW_TO_GET_A_BITSTREAM})")
+    return path
+
+
+def forget_cached_metadata(path: Path) -> bool:
+    """Make PYNQ parse this bitstream's .hwh again; True if a cached state was dropped.
+
+    PYNQ records the last downloaded bitstream (``pynq.pl_server.global_state``) and reuses the
+    metadata pickled with it when the same bitstream is loaded again (PYNQ 3.0 matched the path,
+    PYNQ 3.1+ the .bit's hash): after a rebuild at the same path, or a new .hwh beside an unchanged
+    .bit, that is the old design's. Only a state recorded for this path or these bits is dropped,
+    so another design's shutdown bookkeeping survives."""
+    try:
+        from pynq.pl_server import global_state as gs
+    except ImportError:  # an older PYNQ without the global state file
+        return False
+    try:
+        if not gs.global_state_file_exists():
+            return False
+        state = gs.load_global_state()
+        same = state is None or Path(state.bitfile_name).resolve() == path.resolve()
+        if not same and getattr(state, "bitfile_hash", "") and hasattr(gs, "bitstream_hash"):
+            same = state.bitfile_hash == gs.bitstream_hash(str(path))
+        if same:
+            gs.clear_global_state()
+        return same
+    except Exception as exc:  # noqa: BLE001 - a broken or unreadable state file: PYNQ then parses anew too
+        import warnings
+
+        warnings.warn(f"could not check PYNQ's cached metadata ({exc}); if the design looks stale, "
+                      "reboot the board or call pynq.pl_server.global_state.clear_global_state()", stacklevel=3)
+        return False
 
 
 @lru_cache(maxsize=None)
 def accelerator_ip_class():
     """The `DefaultIP` driver of the accelerator, bound by VLNV (defined once pynq is imported)."""
-    pynq = _pynq()
+    pynq = import_pynq()
 
     class Skip2LoRAIP(pynq.DefaultIP):
         """Register access by name for the Skip2-LoRA accelerator (``ol.skip2lora_0.regs``)."""
@@ -63,7 +122,8 @@ def accelerator_ip_class():
 
 
 def load(bitfile=None, *, device=None, timeout: float = DEFAULT_TIMEOUT) -> "PynqBackend":
-    """One line to a ready backend (default: the bitstream shipped in bitstreams/kv260/)."""
+    """One line to a ready backend: downloads the bitstream (default: bitstreams/kv260/skip2lora.bit,
+    built by ``skip2lora hw bitstream``), with PYNQ's cached metadata of an earlier build dropped."""
     return PynqBackend(bitfile=bitfile, device=device, timeout=timeout)
 
 
@@ -72,14 +132,12 @@ class PynqBackend(RegisterBackend):
 
     def __init__(self, config: AcceleratorConfig | None = None, *, bitfile=None, overlay=None, device=None,
                  timeout: float = DEFAULT_TIMEOUT, progress=None):
-        pynq = _pynq()
+        pynq = import_pynq()
         accelerator_ip_class()  # registered before the overlay binds its IPs
         self.timeout = float(timeout)
         if overlay is None:
-            path = Path(bitfile) if bitfile else default_bitfile()
-            if not path.exists():
-                raise FileNotFoundError(f"no bitstream at {path}: build one with `skip2lora hw bitstream` "
-                                        f"(needs Vivado), or pass bitfile=")
+            path = check_bitfile(bitfile)
+            forget_cached_metadata(path)
             overlay = pynq.Overlay(str(path), device=device) if device is not None else pynq.Overlay(str(path))
         system = regmap()["system"]
         self.overlay = overlay
@@ -109,7 +167,7 @@ class PynqBackend(RegisterBackend):
         except RuntimeError as exc:  # pynq's DMA error bits: internal, slave, decode
             raise AcceleratorError(f"{what}: {exc}") from exc
 
-    def _wait_idle(self, what: str, cycles: int) -> dict:
+    def _wait_idle(self, what: str, cycles: int, expected: int | None = None) -> dict:
         timeout = max(self.timeout, 10 * cycles / (CLOCK_MHZ * 1e6))
         deadline = time.monotonic() + timeout
         while True:

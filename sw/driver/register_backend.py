@@ -24,6 +24,7 @@ class RegisterBackend(Backend):
     """Subclasses set ``self.regs`` (a `RegisterFile`) before calling `_attach`."""
 
     regs: RegisterFile
+    reports_epoch_stats = True  # the STAT_* registers (the last 1024 epochs)
 
     def _attach(self, config: AcceleratorConfig | None) -> None:
         """Check the accelerator's identity and geometry, then reset it to a clean idle state."""
@@ -80,7 +81,9 @@ class RegisterBackend(Backend):
         and return the ``nbytes`` received."""
         raise NotImplementedError
 
-    def _wait_idle(self, what: str, cycles: int) -> dict:
+    def _wait_idle(self, what: str, cycles: int, expected: int | None = None) -> dict:
+        """Wait until STATUS.busy clears, at most ``cycles`` accelerator cycles (``expected``: how
+        long the work should take, for a progress display); returns the STATUS fields."""
         raise NotImplementedError
 
     # -- Backend interface ------------------------------------------------------------------------
@@ -125,7 +128,7 @@ class RegisterBackend(Backend):
         self.regs.write("CTRL", start=1)
         self.check_error("starting the job")
         expected = job_cycles(self.layout, job.samples, job.batch, job.epochs, shuffle=job.shuffle)
-        st = self._wait_idle("the fine-tuning job", expected + 10_000)
+        st = self._wait_idle("the fine-tuning job", expected + 10_000, expected=expected)
         if not st["done"]:
             raise AcceleratorError(f"the job ended without DONE (status {st})")
         self.check_error("the fine-tuning job")

@@ -10,11 +10,18 @@ The host owns the base model: it runs each sample's base forward once, quantizes
 inputs with per-tap power-of-two scales fixed by the first samples (`TapQuantizer`), converts
 the base logits to the accelerator's format and streams cache entries to the backend. More
 samples can be added between jobs (online fine-tuning); they reuse the same scales.
+
+Samples must be scaled as the base model's pretraining data were: a pretrained base carries the
+range of its pretraining inputs (``base.input_range``, recorded by `skip2lora.nn.pretrained`).
+Values a little outside it give a warning; values far outside it (more than the range's width
+beyond either end: raw 0..255 pixels for a model trained on 0..1, or overflowing scales) are
+refused, since they would fine-tune to nonsense without any error.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
@@ -27,7 +34,7 @@ from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
 from .backend import Backend
 
-__all__ = ["Session", "geometry_of"]
+__all__ = ["Session", "geometry_of", "InputRangeError", "InputRangeWarning"]
 
 FORWARD_CHUNK = 512
 #: The accelerator's default optimizer, and each optimizer's rate tuned on held-out Fashion-MNIST
@@ -36,13 +43,24 @@ DEFAULT_OPTIMIZER = "adam-pow2"
 DEFAULT_RATES = {"adam-pow2": 0.03, "sgd": 0.12}
 
 
+class InputRangeError(ValueError):
+    """Samples far outside the range of the base model's pretraining inputs."""
+
+
+class InputRangeWarning(UserWarning):
+    """Samples somewhat outside the range of the base model's pretraining inputs."""
+
+
 def geometry_of(net, rank: int = 4) -> Geometry:
     """The accelerator geometry a base model needs: its tap dims, the rank, its classes."""
     return Geometry(tuple(net.tap_dims), rank, net.classes)
 
 
 class Session:
-    def __init__(self, base, backend: Backend, *, seed: int = 0, quantizer: TapQuantizer | None = None):
+    def __init__(self, base, backend: Backend, *, seed: int = 0, quantizer: TapQuantizer | None = None,
+                 input_range="base"):
+        """``input_range``: (low, high) of the inputs the base model was trained on; "base" takes the
+        base model's own (``base.input_range``, if it has one); None checks nothing."""
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a Backend, not {backend!r}")
         self.base = base
@@ -52,6 +70,14 @@ class Session:
             raise ValueError(f"the base model (taps {tuple(base.tap_dims)}, {base.classes} classes) does not "
                              f"match the accelerator's geometry (taps {self.geometry.dims}, "
                              f"{self.geometry.classes} classes)")
+        if isinstance(input_range, str) and input_range == "base":
+            input_range = getattr(base, "input_range", None)
+        if input_range is not None:
+            lo, hi = (float(v) for v in input_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"input_range must be (low, high) with low < high, not {input_range!r}")
+            input_range = (lo, hi)
+        self.input_range = input_range
         self.quantizer = quantizer
         self.seed = seed
         self.base_forward_samples = 0
@@ -78,6 +104,7 @@ class Session:
         if not np.all(np.isfinite(x)):
             bad = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
             raise ValueError(f"sample {bad} contains NaN or Inf")
+        self._check_range(x)
         if y is not None:
             y = np.asarray(y)
             if y.shape != (x.shape[0],):
@@ -88,6 +115,24 @@ class Session:
                 bad = y[(y < 0) | (y >= self.geometry.classes)][0]
                 raise ValueError(f"label {bad} is out of range [0, {self.geometry.classes})")
         return x, y
+
+    def _check_range(self, x) -> None:
+        if self.input_range is None:
+            return
+        lo, hi = self.input_range
+        xmin, xmax = float(x.min()), float(x.max())
+        if lo <= xmin and xmax <= hi:
+            return
+        span = hi - lo
+        where = (f"samples span [{xmin:.4g}, {xmax:.4g}]; the base model was trained on inputs in "
+                 f"[{lo:g}, {hi:g}] (its pretraining data's min and max)")
+        if xmin < lo - span or xmax > hi + span:
+            hint = (" (raw 8-bit values? divide by 255)" if np.issubdtype(x.dtype, np.integer) and xmax > 1 >= hi
+                    else "")
+            raise InputRangeError(f"{where}: scale them as its pretraining data were{hint}, or pass "
+                                  f"Session(..., input_range=None) to skip this check")
+        warnings.warn(f"{where}: values outside it may fine-tune and predict poorly", InputRangeWarning,
+                      stacklevel=4)
 
     def _base_forward(self, x):
         """Base logits and taps, in chunks (each sample's only trip through the base model)."""
@@ -128,6 +173,8 @@ class Session:
         Without ``lr``, the rate tuned on held-out Fashion-MNIST data for the optimizer."""
         if self.quantizer is None:
             raise RuntimeError("add samples before fine-tuning")
+        if self.n_loaded == 0:
+            raise RuntimeError("the cache is empty (clear_samples() emptied it): add samples before fine-tuning")
         if lr is None:
             lr = DEFAULT_RATES.get(optimizer.split(":")[0])
             if lr is None:
@@ -177,7 +224,11 @@ class Session:
         return self.logits(x, adapters).argmax(axis=1)
 
     def accuracy(self, x, y, adapters: Adapters | None = None) -> float:
-        return float((self.predict(x, adapters) == np.asarray(y)).mean())
+        """The fraction of samples ``x`` predicted as their labels ``y``."""
+        n, y = np.shape(x)[:1], np.asarray(y)
+        if n and y.shape != n:
+            raise ValueError(f"labels must have shape ({n[0]},), one per sample, not {y.shape}")
+        return float((self.predict(x, adapters) == y).mean())
 
     # -- adapters on disk ------------------------------------------------------------------------
     def save_adapters(self, path) -> None:

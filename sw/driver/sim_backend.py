@@ -8,18 +8,53 @@ build; cached afterwards).
 
 from __future__ import annotations
 
+import os
+from importlib.util import find_spec
+
 import numpy as np
 
 from ..fixed.config import AcceleratorConfig
 from ..progress import Progress
-from .backend import AcceleratorError
+from .backend import AcceleratorError, BackendUnavailable
 from .register_backend import RegisterBackend
 from .registers import RegisterFile
 from .sim_link import SimLink, SimLinkError
 
-__all__ = ["SimBackend"]
+__all__ = ["SimBackend", "missing_tools", "require_tools"]
 
 JOB_CHUNK = 50_000  # cycles simulated between two looks at STATUS while a job runs
+SIM_PACKAGES = ("amaranth", "cocotb", "cocotbext.axi")  # what the simulator process imports
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ImportError:  # a missing parent package
+        return False
+
+
+def missing_tools(sim: str | None = None) -> str | None:
+    """Why the RTL simulation cannot start from this environment (None: it can), checked before the
+    simulator process is started. A simulator in another environment (``SKIP2LORA_SIM_PYTHON``)
+    checks itself when it starts."""
+    if os.environ.get("SKIP2LORA_SIM_PYTHON"):
+        return None
+    missing = [m for m in SIM_PACKAGES if not _importable(m)]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed"
+    from ..sim.runner import simulator_missing  # standard library only
+
+    return simulator_missing(sim)
+
+
+def require_tools(sim: str | None = None) -> None:
+    """`BackendUnavailable`, saying what to do instead, when the RTL simulation cannot run here."""
+    reason = missing_tools(sim)
+    if reason:
+        raise BackendUnavailable(
+            f"the sim backend runs the accelerator's RTL and needs the development tools ({reason}): "
+            "pip install 'skip2lora[dev]'; without them use the fixed backend (`--backend fixed`: the "
+            "bit-exact model, same results) or a KV260 (`--backend pynq`)")
 
 
 class SimBackend(RegisterBackend):
@@ -29,6 +64,7 @@ class SimBackend(RegisterBackend):
                  log=None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        require_tools(sim)
         self.progress = progress
         self.link = SimLink(config.to_dict(), sim=sim, log=log)
         self.regs = RegisterFile(self.link.read, self.link.write)
@@ -54,7 +90,7 @@ class SimBackend(RegisterBackend):
             raise AcceleratorError(f"{what}: received {len(data)} bytes, expected {nbytes}")
         return np.frombuffer(data, np.uint8).copy()
 
-    def _wait_idle(self, what: str, cycles: int) -> dict:
+    def _wait_idle(self, what: str, cycles: int, expected: int | None = None) -> dict:
         status = self.regs.map.address("STATUS")
         if cycles <= JOB_CHUNK:
             try:
@@ -63,10 +99,13 @@ class SimBackend(RegisterBackend):
                 raise AcceleratorError(f"{what}: {exc}") from exc
             return self.status()
         waited = 0
-        with Progress(cycles, f"RTL simulation: {what}", enabled=self.progress, unit=" cycles") as bar:
+        # the bar's total is the job's expected length (the timeout, `cycles`, allows twice that)
+        total = min(expected or cycles, cycles)
+        with Progress(total, f"RTL simulation: {what}", enabled=self.progress, unit=" cycles") as bar:
             while True:
                 st = self.status()
                 if not st["busy"]:
+                    bar.update(total)  # the last chunk ran past the end: show it complete
                     return st
                 if waited >= cycles:
                     raise AcceleratorError(f"{what}: the accelerator is still busy after {waited} cycles")

@@ -72,6 +72,8 @@ class SimLink:
         env = dict(os.environ)
         if sim:
             env["SIM"] = sim
+        self.sock = None
+        self._keep_log = False  # a failure keeps the simulator's log for the user to read
         self._logfile = tempfile.NamedTemporaryFile(prefix="skip2lora-sim-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [python, "-m", "skip2lora.sim.serve", "--port", str(port), "--config", json.dumps(self.config)],
@@ -86,12 +88,18 @@ class SimLink:
                     break
                 except socket.timeout:
                     if self.proc.poll() is not None:
-                        raise SimLinkError(f"the simulator exited ({self.proc.returncode}) before connecting:\n"
-                                           + self.log_tail())
+                        self._reader.join(timeout=5)  # the log is complete once the pipe is drained
+                        raise SimLinkError(f"the simulator exited ({self.proc.returncode}) before connecting"
+                                           + self._failure_note())
                     if time.monotonic() > deadline:
                         self.proc.kill()
-                        raise SimLinkError(f"the simulator did not connect within {START_TIMEOUT:g} s:\n"
-                                           + self.log_tail())
+                        raise SimLinkError(f"the simulator did not connect within {START_TIMEOUT:g} s"
+                                           + self._failure_note())
+        except BaseException:
+            if self.proc.poll() is None:  # e.g. Ctrl-C while the RTL compiles: do not wait for it
+                self.proc.kill()
+            self.close()
+            raise
         finally:
             listener.close()
         self.sock.settimeout(REQUEST_TIMEOUT)
@@ -109,14 +117,27 @@ class SimLink:
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(list(self._log_lines)[-n:])
 
+    @property
+    def log_path(self) -> str:
+        """The simulator's whole output (deleted by `close` unless something failed)."""
+        return self._logfile.name
+
+    def _failure_note(self) -> str:
+        """': <the log's last line>; details in <log file>' -- one line for the user, the log kept."""
+        self._keep_log = True
+        last = next((line.strip() for line in reversed(self._log_lines) if line.strip()), "")
+        return (f": {last}" if last else "") + f" (the simulator's log: {self.log_path})"
+
     def request(self, op: str, payload: bytes = b"", **fields) -> tuple[dict, bytes]:
         if self.proc.poll() is not None:
-            raise SimLinkError(f"the simulator is not running (exit {self.proc.returncode}):\n" + self.log_tail())
+            raise SimLinkError(f"the simulator is not running (exit {self.proc.returncode})" + self._failure_note())
+        if self.sock is None:
+            raise SimLinkError("the simulation is closed")
         try:
             send_message(self.sock, {"op": op, **fields}, payload)
             reply, data = recv_message(self.sock)
         except (OSError, ConnectionError) as exc:  # socket.timeout is an OSError
-            raise SimLinkError(f"simulator request {op!r} failed: {exc}\n" + self.log_tail()) from exc
+            raise SimLinkError(f"simulator request {op!r} failed: {exc}" + self._failure_note()) from exc
         if not reply.get("ok"):
             raise SimLinkError(f"simulator request {op!r}: {reply.get('error')}")
         return reply, data
@@ -148,7 +169,7 @@ class SimLink:
                             timeout_cycles=int(timeout_cycles), poll=int(poll))[0]["value"]
 
     def close(self) -> None:
-        if getattr(self, "sock", None) is not None:
+        if self.sock is not None:
             try:
                 send_message(self.sock, {"op": "quit"})
                 recv_message(self.sock)
@@ -161,11 +182,13 @@ class SimLink:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self._reader.join(timeout=5)
         self._logfile.close()
-        try:
-            os.unlink(self._logfile.name)
-        except OSError:
-            pass
+        if not self._keep_log:
+            try:
+                os.unlink(self._logfile.name)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self

@@ -35,6 +35,14 @@ class AcceleratorConfig:
         return {"name": self.name, **self.geometry.to_dict(), "lanes": self.lanes,
                 "cache_depth": self.cache_depth}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "AcceleratorConfig":
+        """The inverse of `to_dict` (e.g. a configuration passed to the simulator as JSON)."""
+        try:
+            return cls(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"], d["cache_depth"])
+        except KeyError as exc:
+            raise ValueError(f"an accelerator configuration needs {exc.args[0]!r}: {d!r}") from None
+
 
 # The KV260 build: LeNet-5's five taps, rank 4, 10 classes, 32 lanes (128 multipliers per pass),
 # the whole KV260 job on chip. 32 lanes keep the A and dA memories in block RAM and the logic

@@ -3,7 +3,10 @@
 Look-up order: the weights shipped inside the package (``skip2lora/pretrained/<key>.npz``,
 produced by ``skip2lora pretrain`` and committed), then the user cache directory; when neither
 exists the model is pretrained now and saved to the cache. The metadata JSON records the
-command, seed, data and accuracy, and the sha256 of the weights file, which is checked on load.
+command, seed, data and accuracy, the sha256 of the weights file (checked on load), and the range
+of the pretraining inputs (``input_range``: min and max over every sample and feature), which a
+loaded network carries as ``net.input_range`` so that a `Session` can refuse inputs scaled
+otherwise (raw 0..255 pixels for a model trained on 0..1).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 from .network import Network, build, lenet5, mlp
 from .train import pretrain
 
-__all__ = ["BASES", "base_key", "load_base", "pretrain_base", "save_base", "package_dir", "cache_dir"]
+__all__ = ["BASES", "base_key", "load_base", "pretrain_base", "save_base", "package_dir", "cache_dir",
+           "input_range"]
 
-# How each base model is pretrained (source-domain data only). Settings follow the seeds and
+# How each base model is pretrained (source-domain data only). Settings follow the Skip2-LoRA papers and
 # DESIGN.md section 7 (LeNet-5: Adam 1e-3, batch 128, 10 epochs; MLPs: Adam 1e-3, batch 20).
 BASES = {
     "lenet5-fmnist": {"dataset": "fmnist-rot0", "epochs": 10, "batch": 128, "lr": 1e-3},
@@ -57,6 +61,19 @@ def cache_dir() -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def input_range(x, split: str) -> dict:
+    """The metadata's ``input_range``: min and max of the pretraining inputs, and where they come from."""
+    x = np.asarray(x)
+    return {"min": float(x.min()), "max": float(x.max()),
+            "source": f"min and max over every feature of the {len(x)} {split} samples"}
+
+
+def _attach_range(net: Network, meta: dict) -> Network:
+    r = meta.get("input_range")
+    net.input_range = (r["min"], r["max"]) if r else None
+    return net
 
 
 def _network_for(dataset) -> Network:
@@ -97,7 +114,7 @@ def _load(directory: Path, key: str):
     missing = set(net.base_param_names) - set(net.params)
     if missing:
         raise RuntimeError(f"pretrained weights {npz} lack parameters {sorted(missing)}")
-    return net, meta
+    return _attach_range(net, meta), meta
 
 
 def pretrain_base(key: str, data_dir=None, *, seed: int = 0, epochs: int | None = None,
@@ -121,13 +138,14 @@ def pretrain_base(key: str, data_dir=None, *, seed: int = 0, epochs: int | None 
                    + (f" --epochs {epochs}" if epochs is not None else ""),
         "dataset": spec["dataset"], "seed": seed, "epochs": spec["epochs"], "batch": spec["batch"],
         "optimizer": f"adam lr={spec['lr']}", "train_samples": len(ds.pretrain),
+        "input_range": input_range(ds.pretrain.x, f"{spec['dataset']} pretraining"),
         "final_loss": losses[-1],
         "source_test_accuracy": net.accuracy(ds.pretrain_test.x, ds.pretrain_test.y),
         "target_test_accuracy": net.accuracy(ds.test.x, ds.test.y),
         "seconds": round(seconds, 1), "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
-    return net, meta
+    return _attach_range(net, meta), meta
 
 
 def load_base(dataset: str, data_dir=None, *, pretrain_if_missing: bool = True,

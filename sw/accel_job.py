@@ -1,9 +1,11 @@
 """``skip2lora finetune --backend fixed|sim|pynq``: one Quant Skip2-LoRA job on an accelerator backend.
 
-Same data and sample selection as the float backend (`skip2lora.finetune`); one job replays one
-sample order every epoch at one learning rate (`--order fixed --schedule constant` on the float
-backend gives the same recipe, so the results line up); the JSON adds the accelerator's cycle
-count, the projected KV260 time (cycles / an assumed clock) and this machine's wall time.
+An experiment runner on top of the driver (it lives beside the CLI, not in the driver): same data
+and sample selection as the float backend (`skip2lora.finetune`); one job replays one sample order
+every epoch at one learning rate (`--order fixed --schedule constant` on the float backend gives
+the same recipe, so the results line up); the JSON adds the accelerator's cycle count, the
+projected KV260 time (cycles / an assumed clock), this machine's wall time and, where the backend
+counts it, the training accuracy of every epoch.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import time
 
 import numpy as np
 
-from .. import hparams
-from ..fixed.config import KV260, AcceleratorConfig
-from ..fixed.cycles import CLOCK_MHZ, report as cycle_report
-from ..finetune import select_samples, validate_run
-from .backend import make_backend
-from .session import Session, geometry_of
+from . import hparams
+from .driver import AdapterFileError, Session, geometry_of, make_backend
+from .fixed.config import KV260, AcceleratorConfig
+from .fixed.cycles import CLOCK_MHZ, report as cycle_report
+from .finetune import select_samples, validate_run
 
-__all__ = ["run_job", "accelerator_config_for"]
+__all__ = ["run_job", "accelerator_config_for", "cycle_mismatch"]
 
 METHOD = "quant-skip2-lora"
 
@@ -34,8 +35,13 @@ def accelerator_config_for(geometry, samples: int) -> AcceleratorConfig:
 
 
 def run_job(args) -> dict:
-    from ..data import load_dataset
-    from ..nn.pretrained import load_base
+    """Run the job ``args`` describes (the ``finetune`` command's options) and return its figures.
+
+    With ``args.save_adapters`` the trained adapters are written there; a failed write does not
+    lose the result: it is reported under ``adapters_error``. The accelerator's cycle count is
+    returned beside the cycle model's (`cycle_mismatch` says when they differ)."""
+    from .data import load_dataset
+    from .nn.pretrained import load_base
 
     wall0 = time.perf_counter()
     quiet = bool(getattr(args, "json", False))
@@ -70,18 +76,39 @@ def run_job(args) -> dict:
                   f"fine-tuning {epochs} epochs ...", file=sys.stderr)
         out = session.finetune(epochs=epochs, batch=batch, lr=lr)
         accuracy = session.accuracy(ds.test.x, ds.test.y)
+        saved = _save_adapters(session, getattr(args, "save_adapters", None))
     projected = cycle_report(config, samples, batch, epochs)
-    if out["cycles"] != projected["cycles"]:
-        raise RuntimeError(f"accelerator counted {out['cycles']} cycles, the cycle model predicts "
-                           f"{projected['cycles']}")
     return {
         "method": METHOD, "backend": args.backend, "dataset": args.dataset, "config": config.name,
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
         "seed": args.seed, "rank": args.rank, "order": "fixed", "schedule": "constant",  # one job
         "accuracy_before": before, "accuracy": accuracy, "diverged": False,
         "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
-        "cycles": out["cycles"], "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],
+        "cycles": out["cycles"], "cycles_model": projected["cycles"],  # must be equal: see cycle_mismatch
+        "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],
         "projection": projected["projection"], "utilization": projected["utilization"],
-        "train_correct_last_epoch": out["correct"], "wall_seconds": time.perf_counter() - wall0,
+        "train_correct_last_epoch": out["correct"],
+        "train_accuracy_per_epoch": ([c / samples for c in out["correct_per_epoch"]]
+                                     if "correct_per_epoch" in out else None),
+        "wall_seconds": time.perf_counter() - wall0,
         "tap_exponents": session.quantizer.exponents, "tap_signed": session.quantizer.signed,
+        **saved,
     }
+
+
+def cycle_mismatch(result: dict) -> str | None:
+    """Why the accelerator's cycle counter disagrees with the cycle model (None: it agrees)."""
+    if result["cycles"] == result["cycles_model"]:
+        return None
+    return (f"the accelerator counted {result['cycles']:,} cycles, the cycle model predicts "
+            f"{result['cycles_model']:,}")
+
+
+def _save_adapters(session: Session, path) -> dict:
+    if not path:
+        return {}
+    try:
+        session.save_adapters(path)
+    except (OSError, AdapterFileError) as exc:
+        return {"adapters_file": None, "adapters_error": f"could not save the adapters to {path}: {exc}"}
+    return {"adapters_file": str(path)}
