@@ -1,11 +1,13 @@
 """``skip2lora finetune --backend fixed|sim|pynq``: one Quant Skip2-LoRA job on an accelerator backend.
 
 An experiment runner on top of the driver (it lives beside the CLI, not in the driver): same data
-and sample selection as the float backend (`skip2lora.finetune`); one job replays one sample order
-every epoch at one learning rate (`--order fixed --schedule constant` on the float backend gives
-the same recipe, so the results line up); the JSON adds the accelerator's cycle count, the
-projected KV260 time (cycles / an assumed clock), this machine's wall time and, where the backend
-counts it, the training accuracy of every epoch.
+and sample selection as the float backend (`skip2lora.finetune`), and the same recipe, run on chip:
+a new sample order every epoch (the accelerator's own, `--order feistel` on the float backend),
+warm-up and linear decay, the tuned optimizer (`hparams.defaults(..., accelerator=True)`). The
+JSON adds the accelerator's cycle count, the projected time (cycles / an assumed clock) of the
+configuration it ran on, this machine's wall time, the training accuracy and loss of every epoch
+counted by the accelerator, and whether the job diverged (judged from those statistics,
+`skip2lora.driver.health`: a diverged job reports no accuracy).
 """
 
 from __future__ import annotations
@@ -20,18 +22,35 @@ from .driver import AdapterFileError, Session, geometry_of, make_backend
 from .fixed.config import KV260, AcceleratorConfig
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
 from .finetune import select_samples, validate_run
+from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE
 
-__all__ = ["run_job", "accelerator_config_for", "cycle_mismatch"]
+__all__ = ["run_job", "accelerator_config_for", "cycle_mismatch", "ConfigurationError"]
 
 METHOD = "quant-skip2-lora"
 
 
-def accelerator_config_for(geometry, samples: int) -> AcceleratorConfig:
-    """The KV260 build when the geometry is LeNet-5's, else a build of the same lanes for this geometry."""
+class ConfigurationError(ValueError):
+    """The job does not fit the accelerator configuration it would run on."""
+
+
+def accelerator_config_for(geometry, samples: int, *, allow_custom: bool = False) -> AcceleratorConfig:
+    """The KV260 build for LeNet-5 jobs that fit its cache; any other job is refused with the limit
+    it breaks, unless ``allow_custom`` names a build of the same datapath sized for this job (it
+    is then called ``custom-...``, never the KV260)."""
     if geometry == KV260.geometry and samples <= KV260.cache_depth:
         return KV260
-    return AcceleratorConfig(f"custom-{'x'.join(map(str, geometry.dims))}", geometry, KV260.lanes,
-                             max(samples, 1))
+    if not allow_custom:
+        if geometry != KV260.geometry:
+            raise ConfigurationError(
+                f"the KV260 build is made for LeNet-5's geometry (taps {list(KV260.geometry.dims)}, rank "
+                f"{KV260.geometry.rank}, {KV260.geometry.classes} classes), not {geometry.to_dict()}; "
+                "--config custom simulates a build sized for this job (no bitstream exists for it)")
+        raise ConfigurationError(
+            f"{samples} samples exceed the KV260 build's on-chip cache of {KV260.cache_depth} entries "
+            "(the DDR cache is future work); use --samples <= 1024, or --config custom for a simulated build "
+            "with a larger cache (it does not fit the XCK26 on chip)")
+    return AcceleratorConfig(f"custom-{'x'.join(map(str, geometry.dims))}-r{geometry.rank}-n{samples}", geometry,
+                             KV260.lanes, max(samples, 1))
 
 
 def run_job(args) -> dict:
@@ -46,15 +65,20 @@ def run_job(args) -> dict:
     wall0 = time.perf_counter()
     quiet = bool(getattr(args, "json", False))
     ds = load_dataset(args.dataset, args.data_dir)
-    d = hparams.defaults(args.dataset, METHOD, accelerator=True)
+    d = hparams.defaults(args.dataset, METHOD, accelerator=True, optimizer=getattr(args, "optimizer", None))
     samples = args.samples or d["samples"] or len(ds.finetune)
     epochs = args.epochs or d["epochs"]
     batch = args.batch or d["batch"]
     lr = args.lr or d["lr"]
-    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=args.rank, pool=len(ds.finetune))
+    order = getattr(args, "order", None) or DEFAULT_ORDER
+    schedule = getattr(args, "schedule", None) or DEFAULT_SCHEDULE
+    if lr is None:
+        raise ValueError(f"no learning rate was tuned for {d['optimizer']} on {args.dataset}: give --lr")
+    validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=args.rank, pool=len(ds.finetune),
+                 order=order, schedule=schedule, optimizer=d["optimizer"])
     base, _ = load_base(args.dataset, args.data_dir, progress=None if not quiet else False)
     geometry = geometry_of(base, args.rank)
-    config = accelerator_config_for(geometry, samples)
+    config = accelerator_config_for(geometry, samples, allow_custom=getattr(args, "config", "kv260") == "custom")
     idx = select_samples(len(ds.finetune), samples, args.seed)
     x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
 
@@ -74,22 +98,25 @@ def run_job(args) -> dict:
         if not quiet:
             print(f"{args.backend} backend ({config.name}): {samples} samples cached in {fill:.2f} s; "
                   f"fine-tuning {epochs} epochs ...", file=sys.stderr)
-        out = session.finetune(epochs=epochs, batch=batch, lr=lr)
-        accuracy = session.accuracy(ds.test.x, ds.test.y)
-        saved = _save_adapters(session, getattr(args, "save_adapters", None))
-    projected = cycle_report(config, samples, batch, epochs)
+        out = session.finetune(epochs=epochs, batch=batch, lr=lr, order=order, schedule=schedule,
+                               optimizer=d["optimizer"])
+        # a diverged job reports no accuracy (as the float backend): its weights mean nothing
+        accuracy = None if out["diverged"] else session.accuracy(ds.test.x, ds.test.y)
+        saved = {} if out["diverged"] else _save_adapters(session, getattr(args, "save_adapters", None))
+    projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed")
     return {
         "method": METHOD, "backend": args.backend, "dataset": args.dataset, "config": config.name,
+        "kv260_build": config == KV260,
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
-        "seed": args.seed, "rank": args.rank, "order": "fixed", "schedule": "constant",  # one job
-        "accuracy_before": before, "accuracy": accuracy, "diverged": False,
+        "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
+        "accuracy_before": before, "accuracy": accuracy, "diverged": out["diverged"], "error": out["divergence"],
         "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
         "cycles": out["cycles"], "cycles_model": projected["cycles"],  # must be equal: see cycle_mismatch
         "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],
         "projection": projected["projection"], "utilization": projected["utilization"],
         "train_correct_last_epoch": out["correct"],
-        "train_accuracy_per_epoch": ([c / samples for c in out["correct_per_epoch"]]
-                                     if "correct_per_epoch" in out else None),
+        "train_accuracy_per_epoch": out["train_accuracy_per_epoch"], "losses": out["train_loss_per_epoch"],
+        "saturated_per_epoch": out["saturated_per_epoch"],
         "wall_seconds": time.perf_counter() - wall0,
         "tap_exponents": session.quantizer.exponents, "tap_signed": session.quantizer.signed,
         **saved,

@@ -37,12 +37,17 @@ def physical_limit_ms(macs: int) -> float:
 
 
 def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
-    r = cycle_report(KV260, KV260_JOB["samples"], KV260_JOB["batch"], KV260_JOB["epochs"], clock_mhz)
+    """The KV260 job's cycles (the default recipe: a new sample order every epoch) and projections at
+    assumed clocks (no timing closure exists here: `skip2lora hw report` gives the logic depth)."""
+    r = cycle_report(KV260, KV260_JOB["samples"], KV260_JOB["batch"], KV260_JOB["epochs"], shuffle=True,
+                     clock_mhz=clock_mhz)
+    r["projections"] = [{"assumed_clock_mhz": mhz, "ms": r["cycles"] / (mhz * 1e3),
+                         "label": f"cycles / {mhz:g} MHz (an assumed clock)"} for mhz in (200.0, 300.0)]
     # the same bound for the MACs this datapath actually performs (forward + backward passes)
     r["anchors_ms"] = dict(ANCHORS, physical_limit_ms=physical_limit_ms(r["macs"]))
     r["speedup_vs_instantft"] = ANCHORS["instantft_kv260_ms"] / r["projected_ms"]
     r["speedup_vs_rpi"] = ANCHORS["rpi_zero2w_quant_skip2lora_ms"] / r["projected_ms"]
-    r["target_cycles"] = 2_000_000
+    r["target_cycles"] = 1_930_000  # the training recipe in hardware: at most 10 % over one order, one rate
     r["meets_target"] = r["cycles"] <= r["target_cycles"]
     return r
 

@@ -132,20 +132,27 @@ def _exit_status_text() -> str:
     return "Exit status:\n" + __doc__.split("Exit status:\n", 1)[1].rstrip()
 
 
-def _add_order(p):
-    from .finetune import ORDERS, SCHEDULES
+def _add_order(p, *, optimizer: bool = True):
+    from .recipe import ORDERS, SCHEDULES
 
     p.add_argument("--order", choices=ORDERS,
-                   help="sample order: a new one every epoch (the float backend's default) or one fixed "
-                        "order replayed every epoch (what the accelerator runs)")
+                   help="sample order (default shuffle): a new one every epoch (NumPy's on the float backend, the "
+                        "accelerator's on-chip Feistel order on the others), feistel (the accelerator's order on any "
+                        "backend), or one fixed order replayed every epoch")
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning rate per step: one epoch of linear warm-up, then a linear decay (the float "
-                        "backend's default), or constant (one accelerator job)")
+                   help="learning rate per step (default warmup-linear): one epoch of linear warm-up, then a linear "
+                        "decay, or constant")
+    if optimizer:
+        p.add_argument("--optimizer", metavar="SPEC",
+                       help="the optimizer (default: the one tuned for the method and data set, see `skip2lora."
+                            "hparams`), a skip2lora.optim spec: sgd, momentum, nesterov, adam, adam-pow2, lion, ... "
+                            "with settings as adam:b2=0.99; the accelerator runs sgd and adam-pow2")
 
 
 def _recipe(args) -> dict:
-    """The --order / --schedule given (the float backend's defaults live in `skip2lora.finetune`)."""
-    return {k: v for k, v in (("order", args.order), ("schedule", args.schedule)) if v is not None}
+    """The --order / --schedule / --optimizer given (the defaults live in `skip2lora.hparams`)."""
+    return {k: v for k, v in (("order", args.order), ("schedule", args.schedule),
+                              ("optimizer", getattr(args, "optimizer", None))) if v is not None}
 
 
 def _add_json(p):
@@ -191,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=_positive_int, default=4, help="adapter rank")
     p.add_argument("--seed", type=_seed, default=0, help="random seed: sample selection, adapter init, order")
     _add_order(p)
+    p.add_argument("--config", choices=("kv260", "custom"), default="kv260",
+                   help="accelerator configuration (fixed, sim): the KV260 build, or a build of the same datapath "
+                        "sized for the job (e.g. more samples than the KV260's on-chip cache; no bitstream exists "
+                        "for it, and its times are never called KV260 times)")
     p.add_argument("--plot", metavar="FILE",
                    help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "
                         "accuracy counted by the accelerator)")
@@ -277,19 +288,19 @@ def cmd_finetune(args, out: Output) -> int:
     if args.method not in (None, "quant-skip2-lora", "skip2-lora"):
         raise CLIError(f"the {args.backend} backend runs quant-skip2-lora (the accelerator's method), "
                        f"not {args.method}; use --backend float for the other methods")
-    if args.order == "shuffle":
-        raise CLIError(f"the {args.backend} backend replays one fixed sample order every epoch (the "
-                       "accelerator's sequencer); --order shuffle needs --backend float")
-    if args.schedule == "warmup-linear":
-        raise CLIError(f"the {args.backend} backend runs one job at one learning rate; "
-                       "--schedule warmup-linear needs --backend float")
+    if args.optimizer:
+        from .recipe import accelerator_optimizer
+
+        accelerator_optimizer(args.optimizer)  # one the accelerator runs, or one line saying which
     from .driver import backend_class
 
     if args.plot and not backend_class(args.backend).reports_epoch_stats:
         raise CLIError(f"--plot draws the training accuracy of every epoch, which the {args.backend} backend "
-                       "does not report yet; --backend fixed gives the same job bit for bit and can plot it")
+                       "does not report; --backend fixed gives the same job bit for bit and can plot it")
     if args.bitfile and args.backend != "pynq":
         raise CLIError(f"--bitfile is for --backend pynq, not {args.backend}")
+    if args.config == "custom" and args.backend == "pynq":
+        raise CLIError("--config custom is a simulated build: a KV260 runs the bitstream it was given")
     if args.backend == "sim":  # the RTL simulation's tools, before any work
         from .driver.sim_backend import require_tools
 

@@ -18,9 +18,11 @@ def _secs(v):
 def finetune_text(r: dict) -> str:
     if r.get("diverged"):
         return f"{r['method']} on {r['dataset']} ({r['backend']}): DIVERGED - {r.get('error')}"
+    recipe = ", ".join(str(r[k]) for k in ("order", "schedule", "optimizer") if r.get(k))
     lines = [
-        f"{r['method']} on {r['dataset']} ({r['backend']} backend): {r['samples']} samples, "
-        f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']:g}, seed {r['seed']}",
+        f"{r['method']} on {r['dataset']} ({r['backend']} backend{', ' + r['config'] + ' build' if r.get('config') else ''}): "
+        f"{r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}, lr {r['lr']:g}, seed {r['seed']}"
+        + (f"\n  recipe: {recipe}" if recipe else ""),
         f"  accuracy before fine-tuning  {_pct(r.get('accuracy_before'))}",
         f"  accuracy after fine-tuning   {_pct(r.get('accuracy'))}",
         f"  fine-tuning wall time        {_secs(r.get('ft_seconds'))}",
@@ -28,8 +30,9 @@ def finetune_text(r: dict) -> str:
     if r.get("epoch_seconds") is not None:
         lines.append(f"  mean epoch after the first   {_secs(r['epoch_seconds'])}")
     if r.get("cycles") is not None:
+        where = "KV260 build" if r.get("kv260_build", True) else f"{r.get('config')} build (not the KV260's)"
         lines.append(f"  accelerator cycles           {r['cycles']:,}")
-        lines.append(f"  projected KV260 time         {r['projected_ms']:.3f} ms "
+        lines.append(f"  projected time, {where}  {r['projected_ms']:.3f} ms "
                      f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock)")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")

@@ -50,12 +50,26 @@ def test_float_finetune_json_has_the_contract_keys():
 
 @pytest.mark.requires_data("fan-damage1")
 def test_fixed_finetune_reports_cycles_and_a_labelled_projection():
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2", "--json")
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2",
+                             "--config", "custom", "--json")
     assert code == 0, err
     r = json.loads(out)
     assert r["backend"] == "fixed" and r["method"] == "quant-skip2-lora"
     assert r["cycles"] > 0 and r["projected_ms"] == pytest.approx(r["cycles"] / (r["clock_mhz"] * 1e3))
     assert "assumed" in r["projection"] and r["wall_seconds"] > 0
+    # a build sized for the job is named so and never called the KV260's
+    assert r["config"].startswith("custom-256x96x96") and r["kv260_build"] is False
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2")
+    assert "accelerator cycles" in out and "(not the KV260's)" in out or code == 2
+
+
+def test_jobs_the_kv260_build_cannot_run_are_refused_with_the_limit():
+    for args, message in ((["--samples", "2000"], "exceed the KV260 build's on-chip cache of 1024 entries"),
+                          (["--rank", "64"], "the KV260 build is made for LeNet-5's geometry"),
+                          (["--dataset", "har"], "the KV260 build is made for LeNet-5's geometry")):
+        code, out, err = run_cli("finetune", "--backend", "fixed", *args, "--json")
+        r = one_json(out)
+        assert code == 2 and message in r["error"] and "--config custom" in r["error"], r
 
 
 @pytest.mark.requires_data("fan-damage1")
@@ -148,11 +162,17 @@ def test_other_methods_are_refused_on_the_accelerator_backends():
     assert code == 2 and "runs quant-skip2-lora" in err
 
 
-def test_the_accelerator_backends_refuse_a_shuffled_order_and_a_schedule():
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--order", "shuffle")
-    assert code == 2 and "replays one fixed sample order" in err
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--schedule", "warmup-linear")
-    assert code == 2 and "one job at one learning rate" in err
+def test_the_accelerator_backends_run_the_recipe_and_refuse_optimizers_they_lack():
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--samples", "64", "--epochs", "2", "--json")
+    r = one_json(out)
+    assert code == 0 and (r["order"], r["schedule"]) == ("shuffle", "warmup-linear"), r
+    assert r["optimizer"].startswith("adam-pow2") and r["kv260_build"] is True
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--samples", "64", "--epochs", "2", "--order", "fixed",
+                             "--schedule", "constant", "--optimizer", "sgd", "--json")
+    r = one_json(out)
+    assert code == 0 and (r["order"], r["schedule"], r["optimizer"]) == ("fixed", "constant", "sgd"), r
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--optimizer", "lion")
+    assert code == 2 and "the accelerator runs the optimizers sgd" in err
 
 
 # -- help, version, exit codes ------------------------------------------------------------------------
@@ -258,7 +278,7 @@ def test_plot_without_matplotlib_is_refused_in_one_line():
 def test_fixed_backend_plots_the_training_accuracy_it_counted(tmp_path):
     plot, adapters = tmp_path / "train.png", tmp_path / "adapters.npz"
     code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "3", "--json",
-                             "--plot", str(plot), "--save-adapters", str(adapters))
+                             "--config", "custom", "--plot", str(plot), "--save-adapters", str(adapters))
     assert code == 0, err
     r = one_json(out)
     assert len(r["train_accuracy_per_epoch"]) == 3 and all(0 <= a <= 1 for a in r["train_accuracy_per_epoch"])
@@ -278,7 +298,7 @@ def test_plot_is_refused_on_a_backend_without_epoch_statistics(monkeypatch, caps
     monkeypatch.setattr(SimBackend, "reports_epoch_stats", False)
     assert main(["finetune", "--backend", "sim", "--plot", "p.png", "--json"]) == 2
     r = one_json(capsys.readouterr().out)
-    assert "which the sim backend does not report yet" in r["error"] and "--backend fixed" in r["error"]
+    assert "which the sim backend does not report" in r["error"] and "--backend fixed" in r["error"]
 
 
 def test_a_plot_that_fails_after_the_job_keeps_the_result(monkeypatch, capsys, tmp_path):
@@ -288,8 +308,8 @@ def test_a_plot_that_fails_after_the_job_keeps_the_result(monkeypatch, capsys, t
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "plot_curves", fail)
-    args = ["finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "1", "--plot",
-            str(tmp_path / "p.png")]
+    args = ["finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--config", "custom", "--epochs", "1",
+            "--plot", str(tmp_path / "p.png")]
     assert main(args + ["--json"]) == 1
     r = one_json(capsys.readouterr().out)
     assert r["accuracy"] is not None and "No space left on device" in r["plot_error"]
@@ -354,7 +374,7 @@ def test_a_simulator_that_fails_to_start(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):'\necho 'OSError: no licence'\nexit 1\n")
     fake.chmod(0o755)
-    code, out, err = run_cli("finetune", "--dataset", "fan-damage1", "--epochs", "1", "--json",
+    code, out, err = run_cli("finetune", "--samples", "16", "--epochs", "1", "--json",
                              env={"SKIP2LORA_SIM_PYTHON": str(fake)})
     assert code == 1
     message = one_json(out)["error"]
@@ -375,7 +395,7 @@ def test_problems_found_after_the_job_keep_the_result(monkeypatch, capsys, tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Session, "save_adapters", full_disk)
-    args = ["finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "1",
+    args = ["finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--config", "custom", "--epochs", "1",
             "--save-adapters", str(tmp_path / "a.npz")]
     assert main(args) == 1
     captured = capsys.readouterr()
