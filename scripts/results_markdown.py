@@ -9,7 +9,7 @@
 import json
 import sys
 
-SEEDS_PAPER = {  # the seeds' published accuracy (%) for the same set-ups, where they give one
+PAPER = {  # the Skip2-LoRA papers' published accuracy (%) for the same set-ups, where they give one
     "fmnist-rot75": {"ft-last": 60.94, "lora-last": 53.81, "lora-all": 75.59, "skip-lora": 73.54,
                      "skip2-lora": 73.54, "quant-skip2-lora": 74.02},
     "har": {"ft-all": 90.99, "ft-last": 89.31, "ft-bias": 82.21, "ft-all-lora": 90.40, "lora-all": 91.09,
@@ -32,14 +32,14 @@ def ms(v):
 
 
 def compare_table(r):
-    paper = SEEDS_PAPER.get(r["dataset"], {})
+    paper = PAPER.get(r["dataset"], {})
     orders = {"shuffle": "a new sample order every epoch", "fixed": "one sample order every epoch"}
     order = orders[r.get("order", "shuffle")]
     schedule = {"warmup-linear": "learning rate warmed up over the first epoch, then decayed linearly",
                 "constant": "one learning rate"}[r.get("schedule", "warmup-linear")]
     out = [f"**{r['dataset']}** — mean ± std over {r['seeds']} seeds, {order}, {schedule}; {r['machine']}, "
            f"{r['date']}", "",
-           "| method | before % | after % | seeds' paper % | FT time | epoch (after the 1st) | "
+           "| method | before % | after % | paper % | FT time | epoch (after the 1st) | "
            "fwd / bwd / upd per batch |", "|---|---|---|---|---|---|---|"]
     for row in r["results"]:
         t = row["time_per_batch"]

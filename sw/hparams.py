@@ -8,7 +8,7 @@ on a block hold-out of their fine-tuning split. `python scripts/tune_lr.py` repr
 rate that diverges for any seed is out. The rule for an optimizer: where several are tied (their
 paired seed-by-seed difference to the best within two standard errors), the one cheapest in the
 accelerator's fixed point.
-HAR and Fan follow the seeds' settings (batch 20; 600 / 300 fine-tuning epochs).
+HAR and Fan follow the Skip2-LoRA papers' settings (batch 20; 600 / 300 fine-tuning epochs).
 """
 
 from __future__ import annotations

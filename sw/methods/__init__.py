@@ -1,4 +1,4 @@
-"""The seeds' fine-tuning methods, by their lower-case hyphenated names."""
+"""The Skip2-LoRA papers' fine-tuning methods, by their lower-case hyphenated names."""
 
 from .base import Method, PhaseTimer
 from .network_methods import FtAll, FtAllLora, FtBias, FtLast, LoraAll, LoraLast

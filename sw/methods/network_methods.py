@@ -1,5 +1,5 @@
 """Fine-tuning methods that run the whole network every step: FT-All, FT-Last, FT-Bias, FT-All-LoRA,
-LoRA-All and LoRA-Last (the seeds' baselines).
+LoRA-All and LoRA-Last (the Skip2-LoRA papers' baselines).
 
 Batch-norm layers stay in inference mode (frozen running statistics) while fine-tuning; their
 scale and shift are trainable where the method trains the base model.

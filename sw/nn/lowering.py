@@ -150,7 +150,7 @@ class ChainBuilder:
         kernel, stride = tuple(map(int, kernel)), tuple(map(int, stride))
         name = self._unique(node, "pool")
         if kernel == (2, 2) and stride == (2, 2) and not any(pads) and h % 2 == 0 and w % 2 == 0:
-            self._add(MaxPool2(name))  # the seeds' 2x2 pool, the fast path
+            self._add(MaxPool2(name))  # the papers' 2x2 pool, the fast path
         else:
             self._add(MaxPool2d(name, kernel, stride, pads))
         self.shape = (c, oh, ow)

@@ -1,4 +1,4 @@
-"""The base models (the seeds' LeNet-5 and batch-norm MLP, or any imported layer list) with adapter taps.
+"""The base models (the Skip2-LoRA papers' LeNet-5 and batch-norm MLP, or any imported layer list) with adapter taps.
 
 A *tap* is the input of a weight layer (conv or dense), flattened per sample: exactly what a
 Skip-LoRA adapter reads. The network can return its taps alongside its logits, which is how
@@ -128,7 +128,7 @@ def lenet5(classes=10, input_shape=(1, 28, 28)) -> Network:
 
 
 def mlp(in_features: int, classes: int, hidden: int = 96) -> Network:
-    """The seeds' 3-layer MLP with batch norm: in - hidden - hidden - classes."""
+    """The Skip2-LoRA papers' 3-layer MLP with batch norm: in - hidden - hidden - classes."""
     layers = [
         Dense("fc1", in_features, hidden), BatchNorm("bn1", hidden), ReLU("relu1"),
         Dense("fc2", hidden, hidden), BatchNorm("bn2", hidden), ReLU("relu2"),
