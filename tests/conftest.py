@@ -37,6 +37,8 @@ def in_ci() -> bool:
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+    parser.addoption("--runsynth", action="store_true", default=False,
+                     help="run the KV260 synthesis tests (yosys, 15-50 min of one core; `skip2lora hw report`)")
     parser.addoption("--case-seed", action="store", default=None, metavar="SEED[,SEED...]",
                      help="tests/test_rtl_sim.py: run only these random RTL cases (as printed on failure; "
                           "same as SKIP2LORA_CASE=...)")
@@ -52,9 +54,13 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Skip marks for slow tests (without --runslow) and for missing requirements (outside CI;
     under CI the test fails in its setup instead, see pytest_runtest_setup)."""
-    runslow = config.getoption("--runslow")
+    runslow, runsynth = config.getoption("--runslow"), config.getoption("--runsynth")
     skip_slow = pytest.mark.skip(reason="need --runslow option to run")
+    skip_synth = pytest.mark.skip(reason="a KV260 synthesis: need --runsynth option to run")
     for item in items:
+        if "synth" in item.keywords and not runsynth:
+            item.add_marker(skip_synth)
+            continue
         if "slow" in item.keywords and not runslow:
             item.add_marker(skip_slow)
             continue

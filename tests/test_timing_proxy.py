@@ -7,7 +7,7 @@
   RAM / UltraRAM / LUTRAM reads, DSPs with and without registers around them, configuration paths.
 * The accelerator's budget (issue 14): every path <= 6 LUT levels plus one carry chain, every memory
   read and DSP registered, configuration-derived values registered. On the ``small`` build by
-  default, the ``kv260`` build with ``--runslow``. Expected to fail until the datapath is pipelined.
+  default, the ``kv260`` build with ``--runsynth`` (its synthesis takes 15-50 min of one core). Expected to fail until the datapath is pipelined.
 """
 
 from __future__ import annotations
@@ -518,7 +518,7 @@ def test_synthesized_configuration_register_into_a_shifter(report):
 
 # -- the accelerator's budget -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["small", pytest.param("kv260", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["small", pytest.param("kv260", marks=pytest.mark.synth)])
 def accelerator(request, tmp_path_factory):
     from skip2lora.hw.export import resource_report
 
