@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..fixed.config import config_named
 from .build_paths import verilog_cache_dir
-from .regmap import REGISTER_MAP, regmap_dict
+from .regmap import config_register_patterns, regmap_dict
 
 __all__ = ["export_verilog", "verilog_text", "cached_verilog", "source_hash", "strip_ultraram_init",
            "stderr_log", "resource_report", "XCK26", "parse_yosys_stat", "config_register_patterns"]
@@ -326,14 +326,6 @@ def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log,
 _NETLIST_NAME = "netlist.json"
 # Only the design's modules (not yosys' cell library); $scopeinfo cells carry nothing for timing.
 _WRITE_NETLIST = f"write_json -selected -noscopeinfo {_NETLIST_NAME}"
-
-
-def config_register_patterns() -> list:
-    """Regular expressions naming the register bank's read-write storage (the job's configuration)."""
-    from .registers import Access
-
-    return [rf"(^|\.)regs\.{reg.name}_{f.name}$" for reg in REGISTER_MAP.registers for f in reg.fields
-            if f.access is Access.RW]
 
 
 def _timing_section(path, keep_as=None) -> dict:

@@ -16,7 +16,8 @@ from .params import MAX_TAPS
 from .registers import Access, Field, Register, RegisterMap
 from .system import system_dict
 
-__all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "REGISTER_MAP", "regmap_dict", "write_regmap"]
+__all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "REGISTER_MAP", "regmap_dict", "write_regmap",
+           "config_register_patterns"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
 VERSION = (2, 0)       # major (register map / wire format / job semantics), minor
@@ -136,6 +137,13 @@ def regmap_dict() -> dict:
     d["optimizers"] = {o.name.lower(): int(o) for o in Optimizer}
     d["system"] = system_dict()
     return d
+
+
+def config_register_patterns() -> list:
+    """Regular expressions naming the register bank's read-write storage (a job's configuration):
+    the timing proxy flags logic deeper than a few levels behind them."""
+    return [rf"(^|\.)regs\.{reg.name}_{f.name}$" for reg in REGISTER_MAP.registers for f in reg.fields
+            if f.access is Access.RW]
 
 
 def write_regmap(path) -> Path:

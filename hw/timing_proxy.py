@@ -1111,7 +1111,7 @@ def main(argv=None) -> int:
         return 2
     patterns = ()
     if not args.no_config:
-        from .export import config_register_patterns
+        from .regmap import config_register_patterns
 
         patterns = config_register_patterns()
     try:
