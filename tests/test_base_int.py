@@ -297,7 +297,7 @@ def test_encode_gives_valid_cache_entries_and_runs_a_job():
     assert logits.shape == (40, 3) and logits.dtype == np.int16
     assert len(exps) == len(signed) == 3 and signed == (True, False, False)
     cache = CacheEntries(codes, logits, y).validate(g, signed)
-    job = JobConfig(40, 8, 3, F.lr_register(0.1, 8), exps, signed).validate(g, 40)
+    job = JobConfig(40, 8, 3, F.lr_register(0.1), exps, signed).validate(g, 40)
     result = run_job(g, cache, Adapters.lora_init(g, 0), job)
     assert predict(g, codes, logits, result.adapters, exps).shape == (40,)
     # Later samples reuse the cache's exponents; the same samples give the same entries.

@@ -310,6 +310,12 @@ def test_w1c_set_hold_clear(bank, regmap, tmp_path):
         ctx.set(bank.status_done, 0)
         assert decode(status, await axil_read(ctx, bank.bus, 0x10)) == {
             "busy": 0, "done": 1, "error": 0, "count": 0}
+        # The hardware clear (a soft reset) clears per bit like a write of ones.
+        await pulse(ctx, bank.status_error, 0b11)
+        await pulse(ctx, bank.status_error_clear, 0b10)
+        assert ctx.get(bank.status_error_held) == 0b01
+        await pulse(ctx, bank.status_done_clear, 1)
+        assert ctx.get(bank.status_done_held) == 0
 
     run(bank, bench, tmp_path=tmp_path, name="w1c")
 
@@ -536,7 +542,8 @@ def test_bank_ports(bank, regmap):
                 "span_hi": (Flow.Out, 8, 0), "status_busy": (Flow.In, 1, 0),
                 "status_done": (Flow.In, 1, 0), "status_done_held": (Flow.Out, 1, 0),
                 "status_error": (Flow.In, 2, 0), "status_error_held": (Flow.Out, 2, 2),
-                "status_count": (Flow.In, 16, 0), "id_value": (Flow.In, 32, 0)}
+                "status_count": (Flow.In, 16, 0), "id_value": (Flow.In, 32, 0),
+                "status_done_clear": (Flow.In, 1, 0), "status_error_clear": (Flow.In, 2, 0)}
     assert set(members) == {"bus"} | set(expected)
     for name, (flow, width, init) in expected.items():
         assert (members[name].flow, Shape.cast(members[name].shape).width, members[name].init or 0) == \

@@ -481,7 +481,7 @@ def _z_range() -> tuple[int, int]:
 def fold_layers(net) -> list[dict]:
     """The network's weight layers as float64 (w (out, fan_in), b) with batch norm folded in, and
     which ReLU / 2x2 max-pool follow each (the layers between two weight layers)."""
-    from ..nn.layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2, ReLU
+    from ..nn.layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2, MaxPool2d, ReLU
 
     p = net.params
     specs = []
@@ -500,7 +500,8 @@ def fold_layers(net) -> list[dict]:
             if not specs:
                 raise ValueError(f"{layer.name}: a ReLU before the first weight layer is not supported")
             specs[-1]["relu"] = True
-        elif isinstance(layer, MaxPool2):
+        elif isinstance(layer, MaxPool2) or (isinstance(layer, MaxPool2d) and layer.kernel == (2, 2)
+                                             and layer.stride == (2, 2) and not any(layer.pads)):
             if not specs or not isinstance(specs[-1]["layer"], Conv2d):
                 raise ValueError(f"{layer.name}: max-pooling must follow a convolution")
             specs[-1]["pool"] = True
@@ -511,6 +512,18 @@ def fold_layers(net) -> list[dict]:
     if specs[-1]["relu"] or specs[-1]["pool"]:
         raise ValueError("the last weight layer must produce the logits (no ReLU or pooling after it)")
     return specs
+
+
+def _square_kernel(layer) -> int:
+    """The kernel size of a convolution the integer base (and the PL forward engine) computes:
+    square, stride 1, the same zero padding on every side."""
+    kh, kw = layer.kernel
+    t, l, b, r = layer.pads
+    if kh != kw or tuple(layer.stride) != (1, 1) or not t == l == b == r or layer.padding_mode != "zeros":
+        raise ValueError(f"{layer.name}: the integer base supports square convolutions with stride 1 and equal zero "
+                         f"padding on every side, not kernel {layer.kernel}, stride {layer.stride}, "
+                         f"padding {layer.pads} ({layer.padding_mode})")
+    return int(kh)
 
 
 def _channel_exponents(w_eff, b):
@@ -555,7 +568,7 @@ def calibrate(net, x, input_format: BF.InputFormat, *, name: str = "", headroom:
         conv = isinstance(layer, Conv2d)
         in_shape = tuple(a.shape[1:]) if conv else (int(np.prod(a.shape[1:])),)
         geo = {"kind": "conv" if conv else "dense", "in_shape": in_shape,
-               "kernel": layer.kernel if conv else 0, "padding": layer.padding if conv else 0}
+               "kernel": _square_kernel(layer) if conv else 0, "padding": layer.pads[0] if conv else 0}
         fitted_w = _channel_exponents(w_eff, spec["b"])
         if not per_channel:
             common = max((e for e in fitted_w if e is not None), default=None)
