@@ -5,7 +5,7 @@ Between a sample's forward pass (u_k = A_k x_k, the MAC array) and the batch's b
 its gradient sums, works on the sample (one register after every step; `cycles.head_latency` counts them):
 
 1. Y   per tap k (one per cycle): B_k u_k (DSP M, P), the sum over r (tree), accumulated over k;
-       then y_c = sat(z_c + round(sum >> 18)) (round, add, saturate).
+       then y_c = sat(z_c + round(sum >> Y_SHIFT)) (round, add, saturate; Y_SHIFT = B_FRAC + U_FRAC - Y_FRAC).
 2.     the softmax / cross-entropy unit (hw/softmax.py): gl = (softmax(y) - onehot) / nb, the
        prediction and the sample's loss (the epoch's ``correct`` and ``loss`` sums).
 3. SB  per tap k: t_k[r] = sat(round(sum_c B_k[c,r] gl_c >> (16 - e_k))) (DSP M, P, the sum
@@ -164,7 +164,7 @@ class HeadUnit(wiring.Component):
         with m.If(yv):
             m.d.sync += [yacc[c].eq(Mux(yfirst, 0, yacc[c]) + rsum[c]) for c in range(C)]
         ydone = delay(m, yv & ylast, 1, "ydone", reset_less=False)
-        # y_c = sat(z_c + round(yacc_c >> 18)): round | add z | saturate
+        # y_c = sat(z_c + round(yacc_c >> Y_SHIFT)): round | add z | saturate
         yr = [Signal(signed(acc_bits - Y_SHIFT + 1), name=f"yr{c}", reset_less=True) for c in range(C)]
         m.d.sync += [yr[c].eq((yacc[c] + (1 << (Y_SHIFT - 1))) >> Y_SHIFT) for c in range(C)]
         yz = [Signal(signed(acc_bits - Y_SHIFT + 2), name=f"yz{c}", reset_less=True) for c in range(C)]

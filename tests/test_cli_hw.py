@@ -1,0 +1,36 @@
+"""The `skip2lora hw` commands that need no synthesis run here; the timing report's wiring is
+checked with the synthesis replaced (the synthesis itself: tests/test_timing_proxy.py)."""
+
+import json
+
+from skip2lora import cli
+from skip2lora.fixed.config import KV260
+from skip2lora.fixed.cycles import job_cycles
+from skip2lora.fixed.packing import Layout
+
+
+def test_hw_docs_check_reports_the_generated_docs_current(capsys):
+    assert cli.main(["hw", "docs", "--check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stale": None, "written": []}
+
+
+def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch, capsys):
+    from skip2lora.hw import export
+
+    seen = {}
+
+    def fake_report(config, *, timing=False, **kw):
+        seen.update(config=config, timing=timing)
+        pct = dict.fromkeys(("lut", "ff", "dsp", "bram36", "uram"), 1.0)
+        return {"config": config, "tool": "fake", "fits": True, "lut_half": True, "cache_mapping": "-",
+                "budget": dict.fromkeys(pct, 1), "percent": pct, **dict.fromkeys(pct, 1),
+                "timing": {"max_logic_levels": 9}}
+
+    monkeypatch.setattr(export, "resource_report", fake_report)
+    assert cli.main(["hw", "report", "--timing", "--json"]) == 0
+    assert seen == {"config": "kv260", "timing": True}
+    job = json.loads(capsys.readouterr().out)["timing"]["kv260_job"]
+    cycles = job_cycles(Layout(KV260.geometry, KV260.lanes), 1024, 16, 10, shuffle=True)
+    assert job["cycles"] == cycles
+    assert [(p["assumed_clock_mhz"], p["ms"]) for p in job["projections"]] == [(200, cycles / 2e5), (300, cycles / 3e5)]
+    assert all("assumed clock; logic depth max 9 LUT levels" in p["label"] for p in job["projections"])
