@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = hw.add_parser("docs", help="regenerate the generated tables of docs/numerics.md and docs/interface.md",
                       **common)
     q.add_argument("--check", action="store_true", help="only report stale pages (exit 1), write nothing")
+    q.add_argument("--root", default=".", help="the source checkout holding docs/ (default: the current directory)")
     _add_json(q)
     q = hw.add_parser("bitstream", help="KV260 bitstream + hwh with Vivado (batch): export, build.tcl, run, manifest",
                       **common)
@@ -492,11 +493,12 @@ def cmd_hw(args, out: Output) -> int:
         path = write_regmap(REGMAP_PATH)
         return finish(out, {"regmap": str(path)}, lambda r: f"wrote {r['regmap']}")
     if args.hw_command == "docs":
-        from .hw.docs import DocsStale, update_docs
+        from .hw.docs import BLOCKS, DocsStale, update_docs
 
-        root = Path(__file__).resolve().parents[1]
-        if not (root / "docs" / "numerics.md").is_file():
-            raise CLIError(f"hw docs needs the source checkout (docs/ beside sw/); {root / 'docs'} has no numerics.md")
+        root = Path(args.root)
+        missing = [rel for rel in BLOCKS if not (root / rel).is_file()]
+        if missing:
+            raise CLIError(f"--root {root} is not a source checkout: {', '.join(missing)} missing")
         try:
             pages = update_docs(root, check=args.check)
         except DocsStale as e:

@@ -2,6 +2,7 @@
 checked with the synthesis replaced (the synthesis itself: tests/test_timing_proxy.py)."""
 
 import json
+from pathlib import Path
 
 from skip2lora import cli
 from skip2lora.fixed.config import KV260
@@ -9,9 +10,18 @@ from skip2lora.fixed.cycles import job_cycles
 from skip2lora.fixed.packing import Layout
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def test_hw_docs_check_reports_the_generated_docs_current(capsys):
-    assert cli.main(["hw", "docs", "--check", "--json"]) == 0
+    assert cli.main(["hw", "docs", "--check", "--root", str(ROOT), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"stale": None, "written": []}
+
+
+def test_hw_docs_names_a_root_that_is_not_a_checkout(tmp_path, capsys):
+    assert cli.main(["hw", "docs", "--root", str(tmp_path), "--json"]) == 2
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert "is not a source checkout" in err and "docs/numerics.md" in err
 
 
 def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch, capsys):
