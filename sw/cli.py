@@ -182,14 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_wrap("Run one fine-tuning job: the float reference (any method) or one Quant "
                                    "Skip2-LoRA job on the accelerator (fixed: its bit-exact model; sim: its RTL in "
                                    "simulation, needs the dev extra; pynq: a KV260). Unset options take the data "
-                                   "set's defaults (skip2lora.hparams)."), **common)
+                                   "set's defaults (skip2lora.hparams). Bring your own model and data with --model "
+                                   "FILE.onnx --data FILE.npz (or an image folder): a data set that is not built in "
+                                   "takes the defaults for a new data set (the result's \"hparams\" says which)."),
+                       **common)
     p.add_argument("--backend", choices=BACKENDS, default="sim",
                    help="float: NumPy reference; fixed: the bit-exact model; sim: the accelerator RTL "
                         "(pip install 'skip2lora[dev]'); pynq: a KV260")
     p.add_argument("--method", type=_method, metavar="METHOD",
                    help=f"fine-tuning method, one of {methods} (default: skip2-lora on the float backend; "
                         "the accelerator backends run quant-skip2-lora only)")
-    p.add_argument("--dataset", type=_dataset, default="fmnist-rot75", metavar="DATASET", help=datasets)
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--dataset", type=_dataset, default="fmnist-rot75", metavar="DATASET", help=datasets)
+    data.add_argument("--data", metavar="FILE|DIR",
+                      help="your own data instead of --dataset: an .npz with x_train, y_train, x_test, y_test "
+                           "(optionally x_val, y_val; else every 10th training row validates), or an image folder "
+                           "with one sub-folder per class (train/ and test/ inside, or every 5th image is a test "
+                           "image; needs Pillow: the images extra); needs --model")
+    p.add_argument("--model", metavar="FILE",
+                   help="the trained base model to fine-tune: .onnx, TorchScript .pt/.pth (input shape from the "
+                        "data), or a project .npz (default: the built-in data set's pretrained base)")
     p.add_argument("--samples", type=_positive_int, help="fine-tuning samples (default: the data set's)")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
     p.add_argument("--batch", type=_positive_int, help="mini-batch size (default: the data set's)")
@@ -260,9 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-install", action="store_true", help="do not copy the outputs into bitstreams/kv260/")
     _add_json(q)
 
-    p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata",
-                       description=_wrap("Pretrain a base model on its source-domain data and store <base>.npz and "
-                                   "<base>.json (weights, how they were made, the input range)."), **common)
+    p = sub.add_parser("pretrain", help="pretrain a built-in base model and store its weights + metadata",
+                       description=_wrap("Pretrain a built-in base model on its source-domain data and store "
+                                   "<base>.npz and <base>.json (weights, how they were made, the input range). "
+                                   "Your own architecture is not pretrained here: bring a trained model, exported "
+                                   "to ONNX (or TorchScript), and fine-tune it with `skip2lora finetune --model "
+                                   "FILE.onnx --data FILE.npz`."), **common)
     p.add_argument("--base", required=True, choices=tuple(BASES), help="the base model")
     p.add_argument("--seed", type=_seed, default=0, help="random seed")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the base model's recipe)")
@@ -278,6 +293,9 @@ def cmd_finetune(args, out: Output) -> int:
 
     if args.plot:
         check_plot(args.plot)
+    if args.data and not args.model:
+        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
+                       "(bring a trained one: --model FILE.onnx)")
     if args.backend == "float":
         for option in ("save_adapters", "bitfile"):
             if getattr(args, option):
@@ -348,7 +366,7 @@ def _finetune_float(args, out: Output) -> int:
     from .finetune import finetune
 
     method = args.method or "skip2-lora"
-    res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
+    res = finetune(method, args.data or args.dataset, model=args.model, samples=args.samples, epochs=args.epochs, batch=args.batch,
                    lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
                    curves=bool(args.plot), **_recipe(args), progress=None if not args.json else False)
     result = res.to_dict()
@@ -358,7 +376,7 @@ def _finetune_float(args, out: Output) -> int:
             print("skip2lora finetune: no plot: the run diverged", file=sys.stderr)
         else:
             def plot():
-                report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
+                report.plot_curves({method: [res.curve]}, args.plot, title=f"{res.dataset}, {method}")
                 return {"plot": str(args.plot)}
 
             after.append(("plot", plot))
