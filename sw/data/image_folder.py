@@ -16,6 +16,7 @@ split then comes from `from_arrays` (every 10th training row) unless ``val/`` ex
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -35,12 +36,11 @@ _SPLIT_DIRS = {"train": ("train",), "test": ("test",), "val": ("val", "validatio
 
 def require_pillow():
     """PIL.Image, or a one-line error that names the extra to install."""
-    try:
-        from PIL import Image
+    try:  # an optional package, imported when an image folder is read
+        return importlib.import_module("PIL.Image")
     except ImportError:
         raise ModuleNotFoundError("reading an image folder needs Pillow: pip install 'skip2lora[images]'",
                                   name="PIL") from None
-    return Image
 
 
 def _visible_dirs(folder: Path) -> list[Path]:

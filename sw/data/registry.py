@@ -16,7 +16,9 @@ from pathlib import Path
 from . import fan, fmnist, har
 from .dataset import Dataset
 from .errors import DataFormatError, DataNotFoundError
+from .image_folder import load_image_folder
 from .lookup import find_any, resolve_data_dir
+from .npz_file import load_npz
 
 __all__ = ["DATASET_NAMES", "load_dataset", "canonical_name", "dataset_title", "missing_files",
            "clear_cache", "open_dataset", "is_builtin_name"]
@@ -103,12 +105,8 @@ def open_dataset(source, data_dir: str | os.PathLike | None = None, *, download:
         return load_dataset(source, data_dir, download=download)
     path = Path(source).expanduser()
     if path.is_dir():
-        from .image_folder import load_image_folder
-
         return load_image_folder(path)
     if path.suffix.lower() == ".npz":
-        from .npz_file import load_npz
-
         return load_npz(path)
     if path.exists():
         raise DataFormatError(f"{path}: unknown data format; give an .npz file (x_train, y_train, x_test, y_test) "
