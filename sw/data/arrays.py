@@ -70,7 +70,7 @@ def _labels(y, key: str, rows: int) -> np.ndarray:
         whole = np.isfinite(a) & (a == np.round(a))
         if not whole.all():
             i = int(np.flatnonzero(~whole)[0])
-            raise DataFormatError(f"{key}[{i}] is {a[i]!r}: labels must be whole numbers 0..classes-1")
+            raise DataFormatError(f"{key}[{i}] is {a[i].item()!r}: labels must be whole numbers 0..classes-1")
         a = a.astype(np.int64)
     elif a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise DataFormatError(f"{key} must hold integer class labels, not {a.dtype}")
