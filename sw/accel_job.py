@@ -22,13 +22,14 @@ import time
 import numpy as np
 
 from . import hparams
+from .data import is_builtin_name
 from .driver import AdapterFileError, Session, geometry_of, make_backend
 from .fixed.config import KV260, AcceleratorConfig
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
 from .finetune import select_samples, used_hparams, validate_run
 from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE
 
-__all__ = ["run_job", "accelerator_config_for", "cycle_mismatch", "ConfigurationError"]
+__all__ = ["run_job", "accelerator_job", "accelerator_config_for", "cycle_mismatch", "ConfigurationError"]
 
 METHOD = "quant-skip2-lora"
 
@@ -129,6 +130,33 @@ def run_job(args) -> dict:
                                 schedule=schedule, optimizer=d["optimizer"], given=given),
         **saved,
     }
+
+
+def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed", config: str = "kv260",
+                    samples: int | None = None, epochs: int | None = None, batch: int | None = None,
+                    lr: float | None = None, seed: int = 0, rank: int = 4, order: str | None = None,
+                    schedule: str | None = None, optimizer: str | None = None, data_dir=None,
+                    save_adapters=None, bitfile=None) -> dict:
+    """`run_job` from Python: the ``finetune`` command's job on an accelerator backend, quietly.
+
+    ``dataset``: a built-in name, an .npz file, an image folder or a `Dataset`; ``model``: a model
+    file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" refuses a
+    job the KV260 build cannot run (`ConfigurationError` names the limit); "custom" sizes a build
+    for it. Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
+    from types import SimpleNamespace
+
+    if config not in ("kv260", "custom"):
+        raise ValueError(f"config must be kv260 or custom, not {config!r}")
+    if backend not in ("fixed", "sim", "pynq"):
+        raise ValueError(f"backend must be fixed, sim or pynq (float: skip2lora.finetune.finetune), not {backend!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer in 0..{2 ** 32 - 1}, not {seed!r}")
+    builtin = isinstance(dataset, str) and is_builtin_name(dataset)
+    args = SimpleNamespace(dataset=dataset if builtin else None, data=None if builtin else dataset, model=model,
+                           backend=backend, config=config, samples=samples, epochs=epochs, batch=batch, lr=lr,
+                           seed=seed, rank=rank, order=order, schedule=schedule, optimizer=optimizer,
+                           data_dir=data_dir, save_adapters=save_adapters, bitfile=bitfile, json=True)
+    return run_job(args)
 
 
 def cycle_mismatch(result: dict) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from skip2lora import hparams
+from skip2lora.accel_job import ConfigurationError, accelerator_job
 from skip2lora.cli import main
 from skip2lora.data import from_arrays
 from skip2lora.finetune import finetune
@@ -97,6 +98,12 @@ def test_fixed_backend_with_model_and_data_on_a_build_sized_for_it(files, capsys
     assert r["cycles"] == r["cycles_model"] > 0 and len(r["train_accuracy_per_epoch"]) == 3
     assert r["hparams"]["source"] == "defaults for a new data set" and r["hparams"]["given"] == ["epochs"]
     assert r["dataset"] == "data.npz" and r["model"] == "model.npz" and 0 <= r["accuracy"] <= 1
+    # the same job from Python, from the arrays and the Network: the same figures, bit for bit
+    api = accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), config="custom", epochs=3)
+    assert (api["accuracy"], api["cycles"], api["config"]) == (r["accuracy"], r["cycles"], r["config"])
+    assert api["train_accuracy_per_epoch"] == r["train_accuracy_per_epoch"] and api["model"] == "Network"
+    with pytest.raises(ConfigurationError, match="the KV260 build is made for LeNet-5's geometry"):
+        accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), epochs=3)
 
 
 def test_the_kv260_build_refuses_another_geometry_in_one_json_object(files):
