@@ -64,12 +64,11 @@ def run_job(args) -> dict:
     With ``args.save_adapters`` the trained adapters are written there; a failed write does not
     lose the result: it is reported under ``adapters_error``. The accelerator's cycle count is
     returned beside the cycle model's (`cycle_mismatch` says when they differ)."""
-    from .data import open_dataset
-    from .workload import base_for, hparams_key
+    from .workload import base_for, hparams_key, open_data
 
     wall0 = time.perf_counter()
     quiet = bool(getattr(args, "json", False))
-    ds = open_dataset(getattr(args, "data", None) or args.dataset, args.data_dir)
+    ds = open_data(getattr(args, "data", None) or args.dataset, args.data_dir)
     d = hparams.defaults(hparams_key(ds), METHOD, accelerator=True, optimizer=getattr(args, "optimizer", None),
                          pool=len(ds.finetune))
     given = [k for k in ("samples", "epochs", "batch", "lr", "optimizer") if getattr(args, k, None) is not None]

@@ -116,11 +116,10 @@ def finetune(method: str, dataset="fmnist-rot75", *, model=None, samples: int | 
     (sweeps) that holds the loaded data set, the base model and the base model's forward pass of
     the evaluation split, so that a run costs only its fine-tuning and the adapters' evaluation.
     """
-    from .data import open_dataset
-    from .workload import base_for, hparams_key
+    from .workload import base_for, hparams_key, open_data
 
     cls = method_class(method)
-    ds = _memo(cache, ("dataset", dataset, data_dir), lambda: open_dataset(dataset, data_dir))
+    ds = _memo(cache, ("dataset", dataset, data_dir), lambda: open_data(dataset, data_dir))
     pool, evaluation = _pool_and_evaluation(ds, eval_split)
     d = hparams.defaults(hparams_key(ds), method, optimizer=optimizer, pool=len(pool))
     given = [k for k, v in (("samples", samples), ("epochs", epochs), ("batch", batch), ("lr", lr),

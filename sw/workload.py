@@ -22,10 +22,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import Dataset, open_dataset
+from . import data
+from .data import Dataset
 from .nn.network import Network
 
-__all__ = ["Workload", "resolve_workload", "base_for", "load_user_model", "check_fits", "hparams_key"]
+__all__ = ["Workload", "resolve_workload", "open_data", "base_for", "load_user_model", "check_fits", "hparams_key"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,7 +94,15 @@ def base_for(ds: Dataset, model=None, data_dir=None, *, progress: bool | None = 
     return base, label
 
 
+def open_data(dataset, data_dir=None) -> Dataset:
+    """The data set of a run: `load_dataset` for a built-in name (looked up when called, so a test may
+    replace it), else `open_dataset` (a user's file, folder or `Dataset`)."""
+    if isinstance(dataset, str) and data.is_builtin_name(dataset):
+        return data.load_dataset(dataset, data_dir)
+    return data.open_dataset(dataset, data_dir)
+
+
 def resolve_workload(dataset, model=None, data_dir=None, *, progress: bool | None = None) -> Workload:
     """The data set and base model of a run (see the module docstring)."""
-    ds = open_dataset(dataset, data_dir)
+    ds = open_data(dataset, data_dir)
     return Workload(ds, *base_for(ds, model, data_dir, progress=progress))
