@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="every method on one data set, as in the Skip2-LoRA papers' tables",
                        description=_wrap(f"The comparison tables of {PAPER} for one data set: every method with the "
                                    "float backend, mean and spread over random seeds 0..N-1."), **common)
-    p.add_argument("--dataset", type=_dataset, required=True, metavar="DATASET", help=datasets)
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", type=_dataset, metavar="DATASET", help=datasets)
+    data.add_argument("--data", metavar="FILE|DIR", help="your own data instead of --dataset (as for finetune); "
+                                                        "needs --model")
+    p.add_argument("--model", metavar="FILE", help="the trained base model (as for finetune; default: the built-in "
+                                                   "data set's pretrained base)")
     p.add_argument("--methods", type=_method, nargs="+", metavar="METHOD", help=f"default: all nine ({methods})")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds (runs 0..N-1)")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
@@ -389,14 +394,17 @@ def cmd_compare(args, out: Output) -> int:
 
     if args.plot:
         check_plot(args.plot)
-    res = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+    if args.data and not args.model:
+        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
+                       "(bring a trained one: --model FILE.onnx)")
+    res = compare(args.data or args.dataset, model=args.model, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
                   samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
     curves = {r["method"]: (r["curves"] if args.plot else r.pop("curves", None)) for r in res["results"]}
     after = []  # with --plot the curves stay in the result: the data behind the image
     if args.plot:
         def plot():
-            report.plot_curves(curves, args.plot, title=f"{args.dataset}: test accuracy per epoch "
+            report.plot_curves(curves, args.plot, title=f"{res['dataset']}: test accuracy per epoch "
                                                         f"(mean of {args.seeds} seed{'s' * (args.seeds > 1)})")
             return {"plot": str(args.plot)}
 

@@ -183,3 +183,14 @@ def test_pretrain_says_to_bring_a_trained_model(capsys):
         main(["pretrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "bring a trained model" in text and "--model FILE.onnx" in text
+
+
+def test_compare_with_model_and_data(files, capsys):
+    code, r = cli_json(capsys, "compare", "--model", files / "model.npz", "--data", files / "data.npz",
+                       "--methods", "ft-last", "skip2-lora", "--epochs", "3")
+    assert code == 0, r
+    assert r["dataset"] == "data.npz" and r["model"] == "model.npz"
+    assert r["hparams_source"] == "defaults for a new data set"
+    assert [row["method"] for row in r["results"]] == ["ft-last", "skip2-lora"]
+    code, r = cli_json(capsys, "compare", "--data", files / "data.npz")
+    assert code == 2 and "--data needs --model" in r["error"]
