@@ -371,8 +371,8 @@ def _finetune_float(args, out: Output) -> int:
     from .finetune import finetune
 
     method = args.method or "skip2-lora"
-    res = finetune(method, args.data or args.dataset, model=args.model, samples=args.samples, epochs=args.epochs, batch=args.batch,
-                   lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
+    res = finetune(method, args.data or args.dataset, model=args.model, samples=args.samples, epochs=args.epochs,
+                   batch=args.batch, lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
                    curves=bool(args.plot), **_recipe(args), progress=None if not args.json else False)
     result = res.to_dict()
     after = []
@@ -397,8 +397,8 @@ def cmd_compare(args, out: Output) -> int:
     if args.data and not args.model:
         raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
                        "(bring a trained one: --model FILE.onnx)")
-    res = compare(args.data or args.dataset, model=args.model, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                  samples=args.samples, data_dir=args.data_dir, **_recipe(args),
+    res = compare(args.data or args.dataset, model=args.model, methods=args.methods, seeds=args.seeds,
+                  epochs=args.epochs, samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
     curves = {r["method"]: (r["curves"] if args.plot else r.pop("curves", None)) for r in res["results"]}
     after = []  # with --plot the curves stay in the result: the data behind the image

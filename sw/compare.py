@@ -68,7 +68,8 @@ def compare(dataset, *, model=None, methods=None, seeds: int = 1, epochs=None, s
         rows.append(row)
     first = next((runs[0] for runs in by_method.values() if runs), None)
     out = {"dataset": first.dataset if first else str(dataset), "model": label or (first.model if first else None),
-           "hparams_source": first.hparams.get("source") if first else None, "seeds": seeds, "order": order, "schedule": schedule, "results": rows,
+           "hparams_source": first.hparams.get("source") if first else None,
+           "seeds": seeds, "order": order, "schedule": schedule, "results": rows,
            "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
                       f"python {platform.python_version()}, numpy {np.__version__}, {blas_note()}",
            "date": time.strftime("%Y-%m-%d")}

@@ -26,8 +26,8 @@ from .fixed.order import epoch_order
 from .progress import Progress
 from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, ORDERS, SCHEDULES
 
-__all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run",
-           "used_hparams"]
+__all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs",
+           "select_samples", "validate_run", "used_hparams"]
 
 # The recipe's names (`skip2lora.recipe`): warm-up avoids divergence from the first large gradients
 # of a mismatched base model; the decay leaves final weights that no longer bounce with SGD's noise.
