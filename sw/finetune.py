@@ -135,7 +135,8 @@ def finetune(method: str, dataset="fmnist-rot75", *, model=None, samples: int | 
     validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order,
                  schedule=schedule, optimizer=optimizer)
 
-    base, label = _memo(cache, ("base", dataset, model, data_dir),
+    where = (dataset,) if model is None else (dataset, model)  # cache keys: the data set and its base model
+    base, label = _memo(cache, ("base", *where, data_dir),
                         lambda: base_for(ds, model, data_dir, progress=progress))
     idx = select_samples(len(pool), samples, seed)
     x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
@@ -143,13 +144,13 @@ def finetune(method: str, dataset="fmnist-rot75", *, model=None, samples: int | 
                             optim.make(optimizer).spec, model=label)
     result.hparams = used_hparams(d, samples=samples, epochs=epochs, batch=batch, lr=lr, order=order,
                                   schedule=schedule, optimizer=result.optimizer, given=given)
-    result.accuracy_before = _memo(cache, ("accuracy before", dataset, model, data_dir, eval_split),
+    result.accuracy_before = _memo(cache, ("accuracy before", *where, data_dir, eval_split),
                                    lambda: base.accuracy(evaluation.x, evaluation.y))
 
-    base_model, model = model, cls(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)  # the file; the run
+    model = cls(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)  # from here on: the run's model
     evaluate = None
     if curves or (cache is not None and model.uses_output_adapters):
-        evaluate = _evaluator(model, evaluation, cache, (dataset, base_model, data_dir, eval_split))
+        evaluate = _evaluator(model, evaluation, cache, (*where, data_dir, eval_split))
     order_rng = np.random.default_rng(seed + 1)
     steps = -(-samples // batch)
     try:
