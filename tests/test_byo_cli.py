@@ -194,3 +194,40 @@ def test_compare_with_model_and_data(files, capsys):
     assert [row["method"] for row in r["results"]] == ["ft-last", "skip2-lora"]
     code, r = cli_json(capsys, "compare", "--data", files / "data.npz")
     assert code == 2 and "--data needs --model" in r["error"]
+
+
+def _need(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if _CI:
+            pytest.fail(f"{name} is required under CI")
+        pytest.skip(f"{name} is not installed (pip install 'skip2lora[{name}]')")
+
+
+def test_an_onnx_input_without_fixed_sizes_takes_the_data_shape(files, tmp_path, capsys):
+    _need("onnx")
+    from skip2lora.nn.onnx_export import to_onnx
+
+    model = to_onnx(tiny_model())
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[1:]:
+        dim.dim_param = "features"  # e.g. an exporter that left every size symbolic
+    (tmp_path / "symbolic.onnx").write_bytes(model.SerializeToString())
+    code, r = cli_json(capsys, "finetune", "--backend", "float", "--model", tmp_path / "symbolic.onnx",
+                       "--data", files / "data.npz", "--epochs", "2")
+    assert code == 0, r
+    direct = finetune("skip2-lora", files / "data.npz", model=tiny_model(), epochs=2, progress=False)
+    assert r["accuracy"] == direct.accuracy and r["model"] == "symbolic.onnx"
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:DeprecationWarning")  # TorchScript: still read
+def test_a_torchscript_model_takes_the_data_shape(files, tmp_path, capsys):
+    torch = _need("torch")
+    _need("onnx")
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)).eval()
+    torch.jit.save(torch.jit.script(m), str(tmp_path / "mlp.pt"))
+    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--config", "custom", "--model", tmp_path / "mlp.pt",
+                       "--data", files / "data.npz", "--epochs", "2")
+    assert code == 0, r
+    assert r["config"] == "custom-12x7-r4-n54" and r["model"] == "mlp.pt"
