@@ -231,3 +231,13 @@ def test_a_torchscript_model_takes_the_data_shape(files, tmp_path, capsys):
                        "--data", files / "data.npz", "--epochs", "2")
     assert code == 0, r
     assert r["config"] == "custom-12x7-r4-n54" and r["model"] == "mlp.pt"
+
+
+def test_an_image_folder_without_pillow_is_unavailable_in_one_line(files, tmp_path, capsys, monkeypatch):
+    import sys
+
+    (tmp_path / "img" / "a").mkdir(parents=True)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    code, r = cli_json(capsys, "finetune", "--backend", "float", "--model", files / "model.npz",
+                       "--data", tmp_path / "img")
+    assert code == 4 and "pip install 'skip2lora[images]'" in r["error"], r
