@@ -12,8 +12,9 @@ HAR and Fan follow the Skip2-LoRA papers' settings (batch 20; 600 / 300 fine-tun
 
 A data set that is not built in (``dataset=None``: a user's arrays, .npz file or image folder) gets
 no tuning: it takes the Fashion-MNIST recipe, the one tuned most thoroughly (10 seeds, every
-optimizer) -- for the Skip methods Adam with power-of-two steps at 0.03, batch 16, a new order
-every epoch, warm-up + linear decay -- on at most 1024 samples (the KV260's on-chip cache), for
+optimizer) -- for the Skip methods Adam with power-of-two steps at 0.03, for the others their
+Fashion-MNIST optimizer and rate; batch 16, a new order every epoch, warm-up + linear decay -- on
+at most 1024 samples (the KV260's on-chip cache), for
 10 epochs or, on a small pool, enough epochs for the 640 steps of the Fashion-MNIST job (at most
 600 epochs). The result says so (``source``).
 """
@@ -54,8 +55,10 @@ _NEW = {"family": "fmnist", "max_samples": 1024, "batch": 16, "min_epochs": 10, 
 
 def new_data_run(pool: int) -> dict:
     """Samples, epochs and batch for a data set that is not built in, with ``pool`` training rows."""
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
-        raise ValueError(f"pool must be a positive number of training rows, not {pool!r}")
+    if isinstance(pool, bool) or not isinstance(pool, int):
+        raise TypeError(f"pool must be an integer (training rows), not {pool!r}")
+    if pool < 1:
+        raise ValueError(f"pool must be at least 1 training row, not {pool}")
     samples = min(pool, _NEW["max_samples"])
     steps = -(-samples // min(_NEW["batch"], samples))
     epochs = min(_NEW["max_epochs"], max(_NEW["min_epochs"], -(-_NEW["min_steps"] // steps)))
