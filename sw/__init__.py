@@ -3,13 +3,16 @@
 What lives where (the ``skip2lora`` package is sw/; hw/, sim/ and bitstreams/ are its subpackages):
 
 * ``skip2lora.data``       -- the three real data sets (rotated Fashion-MNIST, UCI HAR, cooling-fan
-  spectra), each split into source and target domains; fetched, verified by sha256 and cached.
+  spectra), each split into source and target domains; fetched, verified by sha256 and cached;
+  and a user's own data (arrays, an .npz file, an image folder) as the same `Dataset`.
 * ``skip2lora.nn``         -- the NumPy networks (LeNet-5, the MLPs), their pretraining, and the
   pretrained base models (``pretrained/``: weights + metadata, input range included).
 * ``skip2lora.methods``    -- the nine fine-tuning methods of the Skip2-LoRA paper in float
   (FT-*, LoRA-*, Skip-LoRA, Skip2-LoRA, Quant Skip2-LoRA), by their hyphenated names.
 * ``skip2lora.finetune``, ``compare``, ``hparams`` -- one float run, the methods side by side,
-  and the default settings per data set (chosen on held-out training data).
+  and the default settings per data set (chosen on held-out training data; a new data set's).
+* ``skip2lora.workload``   -- a run's data set and base model: built in, or brought by the user
+  (``--model FILE.onnx --data FILE.npz``), checked to fit each other.
 * ``skip2lora.fixed``      -- the bit-exact fixed-point model: the accelerator's specification
   (formats, quantizer, packing, cycle model, build configurations).
 * ``skip2lora.driver``     -- the host driver: `Session` and the fixed / sim / pynq backends

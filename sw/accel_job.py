@@ -8,6 +8,10 @@ JSON adds the accelerator's cycle count, the projected time (cycles / an assumed
 configuration it ran on, this machine's wall time, the training accuracy and loss of every epoch
 counted by the accelerator, and whether the job diverged (judged from those statistics,
 `skip2lora.driver.health`: a diverged job reports no accuracy).
+
+The data set and base model may be the user's (``args.data``, ``args.model``; `skip2lora.workload`):
+a base model whose geometry is not the KV260 build's is refused with the KV260 configuration, and
+``--config custom`` sizes a build for it (named ``custom-...``, never given a KV260 time).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import time
 import numpy as np
 
 from . import hparams
+from .data import is_builtin_name
 from .driver import AdapterFileError, Session, geometry_of, make_backend
 from .fixed.config import KV260, AcceleratorConfig
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
-from .finetune import select_samples, validate_run
+from .finetune import select_samples, used_hparams, validate_run
 from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE
 
-__all__ = ["run_job", "accelerator_config_for", "cycle_mismatch", "ConfigurationError"]
+__all__ = ["run_job", "accelerator_job", "accelerator_config_for", "cycle_mismatch", "ConfigurationError"]
 
 METHOD = "quant-skip2-lora"
 
@@ -59,13 +64,14 @@ def run_job(args) -> dict:
     With ``args.save_adapters`` the trained adapters are written there; a failed write does not
     lose the result: it is reported under ``adapters_error``. The accelerator's cycle count is
     returned beside the cycle model's (`cycle_mismatch` says when they differ)."""
-    from .data import load_dataset
-    from .nn.pretrained import load_base
+    from .workload import base_for, hparams_key, open_data
 
     wall0 = time.perf_counter()
     quiet = bool(getattr(args, "json", False))
-    ds = load_dataset(args.dataset, args.data_dir)
-    d = hparams.defaults(args.dataset, METHOD, accelerator=True, optimizer=getattr(args, "optimizer", None))
+    ds = open_data(getattr(args, "data", None) or args.dataset, args.data_dir)
+    d = hparams.defaults(hparams_key(ds), METHOD, accelerator=True, optimizer=getattr(args, "optimizer", None),
+                         pool=len(ds.finetune))
+    given = [k for k in ("samples", "epochs", "batch", "lr", "optimizer") if getattr(args, k, None) is not None]
     samples = args.samples or d["samples"] or len(ds.finetune)
     epochs = args.epochs or d["epochs"]
     batch = args.batch or d["batch"]
@@ -73,10 +79,10 @@ def run_job(args) -> dict:
     order = getattr(args, "order", None) or DEFAULT_ORDER
     schedule = getattr(args, "schedule", None) or DEFAULT_SCHEDULE
     if lr is None:
-        raise ValueError(f"no learning rate was tuned for {d['optimizer']} on {args.dataset}: give --lr")
+        raise ValueError(f"no learning rate was tuned for {d['optimizer']} on {ds.name}: give --lr")
     validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=args.rank, pool=len(ds.finetune),
                  order=order, schedule=schedule, optimizer=d["optimizer"])
-    base, _ = load_base(args.dataset, args.data_dir, progress=None if not quiet else False)
+    base, label = base_for(ds, getattr(args, "model", None), args.data_dir, progress=None if not quiet else False)
     geometry = geometry_of(base, args.rank)
     config = accelerator_config_for(geometry, samples, allow_custom=getattr(args, "config", "kv260") == "custom")
     idx = select_samples(len(ds.finetune), samples, args.seed)
@@ -105,7 +111,7 @@ def run_job(args) -> dict:
         saved = {} if out["diverged"] else _save_adapters(session, getattr(args, "save_adapters", None))
     projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed")
     return {
-        "method": METHOD, "backend": args.backend, "dataset": args.dataset, "config": config.name,
+        "method": METHOD, "backend": args.backend, "dataset": ds.name, "model": label, "config": config.name,
         "kv260_build": config == KV260,
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
         "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
@@ -119,8 +125,37 @@ def run_job(args) -> dict:
         "saturated_per_epoch": out["saturated_per_epoch"],
         "wall_seconds": time.perf_counter() - wall0,
         "tap_exponents": session.quantizer.exponents, "tap_signed": session.quantizer.signed,
+        "hparams": used_hparams(d, samples=samples, epochs=epochs, batch=batch, lr=float(lr), order=order,
+                                schedule=schedule, optimizer=d["optimizer"], given=given),
         **saved,
     }
+
+
+def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed", config: str = "kv260",
+                    samples: int | None = None, epochs: int | None = None, batch: int | None = None,
+                    lr: float | None = None, seed: int = 0, rank: int = 4, order: str | None = None,
+                    schedule: str | None = None, optimizer: str | None = None, data_dir=None,
+                    save_adapters=None, bitfile=None) -> dict:
+    """`run_job` from Python: the ``finetune`` command's job on an accelerator backend, quietly.
+
+    ``dataset``: a built-in name, an .npz file, an image folder or a `Dataset`; ``model``: a model
+    file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" refuses a
+    job the KV260 build cannot run (`ConfigurationError` names the limit); "custom" sizes a build
+    for it. Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
+    from types import SimpleNamespace
+
+    if config not in ("kv260", "custom"):
+        raise ValueError(f"config must be kv260 or custom, not {config!r}")
+    if backend not in ("fixed", "sim", "pynq"):
+        raise ValueError(f"backend must be fixed, sim or pynq (float: skip2lora.finetune.finetune), not {backend!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer in 0..{2 ** 32 - 1}, not {seed!r}")
+    builtin = isinstance(dataset, str) and is_builtin_name(dataset)
+    args = SimpleNamespace(dataset=dataset if builtin else None, data=None if builtin else dataset, model=model,
+                           backend=backend, config=config, samples=samples, epochs=epochs, batch=batch, lr=lr,
+                           seed=seed, rank=rank, order=order, schedule=schedule, optimizer=optimizer,
+                           data_dir=data_dir, save_adapters=save_adapters, bitfile=bitfile, json=True)
+    return run_job(args)
 
 
 def cycle_mismatch(result: dict) -> str | None:

@@ -182,14 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_wrap("Run one fine-tuning job: the float reference (any method) or one Quant "
                                    "Skip2-LoRA job on the accelerator (fixed: its bit-exact model; sim: its RTL in "
                                    "simulation, needs the dev extra; pynq: a KV260). Unset options take the data "
-                                   "set's defaults (skip2lora.hparams)."), **common)
+                                   "set's defaults (skip2lora.hparams). Bring your own model and data with --model "
+                                   "FILE.onnx --data FILE.npz (or an image folder): a data set that is not built in "
+                                   "takes the defaults for a new data set (the result's \"hparams\" says which)."),
+                       **common)
     p.add_argument("--backend", choices=BACKENDS, default="sim",
                    help="float: NumPy reference; fixed: the bit-exact model; sim: the accelerator RTL "
                         "(pip install 'skip2lora[dev]'); pynq: a KV260")
     p.add_argument("--method", type=_method, metavar="METHOD",
                    help=f"fine-tuning method, one of {methods} (default: skip2-lora on the float backend; "
                         "the accelerator backends run quant-skip2-lora only)")
-    p.add_argument("--dataset", type=_dataset, default="fmnist-rot75", metavar="DATASET", help=datasets)
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--dataset", type=_dataset, default="fmnist-rot75", metavar="DATASET", help=datasets)
+    data.add_argument("--data", metavar="FILE|DIR",
+                      help="your own data instead of --dataset: an .npz with x_train, y_train, x_test, y_test "
+                           "(optionally x_val, y_val; else every 10th training row validates), or an image folder "
+                           "with one sub-folder per class (train/ and test/ inside, or every 5th image is a test "
+                           "image; needs Pillow: the images extra); needs --model")
+    p.add_argument("--model", metavar="FILE",
+                   help="the trained base model to fine-tune: .onnx, TorchScript .pt/.pth (input shape from the "
+                        "data), or a project .npz (default: the built-in data set's pretrained base)")
     p.add_argument("--samples", type=_positive_int, help="fine-tuning samples (default: the data set's)")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
     p.add_argument("--batch", type=_positive_int, help="mini-batch size (default: the data set's)")
@@ -200,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_order(p)
     p.add_argument("--config", choices=("kv260", "custom"), default="kv260",
                    help="accelerator configuration (fixed, sim): the KV260 build, or a build of the same datapath "
-                        "sized for the job (e.g. more samples than the KV260's on-chip cache; no bitstream exists "
-                        "for it, and its times are never called KV260 times)")
+                        "sized for the job (e.g. a model other than LeNet-5, or more samples than the KV260's "
+                        "on-chip cache; no bitstream exists for it, and its times are never called KV260 times)")
     p.add_argument("--plot", metavar="FILE",
                    help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "
                         "accuracy counted by the accelerator)")
@@ -215,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="every method on one data set, as in the Skip2-LoRA papers' tables",
                        description=_wrap(f"The comparison tables of {PAPER} for one data set: every method with the "
                                    "float backend, mean and spread over random seeds 0..N-1."), **common)
-    p.add_argument("--dataset", type=_dataset, required=True, metavar="DATASET", help=datasets)
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", type=_dataset, metavar="DATASET", help=datasets)
+    data.add_argument("--data", metavar="FILE|DIR", help="your own data instead of --dataset (as for finetune); "
+                                                        "needs --model")
+    p.add_argument("--model", metavar="FILE", help="the trained base model (as for finetune; default: the built-in "
+                                                   "data set's pretrained base)")
     p.add_argument("--methods", type=_method, nargs="+", metavar="METHOD", help=f"default: all nine ({methods})")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds (runs 0..N-1)")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the data set's)")
@@ -270,9 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-install", action="store_true", help="do not copy the outputs into bitstreams/kv260/")
     _add_json(q)
 
-    p = sub.add_parser("pretrain", help="pretrain a base model and store its weights + metadata",
-                       description=_wrap("Pretrain a base model on its source-domain data and store <base>.npz and "
-                                   "<base>.json (weights, how they were made, the input range)."), **common)
+    p = sub.add_parser("pretrain", help="pretrain a built-in base model and store its weights + metadata",
+                       description=_wrap("Pretrain a built-in base model on its source-domain data and store "
+                                   "<base>.npz and <base>.json (weights, how they were made, the input range). "
+                                   "Your own architecture is not pretrained here: bring a trained model, exported "
+                                   "to ONNX (or TorchScript), and fine-tune it with `skip2lora finetune --model "
+                                   "FILE.onnx --data FILE.npz`."), **common)
     p.add_argument("--base", required=True, choices=tuple(BASES), help="the base model")
     p.add_argument("--seed", type=_seed, default=0, help="random seed")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: the base model's recipe)")
@@ -288,6 +308,9 @@ def cmd_finetune(args, out: Output) -> int:
 
     if args.plot:
         check_plot(args.plot)
+    if args.data and not args.model:
+        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
+                       "(bring a trained one: --model FILE.onnx)")
     if args.backend == "float":
         for option in ("save_adapters", "bitfile"):
             if getattr(args, option):
@@ -358,8 +381,8 @@ def _finetune_float(args, out: Output) -> int:
     from .finetune import finetune
 
     method = args.method or "skip2-lora"
-    res = finetune(method, args.dataset, samples=args.samples, epochs=args.epochs, batch=args.batch,
-                   lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
+    res = finetune(method, args.data or args.dataset, model=args.model, samples=args.samples, epochs=args.epochs,
+                   batch=args.batch, lr=args.lr, seed=args.seed, rank=args.rank, data_dir=args.data_dir,
                    curves=bool(args.plot), **_recipe(args), progress=None if not args.json else False)
     result = res.to_dict()
     after = []
@@ -368,7 +391,7 @@ def _finetune_float(args, out: Output) -> int:
             print("skip2lora finetune: no plot: the run diverged", file=sys.stderr)
         else:
             def plot():
-                report.plot_curves({method: [res.curve]}, args.plot, title=f"{args.dataset}, {method}")
+                report.plot_curves({method: [res.curve]}, args.plot, title=f"{res.dataset}, {method}")
                 return {"plot": str(args.plot)}
 
             after.append(("plot", plot))
@@ -381,14 +404,17 @@ def cmd_compare(args, out: Output) -> int:
 
     if args.plot:
         check_plot(args.plot)
-    res = compare(args.dataset, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-                  samples=args.samples, data_dir=args.data_dir, **_recipe(args),
+    if args.data and not args.model:
+        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
+                       "(bring a trained one: --model FILE.onnx)")
+    res = compare(args.data or args.dataset, model=args.model, methods=args.methods, seeds=args.seeds,
+                  epochs=args.epochs, samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)
     curves = {r["method"]: (r["curves"] if args.plot else r.pop("curves", None)) for r in res["results"]}
     after = []  # with --plot the curves stay in the result: the data behind the image
     if args.plot:
         def plot():
-            report.plot_curves(curves, args.plot, title=f"{args.dataset}: test accuracy per epoch "
+            report.plot_curves(curves, args.plot, title=f"{res['dataset']}: test accuracy per epoch "
                                                         f"(mean of {args.seeds} seed{'s' * (args.seeds > 1)})")
             return {"plot": str(args.plot)}
 

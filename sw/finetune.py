@@ -2,6 +2,12 @@
 
 This is what ``skip2lora finetune --backend float`` and ``skip2lora compare`` run. Hyper-parameter
 defaults live in `hparams`; every figure in a result is measured in this run.
+
+The data set is a built-in name or the user's own data (an .npz file, an image folder, a `Dataset`
+from `skip2lora.data.from_arrays`), the base model the data set's pretrained one or the user's
+(``model``: .onnx, TorchScript .pt, project .npz, or a `Network`; see `skip2lora.workload`). The
+result's ``hparams`` says which settings were used and where they come from (tuned for a built-in
+data set, or the defaults for a new one).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from .fixed.order import epoch_order
 from .progress import Progress
 from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, ORDERS, SCHEDULES
 
-__all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs", "select_samples", "validate_run"]
+__all__ = ["ORDERS", "SCHEDULES", "DEFAULT_ORDER", "DEFAULT_SCHEDULE", "FinetuneResult", "finetune", "schedule_lrs",
+           "select_samples", "validate_run", "used_hparams"]
 
 # The recipe's names (`skip2lora.recipe`): warm-up avoids divergence from the first large gradients
 # of a mismatched base model; the decay leaves final weights that no longer bounce with SGD's noise.
@@ -63,6 +70,8 @@ class FinetuneResult:
     base_forward_samples: int | None = None
     diverged: bool = False
     error: str | None = None
+    model: str | None = None  # where the base model came from ("pretrained <key>", a file name)
+    hparams: dict = field(default_factory=dict)  # the settings used, their source, and which were given
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,29 +103,31 @@ def select_samples(pool: int, samples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(pool)[:samples]
 
 
-def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None = None,
+def finetune(method: str, dataset="fmnist-rot75", *, model=None, samples: int | None = None,
              epochs: int | None = None, batch: int | None = None, lr: float | None = None,
              seed: int = 0, rank: int = 4, data_dir=None, curves: bool = False,
              eval_split: str = "test", order: str = DEFAULT_ORDER, schedule: str = DEFAULT_SCHEDULE,
              optimizer: str | None = None, progress: bool | None = None, cache: dict | None = None) -> FinetuneResult:
-    """Fine-tune ``method`` on ``dataset`` and evaluate it on ``eval_split``.
+    """Fine-tune ``method`` on ``dataset`` (a built-in name, an .npz file, an image folder or a `Dataset`)
+    from base model ``model`` (None: the built-in data set's pretrained base) and evaluate it on ``eval_split``.
 
     ``optimizer`` is a `skip2lora.optim` spec (default: the method's in `hparams`); without ``lr``
     the rate tuned for that optimizer is used. ``cache``: a dict kept across runs of one process
     (sweeps) that holds the loaded data set, the base model and the base model's forward pass of
     the evaluation split, so that a run costs only its fine-tuning and the adapters' evaluation.
     """
-    from .data import load_dataset
-    from .nn.pretrained import load_base
+    from .workload import base_for, hparams_key, open_data
 
     cls = method_class(method)
-    d = hparams.defaults(dataset, method, optimizer=optimizer)
+    ds = _memo(cache, ("dataset", dataset, data_dir), lambda: open_data(dataset, data_dir))
+    pool, evaluation = _pool_and_evaluation(ds, eval_split)
+    d = hparams.defaults(hparams_key(ds), method, optimizer=optimizer, pool=len(pool))
+    given = [k for k, v in (("samples", samples), ("epochs", epochs), ("batch", batch), ("lr", lr),
+                            ("optimizer", optimizer)) if v is not None]
     optimizer = d["optimizer"]
     if lr is None and d["lr"] is None:
-        raise ValueError(f"no learning rate was tuned for optimizer {optimizer} with {method} on {dataset}; "
+        raise ValueError(f"no learning rate was tuned for optimizer {optimizer} with {method} on {ds.name}; "
                          "give one (lr=...)")
-    ds = _memo(cache, ("dataset", dataset, data_dir), lambda: load_dataset(dataset, data_dir))
-    pool, evaluation = _pool_and_evaluation(ds, eval_split)
     samples = len(pool) if samples is None and d["samples"] is None else (samples or d["samples"])
     epochs = d["epochs"] if epochs is None else epochs
     batch = d["batch"] if batch is None else batch
@@ -124,18 +135,22 @@ def finetune(method: str, dataset: str = "fmnist-rot75", *, samples: int | None 
     validate_run(samples=samples, epochs=epochs, batch=batch, lr=lr, rank=rank, pool=len(pool), order=order,
                  schedule=schedule, optimizer=optimizer)
 
-    base = _memo(cache, ("base", dataset, data_dir), lambda: load_base(dataset, data_dir, progress=progress)[0])
+    where = (dataset,) if model is None else (dataset, model)  # cache keys: the data set and its base model
+    base, label = _memo(cache, ("base", *where, data_dir),
+                        lambda: base_for(ds, model, data_dir, progress=progress))
     idx = select_samples(len(pool), samples, seed)
     x, y = np.asarray(pool.x[idx]), np.asarray(pool.y[idx])
-    result = FinetuneResult(method, dataset, "float", samples, epochs, batch, float(lr), seed, rank, order, schedule,
-                            optim.make(optimizer).spec)
-    result.accuracy_before = _memo(cache, ("accuracy before", dataset, data_dir, eval_split),
+    result = FinetuneResult(method, ds.name, "float", samples, epochs, batch, float(lr), seed, rank, order, schedule,
+                            optim.make(optimizer).spec, model=label)
+    result.hparams = used_hparams(d, samples=samples, epochs=epochs, batch=batch, lr=lr, order=order,
+                                  schedule=schedule, optimizer=result.optimizer, given=given)
+    result.accuracy_before = _memo(cache, ("accuracy before", *where, data_dir, eval_split),
                                    lambda: base.accuracy(evaluation.x, evaluation.y))
 
-    model = cls(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)
+    model = cls(base, lr=lr, rank=rank, seed=seed, optimizer=optimizer)  # from here on: the run's model
     evaluate = None
     if curves or (cache is not None and model.uses_output_adapters):
-        evaluate = _evaluator(model, evaluation, cache, (dataset, data_dir, eval_split))
+        evaluate = _evaluator(model, evaluation, cache, (*where, data_dir, eval_split))
     order_rng = np.random.default_rng(seed + 1)
     steps = -(-samples // batch)
     try:
@@ -227,3 +242,8 @@ def _evaluator(model, split, cache=None, key=None):
         return correct / len(split.y)
 
     return evaluate
+
+
+def used_hparams(defaults: dict, *, given=(), **used) -> dict:
+    """The settings a run used (``used``), where the defaults come from, and which the caller gave."""
+    return {**used, "source": defaults["source"], "given": sorted(given)}

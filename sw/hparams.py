@@ -9,11 +9,19 @@ rate that diverges for any seed is out. The rule for an optimizer: where several
 paired seed-by-seed difference to the best within two standard errors), the one cheapest in the
 accelerator's fixed point.
 HAR and Fan follow the Skip2-LoRA papers' settings (batch 20; 600 / 300 fine-tuning epochs).
+
+A data set that is not built in (``dataset=None``: a user's arrays, .npz file or image folder) gets
+no tuning: it takes the Fashion-MNIST recipe, the one tuned most thoroughly (10 seeds, every
+optimizer) -- for the Skip methods Adam with power-of-two steps at 0.03, for the others their
+Fashion-MNIST optimizer and rate; batch 16, a new order every epoch, warm-up + linear decay -- on
+at most 1024 samples (the KV260's on-chip cache), for
+10 epochs or, on a small pool, enough epochs for the 640 steps of the Fashion-MNIST job (at most
+600 epochs). The result says so (``source``).
 """
 
 from __future__ import annotations
 
-__all__ = ["defaults", "family"]
+__all__ = ["defaults", "family", "new_data_run", "NEW_DATA_SOURCE"]
 
 _RUN = {
     "fmnist": {"samples": 1024, "epochs": 10, "batch": 16},
@@ -38,6 +46,23 @@ _SGD_LR = {
     "fan": {"ft-all": 0.01, "ft-last": 0.01, "ft-bias": 0.3, "ft-all-lora": 0.01, "lora-all": 0.01,
             "lora-last": 0.01, "skip-lora": 0.01, "skip2-lora": 0.01, "quant-skip2-lora": 0.01},
 }
+
+
+# A data set that is not built in: see the module docstring.
+NEW_DATA_SOURCE = "defaults for a new data set"
+_NEW = {"family": "fmnist", "max_samples": 1024, "batch": 16, "min_epochs": 10, "min_steps": 640, "max_epochs": 600}
+
+
+def new_data_run(pool: int) -> dict:
+    """Samples, epochs and batch for a data set that is not built in, with ``pool`` training rows."""
+    if isinstance(pool, bool) or not isinstance(pool, int):
+        raise TypeError(f"pool must be an integer (training rows), not {pool!r}")
+    if pool < 1:
+        raise ValueError(f"pool must be at least 1 training row, not {pool}")
+    samples = min(pool, _NEW["max_samples"])
+    steps = -(-samples // min(_NEW["batch"], samples))
+    epochs = min(_NEW["max_epochs"], max(_NEW["min_epochs"], -(-_NEW["min_steps"] // steps)))
+    return {"samples": samples, "epochs": epochs, "batch": min(_NEW["batch"], samples)}
 
 
 def family(dataset: str) -> str:
@@ -95,16 +120,26 @@ for _fam, _skip, _lora in (("har", 0.001, 0.01), ("fan", 0.001, 0.001)):
     _LR[_fam]["adam"] = {"lora-all": _lora}
 
 
-def defaults(dataset: str, method: str, *, accelerator: bool = False, optimizer: str | None = None) -> dict:
+def defaults(dataset: str | None, method: str, *, accelerator: bool = False, optimizer: str | None = None,
+             pool: int | None = None) -> dict:
     """Run settings of ``method`` on ``dataset``: the float backend's, or one accelerator job's.
+
+    ``dataset`` None is a data set that is not built in, with ``pool`` training rows (see the module
+    docstring); ``source`` in the result says where the settings come from.
 
     ``optimizer`` (a `skip2lora.optim` spec) picks the rate tuned for it; ``lr`` is None where no
     rate was tuned for that optimizer. The accelerator runs the float recipe of Quant Skip2-LoRA
     (its cache is 4-bit) with the optimizers it implements (`skip2lora.recipe`)."""
     from .optim import make
 
-    fam = family(dataset)
-    out = dict(_RUN[fam])
+    if dataset is None:
+        if pool is None:
+            raise ValueError("a data set that is not built in needs pool= (its number of training rows)")
+        fam = _NEW["family"]
+        out = dict(new_data_run(pool), source=NEW_DATA_SOURCE)
+    else:
+        fam = family(dataset)
+        out = dict(_RUN[fam], source=f"tuned for the {fam} data sets on held-out data (skip2lora.hparams)")
     if accelerator:
         from .recipe import accelerator_optimizer
 

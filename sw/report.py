@@ -22,7 +22,11 @@ def finetune_text(r: dict) -> str:
     lines = [
         f"{r['method']} on {r['dataset']} ({r['backend']} backend{', ' + r['config'] + ' build' if r.get('config') else ''}): "
         f"{r['samples']} samples, {r['epochs']} epochs, batch {r['batch']}, lr {r['lr']:g}, seed {r['seed']}"
-        + (f"\n  recipe: {recipe}" if recipe else ""),
+        + (f"\n  recipe: {recipe}" if recipe else "")
+        + (f"\n  base model: {r['model']}" if r.get("model") else "")
+        + (f"\n  settings: {r['hparams']['source']}" + (f" (given: {', '.join(r['hparams']['given'])})"
+                                                          if r["hparams"].get("given") else "")
+           if r.get("hparams") else ""),
         f"  accuracy before fine-tuning  {_pct(r.get('accuracy_before'))}",
         f"  accuracy after fine-tuning   {_pct(r.get('accuracy'))}",
         f"  fine-tuning wall time        {_secs(r.get('ft_seconds'))}",

@@ -42,7 +42,12 @@ class Split:
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A source domain (pretrain, pretrain_test) and a target domain (finetune,
-    validation, test); ``validation`` is None where the target data has no room for it."""
+    validation, test); ``validation`` is None where the target data has no room for it.
+
+    ``origin`` is "built-in" for the data sets of the paper, else where the data came from (a
+    file, a folder, "arrays"): a data set that is not built in has no tuned settings
+    (`skip2lora.hparams`) and no source domain (its pretrain splits are empty).
+    ``class_names``: one per class where known (an image folder's sub-folders), else empty."""
 
     name: str
     classes: int
@@ -53,15 +58,25 @@ class Dataset:
     validation: Split | None
     test: Split
     notes: str
+    origin: str = "built-in"
+    class_names: tuple = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if self.class_names and len(self.class_names) != self.classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.classes} classes")
         for role, split in self.splits().items():
             if split.x.shape[1:] != self.input_shape:
                 raise ValueError(f"{self.name}.{role}: samples of shape {split.x.shape[1:]}, "
                                  f"expected {self.input_shape}")
             if len(split) and (split.y.min() < 0 or split.y.max() >= self.classes):
                 raise ValueError(f"{self.name}.{role}: labels outside 0..{self.classes - 1}")
+
+    @property
+    def builtin(self) -> bool:
+        """One of the paper's data sets (with its pretrained base and tuned settings)."""
+        return self.origin == "built-in"
 
     def splits(self) -> dict[str, Split]:
         """The splits that exist, by role name."""

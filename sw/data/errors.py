@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "DataNotFoundError", "DataCorruptError"]
+__all__ = ["DataError", "DataNotFoundError", "DataCorruptError", "DataFormatError"]
 
 
 class DataError(Exception):
@@ -15,3 +15,8 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 class DataCorruptError(DataError, ValueError):
     """A data file exists but its bytes or its structure are wrong."""
+
+
+class DataFormatError(DataError, ValueError):
+    """Data a user brings (arrays, an .npz file, an image folder) that a data set cannot be made
+    of: a missing array, shapes that disagree, NaN or Inf, labels outside the classes."""

@@ -7,6 +7,10 @@ command, seed, data and accuracy, the sha256 of the weights file (checked on loa
 of the pretraining inputs (``input_range``: min and max over every sample and feature), which a
 loaded network carries as ``net.input_range`` so that a `Session` can refuse inputs scaled
 otherwise (raw 0..255 pixels for a model trained on 0..1).
+
+Only the built-in bases are pretrained here. A user's own architecture is brought as a trained
+model (ONNX, TorchScript, or a saved project .npz: ``skip2lora finetune --model FILE.onnx --data
+FILE.npz``, `skip2lora.workload`); it carries no input range, so nothing checks its inputs' scale.
 """
 
 from __future__ import annotations
