@@ -1,0 +1,186 @@
+"""The forward engine (hw/forward_engine.py) in amaranth.sim: bit-exact against `IntLayer.apply`,
+cycle-exact against `fixed.forward_cycles`, and its argument checks."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from skip2lora.fixed import base_formats as BF
+from skip2lora.fixed import forward_cycles as FC
+from skip2lora.fixed.base_int import IntBase, IntLayer
+from skip2lora.hw.forward_engine import LANES_MAX, ForwardEngine
+
+Z_RANGE = (-(1 << (BF.Z_BITS - 1)), (1 << (BF.Z_BITS - 1)) - 1)
+
+
+def make_layer(rng, kind, in_shape, out, *, kernel=0, padding=0, relu=True, pool=False, in_signed=False,
+               extreme=False, logits=False, name="layer"):
+    """A random IntLayer; ``extreme``: weights at -128/127 and shifts 0 or 31 (saturating outputs)."""
+    fan_in = in_shape[2] * kernel * kernel if kind == "conv" else in_shape[0]
+    if extreme:
+        w = rng.choice([-128, 127, 0], size=(out, fan_in)).astype(np.int8)
+        shift = rng.choice([0, 1, 31, 24], size=out).astype(np.int64)
+        bias = rng.choice([-(1 << 23), (1 << 23) - 1, 0], size=out).astype(np.int64)
+    else:
+        w = rng.integers(-128, 128, size=(out, fan_in)).astype(np.int8)
+        shift = rng.integers(0, 16, size=out).astype(np.int64)
+        bias = rng.integers(-(1 << 20), 1 << 20, size=out).astype(np.int64)
+    lo, hi = Z_RANGE if logits else BF.act_range(not relu)
+    return IntLayer(name, kind, tuple(in_shape), w, bias, shift, np.zeros(out, np.int64), in_frac=-8,
+                    in_signed=in_signed, out_frac=-4, out_lo=lo, out_hi=hi, relu=relu, pool=pool,
+                    kernel=kernel, padding=padding)
+
+
+def random_input(rng, layer, n=1, extreme=False):
+    lo, hi = layer.in_range
+    shape = (n, *layer.in_shape)
+    if extreme:
+        return rng.choice([lo, hi], size=shape).astype(np.int64)
+    return rng.integers(lo, hi + 1, size=shape).astype(np.int64)
+
+
+def run_engine(dut, samples, *, in_gaps=None, out_stalls=None):
+    """One pass per sample (flattened NHWC input integers); returns (outputs, cycles per pass)."""
+    results, cycles = [], []
+    n_out = FC.engine_geometry(dut.layer).out_size
+    r_in = random.Random(7)
+
+    async def feeder(ctx):
+        for x in samples:  # valid before the engine is ready: an always-valid producer
+            for v in x:
+                if in_gaps and r_in.random() < 0.3:
+                    ctx.set(dut.act_in.valid, 0)
+                    await ctx.tick().repeat(r_in.randint(1, in_gaps))
+                ctx.set(dut.act_in.p.data, int(v) & 0xFF)
+                ctx.set(dut.act_in.valid, 1)
+                await ctx.tick().until(dut.act_in.ready)
+            ctx.set(dut.act_in.valid, 0)
+
+    async def bench(ctx):
+        r_out = random.Random(11)
+        for _ in samples:
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            got, n = [], 1
+            while True:
+                ready = not (out_stalls and r_out.random() < 0.3)
+                ctx.set(dut.values_out.ready, ready)
+                _, _, valid, data, last, done = await ctx.tick().sample(
+                    dut.values_out.valid, dut.values_out.p.data, dut.values_out.p.last, dut.done)
+                n += 1
+                if valid and ready:
+                    got.append((int(data), bool(last)))
+                if done:
+                    break
+                assert n < 10 * dut.cycles + 1000, "the pass never finished"
+            ctx.set(dut.values_out.ready, 0)
+            assert [last for _, last in got] == [False] * (n_out - 1) + [True]
+            results.append([d for d, _ in got])
+            cycles.append(n - 1)
+            await ctx.tick().repeat(2)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.add_testbench(feeder, background=True)
+    sim.run()
+    return results, cycles
+
+
+def check(layer, lanes, x, **kw):
+    dut = ForwardEngine(layer, lanes)
+    flat = x.reshape(len(x), -1)
+    got, cycles = run_engine(dut, list(flat), **kw)
+    want = layer.apply(x).reshape(len(x), -1)
+    for s in range(len(x)):
+        assert got[s] == want[s].tolist(), f"{layer.name}: sample {s} differs"
+    return cycles
+
+
+CONV_CASES = [  # (in_shape, out, kernel, padding, pool, relu, lanes)
+    ((6, 5, 2), 5, 3, 1, False, True, 2),
+    ((6, 6, 1), 6, 5, 2, True, True, 8),
+    ((7, 7, 3), 4, 3, 0, False, False, 4),
+    ((4, 4, 2), 3, 1, 0, True, True, 4),     # 1x1: fewer patch entries than lanes (idle cycles)
+    ((5, 5, 1), 7, 1, 2, False, True, 3),    # 1x1 with padding: zero borders
+    ((6, 6, 2), 3, 5, 2, True, False, 1),
+    ((6, 8, 2), 9, 3, 2, False, True, 4),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv_bit_exact_and_cycles(case):
+    in_shape, out, k, p, pool, relu, lanes = CONV_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    layer = make_layer(rng, "conv", in_shape, out, kernel=k, padding=p, pool=pool, relu=relu,
+                       in_signed=case % 2 == 0, name=f"conv{case}")
+    cycles = check(layer, lanes, random_input(rng, layer, 2))
+    assert cycles == [FC.layer_cycles(layer, lanes)] * 2
+
+
+@pytest.mark.parametrize("fan_in,out,lanes,signed,logits", [(13, 5, 2, True, True), (24, 16, 8, False, False),
+                                                             (3, 10, 8, False, True), (1, 2, 4, True, False)])
+def test_dense_bit_exact_and_cycles(fan_in, out, lanes, signed, logits):
+    rng = np.random.default_rng(fan_in * 31 + out)
+    layer = make_layer(rng, "dense", (fan_in,), out, relu=not logits and fan_in % 2 == 0, in_signed=signed,
+                       logits=logits, name=f"fc{fan_in}")
+    cycles = check(layer, lanes, random_input(rng, layer, 3))
+    assert cycles == [FC.layer_cycles(layer, lanes)] * 3
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_extreme_values_saturate(kind):
+    rng = np.random.default_rng(5)
+    if kind == "conv":
+        layer = make_layer(rng, "conv", (4, 4, 3), 6, kernel=3, padding=1, pool=True, extreme=True)
+    else:
+        layer = make_layer(rng, "dense", (40,), 6, relu=False, in_signed=True, extreme=True)
+    x = np.concatenate([random_input(rng, layer, 2, extreme=True),
+                        np.full((1, *layer.in_shape), layer.in_range[1], np.int64)])
+    want = layer.apply(x)
+    assert want.min() == layer.out_lo or want.max() == layer.out_hi  # the case does saturate
+    check(layer, 4, x)
+
+
+def test_stalled_streams_change_nothing_but_time():
+    rng = np.random.default_rng(9)
+    layer = make_layer(rng, "conv", (6, 6, 2), 5, kernel=3, padding=1, pool=True)
+    cycles = check(layer, 2, random_input(rng, layer, 2), in_gaps=2, out_stalls=True)
+    assert all(c > FC.layer_cycles(layer, 2) for c in cycles)
+
+
+def test_cycle_model_closed_form():
+    rng = np.random.default_rng(0)
+    layer = make_layer(rng, "conv", (28, 28, 1), 6, kernel=5, padding=2, pool=True)
+    # 784 loads, 196 positions x 1 group x 4 x 25, the pipeline, 6 values
+    assert FC.layer_cycles(layer, 8) == 784 + 196 * 100 + FC.PIPE_LATENCY + 6
+    dense = make_layer(rng, "dense", (2,), 10)
+    # 2 groups of 8 and 2 lanes; windows of 2 cycles need 8 - 2 idle cycles but the last
+    assert FC.layer_cycles(dense, 8) == 2 + 2 * 2 + 6 + FC.PIPE_LATENCY + 2
+    with pytest.raises(ValueError, match="lanes"):
+        FC.layer_cycles(layer, 0)
+    with pytest.raises(TypeError, match="lanes"):
+        FC.layer_cycles(layer, 2.0)
+    with pytest.raises(TypeError, match="IntLayer"):
+        FC.engine_geometry("conv")
+
+
+def test_argument_errors():
+    rng = np.random.default_rng(1)
+    layer = make_layer(rng, "dense", (4,), 3)
+    with pytest.raises(TypeError, match="IntLayer"):
+        ForwardEngine("fc1", 4)
+    with pytest.raises(TypeError, match="lanes"):
+        ForwardEngine(layer, 4.0)
+    with pytest.raises(TypeError, match="lanes"):
+        ForwardEngine(layer, True)
+    for bad in (0, -1, LANES_MAX + 1):
+        with pytest.raises(ValueError, match="lanes"):
+            ForwardEngine(layer, bad)
+    wide = IntLayer("wide", "dense", (4,), layer.weight, layer.bias, layer.shift, layer.acc_frac, -8, False, -4,
+                    -(1 << 20), 1 << 20, False, False)
+    with pytest.raises(ValueError, match="output range"):
+        ForwardEngine(wide, 4)
