@@ -184,3 +184,73 @@ def test_argument_errors():
                     -(1 << 20), 1 << 20, False, False)
     with pytest.raises(ValueError, match="output range"):
         ForwardEngine(wide, 4)
+
+
+# -- whole bases, layer after layer through the engine ------------------------------------------------
+
+def run_base(base, lanes, x):
+    """Each layer's pass on its own engine, the previous pass's outputs streamed in; returns the
+    logits, each tap's integers and the cycles per sample."""
+    a = np.asarray(x, np.int64)
+    a = a.transpose(0, 2, 3, 1).reshape(len(a), -1) if a.ndim == 4 else a.reshape(len(a), -1)
+    taps, total = [], np.zeros(len(a), np.int64)
+    for layer in base.layers:
+        taps.append(a)
+        got, cycles = run_engine(ForwardEngine(layer, lanes), list(a))
+        a, total = np.asarray(got, np.int64), total + cycles
+    return a, taps, total.tolist()
+
+
+def tiny_base(rng):
+    layers = [make_layer(rng, "conv", (6, 6, 1), 3, kernel=3, padding=1, pool=True, name="conv1"),
+              make_layer(rng, "conv", (3, 3, 3), 4, kernel=3, padding=1, name="conv2"),
+              make_layer(rng, "dense", (36,), 5, name="fc1"),
+              make_layer(rng, "dense", (5,), 3, relu=False, logits=True, name="fc2")]
+    # the real calibration's shifts keep outputs in range; random ones mostly saturate, so pick
+    # each layer's shifts from its accumulators' spread on random inputs
+    x = rng.integers(0, 256, (16, 6, 6, 1))
+    fixed = []
+    for layer in layers:
+        acc = np.abs(layer.accumulate(x)).reshape(-1, layer.out_channels).max(axis=0)
+        shift = np.maximum(np.ceil(np.log2(acc + 1)).astype(np.int64) - 7, 0)
+        layer = IntLayer(layer.name, layer.kind, layer.in_shape, layer.weight, layer.bias, shift, layer.acc_frac,
+                         layer.in_frac, layer.in_signed, layer.out_frac, layer.out_lo, layer.out_hi, layer.relu,
+                         layer.pool, layer.kernel, layer.padding)
+        fixed.append(layer)
+        x = layer.apply(x)
+    return IntBase(fixed, BF.INPUT_FORMATS["lenet5-fmnist"], (1, 6, 6), 3, name="tiny")
+
+
+def test_tiny_base_end_to_end():
+    rng = np.random.default_rng(21)
+    base = tiny_base(rng)
+    x = rng.integers(0, 256, (3, 1, 6, 6)).astype(np.uint8)
+    logits, taps, cycles = run_base(base, 2, x)
+    want, want_taps = base.forward(x, taps=True)
+    np.testing.assert_array_equal(logits, want)
+    for t, w in zip(taps, want_taps):
+        np.testing.assert_array_equal(t, w)
+    assert 0 < np.abs(want).max() < Z_RANGE[1]  # logits in range, not all saturated or zero
+    assert cycles == [FC.base_cycles(base, 2)] * 3
+
+
+def test_lenet5_sample_end_to_end():
+    """The pretrained LeNet-5, calibrated on synthetic images as in test_base_int, one sample."""
+    from skip2lora.fixed.base_int import calibrate
+    from skip2lora.nn.pretrained import load_base
+
+    net, _ = load_base("fmnist-rot0", pretrain_if_missing=False)
+    rng = np.random.default_rng(2)
+    xf = (rng.random((48, 1, 28, 28)) ** 3).astype(np.float32)
+    base = calibrate(net, xf, BF.INPUT_FORMATS["lenet5-fmnist"], name="t")
+    x = base.quantize_input(xf[:1])
+    logits, taps, cycles = run_base(base, 8, x)
+    want, want_taps = base.forward(x, taps=True)
+    np.testing.assert_array_equal(logits, want)
+    for t, w in zip(taps, want_taps):
+        np.testing.assert_array_equal(t, w)
+    # 8 lanes: 784 + 19,600 | 1,176 + 2 x 25 x 600 | 400 + 15 x 400 | 120 + 11 x 120 | 84 + 2 x 84,
+    # each + the pipeline + the last group's values
+    assert cycles == [FC.base_cycles(base, 8)] == [59730]
+    report = FC.base_report(base, 8)
+    assert report["cycles_per_sample"] == 59730 and report["samples_per_s"] == round(200e6 / 59730, 1)
