@@ -75,8 +75,9 @@ def _geometry_registers(g: FC.EngineGeometry, lanes: int) -> dict[str, int]:
         "k1": k1, "c1": c - 1, "sub_last": g.pool_positions - 1, "g1": n_groups - 1,
         "ow1": out_w - 1, "oh1": out_h - 1, "fan_in": g.fan_in, "idle": FC.window_cycles(g, lanes)[1],
         "neg_pad": -p, "step": step,
-        # address strides: kx+1, (ky+1, kx=0), (c+1, ky=kx=0), pool row, next position, next row
-        "s_kx": c, "s_ky": w * c - k1 * c, "s_c": 1 - k1 * w * c - k1 * c, "s_row": w * c,
+        # address strides: kx+1, (ky+1, kx=0), (c+1, ky=kx=0); the pool window's (1,0) and (1,1)
+        # from its (0,0); the next position; the next row
+        "s_kx": c, "s_ky": w * c - k1 * c, "s_c": 1 - k1 * w * c - k1 * c, "s_row": w * c, "s_diag": w * c + c,
         "s_ox": step * c, "s_oy": step * w * c - (out_w - 1) * step * c, "addr0": (-p * w - p) * c,
         "signed": int(g.signed), "lo": g.out_lo, "hi": g.out_hi,
         "n_full": min(lanes, g.out_channels), "n_last": g.out_channels - (n_groups - 1) * lanes,
@@ -153,8 +154,8 @@ class ForwardEngine(wiring.Component):
             "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
             "oh1": unsigned(bits_for(g.out_hw[0])), "fan_in": unsigned(bits_for(n_groups * g.fan_in)),
             "idle": unsigned(bits_for(L)), "neg_pad": coord_shape, "step": coord_shape,
-            "s_kx": addr_shape, "s_ky": addr_shape, "s_c": addr_shape, "s_row": addr_shape, "s_ox": addr_shape,
-            "s_oy": addr_shape, "addr0": addr_shape, "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
+            **{k: addr_shape for k in ("s_kx", "s_ky", "s_c", "s_row", "s_diag", "s_ox", "s_oy", "addr0")},
+            "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
             "n_full": unsigned(bits_for(L)), "n_last": unsigned(bits_for(L)),
         }
         r = {k: Signal(shapes[k], name=f"r_{k}", reset_less=True) for k in rv}
@@ -221,7 +222,7 @@ class ForwardEngine(wiring.Component):
                     nxt = sub + 1
                     dx, dy = nxt[0], nxt[1]
                     m.d.sync += [sub.eq(nxt), widx.eq(wbase), iy.eq(org_iy + dy), ix.eq(org_ix + dx),
-                                 addr.eq(org_addr + Mux(dy, r["s_row"], 0) + Mux(dx, r["s_kx"], 0))]
+                                 addr.eq(org_addr + Mux(dy, Mux(dx, r["s_diag"], r["s_row"]), r["s_kx"]))]
                 with m.Else():
                     m.d.sync += [sub.eq(0), idle.eq(r["idle"])]
                     with m.If(~last_g):  # the next group of output channels at the same position
