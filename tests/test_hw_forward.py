@@ -131,6 +131,34 @@ def test_dense_bit_exact_and_cycles(fan_in, out, lanes, signed, logits):
     assert cycles == [FC.layer_cycles(layer, lanes)] * 3
 
 
+def random_geometry(rng):
+    """A random small conv or dense layer: kernel 1/3/5, padding 0..2, pool and ReLU on or off."""
+    if rng.random() < 0.3:
+        return dict(kind="dense", in_shape=(int(rng.integers(1, 30)),), out=int(rng.integers(1, 12)))
+    k, p = int(rng.choice([1, 3, 5])), int(rng.integers(0, 3))
+    pool = bool(rng.integers(2))
+    dims = []
+    for _ in range(2):
+        o = int(rng.integers(1, 4)) * (2 if pool else 1)  # the conv output size
+        dims.append(max(o + k - 1 - 2 * p, 1))
+        if pool and (dims[-1] + 2 * p - k + 1) % 2:
+            dims[-1] += 1
+    return dict(kind="conv", in_shape=(*dims, int(rng.integers(1, 4))), out=int(rng.integers(1, 7)),
+                kernel=k, padding=p, pool=pool)
+
+
+@pytest.mark.parametrize("seed", range(14))
+def test_random_geometries(seed):
+    rng = np.random.default_rng(1000 + seed)
+    geo = random_geometry(rng)
+    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
+    layer = make_layer(rng, kind, in_shape, out, relu=bool(rng.integers(2)), in_signed=bool(rng.integers(2)),
+                       name=f"rand{seed}", **geo)
+    lanes = int(rng.integers(1, 9))
+    cycles = check(layer, lanes, random_input(rng, layer, 2))
+    assert cycles == [FC.layer_cycles(layer, lanes)] * 2
+
+
 @pytest.mark.parametrize("kind", ["conv", "dense"])
 def test_extreme_values_saturate(kind):
     rng = np.random.default_rng(5)
