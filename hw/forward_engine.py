@@ -118,6 +118,31 @@ class ForwardEngine(wiring.Component):
         """The pass's cycle count (`forward_cycles.layer_cycles`)."""
         return FC.layer_cycles(self.geometry, self.lanes)
 
+    @property
+    def geometry_layout(self) -> data.StructLayout:
+        """The geometry registers (`lib.data` fields): loop bounds, address strides, the output
+        range. Sized for this layer here; a run-time geometry will size them for the largest."""
+        L, g, rv = self.lanes, self.geometry, self.regs
+        n_groups = FC.groups(g, L)
+
+        def sized(*values):  # a signed shape holding every value (and the sums of two)
+            return signed(max(bits_for(abs(v)) for v in values) + 2)
+
+        span = (g.height + 2 * g.kernel + 2 * g.padding + 2) * (g.width + 2 * g.kernel + 2 * g.padding + 2) \
+            * g.channels
+        addr_shape = sized(span, *(rv[k] for k in ("s_ky", "s_c", "s_oy", "addr0")))
+        coord_shape = sized(g.height + g.kernel + g.padding + 2, g.width + g.kernel + g.padding + 2)
+        return data.StructLayout({
+            "in_last": unsigned(bits_for(g.in_size - 1)), "height": coord_shape, "width": coord_shape,
+            "k1": unsigned(bits_for(g.kernel - 1)), "c1": unsigned(bits_for(g.channels - 1)), "sub_last": 2,
+            "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
+            "oh1": unsigned(bits_for(g.out_hw[0])), "fan_in": unsigned(bits_for(n_groups * g.fan_in)),
+            "idle": unsigned(bits_for(L)), "neg_pad": coord_shape, "step": coord_shape,
+            **{k: addr_shape for k in ("s_kx", "s_ky", "s_c", "s_row", "s_diag", "s_ox", "s_oy", "addr0")},
+            "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
+            "n_full": unsigned(bits_for(L)), "n_last": unsigned(bits_for(L)),
+        })
+
     # -- the initialized memories ----------------------------------------------------------------
     def _weight_words(self):
         L, g = self.lanes, self.geometry
@@ -140,27 +165,13 @@ class ForwardEngine(wiring.Component):
         n_groups = FC.groups(g, L)
         abits = bits_for(g.in_size - 1)
 
-        def sized(*values):  # a signed shape holding every value (and the sums of two)
-            return signed(max(bits_for(abs(v)) for v in values) + 2)
-
         # -- geometry registers, loaded at start --------------------------------------------------
-        span = (g.height + 2 * g.kernel + 2 * g.padding + 2) * (g.width + 2 * g.kernel + 2 * g.padding + 2) \
-            * g.channels
-        addr_shape = sized(span, *(rv[k] for k in ("s_ky", "s_c", "s_oy", "addr0")))
-        coord_shape = sized(g.height + g.kernel + g.padding + 2, g.width + g.kernel + g.padding + 2)
-        shapes = {
-            "in_last": unsigned(abits), "height": coord_shape, "width": coord_shape,
-            "k1": unsigned(bits_for(g.kernel - 1)), "c1": unsigned(bits_for(g.channels - 1)), "sub_last": 2,
-            "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
-            "oh1": unsigned(bits_for(g.out_hw[0])), "fan_in": unsigned(bits_for(n_groups * g.fan_in)),
-            "idle": unsigned(bits_for(L)), "neg_pad": coord_shape, "step": coord_shape,
-            **{k: addr_shape for k in ("s_kx", "s_ky", "s_c", "s_row", "s_diag", "s_ox", "s_oy", "addr0")},
-            "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
-            "n_full": unsigned(bits_for(L)), "n_last": unsigned(bits_for(L)),
-        }
-        r = {k: Signal(shapes[k], name=f"r_{k}", reset_less=True) for k in rv}
+        layout = self.geometry_layout
+        addr_shape, coord_shape = layout["addr0"].shape, layout["height"].shape
+        shapes = {name: field.shape for name, field in layout}
+        r = Signal(layout, name="geometry", reset_less=True)
         with m.If(self.start & ~self.busy):
-            m.d.sync += [r[k].eq(Const(v, shapes[k])) for k, v in rv.items()]
+            m.d.sync += r.eq(layout.const(rv))
 
         # -- memories -----------------------------------------------------------------------------
         m.submodules.act_mem = act_mem = memory.Memory(shape=unsigned(BF.ACT_BITS), depth=1 << abits, init=[])

@@ -282,3 +282,21 @@ def test_lenet5_sample_end_to_end():
     assert cycles == [FC.base_cycles(base, 8)] == [59730]
     report = FC.base_report(base, 8)
     assert report["cycles_per_sample"] == 59730 and report["samples_per_s"] == round(200e6 / 59730, 1)
+
+
+def test_geometry_registers_hold_their_values():
+    """Every geometry register's field is wide enough for the value loaded at start (no wrap)."""
+    from amaranth.hdl import Shape
+
+    rng = np.random.default_rng(3)
+    layers = [make_layer(rng, "conv", c[0], c[1], kernel=c[2], padding=c[3], pool=c[4]) for c in CONV_CASES]
+    layers += [make_layer(rng, "conv", (28, 28, 1), 6, kernel=5, padding=2, pool=True),
+               make_layer(rng, "conv", (14, 14, 6), 16, kernel=5, pool=True), make_layer(rng, "dense", (400,), 120)]
+    for layer in layers:
+        for lanes in (1, 8, LANES_MAX):
+            dut = ForwardEngine(layer, lanes)
+            for name, field in dut.geometry_layout:
+                shape = Shape.cast(field.shape)
+                lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed \
+                    else (0, (1 << shape.width) - 1)
+                assert lo <= dut.regs[name] <= hi, (layer.name, lanes, name)
