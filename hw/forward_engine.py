@@ -32,7 +32,7 @@ enable); with an always-ready consumer it never stalls, and the pass takes exact
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,9 +43,10 @@ from .memories import READ_LATENCY
 from .params import bits_for, invalid
 
 __all__ = ["LANES_MAX", "ActivationLayout", "ValueLayout", "activation_signature", "value_signature",
-           "ForwardEngine"]
+           "geometry_layout", "geometry_registers", "ForwardEngine"]
 
 LANES_MAX = 64  # output channels computed in parallel (one DSP each)
+WEIGHT_BANK_DEPTH = 512  # words of a weight bank: a RAMB36's depth at 72 bits (8 lanes of int8)
 PROD_BITS = BF.W_BITS + BF.ACT_BITS + 1  # int8 x (uint8 or int8 as 9-bit signed)
 OUT_BITS = BF.Z_BITS                      # the widest output: the Q8 int16 logits
 ROUND_BITS = BF.ACC_BITS + 1              # accumulator + half an LSB never wraps
@@ -84,6 +85,37 @@ def _geometry_registers(g: FC.EngineGeometry, lanes: int) -> dict[str, int]:
     }
 
 
+def geometry_layout(g: FC.EngineGeometry, lanes: int) -> data.StructLayout:
+    """The geometry registers' fields (`lib.data`): loop bounds, address strides, the output
+    range. Sized for this layer here; a run-time geometry will size them for the largest."""
+    rv = _geometry_registers(g, lanes)
+    n_groups = FC.groups(g, lanes)
+
+    def sized(*values):  # a signed shape holding every value (and the sums of two)
+        return signed(max(bits_for(abs(v)) for v in values) + 2)
+
+    span = (g.height + 2 * g.kernel + 2 * g.padding + 2) * (g.width + 2 * g.kernel + 2 * g.padding + 2) * g.channels
+    addr_shape = sized(span, *(rv[k] for k in ("s_ky", "s_c", "s_oy", "addr0")))
+    coord_shape = sized(g.height + g.kernel + g.padding + 2, g.width + g.kernel + g.padding + 2)
+    return data.StructLayout({
+        "in_last": unsigned(bits_for(g.in_size - 1)), "height": coord_shape, "width": coord_shape,
+        "k1": unsigned(bits_for(g.kernel - 1)), "c1": unsigned(bits_for(g.channels - 1)), "sub_last": 2,
+        "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
+        "oh1": unsigned(bits_for(g.out_hw[0])), "fan_in": unsigned(bits_for(n_groups * g.fan_in)),
+        "idle": unsigned(bits_for(lanes)), "neg_pad": coord_shape, "step": coord_shape,
+        **{k: addr_shape for k in ("s_kx", "s_ky", "s_c", "s_row", "s_diag", "s_ox", "s_oy", "addr0")},
+        "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
+        "n_full": unsigned(bits_for(lanes)), "n_last": unsigned(bits_for(lanes)),
+    })
+
+
+def geometry_registers(layer: IntLayer, lanes: int) -> tuple[data.StructLayout, dict[str, int]]:
+    """The geometry registers of a pass of ``layer`` on ``lanes`` lanes: their layout and the
+    values ``start`` loads."""
+    g = FC.engine_geometry(layer)
+    return geometry_layout(g, lanes), _geometry_registers(g, lanes)
+
+
 class ForwardEngine(wiring.Component):
     """One layer pass of ``layer`` (an `IntLayer`) with ``lanes`` output channels in parallel.
 
@@ -106,7 +138,7 @@ class ForwardEngine(wiring.Component):
                                            f"must lie within {OUT_BITS}-bit signed values"))
         self.layer, self.lanes = layer, int(lanes)
         self.geometry = FC.engine_geometry(layer)
-        self.regs = _geometry_registers(self.geometry, self.lanes)
+        self.geometry_layout, self.regs = geometry_registers(layer, self.lanes)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "act_in": In(activation_signature()),
@@ -117,31 +149,6 @@ class ForwardEngine(wiring.Component):
     def cycles(self) -> int:
         """The pass's cycle count (`forward_cycles.layer_cycles`)."""
         return FC.layer_cycles(self.geometry, self.lanes)
-
-    @property
-    def geometry_layout(self) -> data.StructLayout:
-        """The geometry registers (`lib.data` fields): loop bounds, address strides, the output
-        range. Sized for this layer here; a run-time geometry will size them for the largest."""
-        L, g, rv = self.lanes, self.geometry, self.regs
-        n_groups = FC.groups(g, L)
-
-        def sized(*values):  # a signed shape holding every value (and the sums of two)
-            return signed(max(bits_for(abs(v)) for v in values) + 2)
-
-        span = (g.height + 2 * g.kernel + 2 * g.padding + 2) * (g.width + 2 * g.kernel + 2 * g.padding + 2) \
-            * g.channels
-        addr_shape = sized(span, *(rv[k] for k in ("s_ky", "s_c", "s_oy", "addr0")))
-        coord_shape = sized(g.height + g.kernel + g.padding + 2, g.width + g.kernel + g.padding + 2)
-        return data.StructLayout({
-            "in_last": unsigned(bits_for(g.in_size - 1)), "height": coord_shape, "width": coord_shape,
-            "k1": unsigned(bits_for(g.kernel - 1)), "c1": unsigned(bits_for(g.channels - 1)), "sub_last": 2,
-            "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
-            "oh1": unsigned(bits_for(g.out_hw[0])), "fan_in": unsigned(bits_for(n_groups * g.fan_in)),
-            "idle": unsigned(bits_for(L)), "neg_pad": coord_shape, "step": coord_shape,
-            **{k: addr_shape for k in ("s_kx", "s_ky", "s_c", "s_row", "s_diag", "s_ox", "s_oy", "addr0")},
-            "signed": 1, "lo": signed(OUT_BITS), "hi": signed(OUT_BITS),
-            "n_full": unsigned(bits_for(L)), "n_last": unsigned(bits_for(L)),
-        })
 
     # -- the initialized memories ----------------------------------------------------------------
     def _weight_words(self):
@@ -177,9 +184,17 @@ class ForwardEngine(wiring.Component):
         m.submodules.act_mem = act_mem = memory.Memory(shape=unsigned(BF.ACT_BITS), depth=1 << abits, init=[])
         act_w, act_r = act_mem.write_port(), act_mem.read_port()
         w_shape = data.ArrayLayout(signed(BF.W_BITS), L)
-        m.submodules.w_mem = w_mem = memory.Memory(shape=w_shape, depth=n_groups * g.fan_in,
-                                                   init=self._weight_words())
-        w_r = w_mem.read_port()
+        # the weights in banks of WEIGHT_BANK_DEPTH words, each read into its own output register:
+        # the bank select is a mux after those registers (in front of the DSP's B register), never
+        # logic between a block RAM and its register
+        words = self._weight_words()
+        n_banks = -(-len(words) // WEIGHT_BANK_DEPTH)
+        bank_bits = bits_for(WEIGHT_BANK_DEPTH - 1)
+        w_ports = []
+        for b in range(n_banks):
+            chunk = words[b * WEIGHT_BANK_DEPTH:(b + 1) * WEIGHT_BANK_DEPTH]
+            m.submodules[f"w_mem{b}"] = w_mem = memory.Memory(shape=w_shape, depth=len(chunk), init=chunk)
+            w_ports.append(w_mem.read_port())
         ch_shape = data.StructLayout({"bias": data.ArrayLayout(signed(BF.BIAS_BITS), L),
                                       "shift": data.ArrayLayout(unsigned(BF.SHIFT_BITS), L)})
         m.submodules.ch_mem = ch_mem = memory.Memory(shape=ch_shape, depth=n_groups, init=self._channel_words())
@@ -204,15 +219,35 @@ class ForwardEngine(wiring.Component):
         addr, org_addr = Signal(addr_shape, reset_less=True), Signal(addr_shape, reset_less=True)
         widx, wbase = Signal(shapes["fan_in"], reset_less=True), Signal(shapes["fan_in"], reset_less=True)
         first = Signal(reset_less=True)
-
-        last_kx, last_ky, last_c = kx == 0, ky == 0, ch == 0
+        # each counter's "last value" flag is a register, set when the counter moves: no compare
+        # (a carry chain) sits in front of the address adders
+        last_kx, last_ky, last_c, last_sub, last_g, last_ox, last_oy = (
+            Signal(name=n, reset_less=True) for n in ("last_kx", "last_ky", "last_c", "last_sub", "last_g",
+                                                       "last_ox", "last_oy"))
         sweep_end = last_kx & last_ky & last_c
-        last_sub, last_g = sub == r["sub_last"], grp == r["g1"]
-        last_pos = (oxd == 0) & (oyd == 0)
+        last_pos = last_ox & last_oy
+
+        def reload(counter, flag, value):   # down counters
+            m.d.sync += [counter.eq(value), flag.eq(value == 0)]
+
+        def count_down(counter, flag):
+            m.d.sync += [counter.eq(counter - 1), flag.eq(counter == 1)]
+
+        def restart(counter, flag, last):   # up counters from 0 to a register's value
+            m.d.sync += [counter.eq(0), flag.eq(last == 0)]
+
+        def count_up(counter, flag, last):
+            m.d.sync += [counter.eq(counter + 1), flag.eq(counter + 1 == last)]
 
         def init_counters():
-            m.d.sync += [kx.eq(r["k1"]), ky.eq(r["k1"]), ch.eq(r["c1"]), sub.eq(0), grp.eq(0),
-                         oxd.eq(r["ow1"]), oyd.eq(r["oh1"]), idle.eq(0), first.eq(1),
+            reload(kx, last_kx, r["k1"])
+            reload(ky, last_ky, r["k1"])
+            reload(ch, last_c, r["c1"])
+            reload(oxd, last_ox, r["ow1"])
+            reload(oyd, last_oy, r["oh1"])
+            restart(sub, last_sub, r["sub_last"])
+            restart(grp, last_g, r["g1"])
+            m.d.sync += [idle.eq(0), first.eq(1),
                          iy.eq(r["neg_pad"]), ix.eq(r["neg_pad"]), org_iy.eq(r["neg_pad"]), org_ix.eq(r["neg_pad"]),
                          addr.eq(r["addr0"]), org_addr.eq(r["addr0"]), widx.eq(0), wbase.eq(0)]
 
@@ -220,33 +255,46 @@ class ForwardEngine(wiring.Component):
             """The next patch entry after the one issued now."""
             m.d.sync += first.eq(sweep_end)
             with m.If(~last_kx):
-                m.d.sync += [kx.eq(kx - 1), ix.eq(ix + 1), addr.eq(addr + r["s_kx"]), widx.eq(widx + 1)]
+                count_down(kx, last_kx)
+                m.d.sync += [ix.eq(ix + 1), addr.eq(addr + r["s_kx"]), widx.eq(widx + 1)]
             with m.Elif(~last_ky):
-                m.d.sync += [kx.eq(r["k1"]), ky.eq(ky - 1), ix.eq(ix - r["k1"]), iy.eq(iy + 1),
-                             addr.eq(addr + r["s_ky"]), widx.eq(widx + 1)]
+                reload(kx, last_kx, r["k1"])
+                count_down(ky, last_ky)
+                m.d.sync += [ix.eq(ix - r["k1"]), iy.eq(iy + 1), addr.eq(addr + r["s_ky"]), widx.eq(widx + 1)]
             with m.Elif(~last_c):
-                m.d.sync += [kx.eq(r["k1"]), ky.eq(r["k1"]), ch.eq(ch - 1), ix.eq(ix - r["k1"]),
-                             iy.eq(iy - r["k1"]), addr.eq(addr + r["s_c"]), widx.eq(widx + 1)]
+                reload(kx, last_kx, r["k1"])
+                reload(ky, last_ky, r["k1"])
+                count_down(ch, last_c)
+                m.d.sync += [ix.eq(ix - r["k1"]), iy.eq(iy - r["k1"]), addr.eq(addr + r["s_c"]), widx.eq(widx + 1)]
             with m.Else():  # the end of a sweep over the patch
-                m.d.sync += [kx.eq(r["k1"]), ky.eq(r["k1"]), ch.eq(r["c1"])]
+                reload(kx, last_kx, r["k1"])
+                reload(ky, last_ky, r["k1"])
+                reload(ch, last_c, r["c1"])
                 with m.If(~last_sub):  # the next pool position of the window: (0,1), (1,0), (1,1)
                     nxt = sub + 1
                     dx, dy = nxt[0], nxt[1]
-                    m.d.sync += [sub.eq(nxt), widx.eq(wbase), iy.eq(org_iy + dy), ix.eq(org_ix + dx),
+                    count_up(sub, last_sub, r["sub_last"])
+                    m.d.sync += [widx.eq(wbase), iy.eq(org_iy + dy), ix.eq(org_ix + dx),
                                  addr.eq(org_addr + Mux(dy, Mux(dx, r["s_diag"], r["s_row"]), r["s_kx"]))]
                 with m.Else():
-                    m.d.sync += [sub.eq(0), idle.eq(r["idle"])]
+                    restart(sub, last_sub, r["sub_last"])
+                    m.d.sync += idle.eq(r["idle"])
                     with m.If(~last_g):  # the next group of output channels at the same position
-                        m.d.sync += [grp.eq(grp + 1), wbase.eq(wbase + r["fan_in"]), widx.eq(wbase + r["fan_in"]),
+                        count_up(grp, last_g, r["g1"])
+                        m.d.sync += [wbase.eq(wbase + r["fan_in"]), widx.eq(wbase + r["fan_in"]),
                                      iy.eq(org_iy), ix.eq(org_ix), addr.eq(org_addr)]
                     with m.Else():
-                        m.d.sync += [grp.eq(0), wbase.eq(0), widx.eq(0)]
-                        with m.If(oxd != 0):  # the next output position in the row
-                            m.d.sync += [oxd.eq(oxd - 1), org_ix.eq(org_ix + r["step"]), ix.eq(org_ix + r["step"]),
+                        restart(grp, last_g, r["g1"])
+                        m.d.sync += [wbase.eq(0), widx.eq(0)]
+                        with m.If(~last_ox):  # the next output position in the row
+                            count_down(oxd, last_ox)
+                            m.d.sync += [org_ix.eq(org_ix + r["step"]), ix.eq(org_ix + r["step"]),
                                          iy.eq(org_iy), org_addr.eq(org_addr + r["s_ox"]),
                                          addr.eq(org_addr + r["s_ox"])]
                         with m.Else():      # the next row
-                            m.d.sync += [oxd.eq(r["ow1"]), oyd.eq(oyd - 1), org_ix.eq(r["neg_pad"]),
+                            reload(oxd, last_ox, r["ow1"])
+                            count_down(oyd, last_oy)
+                            m.d.sync += [org_ix.eq(r["neg_pad"]),
                                          ix.eq(r["neg_pad"]), org_iy.eq(org_iy + r["step"]),
                                          iy.eq(org_iy + r["step"]), org_addr.eq(org_addr + r["s_oy"]),
                                          addr.eq(org_addr + r["s_oy"])]
@@ -293,13 +341,19 @@ class ForwardEngine(wiring.Component):
         # stage 1: the memories' read registers; the padding test
         inb1, inb2 = Signal(reset_less=True), Signal(reset_less=True)
         grp1, grp2 = Signal.like(grp, reset_less=True), Signal.like(grp, reset_less=True)
-        m.d.comb += [act_r.addr.eq(addr[:abits]), act_r.en.eq(adv), w_r.addr.eq(widx), w_r.en.eq(adv)]
+        bank1, bank2 = (Signal(range(n_banks), name=n, reset_less=True) for n in ("bank1", "bank2"))
+        m.d.comb += [act_r.addr.eq(addr[:abits]), act_r.en.eq(adv)]
+        m.d.comb += [p.en.eq(adv) for p in w_ports]
+        m.d.comb += [p.addr.eq(widx[:bank_bits] if n_banks > 1 else widx) for p in w_ports]
         # stage 2: the memories' output registers; the channel memory's address
-        act2, w2 = Signal(BF.ACT_BITS, reset_less=True), Signal(w_shape, reset_less=True)
+        act2 = Signal(BF.ACT_BITS, reset_less=True)
+        w2 = [Signal(w_shape, name=f"w2_{b}", reset_less=True) for b in range(n_banks)]
         m.d.comb += [ch_r.addr.eq(grp2), ch_r.en.eq(adv)]
-        # stage 3: the DSP's A (masked, 9-bit signed activation) and B (weights) registers
+        # stage 3: the DSP's A (the 9-bit signed activation) and B (the bank's weights, or zeros
+        # outside the image: the padding) registers
         a3, w3 = Signal(signed(BF.ACT_BITS + 1), reset_less=True), Signal(w_shape, reset_less=True)
         act9 = Mux(r["signed"], act2.as_signed(), act2.as_unsigned())
+        w_bank = Array(w.as_value() for w in w2)[bank2] if n_banks > 1 else w2[0].as_value()
         # stage 4: M (products), the channel memory's output register (C: the bias)
         prod4 = [Signal(signed(PROD_BITS), name=f"prod4_{i}", reset_less=True) for i in range(L)]
         ch4 = Signal(ch_shape, reset_less=True)
@@ -320,9 +374,11 @@ class ForwardEngine(wiring.Component):
         y9 = Signal(data.ArrayLayout(signed(OUT_BITS), L), reset_less=True)
 
         with m.If(adv):
+            m.d.sync += [bank1.eq(widx[bank_bits:]), bank2.eq(bank1)] if n_banks > 1 else []
+            m.d.sync += [w2[b].eq(p.data) for b, p in enumerate(w_ports)]
             m.d.sync += [inb1.eq((iy >= 0) & (iy < r["height"]) & (ix >= 0) & (ix < r["width"])), grp1.eq(grp),
-                         inb2.eq(inb1), grp2.eq(grp1), act2.eq(act_r.data), w2.eq(w_r.data),
-                         a3.eq(Mux(inb2, act9, 0)), w3.eq(w2), ch4.eq(ch_r.data), shift5.eq(ch4.shift),
+                         inb2.eq(inb1), grp2.eq(grp1), act2.eq(act_r.data), a3.eq(act9),
+                         w3.eq(Mux(inb2, w_bank, 0)), ch4.eq(ch_r.data), shift5.eq(ch4.shift),
                          shift6.eq(shift5), shift7.eq(shift6)]
             m.d.sync += [prod4[i].eq(a3 * w3[i]) for i in range(L)]
             with m.If(v[4]):
