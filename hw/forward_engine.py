@@ -213,7 +213,8 @@ class ForwardEngine(wiring.Component):
         sub = Signal(2, reset_less=True)
         grp = Signal(shapes["g1"], reset_less=True)
         oxd, oyd = Signal(shapes["ow1"], reset_less=True), Signal(shapes["oh1"], reset_less=True)
-        idle = Signal(shapes["idle"])
+        idle = Signal(shapes["idle"], reset_less=True)
+        idling = Signal()  # idle != 0, as a register
         iy, ix = Signal(coord_shape, reset_less=True), Signal(coord_shape, reset_less=True)
         org_iy, org_ix = Signal(coord_shape, reset_less=True), Signal(coord_shape, reset_less=True)
         addr, org_addr = Signal(addr_shape, reset_less=True), Signal(addr_shape, reset_less=True)
@@ -247,7 +248,7 @@ class ForwardEngine(wiring.Component):
             reload(oyd, last_oy, r["oh1"])
             restart(sub, last_sub, r["sub_last"])
             restart(grp, last_g, r["g1"])
-            m.d.sync += [idle.eq(0), first.eq(1),
+            m.d.sync += [idling.eq(0), first.eq(1),
                          iy.eq(r["neg_pad"]), ix.eq(r["neg_pad"]), org_iy.eq(r["neg_pad"]), org_ix.eq(r["neg_pad"]),
                          addr.eq(r["addr0"]), org_addr.eq(r["addr0"]), widx.eq(0), wbase.eq(0)]
 
@@ -271,14 +272,13 @@ class ForwardEngine(wiring.Component):
                 reload(ky, last_ky, r["k1"])
                 reload(ch, last_c, r["c1"])
                 with m.If(~last_sub):  # the next pool position of the window: (0,1), (1,0), (1,1)
-                    nxt = sub + 1
-                    dx, dy = nxt[0], nxt[1]
+                    dx, dy = ~sub[0], sub[0] | sub[1]  # the next position's bits, without an adder
                     count_up(sub, last_sub, r["sub_last"])
                     m.d.sync += [widx.eq(wbase), iy.eq(org_iy + dy), ix.eq(org_ix + dx),
                                  addr.eq(org_addr + Mux(dy, Mux(dx, r["s_diag"], r["s_row"]), r["s_kx"]))]
                 with m.Else():
                     restart(sub, last_sub, r["sub_last"])
-                    m.d.sync += idle.eq(r["idle"])
+                    m.d.sync += [idle.eq(r["idle"]), idling.eq(r["idle"] != 0)]
                     with m.If(~last_g):  # the next group of output channels at the same position
                         count_up(grp, last_g, r["g1"])
                         m.d.sync += [wbase.eq(wbase + r["fan_in"]), widx.eq(wbase + r["fan_in"]),
@@ -313,8 +313,8 @@ class ForwardEngine(wiring.Component):
                         m.next = "RUN"
             with m.State("RUN"):
                 with m.If(adv):
-                    with m.If(idle != 0):
-                        m.d.sync += idle.eq(idle - 1)
+                    with m.If(idling):
+                        m.d.sync += [idle.eq(idle - 1), idling.eq(idle != 1)]
                     with m.Else():
                         m.d.comb += issue.eq(1)
                         advance_counters()
@@ -349,8 +349,9 @@ class ForwardEngine(wiring.Component):
         act2 = Signal(BF.ACT_BITS, reset_less=True)
         w2 = [Signal(w_shape, name=f"w2_{b}", reset_less=True) for b in range(n_banks)]
         m.d.comb += [ch_r.addr.eq(grp2), ch_r.en.eq(adv)]
-        # stage 3: the DSP's A (the 9-bit signed activation) and B (the bank's weights, or zeros
-        # outside the image: the padding) registers
+        # stage 3: the DSP's A (the 9-bit signed activation) and B (the bank's weights) registers,
+        # both zero outside the image (the padding): masking both keeps each a logic stage (three
+        # plain registers in a row would be packed into a shift-register LUT before the DSP)
         a3, w3 = Signal(signed(BF.ACT_BITS + 1), reset_less=True), Signal(w_shape, reset_less=True)
         act9 = Mux(r["signed"], act2.as_signed(), act2.as_unsigned())
         w_bank = Array(w.as_value() for w in w2)[bank2] if n_banks > 1 else w2[0].as_value()
@@ -377,7 +378,7 @@ class ForwardEngine(wiring.Component):
             m.d.sync += [bank1.eq(widx[bank_bits:]), bank2.eq(bank1)] if n_banks > 1 else []
             m.d.sync += [w2[b].eq(p.data) for b, p in enumerate(w_ports)]
             m.d.sync += [inb1.eq((iy >= 0) & (iy < r["height"]) & (ix >= 0) & (ix < r["width"])), grp1.eq(grp),
-                         inb2.eq(inb1), grp2.eq(grp1), act2.eq(act_r.data), a3.eq(act9),
+                         inb2.eq(inb1), grp2.eq(grp1), act2.eq(act_r.data), a3.eq(Mux(inb2, act9, 0)),
                          w3.eq(Mux(inb2, w_bank, 0)), ch4.eq(ch_r.data), shift5.eq(ch4.shift),
                          shift6.eq(shift5), shift7.eq(shift6)]
             m.d.sync += [prod4[i].eq(a3 * w3[i]) for i in range(L)]
