@@ -41,8 +41,9 @@ def random_input(rng, layer, n=1, extreme=False):
     return rng.integers(lo, hi + 1, size=shape).astype(np.int64)
 
 
-def run_engine(dut, samples, *, in_gaps=None, out_stalls=None):
-    """One pass per sample (flattened NHWC input integers); returns (outputs, cycles per pass)."""
+def run_engine(dut, samples, *, in_gaps=None, out_stalls=None, restart_at=()):
+    """One pass per sample (flattened NHWC input integers); returns (outputs, cycles per pass).
+    ``restart_at``: cycles of a pass at which ``start`` pulses again (while busy: ignored)."""
     results, cycles = [], []
     n_out = FC.engine_geometry(dut.layer).out_size
     r_in = random.Random(7)
@@ -68,6 +69,7 @@ def run_engine(dut, samples, *, in_gaps=None, out_stalls=None):
             while True:
                 ready = not (out_stalls and r_out.random() < 0.3)
                 ctx.set(dut.values_out.ready, ready)
+                ctx.set(dut.start, n in restart_at)
                 _, _, valid, data, last, done = await ctx.tick().sample(
                     dut.values_out.valid, dut.values_out.p.data, dut.values_out.p.last, dut.done)
                 n += 1
@@ -77,6 +79,7 @@ def run_engine(dut, samples, *, in_gaps=None, out_stalls=None):
                     break
                 assert n < 10 * dut.cycles + 1000, "the pass never finished"
             ctx.set(dut.values_out.ready, 0)
+            ctx.set(dut.start, 0)
             assert [last for _, last in got] == [False] * (n_out - 1) + [True]
             results.append([d for d, _ in got])
             cycles.append(n - 1)
@@ -181,6 +184,14 @@ def test_stalled_streams_change_nothing_but_time():
     assert all(c > FC.layer_cycles(layer, 2) for c in cycles)
 
 
+def test_start_while_busy_is_ignored():
+    rng = np.random.default_rng(4)
+    layer = make_layer(rng, "conv", (4, 4, 2), 3, kernel=3, padding=1, pool=True)
+    n = FC.layer_cycles(layer, 2)
+    cycles = check(layer, 2, random_input(rng, layer, 2), restart_at=(2, 40, n - 3))  # LOAD, RUN, DRAIN
+    assert cycles == [n, n]
+
+
 def test_cycle_model_closed_form():
     rng = np.random.default_rng(0)
     layer = make_layer(rng, "conv", (28, 28, 1), 6, kernel=5, padding=2, pool=True)
@@ -195,6 +206,7 @@ def test_cycle_model_closed_form():
         FC.layer_cycles(layer, 2.0)
     with pytest.raises(TypeError, match="IntLayer"):
         FC.engine_geometry("conv")
+    assert FC.layer_cycles(layer, np.int64(8)) == FC.layer_cycles(layer, 8)
 
 
 def test_argument_errors():

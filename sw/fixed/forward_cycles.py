@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .base_int import IntBase, IntLayer
 
-__all__ = ["CLOCK_MHZ", "READ_LATENCY", "PIPE_LATENCY", "EngineGeometry", "engine_geometry", "layer_cycles",
-           "base_cycles", "base_report"]
+__all__ = ["CLOCK_MHZ", "READ_LATENCY", "PIPE_LATENCY", "EngineGeometry", "engine_geometry", "groups",
+           "window_cycles", "layer_cycles", "base_cycles", "base_report"]
 
 CLOCK_MHZ = 200.0  # assumed clock for projections (as `fixed.cycles`)
 READ_LATENCY = 2   # every memory read: the memory's read register + an output register (hw/memories.py)
@@ -96,14 +98,15 @@ def engine_geometry(layer: IntLayer) -> EngineGeometry:
 
 
 def _lanes(lanes) -> int:
-    if isinstance(lanes, bool) or not isinstance(lanes, int):
+    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)):
         raise TypeError(f"lanes must be an int, not {lanes!r}")
     if lanes < 1:
         raise ValueError(f"lanes must be at least 1, not {lanes}")
-    return lanes
+    return int(lanes)
 
 
 def groups(geometry: EngineGeometry, lanes: int) -> int:
+    """Groups of ``lanes`` output channels (the last one may be partial)."""
     return -(-geometry.out_channels // lanes)
 
 
