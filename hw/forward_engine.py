@@ -15,7 +15,8 @@ A pass computes one `IntLayer` bit for bit (docs/base-numerics.md, "One layer"):
    (pooled) output position, each group of ``lanes`` output channels, each of the 4 pool
    positions (or 1), each patch entry (channel, ky, kx). The activation address and the zero-
    padding test are counted incrementally (adds of stride registers, no multiplier); the weight
-   memory holds a word of ``lanes`` int8 weights per (group, patch entry).
+   memory holds a word of ``lanes`` int8 weights per (group, patch entry), in banks of
+   `WEIGHT_BANK_DEPTH` words.
 3. Each lane multiplies the (masked, sign-extended 9-bit) activation by its weight and
    accumulates, starting from its bias (a DSP48E2: A/B, M and P registers, C = the bias); the
    pool keeps the maximum accumulator of a window; then round (add half), shift, saturate.
