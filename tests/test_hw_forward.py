@@ -1,5 +1,7 @@
-"""The forward engine (hw/forward_engine.py) in amaranth.sim: bit-exact against `IntLayer.apply`,
-cycle-exact against `fixed.forward_cycles`, and its argument checks."""
+"""The forward engine (hw/forward_engine.py) in amaranth.sim: bit-exact against `IntLayer.apply`
+(random conv and dense geometries, saturating extremes, stalled streams) and, layer after layer,
+against `IntBase.forward` (a tiny base and the calibrated LeNet-5); cycle-exact against
+`fixed.forward_cycles`; its argument checks."""
 
 import random
 
