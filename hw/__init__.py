@@ -14,6 +14,9 @@ The training job
     optimizer.py     SGD / Adam updates of A lines and B rows, a chunk of lanes per cycle
     stream_in.py, stream_out.py   AXI4-Stream loads and the adapter read-back
     pipeline.py      register-per-level trees, delays, the leading-one detector
+The integer base (cache fill, inference)
+    forward_engine.py  one layer pass of fixed/base_int.py's IntLayer (conv or dense, lanes of
+                     MACs, bias, round-half-up shift, saturation, 2x2 max-pool), bit-exact
 Flows and reports
     export.py        Verilog export (cached), yosys resource estimates; timing_proxy.py logic depth
     vivado/          the Vivado batch flow (Tcl templates); system.py the KV260 system around the IP
