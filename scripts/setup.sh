@@ -36,7 +36,8 @@ if [ "$with_pynq" = 1 ]; then
     "$PYTHON" -m venv .venv-pynq
   fi
   .venv-pynq/bin/python -m pip install --quiet --upgrade pip
-  .venv-pynq/bin/python -m pip install --quiet "pynq==4.0.0" nbclient ipykernel matplotlib
+  # onnx: notebooks/byo_model.ipynb imports the user's model (resolved with pynq, so numpy stays < 2)
+  .venv-pynq/bin/python -m pip install --quiet "pynq==4.0.0" nbclient ipykernel matplotlib "onnx>=1.14"
   PYTHONWARNINGS="$editable_quiet" .venv-pynq/bin/python -m pip install --quiet --no-deps -e .
   echo "skip2lora: pynq environment ready in .venv-pynq (virtual-KV260 tests and notebooks)"
 else
