@@ -165,7 +165,8 @@ class Skip2LoRACore(wiring.Component):
                 m.d.comb += streamer.start.eq(1)
         with m.Elif(regs.CTRL_clear_cache):
             m.d.sync += n_loaded.eq(0)
-        m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.n_loaded.eq(n_loaded)]
+            m.d.comb += loader.clear_cache.eq(1)
+        m.d.comb += loader.count.eq(regs.LOAD_COUNT_value)
         with m.If(loader.error):
             fail(loader.error_code)
         with m.If(loader.commit):
