@@ -133,12 +133,12 @@ class Sequencer(wiring.Component):
             m.d.sync += [j.eq(0), count.eq(0), nb.eq(size)]
             m.next = "PREFETCH"
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [self.scalar_start.eq(1), self.order_job_start.eq(1), self.clear_grads.eq(1),
                                  self.clear_saturated.eq(1)]
-                    m.d.sync += epoch.eq(0)
+                    m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
                 with m.If(self.scalar_ready & self.state_ready):
@@ -226,9 +226,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.clear_saturated.eq(1)
                 m.d.sync += epoch.eq(epoch + 1)
                 with m.If(job_end):
-                    m.d.sync += self.done.eq(1)
+                    m.d.sync += [self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "EPOCH"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # busy is a register (it leaves IDLE with the FSM): no state decode behind the core's command checks
         return m
