@@ -94,13 +94,16 @@ class ScalarUnit(wiring.Component):
         def divide(dividend, divisor):
             m.d.comb += [div.start.eq(1), div.dividend.eq(dividend), div.divisor.eq(divisor)]
 
-        def multiply(a, b):
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(0), mul_n.eq(MUL_CYCLES)]
+        def multiply(a, b, acc=0):
+            """mul_acc <- acc + a * b, MUL_CYCLES cycles from now."""
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(acc), mul_n.eq(MUL_CYCLES), mul_busy.eq(1)]
 
-        mul_busy = mul_n != 0
+        mul_busy = Signal()  # mul_n != 0, as a register
         with m.If(mul_busy):
             m.d.sync += [mul_acc.eq(mul_acc + Mux(mul_b[0], mul_a, 0)), mul_a.eq(mul_a << 1),
                          mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
+            with m.If(mul_n == 1):
+                m.d.sync += mul_busy.eq(0)
 
         # normalization: E = max(0, bitlength(alpha) - 17), M = alpha >> E; E is found from the
         # quotient in the cycle alpha is registered (the highest set bit among alpha's top bits)
@@ -196,12 +199,12 @@ class ScalarUnit(wiring.Component):
                     m.d.sync += [rem.eq(shifted_rem), root.eq(Cat(Const(0, 1), root))]
                 with m.If(sq_n == 1):
                     m.next = "RATE_MUL"
-            with m.State("RATE_MUL"):
-                multiply(eta_t, root)
+            with m.State("RATE_MUL"):  # the product already doubled and offset: Adam's dividend
+                multiply(Cat(Const(0, 1), eta_t), root, acc=c1)
                 m.next = "RATE_MUL_WAIT"
             with m.State("RATE_MUL_WAIT"):
                 with m.If(~mul_busy):
-                    divide(Cat(Const(0, 1), mul_acc) + c1, c1 << 1)
+                    divide(mul_acc, c1 << 1)  # 2 eta_t root + c1 (< 2**60: mul_acc holds it)
                     m.next = "RATE_DIV"
             with m.State("RATE_DIV"):  # alpha = round(eta_t * root / (1 - beta1**t))
                 with m.If(div.done):
