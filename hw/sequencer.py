@@ -68,7 +68,10 @@ class Sequencer(wiring.Component):
         S, SL = p.sample_lines, p.tap_lines
 
         # the batch's cache addresses, slot j -> base (written by PREFETCH, read by F and B)
-        m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[])
+        # LUTRAM: read combinationally into the issue register (as block RAM, that register became the
+        # RAM's own and the datapath's address adder sat right behind the RAM)
+        m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[],
+                                                   attrs={"ram_style": "distributed"})
         bases_rd = bases.read_port(domain="comb")
         bases_wr = bases.write_port()
 
