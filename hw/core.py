@@ -94,11 +94,16 @@ class Skip2LoRACore(wiring.Component):
         samples, batch, epochs = regs.SAMPLES_value, regs.BATCH_value, regs.EPOCHS_value
         exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
         exp_ok = Cat(*((e >= F.EXP_MIN) & (e <= F.EXP_MAX) for e in exps)).all()
+        # The checks of the host's registers alone are registered every cycle: a register's write
+        # is visible at least two cycles before a later write's START pulse (axi_lite: one write
+        # at a time, each applied a cycle after it is held), so the check always sees it. N_LOADED
+        # changes with the loader's commits: that compare stays in the START cycle.
+        registers_ok = Signal(reset_less=True)
+        m.d.sync += registers_ok.eq(
+            (samples >= 1) & (batch >= 1) & (batch <= samples) & (batch <= F.BATCH_MAX) & (epochs >= 1)
+            & (regs.LR_value != 0) & exp_ok & (regs.OPT_kind < len(Optimizer)))
         config_ok = Signal()
-        m.d.comb += config_ok.eq(
-            (samples >= 1) & (samples <= n_loaded) & (batch >= 1) & (batch <= samples)
-            & (batch <= F.BATCH_MAX) & (epochs >= 1) & (regs.LR_value != 0) & exp_ok
-            & (regs.OPT_kind < len(Optimizer)))
+        m.d.comb += config_ok.eq(registers_ok & (samples <= n_loaded))
         job = {name: Signal(width, name=f"job_{name}") for name, width in (
             ("samples", 16), ("batch", 16), ("epochs", 16), ("eta", F.LR_BITS), ("warmup", 32), ("decay", 1),
             ("shuffle", 1), ("seed", 32), ("kind", 4))}
@@ -165,7 +170,8 @@ class Skip2LoRACore(wiring.Component):
                 m.d.comb += streamer.start.eq(1)
         with m.Elif(regs.CTRL_clear_cache):
             m.d.sync += n_loaded.eq(0)
-        m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.n_loaded.eq(n_loaded)]
+            m.d.comb += loader.clear_cache.eq(1)
+        m.d.comb += loader.count.eq(regs.LOAD_COUNT_value)
         with m.If(loader.error):
             fail(loader.error_code)
         with m.If(loader.commit):

@@ -172,8 +172,8 @@ class Datapath(wiring.Component):
         self._probe = dict(fwd_t=fwd_t, tail_t=tail_t, tf_t=tf_t, tl_t=tl_t, uacc0=uacc[0], sum0=sums[0], q0=q3[0], a0=a3[0])
         # round_half_up(x >> s) = ((2x >> s) + 1) >> 1, s = u_shift of the tap
         tap_a, last_a = delay(m, tap_t, 1, "tapa"), delay(m, fwd_t & ~tail_t & tl_t, 1, "lasta", reset_less=False)
-        shift = Signal(6, reset_less=True)
-        m.d.comb += shift.eq(Array(self.u_shift)[tap_a])
+        shift = Signal(6, reset_less=True)  # the tap's shift, selected with tap_a's register
+        m.d.sync += shift.eq(Array(self.u_shift)[tap_t])
         ush = [Signal(signed(p.u_acc_bits + 1), name=f"ush{r}", reset_less=True) for r in range(R)]
         m.d.sync += [ush[r].eq((uacc[r] << 1) >> shift) for r in range(R)]
         tap_b, last_b = delay(m, tap_a, 1, "tapb"), delay(m, last_a, 1, "lastb", reset_less=False)

@@ -213,9 +213,10 @@ class HeadUnit(wiring.Component):
         csum = [tree_sum(m, [ps[c][r] for c in range(C)], sum_bits, f"tsum{r}")[0] for r in range(R)]
         lv = tree_levels(C)
         tv = delay(m, sb3, lv, "tv", reset_less=False)
-        kt = delay(m, k3, lv, "kt")
-        shift = Signal(6)
-        m.d.comb += shift.eq(Array(self.t_shift)[kt])
+        kt_before = delay(m, k3, lv - 1, "kt")
+        kt = delay(m, kt_before, 1, "kt")
+        shift = Signal(6, reset_less=True)  # the tap's shift, selected with kt's register
+        m.d.sync += shift.eq(Array(self.t_shift)[kt_before])
         # round_half_up(x >> s) = ((2x >> s) + 1) >> 1
         tsh = [Signal(signed(sum_bits + 1), name=f"tsh{r}", reset_less=True) for r in range(R)]
         m.d.sync += [tsh[r].eq((csum[r] << 1) >> shift) for r in range(R)]

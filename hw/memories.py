@@ -2,7 +2,10 @@
 
 Every read returns its data two cycles after the address (`READ_LATENCY`): the memory's own read
 register and an output register behind it (a BRAM's DO*_REG / an UltraRAM's OREG), so no logic
-ever sits between a memory and the next register.
+ever sits between a memory and the next register. A memory deeper than one UltraRAM (the KV260
+cache: 21 x 4096 lines) is built as banks of `URAM_DEPTH` lines, each with its own read and output
+registers; the bank select (registered with the read, one LUT level or two) comes after the output
+registers, so it sits in front of the reader's register, not between a memory and its register.
 
 * `CacheMemory`  every cached sample's lines: 4-bit tap codes, base logits, label (UltraRAM when
   large: the KV260 build holds 1024 samples x `Layout.sample_lines` lines of `Layout.beat_bits`).
@@ -15,31 +18,43 @@ ever sits between a memory and the next register.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .params import HwParams, bits_for, invalid
 
-__all__ = ["READ_LATENCY", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer",
+__all__ = ["READ_LATENCY", "URAM_DEPTH", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer",
            "StatsMemory", "STATS_BITS"]
 
 READ_LATENCY = 2
 URAM_THRESHOLD_BITS = 1 << 20  # smaller caches are left to the tools (BRAM / LUTRAM)
+URAM_DEPTH = 4096              # URAM288: 4096 x 72; a deeper UltraRAM memory is banked at this depth
 STATS_BITS = 16 + 32 + 32      # correct, loss sum, saturated updates
 
 
 class RegisteredMemory(wiring.Component):
-    """One write port (optionally with a byte-lane-like granularity) and one registered read port."""
+    """One write port (optionally with a byte-lane-like granularity) and one registered read port.
 
-    def __init__(self, width: int, depth: int, *, granularity: int | None = None, attrs=None):
+    ``bank_depth``: a memory deeper than this is built as banks of ``bank_depth`` words, each with
+    its read register and output register; the bank select (the read address' high bits, delayed
+    with the read) follows the output registers. The read latency is `READ_LATENCY` either way.
+    """
+
+    def __init__(self, width: int, depth: int, *, granularity: int | None = None, attrs=None,
+                 bank_depth: int | None = None):
         for name, v in (("width", width), ("depth", depth)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise invalid(self, TypeError(f"{name} must be a positive integer, not {v!r}"))
         if granularity is not None and width % granularity:
             raise invalid(self, ValueError(f"width {width} is not a multiple of the granularity {granularity}"))
+        if bank_depth is not None and (isinstance(bank_depth, bool) or not isinstance(bank_depth, int)
+                                       or bank_depth < 2 or bank_depth & (bank_depth - 1)):
+            raise invalid(self, ValueError(f"bank depth must be a power of two >= 2, not {bank_depth!r}"))
         self.width, self.depth, self.granularity, self.attrs = width, depth, granularity, attrs
+        self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
+        self.banks = -(-depth // self.bank_depth) if self.bank_depth else 1
         lanes = width // granularity if granularity else 1
         abits = bits_for(depth - 1)
         super().__init__({
@@ -48,6 +63,8 @@ class RegisteredMemory(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.bank_depth:
+            return self._banked()
         m = Module()
         m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[], attrs=self.attrs)
         wp = mem.write_port(granularity=self.granularity)
@@ -56,6 +73,29 @@ class RegisteredMemory(wiring.Component):
         m.d.sync += out.eq(rp.data)
         m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
                      rp.addr.eq(self.rd_addr), self.rd_data.eq(out)]
+        return m
+
+    def _banked(self):
+        m = Module()
+        lo = self.bank_depth.bit_length() - 1
+        outs = []
+        for b in range(self.banks):
+            depth = min(self.bank_depth, self.depth - b * self.bank_depth)
+            mem = memory.Memory(shape=self.width, depth=depth, init=[], attrs=self.attrs)
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port(granularity=self.granularity)
+            rp = mem.read_port()
+            out = Signal(self.width, name=f"out{b}", reset_less=True)  # the bank's output register
+            m.d.sync += out.eq(rp.data)
+            hit = self.wr_addr[lo:] == b
+            m.d.comb += [wp.addr.eq(self.wr_addr[:len(wp.addr)]), wp.data.eq(self.wr_data),
+                         wp.en.eq(self.wr_en & hit.replicate(len(self.wr_en))),
+                         rp.addr.eq(self.rd_addr[:len(rp.addr)])]
+            outs.append(out)
+        sel1 = Signal(len(self.rd_addr) - lo, reset_less=True)
+        sel2 = Signal(len(self.rd_addr) - lo, reset_less=True)
+        m.d.sync += [sel1.eq(self.rd_addr[lo:]), sel2.eq(sel1)]
+        m.d.comb += self.rd_data.eq(Array(outs)[sel2])
         return m
 
 
@@ -68,7 +108,8 @@ def _params(params) -> HwParams:
 def CacheMemory(params: HwParams) -> RegisteredMemory:
     p = _params(params)
     big = p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
-    return RegisteredMemory(p.beat_bits, p.cache_lines, attrs={"ram_style": "ultra"} if big else None)
+    return RegisteredMemory(p.beat_bits, p.cache_lines, attrs={"ram_style": "ultra"} if big else None,
+                            bank_depth=URAM_DEPTH if big else None)
 
 
 def AMemory(params: HwParams) -> RegisteredMemory:

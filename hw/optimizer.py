@@ -14,10 +14,10 @@ Each chunk has a row of Adam's state (m, v of its weights) in the state memory, 
 chunk is selected and written back five stages later; ``clear_state`` zeroes every row (a job's
 start, one row a cycle). Pipeline of a chunk (one register after every step;
 `cycles.OPT_LATENCY` counts them): select | G = sat27(grad) | state arrives; round(m >> 3),
-round(v >> 10), G*G (DSP M) | m - .., v - .. (DSP P) | + G, + G*G | saturate: m', v' (written back)
-| X = m' or G (the DSP's input); v' + 1 | X * M (DSP M); the leading one of v' + 1 | DSP P; the
-shift amount | shift | round | w - step, saturated | write. The saturation flags of each chunk are
-counted (``saturated``) for the per-epoch statistics.
+round(v >> 10), G*G as two DSP products (M, P) | m - .., v - .., G*G their sum | + G, + G*G |
+saturate: m', v' (written back) | X = m' or G (the DSP's input); v' + 1 | X * M (DSP M); the
+leading one of v' + 1 | DSP P; the shift amount | shift | round | w - step, saturated | write. The
+saturation flags of each chunk are counted (``saturated``) for the per-epoch statistics.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = ["OptimizerUnit", "db_bits", "DB_SHIFT", "STATE_BITS"]
 
 DB_SHIFT = F.GL_FRAC + F.U_FRAC - F.GRAD_FRAC  # the B gradient sum (Q34) -> G (Q22)
 STATE_BITS = M_BITS + V_BITS                    # Adam's m and v of one weight
+GG_SPLIT = 17                                   # G * G: G's low bits as one DSP's 18-bit signed B input
 
 
 def db_bits() -> int:
@@ -197,14 +198,20 @@ class OptimizerUnit(wiring.Component):
                    [Signal(signed(M_BITS), name=f"mr3_{i}", reset_less=True) for i in range(L)])
         v3, vr3 = ([Signal(unsigned(V_BITS), name=f"v3_{i}", reset_less=True) for i in range(L)],
                    [Signal(unsigned(V_BITS), name=f"vr3_{i}", reset_less=True) for i in range(L)])
-        gg3 = [Signal(unsigned(2 * F.GRAD_BITS), name=f"gg3_{i}", reset_less=True) for i in range(L)]
+        # G * G as two products that each fit one DSP48E2 (27 x 18 signed), registered at their
+        # outputs (the DSPs' P registers), then added: G * G = G * G_lo + (G * G_hi << GG_SPLIT)
+        # with G_lo = G[:GG_SPLIT] (unsigned) and G_hi = G >> GG_SPLIT (signed).
+        gl3 = [Signal(signed(F.GRAD_BITS + GG_SPLIT + 1), name=f"gl3_{i}", reset_less=True) for i in range(L)]
+        gh3 = [Signal(signed(2 * F.GRAD_BITS - GG_SPLIT), name=f"gh3_{i}", reset_less=True) for i in range(L)]
         for i in range(L):
             m.d.sync += [m3[i].eq(m_old[i]), mr3[i].eq((m_old[i] + (1 << (BETA1_SHIFT - 1))) >> BETA1_SHIFT),
                          v3[i].eq(v_old[i]), vr3[i].eq((v_old[i] + (1 << (BETA2_SHIFT - 1))) >> BETA2_SHIFT),
-                         gg3[i].eq(g2[i] * g2[i])]
+                         gl3[i].eq(g2[i] * g2[i][:GG_SPLIT].as_unsigned()),
+                         gh3[i].eq(g2[i] * g2[i][GG_SPLIT:].as_signed())]
         m4 = [Signal(signed(M_BITS + 1), name=f"m4_{i}", reset_less=True) for i in range(L)]
         v4 = [Signal(unsigned(V_BITS), name=f"v4_{i}", reset_less=True) for i in range(L)]
-        gg4 = [delay(m, gg3[i], 1, f"gg4_{i}") for i in range(L)]
+        gg4 = [Signal(unsigned(2 * F.GRAD_BITS), name=f"gg4_{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [gg4[i].eq(gl3[i] + (gh3[i] << GG_SPLIT)) for i in range(L)]
         m.d.sync += [m4[i].eq(m3[i] - mr3[i]) for i in range(L)]
         m.d.sync += [v4[i].eq(v3[i] - vr3[i]) for i in range(L)]
         m5 = [Signal(signed(M_BITS + 2), name=f"m5_{i}", reset_less=True) for i in range(L)]

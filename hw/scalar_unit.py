@@ -79,31 +79,44 @@ class ScalarUnit(wiring.Component):
         mul_n = Signal(range(MUL_CYCLES + 1))
         n = Signal(range(MUL_CYCLES + 1))
 
-        warm = Signal()
-        m.d.comb += warm.eq((self.warmup != 0) & (t <= self.warmup))
+        # Comparisons against the job's registers and t, registered: t changes once a step (in
+        # after_step) and is read again no earlier than the next cycle; the job's registers stay.
+        warm = Signal(reset_less=True)           # (W != 0) & (t <= W): step t is a warm-up step
+        warm_more = Signal(reset_less=True)      # t < W
+        steps_left = Signal(reset_less=True)     # t <= T
+        warm_on = Signal(reset_less=True)        # W != 0
+        adam = Signal(reset_less=True)           # kind == ADAM_POW2
+        spe_num = Signal(17, reset_less=True)    # N + B - 1
+        m.d.sync += [warm.eq((self.warmup != 0) & (t <= self.warmup)), warm_more.eq(t < self.warmup),
+                     steps_left.eq(t <= total), warm_on.eq(self.warmup != 0),
+                     adam.eq(self.kind == Optimizer.ADAM_POW2), spe_num.eq(self.samples + self.batch - 1)]
 
         def divide(dividend, divisor):
             m.d.comb += [div.start.eq(1), div.dividend.eq(dividend), div.divisor.eq(divisor)]
 
-        def multiply(a, b):
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(0), mul_n.eq(MUL_CYCLES)]
+        def multiply(a, b, acc=0):
+            """mul_acc <- acc + a * b, MUL_CYCLES cycles from now."""
+            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(acc), mul_n.eq(MUL_CYCLES), mul_busy.eq(1)]
 
-        mul_busy = mul_n != 0
+        mul_busy = Signal()  # mul_n != 0, as a register
         with m.If(mul_busy):
             m.d.sync += [mul_acc.eq(mul_acc + Mux(mul_b[0], mul_a, 0)), mul_a.eq(mul_a << 1),
                          mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
+            with m.If(mul_n == 1):
+                m.d.sync += mul_busy.eq(0)
 
-        # normalization: E = max(0, bitlength(alpha) - 17), M = alpha >> E
-        length = Signal(range(ETA_Q_BITS + 1))
-        for i in range(ETA_Q_BITS):
-            with m.If(alpha[i]):
-                m.d.comb += length.eq(i + 1)
-        over = Signal(4)
-        m.d.comb += over.eq(Mux(length > F.ALPHA_MANT_BITS, length - F.ALPHA_MANT_BITS, 0))
+        # normalization: E = max(0, bitlength(alpha) - 17), M = alpha >> E; E is found from the
+        # quotient in the cycle alpha is registered (the highest set bit among alpha's top bits)
+        alpha_new = Signal(ETA_Q_BITS)
+        m.d.comb += alpha_new.eq(Mux(adam, div.quotient, eta_t))
+        over_new, over = Signal(4), Signal(4, reset_less=True)
+        for i in range(F.ALPHA_MANT_BITS, ETA_Q_BITS):
+            with m.If(alpha_new[i]):
+                m.d.comb += over_new.eq(i + 1 - F.ALPHA_MANT_BITS)
 
         def after_step(fsm_next):
             """The step's quotient is in eta_t: advance x to the following step."""
-            with m.If(warm & (t < self.warmup)):
+            with m.If(warm & warm_more):
                 m.d.sync += x.eq(x + self.eta)
             with m.Elif(warm):
                 m.d.sync += x.eq(x_decay)
@@ -122,7 +135,7 @@ class ScalarUnit(wiring.Component):
                     m.d.sync += [self.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
                     m.next = "SPE"
             with m.State("SPE"):  # ceil(N / B) and the last batch's size from one division
-                divide(self.samples + self.batch - 1, self.batch)
+                divide(spe_num, self.batch)
                 m.next = "SPE_WAIT"
             with m.State("SPE_WAIT"):
                 with m.If(div.done):
@@ -134,14 +147,14 @@ class ScalarUnit(wiring.Component):
                     m.d.sync += total.eq(mul_acc)
                     m.next = "RN_FULL"
             with m.State("RN_FULL"):  # rn(nb) = floor((2**25 + nb) / (2 nb))
-                divide((1 << (F.RN_FRAC + 1)) + self.batch, self.batch << 1)
+                divide(Cat(self.batch, Const(1 << (F.RN_FRAC + 1 - 16), F.RN_FRAC + 2 - 16)), self.batch << 1)
                 m.next = "RN_FULL_WAIT"
             with m.State("RN_FULL_WAIT"):
                 with m.If(div.done):
                     m.d.sync += self.rn_full.eq(div.quotient)
                     m.next = "RN_LAST"
             with m.State("RN_LAST"):
-                divide((1 << (F.RN_FRAC + 1)) + self.nb_last, self.nb_last << 1)
+                divide(Cat(self.nb_last, Const(1 << (F.RN_FRAC + 1 - 16), F.RN_FRAC + 2 - 16)), self.nb_last << 1)
                 m.next = "RN_LAST_WAIT"
             with m.State("RN_LAST_WAIT"):
                 with m.If(div.done):
@@ -153,7 +166,7 @@ class ScalarUnit(wiring.Component):
                 m.next = "DECAY_WAIT"
             with m.State("DECAY_WAIT"):
                 with m.If(~mul_busy):
-                    m.d.sync += [x_decay.eq(mul_acc), x.eq(Mux(self.warmup != 0, self.eta, mul_acc))]
+                    m.d.sync += [x_decay.eq(mul_acc), x.eq(Mux(warm_on, self.eta, mul_acc))]
                     m.next = "STEP"
             with m.State("STEP"):  # eta_t = round(x / den) unless the rate is constant
                 den = Mux(warm, self.warmup, den_decay)
@@ -186,16 +199,16 @@ class ScalarUnit(wiring.Component):
                     m.d.sync += [rem.eq(shifted_rem), root.eq(Cat(Const(0, 1), root))]
                 with m.If(sq_n == 1):
                     m.next = "RATE_MUL"
-            with m.State("RATE_MUL"):
-                multiply(eta_t, root)
+            with m.State("RATE_MUL"):  # the product already doubled and offset: Adam's dividend
+                multiply(Cat(Const(0, 1), eta_t), root, acc=c1)
                 m.next = "RATE_MUL_WAIT"
             with m.State("RATE_MUL_WAIT"):
                 with m.If(~mul_busy):
-                    divide(Cat(Const(0, 1), mul_acc) + c1, c1 << 1)
+                    divide(mul_acc, c1 << 1)  # 2 eta_t root + c1 (< 2**60: mul_acc holds it)
                     m.next = "RATE_DIV"
             with m.State("RATE_DIV"):  # alpha = round(eta_t * root / (1 - beta1**t))
                 with m.If(div.done):
-                    m.d.sync += alpha.eq(Mux(self.kind == Optimizer.ADAM_POW2, div.quotient, eta_t))
+                    m.d.sync += [alpha.eq(alpha_new), over.eq(over_new)]
                     m.next = "NORM"
             with m.State("NORM"):
                 m.d.sync += [next_e.eq(over), next_m.eq(alpha >> over)]
@@ -208,6 +221,6 @@ class ScalarUnit(wiring.Component):
                     m.next = "SPE"
                 with m.Elif(self.step):
                     m.d.sync += [self.alpha_m.eq(next_m), self.alpha_e.eq(next_e)]
-                    with m.If(t <= total):
+                    with m.If(steps_left):
                         m.next = "STEP"
         return m

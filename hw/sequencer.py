@@ -68,7 +68,10 @@ class Sequencer(wiring.Component):
         S, SL = p.sample_lines, p.tap_lines
 
         # the batch's cache addresses, slot j -> base (written by PREFETCH, read by F and B)
-        m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[])
+        # LUTRAM: read combinationally into the issue register (as block RAM, that register became the
+        # RAM's own and the datapath's address adder sat right behind the RAM)
+        m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[],
+                                                   attrs={"ram_style": "distributed"})
         bases_rd = bases.read_port(domain="comb")
         bases_wr = bases.write_port()
 
@@ -102,16 +105,43 @@ class Sequencer(wiring.Component):
         m.d.comb += [bases_wr.addr.eq(pf_slot[-1]), bases_wr.en.eq(pf_valid[-1]),
                      bases_wr.data.eq(Mux(self.shuffle, self.order_rd_data, pf_seq[-1]))]
 
-        def next_batch():
-            m.d.sync += [j.eq(0), count.eq(0)]
+        # Values derived from the job's registers and from s0, nb, epoch, registered a cycle or
+        # three after their sources change (each is read only long after: no logic deeper than a
+        # compare lies behind a state's decisions).
+        nb_first = Signal.like(nb, reset_less=True)  # the epoch's first batch: min(N, B)
+        s0_next = Signal.like(s0, reset_less=True)  # s0 + nb
+        rest = Signal.like(s0, reset_less=True)     # N - (s0 + nb): the samples after this batch
+        nb_next = Signal.like(nb, reset_less=True)  # the next batch's size: min(rest, B)
+        epoch_end = Signal(reset_less=True)         # s0 + nb == N: this is the epoch's last batch
+        job_end = Signal(reset_less=True)           # epoch + 1 == E
+        s0_zero = Signal(reset_less=True)
+        nb_m1 = Signal.like(nb, reset_less=True)    # nb - 1 (F and B: the batch's last sample)
+        nb_full = Signal(reset_less=True)           # nb == B
+        pf_end = Signal.like(count, reset_less=True)  # nb + READ_LATENCY - 1 (PREFETCH's last cycle)
+        f_short = Signal(reset_less=True)           # nb < wait_t: WAIT_T follows F
+        f_wait = Signal.like(count, reset_less=True)  # wait_t - 1 - nb
+        b_short = Signal(reset_less=True)           # nb < a_chunks: B_GAP follows each line
+        b_wait = Signal.like(count, reset_less=True)  # a_chunks - nb - 1
+        m.d.sync += [
+            nb_first.eq(Mux(self.samples < self.batch, self.samples, self.batch)),
+            s0_next.eq(s0 + nb), rest.eq(self.samples - s0_next),
+            nb_next.eq(Mux(rest < self.batch, rest, self.batch)), epoch_end.eq(s0_next == self.samples),
+            job_end.eq(epoch + 1 == self.epochs), s0_zero.eq(s0 == 0),
+            nb_m1.eq(nb - 1), nb_full.eq(nb == self.batch), pf_end.eq(nb + (READ_LATENCY - 1)),
+            f_short.eq(nb < tm.wait_t), f_wait.eq(tm.wait_t - 1 - nb),
+            b_short.eq(nb < p.a_chunks), b_wait.eq(p.a_chunks - 1 - nb),
+        ]
+
+        def next_batch(size):
+            m.d.sync += [j.eq(0), count.eq(0), nb.eq(size)]
             m.next = "PREFETCH"
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [self.scalar_start.eq(1), self.order_job_start.eq(1), self.clear_grads.eq(1),
                                  self.clear_saturated.eq(1)]
-                    m.d.sync += epoch.eq(0)
+                    m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
                 with m.If(self.scalar_ready & self.state_ready):
@@ -122,34 +152,30 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.order_epoch_start.eq(1)
                     m.next = "ORDER"
                 with m.Else():
-                    next_batch()
+                    next_batch(nb_first)
             with m.State("ORDER"):
                 with m.If(self.order_done):
-                    next_batch()
+                    next_batch(nb_first)
             with m.State("PREFETCH"):  # nb reads, then READ_LATENCY cycles for the last write
-                remaining = self.samples - s0
-                nb_now = Mux(remaining < self.batch, remaining, self.batch)
-                with m.If(count == 0):
-                    m.d.sync += nb.eq(nb_now)
                 m.d.sync += count.eq(count + 1)
-                with m.If(count < nb_now):
+                with m.If(count < nb):
                     m.d.comb += reading.eq(1)
                     m.d.sync += [j.eq(j + 1), seq_base.eq(seq_base + S)]
-                with m.If(count == nb_now + READ_LATENCY - 1):
+                with m.If((count == pf_end) & (count != 0)):  # pf_end is nb's from the second cycle on
                     m.next = "BATCH"
             with m.State("BATCH"):  # waits until the scalar unit has this step's alpha
                 with m.If(self.scalar_next_ready):
                     m.d.comb += self.scalar_step.eq(1)
-                    m.d.sync += [self.rn.eq(Mux(nb == self.batch, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
+                    m.d.sync += [self.rn.eq(Mux(nb_full, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
             with m.State("F"):
-                issue(Op.FWD, line == S - 1, ef=(s0 == 0) & (j == 0))
+                issue(Op.FWD, line == S - 1, ef=s0_zero & (j == 0))
                 m.d.sync += line.eq(line + 1)
                 with m.If(line == S - 1):
                     m.d.sync += line.eq(0)
-                    with m.If(j == nb - 1):
-                        with m.If(nb < tm.wait_t):  # WAIT_T lasts wait_t - nb cycles
-                            m.d.sync += count.eq(tm.wait_t - 1 - nb)
+                    with m.If(j == nb_m1):
+                        with m.If(f_short):  # WAIT_T lasts wait_t - nb cycles
+                            m.d.sync += count.eq(f_wait)
                             m.next = "WAIT_T"
                         with m.Else():
                             m.d.sync += [j.eq(0), line.eq(0)]
@@ -169,15 +195,15 @@ class Sequencer(wiring.Component):
                     m.d.sync += [j.eq(0), line.eq(0)]
                     m.next = "B"
             with m.State("B"):
-                issue(Op.BWD, j == nb - 1, first=j == 0)
+                issue(Op.BWD, j == nb_m1, first=j == 0)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == nb - 1):
+                with m.If(j == nb_m1):
                     m.d.sync += [j.eq(0), line.eq(line + 1)]
                     with m.If(line == SL - 1):
                         m.d.sync += count.eq(tm.opt_a_wait - 1)
                         m.next = "OPT_A"
-                    with m.Elif(nb < p.a_chunks):
-                        m.d.sync += count.eq(p.a_chunks - nb - 1)
+                    with m.Elif(b_short):
+                        m.d.sync += count.eq(b_wait)
                         m.next = "B_GAP"
             with m.State("B_GAP"):  # the optimizer takes a_chunks cycles a line
                 m.d.sync += count.eq(count - 1)
@@ -192,20 +218,20 @@ class Sequencer(wiring.Component):
             with m.State("OPT_B"):  # B tap by tap, then the optimizer's last write lands
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    m.d.sync += s0.eq(s0 + nb)
-                    with m.If(s0 + nb == self.samples):
+                    m.d.sync += s0.eq(s0_next)
+                    with m.If(epoch_end):
                         m.next = "EPOCH_END"
                     with m.Else():
-                        next_batch()
+                        next_batch(nb_next)
             with m.State("EPOCH_END"):
                 m.d.sync += [self.stats_wr_en.eq(1), self.stats_wr_addr.eq(epoch),
                              self.stats_wr_data.eq(Cat(self.correct, self.loss, self.saturated))]
                 m.d.comb += self.clear_saturated.eq(1)
                 m.d.sync += epoch.eq(epoch + 1)
-                with m.If(epoch + 1 == self.epochs):
-                    m.d.sync += self.done.eq(1)
+                with m.If(job_end):
+                    m.d.sync += [self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "EPOCH"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # busy is a register (it leaves IDLE with the FSM): no state decode behind the core's command checks
         return m

@@ -12,11 +12,16 @@ TREADY stays high, so a DMA never hangs on the accelerator. Cache entries are co
 whole adapter image did (the core then marks the adapters valid). A stream whose TLAST never
 comes keeps the loader armed until the expected beats arrived or a soft reset. The core checks a
 LOAD_CACHE command (count, room) before it arms the loader.
+
+Nothing deep lies behind a beat: the transfer's end is a registered flag (per sample line and
+per sample for the cache, a down-counter for the adapters), the cache's next free line is kept
+(``fill``: advanced by a committed transfer, zeroed by CLEAR_CACHE), and B's beats reach the
+head unit one cycle later from registers, with their own small beat counter.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,8 +45,8 @@ class StreamLoader(wiring.Component):
             "s_axis": In(axis_signature(p.beat_bits)),
             "load_cache": In(1),      # command pulses (checked by the core: only when idle and valid)
             "load_adapters": In(1),
+            "clear_cache": In(1),     # CLEAR_CACHE (accepted by the core): the cache's next line is 0
             "count": In(16),          # LOAD_COUNT
-            "n_loaded": In(16),
             "armed": Out(1),          # a transfer is expected or being drained
             "error": Out(1),          # one-cycle pulse with error_code
             "error_code": Out(8),
@@ -55,23 +60,36 @@ class StreamLoader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        beat = Signal(32)            # beats received in this transfer
-        total = Signal(32)           # beats expected
+        S = p.sample_lines
         addr = Signal(p.cache_addr_bits)
+        fill = Signal(p.cache_addr_bits)     # the cache's next free line: N_LOADED * sample_lines
+        line_in = Signal(range(S))           # the beat's line within its sample
+        line_last = Signal()                 # line_in == S - 1
+        samples_left = Signal(16)            # samples still to come, this one included
+        sample_last = Signal()               # samples_left == 1
         seg = Signal(range(max(self.segments, 2)))
         line = Signal(p.line_bits)
         a_beats, b_beats = p.layout.a_beats, p.layout.b_beats
+        total = a_beats + b_beats
+        left = Signal(range(total))          # adapter beats after this one
+        adapters_last = Signal()             # left == 0
+        in_b = Signal()                      # the adapter beats have reached B
+        b_beat = Signal(range(max(b_beats, 2)))
         axis = self.s_axis
-        last_beat = beat == total - 1
         m.d.comb += [axis.ready.eq(1), self.cache_data.eq(axis.p.data), self.cache_addr.eq(addr),
-                     self.b_data.eq(axis.p.data), self.a_addr.eq(line)]
+                     self.a_addr.eq(line)]
         m.d.comb += self.a_data.eq(axis.p.data.replicate(self.segments))
-        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0)]
+        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0), self.b_valid.eq(0)]
+        b_data = Signal(p.beat_bits, reset_less=True)
+        b_index = Signal(16, reset_less=True)
+        m.d.comb += [self.b_data.eq(b_data), self.b_beat.eq(b_index)]
+        with m.If(self.clear_cache):
+            m.d.sync += fill.eq(0)
 
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
 
-        def check_end():
+        def check_end(last_beat):
             """TLAST must come exactly with the last expected beat."""
             with m.If(axis.p.last & ~last_beat):
                 fail(ErrorCode.TLAST_EARLY)
@@ -83,11 +101,12 @@ class StreamLoader(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.load_cache):
-                    m.d.sync += [beat.eq(0), total.eq(self.count * p.sample_lines),
-                                 addr.eq(self.n_loaded * p.sample_lines)]
+                    m.d.sync += [addr.eq(fill), line_in.eq(0), line_last.eq(S == 1),
+                                 samples_left.eq(self.count), sample_last.eq(self.count == 1)]
                     m.next = "CACHE"
                 with m.Elif(self.load_adapters):
-                    m.d.sync += [beat.eq(0), total.eq(a_beats + b_beats), seg.eq(0), line.eq(0)]
+                    m.d.sync += [left.eq(total - 1), adapters_last.eq(total == 1), in_b.eq(a_beats == 0),
+                                 b_beat.eq(0), seg.eq(0), line.eq(0)]
                     m.next = "ADAPTERS"
                 with m.Elif(axis.valid):
                     fail(ErrorCode.STREAM_UNEXPECTED)
@@ -95,26 +114,35 @@ class StreamLoader(wiring.Component):
                         m.next = "DRAIN"
             with m.State("CACHE"):
                 with m.If(axis.valid):
+                    last_beat = line_last & sample_last
                     m.d.comb += self.cache_en.eq(1)
-                    m.d.sync += [beat.eq(beat + 1), addr.eq(addr + 1)]
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(line_last):
+                        m.d.sync += [line_in.eq(0), line_last.eq(S == 1), samples_left.eq(samples_left - 1),
+                                     sample_last.eq(samples_left == 2)]
+                    with m.Else():
+                        m.d.sync += [line_in.eq(line_in + 1), line_last.eq(line_in == S - 2)]
                     with m.If(last_beat & axis.p.last):
-                        m.d.sync += self.commit.eq(1)
+                        m.d.sync += [self.commit.eq(1), fill.eq(addr + 1)]
                         m.next = "IDLE"
-                    check_end()
+                    check_end(last_beat)
             with m.State("ADAPTERS"):
                 with m.If(axis.valid):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat < a_beats):  # A: 4R beats per line, one write segment each
+                    m.d.sync += [left.eq(left - 1), adapters_last.eq(left == 1)]
+                    with m.If(~in_b):  # A: 4R beats per line, one write segment each
                         m.d.comb += self.a_en.eq(1 << seg)
                         m.d.sync += seg.eq(seg + 1)
                         with m.If(seg == self.segments - 1):
                             m.d.sync += [seg.eq(0), line.eq(line + 1)]
-                    with m.Else():
-                        m.d.comb += [self.b_valid.eq(1), self.b_beat.eq(beat - a_beats)]
-                    with m.If(last_beat & axis.p.last):
+                            with m.If(line == p.layout.a_beats // self.segments - 1):
+                                m.d.sync += in_b.eq(1)
+                    with m.Else():  # B: to the head unit from registers, one cycle later
+                        m.d.sync += [self.b_valid.eq(1), b_beat.eq(b_beat + 1)]
+                    m.d.sync += [b_data.eq(axis.p.data), b_index.eq(b_beat)]
+                    with m.If(adapters_last & axis.p.last):
                         m.d.sync += self.adapters_loaded.eq(1)
                         m.next = "IDLE"
-                    check_end()
+                    check_end(adapters_last)
             with m.State("DRAIN"):
                 with m.If(axis.valid & axis.p.last):
                     m.next = "IDLE"

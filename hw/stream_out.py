@@ -42,10 +42,10 @@ class AdapterStreamer(wiring.Component):
         segs = Array(self.a_data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
         m.d.comb += [self.a_addr.eq(line), self.b_beat.eq(bbeat)]
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0)]
+                    m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0), self.busy.eq(1)]
                     m.next = "FETCH"
             with m.State("FETCH"):  # the A line's address is out; its data arrives READ_LATENCY later
                 m.next = "FETCH2"
@@ -66,6 +66,7 @@ class AdapterStreamer(wiring.Component):
                 with m.If(axis.ready):
                     m.d.sync += bbeat.eq(bbeat + 1)
                     with m.If(bbeat == b_beats - 1):
+                        m.d.sync += self.busy.eq(0)
                         m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # busy is a register (it leaves IDLE with the FSM): no state decode behind the core's command checks
         return m

@@ -19,7 +19,7 @@ from skip2lora.hw.cycle_counter import CycleCounter
 from skip2lora.hw.datapath import Datapath
 from skip2lora.hw.divider import Divider
 from skip2lora.hw.head import DB_START, HeadUnit
-from skip2lora.hw.memories import CacheMemory
+from skip2lora.hw.memories import READ_LATENCY, URAM_DEPTH, CacheMemory, RegisteredMemory
 from skip2lora.hw.optimizer import DB_SHIFT, OptimizerUnit, db_bits
 from skip2lora.hw.order_unit import OrderUnit
 from skip2lora.hw.params import HwParams
@@ -396,6 +396,40 @@ def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
     assert p.cache_lines == 1024 * p.layout.sample_lines == 1024 * 84 and p.beat_bits == 128
     assert CacheMemory(p).attrs == {"ram_style": "ultra"}
     assert CacheMemory(HwParams(SMALL)).attrs is None
+    # banks of one UltraRAM's depth, each with its output register; the bank select behind them
+    assert (CacheMemory(p).bank_depth, CacheMemory(p).banks) == (URAM_DEPTH, 21)
+    assert (CacheMemory(HwParams(SMALL)).bank_depth, CacheMemory(HwParams(SMALL)).banks) == (None, 1)
+
+
+@pytest.mark.parametrize("bank_depth", [None, 8, 16])
+def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth):
+    """Random writes (with a write granularity) and reads every cycle: the data of the address
+    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not."""
+    width, depth, gran = 12, 44, 4                  # 44 = 5 banks of 8 (the last one short) / 3 of 16
+    dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth)
+    assert dut.banks == (1 if bank_depth is None else -(-depth // bank_depth))
+    rng = random.Random(bank_depth or 1)
+
+    async def bench(ctx):
+        mem = [0] * depth
+        expect = [None] * READ_LATENCY
+        for _ in range(600):
+            ra, wa = rng.randrange(depth), rng.randrange(depth)
+            wd, we = rng.randrange(1 << width), rng.randrange(1 << (width // gran))
+            ctx.set(dut.rd_addr, ra)
+            ctx.set(dut.wr_addr, wa)
+            ctx.set(dut.wr_data, wd)
+            ctx.set(dut.wr_en, we)
+            got = ctx.get(dut.rd_data)
+            if expect[0] is not None:
+                assert got == expect[0]
+            expect = expect[1:] + [mem[ra]]
+            for lane in range(width // gran):
+                if we >> lane & 1:
+                    mask = ((1 << gran) - 1) << (lane * gran)
+                    mem[wa] = (mem[wa] & ~mask) | (wd & mask)
+            await ctx.tick()
+    run(dut, bench)
 
 
 STAT_TAIL = """
