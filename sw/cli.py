@@ -303,14 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- the commands -----------------------------------------------------------------------------------
 
+def _check_user_data(args) -> None:
+    """A user's data set (--data) comes with the user's trained model (--model)."""
+    if args.data and not args.model:
+        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
+                       "(bring a trained one: --model FILE.onnx)")
+
+
 def cmd_finetune(args, out: Output) -> int:
     from . import report
 
     if args.plot:
         check_plot(args.plot)
-    if args.data and not args.model:
-        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
-                       "(bring a trained one: --model FILE.onnx)")
+    _check_user_data(args)
     if args.backend == "float":
         for option in ("save_adapters", "bitfile"):
             if getattr(args, option):
@@ -404,9 +409,7 @@ def cmd_compare(args, out: Output) -> int:
 
     if args.plot:
         check_plot(args.plot)
-    if args.data and not args.model:
-        raise CLIError("--data needs --model: a data set that is not built in has no pretrained base model here "
-                       "(bring a trained one: --model FILE.onnx)")
+    _check_user_data(args)
     res = compare(args.data or args.dataset, model=args.model, methods=args.methods, seeds=args.seeds,
                   epochs=args.epochs, samples=args.samples, data_dir=args.data_dir, **_recipe(args),
                   curves=bool(args.plot), progress=None if not args.json else False)

@@ -8,9 +8,7 @@ each run to seconds; one test goes through ONNX with LeNet-5's geometry (skips w
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 
 import numpy as np
 import pytest
@@ -25,9 +23,9 @@ from skip2lora.nn.model_io import save_model
 from skip2lora.nn.network import lenet5, sequential
 from skip2lora.workload import check_fits, resolve_workload
 
+from optional_modules import need_module
 from test_cli import one_json, run_cli
 
-_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def tiny_model(seed=0):
@@ -159,12 +157,7 @@ def test_an_image_folder_with_a_model(tmp_path, capsys):
 
 
 def test_lenet5_geometry_from_onnx_runs_on_the_kv260_build(tmp_path, capsys):
-    try:
-        importlib.import_module("onnx")
-    except ImportError:
-        if _CI:
-            pytest.fail("onnx is required under CI")
-        pytest.skip("onnx is not installed (pip install 'skip2lora[onnx]')")
+    need_module("onnx", "pip install 'skip2lora[onnx]'")
     from skip2lora.nn.onnx_export import to_onnx
 
     to_onnx(lenet5(10).init(0), tmp_path / "lenet.onnx")
@@ -196,17 +189,8 @@ def test_compare_with_model_and_data(files, capsys):
     assert code == 2 and "--data needs --model" in r["error"]
 
 
-def _need(name):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if _CI:
-            pytest.fail(f"{name} is required under CI")
-        pytest.skip(f"{name} is not installed (pip install 'skip2lora[{name}]')")
-
-
 def test_an_onnx_input_without_fixed_sizes_takes_the_data_shape(files, tmp_path, capsys):
-    _need("onnx")
+    need_module("onnx", "pip install 'skip2lora[onnx]'")
     from skip2lora.nn.onnx_export import to_onnx
 
     model = to_onnx(tiny_model())
@@ -222,8 +206,8 @@ def test_an_onnx_input_without_fixed_sizes_takes_the_data_shape(files, tmp_path,
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:DeprecationWarning")  # TorchScript: still read
 def test_a_torchscript_model_takes_the_data_shape(files, tmp_path, capsys):
-    torch = _need("torch")
-    _need("onnx")
+    torch = need_module("torch", "pip install 'skip2lora[torch]'")
+    need_module("onnx", "pip install 'skip2lora[onnx]'")
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)).eval()
     torch.jit.save(torch.jit.script(m), str(tmp_path / "mlp.pt"))

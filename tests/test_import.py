@@ -4,10 +4,8 @@ Tests that need onnx or torch skip when they are missing locally, and fail under
 where .ci/run installs them.
 """
 
-import importlib
 import io
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -19,26 +17,18 @@ from skip2lora.nn.layers import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, Ma
 from skip2lora.nn.lowering import ModelImportError
 from skip2lora.nn.network import build, sequential
 
-_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from optional_modules import need_module
 
-
-def _need(name):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if _CI:
-            pytest.fail(f"{name} is required under CI (pip install torch onnx)")
-        pytest.skip(f"{name} is not installed (pip install {name})")
 
 
 @pytest.fixture
 def onnx():
-    return _need("onnx")
+    return need_module("onnx")
 
 
 @pytest.fixture
 def torch():
-    torch = _need("torch")
+    torch = need_module("torch")
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy TorchScript ONNX exporter
     return torch
@@ -740,7 +730,7 @@ def test_user_model_with_6_taps_and_16_classes_runs_on_the_fixed_backend(torch, 
     if route == "torch":
         base = from_torch(m, (1, 16, 16))
     else:
-        _need("onnx")
+        need_module("onnx")
         torch.onnx.export(m, (torch.zeros(1, 1, 16, 16),), str(tmp_path / "user.onnx"), dynamo=False,
                           opset_version=13, input_names=["x"], dynamic_axes={"x": {0: "n"}})
         base = load_model(tmp_path / "user.onnx")
