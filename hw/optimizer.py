@@ -15,8 +15,9 @@ chunk is selected and written back five stages later; ``clear_state`` zeroes eve
 start, one row a cycle). Pipeline of a chunk (one register after every step;
 `cycles.OPT_LATENCY` counts them): select | G = sat27(grad) | state arrives; round(m >> 3),
 round(v >> 10), G*G as two DSP products (M, P) | m - .., v - .., G*G their sum | + G, + G*G |
-saturate: m', v' (written back) | X = m' or G (the DSP's input); v' + 1 | X * M (DSP M); the
-leading one of v' + 1 | DSP P; the shift amount | shift | round | w - step, saturated | write. The
+saturate: m', v' (written back) | X = m' or G (the DSP's input); v' + 1 | X * M (DSP M); per
+8-bit group of v' + 1, a set bit and its share of the shift | DSP P; the highest such group: the
+shift amount | shift | round; w - hi, w - lo | w - step, saturated | write. The
 saturation flags of each chunk are counted (``saturated``) for the per-epoch statistics.
 """
 
@@ -242,28 +243,66 @@ class OptimizerUnit(wiring.Component):
         m.d.comb += mant.eq(self.alpha_m)
         p8 = [Signal(signed(prod_bits), name=f"p8_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [p8[i].eq(x7[i] * mant) for i in range(L)]
-        n8 = [Signal(range(V_BITS + 1), name=f"n8_{i}", reset_less=True) for i in range(L)]
-        m.d.sync += [n8[i].eq(leading_one(m, vp7[i], f"lead{i}")) for i in range(L)]
+        # The shift needs the leading one n of v' + 1 (57 bits), in two stages of at most four LUT
+        # levels each: stage 8 per group of 8 bits, whether it has a set bit and, by a table of its
+        # leading one's position, its share of s = floor((n - (V_FRAC - 1)) / 2) = 4 g + floor((pos -
+        # (V_FRAC - 1)) / 2); stage 9 the highest group with a set bit (a tree of 2:1 selections) and
+        # one adder: shift + 4 = (Adam: ADAM_SHIFT, SGD: STEP_SHIFT) + 4 - E (+ s for Adam).
+        adam_r = Signal(reset_less=True)        # the job's optimizer (constant through a job)
+        base9 = Signal(signed(8), reset_less=True)  # the step's part of the shift (alpha changes at BATCH only)
+        m.d.sync += [adam_r.eq(adam),
+                     base9.eq(Mux(adam, ADAM_SHIFT + 4, STEP_SHIFT + 4) - self.alpha_e)]
+        group = 8
+        groups = -(-(V_BITS + 1) // group)
+        gany8 = [[Signal(name=f"gany8_{i}_{g}", reset_less=True) for g in range(groups)] for i in range(L)]
+        gs8 = [[Signal(signed(8), name=f"gs8_{i}_{g}", reset_less=True) for g in range(groups)] for i in range(L)]
+        for i in range(L):
+            for g in range(groups):
+                bits = vp7[i][g * group:(g + 1) * group]
+                table = [4 * g + ((pos - (V_FRAC - 1)) >> 1) for pos in range(len(bits))]
+                if len(bits) == 1:
+                    share = Const(table[0], signed(8))
+                else:
+                    share = Array(Const(v, signed(8)) for v in table)[leading_one(m, bits, f"lead{i}_{g}")]
+                m.d.sync += [gany8[i][g].eq(bits.any()), gs8[i][g].eq(share)]
         p9 = [delay(m, p8[i], 1, f"p9_{i}") for i in range(L)]
-        # shift + 4 (>= 1): Adam ADAM_SHIFT - E + floor((n - (V_FRAC - 1)) / 2); SGD STEP_SHIFT - E
         sh9 = [Signal(range(64), name=f"sh9_{i}", reset_less=True) for i in range(L)]
         for i in range(L):
-            s_adam = Signal(signed(8), name=f"s{i}")
-            m.d.comb += s_adam.eq((n8[i] - (V_FRAC - 1)).as_signed() >> 1)
-            m.d.sync += sh9[i].eq(Mux(adam, ADAM_SHIFT + 4 + s_adam, STEP_SHIFT + 4) - self.alpha_e)
+            level = list(zip(gany8[i], gs8[i]))
+            depth = 0
+            while len(level) > 1:
+                nxt = []
+                for j in range(0, len(level), 2):
+                    if j + 1 == len(level):
+                        nxt.append(level[j])
+                        continue
+                    (lo_any, lo_s), (hi_any, hi_s) = level[j], level[j + 1]
+                    a, s = Signal(name=f"gsa{i}_{depth}_{j // 2}"), Signal(signed(8), name=f"gss{i}_{depth}_{j // 2}")
+                    m.d.comb += [a.eq(lo_any | hi_any), s.eq(Mux(hi_any, hi_s, lo_s))]
+                    nxt.append((a, s))
+                level, depth = nxt, depth + 1
+            m.d.sync += sh9[i].eq(base9 + Mux(adam_r, level[0][1], 0))
         # round_half_up(x >> sh) = ((x >> (sh - 1)) + 1) >> 1 with x = prod << 4
         q10 = [Signal(signed(prod_bits + 4), name=f"q10_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [q10[i].eq((p9[i] << 4) >> (sh9[i] - 1).as_unsigned()[:6]) for i in range(L)]
         st11 = [Signal(signed(prod_bits + 4), name=f"st11_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [st11[i].eq((q10[i] + 1) >> 1) for i in range(L)]
         meta11 = at(11)
+        # w - step saturated with one carry chain a path: the thresholds w - hi and w - lo come a
+        # stage early, so the subtraction and both compares run side by side into the 2:1 selects.
         w_lo, w_hi = F.weight_range()
+        th_hi = [Signal(signed(W + 1), name=f"thhi{i}", reset_less=True) for i in range(L)]
+        th_lo = [Signal(signed(W + 1), name=f"thlo{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [th_hi[i].eq(w_at[10][i] - w_hi) for i in range(L)]
+        m.d.sync += [th_lo[i].eq(w_at[10][i] - w_lo) for i in range(L)]
         w12 = [Signal(signed(W), name=f"w12_{i}", reset_less=True) for i in range(L)]
         sat12 = Signal(L)
         for i in range(L):
             raw = Signal(signed(prod_bits + 6), name=f"raw{i}")
-            m.d.comb += raw.eq(w_at[11][i] - st11[i])
-            m.d.sync += [w12[i].eq(sat(raw, w_lo, w_hi)), sat12[i].eq(((raw > w_hi) | (raw < w_lo)) & meta11["lane"][i] & meta11["v"])]
+            over, under = Signal(name=f"over{i}"), Signal(name=f"under{i}")
+            m.d.comb += [raw.eq(w_at[11][i] - st11[i]), over.eq(st11[i] < th_hi[i]), under.eq(st11[i] > th_lo[i])]
+            m.d.sync += [w12[i].eq(Mux(over, w_hi, Mux(under, w_lo, raw[:W]))),
+                         sat12[i].eq((over | under) & meta11["lane"][i] & meta11["v"])]
         meta12 = at(12)
 
         # -- stage 12: write back; the saturation count ------------------------------------------

@@ -9,7 +9,8 @@ the size of the last (shorter) batch, the batch-mean factors rn(B) and rn(nb_las
 size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha_*`` to the batch now
 starting and computes the next step's in the background. `skip2lora.fixed.schedule` is the
 contract; one sequential divider and one shift-add multiplier do all the arithmetic, so the unit
-is small and never deeper than one subtractor.
+is small and never deeper than one subtractor: the divider's operands are registered first (one
+cycle a division), and beta**t's update takes three cycles (round, subtract, 1 - beta**t).
 
 Schedule of a job start (`cycles.INIT_LATENCY` counts it; `cycles.STEP_LATENCY` a step's): spe = ceil(N / B) | T = E * spe |
 rn(B) | rn(nb_last) | eta * (T - W) | the step-1 division | normalization.
@@ -69,6 +70,7 @@ class ScalarUnit(wiring.Component):
         one = 1 << BIAS_FRAC
         p1, p2 = Signal(BIAS_FRAC + 1, init=one), Signal(BIAS_FRAC + 1, init=one)
         c1 = Signal(BIAS_FRAC + 1)
+        r1, r2 = Signal(BIAS_FRAC + 1, reset_less=True), Signal(BIAS_FRAC + 1, reset_less=True)
         rad = Signal(2 * BIAS_FRAC)           # the square root's radicand, two bits out per cycle
         root = Signal(BIAS_FRAC + 1)
         rem = Signal(BIAS_FRAC + 3)
@@ -91,8 +93,15 @@ class ScalarUnit(wiring.Component):
                      steps_left.eq(t <= total), warm_on.eq(self.warmup != 0),
                      adam.eq(self.kind == Optimizer.ADAM_POW2), spe_num.eq(self.samples + self.batch - 1)]
 
+        # the divider's operands, registered: the operand muxes and adders stay out of its first step
+        div_start = Signal()
+        div_dividend = Signal(_DIVIDEND_BITS, reset_less=True)
+        div_divisor = Signal(_DIVISOR_BITS, reset_less=True)
+        m.d.sync += div_start.eq(0)
+        m.d.comb += [div.start.eq(div_start), div.dividend.eq(div_dividend), div.divisor.eq(div_divisor)]
+
         def divide(dividend, divisor):
-            m.d.comb += [div.start.eq(1), div.dividend.eq(dividend), div.divisor.eq(divisor)]
+            m.d.sync += [div_start.eq(1), div_dividend.eq(dividend), div_divisor.eq(divisor)]
 
         def multiply(a, b, acc=0):
             """mul_acc <- acc + a * b, MUL_CYCLES cycles from now."""
@@ -174,7 +183,7 @@ class ScalarUnit(wiring.Component):
                     divide(Cat(Const(0, 1), x) + den, den << 1)
                     m.next = "STEP_WAIT"
                 with m.Else():
-                    m.d.sync += [eta_t.eq(self.eta), n.eq(Divider.latency(ETA_Q_BITS) - 1)]
+                    m.d.sync += [eta_t.eq(self.eta), n.eq(Divider.latency(ETA_Q_BITS))]
                     m.next = "CONST_WAIT"
             with m.State("CONST_WAIT"):  # the same latency as a division
                 m.d.sync += n.eq(n - 1)
@@ -184,11 +193,15 @@ class ScalarUnit(wiring.Component):
                 with m.If(div.done):
                     m.d.sync += eta_t.eq(div.quotient)
                     after_step("BIAS")
-            with m.State("BIAS"):  # beta**t <- beta**(t-1) - round(beta**(t-1) >> k); the root's radicand
-                p1_new = p1 - ((p1 + (1 << (BETA1_SHIFT - 1))) >> BETA1_SHIFT)
-                p2_new = p2 - ((p2 + (1 << (BETA2_SHIFT - 1))) >> BETA2_SHIFT)
-                m.d.sync += [p1.eq(p1_new), p2.eq(p2_new), c1.eq(one - p1_new),
-                             rad.eq(Cat(Const(0, BIAS_FRAC), (one - p2_new)[:BIAS_FRAC + 1])),
+            with m.State("BIAS"):  # beta**t <- beta**(t-1) - round(beta**(t-1) >> k): the rounded shares
+                m.d.sync += [r1.eq((p1 + (1 << (BETA1_SHIFT - 1))) >> BETA1_SHIFT),
+                             r2.eq((p2 + (1 << (BETA2_SHIFT - 1))) >> BETA2_SHIFT)]
+                m.next = "BIAS_SUB"
+            with m.State("BIAS_SUB"):
+                m.d.sync += [p1.eq(p1 - r1), p2.eq(p2 - r2)]
+                m.next = "BIAS_ONE"
+            with m.State("BIAS_ONE"):  # 1 - beta1**t; the root's radicand (1 - beta2**t) << 30
+                m.d.sync += [c1.eq(one - p1), rad.eq(Cat(Const(0, BIAS_FRAC), (one - p2)[:BIAS_FRAC + 1])),
                              root.eq(0), rem.eq(0), sq_n.eq(BIAS_FRAC)]
                 m.next = "SQRT"
             with m.State("SQRT"):  # root = floor(sqrt((1 - beta2**t) << 30)), two radicand bits a cycle

@@ -41,12 +41,12 @@ def divider_latency(quotient_bits: int) -> int:
 
 
 # -- the scalar unit (hw/scalar_unit.py): one divider sized for the per-step division -------------
-_DIV = divider_latency(F.LR_BITS)  # eta_t <= eta < 2**28
+_DIV = 1 + divider_latency(F.LR_BITS)  # the operands registered; eta_t <= eta < 2**28
 _MUL = 32                          # the shift-add multiplier, one bit of a 32-bit operand per cycle
 _SQRT = 30                         # the bit-serial square root, two radicand bits per cycle
-#: ``step`` pulse -> the next step's alpha ready: select | eta_t's division | beta**t | the square
-#: root | the product | Adam's division | normalization (every optimizer takes the same time).
-STEP_LATENCY = 1 + _DIV + 1 + _SQRT + 1 + (_MUL + 1) + _DIV + 2
+#: ``step`` pulse -> the next step's alpha ready: select | eta_t's division | beta**t (3) | the
+#: square root | the product | Adam's division | normalization (every optimizer takes the same time).
+STEP_LATENCY = 1 + _DIV + 3 + _SQRT + 1 + (_MUL + 1) + _DIV + 2
 #: job start -> the job's constants and step 1's alpha ready: ceil(N / B) | T = E * spe | rn(B) |
 #: rn(nb_last) | eta * (T - W) | step 1.
 INIT_LATENCY = 1 + (_DIV + 1) + (_MUL + 1) + (_DIV + 1) + (_DIV + 1) + (1 + _MUL + 1) + STEP_LATENCY
