@@ -37,6 +37,9 @@ from .stream_out import AdapterStreamer
 
 __all__ = ["Skip2LoRACore"]
 
+BATCH_MAX_LOG = F.BATCH_MAX.bit_length() - 1  # batch <= BATCH_MAX as equalities (LUTs), not a subtraction
+assert F.BATCH_MAX == 1 << BATCH_MAX_LOG
+
 
 class Skip2LoRACore(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
@@ -94,16 +97,33 @@ class Skip2LoRACore(wiring.Component):
         samples, batch, epochs = regs.SAMPLES_value, regs.BATCH_value, regs.EPOCHS_value
         exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
         exp_ok = Cat(*((e >= F.EXP_MIN) & (e <= F.EXP_MAX) for e in exps)).all()
-        # The checks of the host's registers alone are registered every cycle: a register's write
-        # is visible at least two cycles before a later write's START pulse (axi_lite: one write
-        # at a time, each applied a cycle after it is held), so the check always sees it. N_LOADED
-        # changes with the loader's commits: that compare stays in the START cycle.
-        registers_ok = Signal(reset_less=True)
-        m.d.sync += registers_ok.eq(
-            (samples >= 1) & (batch >= 1) & (batch <= samples) & (batch <= F.BATCH_MAX) & (epochs >= 1)
-            & (regs.LR_value != 0) & exp_ok & (regs.OPT_kind < len(Optimizer)))
+        # The checks of the host's registers are registered every cycle, one flag a check (each a
+        # compare or two behind its register), and only their AND sits in the command's cycle: a
+        # register's write is visible at least two cycles before a later write's command pulse
+        # (axi_lite: one write at a time, each applied a cycle after it is held), so the flags
+        # always see it. N_LOADED changes with the loader's commit: the flags that compare against
+        # it are computed from the value it takes at the commit (n_after, room_after, set when the
+        # transfer was armed), so a command in the cycle after the commit already sees it.
+        checks = {name: Signal(name=f"ok_{name}", reset_less=True) for name in (
+            "samples", "batch", "batch_max", "batch_fits", "epochs", "lr", "exp", "kind", "fits")}
+        room_left = Signal(17, init=p.n_max)  # n_max - N_LOADED, kept beside N_LOADED
+        n_after = Signal(17, reset_less=True)  # N_LOADED and room_left after the armed transfer's commit
+        room_after = Signal(17, reset_less=True)
+        n_next, room_next = Signal(17), Signal(17)
+        m.d.comb += [n_next.eq(Mux(loader.commit, n_after, n_loaded)),
+                     room_next.eq(Mux(loader.commit, room_after, room_left))]
+        count_zero, count_one, count_over = (Signal(reset_less=True), Signal(reset_less=True),
+                                             Signal(reset_less=True))
+        m.d.sync += [
+            checks["samples"].eq(samples >= 1), checks["batch"].eq(batch >= 1),
+            checks["batch_fits"].eq(batch <= samples), checks["batch_max"].eq((batch >> BATCH_MAX_LOG == 0) | (batch == F.BATCH_MAX)),
+            checks["epochs"].eq(epochs >= 1), checks["lr"].eq(regs.LR_value != 0), checks["exp"].eq(exp_ok),
+            checks["kind"].eq(regs.OPT_kind < len(Optimizer)), checks["fits"].eq(samples <= n_next),
+            count_zero.eq(regs.LOAD_COUNT_value == 0), count_one.eq(regs.LOAD_COUNT_value == 1),
+            count_over.eq(regs.LOAD_COUNT_value > room_next),
+        ]
         config_ok = Signal()
-        m.d.comb += config_ok.eq(registers_ok & (samples <= n_loaded))
+        m.d.comb += config_ok.eq(Cat(*checks.values()).all())
         job = {name: Signal(width, name=f"job_{name}") for name, width in (
             ("samples", 16), ("batch", 16), ("epochs", 16), ("eta", F.LR_BITS), ("warmup", 32), ("decay", 1),
             ("shuffle", 1), ("seed", 32), ("kind", 4))}
@@ -117,8 +137,10 @@ class Skip2LoRACore(wiring.Component):
         error_code = Signal(8)
         overrun = Signal()
         adapters_valid = Signal()
-        busy = Signal()
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch)
+        busy = Signal()          # what STATUS shows
+        busy_r = Signal()        # what a command sees: busy a cycle ago (two commands are >= 2 cycles
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch)  # apart; launch follows START)
+        m.d.sync += busy_r.eq(busy)
 
         def fail(code):
             with m.If(error_code == ErrorCode.NONE):
@@ -131,11 +153,9 @@ class Skip2LoRACore(wiring.Component):
             m.d.sync += [error_code.eq(ErrorCode.NONE), overrun.eq(0)]
         any_cmd = (regs.CTRL_start | regs.CTRL_load_cache | regs.CTRL_load_adapters
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache)
-        room = Signal(17)
-        m.d.comb += room.eq(n_loaded + regs.LOAD_COUNT_value)
         with m.If(any_cmd & (error_code != ErrorCode.NONE) & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
-        with m.Elif(any_cmd & busy):
+        with m.Elif(any_cmd & (busy_r | launch)):
             fail(ErrorCode.BUSY)
         with m.Elif(regs.CTRL_start):
             with m.If(~adapters_valid):
@@ -154,12 +174,14 @@ class Skip2LoRACore(wiring.Component):
             with m.Else():
                 fail(ErrorCode.BAD_CONFIG)
         with m.Elif(regs.CTRL_load_cache):
-            with m.If(regs.LOAD_COUNT_value == 0):
+            with m.If(count_zero):
                 fail(ErrorCode.BAD_CONFIG)
-            with m.Elif(room > p.n_max):
+            with m.Elif(count_over):
                 fail(ErrorCode.CACHE_OVERFLOW)
             with m.Else():
                 m.d.comb += loader.load_cache.eq(1)
+                m.d.sync += [n_after.eq(n_loaded + regs.LOAD_COUNT_value),
+                             room_after.eq(room_left - regs.LOAD_COUNT_value)]
         with m.Elif(regs.CTRL_load_adapters):
             m.d.comb += loader.load_adapters.eq(1)
             m.d.sync += adapters_valid.eq(0)
@@ -169,19 +191,19 @@ class Skip2LoRACore(wiring.Component):
             with m.Else():
                 m.d.comb += streamer.start.eq(1)
         with m.Elif(regs.CTRL_clear_cache):
-            m.d.sync += n_loaded.eq(0)
+            m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max)]
             m.d.comb += loader.clear_cache.eq(1)
-        m.d.comb += loader.count.eq(regs.LOAD_COUNT_value)
+        m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
         with m.If(loader.commit):
-            m.d.sync += n_loaded.eq(n_loaded + regs.LOAD_COUNT_value)
+            m.d.sync += [n_loaded.eq(n_after), room_left.eq(room_after)]
         with m.If(loader.adapters_loaded):
             m.d.sync += adapters_valid.eq(1)
         with m.If(seq.done):
             m.d.sync += done.eq(1)
         with m.If(soft_reset):
-            m.d.sync += [n_loaded.eq(0), done.eq(0), error_code.eq(ErrorCode.NONE), overrun.eq(0),
+            m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), overrun.eq(0),
                          adapters_valid.eq(0), launch.eq(0)]
         m.d.comb += [
             regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error_code != 0),

@@ -20,8 +20,11 @@ from ..fixed import order as O
 from ..fixed.formats import SEED_BITS
 from .params import HwParams, bits_for, require_params
 
-__all__ = ["OrderUnit"]
+__all__ = ["SETTLE", "OrderUnit"]
 
+#: cycles from a change of ``samples`` until the unit's constants follow it (the sequencer asks for
+#: the first order only after the scalar unit's INIT, hundreds of cycles after the job's start)
+SETTLE = 4
 PIPE_STAGES = cycles.ORDER_PIPE  # 4 stages a round, the image, the range check, the address product (2)
 
 
@@ -49,23 +52,24 @@ class OrderUnit(wiring.Component):
         w2 = 2 * hmax
 
         # -- job constants: h, the masks, and the key generator's state ---------------------------
-        h = Signal(range(hmax + 1))
-        mask_h, mask_2h = Signal(hmax), Signal(w2)
-        n = Signal(16)
+        # h, its masks and N follow the job's N through registers (`SETTLE` cycles), one step each (N - 1; its bit
+        # length; h; the masks): the job's registers are set a cycle before ``job_start`` and the
+        # first epoch's order is asked for hundreds of cycles later (after the scalar unit's INIT).
+        h = Signal(range(hmax + 1), reset_less=True)
+        mask_h, mask_2h = Signal(hmax, reset_less=True), Signal(w2, reset_less=True)
+        n = Signal(16, reset_less=True)
         state = Signal(32)
-        nm1 = Signal(16)
-        m.d.comb += nm1.eq(self.samples - 1)
+        nm1 = Signal(16, reset_less=True)
+        m.d.sync += nm1.eq(self.samples - 1)
         length = Signal(range(17))
         for i in range(16):
             with m.If(nm1[i]):
                 m.d.comb += length.eq(i + 1)
+        half = Signal(range(hmax + 2), reset_less=True)
+        m.d.sync += half.eq((length + 1) >> 1)
+        m.d.sync += [h.eq(half | (half == 0)), n.eq(self.samples)]  # max(1, ceil(bitlength(N - 1) / 2))
+        m.d.sync += [mask_h.eq((1 << h) - 1), mask_2h.eq((1 << (h << 1)) - 1)]
         with m.If(self.job_start):
-            half = Signal(range(hmax + 2))
-            m.d.comb += half.eq((length + 1) >> 1)
-            h_new = Signal.like(h)
-            m.d.comb += h_new.eq(half | (half == 0))  # max(1, ceil(bitlength(N - 1) / 2))
-            m.d.sync += [h.eq(h_new), n.eq(self.samples)]
-            m.d.sync += [mask_h.eq((1 << h_new) - 1), mask_2h.eq((1 << (h_new << 1)) - 1)]
             seeded = self.seed ^ O.KEY_SALT
             m.d.sync += state.eq(Cat(seeded[:32]) | ((seeded == 0) * O.KEY_SALT))
 

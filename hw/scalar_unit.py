@@ -9,8 +9,8 @@ the size of the last (shorter) batch, the batch-mean factors rn(B) and rn(nb_las
 size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha_*`` to the batch now
 starting and computes the next step's in the background. `skip2lora.fixed.schedule` is the
 contract; one sequential divider and one shift-add multiplier do all the arithmetic, so the unit
-is small and never deeper than one subtractor: the divider's operands are registered first (one
-cycle a division), and beta**t's update takes three cycles (round, subtract, 1 - beta**t).
+is small and never deeper than one subtractor: the divider's and the multiplier's operands are
+registered first (one cycle each), and beta**t's update takes three cycles (round, subtract, 1 - beta**t).
 
 Schedule of a job start (`cycles.INIT_LATENCY` counts it; `cycles.STEP_LATENCY` a step's): spe = ceil(N / B) | T = E * spe |
 rn(B) | rn(nb_last) | eta * (T - W) | the step-1 division | normalization.
@@ -103,12 +103,21 @@ class ScalarUnit(wiring.Component):
         def divide(dividend, divisor):
             m.d.sync += [div_start.eq(1), div_dividend.eq(dividend), div_divisor.eq(divisor)]
 
-        def multiply(a, b, acc=0):
-            """mul_acc <- acc + a * b, MUL_CYCLES cycles from now."""
-            m.d.sync += [mul_a.eq(a), mul_b.eq(b), mul_acc.eq(acc), mul_n.eq(MUL_CYCLES), mul_busy.eq(1)]
+        # The multiplier's operands are registered first (one cycle), then loaded: the states'
+        # operand selection and the shift-add loop do not share one multiplexer level.
+        mul_load = Signal()
+        in_a, in_b, in_acc = (Signal.like(mul_a, reset_less=True), Signal.like(mul_b, reset_less=True),
+                              Signal.like(mul_acc, reset_less=True))
 
-        mul_busy = Signal()  # mul_n != 0, as a register
-        with m.If(mul_busy):
+        def multiply(a, b, acc=0):
+            """mul_acc <- acc + a * b, 1 + MUL_CYCLES cycles from now."""
+            m.d.sync += [in_a.eq(a), in_b.eq(b), in_acc.eq(acc), mul_load.eq(1), mul_busy.eq(1)]
+
+        mul_busy = Signal()  # the product is not ready yet, as a register
+        m.d.sync += mul_load.eq(0)
+        with m.If(mul_load):
+            m.d.sync += [mul_a.eq(in_a), mul_b.eq(in_b), mul_acc.eq(in_acc), mul_n.eq(MUL_CYCLES)]
+        with m.Elif(mul_busy):
             m.d.sync += [mul_acc.eq(mul_acc + Mux(mul_b[0], mul_a, 0)), mul_a.eq(mul_a << 1),
                          mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
             with m.If(mul_n == 1):

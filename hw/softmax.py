@@ -112,10 +112,12 @@ class SoftmaxGradient(wiring.Component):
         frac6 = Signal(F.LOG2_LUT_BITS, reset_less=True)
         lead2 = Signal.like(lead, reset_less=True)
         tl3 = Signal.like(t_label, reset_less=True)
-        m.d.sync += [frac6.eq(esum[:sum_bits] >> (lead - F.LOG2_LUT_BITS).as_unsigned()), lead2.eq(lead), tl3.eq(tl2)]
+        # lead2 = lead - P_FRAC, the log's integer part, so the sum below is the stage's one adder
+        m.d.sync += [frac6.eq(esum[:sum_bits] >> (lead - F.LOG2_LUT_BITS).as_unsigned()), lead2.eq(lead - F.P_FRAC),
+                     tl3.eq(tl2)]
         ell = Signal(unsigned(F.Z_BITS + 3), reset_less=True)
         log2_lut = Array(Const(x, F.LOSS_FRAC) for x in F.LOG2_LUT)
-        m.d.sync += ell.eq(tl3 + Cat(log2_lut[frac6], (lead2 - F.P_FRAC)[:C.bit_length() + 1]))
+        m.d.sync += ell.eq(tl3 + Cat(log2_lut[frac6], lead2[:C.bit_length() + 1]))
         loss_sat = Signal(F.LOSS_BITS, reset_less=True)
         m.d.sync += loss_sat.eq(Mux(ell >= (1 << F.LOSS_BITS), (1 << F.LOSS_BITS) - 1, ell))
         v = delay(m, div.done, 1, "v_div", reset_less=False)  # the quotient is registered

@@ -47,6 +47,7 @@ class StreamLoader(wiring.Component):
             "load_adapters": In(1),
             "clear_cache": In(1),     # CLEAR_CACHE (accepted by the core): the cache's next line is 0
             "count": In(16),          # LOAD_COUNT
+            "count_one": In(1),       # LOAD_COUNT == 1 (registered by the core)
             "armed": Out(1),          # a transfer is expected or being drained
             "error": Out(1),          # one-cycle pulse with error_code
             "error_code": Out(8),
@@ -102,7 +103,7 @@ class StreamLoader(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.load_cache):
                     m.d.sync += [addr.eq(fill), line_in.eq(0), line_last.eq(S == 1),
-                                 samples_left.eq(self.count), sample_last.eq(self.count == 1)]
+                                 samples_left.eq(self.count), sample_last.eq(self.count_one)]
                     m.next = "CACHE"
                 with m.Elif(self.load_adapters):
                     m.d.sync += [left.eq(total - 1), adapters_last.eq(total == 1), in_b.eq(a_beats == 0),

@@ -1,19 +1,25 @@
 """AXI4-Stream output: the adapter image (A lines, then B), TLAST on its last beat.
 
 Same format as the adapter load (`skip2lora.fixed.packing`), so a read-back can be loaded again.
-Backpressure is honoured beat by beat; nothing is dropped or repeated.
+Backpressure is honoured beat by beat; nothing is dropped or repeated. A beat is selected (the A
+line's segment, or B's beat from the head unit) into a register and then written into a small
+buffered FIFO whose registered output drives the AXI4-Stream interface: no select sits in front
+of the interface or of the FIFO's storage.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Cat, Module, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams, require_params
 from .stream_in import axis_signature
 
-__all__ = ["AdapterStreamer"]
+__all__ = ["AdapterStreamer", "OUT_DEPTH"]
+
+OUT_DEPTH = 5  # beats the output FIFO holds: the smallest depth that keeps one beat a cycle (4 loses a quarter)
 
 
 class AdapterStreamer(wiring.Component):
@@ -38,6 +44,19 @@ class AdapterStreamer(wiring.Component):
         bbeat = Signal(16)
         b_beats = p.layout.b_beats
         axis = self.m_axis
+        m.submodules.out = out = SyncFIFOBuffered(width=p.beat_bits + 1, depth=OUT_DEPTH)
+        m.d.comb += [axis.valid.eq(out.r_rdy), axis.p.data.eq(out.r_data[:-1]), axis.p.last.eq(out.r_data[-1]),
+                     out.r_en.eq(axis.ready)]
+        # A beat is selected into a register, then written into the FIFO the next cycle; one is
+        # selected only while the FIFO keeps room for it (at most one write in flight).
+        wr_valid = Signal()
+        wr_data = Signal(p.beat_bits + 1, reset_less=True)
+        room = Signal()
+        m.d.comb += [out.w_en.eq(wr_valid), out.w_data.eq(wr_data),
+                     room.eq(out.level + wr_valid <= OUT_DEPTH - 2)]
+        m.d.sync += wr_valid.eq(0)
+        sending = Signal()  # beats still to be selected
+        m.d.sync += self.busy.eq(sending | wr_valid | (out.level != 0))  # a register: STATUS reads it
         # the A memory's registered read keeps the line on a_data while the address stays put
         segs = Array(self.a_data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
         m.d.comb += [self.a_addr.eq(line), self.b_beat.eq(bbeat)]
@@ -45,16 +64,15 @@ class AdapterStreamer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0), self.busy.eq(1)]
+                    m.d.sync += [line.eq(0), seg.eq(0), bbeat.eq(0), sending.eq(1), self.busy.eq(1)]
                     m.next = "FETCH"
             with m.State("FETCH"):  # the A line's address is out; its data arrives READ_LATENCY later
                 m.next = "FETCH2"
             with m.State("FETCH2"):
                 m.next = "SEND_A"
             with m.State("SEND_A"):
-                m.d.comb += [axis.valid.eq(1), axis.p.data.eq(segs[seg])]
-                with m.If(axis.ready):
-                    m.d.sync += seg.eq(seg + 1)
+                with m.If(room):
+                    m.d.sync += [wr_valid.eq(1), wr_data.eq(segs[seg]), seg.eq(seg + 1)]
                     with m.If(seg == self.segments - 1):
                         m.d.sync += [seg.eq(0), line.eq(line + 1)]
                         with m.If(line == p.tap_lines - 1):
@@ -62,11 +80,10 @@ class AdapterStreamer(wiring.Component):
                         with m.Else():
                             m.next = "FETCH"
             with m.State("SEND_B"):
-                m.d.comb += [axis.valid.eq(1), axis.p.data.eq(self.b_data), axis.p.last.eq(bbeat == b_beats - 1)]
-                with m.If(axis.ready):
-                    m.d.sync += bbeat.eq(bbeat + 1)
+                with m.If(room):
+                    m.d.sync += [wr_valid.eq(1), wr_data.eq(Cat(self.b_data, bbeat == b_beats - 1)),
+                                 bbeat.eq(bbeat + 1)]
                     with m.If(bbeat == b_beats - 1):
-                        m.d.sync += self.busy.eq(0)
+                        m.d.sync += sending.eq(0)
                         m.next = "IDLE"
-        # busy is a register (it leaves IDLE with the FSM): no state decode behind the core's command checks
         return m

@@ -21,11 +21,13 @@ from skip2lora.hw.divider import Divider
 from skip2lora.hw.head import DB_START, HeadUnit
 from skip2lora.hw.memories import READ_LATENCY, URAM_DEPTH, CacheMemory, RegisteredMemory
 from skip2lora.hw.optimizer import DB_SHIFT, OptimizerUnit, db_bits
+from skip2lora.hw import order_unit
 from skip2lora.hw.order_unit import OrderUnit
 from skip2lora.hw.params import HwParams
 from skip2lora.hw.regmap import regmap_dict
 from skip2lora.hw.scalar_unit import ScalarUnit
 from skip2lora.hw.softmax import SoftmaxGradient
+from skip2lora.hw.stream_out import AdapterStreamer
 
 WIDE = AcceleratorConfig("wide", Geometry((33, 16, 70, 5), 3, 7), 16, 8)
 
@@ -134,6 +136,7 @@ def test_order_unit_writes_each_epochs_order(config, cases):
             ctx.set(dut.samples, n)
             ctx.set(dut.seed, seed)
             await _pulse(ctx, dut.job_start)
+            await ctx.tick().repeat(order_unit.SETTLE)
             for _ in range(epochs):
                 await _pulse(ctx, dut.epoch_start)
                 buf, k = {}, 1
@@ -469,3 +472,44 @@ def test_resource_report_reads_the_design_totals():
     r = parse_yosys_stat("2.54. Printing statistics.\n" + STAT_TAIL)
     assert (r["dsp"], r["ff"], r["uram"], r["lut_logic"]) == (637, 56339, 40, 22846 + 18830)
     assert r["lut"] == 22846 + 18830 + 8 * 1909  # a RAM64M8 is eight LUTs
+
+
+@pytest.mark.parametrize("config", [SMALL, KV260], ids=["small", "kv260"])
+def test_adapter_streamer_sends_the_image_at_one_beat_a_cycle(config):
+    """Through its output FIFO the read-back keeps one beat a cycle, only each A line's fetch (the
+    A memory's read latency) between lines, every beat in order, TLAST on the last one only."""
+    p = HwParams(config)
+    dut = AdapterStreamer(p)
+    a_lines = [random.Random(line).getrandbits(p.a_line_bits) for line in range(p.tap_lines)]
+    b_beats = [random.Random(1000 + i).getrandbits(p.beat_bits) for i in range(p.layout.b_beats)]
+    got = {}
+
+    async def memories(ctx):  # the A memory (READ_LATENCY registered read) and the head unit's B beats
+        pipe = [0] * READ_LATENCY
+        while True:
+            ctx.set(dut.a_data, a_lines[pipe[-1]] if pipe[-1] < p.tap_lines else 0)
+            beat = ctx.get(dut.b_beat)
+            ctx.set(dut.b_data, b_beats[beat] if beat < len(b_beats) else 0)
+            pipe = [ctx.get(dut.a_addr)] + pipe[:-1]
+            await ctx.tick()
+
+    async def bench(ctx):
+        ctx.set(dut.m_axis.ready, 1)
+        await _pulse(ctx, dut.start)
+        beats, lasts, n, first = [], [], 0, None
+        while not beats or not lasts[-1]:
+            if ctx.get(dut.m_axis.valid):
+                first = n if first is None else first
+                beats.append(ctx.get(dut.m_axis.p.data))
+                lasts.append(ctx.get(dut.m_axis.p.last))
+            await ctx.tick()
+            n += 1
+        await ctx.tick().repeat(3)
+        got.update(beats=beats, lasts=lasts, cycles=n - first, busy=ctx.get(dut.busy))
+
+    run(dut, bench, memories)
+    want = [(line >> (s * p.beat_bits)) & ((1 << p.beat_bits) - 1) for line in a_lines for s in range(p.segments)]
+    assert got["beats"] == want + b_beats
+    assert got["lasts"] == [0] * (len(want) + len(b_beats) - 1) + [1]
+    assert got["cycles"] == len(want) + len(b_beats) + READ_LATENCY * (p.tap_lines - 1)
+    assert got["busy"] == 0

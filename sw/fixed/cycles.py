@@ -42,7 +42,7 @@ def divider_latency(quotient_bits: int) -> int:
 
 # -- the scalar unit (hw/scalar_unit.py): one divider sized for the per-step division -------------
 _DIV = 1 + divider_latency(F.LR_BITS)  # the operands registered; eta_t <= eta < 2**28
-_MUL = 32                          # the shift-add multiplier, one bit of a 32-bit operand per cycle
+_MUL = 1 + 32                      # the shift-add multiplier: operands registered, then one bit of a 32-bit operand per cycle
 _SQRT = 30                         # the bit-serial square root, two radicand bits per cycle
 #: ``step`` pulse -> the next step's alpha ready: select | eta_t's division | beta**t (3) | the
 #: square root | the product | Adam's division | normalization (every optimizer takes the same time).
