@@ -135,6 +135,7 @@ class Skip2LoRACore(wiring.Component):
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
         error_code = Signal(8)
+        error = Signal()          # error_code != NONE, as its own register (no 8-bit compare behind commands)
         overrun = Signal()
         adapters_valid = Signal()
         busy = Signal()          # what STATUS shows
@@ -143,17 +144,17 @@ class Skip2LoRACore(wiring.Component):
         m.d.sync += busy_r.eq(busy)
 
         def fail(code):
-            with m.If(error_code == ErrorCode.NONE):
-                m.d.sync += error_code.eq(code)
+            with m.If(~error):
+                m.d.sync += [error_code.eq(code), error.eq(1)]
             with m.Else():
                 m.d.sync += overrun.eq(1)
 
         m.d.sync += launch.eq(0)
         with m.If(regs.CTRL_clear_error):
-            m.d.sync += [error_code.eq(ErrorCode.NONE), overrun.eq(0)]
+            m.d.sync += [error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0)]
         any_cmd = (regs.CTRL_start | regs.CTRL_load_cache | regs.CTRL_load_adapters
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache)
-        with m.If(any_cmd & (error_code != ErrorCode.NONE) & ~regs.CTRL_clear_error):
+        with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
         with m.Elif(any_cmd & (busy_r | launch)):
             fail(ErrorCode.BUSY)
@@ -203,10 +204,10 @@ class Skip2LoRACore(wiring.Component):
         with m.If(seq.done):
             m.d.sync += done.eq(1)
         with m.If(soft_reset):
-            m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), overrun.eq(0),
+            m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0),
                          adapters_valid.eq(0), launch.eq(0)]
         m.d.comb += [
-            regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error_code != 0),
+            regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error),
             regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls
             regs.STATUS_loading.eq(loader.armed), regs.STATUS_sending.eq(streamer.busy),
             regs.STATUS_adapters.eq(adapters_valid), regs.STATUS_overrun.eq(overrun),

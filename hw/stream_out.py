@@ -9,7 +9,7 @@ of the interface or of the FIFO's storage.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -49,11 +49,13 @@ class AdapterStreamer(wiring.Component):
                      out.r_en.eq(axis.ready)]
         # A beat is selected into a register, then written into the FIFO the next cycle; one is
         # selected only while the FIFO keeps room for it (at most one write in flight).
-        wr_valid = Signal()
-        wr_data = Signal(p.beat_bits + 1, reset_less=True)
+        wr_valid, wr_b = Signal(), Signal()
+        wr_a = Signal(p.beat_bits, reset_less=True)      # the A and the B beat select into their own
+        wr_bdata = Signal(p.beat_bits + 1, reset_less=True)  # registers; one 2:1 select into the FIFO
         room = Signal()
-        m.d.comb += [out.w_en.eq(wr_valid), out.w_data.eq(wr_data),
-                     room.eq(out.level + wr_valid <= OUT_DEPTH - 2)]
+        m.d.comb += [out.w_en.eq(wr_valid), out.w_data.eq(Mux(wr_b, wr_bdata, wr_a)),
+                     # level + wr_valid <= OUT_DEPTH - 2, as compares of the small level alone
+                     room.eq((out.level <= OUT_DEPTH - 3) | ((out.level == OUT_DEPTH - 2) & ~wr_valid))]
         m.d.sync += wr_valid.eq(0)
         sending = Signal()  # beats still to be selected
         m.d.sync += self.busy.eq(sending | wr_valid | (out.level != 0))  # a register: STATUS reads it
@@ -72,7 +74,7 @@ class AdapterStreamer(wiring.Component):
                 m.next = "SEND_A"
             with m.State("SEND_A"):
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_data.eq(segs[seg]), seg.eq(seg + 1)]
+                    m.d.sync += [wr_valid.eq(1), wr_b.eq(0), wr_a.eq(segs[seg]), seg.eq(seg + 1)]
                     with m.If(seg == self.segments - 1):
                         m.d.sync += [seg.eq(0), line.eq(line + 1)]
                         with m.If(line == p.tap_lines - 1):
@@ -81,7 +83,7 @@ class AdapterStreamer(wiring.Component):
                             m.next = "FETCH"
             with m.State("SEND_B"):
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_data.eq(Cat(self.b_data, bbeat == b_beats - 1)),
+                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(self.b_data, bbeat == b_beats - 1)),
                                  bbeat.eq(bbeat + 1)]
                     with m.If(bbeat == b_beats - 1):
                         m.d.sync += sending.eq(0)
