@@ -37,7 +37,7 @@ from .stream_out import AdapterStreamer
 
 __all__ = ["Skip2LoRACore"]
 
-BATCH_MAX_LOG = F.BATCH_MAX.bit_length() - 1  # batch <= BATCH_MAX as equalities (LUTs), not a subtraction
+BATCH_MAX_LOG = F.BATCH_MAX.bit_length() - 1  # batch <= BATCH_MAX as bit tests (LUTs), not a subtraction
 assert F.BATCH_MAX == 1 << BATCH_MAX_LOG
 
 
@@ -97,33 +97,49 @@ class Skip2LoRACore(wiring.Component):
         samples, batch, epochs = regs.SAMPLES_value, regs.BATCH_value, regs.EPOCHS_value
         exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
         exp_ok = Cat(*((e >= F.EXP_MIN) & (e <= F.EXP_MAX) for e in exps)).all()
-        # The checks of the host's registers are registered every cycle, one flag a check (each a
-        # compare or two behind its register), and only their AND sits in the command's cycle: a
-        # register's write is visible at least two cycles before a later write's command pulse
-        # (axi_lite: one write at a time, each applied a cycle after it is held), so the flags
-        # always see it. N_LOADED changes with the loader's commit: the flags that compare against
+        # The checks of the host's registers are registered every cycle, and only the flags' AND
+        # sits in the command's cycle: a register's write is visible at least two cycles before a
+        # later write's command pulse (axi_lite: one write at a time, each applied a cycle after it
+        # is held), so the flags always see it. N_LOADED changes with the loader's commit: the flags that compare against
         # it are computed from the value it takes at the commit (n_after, room_after, set when the
         # transfer was armed), so a command in the cycle after the commit already sees it.
-        checks = {name: Signal(name=f"ok_{name}", reset_less=True) for name in (
-            "samples", "batch", "batch_max", "batch_fits", "epochs", "lr", "exp", "kind", "fits")}
+        # Each flag is at most one LUT (or one LUT level and a carry chain) behind its register:
+        # "any bit set" tests of wide fields are registered in parts of six bits, which meet in the
+        # command's cycle.
+        def any_set(value, name):
+            parts = [Signal(name=f"any_{name}{i}", reset_less=True) for i in range(-(-len(value) // 6))]
+            m.d.sync += [part.eq(value[6 * i:6 * i + 6].any()) for i, part in enumerate(parts)]
+            return Cat(*parts).any()
+
         room_left = Signal(17, init=p.n_max)  # n_max - N_LOADED, kept beside N_LOADED
         n_after = Signal(17, reset_less=True)  # N_LOADED and room_left after the armed transfer's commit
         room_after = Signal(17, reset_less=True)
         n_next, room_next = Signal(17), Signal(17)
         m.d.comb += [n_next.eq(Mux(loader.commit, n_after, n_loaded)),
                      room_next.eq(Mux(loader.commit, room_after, room_left))]
-        count_zero, count_one, count_over = (Signal(reset_less=True), Signal(reset_less=True),
-                                             Signal(reset_less=True))
+        count = regs.LOAD_COUNT_value
+        fits = Signal(18)      # n_next - samples: its sign says whether the cache holds the job
+        over = Signal(18)      # room_next - LOAD_COUNT: its sign says whether the transfer overflows
+        m.d.comb += [fits.eq(n_next - samples), over.eq(room_next - count)]
+        flags = {name: Signal(name=f"ok_{name}", reset_less=True) for name in (
+            "batch_fits", "batch_bit", "exp", "kind", "fits")}
+        count0, count_over = Signal(reset_less=True), Signal(reset_less=True)
         m.d.sync += [
-            checks["samples"].eq(samples >= 1), checks["batch"].eq(batch >= 1),
-            checks["batch_fits"].eq(batch <= samples), checks["batch_max"].eq((batch >> BATCH_MAX_LOG == 0) | (batch == F.BATCH_MAX)),
-            checks["epochs"].eq(epochs >= 1), checks["lr"].eq(regs.LR_value != 0), checks["exp"].eq(exp_ok),
-            checks["kind"].eq(regs.OPT_kind < len(Optimizer)), checks["fits"].eq(samples <= n_next),
-            count_zero.eq(regs.LOAD_COUNT_value == 0), count_one.eq(regs.LOAD_COUNT_value == 1),
-            count_over.eq(regs.LOAD_COUNT_value > room_next),
+            flags["batch_fits"].eq(batch <= samples), flags["batch_bit"].eq(batch[BATCH_MAX_LOG]),
+            flags["exp"].eq(exp_ok), flags["kind"].eq(regs.OPT_kind < len(Optimizer)), flags["fits"].eq(~fits[-1]),
+            count0.eq(count[0]), count_over.eq(over[-1]),
         ]
+        # batch <= BATCH_MAX = 2**BATCH_MAX_LOG: nothing above that bit, or that bit alone
+        batch_max_ok = ~any_set(batch[BATCH_MAX_LOG + 1:], "batch_hi") & (
+            ~flags["batch_bit"] | ~any_set(batch[:BATCH_MAX_LOG], "batch_lo"))
+        checks = [any_set(samples, "samples"), any_set(batch, "batch"), any_set(epochs, "epochs"),
+                  any_set(regs.LR_value, "lr"), flags["batch_fits"], batch_max_ok, flags["exp"], flags["kind"],
+                  flags["fits"]]
+        count_rest = any_set(count[1:], "count")
+        count_zero, count_one = Signal(), Signal()
+        m.d.comb += [count_zero.eq(~count0 & ~count_rest), count_one.eq(count0 & ~count_rest)]
         config_ok = Signal()
-        m.d.comb += config_ok.eq(Cat(*checks.values()).all())
+        m.d.comb += config_ok.eq(Cat(*checks).all())
         job = {name: Signal(width, name=f"job_{name}") for name, width in (
             ("samples", 16), ("batch", 16), ("epochs", 16), ("eta", F.LR_BITS), ("warmup", 32), ("decay", 1),
             ("shuffle", 1), ("seed", 32), ("kind", 4))}
@@ -180,20 +196,29 @@ class Skip2LoRACore(wiring.Component):
             with m.Elif(count_over):
                 fail(ErrorCode.CACHE_OVERFLOW)
             with m.Else():
-                m.d.comb += loader.load_cache.eq(1)
                 m.d.sync += [n_after.eq(n_loaded + regs.LOAD_COUNT_value),
                              room_after.eq(room_left - regs.LOAD_COUNT_value)]
         with m.Elif(regs.CTRL_load_adapters):
-            m.d.comb += loader.load_adapters.eq(1)
             m.d.sync += adapters_valid.eq(0)
         with m.Elif(regs.CTRL_read_adapters):
             with m.If(~adapters_valid):
                 fail(ErrorCode.NO_ADAPTERS)
-            with m.Else():
-                m.d.comb += streamer.start.eq(1)
         with m.Elif(regs.CTRL_clear_cache):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max)]
-            m.d.comb += loader.clear_cache.eq(1)
+        # The blocks' command pulses, flat (the chain above in one expression each): a write's
+        # first command bit in the order start, load_cache, load_adapters, read_adapters,
+        # clear_cache counts; nothing while an error is latched or the core is busy.
+        ctrl = [regs.CTRL_start, regs.CTRL_load_cache, regs.CTRL_load_adapters, regs.CTRL_read_adapters,
+                regs.CTRL_clear_cache]
+        first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
+        free = Signal()
+        m.d.comb += [
+            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch),
+            loader.load_cache.eq(first[1] & free & ~count_zero & ~count_over),
+            loader.load_adapters.eq(first[2] & free),
+            streamer.start.eq(first[3] & free & adapters_valid),
+            loader.clear_cache.eq(first[4] & free),
+        ]
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
