@@ -115,11 +115,12 @@ class OptimizerUnit(wiring.Component):
         b_chunk = Signal(range(p.b_chunks + 1))
         b_fetch, b_feed = Signal(), Signal()
         m.d.comb += self.b_row_done.eq(b_feed & (b_chunk == p.b_chunks - 1))  # b_tap still names the row
+        b_row_next = Signal(row_bits)        # the next tap's first state row, counted up (no product)
         with m.If(self.b_start):
-            m.d.sync += [self.b_tap.eq(0), b_fetch.eq(1)]
+            m.d.sync += [self.b_tap.eq(0), b_fetch.eq(1), b_row_next.eq(p.tap_lines * p.a_chunks)]
         with m.Elif(b_fetch):
             m.d.sync += [row_w.eq(self.b_weights), row_g.eq(self.b_grad), b_fetch.eq(0), b_feed.eq(1),
-                         b_chunk.eq(0), b_row.eq(p.tap_lines * p.a_chunks + self.b_tap * p.b_chunks)]
+                         b_chunk.eq(0), b_row.eq(b_row_next), b_row_next.eq(b_row_next + p.b_chunks)]
         with m.Elif(b_feed):
             m.d.sync += b_chunk.eq(b_chunk + 1)
             with m.If(b_chunk == p.b_chunks - 1):
