@@ -9,14 +9,19 @@ its gradient sums, works on the sample (one register after every step; `cycles.h
 2.     the softmax / cross-entropy unit (hw/softmax.py): gl = (softmax(y) - onehot) / nb, the
        prediction and the sample's loss (the epoch's ``correct`` and ``loss`` sums).
 3. SB  per tap k: t_k[r] = sat(round(sum_c B_k[c,r] gl_c >> (16 - e_k))) (DSP M, P, the sum
-       over c, shift, round and saturate) into the t buffer at (slot, k); and the B gradient sums
-       dB_k[c,r] += gl_c u_k[r] (DSP M, P, read-add-write of the tap's row).
+       over c, shift, the rounding add, saturate) into its t buffer at (slot, k) (``slot``: the
+       sample's pair); and the B gradient sums dB_k[c,r] += gl_c u_k[r] (DSP M, P, read-add-write
+       of the tap's row).
 
 ``done`` pulses when the last t is written; the unit takes the next sample from then on. B is
-K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
-job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
-optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
-at a time (``opt_tap``) and loaded / read back as stream beats.
+K*C*R registers; the dB sums are a K-row memory restarted at a job's start (``clear_grads``) and
+after the optimizer took a row (``opt_row_done``), from the rounding offset 2**11 (``db_offset``)
+or from 0. B is read and written by the optimizer a row at a time (``opt_tap``; the dB row at
+``db_tap``) and loaded / read back as stream beats.
+
+`HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`),
+with B replicated, their dB sums added for the optimizer (the rounding offset in one of them only,
+so the optimizer's Q34 -> Q22 conversion stays a plain shift) and their statistics added.
 """
 
 from __future__ import annotations
@@ -31,15 +36,16 @@ from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "DB_START"]
+__all__ = ["HeadUnit", "HeadPair", "DB_START"]
 
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
 Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
 
 class HeadUnit(wiring.Component):
-    def __init__(self, params: HwParams):
+    def __init__(self, params: HwParams, *, db_offset: bool = True):
         self.params = require_params(self, params)
+        self.db_offset = bool(db_offset)  # the dB sums restart at DB_START (else at 0)
         p = params
         L = p.opt_lanes
         super().__init__({
@@ -48,14 +54,15 @@ class HeadUnit(wiring.Component):
             "u": In(signed(F.U_BITS)).array(p.K, p.R),
             "z": In(signed(F.Z_BITS)).array(p.C),
             "label": In(F.LABEL_BITS),
-            "slot": In(p.slot_bits),
+            "slot": In(p.pair_bits),       # the sample's row in the t buffer (its pair)
             "epoch_first": In(1),          # first sample of an epoch: restart correct and loss
+            "clear_stats": In(1),          # correct and loss to 0 (an epoch without a sample here)
             # the batch and the job
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),   # formats.t_shift(e_k), registered at the job's start
             # the t buffer
             "t_wr_en": Out(1),
-            "t_wr_addr": Out(p.slot_bits + p.tap_bits),
+            "t_wr_addr": Out(p.pair_bits + p.tap_bits),
             "t_wr_data": Out(p.R * F.T_BITS),
             "done": Out(1),
             "busy": Out(1),
@@ -64,6 +71,7 @@ class HeadUnit(wiring.Component):
             # the optimizer's view of B
             "opt_tap": In(p.tap_bits),
             "opt_b_row": Out(p.b_words * F.W_BITS),
+            "db_tap": In(p.tap_bits),      # the dB row read for the optimizer (opt_db_row)
             "opt_db_row": Out(p.b_words * db_bits()),
             "opt_row_done": In(1),
             "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
@@ -89,7 +97,7 @@ class HeadUnit(wiring.Component):
              for k in range(K)]
         rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
         row_bits = C * R * DB
-        start_row = sum(DB_START << (i * DB) for i in range(C * R))
+        start_row = sum(DB_START << (i * DB) for i in range(C * R)) if self.db_offset else 0
         m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
         db_rd = db_mem.read_port(domain="comb")
         db_wr = db_mem.write_port()
@@ -175,7 +183,9 @@ class HeadUnit(wiring.Component):
         m.d.comb += [smx.start.eq(delay(m, ydone, 2, "ysat", reset_less=False)), smx.label.eq(label),
                      smx.rn.eq(self.rn)]
         # the epoch's statistics
-        with m.If(smx.done):
+        with m.If(self.clear_stats):
+            m.d.sync += [self.correct.eq(0), self.loss.eq(0)]
+        with m.Elif(smx.done):
             hit = smx.argmax == label
             with m.If(epoch_first):
                 m.d.sync += [self.correct.eq(hit), self.loss.eq(smx.loss)]
@@ -195,7 +205,7 @@ class HeadUnit(wiring.Component):
         # dB: read the tap's row, add, write back (in the P stage's cycle); the optimizer's row
         # requests and restarts use the same ports while the unit is idle.
         db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)] for c in range(C)]
-        m.d.comb += db_rd.addr.eq(Mux(sb3, k3, self.opt_tap))
+        m.d.comb += db_rd.addr.eq(Mux(sb3, k3, self.db_tap))
         clear_n = Signal(range(K + 1))
         with m.If(self.clear_grads):
             m.d.sync += clear_n.eq(K)
@@ -220,13 +230,12 @@ class HeadUnit(wiring.Component):
         # round_half_up(x >> s) = ((2x >> s) + 1) >> 1
         tsh = [Signal(signed(sum_bits + 1), name=f"tsh{r}", reset_less=True) for r in range(R)]
         m.d.sync += [tsh[r].eq((csum[r] << 1) >> shift) for r in range(R)]
-        tv2, kt2 = delay(m, tv, 1, "tv2", reset_less=False), delay(m, kt, 1, "kt2")
+        tr = [Signal(signed(sum_bits + 1), name=f"tr{r}", reset_less=True) for r in range(R)]
+        m.d.sync += [tr[r].eq((tsh[r] + 1) >> 1) for r in range(R)]  # the rounding add, its own stage
+        tv2, kt2 = delay(m, tv, 2, "tv2", reset_less=False), delay(m, kt, 2, "kt2")
         tlo, thi = -(1 << (F.T_BITS - 1)), (1 << (F.T_BITS - 1)) - 1
         t_out = [Signal(signed(F.T_BITS), name=f"t{r}", reset_less=True) for r in range(R)]
-        for r in range(R):
-            tr = Signal(signed(sum_bits + 1), name=f"tr{r}")
-            m.d.comb += tr.eq((tsh[r] + 1) >> 1)
-            m.d.sync += t_out[r].eq(Mux(tr > thi, thi, Mux(tr < tlo, tlo, tr)))
+        m.d.sync += [t_out[r].eq(Mux(tr[r] > thi, thi, Mux(tr[r] < tlo, tlo, tr[r]))) for r in range(R)]
         tv3, kt3 = delay(m, tv2, 1, "tv3", reset_less=False), delay(m, kt2, 1, "kt3")
         m.d.sync += [self.t_wr_en.eq(tv3), self.t_wr_addr.eq(Cat(kt3, slot)),
                      self.t_wr_data.eq(Cat(*t_out))]
@@ -249,4 +258,90 @@ class HeadUnit(wiring.Component):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
                     m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
+        return m
+
+
+class HeadPair(wiring.Component):
+    """Two head units, one per sample of a pair: head 0 takes the even slot, head 1 the odd one.
+
+    Both hold B (every optimizer write and every loaded beat goes to both; the optimizer and the
+    streamer read head 0's). The optimizer's dB row is the sum of both units' rows (head 1's sums
+    restart at 0, so the rounding offset is counted once), registered: the optimizer fetches a row
+    the cycle after ``opt_b_start`` (tap 0) or after ``opt_row_done`` (the next tap), so the sum is
+    formed in that cycle from the row it will fetch. ``correct`` and ``loss`` are the units' sums.
+    """
+
+    def __init__(self, params: HwParams):
+        self.params = require_params(self, params)
+        p = params
+        L = p.opt_lanes
+        S2 = p.pair
+        super().__init__({
+            # a pair of samples from the forward pass
+            "start": In(1),
+            "odd": In(1),                  # the pair's second sample is present
+            "u": In(signed(F.U_BITS)).array(S2, p.K, p.R),
+            "z": In(signed(F.Z_BITS)).array(S2, p.C),
+            "label": In(F.LABEL_BITS).array(S2),
+            "pair": In(p.pair_bits),
+            "epoch_first": In(1),
+            "rn": In(F.RN_BITS),
+            "t_shift": In(6).array(p.K),
+            # the t buffers, one per unit
+            "t_wr_en": Out(1).array(S2),
+            "t_wr_addr": Out(p.pair_bits + p.tap_bits).array(S2),
+            "t_wr_data": Out(p.R * F.T_BITS).array(S2),
+            "correct": Out(16),
+            "loss": Out(32),
+            # the optimizer's view of B
+            "opt_tap": In(p.tap_bits),
+            "opt_b_row": Out(p.b_words * F.W_BITS),
+            "opt_db_row": Out(p.b_words * db_bits()),
+            "opt_row_done": In(1),
+            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+            "b_wr_data": In(L * F.W_BITS),
+            "clear_grads": In(1),
+            # B load (stream beats) and read-back
+            "b_load_valid": In(1),
+            "b_load_beat": In(16),
+            "b_load_data": In(p.beat_bits),
+            "b_read_beat": In(16),
+            "b_read_data": Out(p.beat_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        K, R, C, DB = p.K, p.R, p.C, db_bits()
+        heads = [HeadUnit(p, db_offset=s == 0) for s in range(p.pair)]
+        for s, h in enumerate(heads):
+            m.submodules[f"head{s}"] = h
+            present = 1 if s == 0 else self.odd
+            m.d.comb += [h.start.eq(self.start & present), h.slot.eq(self.pair), h.label.eq(self.label[s]),
+                         h.epoch_first.eq(self.epoch_first), h.rn.eq(self.rn),
+                         self.t_wr_en[s].eq(h.t_wr_en), self.t_wr_addr[s].eq(h.t_wr_addr),
+                         self.t_wr_data[s].eq(h.t_wr_data),
+                         h.opt_tap.eq(self.opt_tap), h.opt_row_done.eq(self.opt_row_done),
+                         h.b_wr_en.eq(self.b_wr_en), h.b_wr_tap.eq(self.b_wr_tap), h.b_wr_chunk.eq(self.b_wr_chunk),
+                         h.b_wr_data.eq(self.b_wr_data), h.clear_grads.eq(self.clear_grads),
+                         h.b_load_valid.eq(self.b_load_valid), h.b_load_beat.eq(self.b_load_beat),
+                         h.b_load_data.eq(self.b_load_data), h.b_read_beat.eq(self.b_read_beat)]
+            m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
+            m.d.comb += [h.u[k][r].eq(self.u[s][k][r]) for k in range(K) for r in range(R)]
+            m.d.comb += [h.z[c].eq(self.z[s][c]) for c in range(C)]
+            if s:  # an epoch whose first pair has no sample here: its statistics restart all the same
+                m.d.comb += h.clear_stats.eq(self.start & self.epoch_first & ~self.odd)
+        m.d.comb += [self.opt_b_row.eq(heads[0].opt_b_row), self.b_read_data.eq(heads[0].b_read_data)]
+
+        # the dB row the optimizer fetches next: tap 0 after b_start, the next tap after a row
+        next_tap = Signal(p.tap_bits, reset_less=True)
+        m.d.sync += next_tap.eq(self.opt_tap + 1)
+        db_tap = Signal(p.tap_bits)
+        m.d.comb += db_tap.eq(Mux(self.opt_row_done, next_tap, 0))
+        m.d.comb += [h.db_tap.eq(db_tap) for h in heads]
+        words = [sum(h.opt_db_row[i * DB:(i + 1) * DB].as_signed() for h in heads) for i in range(p.b_words)]
+        db_sum = Signal(len(self.opt_db_row), reset_less=True)
+        m.d.sync += db_sum.eq(Cat(w[:DB] for w in words))
+        m.d.comb += self.opt_db_row.eq(db_sum)
+        m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
         return m

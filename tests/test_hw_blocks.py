@@ -316,7 +316,7 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
             lat.append(k)
         res.update(lat=lat, correct=ctx.get(dut.correct), loss=ctx.get(dut.loss), db=[])
         for k in range(K):
-            ctx.set(dut.opt_tap, k)
+            ctx.set(dut.db_tap, k)
             await ctx.delay(1e-9)
             res["db"].append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
 
