@@ -222,8 +222,7 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
         m.d.comb += [
-            head.start.eq(dp.sample_done), head.odd.eq(dp.odd), head.pair.eq(dp.pair),
-            head.epoch_first.eq(dp.epoch_first), head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
+            head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
             cache.rd_addr.eq(dp.cache_addr[0]), dp.cache_data[0].eq(cache.rd_data),
             cache.port_b_read.eq(seq.busy), cache.rd2_addr.eq(dp.cache_addr[1]), dp.cache_data[1].eq(cache.rd2_data),
             opt.a_line.eq(dp.a_line), opt.a_line_index.eq(dp.a_line_index), opt.a_grad.eq(dp.a_grad),
@@ -238,9 +237,8 @@ class Skip2LoRACore(wiring.Component):
         for s, tbuf in enumerate(tbufs):  # a t buffer per head unit, both read by each backward op
             m.d.comb += [tbuf.rd_addr.eq(dp.t_rd_addr), dp.t_rd_data[s].eq(tbuf.rd_data),
                          tbuf.wr_addr.eq(head.t_wr_addr[s]), tbuf.wr_data.eq(head.t_wr_data[s]),
-                         tbuf.wr_en.eq(head.t_wr_en[s]), head.label[s].eq(dp.label[s])]
-            m.d.comb += [head.u[s][k][r].eq(dp.u[s][k][r]) for k in range(K) for r in range(p.R)]
-            m.d.comb += [head.z[s][c].eq(dp.z[s][c]) for c in range(p.C)]
+                         tbuf.wr_en.eq(head.t_wr_en[s])]
+        wiring.connect(m, dp.pairs, head.pairs)
 
         # -- memories: the loader and the streamer when no job runs --------------------------------
         m.d.comb += [

@@ -19,9 +19,9 @@ c0 issue: addresses | c1 memory read | c2 memory output register | c3 codes deco
 t factors: the DSP input registers | c4 DSP M | c5 DSP P (FWD); BWD: the pair's two products
 summed | c6 BWD: the accumulator, handed to the optimizer in this cycle | FWD: the sum over the P
 lanes (tree) | the sum over a tap's lines | round-shift | + 1 (the rounding) | saturate: u_k.
-``sample_done`` pulses `cycles.fwd_latency` cycles after a pair's last line was issued, with both
-samples' u, z, labels, the pair, ``odd`` and the epoch-first flag valid; ``a_line`` pulses
-`cycles.BWD_LATENCY` cycles after a line's last BWD op.
+``pairs`` (`pair_signature`) is valid `cycles.fwd_latency` cycles after a pair's last line was
+issued, with both samples' u, z, labels, the pair, ``odd`` and the epoch-first flag; ``a_line``
+pulses `cycles.BWD_LATENCY` cycles after a line's last BWD op.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..fixed import formats as F
 from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
 
-__all__ = ["Datapath", "Op", "issue_layout", "issue_signature", "FWD_MAC_STAGES"]
+__all__ = ["Datapath", "Op", "issue_layout", "issue_signature", "pair_layout", "pair_signature", "FWD_MAC_STAGES"]
 
 FWD_MAC_STAGES = 5  # c1 read, c2 output register, c3 DSP inputs, c4 M, c5 P
 
@@ -61,6 +61,25 @@ def issue_signature(p: HwParams) -> stream.Signature:
     return stream.Signature(issue_layout(p), always_ready=True)
 
 
+def pair_layout(p: HwParams) -> data.StructLayout:
+    """A sample pair's forward results: u_k, the base logits z and the label of each sample
+    (even slot, odd slot), the pair's index in the batch, whether its odd sample is present."""
+    return data.StructLayout({
+        "u": data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(F.U_BITS), p.R), p.K), p.pair),
+        "z": data.ArrayLayout(data.ArrayLayout(signed(F.Z_BITS), p.C), p.pair),
+        "label": data.ArrayLayout(F.LABEL_BITS, p.pair),
+        "pair": p.pair_bits,
+        "odd": 1,
+        "epoch_first": 1,   # the epoch's first pair: the statistics restart
+    })
+
+
+def pair_signature(p: HwParams) -> stream.Signature:
+    """The datapath -> head units stream: a pair per ``valid`` pulse (the units are free by then:
+    the sequencer spaces the pairs, `cycles.Timing.f_gap`), never back-pressured."""
+    return stream.Signature(pair_layout(p), always_ready=True)
+
+
 class Datapath(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
@@ -76,13 +95,7 @@ class Datapath(wiring.Component):
             "a_rd_addr": Out(p.line_bits), "a_rd_data": In(p.a_line_bits),
             "t_rd_addr": Out(p.pair_bits + p.tap_bits), "t_rd_data": In(p.R * F.T_BITS).array(p.pair),
             # a pair of samples to the head units
-            "sample_done": Out(1),
-            "u": Out(signed(F.U_BITS)).array(p.pair, p.K, p.R),
-            "z": Out(signed(F.Z_BITS)).array(p.pair, p.C),
-            "label": Out(F.LABEL_BITS).array(p.pair),
-            "pair": Out(p.pair_bits),
-            "odd": Out(1),
-            "epoch_first": Out(1),
+            "pairs": Out(pair_signature(p)),
             # a line of A to the optimizer
             "a_line": Out(1),
             "a_line_index": Out(p.line_bits),
@@ -148,10 +161,15 @@ class Datapath(wiring.Component):
                 # an absent second sample adds t = 0
                 m.d.sync += t3[s][r].eq(t_rd if s == 0 else Mux(odd2, t_rd, 0))
         # Tail lines carry the base logits (16 bits each) then the label, little-endian.
+        out = self.pairs.p
+        z = [[Signal(signed(F.Z_BITS), name=f"z{s}_{c}", reset_less=True) for c in range(p.C)] for s in range(S2)]
+        label = [Signal(F.LABEL_BITS, name=f"label{s}", reset_less=True) for s in range(S2)]
+        m.d.comb += [out.z[s][c].eq(z[s][c]) for s in range(S2) for c in range(p.C)]
+        m.d.comb += [out.label[s].eq(label[s]) for s in range(S2)]
         tail2 = delay(m, tail, 1, "tail2")
         with m.If(fwd[2] & tail2):
             for s in range(S2):
-                fields = [(self.z[s][c], c) for c in range(p.C)] + [(self.label[s], p.C)]
+                fields = [(z[s][c], c) for c in range(p.C)] + [(label[s], p.C)]
                 for sig, i in fields:
                     line, bit = divmod(16 * i, p.beat_bits)
                     with m.If(line2 == p.tap_lines + line):
@@ -206,16 +224,19 @@ class Datapath(wiring.Component):
         m.d.sync += [ur[s][r].eq((ush[s][r] + 1) >> 1) for s in range(S2) for r in range(R)]
         tap_c, last_c = delay(m, tap_a, 2, "tapc"), delay(m, last_a, 2, "lastc", reset_less=False)
         ulo, uhi = -(1 << (F.U_BITS - 1)), (1 << (F.U_BITS - 1)) - 1
+        u = [[[Signal(signed(F.U_BITS), name=f"u{s}_{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
+             for s in range(S2)]
+        m.d.comb += [out.u[s][k][r].eq(u[s][k][r]) for s in range(S2) for k in range(K) for r in range(R)]
         with m.If(last_c):
             with m.Switch(tap_c):
                 for k in range(K):
                     with m.Case(k):
-                        m.d.sync += [self.u[s][k][r].eq(Mux(ur[s][r] > uhi, uhi, Mux(ur[s][r] < ulo, ulo, ur[s][r])))
+                        m.d.sync += [u[s][k][r].eq(Mux(ur[s][r] > uhi, uhi, Mux(ur[s][r] < ulo, ulo, ur[s][r])))
                                      for s in range(S2) for r in range(R)]
         # the pair is done when its last line has passed the u stages
         done_stage = lv + 4
-        m.d.comb += self.sample_done.eq(fwd[done_stage] & delay(m, last, done_stage - 1, "lastd"))
-        m.d.comb += [self.pair.eq(delay(m, iss.p.pair, done_stage, "paird")),
-                     self.odd.eq(delay(m, iss.p.odd, done_stage, "oddd")),
-                     self.epoch_first.eq(delay(m, iss.p.epoch_first, done_stage, "efd"))]
+        m.d.comb += self.pairs.valid.eq(fwd[done_stage] & delay(m, last, done_stage - 1, "lastd"))
+        m.d.comb += [out.pair.eq(delay(m, iss.p.pair, done_stage, "paird")),
+                     out.odd.eq(delay(m, iss.p.odd, done_stage, "oddd")),
+                     out.epoch_first.eq(delay(m, iss.p.epoch_first, done_stage, "efd"))]
         return m

@@ -31,6 +31,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from .datapath import pair_signature
 from .optimizer import DB_SHIFT, db_bits
 from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
@@ -277,14 +278,7 @@ class HeadPair(wiring.Component):
         L = p.opt_lanes
         S2 = p.pair
         super().__init__({
-            # a pair of samples from the forward pass
-            "start": In(1),
-            "odd": In(1),                  # the pair's second sample is present
-            "u": In(signed(F.U_BITS)).array(S2, p.K, p.R),
-            "z": In(signed(F.Z_BITS)).array(S2, p.C),
-            "label": In(F.LABEL_BITS).array(S2),
-            "pair": In(p.pair_bits),
-            "epoch_first": In(1),
+            "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),
             # the t buffers, one per unit
@@ -314,11 +308,12 @@ class HeadPair(wiring.Component):
         p = self.params
         K, R, C, DB = p.K, p.R, p.C, db_bits()
         heads = [HeadUnit(p, db_offset=s == 0) for s in range(p.pair)]
+        smp = self.pairs.p
         for s, h in enumerate(heads):
             m.submodules[f"head{s}"] = h
-            present = 1 if s == 0 else self.odd
-            m.d.comb += [h.start.eq(self.start & present), h.slot.eq(self.pair), h.label.eq(self.label[s]),
-                         h.epoch_first.eq(self.epoch_first), h.rn.eq(self.rn),
+            start = self.pairs.valid if s == 0 else self.pairs.valid & smp.odd
+            m.d.comb += [h.start.eq(start), h.slot.eq(smp.pair), h.label.eq(smp.label[s]),
+                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn),
                          self.t_wr_en[s].eq(h.t_wr_en), self.t_wr_addr[s].eq(h.t_wr_addr),
                          self.t_wr_data[s].eq(h.t_wr_data),
                          h.opt_tap.eq(self.opt_tap), h.opt_row_done.eq(self.opt_row_done),
@@ -327,10 +322,10 @@ class HeadPair(wiring.Component):
                          h.b_load_valid.eq(self.b_load_valid), h.b_load_beat.eq(self.b_load_beat),
                          h.b_load_data.eq(self.b_load_data), h.b_read_beat.eq(self.b_read_beat)]
             m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
-            m.d.comb += [h.u[k][r].eq(self.u[s][k][r]) for k in range(K) for r in range(R)]
-            m.d.comb += [h.z[c].eq(self.z[s][c]) for c in range(C)]
+            m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
+            m.d.comb += [h.z[c].eq(smp.z[s][c]) for c in range(C)]
             if s:  # an epoch whose first pair has no sample here: its statistics restart all the same
-                m.d.comb += h.clear_stats.eq(self.start & self.epoch_first & ~self.odd)
+                m.d.comb += h.clear_stats.eq(self.pairs.valid & smp.epoch_first & ~smp.odd)
         m.d.comb += [self.opt_b_row.eq(heads[0].opt_b_row), self.b_read_data.eq(heads[0].b_read_data)]
 
         # the dB row the optimizer fetches next: tap 0 after b_start, the next tap after a row
