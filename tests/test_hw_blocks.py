@@ -401,20 +401,29 @@ def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
     assert (CacheMemory(HwParams(SMALL)).bank_depth, CacheMemory(HwParams(SMALL)).banks) == (None, 1)
 
 
+@pytest.mark.parametrize("second_read", [False, True], ids=["one_read", "two_reads"])
 @pytest.mark.parametrize("bank_depth", [None, 8, 16])
-def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth):
+def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, second_read):
     """Random writes (with a write granularity) and reads every cycle: the data of the address
-    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not."""
+    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not.
+    With a second read port (the write port's address): in runs of cycles it reads (``port_b_read``,
+    the writes ignored), in others the writes land."""
     width, depth, gran = 12, 44, 4                  # 44 = 5 banks of 8 (the last one short) / 3 of 16
-    dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth)
+    dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth, second_read=second_read)
     assert dut.banks == (1 if bank_depth is None else -(-depth // bank_depth))
     rng = random.Random(bank_depth or 1)
+    checked = [0, 0]
 
     async def bench(ctx):
         mem = [0] * depth
         expect = [None] * READ_LATENCY
-        for _ in range(600):
-            ra, wa = rng.randrange(depth), rng.randrange(depth)
+        expect2 = [None] * READ_LATENCY
+        b_read = 0
+        for i in range(800):
+            if second_read and i % 50 == 0:
+                b_read = rng.randrange(2)
+                ctx.set(dut.port_b_read, b_read)
+            ra, wa, ra2 = rng.randrange(depth), rng.randrange(depth), rng.randrange(depth)
             wd, we = rng.randrange(1 << width), rng.randrange(1 << (width // gran))
             ctx.set(dut.rd_addr, ra)
             ctx.set(dut.wr_addr, wa)
@@ -423,13 +432,21 @@ def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth):
             got = ctx.get(dut.rd_data)
             if expect[0] is not None:
                 assert got == expect[0]
+                checked[0] += 1
             expect = expect[1:] + [mem[ra]]
+            if second_read:
+                ctx.set(dut.rd2_addr, ra2)
+                if expect2[0] is not None:
+                    assert ctx.get(dut.rd2_data) == expect2[0]
+                    checked[1] += 1
+                expect2 = expect2[1:] + [mem[ra2] if b_read else None]
             for lane in range(width // gran):
-                if we >> lane & 1:
+                if we >> lane & 1 and not b_read:
                     mask = ((1 << gran) - 1) << (lane * gran)
                     mem[wa] = (mem[wa] & ~mask) | (wd & mask)
             await ctx.tick()
     run(dut, bench)
+    assert checked[0] > 700 and (checked[1] > 100 if second_read else checked[1] == 0)
 
 
 STAT_TAIL = """
