@@ -12,13 +12,12 @@ per mini-batch of nb samples:
     WAIT_T    until the head units have written the last pair's t
     B         the backward pass, line-major: for each line of A, every pair of the batch (one op
               per cycle); the line then goes to the optimizer (at least `a_chunks` cycles a line)
-
-An odd batch's last pair has no second sample: its ops carry ``odd = 0`` (the datapath uses t = 0
-for it, the second head unit is not started).
     OPT       the optimizer finishes the A lines, then updates B tap by tap; its writes land
 
-then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). `skip2lora.fixed.
-cycles` is the closed form of this schedule: the cycle counter (busy cycles) must equal it.
+then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). An odd batch's
+last pair has no second sample: its ops carry ``odd = 0`` (the datapath uses t = 0 for it, the
+second head unit is not started). `skip2lora.fixed.cycles` is the closed form of this schedule:
+the cycle counter (busy cycles) must equal it.
 """
 
 from __future__ import annotations
