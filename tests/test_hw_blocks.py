@@ -337,6 +337,102 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
     assert res["lat"] == [cycles.head_latency(K, R, C)] * len(samples)
 
 
+@pytest.mark.parametrize("config", [SMALL, KV260], ids=["small", "kv260"])
+def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
+    """Two head units on sample pairs: each sample's t into its unit's t buffer at (pair, k); the
+    optimizer's dB row is both units' sums added (the rounding offset once), registered and formed
+    from the row the optimizer fetches next (tap 0 after b_start, tap k+1 after a row's restart);
+    correct and loss are both units' sums; an epoch whose first pair has no odd sample restarts
+    the second unit's statistics too."""
+    from skip2lora.hw.head import HeadPair
+
+    p = HwParams(config)
+    K, R, C = p.K, p.R, p.C
+    dut = HeadPair(p)
+    rng = np.random.default_rng(5)
+    b = rng.integers(-(1 << 12), 1 << 12, (K, C, R))
+    exps = rng.integers(F.EXP_MIN, F.EXP_MAX + 1, K)
+    nb = 5
+
+    def sample():
+        return (rng.integers(-(1 << 15), 1 << 15, (K, R)), rng.integers(-(1 << 12), 1 << 12, C), int(rng.integers(0, C)))
+
+    # (pair index, epoch_first, even sample, odd sample or None)
+    pairs = [(0, 1, sample(), sample()), (1, 0, sample(), None), (2, 1, sample(), None), (3, 0, sample(), sample())]
+    t_buf, res = [{}, {}], {}
+
+    async def bench(ctx):
+        for k in range(K):
+            ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
+        words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
+        wpb = p.words_per_beat
+        for beat in range(-(-len(words) // wpb)):
+            ctx.set(dut.b_load_valid, 1)
+            ctx.set(dut.b_load_beat, beat)
+            ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
+            await ctx.tick()
+        ctx.set(dut.b_load_valid, 0)
+        await _pulse(ctx, dut.clear_grads)
+        await ctx.tick().repeat(K + 1)
+        ctx.set(dut.rn, recip_batch(nb))
+        stats = []
+        for j, ef, even, odd in pairs:
+            for s, smp in enumerate((even, odd)):
+                u, z, label = smp if smp is not None else sample()  # an absent sample: anything
+                for k in range(K):
+                    for r in range(R):
+                        ctx.set(dut.pairs.p.u[s][k][r], int(u[k, r]))
+                for c in range(C):
+                    ctx.set(dut.pairs.p.z[s][c], int(z[c]))
+                ctx.set(dut.pairs.p.label[s], label)
+            ctx.set(dut.pairs.p.pair, j)
+            ctx.set(dut.pairs.p.odd, int(odd is not None))
+            ctx.set(dut.pairs.p.epoch_first, ef)
+            await _pulse(ctx, dut.pairs.valid)
+            for _ in range(cycles.head_latency(K, R, C) + 2):
+                for s in range(2):
+                    if ctx.get(dut.t_wr_en[s]):
+                        t_buf[s][ctx.get(dut.t_wr_addr[s])] = _unpack(ctx.get(dut.t_wr_data[s]), F.T_BITS, R)
+                await ctx.tick()
+            stats.append((ctx.get(dut.correct), ctx.get(dut.loss)))
+        res["stats"] = stats
+        for rnd in ("sums", "restarted"):
+            rows = []
+            ctx.set(dut.opt_tap, K - 1)                 # b_start: the optimizer's b_tap -> 0
+            await ctx.tick()
+            for k in range(K):                          # fetch: b_tap = k, the row in opt_db_row
+                ctx.set(dut.opt_tap, k)
+                rows.append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
+                await ctx.tick().repeat(2)              # feed cycles
+                ctx.set(dut.opt_row_done, 1)            # the last chunk: restart row k, look ahead to k + 1
+                await ctx.tick()
+                ctx.set(dut.opt_row_done, 0)
+            res[rnd] = rows
+
+    run(dut, bench)
+    db = np.zeros((K, C, R), np.int64)
+    stats, correct, loss = [], 0, 0
+    for j, ef, even, odd in pairs:
+        if ef:
+            correct = loss = 0
+        for s, smp in enumerate((even, odd)):
+            if smp is None:
+                continue
+            u, z, label = smp
+            y = F.saturate(z + F.round_shift(sum(b[k] @ u[k] for k in range(K)), F.B_FRAC + F.U_FRAC - F.Y_FRAC), 16)
+            g, top, ell = softmax_gradient(y[None], np.array([label]), with_loss=True)
+            correct, loss = correct + int(top[0] == label), loss + int(ell[0])
+            gl = F.round_shift(g[0] * recip_batch(nb), 15)
+            for k in range(K):
+                t = F.saturate(F.round_shift(b[k].T @ gl, F.t_shift(exps[k])), F.T_BITS)
+                assert t_buf[s][(j << p.tap_bits) | k] == t.tolist(), (j, s, k)
+                db[k] += np.outer(gl, u[k])
+        stats.append((correct, loss))
+    assert res["stats"] == stats
+    assert res["sums"] == [(db[k] + DB_START).reshape(-1).tolist() for k in range(K)]
+    assert res["restarted"] == [[DB_START] * (C * R)] * K
+
+
 def test_cycle_counter_counts_enabled_cycles_and_clears():
     dut = CycleCounter(8)
     out = []
