@@ -14,20 +14,22 @@ its gradient sums, works on the sample (one register after every step; `cycles.h
        of the tap's row).
 
 ``done`` pulses when the last t is written; the unit takes the next sample from then on. B is
-K*C*R registers; the dB sums are a K-row memory restarted at a job's start (``clear_grads``) and
-after the optimizer took a row (``opt_row_done``), from the rounding offset 2**11 (``db_offset``)
-or from 0. B is read and written by the optimizer a row at a time (``opt_tap``; the dB row at
-``db_tap``) and loaded / read back as stream beats.
+K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
+job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
+optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
+at a time (``opt_tap``) and loaded / read back as stream beats.
 
-`HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`),
-with B replicated, their dB sums added for the optimizer (the rounding offset in one of them only,
-so the optimizer's Q34 -> Q22 conversion stays a plain shift) and their statistics added.
+`HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`).
+They start together and run in lockstep, so the second (``follower=True``) holds neither B nor dB
+sums: it multiplies the first unit's selected B row (``b_row``) and hands its dB products
+(``pd``) to the first unit, which adds them to its own before the read-add-write of the row. One
+copy of B and of the sums (not two added for the optimizer) saves ~7k LUTs in the KV260 build.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
@@ -44,12 +46,19 @@ Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
 
 class HeadUnit(wiring.Component):
-    def __init__(self, params: HwParams, *, db_offset: bool = True):
+    def __init__(self, params: HwParams, *, follower: bool = False):
         self.params = require_params(self, params)
-        self.db_offset = bool(db_offset)  # the dB sums restart at DB_START (else at 0)
+        self.follower = bool(follower)
         p = params
         L = p.opt_lanes
+        row = data.ArrayLayout(data.ArrayLayout(signed(F.W_BITS), p.R), p.C)
+        products = data.ArrayLayout(data.ArrayLayout(signed(GL_BITS + F.U_BITS), p.R), p.C)
+        if follower:  # B's selected row from the first unit; the dB products to it
+            shared = {"b_row": In(row), "pd": Out(products), "pd_valid": Out(1)}
+        else:
+            shared = {"b_row": Out(row), "pd": In(products), "pd_valid": In(1)}
         super().__init__({
+            **shared,
             # one sample from the forward pass
             "start": In(1),
             "u": In(signed(F.U_BITS)).array(p.K, p.R),
@@ -69,21 +78,22 @@ class HeadUnit(wiring.Component):
             "busy": Out(1),
             "correct": Out(16),
             "loss": Out(32),
-            # the optimizer's view of B
-            "opt_tap": In(p.tap_bits),
-            "opt_b_row": Out(p.b_words * F.W_BITS),
-            "db_tap": In(p.tap_bits),      # the dB row read for the optimizer (opt_db_row)
-            "opt_db_row": Out(p.b_words * db_bits()),
-            "opt_row_done": In(1),
-            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
-            "b_wr_data": In(L * F.W_BITS),
-            "clear_grads": In(1),
-            # B load (stream beats) and read-back
-            "b_load_valid": In(1),
-            "b_load_beat": In(16),
-            "b_load_data": In(p.beat_bits),
-            "b_read_beat": In(16),
-            "b_read_data": Out(p.beat_bits),
+            **({} if follower else {
+                # the optimizer's view of B
+                "opt_tap": In(p.tap_bits),
+                "opt_b_row": Out(p.b_words * F.W_BITS),
+                "opt_db_row": Out(p.b_words * db_bits()),
+                "opt_row_done": In(1),
+                "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+                "b_wr_data": In(L * F.W_BITS),
+                "clear_grads": In(1),
+                # B load (stream beats) and read-back
+                "b_load_valid": In(1),
+                "b_load_beat": In(16),
+                "b_load_data": In(p.beat_bits),
+                "b_read_beat": In(16),
+                "b_read_data": Out(p.beat_bits),
+            }),
         })
 
     def elaborate(self, platform):
@@ -93,16 +103,18 @@ class HeadUnit(wiring.Component):
         W, DB = F.W_BITS, db_bits()
         m.submodules.softmax = smx = self.softmax = SoftmaxGradient(C)
 
-        # -- B and its gradient sums -------------------------------------------------------------
-        B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
-             for k in range(K)]
-        rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
-        row_bits = C * R * DB
-        start_row = sum(DB_START << (i * DB) for i in range(C * R)) if self.db_offset else 0
-        m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
-        db_rd = db_mem.read_port(domain="comb")
-        db_wr = db_mem.write_port()
-        m.d.comb += [self.opt_b_row.eq(Array(rows)[self.opt_tap]), self.opt_db_row.eq(db_rd.data)]
+        lead = not self.follower
+        # -- B and its gradient sums (the first unit's) --------------------------------------------
+        if lead:
+            B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+                 for k in range(K)]
+            rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
+            row_bits = C * R * DB
+            start_row = sum(DB_START << (i * DB) for i in range(C * R))
+            m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
+            db_rd = db_mem.read_port(domain="comb")
+            db_wr = db_mem.write_port()
+            m.d.comb += [self.opt_b_row.eq(Array(rows)[self.opt_tap]), self.opt_db_row.eq(db_rd.data)]
 
         # -- capture the sample ------------------------------------------------------------------
         u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
@@ -144,13 +156,19 @@ class HeadUnit(wiring.Component):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued.
-        b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+        # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued (a follower takes
+        # the first unit's B_k: the units run in lockstep).
+        if lead:
+            b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+            m.d.comb += [self.b_row[c][r].eq(b_sel[c][r]) for c in range(C) for r in range(R)]
+        else:
+            b_sel = [[self.b_row[c][r] for r in range(R)] for c in range(C)]
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
         with m.Switch(k):
             for kk in range(K):
                 with m.Case(kk):
-                    m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
+                    if lead:
+                        m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
                     m.d.sync += [u_sel[r].eq(u[kk][r]) for r in range(R)]
         k1 = delay(m, k, 1, "k1")
         y1 = delay(m, y_issue, 1, "y1", reset_less=False)
@@ -203,22 +221,33 @@ class HeadUnit(wiring.Component):
         pd = [[delay(m, prod_d[c][r], 1, f"pdp{c}_{r}") for r in range(R)] for c in range(C)]
         sb3 = delay(m, sb1, 2, "sb3", reset_less=False)
         k3 = delay(m, k1, 2, "k3")
-        # dB: read the tap's row, add, write back (in the P stage's cycle); the optimizer's row
-        # requests and restarts use the same ports while the unit is idle.
-        db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)] for c in range(C)]
-        m.d.comb += db_rd.addr.eq(Mux(sb3, k3, self.db_tap))
-        clear_n = Signal(range(K + 1))
-        with m.If(self.clear_grads):
-            m.d.sync += clear_n.eq(K)
-        with m.Elif(clear_n != 0):
-            m.d.sync += clear_n.eq(clear_n - 1)
-        with m.If(sb3):
-            m.d.comb += [db_wr.addr.eq(k3), db_wr.en.eq(1),
-                         db_wr.data.eq(Cat((db_now[c][r] + pd[c][r])[:DB] for c in range(C) for r in range(R)))]
-        with m.Elif(clear_n != 0):
-            m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1), db_wr.data.eq(start_row)]
-        with m.Elif(self.opt_row_done):
-            m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+        if lead:
+            # dB: the products of this unit and of a follower (pd_valid: it has a sample) summed,
+            # then read the tap's row, add, write back; the optimizer's row requests and restarts
+            # use the same ports while the unit is idle.
+            pds = [[Signal(signed(GL_BITS + F.U_BITS + 1), name=f"pds{c}_{r}", reset_less=True) for r in range(R)]
+                   for c in range(C)]
+            m.d.sync += [pds[c][r].eq(pd[c][r] + Mux(self.pd_valid, self.pd[c][r], 0))
+                         for c in range(C) for r in range(R)]
+            sb4, k4 = delay(m, sb3, 1, "sb4", reset_less=False), delay(m, k3, 1, "k4")
+            db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)]
+                      for c in range(C)]
+            m.d.comb += db_rd.addr.eq(Mux(sb4, k4, self.opt_tap))
+            clear_n = Signal(range(K + 1))
+            with m.If(self.clear_grads):
+                m.d.sync += clear_n.eq(K)
+            with m.Elif(clear_n != 0):
+                m.d.sync += clear_n.eq(clear_n - 1)
+            with m.If(sb4):
+                m.d.comb += [db_wr.addr.eq(k4), db_wr.en.eq(1),
+                             db_wr.data.eq(Cat((db_now[c][r] + pds[c][r])[:DB] for c in range(C) for r in range(R)))]
+            with m.Elif(clear_n != 0):
+                m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+            with m.Elif(self.opt_row_done):
+                m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+        else:
+            m.d.comb += [self.pd_valid.eq(sb3)]
+            m.d.comb += [self.pd[c][r].eq(pd[c][r]) for c in range(C) for r in range(R)]
         # t: the sum over c, the per-tap shift, rounding and saturation
         sum_bits = W + GL_BITS + C.bit_length() + 1
         csum = [tree_sum(m, [ps[c][r] for c in range(C)], sum_bits, f"tsum{r}")[0] for r in range(R)]
@@ -241,7 +270,14 @@ class HeadUnit(wiring.Component):
         m.d.sync += [self.t_wr_en.eq(tv3), self.t_wr_addr.eq(Cat(kt3, slot)),
                      self.t_wr_data.eq(Cat(*t_out))]
 
-        # -- B writes: the optimizer's chunks, the stream loader's beats --------------------------
+        if lead:
+            self._b_writes(m, B)
+        return m
+
+    def _b_writes(self, m, B):
+        """B writes (the optimizer's chunks, the stream loader's beats) and the read-back beats."""
+        p = self.params
+        K, R, C, L, W = p.K, p.R, p.C, p.opt_lanes, F.W_BITS
         words = [B[kk][c][r] for kk in range(K) for c in range(C) for r in range(R)]
         for kk in range(K):
             for i in range(C * R):
@@ -259,17 +295,15 @@ class HeadUnit(wiring.Component):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
                     m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
-        return m
 
 
 class HeadPair(wiring.Component):
     """Two head units, one per sample of a pair: head 0 takes the even slot, head 1 the odd one.
 
-    Both hold B (every optimizer write and every loaded beat goes to both; the optimizer and the
-    streamer read head 0's). The optimizer's dB row is the sum of both units' rows (head 1's sums
-    restart at 0, so the rounding offset is counted once), registered: the optimizer fetches a row
-    the cycle after ``opt_b_start`` (tap 0) or after ``opt_row_done`` (the next tap), so the sum is
-    formed in that cycle from the row it will fetch. ``correct`` and ``loss`` are the units' sums.
+    Head 0 holds B and the dB sums (the optimizer, the loader and the streamer see only it); head 1
+    is a follower: it starts with head 0 (when the pair has its odd sample), so it runs in the same
+    cycles and takes head 0's selected B row, and its dB products go into head 0's sums.
+    ``correct`` and ``loss`` are the units' sums (registered).
     """
 
     def __init__(self, params: HwParams):
@@ -306,8 +340,9 @@ class HeadPair(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        K, R, C, DB = p.K, p.R, p.C, db_bits()
-        heads = [HeadUnit(p, db_offset=s == 0) for s in range(p.pair)]
+        K, R, C = p.K, p.R, p.C
+        heads = [HeadUnit(p, follower=s > 0) for s in range(p.pair)]
+        lead = heads[0]
         smp = self.pairs.p
         for s, h in enumerate(heads):
             m.submodules[f"head{s}"] = h
@@ -315,28 +350,21 @@ class HeadPair(wiring.Component):
             m.d.comb += [h.start.eq(start), h.slot.eq(smp.pair), h.label.eq(smp.label[s]),
                          h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn),
                          self.t_wr_en[s].eq(h.t_wr_en), self.t_wr_addr[s].eq(h.t_wr_addr),
-                         self.t_wr_data[s].eq(h.t_wr_data),
-                         h.opt_tap.eq(self.opt_tap), h.opt_row_done.eq(self.opt_row_done),
-                         h.b_wr_en.eq(self.b_wr_en), h.b_wr_tap.eq(self.b_wr_tap), h.b_wr_chunk.eq(self.b_wr_chunk),
-                         h.b_wr_data.eq(self.b_wr_data), h.clear_grads.eq(self.clear_grads),
-                         h.b_load_valid.eq(self.b_load_valid), h.b_load_beat.eq(self.b_load_beat),
-                         h.b_load_data.eq(self.b_load_data), h.b_read_beat.eq(self.b_read_beat)]
+                         self.t_wr_data[s].eq(h.t_wr_data)]
             m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
             m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
             m.d.comb += [h.z[c].eq(smp.z[s][c]) for c in range(C)]
-            if s:  # an epoch whose first pair has no sample here: its statistics restart all the same
+            if s:  # a follower: head 0's B row in, its dB products out
+                m.d.comb += [h.b_row.eq(lead.b_row), lead.pd.eq(h.pd), lead.pd_valid.eq(h.pd_valid)]
+                # an epoch whose first pair has no sample here: its statistics restart all the same
                 m.d.comb += h.clear_stats.eq(self.pairs.valid & smp.epoch_first & ~smp.odd)
-        m.d.comb += [self.opt_b_row.eq(heads[0].opt_b_row), self.b_read_data.eq(heads[0].b_read_data)]
-
-        # the dB row the optimizer fetches next: tap 0 after b_start, the next tap after a row
-        next_tap = Signal(p.tap_bits, reset_less=True)
-        m.d.sync += next_tap.eq(self.opt_tap + 1)
-        db_tap = Signal(p.tap_bits)
-        m.d.comb += db_tap.eq(Mux(self.opt_row_done, next_tap, 0))
-        m.d.comb += [h.db_tap.eq(db_tap) for h in heads]
-        words = [sum(h.opt_db_row[i * DB:(i + 1) * DB].as_signed() for h in heads) for i in range(p.b_words)]
-        db_sum = Signal(len(self.opt_db_row), reset_less=True)
-        m.d.sync += db_sum.eq(Cat(w[:DB] for w in words))
-        m.d.comb += self.opt_db_row.eq(db_sum)
+        m.d.comb += [lead.opt_tap.eq(self.opt_tap), self.opt_b_row.eq(lead.opt_b_row),
+                     self.opt_db_row.eq(lead.opt_db_row), lead.opt_row_done.eq(self.opt_row_done),
+                     lead.b_wr_en.eq(self.b_wr_en), lead.b_wr_tap.eq(self.b_wr_tap),
+                     lead.b_wr_chunk.eq(self.b_wr_chunk), lead.b_wr_data.eq(self.b_wr_data),
+                     lead.clear_grads.eq(self.clear_grads),
+                     lead.b_load_valid.eq(self.b_load_valid), lead.b_load_beat.eq(self.b_load_beat),
+                     lead.b_load_data.eq(self.b_load_data), lead.b_read_beat.eq(self.b_read_beat),
+                     self.b_read_data.eq(lead.b_read_data)]
         m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
         return m

@@ -80,8 +80,10 @@ class RegisteredMemory(wiring.Component):
         addr_b = Signal(addr_bits, name=f"addr_b{name}")
         m.d.comb += [addr_b.eq(Mux(self.port_b_read, self.rd2_addr[:addr_bits], self.wr_addr[:addr_bits])),
                      wp.addr.eq(addr_b), wp.en.eq(lanes_en & (~self.port_b_read).replicate(len(lanes_en)))]
+        # Enabled only while reading: a read never meets a write, as on the UltraRAM's read/write
+        # port (no-change mode); with a read in every cycle, yosys would map a second UltraRAM set.
         rp2 = mem.read_port()
-        m.d.comb += rp2.addr.eq(addr_b)
+        m.d.comb += [rp2.addr.eq(addr_b), rp2.en.eq(self.port_b_read)]
         out2 = Signal(self.width, name=f"out2{name}", reset_less=True)
         m.d.sync += out2.eq(rp2.data)
         return out2

@@ -316,7 +316,7 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
             lat.append(k)
         res.update(lat=lat, correct=ctx.get(dut.correct), loss=ctx.get(dut.loss), db=[])
         for k in range(K):
-            ctx.set(dut.db_tap, k)
+            ctx.set(dut.opt_tap, k)
             await ctx.delay(1e-9)
             res["db"].append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
 
@@ -340,10 +340,10 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
 @pytest.mark.parametrize("config", [SMALL, KV260], ids=["small", "kv260"])
 def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
     """Two head units on sample pairs: each sample's t into its unit's t buffer at (pair, k); the
-    optimizer's dB row is both units' sums added (the rounding offset once), registered and formed
-    from the row the optimizer fetches next (tap 0 after b_start, tap k+1 after a row's restart);
-    correct and loss are both units' sums; an epoch whose first pair has no odd sample restarts
-    the second unit's statistics too."""
+    optimizer's dB rows hold both units' products (the follower's go into the first unit's sums,
+    only when it has a sample), restarted after the optimizer took them; correct and loss are
+    both units' sums; an epoch whose first pair has no odd sample restarts the second unit's
+    statistics too."""
     from skip2lora.hw.head import HeadPair
 
     p = HwParams(config)
