@@ -29,7 +29,7 @@ copy of B and of the sums (not two added for the optimizer) saves ~7k LUTs in th
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
@@ -39,8 +39,9 @@ from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "HeadPair", "DB_START"]
+__all__ = ["HeadUnit", "HeadPair", "DB_START", "PD_BITS"]
 
+PD_BITS = GL_BITS + F.U_BITS   # a dB product gl_c u_k[r]
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
 Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
@@ -51,8 +52,9 @@ class HeadUnit(wiring.Component):
         self.follower = bool(follower)
         p = params
         L = p.opt_lanes
-        row = data.ArrayLayout(data.ArrayLayout(signed(F.W_BITS), p.R), p.C)
-        products = data.ArrayLayout(data.ArrayLayout(signed(GL_BITS + F.U_BITS), p.R), p.C)
+        # flat (c, r) words: with array-layout ports, yosys' abc9 reintegration trips over the
+        # element wires' names (``b_row[0]``)
+        row, products = p.b_words * F.W_BITS, p.b_words * PD_BITS
         if follower:  # B's selected row from the first unit; the dB products to it
             shared = {"b_row": In(row), "pd": Out(products), "pd_valid": Out(1)}
         else:
@@ -160,9 +162,9 @@ class HeadUnit(wiring.Component):
         # the first unit's B_k: the units run in lockstep).
         if lead:
             b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
-            m.d.comb += [self.b_row[c][r].eq(b_sel[c][r]) for c in range(C) for r in range(R)]
+            m.d.comb += self.b_row.eq(Cat(b_sel[c][r] for c in range(C) for r in range(R)))
         else:
-            b_sel = [[self.b_row[c][r] for r in range(R)] for c in range(C)]
+            b_sel = [[self.b_row[(c * R + r) * W:(c * R + r + 1) * W].as_signed() for r in range(R)] for c in range(C)]
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
         with m.Switch(k):
             for kk in range(K):
@@ -227,7 +229,9 @@ class HeadUnit(wiring.Component):
             # use the same ports while the unit is idle.
             pds = [[Signal(signed(GL_BITS + F.U_BITS + 1), name=f"pds{c}_{r}", reset_less=True) for r in range(R)]
                    for c in range(C)]
-            m.d.sync += [pds[c][r].eq(pd[c][r] + Mux(self.pd_valid, self.pd[c][r], 0))
+            pd_in = [[self.pd[(c * R + r) * PD_BITS:(c * R + r + 1) * PD_BITS].as_signed() for r in range(R)]
+                     for c in range(C)]
+            m.d.sync += [pds[c][r].eq(pd[c][r] + Mux(self.pd_valid, pd_in[c][r], 0))
                          for c in range(C) for r in range(R)]
             sb4, k4 = delay(m, sb3, 1, "sb4", reset_less=False), delay(m, k3, 1, "k4")
             db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)]
@@ -247,7 +251,7 @@ class HeadUnit(wiring.Component):
                 m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
         else:
             m.d.comb += [self.pd_valid.eq(sb3)]
-            m.d.comb += [self.pd[c][r].eq(pd[c][r]) for c in range(C) for r in range(R)]
+            m.d.comb += self.pd.eq(Cat(pd[c][r] for c in range(C) for r in range(R)))
         # t: the sum over c, the per-tap shift, rounding and saturation
         sum_bits = W + GL_BITS + C.bit_length() + 1
         csum = [tree_sum(m, [ps[c][r] for c in range(C)], sum_bits, f"tsum{r}")[0] for r in range(R)]

@@ -60,6 +60,11 @@ class RegisteredMemory(wiring.Component):
             raise invalid(self, ValueError(f"bank depth must be a power of two >= 2, not {bank_depth!r}"))
         self.width, self.depth, self.granularity, self.attrs = width, depth, granularity, attrs
         self.second_read = bool(second_read)
+        if self.second_read:
+            # Reads and writes never meet (reads while port_b_read, writes otherwise): no_rw_check
+            # tells yosys so. Without it, an UltraRAM port (read/write collisions: no-change mode)
+            # cannot hold Amaranth's read-old-data port, and yosys maps a second UltraRAM set.
+            self.attrs = {**(attrs or {}), "no_rw_check": 1}
         self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
         self.banks = -(-depth // self.bank_depth) if self.bank_depth else 1
         lanes = width // granularity if granularity else 1
@@ -80,10 +85,8 @@ class RegisteredMemory(wiring.Component):
         addr_b = Signal(addr_bits, name=f"addr_b{name}")
         m.d.comb += [addr_b.eq(Mux(self.port_b_read, self.rd2_addr[:addr_bits], self.wr_addr[:addr_bits])),
                      wp.addr.eq(addr_b), wp.en.eq(lanes_en & (~self.port_b_read).replicate(len(lanes_en)))]
-        # Enabled only while reading: a read never meets a write, as on the UltraRAM's read/write
-        # port (no-change mode); with a read in every cycle, yosys would map a second UltraRAM set.
         rp2 = mem.read_port()
-        m.d.comb += [rp2.addr.eq(addr_b), rp2.en.eq(self.port_b_read)]
+        m.d.comb += rp2.addr.eq(addr_b)
         out2 = Signal(self.width, name=f"out2{name}", reset_less=True)
         m.d.sync += out2.eq(rp2.data)
         return out2
