@@ -17,7 +17,8 @@ its gradient sums, works on the sample (one register after every step; `cycles.h
 K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
 job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
 optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
-at a time (``opt_tap``) and loaded / read back as stream beats.
+at a time (``opt_tap``; ``opt_b_row`` is registered, one cycle after the optimizer's request, see
+the row select) and loaded / read back as stream beats.
 
 `HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`).
 They start together and run in lockstep, so the second (``follower=True``) holds neither B nor dB
@@ -110,13 +111,12 @@ class HeadUnit(wiring.Component):
         if lead:
             B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
                  for k in range(K)]
-            rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
             row_bits = C * R * DB
             start_row = sum(DB_START << (i * DB) for i in range(C * R))
             m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
             db_rd = db_mem.read_port(domain="comb")
             db_wr = db_mem.write_port()
-            m.d.comb += [self.opt_b_row.eq(Array(rows)[self.opt_tap]), self.opt_db_row.eq(db_rd.data)]
+            m.d.comb += self.opt_db_row.eq(db_rd.data)
 
         # -- capture the sample ------------------------------------------------------------------
         u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
@@ -159,18 +159,28 @@ class HeadUnit(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
         # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued (a follower takes
-        # the first unit's B_k: the units run in lockstep).
+        # the first unit's B_k: the units run in lockstep). While the unit is idle the same register
+        # holds the optimizer's row (``opt_b_row``): the optimizer fetches a row the cycle after its
+        # b_start (tap 0) or after a row's last chunk (``opt_row_done``: the next tap), so the row
+        # it will fetch is selected in that cycle - one row multiplexer for both.
         if lead:
             b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
             m.d.comb += self.b_row.eq(Cat(b_sel[c][r] for c in range(C) for r in range(R)))
+            m.d.comb += self.opt_b_row.eq(self.b_row)
+            next_tap = Signal(p.tap_bits, reset_less=True)
+            m.d.sync += next_tap.eq(self.opt_tap + 1)
+            row_k = Signal(p.tap_bits)
+            m.d.comb += row_k.eq(Mux(fsm.ongoing("IDLE"), Mux(self.opt_row_done, next_tap, 0), k))
+            with m.Switch(row_k):
+                for kk in range(K):
+                    with m.Case(kk):
+                        m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
         else:
             b_sel = [[self.b_row[(c * R + r) * W:(c * R + r + 1) * W].as_signed() for r in range(R)] for c in range(C)]
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
         with m.Switch(k):
             for kk in range(K):
                 with m.Case(kk):
-                    if lead:
-                        m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
                     m.d.sync += [u_sel[r].eq(u[kk][r]) for r in range(R)]
         k1 = delay(m, k, 1, "k1")
         y1 = delay(m, y_issue, 1, "y1", reset_less=False)
@@ -227,7 +237,7 @@ class HeadUnit(wiring.Component):
             # dB: the products of this unit and of a follower (pd_valid: it has a sample) summed,
             # then read the tap's row, add, write back; the optimizer's row requests and restarts
             # use the same ports while the unit is idle.
-            pds = [[Signal(signed(GL_BITS + F.U_BITS + 1), name=f"pds{c}_{r}", reset_less=True) for r in range(R)]
+            pds = [[Signal(signed(PD_BITS + 1), name=f"pds{c}_{r}", reset_less=True) for r in range(R)]
                    for c in range(C)]
             pd_in = [[self.pd[(c * R + r) * PD_BITS:(c * R + r + 1) * PD_BITS].as_signed() for r in range(R)]
                      for c in range(C)]
@@ -242,13 +252,16 @@ class HeadUnit(wiring.Component):
                 m.d.sync += clear_n.eq(K)
             with m.Elif(clear_n != 0):
                 m.d.sync += clear_n.eq(clear_n - 1)
+            # the written word: db + products, or 0 + DB_START (a restart): the selection sits in
+            # the adder's own LUTs, not in a multiplexer behind it
+            m.d.comb += db_wr.data.eq(Cat((Mux(sb4, db_now[c][r], 0) + Mux(sb4, pds[c][r], DB_START))[:DB]
+                                          for c in range(C) for r in range(R)))
             with m.If(sb4):
-                m.d.comb += [db_wr.addr.eq(k4), db_wr.en.eq(1),
-                             db_wr.data.eq(Cat((db_now[c][r] + pds[c][r])[:DB] for c in range(C) for r in range(R)))]
+                m.d.comb += [db_wr.addr.eq(k4), db_wr.en.eq(1)]
             with m.Elif(clear_n != 0):
-                m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+                m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1)]
             with m.Elif(self.opt_row_done):
-                m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+                m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1)]
         else:
             m.d.comb += [self.pd_valid.eq(sb3)]
             m.d.comb += self.pd.eq(Cat(pd[c][r] for c in range(C) for r in range(R)))

@@ -341,7 +341,8 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
 def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
     """Two head units on sample pairs: each sample's t into its unit's t buffer at (pair, k); the
     optimizer's dB rows hold both units' products (the follower's go into the first unit's sums,
-    only when it has a sample), restarted after the optimizer took them; correct and loss are
+    only when it has a sample), restarted after the optimizer took them; B's rows reach the
+    optimizer under its fetch protocol (tap 0 after b_start, the next after a row); correct and loss are
     both units' sums; an epoch whose first pair has no odd sample restarts the second unit's
     statistics too."""
     from skip2lora.hw.head import HeadPair
@@ -400,9 +401,10 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
             rows = []
             ctx.set(dut.opt_tap, K - 1)                 # b_start: the optimizer's b_tap -> 0
             await ctx.tick()
-            for k in range(K):                          # fetch: b_tap = k, the row in opt_db_row
+            for k in range(K):                          # fetch: b_tap = k, the rows in opt_*_row
                 ctx.set(dut.opt_tap, k)
                 rows.append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
+                res.setdefault("b", []).append(_unpack(ctx.get(dut.opt_b_row), F.W_BITS, C * R))
                 await ctx.tick().repeat(2)              # feed cycles
                 ctx.set(dut.opt_row_done, 1)            # the last chunk: restart row k, look ahead to k + 1
                 await ctx.tick()
@@ -431,6 +433,7 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
     assert res["stats"] == stats
     assert res["sums"] == [(db[k] + DB_START).reshape(-1).tolist() for k in range(K)]
     assert res["restarted"] == [[DB_START] * (C * R)] * K
+    assert res["b"] == [b[k].reshape(-1).tolist() for k in range(K)] * 2  # registered, selected ahead
 
 
 def test_cycle_counter_counts_enabled_cycles_and_clears():
