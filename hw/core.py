@@ -24,7 +24,7 @@ from ..fixed.optimizer import Optimizer
 from .axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
 from .cycle_counter import CycleCounter
 from .datapath import Datapath
-from .head import HeadUnit
+from .head import HeadPair
 from .memories import AMemory, CacheMemory, OrderBuffer, StatsMemory, TBuffer
 from .optimizer import OptimizerUnit
 from .order_unit import OrderUnit
@@ -66,11 +66,11 @@ class Skip2LoRACore(wiring.Component):
 
         cache = block("cache", CacheMemory(p))
         amem = block("amem", AMemory(p))
-        tbuf = block("tbuf", TBuffer(p))
+        tbufs = [block(f"tbuf{s}", TBuffer(p)) for s in range(p.pair)]
         orderbuf = block("orderbuf", OrderBuffer(p))
         stats = block("stats", StatsMemory())
         dp = block("datapath", Datapath(p))
-        head = block("head", HeadUnit(p))
+        head = block("head", HeadPair(p))
         opt = block("optimizer", OptimizerUnit(p))
         scalar = block("scalar", ScalarUnit())
         order = block("order", OrderUnit(p))
@@ -78,7 +78,7 @@ class Skip2LoRACore(wiring.Component):
         loader = block("loader", StreamLoader(p))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
-        self.blocks = dict(cache=cache, amem=amem, tbuf=tbuf, datapath=dp, head=head, optimizer=opt,
+        self.blocks = dict(cache=cache, amem=amem, tbufs=tbufs, datapath=dp, head=head, optimizer=opt,
                            scalar=scalar, order=order, sequencer=seq, loader=loader)  # for testbenches
         wiring.connect(m, wiring.flipped(self.s_axis), loader.s_axis)
         wiring.connect(m, streamer.m_axis, wiring.flipped(self.m_axis))
@@ -270,11 +270,9 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
         m.d.comb += [
-            head.start.eq(dp.sample_done), head.label.eq(dp.label), head.slot.eq(dp.slot),
-            head.epoch_first.eq(dp.epoch_first), head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
-            cache.rd_addr.eq(dp.cache_addr), dp.cache_data.eq(cache.rd_data),
-            tbuf.rd_addr.eq(dp.t_rd_addr), dp.t_rd_data.eq(tbuf.rd_data),
-            tbuf.wr_addr.eq(head.t_wr_addr), tbuf.wr_data.eq(head.t_wr_data), tbuf.wr_en.eq(head.t_wr_en),
+            head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
+            cache.rd_addr.eq(dp.cache_addr[0]), dp.cache_data[0].eq(cache.rd_data),
+            cache.port_b_read.eq(seq.busy), cache.rd2_addr.eq(dp.cache_addr[1]), dp.cache_data[1].eq(cache.rd2_data),
             opt.a_line.eq(dp.a_line), opt.a_line_index.eq(dp.a_line_index), opt.a_grad.eq(dp.a_grad),
             opt.a_weights.eq(dp.a_weights),
             opt.b_start.eq(seq.opt_b_start), head.opt_tap.eq(opt.b_tap), opt.b_weights.eq(head.opt_b_row),
@@ -284,8 +282,11 @@ class Skip2LoRACore(wiring.Component):
             opt.alpha_m.eq(scalar.alpha_m), opt.alpha_e.eq(scalar.alpha_e),
             opt.clear_saturated.eq(seq.clear_saturated),
         ]
-        m.d.comb += [head.u[k][r].eq(dp.u[k][r]) for k in range(K) for r in range(p.R)]
-        m.d.comb += [head.z[c].eq(dp.z[c]) for c in range(p.C)]
+        for s, tbuf in enumerate(tbufs):  # a t buffer per head unit, both read by each backward op
+            m.d.comb += [tbuf.rd_addr.eq(dp.t_rd_addr), dp.t_rd_data[s].eq(tbuf.rd_data),
+                         tbuf.wr_addr.eq(head.t_wr_addr[s]), tbuf.wr_data.eq(head.t_wr_data[s]),
+                         tbuf.wr_en.eq(head.t_wr_en[s])]
+        wiring.connect(m, dp.pairs, head.pairs)
 
         # -- memories: the loader and the streamer when no job runs --------------------------------
         m.d.comb += [

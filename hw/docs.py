@@ -116,6 +116,7 @@ def numerics_kv260() -> str:
         ("line width", f"{lay.beat_bits} bits ({KV260.lanes} codes)"),
         ("cache", f"{KV260.cache_depth} samples x {lay.sample_lines} lines"),
         ("optimizer lanes, chunks per A line / per tap's B", f"{t.opt_lanes}, {t.a_chunks} / {t.b_chunks}"),
+        ("samples per forward / backward pass", f"{cycles.PASS_SAMPLES} (two cache read ports, two head units)"),
         ("forward latency / head unit / softmax", f"{t.fwd} / {t.head} / {cycles.softmax_latency(10)} cycles"),
         ("job start (scalar unit) / order per epoch (1024 samples)",
          f"{cycles.INIT_LATENCY} / {cycles.order_cycles(1024)} cycles"),

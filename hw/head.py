@@ -9,14 +9,22 @@ its gradient sums, works on the sample (one register after every step; `cycles.h
 2.     the softmax / cross-entropy unit (hw/softmax.py): gl = (softmax(y) - onehot) / nb, the
        prediction and the sample's loss (the epoch's ``correct`` and ``loss`` sums).
 3. SB  per tap k: t_k[r] = sat(round(sum_c B_k[c,r] gl_c >> (16 - e_k))) (DSP M, P, the sum
-       over c, shift, round and saturate) into the t buffer at (slot, k); and the B gradient sums
-       dB_k[c,r] += gl_c u_k[r] (DSP M, P, read-add-write of the tap's row).
+       over c, shift, the rounding add, saturate) into its t buffer at (slot, k) (``slot``: the
+       sample's pair); and the B gradient sums dB_k[c,r] += gl_c u_k[r] (DSP M, P, read-add-write
+       of the tap's row).
 
 ``done`` pulses when the last t is written; the unit takes the next sample from then on. B is
 K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
 job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
 optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
-at a time (``opt_tap``) and loaded / read back as stream beats.
+at a time (``opt_tap``; ``opt_b_row`` is registered, one cycle after the optimizer's request, see
+the row select) and loaded / read back as stream beats.
+
+`HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`).
+They start together and run in lockstep, so the second (``follower=True``) holds neither B nor dB
+sums: it multiplies the first unit's selected B row (``b_row``) and hands its dB products
+(``pd``) to the first unit, which adds them to its own before the read-add-write of the row. One
+copy of B and of the sums (not two added for the optimizer) saves ~7k LUTs in the KV260 build.
 """
 
 from __future__ import annotations
@@ -26,55 +34,69 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from .datapath import pair_signature
 from .optimizer import DB_SHIFT, db_bits
 from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "DB_START"]
+__all__ = ["HeadUnit", "HeadPair", "DB_START", "PD_BITS"]
 
+PD_BITS = GL_BITS + F.U_BITS   # a dB product gl_c u_k[r]
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
 Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
 
 class HeadUnit(wiring.Component):
-    def __init__(self, params: HwParams):
+    def __init__(self, params: HwParams, *, follower: bool = False):
         self.params = require_params(self, params)
+        self.follower = bool(follower)
         p = params
         L = p.opt_lanes
+        # flat (c, r) words: with array-layout ports, yosys' abc9 reintegration trips over the
+        # element wires' names (``b_row[0]``)
+        row, products = p.b_words * F.W_BITS, p.b_words * PD_BITS
+        if follower:  # B's selected row from the first unit; the dB products to it
+            shared = {"b_row": In(row), "pd": Out(products), "pd_valid": Out(1)}
+        else:
+            shared = {"b_row": Out(row), "pd": In(products), "pd_valid": In(1)}
         super().__init__({
+            **shared,
             # one sample from the forward pass
             "start": In(1),
             "u": In(signed(F.U_BITS)).array(p.K, p.R),
             "z": In(signed(F.Z_BITS)).array(p.C),
             "label": In(F.LABEL_BITS),
-            "slot": In(p.slot_bits),
+            "slot": In(p.pair_bits),       # the sample's row in the t buffer (its pair)
             "epoch_first": In(1),          # first sample of an epoch: restart correct and loss
+            "clear_stats": In(1),          # correct and loss to 0 (an epoch without a sample here)
             # the batch and the job
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),   # formats.t_shift(e_k), registered at the job's start
             # the t buffer
             "t_wr_en": Out(1),
-            "t_wr_addr": Out(p.slot_bits + p.tap_bits),
+            "t_wr_addr": Out(p.pair_bits + p.tap_bits),
             "t_wr_data": Out(p.R * F.T_BITS),
             "done": Out(1),
             "busy": Out(1),
             "correct": Out(16),
             "loss": Out(32),
-            # the optimizer's view of B
-            "opt_tap": In(p.tap_bits),
-            "opt_b_row": Out(p.b_words * F.W_BITS),
-            "opt_db_row": Out(p.b_words * db_bits()),
-            "opt_row_done": In(1),
-            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
-            "b_wr_data": In(L * F.W_BITS),
-            "clear_grads": In(1),
-            # B load (stream beats) and read-back
-            "b_load_valid": In(1),
-            "b_load_beat": In(16),
-            "b_load_data": In(p.beat_bits),
-            "b_read_beat": In(16),
-            "b_read_data": Out(p.beat_bits),
+            **({} if follower else {
+                # the optimizer's view of B
+                "opt_tap": In(p.tap_bits),
+                "opt_b_row": Out(p.b_words * F.W_BITS),
+                "opt_db_row": Out(p.b_words * db_bits()),
+                "opt_row_done": In(1),
+                "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+                "b_wr_data": In(L * F.W_BITS),
+                "clear_grads": In(1),
+                # B load (stream beats) and read-back
+                "b_load_valid": In(1),
+                "b_load_beat": In(16),
+                "b_load_data": In(p.beat_bits),
+                "b_read_beat": In(16),
+                "b_read_data": Out(p.beat_bits),
+            }),
         })
 
     def elaborate(self, platform):
@@ -84,16 +106,17 @@ class HeadUnit(wiring.Component):
         W, DB = F.W_BITS, db_bits()
         m.submodules.softmax = smx = self.softmax = SoftmaxGradient(C)
 
-        # -- B and its gradient sums -------------------------------------------------------------
-        B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
-             for k in range(K)]
-        rows = [Cat(B[k][c][r] for c in range(C) for r in range(R)) for k in range(K)]
-        row_bits = C * R * DB
-        start_row = sum(DB_START << (i * DB) for i in range(C * R))
-        m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
-        db_rd = db_mem.read_port(domain="comb")
-        db_wr = db_mem.write_port()
-        m.d.comb += [self.opt_b_row.eq(Array(rows)[self.opt_tap]), self.opt_db_row.eq(db_rd.data)]
+        lead = not self.follower
+        # -- B and its gradient sums (the first unit's) --------------------------------------------
+        if lead:
+            B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+                 for k in range(K)]
+            row_bits = C * R * DB
+            start_row = sum(DB_START << (i * DB) for i in range(C * R))
+            m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
+            db_rd = db_mem.read_port(domain="comb")
+            db_wr = db_mem.write_port()
+            m.d.comb += self.opt_db_row.eq(db_rd.data)
 
         # -- capture the sample ------------------------------------------------------------------
         u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
@@ -135,13 +158,29 @@ class HeadUnit(wiring.Component):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued.
-        b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+        # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued (a follower takes
+        # the first unit's B_k: the units run in lockstep). While the unit is idle the same register
+        # holds the optimizer's row (``opt_b_row``): the optimizer fetches a row the cycle after its
+        # b_start (tap 0) or after a row's last chunk (``opt_row_done``: the next tap), so the row
+        # it will fetch is selected in that cycle - one row multiplexer for both.
+        if lead:
+            b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+            m.d.comb += self.b_row.eq(Cat(b_sel[c][r] for c in range(C) for r in range(R)))
+            m.d.comb += self.opt_b_row.eq(self.b_row)
+            next_tap = Signal(p.tap_bits, reset_less=True)
+            m.d.sync += next_tap.eq(self.opt_tap + 1)
+            row_k = Signal(p.tap_bits)
+            m.d.comb += row_k.eq(Mux(fsm.ongoing("IDLE"), Mux(self.opt_row_done, next_tap, 0), k))
+            with m.Switch(row_k):
+                for kk in range(K):
+                    with m.Case(kk):
+                        m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
+        else:
+            b_sel = [[self.b_row[(c * R + r) * W:(c * R + r + 1) * W].as_signed() for r in range(R)] for c in range(C)]
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
         with m.Switch(k):
             for kk in range(K):
                 with m.Case(kk):
-                    m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
                     m.d.sync += [u_sel[r].eq(u[kk][r]) for r in range(R)]
         k1 = delay(m, k, 1, "k1")
         y1 = delay(m, y_issue, 1, "y1", reset_less=False)
@@ -175,7 +214,9 @@ class HeadUnit(wiring.Component):
         m.d.comb += [smx.start.eq(delay(m, ydone, 2, "ysat", reset_less=False)), smx.label.eq(label),
                      smx.rn.eq(self.rn)]
         # the epoch's statistics
-        with m.If(smx.done):
+        with m.If(self.clear_stats):
+            m.d.sync += [self.correct.eq(0), self.loss.eq(0)]
+        with m.Elif(smx.done):
             hit = smx.argmax == label
             with m.If(epoch_first):
                 m.d.sync += [self.correct.eq(hit), self.loss.eq(smx.loss)]
@@ -192,22 +233,38 @@ class HeadUnit(wiring.Component):
         pd = [[delay(m, prod_d[c][r], 1, f"pdp{c}_{r}") for r in range(R)] for c in range(C)]
         sb3 = delay(m, sb1, 2, "sb3", reset_less=False)
         k3 = delay(m, k1, 2, "k3")
-        # dB: read the tap's row, add, write back (in the P stage's cycle); the optimizer's row
-        # requests and restarts use the same ports while the unit is idle.
-        db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)] for c in range(C)]
-        m.d.comb += db_rd.addr.eq(Mux(sb3, k3, self.opt_tap))
-        clear_n = Signal(range(K + 1))
-        with m.If(self.clear_grads):
-            m.d.sync += clear_n.eq(K)
-        with m.Elif(clear_n != 0):
-            m.d.sync += clear_n.eq(clear_n - 1)
-        with m.If(sb3):
-            m.d.comb += [db_wr.addr.eq(k3), db_wr.en.eq(1),
-                         db_wr.data.eq(Cat((db_now[c][r] + pd[c][r])[:DB] for c in range(C) for r in range(R)))]
-        with m.Elif(clear_n != 0):
-            m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1), db_wr.data.eq(start_row)]
-        with m.Elif(self.opt_row_done):
-            m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1), db_wr.data.eq(start_row)]
+        if lead:
+            # dB: the products of this unit and of a follower (pd_valid: it has a sample) summed,
+            # then read the tap's row, add, write back; the optimizer's row requests and restarts
+            # use the same ports while the unit is idle.
+            pds = [[Signal(signed(PD_BITS + 1), name=f"pds{c}_{r}", reset_less=True) for r in range(R)]
+                   for c in range(C)]
+            pd_in = [[self.pd[(c * R + r) * PD_BITS:(c * R + r + 1) * PD_BITS].as_signed() for r in range(R)]
+                     for c in range(C)]
+            m.d.sync += [pds[c][r].eq(pd[c][r] + Mux(self.pd_valid, pd_in[c][r], 0))
+                         for c in range(C) for r in range(R)]
+            sb4, k4 = delay(m, sb3, 1, "sb4", reset_less=False), delay(m, k3, 1, "k4")
+            db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)]
+                      for c in range(C)]
+            m.d.comb += db_rd.addr.eq(Mux(sb4, k4, self.opt_tap))
+            clear_n = Signal(range(K + 1))
+            with m.If(self.clear_grads):
+                m.d.sync += clear_n.eq(K)
+            with m.Elif(clear_n != 0):
+                m.d.sync += clear_n.eq(clear_n - 1)
+            # the written word: db + products, or 0 + DB_START (a restart): the selection sits in
+            # the adder's own LUTs, not in a multiplexer behind it
+            m.d.comb += db_wr.data.eq(Cat((Mux(sb4, db_now[c][r], 0) + Mux(sb4, pds[c][r], DB_START))[:DB]
+                                          for c in range(C) for r in range(R)))
+            with m.If(sb4):
+                m.d.comb += [db_wr.addr.eq(k4), db_wr.en.eq(1)]
+            with m.Elif(clear_n != 0):
+                m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1)]
+            with m.Elif(self.opt_row_done):
+                m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1)]
+        else:
+            m.d.comb += [self.pd_valid.eq(sb3)]
+            m.d.comb += self.pd.eq(Cat(pd[c][r] for c in range(C) for r in range(R)))
         # t: the sum over c, the per-tap shift, rounding and saturation
         sum_bits = W + GL_BITS + C.bit_length() + 1
         csum = [tree_sum(m, [ps[c][r] for c in range(C)], sum_bits, f"tsum{r}")[0] for r in range(R)]
@@ -220,18 +277,24 @@ class HeadUnit(wiring.Component):
         # round_half_up(x >> s) = ((2x >> s) + 1) >> 1
         tsh = [Signal(signed(sum_bits + 1), name=f"tsh{r}", reset_less=True) for r in range(R)]
         m.d.sync += [tsh[r].eq((csum[r] << 1) >> shift) for r in range(R)]
-        tv2, kt2 = delay(m, tv, 1, "tv2", reset_less=False), delay(m, kt, 1, "kt2")
+        tr = [Signal(signed(sum_bits + 1), name=f"tr{r}", reset_less=True) for r in range(R)]
+        m.d.sync += [tr[r].eq((tsh[r] + 1) >> 1) for r in range(R)]  # the rounding add, its own stage
+        tv2, kt2 = delay(m, tv, 2, "tv2", reset_less=False), delay(m, kt, 2, "kt2")
         tlo, thi = -(1 << (F.T_BITS - 1)), (1 << (F.T_BITS - 1)) - 1
         t_out = [Signal(signed(F.T_BITS), name=f"t{r}", reset_less=True) for r in range(R)]
-        for r in range(R):
-            tr = Signal(signed(sum_bits + 1), name=f"tr{r}")
-            m.d.comb += tr.eq((tsh[r] + 1) >> 1)
-            m.d.sync += t_out[r].eq(Mux(tr > thi, thi, Mux(tr < tlo, tlo, tr)))
+        m.d.sync += [t_out[r].eq(Mux(tr[r] > thi, thi, Mux(tr[r] < tlo, tlo, tr[r]))) for r in range(R)]
         tv3, kt3 = delay(m, tv2, 1, "tv3", reset_less=False), delay(m, kt2, 1, "kt3")
         m.d.sync += [self.t_wr_en.eq(tv3), self.t_wr_addr.eq(Cat(kt3, slot)),
                      self.t_wr_data.eq(Cat(*t_out))]
 
-        # -- B writes: the optimizer's chunks, the stream loader's beats --------------------------
+        if lead:
+            self._b_writes(m, B)
+        return m
+
+    def _b_writes(self, m, B):
+        """B writes (the optimizer's chunks, the stream loader's beats) and the read-back beats."""
+        p = self.params
+        K, R, C, L, W = p.K, p.R, p.C, p.opt_lanes, F.W_BITS
         words = [B[kk][c][r] for kk in range(K) for c in range(C) for r in range(R)]
         for kk in range(K):
             for i in range(C * R):
@@ -249,4 +312,76 @@ class HeadUnit(wiring.Component):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
                     m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
+
+
+class HeadPair(wiring.Component):
+    """Two head units, one per sample of a pair: head 0 takes the even slot, head 1 the odd one.
+
+    Head 0 holds B and the dB sums (the optimizer, the loader and the streamer see only it); head 1
+    is a follower: it starts with head 0 (when the pair has its odd sample), so it runs in the same
+    cycles and takes head 0's selected B row, and its dB products go into head 0's sums.
+    ``correct`` and ``loss`` are the units' sums (registered).
+    """
+
+    def __init__(self, params: HwParams):
+        self.params = require_params(self, params)
+        p = params
+        L = p.opt_lanes
+        S2 = p.pair
+        super().__init__({
+            "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
+            "rn": In(F.RN_BITS),
+            "t_shift": In(6).array(p.K),
+            # the t buffers, one per unit
+            "t_wr_en": Out(1).array(S2),
+            "t_wr_addr": Out(p.pair_bits + p.tap_bits).array(S2),
+            "t_wr_data": Out(p.R * F.T_BITS).array(S2),
+            "correct": Out(16),
+            "loss": Out(32),
+            # the optimizer's view of B
+            "opt_tap": In(p.tap_bits),
+            "opt_b_row": Out(p.b_words * F.W_BITS),
+            "opt_db_row": Out(p.b_words * db_bits()),
+            "opt_row_done": In(1),
+            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+            "b_wr_data": In(L * F.W_BITS),
+            "clear_grads": In(1),
+            # B load (stream beats) and read-back
+            "b_load_valid": In(1),
+            "b_load_beat": In(16),
+            "b_load_data": In(p.beat_bits),
+            "b_read_beat": In(16),
+            "b_read_data": Out(p.beat_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        K, R, C = p.K, p.R, p.C
+        heads = [HeadUnit(p, follower=s > 0) for s in range(p.pair)]
+        lead = heads[0]
+        smp = self.pairs.p
+        for s, h in enumerate(heads):
+            m.submodules[f"head{s}"] = h
+            start = self.pairs.valid if s == 0 else self.pairs.valid & smp.odd
+            m.d.comb += [h.start.eq(start), h.slot.eq(smp.pair), h.label.eq(smp.label[s]),
+                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn),
+                         self.t_wr_en[s].eq(h.t_wr_en), self.t_wr_addr[s].eq(h.t_wr_addr),
+                         self.t_wr_data[s].eq(h.t_wr_data)]
+            m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
+            m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
+            m.d.comb += [h.z[c].eq(smp.z[s][c]) for c in range(C)]
+            if s:  # a follower: head 0's B row in, its dB products out
+                m.d.comb += [h.b_row.eq(lead.b_row), lead.pd.eq(h.pd), lead.pd_valid.eq(h.pd_valid)]
+                # an epoch whose first pair has no sample here: its statistics restart all the same
+                m.d.comb += h.clear_stats.eq(self.pairs.valid & smp.epoch_first & ~smp.odd)
+        m.d.comb += [lead.opt_tap.eq(self.opt_tap), self.opt_b_row.eq(lead.opt_b_row),
+                     self.opt_db_row.eq(lead.opt_db_row), lead.opt_row_done.eq(self.opt_row_done),
+                     lead.b_wr_en.eq(self.b_wr_en), lead.b_wr_tap.eq(self.b_wr_tap),
+                     lead.b_wr_chunk.eq(self.b_wr_chunk), lead.b_wr_data.eq(self.b_wr_data),
+                     lead.clear_grads.eq(self.clear_grads),
+                     lead.b_load_valid.eq(self.b_load_valid), lead.b_load_beat.eq(self.b_load_beat),
+                     lead.b_load_data.eq(self.b_load_data), lead.b_read_beat.eq(self.b_read_beat),
+                     self.b_read_data.eq(lead.b_read_data)]
+        m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
         return m

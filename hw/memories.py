@@ -9,16 +9,19 @@ registers, so it sits in front of the reader's register, not between a memory an
 
 * `CacheMemory`  every cached sample's lines: 4-bit tap codes, base logits, label (UltraRAM when
   large: the KV260 build holds 1024 samples x `Layout.sample_lines` lines of `Layout.beat_bits`).
+  Two read ports (a sample pair's lines in one cycle): the second is the memory's other port,
+  which the stream loader's writes share (they never overlap a job: ``port_b_read``).
 * `AMemory`      adapter A, one line (all R ranks x P lanes) per address, written a stream beat or
   an optimizer chunk at a time (its write granularity is one beat).
-* `TBuffer`      each sample's t_k of the current mini-batch, at (slot, k).
+* `TBuffer`      t_k of one sample of each pair of the current mini-batch, at (pair, k) (one per
+  head unit).
 * `OrderBuffer`  the epoch's sample order as cache addresses (written by the order unit).
 * `StatsMemory`  per-epoch training statistics (written by the sequencer, read by the host).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,10 +43,13 @@ class RegisteredMemory(wiring.Component):
     ``bank_depth``: a memory deeper than this is built as banks of ``bank_depth`` words, each with
     its read register and output register; the bank select (the read address' high bits, delayed
     with the read) follows the output registers. The read latency is `READ_LATENCY` either way.
+    ``second_read``: a second registered read port (``rd2_*``) on the write port's address (the
+    memory's second port, read/write): while ``port_b_read`` is 1 it reads ``rd2_addr`` and the
+    writes are ignored; while 0 it takes the writes.
     """
 
     def __init__(self, width: int, depth: int, *, granularity: int | None = None, attrs=None,
-                 bank_depth: int | None = None):
+                 bank_depth: int | None = None, second_read: bool = False):
         for name, v in (("width", width), ("depth", depth)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise invalid(self, TypeError(f"{name} must be a positive integer, not {v!r}"))
@@ -53,14 +59,37 @@ class RegisteredMemory(wiring.Component):
                                        or bank_depth < 2 or bank_depth & (bank_depth - 1)):
             raise invalid(self, ValueError(f"bank depth must be a power of two >= 2, not {bank_depth!r}"))
         self.width, self.depth, self.granularity, self.attrs = width, depth, granularity, attrs
+        self.second_read = bool(second_read)
+        if self.second_read:
+            # Reads and writes never meet (reads while port_b_read, writes otherwise): no_rw_check
+            # tells yosys so. Without it, an UltraRAM port (read/write collisions: no-change mode)
+            # cannot hold Amaranth's read-old-data port, and yosys maps a second UltraRAM set.
+            self.attrs = {**(attrs or {}), "no_rw_check": 1}
         self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
         self.banks = -(-depth // self.bank_depth) if self.bank_depth else 1
         lanes = width // granularity if granularity else 1
         abits = bits_for(depth - 1)
-        super().__init__({
+        ports = {
             "wr_addr": In(abits), "wr_data": In(width), "wr_en": In(lanes),
             "rd_addr": In(abits), "rd_data": Out(width),
-        })
+        }
+        if self.second_read:
+            ports.update({"port_b_read": In(1), "rd2_addr": In(abits), "rd2_data": Out(width)})
+        super().__init__(ports)
+
+    def _port_b(self, m, mem, wp, lanes_en, addr_bits, name):
+        """The write port's address, shared with the second read port (registered twice as the first)."""
+        if not self.second_read:
+            m.d.comb += [wp.addr.eq(self.wr_addr[:addr_bits]), wp.en.eq(lanes_en)]
+            return None
+        addr_b = Signal(addr_bits, name=f"addr_b{name}")
+        m.d.comb += [addr_b.eq(Mux(self.port_b_read, self.rd2_addr[:addr_bits], self.wr_addr[:addr_bits])),
+                     wp.addr.eq(addr_b), wp.en.eq(lanes_en & (~self.port_b_read).replicate(len(lanes_en)))]
+        rp2 = mem.read_port()
+        m.d.comb += rp2.addr.eq(addr_b)
+        out2 = Signal(self.width, name=f"out2{name}", reset_less=True)
+        m.d.sync += out2.eq(rp2.data)
+        return out2
 
     def elaborate(self, platform):
         if self.bank_depth:
@@ -71,14 +100,16 @@ class RegisteredMemory(wiring.Component):
         rp = mem.read_port()
         out = Signal(self.width, reset_less=True)
         m.d.sync += out.eq(rp.data)
-        m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
-                     rp.addr.eq(self.rd_addr), self.rd_data.eq(out)]
+        m.d.comb += [wp.data.eq(self.wr_data), rp.addr.eq(self.rd_addr), self.rd_data.eq(out)]
+        out2 = self._port_b(m, mem, wp, self.wr_en, len(wp.addr), "")
+        if out2 is not None:
+            m.d.comb += self.rd2_data.eq(out2)
         return m
 
     def _banked(self):
         m = Module()
         lo = self.bank_depth.bit_length() - 1
-        outs = []
+        outs, outs2 = [], []
         for b in range(self.banks):
             depth = min(self.bank_depth, self.depth - b * self.bank_depth)
             mem = memory.Memory(shape=self.width, depth=depth, init=[], attrs=self.attrs)
@@ -88,14 +119,17 @@ class RegisteredMemory(wiring.Component):
             out = Signal(self.width, name=f"out{b}", reset_less=True)  # the bank's output register
             m.d.sync += out.eq(rp.data)
             hit = self.wr_addr[lo:] == b
-            m.d.comb += [wp.addr.eq(self.wr_addr[:len(wp.addr)]), wp.data.eq(self.wr_data),
-                         wp.en.eq(self.wr_en & hit.replicate(len(self.wr_en))),
-                         rp.addr.eq(self.rd_addr[:len(rp.addr)])]
+            m.d.comb += [wp.data.eq(self.wr_data), rp.addr.eq(self.rd_addr[:len(rp.addr)])]
+            outs2.append(self._port_b(m, mem, wp, self.wr_en & hit.replicate(len(self.wr_en)), len(wp.addr), b))
             outs.append(out)
-        sel1 = Signal(len(self.rd_addr) - lo, reset_less=True)
-        sel2 = Signal(len(self.rd_addr) - lo, reset_less=True)
-        m.d.sync += [sel1.eq(self.rd_addr[lo:]), sel2.eq(sel1)]
-        m.d.comb += self.rd_data.eq(Array(outs)[sel2])
+        for addr, data, banks in ((self.rd_addr, self.rd_data, outs),
+                                  (self.rd2_addr, self.rd2_data, outs2) if self.second_read else (None,) * 3):
+            if addr is None:
+                continue
+            sel1 = Signal(len(addr) - lo, reset_less=True)
+            sel2 = Signal(len(addr) - lo, reset_less=True)
+            m.d.sync += [sel1.eq(addr[lo:]), sel2.eq(sel1)]
+            m.d.comb += data.eq(Array(banks)[sel2])
         return m
 
 
@@ -109,7 +143,7 @@ def CacheMemory(params: HwParams) -> RegisteredMemory:
     p = _params(params)
     big = p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
     return RegisteredMemory(p.beat_bits, p.cache_lines, attrs={"ram_style": "ultra"} if big else None,
-                            bank_depth=URAM_DEPTH if big else None)
+                            bank_depth=URAM_DEPTH if big else None, second_read=True)
 
 
 def AMemory(params: HwParams) -> RegisteredMemory:
@@ -120,7 +154,7 @@ def AMemory(params: HwParams) -> RegisteredMemory:
 
 def TBuffer(params: HwParams) -> RegisteredMemory:
     p = _params(params)
-    return RegisteredMemory(p.R * F.T_BITS, 1 << (p.slot_bits + p.tap_bits))
+    return RegisteredMemory(p.R * F.T_BITS, 1 << (p.pair_bits + p.tap_bits))
 
 
 def OrderBuffer(params: HwParams) -> RegisteredMemory:

@@ -204,5 +204,15 @@ class HwParams:
         return bits_for(F.BATCH_MAX - 1)
 
     @property
+    def pair(self):
+        """Samples per pass (`cycles.PASS_SAMPLES`): slots 2i and 2i+1 of a mini-batch run together."""
+        return cycles.PASS_SAMPLES
+
+    @property
+    def pair_bits(self):
+        """A pair's position inside its mini-batch (0..BATCH_MAX/2-1): the t buffers' row."""
+        return bits_for(-(-F.BATCH_MAX // self.pair) - 1)
+
+    @property
     def tap_bits(self):
         return bits_for(self.K - 1)

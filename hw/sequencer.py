@@ -7,20 +7,22 @@ per mini-batch of nb samples:
     PREFETCH  the batch's cache addresses into the batch buffer (nb reads + the read latency)
     BATCH     the scalar unit moves to the batch's step size (waiting for it if the last batch was
               shorter than its computation); the head takes the batch's rn(nb)
-    F         the forward pass of each sample, one line per cycle, sample after sample; a sample
-              starts early enough for the head unit to be free when its u arrives
-    WAIT_T    until the head unit has written the last sample's t
-    B         the backward pass, line-major: for each line of A, every sample of the batch (one op
+    F         the forward pass of each sample pair (slots 2i, 2i+1), one line per cycle, pair after
+              pair; a pair starts early enough for the head units to be free when its u arrives
+    WAIT_T    until the head units have written the last pair's t
+    B         the backward pass, line-major: for each line of A, every pair of the batch (one op
               per cycle); the line then goes to the optimizer (at least `a_chunks` cycles a line)
     OPT       the optimizer finishes the A lines, then updates B tap by tap; its writes land
 
-then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). `skip2lora.fixed.
-cycles` is the closed form of this schedule: the cycle counter (busy cycles) must equal it.
+then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). An odd batch's
+last pair has no second sample: its ops carry ``odd = 0`` (the datapath uses t = 0 for it, the
+second head unit is not started). `skip2lora.fixed.cycles` is the closed form of this schedule:
+the cycle counter (busy cycles) must equal it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,18 +69,18 @@ class Sequencer(wiring.Component):
         tm = p.timing
         S, SL = p.sample_lines, p.tap_lines
 
-        # the batch's cache addresses, slot j -> base (written by PREFETCH, read by F and B)
-        # LUTRAM: read combinationally into the issue register (as block RAM, that register became the
-        # RAM's own and the datapath's address adder sat right behind the RAM)
+        # the batch's cache addresses, slot -> base (written by PREFETCH, read by F and B a pair at a
+        # time: two read ports). LUTRAM: read combinationally into the issue register (as block RAM,
+        # that register became the RAM's own and the datapath's address adder sat right behind the RAM)
         m.submodules.bases = bases = memory.Memory(shape=p.cache_addr_bits, depth=F.BATCH_MAX, init=[],
                                                    attrs={"ram_style": "distributed"})
-        bases_rd = bases.read_port(domain="comb")
+        bases_rd = [bases.read_port(domain="comb") for _ in range(p.pair)]
         bases_wr = bases.write_port()
 
         epoch = self.epoch
         s0 = Signal(16)                      # the batch's first position in the epoch's order
         nb = Signal(bits_for(F.BATCH_MAX))   # samples in the batch
-        j = Signal(bits_for(F.BATCH_MAX))
+        j = Signal(bits_for(F.BATCH_MAX))     # PREFETCH: the slot; F and B: the pair
         line = Signal(p.line_addr_bits)
         count = Signal(range(max(tm.max_wait, F.BATCH_MAX + READ_LATENCY) + 2))
         seq_base = Signal(p.cache_addr_bits)  # without SHUFFLE: the next sample's cache address
@@ -89,12 +91,15 @@ class Sequencer(wiring.Component):
 
         iss = self.issue
         m.d.sync += iss.valid.eq(0)
-        m.d.comb += [bases_rd.addr.eq(j), self.order_rd_addr.eq(s0 + j)]
+        m.d.comb += [bases_rd[i].addr.eq(Cat(Const(i, 1), j)) for i in range(p.pair)]
+        m.d.comb += self.order_rd_addr.eq(s0 + j)
         m.d.sync += [self.done.eq(0), self.stats_wr_en.eq(0)]
 
         def issue(op, last, first=0, ef=0):
-            m.d.sync += [iss.valid.eq(1), iss.p.op.eq(op), iss.p.line.eq(line), iss.p.base.eq(bases_rd.data),
-                         iss.p.slot.eq(j), iss.p.last.eq(last), iss.p.first.eq(first), iss.p.epoch_first.eq(ef)]
+            m.d.sync += [iss.valid.eq(1), iss.p.op.eq(op), iss.p.line.eq(line), iss.p.pair.eq(j),
+                         iss.p.odd.eq(~(nb[0] & (j == np_m1))), iss.p.last.eq(last), iss.p.first.eq(first),
+                         iss.p.epoch_first.eq(ef)]
+            m.d.sync += [iss.p.base[i].eq(bases_rd[i].data) for i in range(p.pair)]
 
         # the prefetch pipeline (runs in PREFETCH)
         reading = Signal()
@@ -115,21 +120,23 @@ class Sequencer(wiring.Component):
         epoch_end = Signal(reset_less=True)         # s0 + nb == N: this is the epoch's last batch
         job_end = Signal(reset_less=True)           # epoch + 1 == E
         s0_zero = Signal(reset_less=True)
-        nb_m1 = Signal.like(nb, reset_less=True)    # nb - 1 (F and B: the batch's last sample)
+        n_pairs = Signal.like(nb, reset_less=True)  # ceil(nb / 2): the batch's pairs
+        np_m1 = Signal.like(nb, reset_less=True)    # pairs - 1 (F and B: the batch's last pair)
         nb_full = Signal(reset_less=True)           # nb == B
         pf_end = Signal.like(count, reset_less=True)  # nb + READ_LATENCY - 1 (PREFETCH's last cycle)
-        f_short = Signal(reset_less=True)           # nb < wait_t: WAIT_T follows F
-        f_wait = Signal.like(count, reset_less=True)  # wait_t - 1 - nb
-        b_short = Signal(reset_less=True)           # nb < a_chunks: B_GAP follows each line
-        b_wait = Signal.like(count, reset_less=True)  # a_chunks - nb - 1
+        f_short = Signal(reset_less=True)           # pairs < wait_t: WAIT_T follows F
+        f_wait = Signal.like(count, reset_less=True)  # wait_t - 1 - pairs
+        b_short = Signal(reset_less=True)           # pairs < a_chunks: B_GAP follows each line
+        b_wait = Signal.like(count, reset_less=True)  # a_chunks - pairs - 1
         m.d.sync += [
             nb_first.eq(Mux(self.samples < self.batch, self.samples, self.batch)),
             s0_next.eq(s0 + nb), rest.eq(self.samples - s0_next),
             nb_next.eq(Mux(rest < self.batch, rest, self.batch)), epoch_end.eq(s0_next == self.samples),
             job_end.eq(epoch + 1 == self.epochs), s0_zero.eq(s0 == 0),
-            nb_m1.eq(nb - 1), nb_full.eq(nb == self.batch), pf_end.eq(nb + (READ_LATENCY - 1)),
-            f_short.eq(nb < tm.wait_t), f_wait.eq(tm.wait_t - 1 - nb),
-            b_short.eq(nb < p.a_chunks), b_wait.eq(p.a_chunks - 1 - nb),
+            n_pairs.eq((nb + 1) >> 1), np_m1.eq(n_pairs - 1), nb_full.eq(nb == self.batch),
+            pf_end.eq(nb + (READ_LATENCY - 1)),
+            f_short.eq(n_pairs < tm.wait_t), f_wait.eq(tm.wait_t - 1 - n_pairs),
+            b_short.eq(n_pairs < p.a_chunks), b_wait.eq(p.a_chunks - 1 - n_pairs),
         ]
 
         def next_batch(size):
@@ -173,8 +180,8 @@ class Sequencer(wiring.Component):
                 m.d.sync += line.eq(line + 1)
                 with m.If(line == S - 1):
                     m.d.sync += line.eq(0)
-                    with m.If(j == nb_m1):
-                        with m.If(f_short):  # WAIT_T lasts wait_t - nb cycles
+                    with m.If(j == np_m1):
+                        with m.If(f_short):  # WAIT_T lasts wait_t - pairs cycles
                             m.d.sync += count.eq(f_wait)
                             m.next = "WAIT_T"
                         with m.Else():
@@ -185,19 +192,19 @@ class Sequencer(wiring.Component):
                         if tm.f_gap:
                             m.d.sync += count.eq(tm.f_gap - 1)
                             m.next = "F_GAP"
-            with m.State("F_GAP"):  # the head unit must be free when the next sample's u arrives
+            with m.State("F_GAP"):  # the head units must be free when the next pair's u arrives
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
                     m.next = "F"
-            with m.State("WAIT_T"):  # until the last sample's t is in the t buffer
+            with m.State("WAIT_T"):  # until the last pair's t is in the t buffers
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
                     m.d.sync += [j.eq(0), line.eq(0)]
                     m.next = "B"
             with m.State("B"):
-                issue(Op.BWD, j == nb_m1, first=j == 0)
+                issue(Op.BWD, j == np_m1, first=j == 0)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == nb_m1):
+                with m.If(j == np_m1):
                     m.d.sync += [j.eq(0), line.eq(line + 1)]
                     with m.If(line == SL - 1):
                         m.d.sync += count.eq(tm.opt_a_wait - 1)

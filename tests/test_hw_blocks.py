@@ -340,6 +340,105 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
     assert res["lat"] == [cycles.head_latency(K, R, C)] * len(samples)
 
 
+@pytest.mark.parametrize("config", [SMALL, KV260], ids=["small", "kv260"])
+def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
+    """Two head units on sample pairs: each sample's t into its unit's t buffer at (pair, k); the
+    optimizer's dB rows hold both units' products (the follower's go into the first unit's sums,
+    only when it has a sample), restarted after the optimizer took them; B's rows reach the
+    optimizer under its fetch protocol (tap 0 after b_start, the next after a row); correct and loss are
+    both units' sums; an epoch whose first pair has no odd sample restarts the second unit's
+    statistics too."""
+    from skip2lora.hw.head import HeadPair
+
+    p = HwParams(config)
+    K, R, C = p.K, p.R, p.C
+    dut = HeadPair(p)
+    rng = np.random.default_rng(5)
+    b = rng.integers(-(1 << 12), 1 << 12, (K, C, R))
+    exps = rng.integers(F.EXP_MIN, F.EXP_MAX + 1, K)
+    nb = 5
+
+    def sample():
+        return (rng.integers(-(1 << 15), 1 << 15, (K, R)), rng.integers(-(1 << 12), 1 << 12, C), int(rng.integers(0, C)))
+
+    # (pair index, epoch_first, even sample, odd sample or None)
+    pairs = [(0, 1, sample(), sample()), (1, 0, sample(), None), (2, 1, sample(), None), (3, 0, sample(), sample())]
+    t_buf, res = [{}, {}], {}
+
+    async def bench(ctx):
+        for k in range(K):
+            ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
+        words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
+        wpb = p.words_per_beat
+        for beat in range(-(-len(words) // wpb)):
+            ctx.set(dut.b_load_valid, 1)
+            ctx.set(dut.b_load_beat, beat)
+            ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
+            await ctx.tick()
+        ctx.set(dut.b_load_valid, 0)
+        await _pulse(ctx, dut.clear_grads)
+        await ctx.tick().repeat(K + 1)
+        ctx.set(dut.rn, recip_batch(nb))
+        stats = []
+        for j, ef, even, odd in pairs:
+            for s, smp in enumerate((even, odd)):
+                u, z, label = smp if smp is not None else sample()  # an absent sample: anything
+                for k in range(K):
+                    for r in range(R):
+                        ctx.set(dut.pairs.p.u[s][k][r], int(u[k, r]))
+                for c in range(C):
+                    ctx.set(dut.pairs.p.z[s][c], int(z[c]))
+                ctx.set(dut.pairs.p.label[s], label)
+            ctx.set(dut.pairs.p.pair, j)
+            ctx.set(dut.pairs.p.odd, int(odd is not None))
+            ctx.set(dut.pairs.p.epoch_first, ef)
+            await _pulse(ctx, dut.pairs.valid)
+            for _ in range(cycles.head_latency(K, R, C) + 2):
+                for s in range(2):
+                    if ctx.get(dut.t_wr_en[s]):
+                        t_buf[s][ctx.get(dut.t_wr_addr[s])] = _unpack(ctx.get(dut.t_wr_data[s]), F.T_BITS, R)
+                await ctx.tick()
+            stats.append((ctx.get(dut.correct), ctx.get(dut.loss)))
+        res["stats"] = stats
+        for rnd in ("sums", "restarted"):
+            rows = []
+            ctx.set(dut.opt_tap, K - 1)                 # b_start: the optimizer's b_tap -> 0
+            await ctx.tick()
+            for k in range(K):                          # fetch: b_tap = k, the rows in opt_*_row
+                ctx.set(dut.opt_tap, k)
+                rows.append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
+                res.setdefault("b", []).append(_unpack(ctx.get(dut.opt_b_row), F.W_BITS, C * R))
+                await ctx.tick().repeat(2)              # feed cycles
+                ctx.set(dut.opt_row_done, 1)            # the last chunk: restart row k, look ahead to k + 1
+                await ctx.tick()
+                ctx.set(dut.opt_row_done, 0)
+            res[rnd] = rows
+
+    run(dut, bench)
+    db = np.zeros((K, C, R), np.int64)
+    stats, correct, loss = [], 0, 0
+    for j, ef, even, odd in pairs:
+        if ef:
+            correct = loss = 0
+        for s, smp in enumerate((even, odd)):
+            if smp is None:
+                continue
+            u, z, label = smp
+            y = F.saturate(z + F.round_shift(sum(b[k] @ u[k] for k in range(K)), F.B_FRAC + F.U_FRAC - F.Y_FRAC), 16)
+            g, top, ell = softmax_gradient(y[None], np.array([label]), with_loss=True)
+            correct, loss = correct + int(top[0] == label), loss + int(ell[0])
+            gl = F.round_shift(g[0] * recip_batch(nb), 15)
+            for k in range(K):
+                t = F.saturate(F.round_shift(b[k].T @ gl, F.t_shift(exps[k])), F.T_BITS)
+                assert t_buf[s][(j << p.tap_bits) | k] == t.tolist(), (j, s, k)
+                db[k] += np.outer(gl, u[k])
+        stats.append((correct, loss))
+    assert res["stats"] == stats
+    assert res["sums"] == [(db[k] + DB_START).reshape(-1).tolist() for k in range(K)]
+    assert res["restarted"] == [[DB_START] * (C * R)] * K
+    assert res["b"] == [b[k].reshape(-1).tolist() for k in range(K)] * 2  # registered, selected ahead
+
+
 def test_cycle_counter_counts_enabled_cycles_and_clears():
     dut = CycleCounter(8)
     out = []
@@ -397,27 +496,37 @@ def test_verilog_export_of_the_small_build(tmp_path):
 def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
     p = HwParams(KV260)
     assert p.cache_lines == 1024 * p.layout.sample_lines == 1024 * 84 and p.beat_bits == 128
-    assert CacheMemory(p).attrs == {"ram_style": "ultra"}
-    assert CacheMemory(HwParams(SMALL)).attrs is None
+    # two read ports: reads and writes never meet on the second (no_rw_check: one UltraRAM set)
+    assert CacheMemory(p).attrs == {"ram_style": "ultra", "no_rw_check": 1}
+    assert CacheMemory(HwParams(SMALL)).attrs == {"no_rw_check": 1}
     # banks of one UltraRAM's depth, each with its output register; the bank select behind them
     assert (CacheMemory(p).bank_depth, CacheMemory(p).banks) == (URAM_DEPTH, 21)
     assert (CacheMemory(HwParams(SMALL)).bank_depth, CacheMemory(HwParams(SMALL)).banks) == (None, 1)
 
 
+@pytest.mark.parametrize("second_read", [False, True], ids=["one_read", "two_reads"])
 @pytest.mark.parametrize("bank_depth", [None, 8, 16])
-def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth):
+def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, second_read):
     """Random writes (with a write granularity) and reads every cycle: the data of the address
-    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not."""
+    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not.
+    With a second read port (the write port's address): in runs of cycles it reads (``port_b_read``,
+    the writes ignored), in others the writes land."""
     width, depth, gran = 12, 44, 4                  # 44 = 5 banks of 8 (the last one short) / 3 of 16
-    dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth)
+    dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth, second_read=second_read)
     assert dut.banks == (1 if bank_depth is None else -(-depth // bank_depth))
     rng = random.Random(bank_depth or 1)
+    checked = [0, 0]
 
     async def bench(ctx):
         mem = [0] * depth
         expect = [None] * READ_LATENCY
-        for _ in range(600):
-            ra, wa = rng.randrange(depth), rng.randrange(depth)
+        expect2 = [None] * READ_LATENCY
+        b_read = 0
+        for i in range(800):
+            if second_read and i % 50 == 0:
+                b_read = rng.randrange(2)
+                ctx.set(dut.port_b_read, b_read)
+            ra, wa, ra2 = rng.randrange(depth), rng.randrange(depth), rng.randrange(depth)
             wd, we = rng.randrange(1 << width), rng.randrange(1 << (width // gran))
             ctx.set(dut.rd_addr, ra)
             ctx.set(dut.wr_addr, wa)
@@ -426,13 +535,21 @@ def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth):
             got = ctx.get(dut.rd_data)
             if expect[0] is not None:
                 assert got == expect[0]
+                checked[0] += 1
             expect = expect[1:] + [mem[ra]]
+            if second_read:
+                ctx.set(dut.rd2_addr, ra2)
+                if expect2[0] is not None:
+                    assert ctx.get(dut.rd2_data) == expect2[0]
+                    checked[1] += 1
+                expect2 = expect2[1:] + [mem[ra2] if b_read else None]
             for lane in range(width // gran):
-                if we >> lane & 1:
+                if we >> lane & 1 and not b_read:
                     mask = ((1 << gran) - 1) << (lane * gran)
                     mem[wa] = (mem[wa] & ~mask) | (wd & mask)
             await ctx.tick()
     run(dut, bench)
+    assert checked[0] > 700 and (checked[1] > 100 if second_read else checked[1] == 0)
 
 
 STAT_TAIL = """

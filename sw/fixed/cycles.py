@@ -3,8 +3,13 @@
 The sequencer (hw/sequencer.py) runs a job as
 
     INIT  |  per epoch: EPOCH, [ORDER], per mini-batch of nb samples:
-             PREFETCH, BATCH, F (nb forward passes), WAIT_T, B (line-major backward), OPT_A, OPT_B
+             PREFETCH, BATCH, F (ceil(nb/2) forward passes), WAIT_T, B (line-major backward), OPT_A, OPT_B
           |  EPOCH_END
+
+Every pass runs `PASS_SAMPLES` = 2 samples (a pair: slots 2i and 2i+1 of the mini-batch): one read
+of an A line feeds both samples' forward products, and one backward op adds both samples' t q
+into a line's gradient sums, so F takes a sample pair's lines per pair and B
+``max(pairs, a_chunks)`` cycles a line. Two head units take the pair's samples side by side.
 
 and every block's pipeline latency below is the number of register stages the RTL has (each
 block's test measures it against this module). The cycle counter counts the cycles the
@@ -24,10 +29,16 @@ from .schedule import steps_per_epoch
 
 __all__ = ["OPT_LANES_MAX", "CLOCK_MHZ", "tree_levels", "divider_latency", "STEP_LATENCY", "INIT_LATENCY",
            "ORDER_PIPE", "order_cycles", "softmax_latency", "head_latency", "fwd_latency", "BWD_LATENCY",
-           "OPT_LATENCY", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
+           "OPT_LATENCY", "PASS_SAMPLES", "pairs", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
 
 OPT_LANES_MAX = 16   # weights the optimizer updates per cycle (a chunk of an A line or of a tap's B)
+PASS_SAMPLES = 2     # samples per forward / backward pass (two cache ports, two head units)
 CLOCK_MHZ = 200.0    # assumed clock for projections
+
+
+def pairs(nb: int) -> int:
+    """Passes of a mini-batch of nb samples: ceil(nb / PASS_SAMPLES) (an odd batch's last pair has one)."""
+    return -(-nb // PASS_SAMPLES)
 
 
 def tree_levels(n: int) -> int:
@@ -75,22 +86,24 @@ def head_latency(taps: int, rank: int, classes: int) -> int:
     """The head unit's ``start`` -> ``done`` (it takes the next sample in the ``done`` cycle).
 
     Y: K issue cycles, row select, DSP M, P, the sum over r, the sum over k; round, + z, softmax
-    start (3); the softmax; SB: K issue cycles, row select, M, P, the sum over c, shift, round and
+    start (3); the softmax; SB: K issue cycles, row select, M, P, the sum over c, shift, round,
     saturate, the t write; then done.
     """
     y = taps + (3 + tree_levels(rank) + 1) + 3
-    sb = taps + (3 + tree_levels(classes) + 3)
+    sb = taps + (3 + tree_levels(classes) + 4)
     return y + softmax_latency(classes) + sb
 
 
 # -- the datapath (hw/datapath.py) and the optimizer (hw/optimizer.py) ------------------------------
 def fwd_latency(lanes: int) -> int:
-    """A sample's last line issued -> ``sample_done``: read, output register, DSP inputs, M, P, the
-    lane tree, the tap sum, the shift, the saturation."""
-    return 5 + tree_levels(lanes) + 3
+    """A pair's last line issued -> ``sample_done``: read, output register, DSP inputs, M, P, the
+    lane tree, the tap sum, the shift, the rounding add, the saturation."""
+    return 5 + tree_levels(lanes) + 4
 
 
-BWD_LATENCY = 5   # a line's last backward op issued -> the line's gradient sums to the optimizer
+#: a line's last backward op issued -> the line's gradient sums to the optimizer: read, output
+#: register, DSP inputs, M, the pair's two products summed, the accumulator
+BWD_LATENCY = 6
 OPT_LATENCY = 13  # a chunk selected -> its weights written and its saturation count added
 
 
@@ -134,13 +147,13 @@ class Timing:
 
     @property
     def f_gap(self) -> int:
-        """Idle cycles between two forward passes: the head unit must be free when u arrives."""
+        """Idle cycles between two forward passes: the head units must be free when u arrives."""
         return max(0, self.head - self.layout.sample_lines)
 
     @property
     def wait_t(self) -> int:
-        """WAIT_T lasts max(0, wait_t - nb) cycles: the last sample's t is read nb - 1 cycles
-        after the backward pass starts."""
+        """WAIT_T lasts max(0, wait_t - pairs(nb)) cycles: the last pair's t is read
+        pairs(nb) - 1 cycles after the backward pass starts."""
         return self.fwd + self.head
 
     @property
@@ -171,9 +184,10 @@ class Timing:
         if nb < 1:
             raise ValueError(f"a batch has at least one sample, not {nb}")
         lay = self.layout
-        forward = nb * lay.sample_lines + (nb - 1) * self.f_gap
-        wait = max(0, self.wait_t - nb)
-        backward = (lay.tap_lines - 1) * max(nb, self.a_chunks) + nb
+        n = pairs(nb)
+        forward = n * lay.sample_lines + (n - 1) * self.f_gap
+        wait = max(0, self.wait_t - n)
+        backward = (lay.tap_lines - 1) * max(n, self.a_chunks) + n
         return forward + wait + backward + self.opt_a_wait + self.opt_b_cycles
 
     @property
@@ -228,7 +242,7 @@ def report(config: AcceleratorConfig, samples: int, batch: int, epochs: int, *, 
            clock_mhz: float = CLOCK_MHZ) -> dict:
     layout = Layout(config.geometry, config.lanes)
     cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle)
-    lanes = config.lanes * config.geometry.rank
+    lanes = PASS_SAMPLES * config.lanes * config.geometry.rank
     return {
         "config": config.name, "samples": samples, "batch": batch, "epochs": epochs, "shuffle": shuffle,
         "steps": epochs * steps_per_epoch(samples, batch),
