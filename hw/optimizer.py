@@ -151,7 +151,7 @@ class OptimizerUnit(wiring.Component):
             m.d.sync += clear_n.eq(rows)
         with m.Elif(clear_n != 0):
             m.d.sync += clear_n.eq(clear_n - 1)
-        m.d.comb += [state.rd_addr.eq(row0), self.state_ready.eq((clear_n == 0) & ~self.clear_state)]
+        m.d.comb += [state.rd_addr.eq(row0), self.state_ready.eq(clear_n == 0)]
 
         v1, b1 = Signal(), Signal()
         line1, chunk1, tap1, row1 = (Signal(p.line_bits), Signal(range(max(p.a_chunks, p.b_chunks, 2))),

@@ -23,8 +23,12 @@ def tree_sum(m: Module, terms, width: int, name: str):
     while len(level) > 1:
         nxt = []
         for i in range(0, len(level), 2):
-            s = Signal(signed(width), name=f"{name}_l{depth}_{i // 2}", reset_less=True)
-            m.d.sync += s.eq(level[i] + level[i + 1] if i + 1 < len(level) else level[i])
+            pair = i + 1 < len(level)
+            # An odd term passes as a plain delay; it carries a reset (the one datapath register
+            # that does) only so that yosys keeps it out of a shift register (SRL16E): the SRL took
+            # the DSP's output register along with it (yosys honours neither keep nor shreg_extract here).
+            s = Signal(signed(width), name=f"{name}_l{depth}_{i // 2}", reset_less=pair)
+            m.d.sync += s.eq(level[i] + level[i + 1] if pair else level[i])
             nxt.append(s)
         level, depth = nxt, depth + 1
     return level[0], depth

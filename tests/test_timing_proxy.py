@@ -546,7 +546,6 @@ def test_accelerator_report_carries_the_timing_proxy(accelerator):
 
 
 @needs_yosys
-@pytest.mark.xfail(strict=False, reason="issue 14: the datapath is being pipelined to the budget")
 def test_accelerator_meets_the_timing_budget(accelerator):
     t = accelerator["timing"]
     assert budget_violations(t) == []
