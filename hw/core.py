@@ -100,12 +100,12 @@ class Skip2LoRACore(wiring.Component):
         # The checks of the host's registers are registered every cycle, and only the flags' AND
         # sits in the command's cycle: a register's write is visible at least two cycles before a
         # later write's command pulse (axi_lite: one write at a time, each applied a cycle after it
-        # is held), so the flags always see it. N_LOADED changes with the loader's commit: the flags that compare against
-        # it are computed from the value it takes at the commit (n_after, room_after, set when the
-        # transfer was armed), so a command in the cycle after the commit already sees it.
-        # Each flag is at most one LUT (or one LUT level and a carry chain) behind its register:
-        # "any bit set" tests of wide fields are registered in parts of six bits, which meet in the
-        # command's cycle.
+        # is held), so the flags always see it. N_LOADED changes with the loader's commit: the
+        # flags that compare against it are computed from the value it takes at the commit
+        # (n_after, room_after, set when the transfer was armed), so a command in the cycle after
+        # the commit already sees it. Each flag is at most one LUT (or one LUT level and a carry
+        # chain) behind its register: "any bit set" tests of wide fields are registered in parts
+        # of six bits, which meet in the command's cycle.
         def any_set(value, name):
             parts = [Signal(name=f"any_{name}{i}", reset_less=True) for i in range(-(-len(value) // 6))]
             m.d.sync += [part.eq(value[6 * i:6 * i + 6].any()) for i, part in enumerate(parts)]
