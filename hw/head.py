@@ -47,12 +47,32 @@ DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT 
 Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
 
 
+def b_owner_ports(p: HwParams) -> dict:
+    """The ports of the unit that holds B and its gradient sums: the optimizer's view of B, B's
+    load (stream beats) and read-back (head 0 of a pair, and the pair itself, which passes them on)."""
+    return {
+        # the optimizer's view of B
+        "opt_tap": In(p.tap_bits),
+        "opt_b_row": Out(p.b_words * F.W_BITS),
+        "opt_db_row": Out(p.b_words * db_bits()),
+        "opt_row_done": In(1),
+        "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
+        "b_wr_data": In(p.opt_lanes * F.W_BITS),
+        "clear_grads": In(1),
+        # B load (stream beats) and read-back
+        "b_load_valid": In(1),
+        "b_load_beat": In(16),
+        "b_load_data": In(p.beat_bits),
+        "b_read_beat": In(16),
+        "b_read_data": Out(p.beat_bits),
+    }
+
+
 class HeadUnit(wiring.Component):
     def __init__(self, params: HwParams, *, follower: bool = False):
         self.params = require_params(self, params)
         self.follower = bool(follower)
         p = params
-        L = p.opt_lanes
         # flat (c, r) words: with array-layout ports, yosys' abc9 reintegration trips over the
         # element wires' names (``b_row[0]``)
         row, products = p.b_words * F.W_BITS, p.b_words * PD_BITS
@@ -81,22 +101,7 @@ class HeadUnit(wiring.Component):
             "busy": Out(1),
             "correct": Out(16),
             "loss": Out(32),
-            **({} if follower else {
-                # the optimizer's view of B
-                "opt_tap": In(p.tap_bits),
-                "opt_b_row": Out(p.b_words * F.W_BITS),
-                "opt_db_row": Out(p.b_words * db_bits()),
-                "opt_row_done": In(1),
-                "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
-                "b_wr_data": In(L * F.W_BITS),
-                "clear_grads": In(1),
-                # B load (stream beats) and read-back
-                "b_load_valid": In(1),
-                "b_load_beat": In(16),
-                "b_load_data": In(p.beat_bits),
-                "b_read_beat": In(16),
-                "b_read_data": Out(p.beat_bits),
-            }),
+            **({} if follower else b_owner_ports(p)),
         })
 
     def elaborate(self, platform):
@@ -326,7 +331,6 @@ class HeadPair(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
         p = params
-        L = p.opt_lanes
         S2 = p.pair
         super().__init__({
             "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
@@ -338,20 +342,7 @@ class HeadPair(wiring.Component):
             "t_wr_data": Out(p.R * F.T_BITS).array(S2),
             "correct": Out(16),
             "loss": Out(32),
-            # the optimizer's view of B
-            "opt_tap": In(p.tap_bits),
-            "opt_b_row": Out(p.b_words * F.W_BITS),
-            "opt_db_row": Out(p.b_words * db_bits()),
-            "opt_row_done": In(1),
-            "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
-            "b_wr_data": In(L * F.W_BITS),
-            "clear_grads": In(1),
-            # B load (stream beats) and read-back
-            "b_load_valid": In(1),
-            "b_load_beat": In(16),
-            "b_load_data": In(p.beat_bits),
-            "b_read_beat": In(16),
-            "b_read_data": Out(p.beat_bits),
+            **b_owner_ports(p),
         })
 
     def elaborate(self, platform):
@@ -375,13 +366,8 @@ class HeadPair(wiring.Component):
                 m.d.comb += [h.b_row.eq(lead.b_row), lead.pd.eq(h.pd), lead.pd_valid.eq(h.pd_valid)]
                 # an epoch whose first pair has no sample here: its statistics restart all the same
                 m.d.comb += h.clear_stats.eq(self.pairs.valid & smp.epoch_first & ~smp.odd)
-        m.d.comb += [lead.opt_tap.eq(self.opt_tap), self.opt_b_row.eq(lead.opt_b_row),
-                     self.opt_db_row.eq(lead.opt_db_row), lead.opt_row_done.eq(self.opt_row_done),
-                     lead.b_wr_en.eq(self.b_wr_en), lead.b_wr_tap.eq(self.b_wr_tap),
-                     lead.b_wr_chunk.eq(self.b_wr_chunk), lead.b_wr_data.eq(self.b_wr_data),
-                     lead.clear_grads.eq(self.clear_grads),
-                     lead.b_load_valid.eq(self.b_load_valid), lead.b_load_beat.eq(self.b_load_beat),
-                     lead.b_load_data.eq(self.b_load_data), lead.b_read_beat.eq(self.b_read_beat),
-                     self.b_read_data.eq(lead.b_read_data)]
+        for name, member in b_owner_ports(p).items():  # B's ports are head 0's
+            ours, its = getattr(self, name), getattr(lead, name)
+            m.d.comb += its.eq(ours) if member.flow == In else ours.eq(its)
         m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
         return m

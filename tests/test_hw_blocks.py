@@ -59,6 +59,24 @@ async def _pulse(ctx, sig):
     ctx.set(sig, 0)
 
 
+async def _load_head(ctx, dut, p, b, exps):
+    """A head unit (or pair) ready for samples: the taps' t shifts, B loaded as stream beats, the
+    dB sums restarted."""
+    K, R, C = p.K, p.R, p.C
+    for k in range(K):
+        ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
+    words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
+    wpb = p.words_per_beat
+    for beat in range(-(-len(words) // wpb)):
+        ctx.set(dut.b_load_valid, 1)
+        ctx.set(dut.b_load_beat, beat)
+        ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
+        await ctx.tick()
+    ctx.set(dut.b_load_valid, 0)
+    await _pulse(ctx, dut.clear_grads)
+    await ctx.tick().repeat(K + 1)
+
+
 def test_divider_quotients_remainders_and_latency():
     rng = random.Random(1)
     cases = [(0, 1), ((1 << 29) - 1, 1), ((1 << 29) * 5 - 1, 5)]
@@ -288,18 +306,7 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
     t_buf, res = {}, {}
 
     async def bench(ctx):
-        for k in range(K):
-            ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
-        words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
-        wpb = p.words_per_beat
-        for beat in range(-(-len(words) // wpb)):
-            ctx.set(dut.b_load_valid, 1)
-            ctx.set(dut.b_load_beat, beat)
-            ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
-            await ctx.tick()
-        ctx.set(dut.b_load_valid, 0)
-        await _pulse(ctx, dut.clear_grads)
-        await ctx.tick().repeat(K + 1)
+        await _load_head(ctx, dut, p, b, exps)
         lat = []
         for u, z, label, j, nb in samples:
             for k in range(K):
@@ -366,18 +373,7 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
     t_buf, res = [{}, {}], {}
 
     async def bench(ctx):
-        for k in range(K):
-            ctx.set(dut.t_shift[k], int(F.t_shift(exps[k])))
-        words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
-        wpb = p.words_per_beat
-        for beat in range(-(-len(words) // wpb)):
-            ctx.set(dut.b_load_valid, 1)
-            ctx.set(dut.b_load_beat, beat)
-            ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
-            await ctx.tick()
-        ctx.set(dut.b_load_valid, 0)
-        await _pulse(ctx, dut.clear_grads)
-        await ctx.tick().repeat(K + 1)
+        await _load_head(ctx, dut, p, b, exps)
         ctx.set(dut.rn, recip_batch(nb))
         stats = []
         for j, ef, even, odd in pairs:
