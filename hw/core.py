@@ -14,7 +14,7 @@ are valid (load them again), DONE and IRQ.done are cleared.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,8 +25,10 @@ from .axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
 from .cycle_counter import CycleCounter
 from .datapath import Datapath
 from .head import HeadPair
+from .job import JOB_FIELDS, JOB_LAYOUT
 from .memories import AMemory, CacheMemory, OrderBuffer, StatsMemory, TBuffer
 from .optimizer import OptimizerUnit
+from .ports import ReadPortSelect, WritePortSelect
 from .order_unit import OrderUnit
 from .params import HwParams
 from .regmap import ACCEL_ID, REGISTER_MAP, VERSION, ErrorCode
@@ -140,9 +142,7 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [count_zero.eq(~count0 & ~count_rest), count_one.eq(count0 & ~count_rest)]
         config_ok = Signal()
         m.d.comb += config_ok.eq(Cat(*checks).all())
-        job = {name: Signal(width, name=f"job_{name}") for name, width in (
-            ("samples", 16), ("batch", 16), ("epochs", 16), ("eta", F.LR_BITS), ("warmup", 32), ("decay", 1),
-            ("shuffle", 1), ("seed", 32), ("kind", 4))}
+        job = Signal(JOB_LAYOUT)  # the job's registers, copied at START (the blocks' ``job`` view)
         tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
         u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
         t_shift = [Signal(6, name=f"job_tshift{k}") for k in range(K)]
@@ -178,11 +178,9 @@ class Skip2LoRACore(wiring.Component):
             with m.If(~adapters_valid):
                 fail(ErrorCode.NO_ADAPTERS)
             with m.Elif(config_ok):
-                m.d.sync += [launch.eq(1), done.eq(0),
-                             job["samples"].eq(samples), job["batch"].eq(batch), job["epochs"].eq(epochs),
-                             job["eta"].eq(regs.LR_value), job["warmup"].eq(regs.WARMUP_value),
-                             job["decay"].eq(regs.SCHED_decay), job["shuffle"].eq(regs.ORDER_shuffle),
-                             job["seed"].eq(regs.SEED_value), job["kind"].eq(regs.OPT_kind)]
+                m.d.sync += [launch.eq(1), done.eq(0)]
+                m.d.sync += [getattr(job, name).eq(getattr(regs, f"{reg}_{field}"))
+                             for name, (reg, field) in JOB_FIELDS.items()]
                 for k in range(K):
                     m.d.sync += [tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
                                  u_shift[k].eq(F.A_FRAC - F.U_FRAC - exps[k]),
@@ -245,24 +243,19 @@ class Skip2LoRACore(wiring.Component):
         ]
 
         # -- the job: sequencer, scalar unit, order unit --------------------------------------------
+        m.d.comb += [block.job.eq(job) for block in (seq, scalar, order, opt)]
+        wiring.connect(m, seq.scalar, scalar.ctl)
+        wiring.connect(m, seq.order, order.ctl)
         m.d.comb += [
-            seq.start.eq(launch), seq.samples.eq(job["samples"]), seq.batch.eq(job["batch"]),
-            seq.epochs.eq(job["epochs"]), seq.shuffle.eq(job["shuffle"]),
-            scalar.start.eq(seq.scalar_start), scalar.step.eq(seq.scalar_step), seq.scalar_ready.eq(scalar.ready),
-            scalar.samples.eq(job["samples"]), scalar.batch.eq(job["batch"]), scalar.epochs.eq(job["epochs"]),
-            scalar.eta.eq(job["eta"]), scalar.warmup.eq(job["warmup"]), scalar.decay.eq(job["decay"]),
-            scalar.kind.eq(job["kind"]), opt.kind.eq(job["kind"]), seq.scalar_next_ready.eq(scalar.next_ready),
-            opt.clear_state.eq(seq.scalar_start), seq.state_ready.eq(opt.state_ready),
-            seq.rn_full.eq(scalar.rn_full), seq.rn_last.eq(scalar.rn_last),
-            order.job_start.eq(seq.order_job_start), order.epoch_start.eq(seq.order_epoch_start),
-            order.seed.eq(job["seed"]), order.samples.eq(job["samples"]), seq.order_done.eq(order.done),
-            orderbuf.wr_addr.eq(order.wr_addr), orderbuf.wr_data.eq(order.wr_data), orderbuf.wr_en.eq(order.wr_en),
-            orderbuf.rd_addr.eq(seq.order_rd_addr), seq.order_rd_data.eq(orderbuf.rd_data),
-            stats.wr_addr.eq(seq.stats_wr_addr), stats.wr_data.eq(seq.stats_wr_data), stats.wr_en.eq(seq.stats_wr_en),
-            stats.rd_addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.rd_data[:16]),
-            regs.STAT_LOSS_value.eq(stats.rd_data[16:48]), regs.STAT_SAT_value.eq(stats.rd_data[48:80]),
+            seq.start.eq(launch),
+            opt.clear_state.eq(seq.scalar.start), seq.state_ready.eq(opt.state_ready),
+            stats.read.addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.read.data[:16]),
+            regs.STAT_LOSS_value.eq(stats.read.data[16:48]), regs.STAT_SAT_value.eq(stats.read.data[48:80]),
             seq.correct.eq(head.correct), seq.loss.eq(head.loss), seq.saturated.eq(opt.saturated),
         ]
+        wiring.connect(m, order.wr, orderbuf.write)
+        wiring.connect(m, seq.order_rd, orderbuf.read)
+        wiring.connect(m, seq.stats_wr, stats.write)
         wiring.connect(m, seq.issue, dp.issue)
 
         # -- the training datapath, the head unit, the optimizer -------------------------------------
@@ -271,36 +264,33 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
         m.d.comb += [
             head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
-            cache.rd_addr.eq(dp.cache_addr[0]), dp.cache_data[0].eq(cache.rd_data),
-            cache.port_b_read.eq(seq.busy), cache.rd2_addr.eq(dp.cache_addr[1]), dp.cache_data[1].eq(cache.rd2_data),
-            opt.a_line.eq(dp.a_line), opt.a_line_index.eq(dp.a_line_index), opt.a_grad.eq(dp.a_grad),
-            opt.a_weights.eq(dp.a_weights),
-            opt.b_start.eq(seq.opt_b_start), head.opt_tap.eq(opt.b_tap), opt.b_weights.eq(head.opt_b_row),
-            opt.b_grad.eq(head.opt_db_row), head.opt_row_done.eq(opt.b_row_done),
-            head.b_wr_en.eq(opt.b_wr_en), head.b_wr_tap.eq(opt.b_wr_tap), head.b_wr_chunk.eq(opt.b_wr_chunk),
-            head.b_wr_data.eq(opt.b_wr_data),
-            opt.alpha_m.eq(scalar.alpha_m), opt.alpha_e.eq(scalar.alpha_e),
-            opt.clear_saturated.eq(seq.clear_saturated),
+            cache.port_b_read.eq(seq.busy),  # the cache's second port reads during a job, takes the loader's writes otherwise
+            opt.b_start.eq(seq.opt_b_start), opt.clear_saturated.eq(seq.clear_saturated),
         ]
+        wiring.connect(m, dp.cache_rd[0], cache.read)
+        wiring.connect(m, dp.cache_rd[1], cache.read2)
         for s, tbuf in enumerate(tbufs):  # a t buffer per head unit, both read by each backward op
-            m.d.comb += [tbuf.rd_addr.eq(dp.t_rd_addr), dp.t_rd_data[s].eq(tbuf.rd_data),
-                         tbuf.wr_addr.eq(head.t_wr_addr[s]), tbuf.wr_data.eq(head.t_wr_data[s]),
-                         tbuf.wr_en.eq(head.t_wr_en[s])]
+            wiring.connect(m, head.t_wr[s], tbuf.write)
+            wiring.connect(m, dp.t_rd[s], tbuf.read)
         wiring.connect(m, dp.pairs, head.pairs)
+        wiring.connect(m, dp.a_lines, opt.a_lines)
+        wiring.connect(m, opt.b_rows, head.opt_rows)
+        wiring.connect(m, opt.b_wr, head.opt_wr)
+        wiring.connect(m, scalar.alpha, opt.alpha)
 
         # -- memories: the loader and the streamer when no job runs --------------------------------
-        m.d.comb += [
-            cache.wr_addr.eq(loader.cache_addr), cache.wr_data.eq(loader.cache_data), cache.wr_en.eq(loader.cache_en),
-            streamer.a_data.eq(amem.rd_data), dp.a_rd_data.eq(amem.rd_data),
-            head.b_load_valid.eq(loader.b_valid), head.b_load_beat.eq(loader.b_beat),
-            head.b_load_data.eq(loader.b_data),
-            head.b_read_beat.eq(streamer.b_beat), streamer.b_data.eq(head.b_read_data),
-        ]
-        m.d.comb += amem.rd_addr.eq(Mux(streamer.busy, streamer.a_addr, dp.a_rd_addr))
-        with m.If(loader.armed):
-            m.d.comb += [amem.wr_addr.eq(loader.a_addr), amem.wr_data.eq(loader.a_data),
-                         amem.wr_en.eq(loader.a_en)]
-        with m.Else():
-            m.d.comb += [amem.wr_addr.eq(opt.a_wr_addr), amem.wr_data.eq(opt.a_wr_data),
-                         amem.wr_en.eq(opt.a_wr_en)]
+        wiring.connect(m, loader.cache_wr, cache.write)
+        wiring.connect(m, loader.b_wr, head.b_load)
+        wiring.connect(m, streamer.b_rd, head.b_read)
+        # the A memory: read by the datapath, or by the streamer while it sends; written by the
+        # optimizer, or by the loader while a transfer is armed
+        a_read = m.submodules.a_read = ReadPortSelect(amem.read.signature)
+        a_write = m.submodules.a_write = WritePortSelect(amem.write.signature)
+        wiring.connect(m, a_read.memory, amem.read)
+        wiring.connect(m, dp.a_rd, a_read.a)
+        wiring.connect(m, streamer.a_rd, a_read.b)
+        wiring.connect(m, a_write.memory, amem.write)
+        wiring.connect(m, opt.a_wr, a_write.a)
+        wiring.connect(m, loader.a_wr, a_write.b)
+        m.d.comb += [a_read.select.eq(streamer.busy), a_write.select.eq(loader.armed)]
         return m

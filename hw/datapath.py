@@ -20,8 +20,8 @@ t factors: the DSP input registers | c4 DSP M | c5 DSP P (FWD); BWD: the pair's 
 summed | c6 BWD: the accumulator, handed to the optimizer in this cycle | FWD: the sum over the P
 lanes (tree) | the sum over a tap's lines | round-shift | + 1 (the rounding) | saturate: u_k.
 ``pairs`` (`pair_signature`) is valid `cycles.fwd_latency` cycles after a pair's last line was
-issued, with both samples' u, z, labels, the pair, ``odd`` and the epoch-first flag; ``a_line``
-pulses `cycles.BWD_LATENCY` cycles after a line's last BWD op.
+issued, with both samples' u, z, labels, the pair, ``odd`` and the epoch-first flag; ``a_lines``
+(`optimizer.a_line_signature`) is valid `cycles.BWD_LATENCY` cycles after a line's last BWD op.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from .optimizer import a_line_signature
 from .params import HwParams, require_params
 from .pipeline import delay, tree_levels, tree_sum
+from .ports import read_port
 
 __all__ = ["Datapath", "Op", "issue_layout", "issue_signature", "pair_layout", "pair_signature", "FWD_MAC_STAGES"]
 
@@ -91,16 +93,11 @@ class Datapath(wiring.Component):
             "u_shift": In(6).array(p.K),
             # memories (registered reads, `memories.READ_LATENCY`): the cache's two read ports and
             # the two t buffers (one per head unit) are one per sample of the pair
-            "cache_addr": Out(p.cache_addr_bits).array(p.pair), "cache_data": In(p.beat_bits).array(p.pair),
-            "a_rd_addr": Out(p.line_bits), "a_rd_data": In(p.a_line_bits),
-            "t_rd_addr": Out(p.pair_bits + p.tap_bits), "t_rd_data": In(p.R * F.T_BITS).array(p.pair),
-            # a pair of samples to the head units
-            "pairs": Out(pair_signature(p)),
-            # a line of A to the optimizer
-            "a_line": Out(1),
-            "a_line_index": Out(p.line_bits),
-            "a_grad": Out(p.a_words * p.da_bits),
-            "a_weights": Out(p.a_line_bits),
+            "cache_rd": In(read_port(p.cache_addr_bits, p.beat_bits)).array(p.pair),
+            "a_rd": In(read_port(p.line_bits, p.a_line_bits)),
+            "t_rd": In(read_port(p.pair_bits + p.tap_bits, p.R * F.T_BITS)).array(p.pair),
+            "pairs": Out(pair_signature(p)),        # a pair of samples to the head units
+            "a_lines": Out(a_line_signature(p)),    # a line of A to the optimizer
         })
 
     def elaborate(self, platform):
@@ -121,15 +118,15 @@ class Datapath(wiring.Component):
                                      taplast0.eq(line == first + p.lines_per_tap[k] - 1)]
                     else:
                         m.d.comb += tail0.eq(1)
-        m.d.comb += [self.cache_addr[s].eq(iss.p.base[s] + iss.p.line) for s in range(S2)]
-        m.d.comb += self.t_rd_addr.eq(Cat(tap0, iss.p.pair))
+        m.d.comb += [self.cache_rd[s].addr.eq(iss.p.base[s] + iss.p.line) for s in range(S2)]
+        m.d.comb += [self.t_rd[s].addr.eq(Cat(tap0, iss.p.pair)) for s in range(S2)]
         fwd0 = iss.valid & (iss.p.op == Op.FWD)
         bwd0 = iss.valid & (iss.p.op == Op.BWD)
         # The A memory: FWD reads the line at c0; BWD reads it at c4 of the line's last op, so the
         # weights arrive with the finished accumulators at c6.
         bwd_last4 = delay(m, bwd0 & iss.p.last, 4, "bwd_last", reset_less=False)
         line4 = delay(m, iss.p.line, 4, "line")
-        m.d.comb += self.a_rd_addr.eq(Mux(bwd_last4, line4, iss.p.line))
+        m.d.comb += self.a_rd.addr.eq(Mux(bwd_last4, line4, iss.p.line))
 
         # -- c1..c3: meta data along the pipeline; the tap's signedness at c2 ------------------------
         depth = 5 + tree_levels(P) + 5
@@ -150,14 +147,14 @@ class Datapath(wiring.Component):
         q3 = [[Signal(signed(p.code_bits), name=f"q{s}_{j}", reset_less=True) for j in range(P)] for s in range(S2)]
         for s in range(S2):
             for j in range(P):
-                raw = self.cache_data[s][4 * j:4 * j + 4]
+                raw = self.cache_rd[s].data[4 * j:4 * j + 4]
                 m.d.sync += q3[s][j].eq(Mux(sgn2, raw.as_signed(), raw.as_unsigned()))
         a3 = [Signal(signed(F.W_BITS), name=f"a{i}", reset_less=True) for i in range(R * P)]
-        m.d.sync += [a3[i].eq(self.a_rd_data[i * F.W_BITS:(i + 1) * F.W_BITS].as_signed()) for i in range(R * P)]
+        m.d.sync += [a3[i].eq(self.a_rd.data[i * F.W_BITS:(i + 1) * F.W_BITS].as_signed()) for i in range(R * P)]
         t3 = [[Signal(signed(F.T_BITS), name=f"t{s}_{r}", reset_less=True) for r in range(R)] for s in range(S2)]
         for s in range(S2):
             for r in range(R):
-                t_rd = self.t_rd_data[s][r * F.T_BITS:(r + 1) * F.T_BITS].as_signed()
+                t_rd = self.t_rd[s].data[r * F.T_BITS:(r + 1) * F.T_BITS].as_signed()
                 # an absent second sample adds t = 0
                 m.d.sync += t3[s][r].eq(t_rd if s == 0 else Mux(odd2, t_rd, 0))
         # Tail lines carry the base logits (16 bits each) then the label, little-endian.
@@ -173,7 +170,7 @@ class Datapath(wiring.Component):
                 for sig, i in fields:
                     line, bit = divmod(16 * i, p.beat_bits)
                     with m.If(line2 == p.tap_lines + line):
-                        m.d.sync += sig.eq(self.cache_data[s][bit:bit + 16])
+                        m.d.sync += sig.eq(self.cache_rd[s].data[bit:bit + 16])
 
         # -- c4 (M), c5 (P): forward products per sample; backward products, the pair's sum -----------
         prod_bits = F.W_BITS + p.code_bits
@@ -194,9 +191,9 @@ class Datapath(wiring.Component):
         # -- c6: a finished line of dA (the next line's first op overwrites it at c6's end), with its
         # weights, to the optimizer
         a_line = delay(m, bwd_last4, 2, "a_line", reset_less=False)
-        m.d.comb += [self.a_line.eq(a_line), self.a_line_index.eq(delay(m, line4, 2, "a_line_index")),
-                     self.a_grad.eq(Cat(acc[r][j] for r in range(R) for j in range(P))),
-                     self.a_weights.eq(self.a_rd_data)]
+        m.d.comb += [self.a_lines.valid.eq(a_line), self.a_lines.p.index.eq(delay(m, line4, 2, "a_line_index")),
+                     self.a_lines.p.grad.eq(Cat(acc[r][j] for r in range(R) for j in range(P))),
+                     self.a_lines.p.weights.eq(self.a_rd.data)]
 
         # -- c6..: the forward sums over the lanes, over a tap's lines, rounded and saturated -------
         sum_bits = prod_bits + tree_levels(P) + 1

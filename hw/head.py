@@ -15,10 +15,12 @@ its gradient sums, works on the sample (one register after every step; `cycles.h
 
 ``done`` pulses when the last t is written; the unit takes the next sample from then on. B is
 K*C*R registers; the dB sums are a K-row memory restarted from the rounding offset 2**11 at a
-job's start (``clear_grads``) and after the optimizer took a row (``opt_row_done``), so the
+job's start (``clear_grads``) and after the optimizer took a row (``opt_rows.done``), so the
 optimizer's Q34 -> Q22 conversion is a plain shift. B is read and written by the optimizer a row
-at a time (``opt_tap``; ``opt_b_row`` is registered, one cycle after the optimizer's request, see
-the row select) and loaded / read back as stream beats.
+at a time (``opt_rows``, `optimizer.b_rows_signature`: the row is registered, one cycle after the
+optimizer's ``tap``, see the row select; ``opt_wr``, `optimizer.b_write_signature`) and loaded /
+read back as stream beats (``b_load``, ``b_read``: memory port signatures addressed by beat; a
+read answers in its own cycle). t goes out through ``t_wr``, the t buffer's write port.
 
 `HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`).
 They start together and run in lockstep, so the second (``follower=True``) holds neither B nor dB
@@ -29,18 +31,19 @@ copy of B and of the sums (not two added for the optimizer) saves ~7k LUTs in th
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .datapath import pair_signature
-from .optimizer import DB_SHIFT, db_bits
+from .optimizer import DB_SHIFT, b_rows_signature, b_write_signature, db_bits
 from .params import HwParams, require_params
+from .ports import read_port, write_port
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "HeadPair", "DB_START", "PD_BITS"]
+__all__ = ["HeadUnit", "HeadPair", "t_write_port", "b_owner_ports", "DB_START", "PD_BITS"]
 
 PD_BITS = GL_BITS + F.U_BITS   # a dB product gl_c u_k[r]
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
@@ -52,20 +55,18 @@ def b_owner_ports(p: HwParams) -> dict:
     load (stream beats) and read-back (head 0 of a pair, and the pair itself, which passes them on)."""
     return {
         # the optimizer's view of B
-        "opt_tap": In(p.tap_bits),
-        "opt_b_row": Out(p.b_words * F.W_BITS),
-        "opt_db_row": Out(p.b_words * db_bits()),
-        "opt_row_done": In(1),
-        "b_wr_en": In(1), "b_wr_tap": In(p.tap_bits), "b_wr_chunk": In(range(max(p.b_chunks, 2))),
-        "b_wr_data": In(p.opt_lanes * F.W_BITS),
+        "opt_rows": In(b_rows_signature(p)),
+        "opt_wr": In(b_write_signature(p)),
         "clear_grads": In(1),
-        # B load (stream beats) and read-back
-        "b_load_valid": In(1),
-        "b_load_beat": In(16),
-        "b_load_data": In(p.beat_bits),
-        "b_read_beat": In(16),
-        "b_read_data": Out(p.beat_bits),
+        # B load (stream beats) and read-back, addressed by beat
+        "b_load": Out(write_port(16, p.beat_bits)),
+        "b_read": Out(read_port(16, p.beat_bits)),
     }
+
+
+def t_write_port(p: HwParams):
+    """A head unit's t buffer write: t_k[0..R-1] of its sample at (pair, k) (`memories.TBuffer`)."""
+    return write_port(p.pair_bits + p.tap_bits, p.R * F.T_BITS)
 
 
 class HeadUnit(wiring.Component):
@@ -93,10 +94,7 @@ class HeadUnit(wiring.Component):
             # the batch and the job
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),   # formats.t_shift(e_k), registered at the job's start
-            # the t buffer
-            "t_wr_en": Out(1),
-            "t_wr_addr": Out(p.pair_bits + p.tap_bits),
-            "t_wr_data": Out(p.R * F.T_BITS),
+            "t_wr": In(t_write_port(p)),   # the t buffer
             "done": Out(1),
             "busy": Out(1),
             "correct": Out(16),
@@ -121,7 +119,7 @@ class HeadUnit(wiring.Component):
             m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
             db_rd = db_mem.read_port(domain="comb")
             db_wr = db_mem.write_port()
-            m.d.comb += self.opt_db_row.eq(db_rd.data)
+            m.d.comb += self.opt_rows.grad.eq(db_rd.data)
 
         # -- capture the sample ------------------------------------------------------------------
         u = [[Signal(signed(F.U_BITS), name=f"u{k}_{r}", reset_less=True) for r in range(R)] for k in range(K)]
@@ -158,24 +156,24 @@ class HeadUnit(wiring.Component):
                 with m.If(k == K - 1):
                     m.next = "SB_DRAIN"
             with m.State("SB_DRAIN"):
-                with m.If(self.t_wr_en & (self.t_wr_addr[:p.tap_bits] == K - 1)):
+                with m.If(self.t_wr.en & (self.t_wr.addr[:p.tap_bits] == K - 1)):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
         # Row select (stage 1 of Y and of SB): B_k and u_k of the tap being issued (a follower takes
         # the first unit's B_k: the units run in lockstep). While the unit is idle the same register
-        # holds the optimizer's row (``opt_b_row``): the optimizer fetches a row the cycle after its
-        # b_start (tap 0) or after a row's last chunk (``opt_row_done``: the next tap), so the row
+        # holds the optimizer's row (``opt_rows.weights``): the optimizer fetches a row the cycle after
+        # its b_start (tap 0) or after a row's last chunk (``opt_rows.done``: the next tap), so the row
         # it will fetch is selected in that cycle - one row multiplexer for both.
         if lead:
             b_sel = [[Signal(signed(W), name=f"bs{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
             m.d.comb += self.b_row.eq(Cat(b_sel[c][r] for c in range(C) for r in range(R)))
-            m.d.comb += self.opt_b_row.eq(self.b_row)
+            m.d.comb += self.opt_rows.weights.eq(self.b_row)
             next_tap = Signal(p.tap_bits, reset_less=True)
-            m.d.sync += next_tap.eq(self.opt_tap + 1)
+            m.d.sync += next_tap.eq(self.opt_rows.tap + 1)
             row_k = Signal(p.tap_bits)
-            m.d.comb += row_k.eq(Mux(fsm.ongoing("IDLE"), Mux(self.opt_row_done, next_tap, 0), k))
+            m.d.comb += row_k.eq(Mux(fsm.ongoing("IDLE"), Mux(self.opt_rows.done, next_tap, 0), k))
             with m.Switch(row_k):
                 for kk in range(K):
                     with m.Case(kk):
@@ -251,7 +249,7 @@ class HeadUnit(wiring.Component):
             sb4, k4 = delay(m, sb3, 1, "sb4", reset_less=False), delay(m, k3, 1, "k4")
             db_now = [[db_rd.data[(c * R + r) * DB:(c * R + r + 1) * DB].as_signed() for r in range(R)]
                       for c in range(C)]
-            m.d.comb += db_rd.addr.eq(Mux(sb4, k4, self.opt_tap))
+            m.d.comb += db_rd.addr.eq(Mux(sb4, k4, self.opt_rows.tap))
             clear_n = Signal(range(K + 1))
             with m.If(self.clear_grads):
                 m.d.sync += clear_n.eq(K)
@@ -265,8 +263,8 @@ class HeadUnit(wiring.Component):
                 m.d.comb += [db_wr.addr.eq(k4), db_wr.en.eq(1)]
             with m.Elif(clear_n != 0):
                 m.d.comb += [db_wr.addr.eq(clear_n - 1), db_wr.en.eq(1)]
-            with m.Elif(self.opt_row_done):
-                m.d.comb += [db_wr.addr.eq(self.opt_tap), db_wr.en.eq(1)]
+            with m.Elif(self.opt_rows.done):
+                m.d.comb += [db_wr.addr.eq(self.opt_rows.tap), db_wr.en.eq(1)]
         else:
             m.d.comb += [self.pd_valid.eq(sb3)]
             m.d.comb += self.pd.eq(Cat(pd[c][r] for c in range(C) for r in range(R)))
@@ -289,8 +287,7 @@ class HeadUnit(wiring.Component):
         t_out = [Signal(signed(F.T_BITS), name=f"t{r}", reset_less=True) for r in range(R)]
         m.d.sync += [t_out[r].eq(Mux(tr[r] > thi, thi, Mux(tr[r] < tlo, tlo, tr[r]))) for r in range(R)]
         tv3, kt3 = delay(m, tv2, 1, "tv3", reset_less=False), delay(m, kt2, 1, "kt3")
-        m.d.sync += [self.t_wr_en.eq(tv3), self.t_wr_addr.eq(Cat(kt3, slot)),
-                     self.t_wr_data.eq(Cat(*t_out))]
+        m.d.sync += [self.t_wr.en.eq(tv3), self.t_wr.addr.eq(Cat(kt3, slot)), self.t_wr.data.eq(Cat(*t_out))]
 
         if lead:
             self._b_writes(m, B)
@@ -305,18 +302,19 @@ class HeadUnit(wiring.Component):
             for i in range(C * R):
                 c, r = divmod(i, R)
                 chunk, lane = divmod(i, L)
-                with m.If(self.b_wr_en & (self.b_wr_tap == kk) & (self.b_wr_chunk == chunk)):
-                    m.d.sync += B[kk][c][r].eq(self.b_wr_data[lane * W:(lane + 1) * W])
+                wr = self.opt_wr
+                with m.If(wr.en & (wr.tap == kk) & (wr.chunk == chunk)):
+                    m.d.sync += B[kk][c][r].eq(wr.data[lane * W:(lane + 1) * W])
         wpb = p.words_per_beat
         for w, sig in enumerate(words):
             beat, lane = divmod(w, wpb)
-            with m.If(self.b_load_valid & (self.b_load_beat == beat)):
-                m.d.sync += sig.eq(self.b_load_data[lane * W:(lane + 1) * W])
-        with m.Switch(self.b_read_beat):
+            with m.If(self.b_load.en & (self.b_load.addr == beat)):
+                m.d.sync += sig.eq(self.b_load.data[lane * W:(lane + 1) * W])
+        with m.Switch(self.b_read.addr):
             for beat in range(-(-len(words) // wpb)):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
-                    m.d.comb += self.b_read_data.eq(Cat(*(x.as_unsigned() for x in chunk)))
+                    m.d.comb += self.b_read.data.eq(Cat(*(x.as_unsigned() for x in chunk)))
 
 
 class HeadPair(wiring.Component):
@@ -336,10 +334,7 @@ class HeadPair(wiring.Component):
             "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),
-            # the t buffers, one per unit
-            "t_wr_en": Out(1).array(S2),
-            "t_wr_addr": Out(p.pair_bits + p.tap_bits).array(S2),
-            "t_wr_data": Out(p.R * F.T_BITS).array(S2),
+            "t_wr": In(t_write_port(p)).array(S2),  # the t buffers, one per unit
             "correct": Out(16),
             "loss": Out(32),
             **b_owner_ports(p),
@@ -356,9 +351,8 @@ class HeadPair(wiring.Component):
             m.submodules[f"head{s}"] = h
             start = self.pairs.valid if s == 0 else self.pairs.valid & smp.odd
             m.d.comb += [h.start.eq(start), h.slot.eq(smp.pair), h.label.eq(smp.label[s]),
-                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn),
-                         self.t_wr_en[s].eq(h.t_wr_en), self.t_wr_addr[s].eq(h.t_wr_addr),
-                         self.t_wr_data[s].eq(h.t_wr_data)]
+                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn)]
+            wiring.connect(m, h.t_wr, wiring.flipped(self.t_wr[s]))
             m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
             m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
             m.d.comb += [h.z[c].eq(smp.z[s][c]) for c in range(C)]
@@ -368,6 +362,9 @@ class HeadPair(wiring.Component):
                 m.d.comb += h.clear_stats.eq(self.pairs.valid & smp.epoch_first & ~smp.odd)
         for name, member in b_owner_ports(p).items():  # B's ports are head 0's
             ours, its = getattr(self, name), getattr(lead, name)
-            m.d.comb += its.eq(ours) if member.flow == In else ours.eq(its)
+            if member.is_signature:
+                wiring.connect(m, wiring.flipped(ours), its)
+            else:
+                m.d.comb += its.eq(ours) if member.flow == In else ours.eq(its)
         m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
         return m

@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .params import HwParams, bits_for, invalid
+from .ports import read_port, write_port
 
 __all__ = ["READ_LATENCY", "URAM_DEPTH", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer",
            "StatsMemory", "STATS_BITS"]
@@ -38,13 +39,15 @@ STATS_BITS = 16 + 32 + 32      # correct, loss sum, saturated updates
 
 
 class RegisteredMemory(wiring.Component):
-    """One write port (optionally with a byte-lane-like granularity) and one registered read port.
+    """One write port (optionally with a byte-lane-like granularity) and one registered read port,
+    each with Amaranth's memory port signature (`ports.write_port`, `ports.read_port`): ``write``
+    and ``read``; a read's ``en`` is the memory's read enable (the readers leave it at 1).
 
     ``bank_depth``: a memory deeper than this is built as banks of ``bank_depth`` words, each with
     its read register and output register; the bank select (the read address' high bits, delayed
     with the read) follows the output registers. The read latency is `READ_LATENCY` either way.
-    ``second_read``: a second registered read port (``rd2_*``) on the write port's address (the
-    memory's second port, read/write): while ``port_b_read`` is 1 it reads ``rd2_addr`` and the
+    ``second_read``: a second registered read port (``read2``) on the write port's address (the
+    memory's second port, read/write): while ``port_b_read`` is 1 it reads ``read2.addr`` and the
     writes are ignored; while 0 it takes the writes.
     """
 
@@ -67,26 +70,22 @@ class RegisteredMemory(wiring.Component):
             self.attrs = {**(attrs or {}), "no_rw_check": 1}
         self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
         self.banks = -(-depth // self.bank_depth) if self.bank_depth else 1
-        lanes = width // granularity if granularity else 1
         abits = bits_for(depth - 1)
-        ports = {
-            "wr_addr": In(abits), "wr_data": In(width), "wr_en": In(lanes),
-            "rd_addr": In(abits), "rd_data": Out(width),
-        }
+        ports = {"write": Out(write_port(abits, width, granularity)), "read": Out(read_port(abits, width))}
         if self.second_read:
-            ports.update({"port_b_read": In(1), "rd2_addr": In(abits), "rd2_data": Out(width)})
+            ports.update({"port_b_read": In(1), "read2": Out(read_port(abits, width))})
         super().__init__(ports)
 
     def _port_b(self, m, mem, wp, lanes_en, addr_bits, name):
         """The write port's address, shared with the second read port (registered twice as the first)."""
         if not self.second_read:
-            m.d.comb += [wp.addr.eq(self.wr_addr[:addr_bits]), wp.en.eq(lanes_en)]
+            m.d.comb += [wp.addr.eq(self.write.addr[:addr_bits]), wp.en.eq(lanes_en)]
             return None
         addr_b = Signal(addr_bits, name=f"addr_b{name}")
-        m.d.comb += [addr_b.eq(Mux(self.port_b_read, self.rd2_addr[:addr_bits], self.wr_addr[:addr_bits])),
+        m.d.comb += [addr_b.eq(Mux(self.port_b_read, self.read2.addr[:addr_bits], self.write.addr[:addr_bits])),
                      wp.addr.eq(addr_b), wp.en.eq(lanes_en & (~self.port_b_read).replicate(len(lanes_en)))]
         rp2 = mem.read_port()
-        m.d.comb += rp2.addr.eq(addr_b)
+        m.d.comb += [rp2.addr.eq(addr_b), rp2.en.eq(self.read2.en)]
         out2 = Signal(self.width, name=f"out2{name}", reset_less=True)
         m.d.sync += out2.eq(rp2.data)
         return out2
@@ -100,10 +99,11 @@ class RegisteredMemory(wiring.Component):
         rp = mem.read_port()
         out = Signal(self.width, reset_less=True)
         m.d.sync += out.eq(rp.data)
-        m.d.comb += [wp.data.eq(self.wr_data), rp.addr.eq(self.rd_addr), self.rd_data.eq(out)]
-        out2 = self._port_b(m, mem, wp, self.wr_en, len(wp.addr), "")
+        m.d.comb += [wp.data.eq(self.write.data), rp.addr.eq(self.read.addr), rp.en.eq(self.read.en),
+                     self.read.data.eq(out)]
+        out2 = self._port_b(m, mem, wp, self.write.en, len(wp.addr), "")
         if out2 is not None:
-            m.d.comb += self.rd2_data.eq(out2)
+            m.d.comb += self.read2.data.eq(out2)
         return m
 
     def _banked(self):
@@ -118,17 +118,20 @@ class RegisteredMemory(wiring.Component):
             rp = mem.read_port()
             out = Signal(self.width, name=f"out{b}", reset_less=True)  # the bank's output register
             m.d.sync += out.eq(rp.data)
-            hit = self.wr_addr[lo:] == b
-            m.d.comb += [wp.data.eq(self.wr_data), rp.addr.eq(self.rd_addr[:len(rp.addr)])]
-            outs2.append(self._port_b(m, mem, wp, self.wr_en & hit.replicate(len(self.wr_en)), len(wp.addr), b))
+            hit = self.write.addr[lo:] == b
+            m.d.comb += [wp.data.eq(self.write.data), rp.addr.eq(self.read.addr[:len(rp.addr)]),
+                         rp.en.eq(self.read.en)]
+            outs2.append(self._port_b(m, mem, wp, self.write.en & hit.replicate(len(self.write.en)), len(wp.addr), b))
             outs.append(out)
-        for addr, data, banks in ((self.rd_addr, self.rd_data, outs),
-                                  (self.rd2_addr, self.rd2_data, outs2) if self.second_read else (None,) * 3):
-            if addr is None:
+        for port, banks in ((self.read, outs), (self.read2, outs2) if self.second_read else (None, None)):
+            if port is None:
                 continue
+            addr, data = port.addr, port.data
             sel1 = Signal(len(addr) - lo, reset_less=True)
             sel2 = Signal(len(addr) - lo, reset_less=True)
-            m.d.sync += [sel1.eq(addr[lo:]), sel2.eq(sel1)]
+            with m.If(port.en):  # held with the banks' read registers
+                m.d.sync += sel1.eq(addr[lo:])
+            m.d.sync += sel2.eq(sel1)
             m.d.comb += data.eq(Array(banks)[sel2])
         return m
 

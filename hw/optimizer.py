@@ -3,12 +3,13 @@
 `skip2lora.fixed.optimizer` is the contract (SGD, and Adam with a power-of-two inverse square
 root). Work arrives two ways:
 
-* an A line (``a_line``): the datapath's exact batch-mean gradient sums of one line of A (the DSP
+* an A line (``a_lines``, `a_line_signature`): the datapath's exact batch-mean gradient sums of one line of A (the DSP
   accumulators, Q22) and the line's weights; the unit captures both and updates the line in
   ``a_chunks`` consecutive cycles, writing each chunk back into the A memory;
 * B (``b_start``): the unit reads each tap's row of B and of its gradient sums from the head unit
-  (``b_tap``; the sums carry a rounding offset, so Q34 -> Q22 is a plain shift) and updates it in
-  ``b_chunks`` cycles, writing each chunk back into the head unit's B registers.
+  (``b_rows``, `b_rows_signature`; the sums carry a rounding offset, so Q34 -> Q22 is a plain
+  shift) and updates it in ``b_chunks`` cycles, writing each chunk back into the head unit's B
+  registers (``b_wr``, `b_write_signature`).
 
 Each chunk has a row of Adam's state (m, v of its weights) in the state memory, read when the
 chunk is selected and written back five stages later; ``clear_state`` zeroes every row (a job's
@@ -24,17 +25,20 @@ saturation flags of each chunk are counted (``saturated``) for the per-epoch sta
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from ..fixed.optimizer import (ADAM_SHIFT, BETA1_SHIFT, BETA2_SHIFT, M_BITS, STEP_SHIFT, V_BITS, V_FRAC,
                                Optimizer)
+from .job import JOB_LAYOUT
 from .memories import RegisteredMemory
 from .params import HwParams, bits_for, require_params
+from .ports import write_port
 from .pipeline import delay, leading_one
 
-__all__ = ["OptimizerUnit", "db_bits", "DB_SHIFT", "STATE_BITS"]
+__all__ = ["OptimizerUnit", "a_line_signature", "b_rows_signature", "b_write_signature", "alpha_signature", "db_bits",
+           "DB_SHIFT", "STATE_BITS"]
 
 DB_SHIFT = F.GL_FRAC + F.U_FRAC - F.GRAD_FRAC  # the B gradient sum (Q34) -> G (Q22)
 STATE_BITS = M_BITS + V_BITS                    # Adam's m and v of one weight
@@ -46,38 +50,54 @@ def db_bits() -> int:
     return F.acc_bits(1)["gl"] + F.U_BITS + (F.BATCH_MAX - 1).bit_length() + 1
 
 
+def a_line_signature(p: HwParams) -> stream.Signature:
+    """Datapath -> optimizer: a finished line of A (a ``valid`` pulse, never back-pressured: the
+    sequencer gives the unit ``a_chunks`` cycles a line): its index, its gradient sums (``a_words``
+    of ``da_bits``, flat: lane-major as the A memory's words) and its weights as read from A."""
+    return stream.Signature(data.StructLayout({
+        "index": p.line_bits, "grad": p.a_words * p.da_bits, "weights": p.a_line_bits}), always_ready=True)
+
+
+def b_rows_signature(p: HwParams) -> wiring.Signature:
+    """Optimizer -> head unit 0, the optimizer's view: the tap whose rows it wants (``tap``), the
+    tap's row of B and of its gradient sums (registered by the head a cycle after ``tap``), and
+    ``done`` when the row is taken (the head may restart that tap's sums)."""
+    return wiring.Signature({
+        "tap": Out(p.tap_bits), "done": Out(1),
+        "weights": In(p.b_words * F.W_BITS), "grad": In(p.b_words * db_bits()),
+    })
+
+
+def b_write_signature(p: HwParams) -> wiring.Signature:
+    """Optimizer -> head unit 0's B registers: a chunk of ``opt_lanes`` updated weights of a tap."""
+    return wiring.Signature({
+        "en": Out(1), "tap": Out(p.tap_bits), "chunk": Out(range(max(p.b_chunks, 2))),
+        "data": Out(p.opt_lanes * F.W_BITS),
+    })
+
+
+def alpha_signature() -> wiring.Signature:
+    """Scalar unit -> optimizer: the mini-batch's step size alpha = m * 2**e, the producer's view."""
+    return wiring.Signature({"m": Out(F.ALPHA_MANT_BITS), "e": Out(4)})
+
+
 class OptimizerUnit(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
         p = params
-        L = p.opt_lanes
         self.state_rows = p.tap_lines * p.a_chunks + p.K * p.b_chunks
         super().__init__({
-            # an A line from the datapath
-            "a_line": In(1),
-            "a_line_index": In(p.line_bits),
-            "a_grad": In(p.a_words * p.da_bits),
-            "a_weights": In(p.a_line_bits),
-            # B from the head unit
-            "b_start": In(1),
-            "b_tap": Out(p.tap_bits),
-            "b_weights": In(p.b_words * F.W_BITS),
-            "b_grad": In(p.b_words * db_bits()),
-            "b_row_done": Out(1),            # the head unit may restart tap b_tap's sums
+            "a_lines": In(a_line_signature(p)),   # A lines from the datapath
+            "b_start": In(1),                     # B from the head unit, tap by tap
+            "b_rows": Out(b_rows_signature(p)),
             # the job and the step
-            "kind": In(4),
-            "alpha_m": In(F.ALPHA_MANT_BITS),
-            "alpha_e": In(4),
+            "job": In(JOB_LAYOUT),           # kind: the optimizer
+            "alpha": In(alpha_signature()),
             "clear_state": In(1),            # zero Adam's state, one row a cycle
             "state_ready": Out(1),
-            # write-back
-            "a_wr_addr": Out(p.line_bits),
-            "a_wr_data": Out(p.a_line_bits),
-            "a_wr_en": Out(p.segments),
-            "b_wr_en": Out(1),
-            "b_wr_tap": Out(p.tap_bits),
-            "b_wr_chunk": Out(range(max(p.b_chunks, 2))),
-            "b_wr_data": Out(L * F.W_BITS),
+            # write-back: a chunk into the A memory (its write granularity is a stream beat) or B
+            "a_wr": In(write_port(p.line_bits, p.a_line_bits, p.beat_bits)),
+            "b_wr": Out(b_write_signature(p)),
             # statistics
             "clear_saturated": In(1),
             "saturated": Out(32),
@@ -100,9 +120,10 @@ class OptimizerUnit(wiring.Component):
         cap_row = Signal(row_bits)           # the line's first state row
         a_chunk = Signal(range(p.a_chunks + 1))
         a_busy = Signal()
-        with m.If(self.a_line):
-            m.d.sync += [cap_grad.eq(self.a_grad), cap_w.eq(self.a_weights), cap_line.eq(self.a_line_index),
-                         cap_row.eq(self.a_line_index * p.a_chunks), a_chunk.eq(0), a_busy.eq(1)]
+        line_in = self.a_lines.p
+        with m.If(self.a_lines.valid):
+            m.d.sync += [cap_grad.eq(line_in.grad), cap_w.eq(line_in.weights), cap_line.eq(line_in.index),
+                         cap_row.eq(line_in.index * p.a_chunks), a_chunk.eq(0), a_busy.eq(1)]
         with m.Elif(a_busy):
             m.d.sync += a_chunk.eq(a_chunk + 1)
             with m.If(a_chunk == p.a_chunks - 1):
@@ -114,19 +135,20 @@ class OptimizerUnit(wiring.Component):
         b_row = Signal(row_bits)             # the tap's first state row
         b_chunk = Signal(range(p.b_chunks + 1))
         b_fetch, b_feed = Signal(), Signal()
-        m.d.comb += self.b_row_done.eq(b_feed & (b_chunk == p.b_chunks - 1))  # b_tap still names the row
+        b_tap = self.b_rows.tap
+        m.d.comb += self.b_rows.done.eq(b_feed & (b_chunk == p.b_chunks - 1))  # b_tap still names the row
         b_row_next = Signal(row_bits)        # the next tap's first state row, counted up (no product)
         with m.If(self.b_start):
-            m.d.sync += [self.b_tap.eq(0), b_fetch.eq(1), b_row_next.eq(p.tap_lines * p.a_chunks)]
+            m.d.sync += [b_tap.eq(0), b_fetch.eq(1), b_row_next.eq(p.tap_lines * p.a_chunks)]
         with m.Elif(b_fetch):
-            m.d.sync += [row_w.eq(self.b_weights), row_g.eq(self.b_grad), b_fetch.eq(0), b_feed.eq(1),
+            m.d.sync += [row_w.eq(self.b_rows.weights), row_g.eq(self.b_rows.grad), b_fetch.eq(0), b_feed.eq(1),
                          b_chunk.eq(0), b_row.eq(b_row_next), b_row_next.eq(b_row_next + p.b_chunks)]
         with m.Elif(b_feed):
             m.d.sync += b_chunk.eq(b_chunk + 1)
             with m.If(b_chunk == p.b_chunks - 1):
                 m.d.sync += b_feed.eq(0)
-                with m.If(self.b_tap != p.K - 1):
-                    m.d.sync += [self.b_tap.eq(self.b_tap + 1), b_fetch.eq(1)]
+                with m.If(b_tap != p.K - 1):
+                    m.d.sync += [b_tap.eq(b_tap + 1), b_fetch.eq(1)]
 
         # -- select (t0): the chunk's lanes from either source; its state row is read ------------
         def lanes(flat, width, count, chunk):
@@ -151,7 +173,7 @@ class OptimizerUnit(wiring.Component):
             m.d.sync += clear_n.eq(rows)
         with m.Elif(clear_n != 0):
             m.d.sync += clear_n.eq(clear_n - 1)
-        m.d.comb += [state.rd_addr.eq(row0), self.state_ready.eq(clear_n == 0)]
+        m.d.comb += [state.read.addr.eq(row0), self.state_ready.eq(clear_n == 0)]
 
         v1, b1 = Signal(), Signal()
         line1, chunk1, tap1, row1 = (Signal(p.line_bits), Signal(range(max(p.a_chunks, p.b_chunks, 2))),
@@ -159,7 +181,7 @@ class OptimizerUnit(wiring.Component):
         g_raw = [Signal(signed(g_raw_bits), name=f"graw{i}", reset_less=True) for i in range(L)]
         w1 = [Signal(signed(W), name=f"w1_{i}", reset_less=True) for i in range(L)]
         lane1 = Signal(L, reset_less=True)
-        m.d.sync += [v1.eq(valid0), b1.eq(~a_busy), line1.eq(cap_line), tap1.eq(self.b_tap), row1.eq(row0),
+        m.d.sync += [v1.eq(valid0), b1.eq(~a_busy), line1.eq(cap_line), tap1.eq(b_tap), row1.eq(row0),
                      chunk1.eq(Mux(a_busy, a_chunk, b_chunk))]
         for i in range(L):
             a_ok = Mux(a_chunk * L + i < p.a_words, 1, 0)
@@ -193,7 +215,7 @@ class OptimizerUnit(wiring.Component):
             m.d.sync += [d.eq(s) for d, s in zip(g_at[stage], g_at[stage - 1])]
 
         # -- stages 2..5: Adam's moments (the state arrives at stage 2) -----------------------------
-        sdata = state.rd_data
+        sdata = state.read.data
         m_old = [sdata[i * STATE_BITS:i * STATE_BITS + M_BITS].as_signed() for i in range(L)]
         v_old = [sdata[i * STATE_BITS + M_BITS:(i + 1) * STATE_BITS] for i in range(L)]
         m3, mr3 = ([Signal(signed(M_BITS), name=f"m3_{i}", reset_less=True) for i in range(L)],
@@ -228,20 +250,20 @@ class OptimizerUnit(wiring.Component):
         meta6 = at(6)
         # state write-back (stage 6), or the job-start clear
         with m.If(clear_n != 0):
-            m.d.comb += [state.wr_addr.eq(clear_n - 1), state.wr_data.eq(0), state.wr_en.eq(1)]
+            m.d.comb += [state.write.addr.eq(clear_n - 1), state.write.data.eq(0), state.write.en.eq(1)]
         with m.Else():
-            m.d.comb += [state.wr_addr.eq(meta6["row"]), state.wr_en.eq(meta6["v"]),
-                         state.wr_data.eq(Cat(Cat(m6[i].as_unsigned(), v6[i]) for i in range(L)))]
+            m.d.comb += [state.write.addr.eq(meta6["row"]), state.write.en.eq(meta6["v"]),
+                         state.write.data.eq(Cat(Cat(m6[i].as_unsigned(), v6[i]) for i in range(L)))]
 
         # -- stages 6..11: the step X * alpha * P, rounded, subtracted, saturated --------------------
-        adam = self.kind == Optimizer.ADAM_POW2
+        adam = self.job.kind == Optimizer.ADAM_POW2
         x7 = [Signal(signed(F.GRAD_BITS), name=f"x7_{i}", reset_less=True) for i in range(L)]
         vp7 = [Signal(unsigned(V_BITS + 1), name=f"vp7_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [x7[i].eq(Mux(adam, m6[i], g_at[6][i])) for i in range(L)]
         m.d.sync += [vp7[i].eq(v6[i] + 1) for i in range(L)]
         prod_bits = F.GRAD_BITS + F.ALPHA_MANT_BITS + 1
         mant = Signal(F.ALPHA_MANT_BITS, reset_less=True)  # the DSP's B input: the step's mantissa
-        m.d.comb += mant.eq(self.alpha_m)
+        m.d.comb += mant.eq(self.alpha.m)
         p8 = [Signal(signed(prod_bits), name=f"p8_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [p8[i].eq(x7[i] * mant) for i in range(L)]
         # The shift needs the leading one n of v' + 1 (57 bits), in two stages of at most four LUT
@@ -252,7 +274,7 @@ class OptimizerUnit(wiring.Component):
         adam_r = Signal(reset_less=True)        # the job's optimizer (constant through a job)
         base9 = Signal(signed(8), reset_less=True)  # the step's part of the shift (alpha changes at BATCH only)
         m.d.sync += [adam_r.eq(adam),
-                     base9.eq(Mux(adam, ADAM_SHIFT + 4, STEP_SHIFT + 4) - self.alpha_e)]
+                     base9.eq(Mux(adam, ADAM_SHIFT + 4, STEP_SHIFT + 4) - self.alpha.e)]
         group = 8
         groups = -(-(V_BITS + 1) // group)
         gany8 = [[Signal(name=f"gany8_{i}_{g}", reset_less=True) for g in range(groups)] for i in range(L)]
@@ -309,14 +331,15 @@ class OptimizerUnit(wiring.Component):
         # -- stage 12: write back; the saturation count ------------------------------------------
         chunk_data = Cat(*w12)
         reps = -(-p.a_line_bits // (L * W))
-        m.d.sync += [self.a_wr_addr.eq(meta12["line"]), self.a_wr_data.eq(Cat(*([chunk_data] * reps))[:p.a_line_bits]),
-                     self.a_wr_en.eq(0), self.b_wr_en.eq(0), self.b_wr_tap.eq(meta12["tap"]),
-                     self.b_wr_chunk.eq(meta12["chunk"]), self.b_wr_data.eq(chunk_data)]
+        a_wr, b_wr = self.a_wr, self.b_wr
+        m.d.sync += [a_wr.addr.eq(meta12["line"]), a_wr.data.eq(Cat(*([chunk_data] * reps))[:p.a_line_bits]),
+                     a_wr.en.eq(0), b_wr.en.eq(0), b_wr.tap.eq(meta12["tap"]),
+                     b_wr.chunk.eq(meta12["chunk"]), b_wr.data.eq(chunk_data)]
         with m.If(meta12["v"] & ~meta12["b"]):
             seg_mask = (1 << p.chunk_segments) - 1
-            m.d.sync += self.a_wr_en.eq((Const(seg_mask, p.segments) << (meta12["chunk"] * p.chunk_segments))[:p.segments])
+            m.d.sync += a_wr.en.eq((Const(seg_mask, p.segments) << (meta12["chunk"] * p.chunk_segments))[:p.segments])
         with m.If(meta12["v"] & meta12["b"]):
-            m.d.sync += self.b_wr_en.eq(1)
+            m.d.sync += b_wr.en.eq(1)
         count13 = Signal(range(L + 1))
         m.d.sync += count13.eq(sum(sat12[i] for i in range(L)))
         total = Signal(33)

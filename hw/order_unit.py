@@ -2,11 +2,11 @@
 
 `skip2lora.fixed.order` is the contract: a 6-round Feistel network on 2h-bit indices with keys
 from a xorshift generator seeded by SEED, its images below N kept in index order. On
-``epoch_start`` the unit steps the generator 6 times (the round keys), then feeds the 2**(2h)
+``ctl.epoch_start`` the unit steps the generator 6 times (the round keys), then feeds the 2**(2h)
 indices through a pipeline of 6 rounds (4 register stages each: the keyed offset, the DSP's
 product and output registers, the shift and exclusive-or) and writes every image below N, times
 the sample's line count (its cache address), to the next slot of the order buffer.
-`cycles.order_cycles` counts the cycles from ``epoch_start`` to ``done``.
+`cycles.order_cycles` counts the cycles from ``epoch_start`` to ``done`` (`control_signature`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,23 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import cycles
 from ..fixed import order as O
-from ..fixed.formats import SEED_BITS
+from .job import JOB_LAYOUT
 from .params import HwParams, bits_for, require_params
+from .ports import write_port
 
-__all__ = ["SETTLE", "OrderUnit"]
+__all__ = ["SETTLE", "OrderUnit", "control_signature"]
 
 #: cycles from a change of ``samples`` until the unit's constants follow it (the sequencer asks for
 #: the first order only after the scalar unit's INIT, hundreds of cycles after the job's start)
 SETTLE = 4
 PIPE_STAGES = cycles.ORDER_PIPE  # 4 stages a round, the image, the range check, the address product (2)
+
+
+def control_signature() -> wiring.Signature:
+    """Sequencer -> order unit, the sequencer's view: ``job_start`` (restart the key generator from
+    SEED, latch N's half width), ``epoch_start`` (generate the next epoch's order); ``done`` (a
+    one-cycle pulse: the order buffer holds the epoch's order)."""
+    return wiring.Signature({"job_start": Out(1), "epoch_start": Out(1), "done": In(1)})
 
 
 class OrderUnit(wiring.Component):
@@ -34,15 +42,10 @@ class OrderUnit(wiring.Component):
         p = params
         self.hmax = O.half_bits(p.n_max)
         super().__init__({
-            "job_start": In(1),              # restart the key generator from SEED, latch N's half width
-            "epoch_start": In(1),            # generate the next epoch's order
-            "seed": In(SEED_BITS),
-            "samples": In(16),
+            "ctl": In(control_signature()),  # the sequencer's: job_start, epoch_start; done
+            "job": In(JOB_LAYOUT),           # seed, samples
             "busy": Out(1),
-            "done": Out(1),                  # one-cycle pulse: the order buffer holds the epoch's order
-            "wr_addr": Out(bits_for(p.n_max - 1)),
-            "wr_data": Out(p.cache_addr_bits),
-            "wr_en": Out(1),
+            "wr": In(write_port(bits_for(p.n_max - 1), p.cache_addr_bits)),  # the order buffer
         })
 
     def elaborate(self, platform):
@@ -60,17 +63,17 @@ class OrderUnit(wiring.Component):
         n = Signal(16, reset_less=True)
         state = Signal(32)
         nm1 = Signal(16, reset_less=True)
-        m.d.sync += nm1.eq(self.samples - 1)
+        m.d.sync += nm1.eq(self.job.samples - 1)
         length = Signal(range(17))
         for i in range(16):
             with m.If(nm1[i]):
                 m.d.comb += length.eq(i + 1)
         half = Signal(range(hmax + 2), reset_less=True)
         m.d.sync += half.eq((length + 1) >> 1)
-        m.d.sync += [h.eq(half | (half == 0)), n.eq(self.samples)]  # max(1, ceil(bitlength(N - 1) / 2))
+        m.d.sync += [h.eq(half | (half == 0)), n.eq(self.job.samples)]  # max(1, ceil(bitlength(N - 1) / 2))
         m.d.sync += [mask_h.eq((1 << h) - 1), mask_2h.eq((1 << (h << 1)) - 1)]
-        with m.If(self.job_start):
-            seeded = self.seed ^ O.KEY_SALT
+        with m.If(self.ctl.job_start):
+            seeded = self.job.seed ^ O.KEY_SALT
             m.d.sync += state.eq(Cat(seeded[:32]) | ((seeded == 0) * O.KEY_SALT))
 
         keys = [Signal(32, name=f"key{r}") for r in range(rounds)]
@@ -85,12 +88,12 @@ class OrderUnit(wiring.Component):
         cand_l, cand_r = Signal(hmax), Signal(hmax)
         feeding = Signal()
         key_n = Signal(range(rounds + 1))
-        count = Signal.like(self.wr_addr)
+        count = Signal.like(self.wr.addr)
         drain = Signal(range(PIPE_STAGES + 2))
-        m.d.sync += self.done.eq(0)
+        m.d.sync += self.ctl.done.eq(0)
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                with m.If(self.epoch_start):
+                with m.If(self.ctl.epoch_start):
                     m.d.sync += key_n.eq(0)
                     m.next = "KEYS"
             with m.State("KEYS"):
@@ -117,7 +120,7 @@ class OrderUnit(wiring.Component):
             with m.State("DRAIN"):
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 1):
-                    m.d.sync += self.done.eq(1)
+                    m.d.sync += self.ctl.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
@@ -150,7 +153,7 @@ class OrderUnit(wiring.Component):
         m.d.sync += [va.eq(vk), addr_a.eq(kept * p.sample_lines)]
         vo, addr_o = Signal(), Signal(p.cache_addr_bits)
         m.d.sync += [vo.eq(va), addr_o.eq(addr_a)]
-        m.d.comb += [self.wr_en.eq(vo), self.wr_addr.eq(count), self.wr_data.eq(addr_o)]
+        m.d.comb += [self.wr.en.eq(vo), self.wr.addr.eq(count), self.wr.data.eq(addr_o)]
         with m.If(vo):
             m.d.sync += count.eq(count + 1)
         return m

@@ -6,7 +6,7 @@ computed for every optimizer so a step always takes `cycles.STEP_LATENCY` cycles
 
 At a job's start (``start``) it derives, from the registers, the steps per epoch and in the job,
 the size of the last (shorter) batch, the batch-mean factors rn(B) and rn(nb_last), and the step
-size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha_*`` to the batch now
+size of step 1; then every ``step`` pulse (a mini-batch's start) moves ``alpha`` to the batch now
 starting and computes the next step's in the background. `skip2lora.fixed.schedule` is the
 contract; one sequential divider and one shift-add multiplier do all the arithmetic, so the unit
 is small and never deeper than one subtractor: the divider's and the multiplier's operands are
@@ -25,8 +25,10 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from ..fixed.optimizer import BETA1_SHIFT, BETA2_SHIFT, BIAS_FRAC, Optimizer
 from .divider import Divider
+from .job import JOB_LAYOUT
+from .optimizer import alpha_signature
 
-__all__ = ["ScalarUnit", "STEP_BITS", "MUL_CYCLES", "ETA_Q_BITS"]
+__all__ = ["control_signature", "ScalarUnit", "STEP_BITS", "MUL_CYCLES", "ETA_Q_BITS"]
 
 STEP_BITS = 32                       # T = epochs * steps per epoch < 2**32
 MUL_CYCLES = STEP_BITS               # the shift-add multiplier takes one bit of its second operand per cycle
@@ -35,24 +37,26 @@ _DIVIDEND_BITS = 1 + F.LR_BITS + STEP_BITS + 1  # 2 * eta * num + den
 _DIVISOR_BITS = STEP_BITS + 1                    # 2 * den
 
 
+def control_signature() -> wiring.Signature:
+    """Sequencer -> scalar unit, the sequencer's view: ``start`` (a job starts: its registers are
+    valid and stay so), ``step`` (a mini-batch starts: alpha <- the next, compute the one after);
+    ``ready`` (the job's constants and step 1's alpha are valid), ``next_ready`` (the next step's
+    alpha is computed: a ``step`` may come), ``rn_full`` = rn(batch), ``rn_last`` = rn(nb_last)."""
+    return wiring.Signature({"start": Out(1), "step": Out(1), "ready": In(1), "next_ready": In(1),
+                             "rn_full": In(F.RN_BITS), "rn_last": In(F.RN_BITS)})
+
+
 class ScalarUnit(wiring.Component):
     """Job registers in, per-job constants and per-step step sizes out (see the module docstring)."""
 
     def __init__(self):
         super().__init__({
-            "start": In(1),                 # a job starts: registers are valid and stay so
-            "step": In(1),                  # a mini-batch starts: alpha <- next, compute the next one
-            "samples": In(16), "batch": In(16), "epochs": In(16),
-            "eta": In(F.LR_BITS), "warmup": In(STEP_BITS), "decay": In(1),
-            "kind": In(4),                  # the optimizer (Adam folds its bias correction into alpha)
-            "ready": Out(1),                # job constants and step 1's alpha are valid
-            "next_ready": Out(1),           # the next step's alpha is computed (a ``step`` may come)
+            "ctl": In(control_signature()),  # the sequencer's: start, step; ready, next_ready, rn(nb)
+            "job": In(JOB_LAYOUT),           # samples, batch, epochs, eta, warmup, decay, kind (Adam folds
+                                             # its bias correction into alpha)
             "steps_per_epoch": Out(16),
             "nb_last": Out(16),             # samples in an epoch's last batch
-            "rn_full": Out(F.RN_BITS),      # rn(batch)
-            "rn_last": Out(F.RN_BITS),      # rn(nb_last)
-            "alpha_m": Out(F.ALPHA_MANT_BITS),  # this batch's step size, mantissa and exponent
-            "alpha_e": Out(4),
+            "alpha": Out(alpha_signature()),  # this batch's step size, mantissa and exponent
         })
 
     def elaborate(self, platform):
@@ -89,9 +93,9 @@ class ScalarUnit(wiring.Component):
         warm_on = Signal(reset_less=True)        # W != 0
         adam = Signal(reset_less=True)           # kind == ADAM_POW2
         spe_num = Signal(17, reset_less=True)    # N + B - 1
-        m.d.sync += [warm.eq((self.warmup != 0) & (t <= self.warmup)), warm_more.eq(t < self.warmup),
-                     steps_left.eq(t <= total), warm_on.eq(self.warmup != 0),
-                     adam.eq(self.kind == Optimizer.ADAM_POW2), spe_num.eq(self.samples + self.batch - 1)]
+        m.d.sync += [warm.eq((self.job.warmup != 0) & (t <= self.job.warmup)), warm_more.eq(t < self.job.warmup),
+                     steps_left.eq(t <= total), warm_on.eq(self.job.warmup != 0),
+                     adam.eq(self.job.kind == Optimizer.ADAM_POW2), spe_num.eq(self.job.samples + self.job.batch - 1)]
 
         # the divider's operands, registered: the operand muxes and adders stay out of its first step
         div_start = Signal()
@@ -135,11 +139,11 @@ class ScalarUnit(wiring.Component):
         def after_step(fsm_next):
             """The step's quotient is in eta_t: advance x to the following step."""
             with m.If(warm & warm_more):
-                m.d.sync += x.eq(x + self.eta)
+                m.d.sync += x.eq(x + self.job.eta)
             with m.Elif(warm):
                 m.d.sync += x.eq(x_decay)
-            with m.Elif(self.decay):
-                m.d.sync += x.eq(x - self.eta)
+            with m.Elif(self.job.decay):
+                m.d.sync += x.eq(x - self.job.eta)
             m.d.sync += t.eq(t + 1)
             m.next = fsm_next
 
@@ -149,50 +153,50 @@ class ScalarUnit(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [self.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
+                with m.If(self.ctl.start):
+                    m.d.sync += [self.ctl.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
                     m.next = "SPE"
             with m.State("SPE"):  # ceil(N / B) and the last batch's size from one division
-                divide(spe_num, self.batch)
+                divide(spe_num, self.job.batch)
                 m.next = "SPE_WAIT"
             with m.State("SPE_WAIT"):
                 with m.If(div.done):
                     m.d.sync += [self.steps_per_epoch.eq(div.quotient), self.nb_last.eq(div.remainder + 1)]
-                    multiply(self.epochs, div.quotient[:16])
+                    multiply(self.job.epochs, div.quotient[:16])
                     m.next = "TOTAL"
             with m.State("TOTAL"):
                 with m.If(~mul_busy):
                     m.d.sync += total.eq(mul_acc)
                     m.next = "RN_FULL"
             with m.State("RN_FULL"):  # rn(nb) = floor((2**25 + nb) / (2 nb))
-                divide(Cat(self.batch, Const(1 << (F.RN_FRAC + 1 - 16), F.RN_FRAC + 2 - 16)), self.batch << 1)
+                divide(Cat(self.job.batch, Const(1 << (F.RN_FRAC + 1 - 16), F.RN_FRAC + 2 - 16)), self.job.batch << 1)
                 m.next = "RN_FULL_WAIT"
             with m.State("RN_FULL_WAIT"):
                 with m.If(div.done):
-                    m.d.sync += self.rn_full.eq(div.quotient)
+                    m.d.sync += self.ctl.rn_full.eq(div.quotient)
                     m.next = "RN_LAST"
             with m.State("RN_LAST"):
                 divide(Cat(self.nb_last, Const(1 << (F.RN_FRAC + 1 - 16), F.RN_FRAC + 2 - 16)), self.nb_last << 1)
                 m.next = "RN_LAST_WAIT"
             with m.State("RN_LAST_WAIT"):
                 with m.If(div.done):
-                    m.d.sync += [self.rn_last.eq(div.quotient),
-                                 den_decay.eq(Mux(total > self.warmup, total - self.warmup, 1))]
+                    m.d.sync += [self.ctl.rn_last.eq(div.quotient),
+                                 den_decay.eq(Mux(total > self.job.warmup, total - self.job.warmup, 1))]
                     m.next = "DECAY"
             with m.State("DECAY"):  # eta * (T - W), the numerator of the first decay step
-                multiply(self.eta, den_decay)
+                multiply(self.job.eta, den_decay)
                 m.next = "DECAY_WAIT"
             with m.State("DECAY_WAIT"):
                 with m.If(~mul_busy):
-                    m.d.sync += [x_decay.eq(mul_acc), x.eq(Mux(warm_on, self.eta, mul_acc))]
+                    m.d.sync += [x_decay.eq(mul_acc), x.eq(Mux(warm_on, self.job.eta, mul_acc))]
                     m.next = "STEP"
             with m.State("STEP"):  # eta_t = round(x / den) unless the rate is constant
-                den = Mux(warm, self.warmup, den_decay)
-                with m.If(warm | self.decay):
+                den = Mux(warm, self.job.warmup, den_decay)
+                with m.If(warm | self.job.decay):
                     divide(Cat(Const(0, 1), x) + den, den << 1)
                     m.next = "STEP_WAIT"
                 with m.Else():
-                    m.d.sync += [eta_t.eq(self.eta), n.eq(Divider.latency(ETA_Q_BITS))]
+                    m.d.sync += [eta_t.eq(self.job.eta), n.eq(Divider.latency(ETA_Q_BITS))]
                     m.next = "CONST_WAIT"
             with m.State("CONST_WAIT"):  # the same latency as a division
                 m.d.sync += n.eq(n - 1)
@@ -236,13 +240,13 @@ class ScalarUnit(wiring.Component):
                 m.d.sync += [next_e.eq(over), next_m.eq(alpha >> over)]
                 m.next = "READY"
             with m.State("READY"):
-                m.d.sync += self.ready.eq(1)
-                m.d.comb += self.next_ready.eq(1)
-                with m.If(self.start):
-                    m.d.sync += [self.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
+                m.d.sync += self.ctl.ready.eq(1)
+                m.d.comb += self.ctl.next_ready.eq(1)
+                with m.If(self.ctl.start):
+                    m.d.sync += [self.ctl.ready.eq(0), t.eq(1), p1.eq(one), p2.eq(one)]
                     m.next = "SPE"
-                with m.Elif(self.step):
-                    m.d.sync += [self.alpha_m.eq(next_m), self.alpha_e.eq(next_e)]
+                with m.Elif(self.ctl.step):
+                    m.d.sync += [self.alpha.m.eq(next_m), self.alpha.e.eq(next_e)]
                     with m.If(steps_left):
                         m.next = "STEP"
         return m

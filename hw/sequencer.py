@@ -29,7 +29,11 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .datapath import Op, issue_signature
 from .memories import READ_LATENCY, STATS_BITS
+from .job import JOB_LAYOUT
+from .order_unit import control_signature as order_control
 from .params import HwParams, bits_for, require_params
+from .ports import read_port, write_port
+from .scalar_unit import control_signature as scalar_control
 
 __all__ = ["Sequencer"]
 
@@ -40,27 +44,24 @@ class Sequencer(wiring.Component):
         p = params
         super().__init__({
             "start": In(1),          # configuration already checked and registered
-            "samples": In(16), "batch": In(16), "epochs": In(16), "shuffle": In(1),
+            "job": In(JOB_LAYOUT),   # samples, batch, epochs, shuffle
             "busy": Out(1),
             "done": Out(1),          # one-cycle pulse at the end of a job
             "epoch": Out(16),        # epochs finished in this job
             "issue": Out(issue_signature(p)),
-            # the scalar unit
-            "scalar_start": Out(1), "scalar_step": Out(1), "scalar_ready": In(1), "scalar_next_ready": In(1),
+            "scalar": Out(scalar_control()),  # the scalar unit
             "state_ready": In(1),    # the optimizer's state is cleared
-            "rn_full": In(F.RN_BITS), "rn_last": In(F.RN_BITS),
             "rn": Out(F.RN_BITS),    # this batch's rn(nb), for the head unit
             # the order unit and its buffer
-            "order_job_start": Out(1), "order_epoch_start": Out(1), "order_done": In(1),
-            "order_rd_addr": Out(bits_for(p.n_max - 1)), "order_rd_data": In(p.cache_addr_bits),
+            "order": Out(order_control()),
+            "order_rd": In(read_port(bits_for(p.n_max - 1), p.cache_addr_bits)),
             # the head unit and the optimizer
             "clear_grads": Out(1),
             "opt_b_start": Out(1),
             "clear_saturated": Out(1),
             "correct": In(16), "loss": In(32), "saturated": In(32),
             # the statistics memory
-            "stats_wr_addr": Out(bits_for(F.STAT_EPOCHS - 1)), "stats_wr_data": Out(STATS_BITS),
-            "stats_wr_en": Out(1),
+            "stats_wr": In(write_port(bits_for(F.STAT_EPOCHS - 1), STATS_BITS)),
         })
 
     def elaborate(self, platform):
@@ -92,8 +93,8 @@ class Sequencer(wiring.Component):
         iss = self.issue
         m.d.sync += iss.valid.eq(0)
         m.d.comb += [bases_rd[i].addr.eq(Cat(Const(i, 1), j)) for i in range(p.pair)]
-        m.d.comb += self.order_rd_addr.eq(s0 + j)
-        m.d.sync += [self.done.eq(0), self.stats_wr_en.eq(0)]
+        m.d.comb += self.order_rd.addr.eq(s0 + j)
+        m.d.sync += [self.done.eq(0), self.stats_wr.en.eq(0)]
 
         def issue(op, last, first=0, ef=0):
             m.d.sync += [iss.valid.eq(1), iss.p.op.eq(op), iss.p.line.eq(line), iss.p.pair.eq(j),
@@ -108,7 +109,7 @@ class Sequencer(wiring.Component):
         m.d.sync += [pf_slot[i].eq(pf_slot[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.sync += [pf_seq[i].eq(pf_seq[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.comb += [bases_wr.addr.eq(pf_slot[-1]), bases_wr.en.eq(pf_valid[-1]),
-                     bases_wr.data.eq(Mux(self.shuffle, self.order_rd_data, pf_seq[-1]))]
+                     bases_wr.data.eq(Mux(self.job.shuffle, self.order_rd.data, pf_seq[-1]))]
 
         # Values derived from the job's registers and from s0, nb, epoch, registered a cycle or
         # three after their sources change (each is read only long after: no logic deeper than a
@@ -129,11 +130,11 @@ class Sequencer(wiring.Component):
         b_short = Signal(reset_less=True)           # pairs < a_chunks: B_GAP follows each line
         b_wait = Signal.like(count, reset_less=True)  # a_chunks - pairs - 1
         m.d.sync += [
-            nb_first.eq(Mux(self.samples < self.batch, self.samples, self.batch)),
-            s0_next.eq(s0 + nb), rest.eq(self.samples - s0_next),
-            nb_next.eq(Mux(rest < self.batch, rest, self.batch)), epoch_end.eq(s0_next == self.samples),
-            job_end.eq(epoch + 1 == self.epochs), s0_zero.eq(s0 == 0),
-            n_pairs.eq((nb + 1) >> 1), np_m1.eq(n_pairs - 1), nb_full.eq(nb == self.batch),
+            nb_first.eq(Mux(self.job.samples < self.job.batch, self.job.samples, self.job.batch)),
+            s0_next.eq(s0 + nb), rest.eq(self.job.samples - s0_next),
+            nb_next.eq(Mux(rest < self.job.batch, rest, self.job.batch)), epoch_end.eq(s0_next == self.job.samples),
+            job_end.eq(epoch + 1 == self.job.epochs), s0_zero.eq(s0 == 0),
+            n_pairs.eq((nb + 1) >> 1), np_m1.eq(n_pairs - 1), nb_full.eq(nb == self.job.batch),
             pf_end.eq(nb + (READ_LATENCY - 1)),
             f_short.eq(n_pairs < tm.wait_t), f_wait.eq(tm.wait_t - 1 - n_pairs),
             b_short.eq(n_pairs < p.a_chunks), b_wait.eq(p.a_chunks - 1 - n_pairs),
@@ -146,22 +147,22 @@ class Sequencer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += [self.scalar_start.eq(1), self.order_job_start.eq(1), self.clear_grads.eq(1),
+                    m.d.comb += [self.scalar.start.eq(1), self.order.job_start.eq(1), self.clear_grads.eq(1),
                                  self.clear_saturated.eq(1)]
                     m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
-                with m.If(self.scalar_ready & self.state_ready):
+                with m.If(self.scalar.ready & self.state_ready):
                     m.next = "EPOCH"
             with m.State("EPOCH"):
                 m.d.sync += [s0.eq(0), seq_base.eq(0)]
-                with m.If(self.shuffle):
-                    m.d.comb += self.order_epoch_start.eq(1)
+                with m.If(self.job.shuffle):
+                    m.d.comb += self.order.epoch_start.eq(1)
                     m.next = "ORDER"
                 with m.Else():
                     next_batch(nb_first)
             with m.State("ORDER"):
-                with m.If(self.order_done):
+                with m.If(self.order.done):
                     next_batch(nb_first)
             with m.State("PREFETCH"):  # nb reads, then READ_LATENCY cycles for the last write
                 m.d.sync += count.eq(count + 1)
@@ -171,9 +172,9 @@ class Sequencer(wiring.Component):
                 with m.If((count == pf_end) & (count != 0)):  # pf_end is nb's from the second cycle on
                     m.next = "BATCH"
             with m.State("BATCH"):  # waits until the scalar unit has this step's alpha
-                with m.If(self.scalar_next_ready):
-                    m.d.comb += self.scalar_step.eq(1)
-                    m.d.sync += [self.rn.eq(Mux(nb_full, self.rn_full, self.rn_last)), j.eq(0), line.eq(0)]
+                with m.If(self.scalar.next_ready):
+                    m.d.comb += self.scalar.step.eq(1)
+                    m.d.sync += [self.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
             with m.State("F"):
                 issue(Op.FWD, line == S - 1, ef=s0_zero & (j == 0))
@@ -231,8 +232,8 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         next_batch(nb_next)
             with m.State("EPOCH_END"):
-                m.d.sync += [self.stats_wr_en.eq(1), self.stats_wr_addr.eq(epoch),
-                             self.stats_wr_data.eq(Cat(self.correct, self.loss, self.saturated))]
+                m.d.sync += [self.stats_wr.en.eq(1), self.stats_wr.addr.eq(epoch),
+                             self.stats_wr.data.eq(Cat(self.correct, self.loss, self.saturated))]
                 m.d.comb += self.clear_saturated.eq(1)
                 m.d.sync += epoch.eq(epoch + 1)
                 with m.If(job_end):

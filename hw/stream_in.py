@@ -21,11 +21,12 @@ head unit one cycle later from registers, with their own small beat counter.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams, require_params
+from .ports import write_port
 from .regmap import ErrorCode
 
 __all__ = ["StreamLoader", "axis_signature"]
@@ -53,9 +54,10 @@ class StreamLoader(wiring.Component):
             "error_code": Out(8),
             "commit": Out(1),         # one-cycle pulse: N_LOADED += count
             "adapters_loaded": Out(1),  # one-cycle pulse: a whole adapter image arrived
-            "cache_addr": Out(p.cache_addr_bits), "cache_data": Out(p.beat_bits), "cache_en": Out(1),
-            "a_addr": Out(abits), "a_data": Out(p.a_line_bits), "a_en": Out(self.segments),
-            "b_valid": Out(1), "b_beat": Out(16), "b_data": Out(p.beat_bits),
+            # the writes: the cache, the A memory (a beat is one segment of a line), B by beat
+            "cache_wr": In(write_port(p.cache_addr_bits, p.beat_bits)),
+            "a_wr": In(write_port(abits, p.a_line_bits, p.beat_bits)),
+            "b_wr": In(write_port(16, p.beat_bits)),
         })
 
     def elaborate(self, platform):
@@ -77,13 +79,13 @@ class StreamLoader(wiring.Component):
         in_b = Signal()                      # the adapter beats have reached B
         b_beat = Signal(range(max(b_beats, 2)))
         axis = self.s_axis
-        m.d.comb += [axis.ready.eq(1), self.cache_data.eq(axis.p.data), self.cache_addr.eq(addr),
-                     self.a_addr.eq(line)]
-        m.d.comb += self.a_data.eq(axis.p.data.replicate(self.segments))
-        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0), self.b_valid.eq(0)]
+        m.d.comb += [axis.ready.eq(1), self.cache_wr.data.eq(axis.p.data), self.cache_wr.addr.eq(addr),
+                     self.a_wr.addr.eq(line)]
+        m.d.comb += self.a_wr.data.eq(axis.p.data.replicate(self.segments))
+        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0), self.b_wr.en.eq(0)]
         b_data = Signal(p.beat_bits, reset_less=True)
         b_index = Signal(16, reset_less=True)
-        m.d.comb += [self.b_data.eq(b_data), self.b_beat.eq(b_index)]
+        m.d.comb += [self.b_wr.data.eq(b_data), self.b_wr.addr.eq(b_index)]
         with m.If(self.clear_cache):
             m.d.sync += fill.eq(0)
 
@@ -116,7 +118,7 @@ class StreamLoader(wiring.Component):
             with m.State("CACHE"):
                 with m.If(axis.valid):
                     last_beat = line_last & sample_last
-                    m.d.comb += self.cache_en.eq(1)
+                    m.d.comb += self.cache_wr.en.eq(1)
                     m.d.sync += addr.eq(addr + 1)
                     with m.If(line_last):
                         m.d.sync += [line_in.eq(0), line_last.eq(S == 1), samples_left.eq(samples_left - 1),
@@ -131,14 +133,14 @@ class StreamLoader(wiring.Component):
                 with m.If(axis.valid):
                     m.d.sync += [left.eq(left - 1), adapters_last.eq(left == 1)]
                     with m.If(~in_b):  # A: 4R beats per line, one write segment each
-                        m.d.comb += self.a_en.eq(1 << seg)
+                        m.d.comb += self.a_wr.en.eq(1 << seg)
                         m.d.sync += seg.eq(seg + 1)
                         with m.If(seg == self.segments - 1):
                             m.d.sync += [seg.eq(0), line.eq(line + 1)]
                             with m.If(line == p.layout.a_beats // self.segments - 1):
                                 m.d.sync += in_b.eq(1)
                     with m.Else():  # B: to the head unit from registers, one cycle later
-                        m.d.sync += [self.b_valid.eq(1), b_beat.eq(b_beat + 1)]
+                        m.d.sync += [self.b_wr.en.eq(1), b_beat.eq(b_beat + 1)]
                     m.d.sync += [b_data.eq(axis.p.data), b_index.eq(b_beat)]
                     with m.If(adapters_last & axis.p.last):
                         m.d.sync += self.adapters_loaded.eq(1)

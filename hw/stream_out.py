@@ -15,6 +15,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .params import HwParams, require_params
+from .ports import read_port
 from .stream_in import axis_signature
 
 __all__ = ["AdapterStreamer", "OUT_DEPTH"]
@@ -32,8 +33,8 @@ class AdapterStreamer(wiring.Component):
             "m_axis": Out(axis_signature(p.beat_bits)),
             "start": In(1),
             "busy": Out(1),
-            "a_addr": Out(abits), "a_data": In(p.a_line_bits),
-            "b_beat": Out(16), "b_data": In(p.beat_bits),
+            "a_rd": In(read_port(abits, p.a_line_bits)),   # the A memory, a line at a time
+            "b_rd": In(read_port(16, p.beat_bits)),        # B, a beat at a time (head unit 0)
         })
 
     def elaborate(self, platform):
@@ -59,9 +60,9 @@ class AdapterStreamer(wiring.Component):
         m.d.sync += wr_valid.eq(0)
         sending = Signal()  # beats still to be selected
         m.d.sync += self.busy.eq(sending | wr_valid | (out.level != 0))  # a register: STATUS reads it
-        # the A memory's registered read keeps the line on a_data while the address stays put
-        segs = Array(self.a_data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
-        m.d.comb += [self.a_addr.eq(line), self.b_beat.eq(bbeat)]
+        # the A memory's registered read keeps the line on a_rd.data while the address stays put
+        segs = Array(self.a_rd.data[i * p.beat_bits:(i + 1) * p.beat_bits] for i in range(self.segments))
+        m.d.comb += [self.a_rd.addr.eq(line), self.b_rd.addr.eq(bbeat)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -83,7 +84,7 @@ class AdapterStreamer(wiring.Component):
                             m.next = "FETCH"
             with m.State("SEND_B"):
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(self.b_data, bbeat == b_beats - 1)),
+                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(self.b_rd.data, bbeat == b_beats - 1)),
                                  bbeat.eq(bbeat + 1)]
                     with m.If(bbeat == b_beats - 1):
                         m.d.sync += sending.eq(0)

@@ -68,11 +68,11 @@ async def _load_head(ctx, dut, p, b, exps):
     words = [b[k, c, r] for k in range(K) for c in range(C) for r in range(R)]
     wpb = p.words_per_beat
     for beat in range(-(-len(words) // wpb)):
-        ctx.set(dut.b_load_valid, 1)
-        ctx.set(dut.b_load_beat, beat)
-        ctx.set(dut.b_load_data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
+        ctx.set(dut.b_load.en, 1)
+        ctx.set(dut.b_load.addr, beat)
+        ctx.set(dut.b_load.data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
         await ctx.tick()
-    ctx.set(dut.b_load_valid, 0)
+    ctx.set(dut.b_load.en, 0)
     await _pulse(ctx, dut.clear_grads)
     await ctx.tick().repeat(K + 1)
 
@@ -115,18 +115,18 @@ def test_scalar_unit_derives_the_schedule():
     async def bench(ctx):
         for n, b, e, eta, w, decay, kind in cases:
             for name, v in dict(samples=n, batch=b, epochs=e, eta=eta, warmup=w, decay=int(decay), kind=kind).items():
-                ctx.set(getattr(dut, name), v)
-            await _pulse(ctx, dut.start)
+                ctx.set(getattr(dut.job, name), v)
+            await _pulse(ctx, dut.ctl.start)
             k = 1
-            while not ctx.get(dut.ready):
+            while not ctx.get(dut.ctl.ready):
                 await ctx.tick()
                 k += 1
             got = {"init": k, "spe": ctx.get(dut.steps_per_epoch), "nb_last": ctx.get(dut.nb_last),
-                   "rn": (ctx.get(dut.rn_full), ctx.get(dut.rn_last)), "alpha": []}
+                   "rn": (ctx.get(dut.ctl.rn_full), ctx.get(dut.ctl.rn_last)), "alpha": []}
             total = min(e * steps_per_epoch(n, b), 70)  # the KV260 case: its warm-up and the first decay steps
             for _ in range(total):
-                await _pulse(ctx, dut.step)
-                got["alpha"].append((ctx.get(dut.alpha_m), ctx.get(dut.alpha_e)))
+                await _pulse(ctx, dut.ctl.step)
+                got["alpha"].append((ctx.get(dut.alpha.m), ctx.get(dut.alpha.e)))
                 await ctx.tick().repeat(cycles.STEP_LATENCY - 1)  # the tightest spacing the sequencer uses
             out.append(got)
 
@@ -151,16 +151,16 @@ def test_order_unit_writes_each_epochs_order(config, cases):
 
     async def bench(ctx):
         for n, seed, epochs in cases:
-            ctx.set(dut.samples, n)
-            ctx.set(dut.seed, seed)
-            await _pulse(ctx, dut.job_start)
+            ctx.set(dut.job.samples, n)
+            ctx.set(dut.job.seed, seed)
+            await _pulse(ctx, dut.ctl.job_start)
             await ctx.tick().repeat(order_unit.SETTLE)
             for _ in range(epochs):
-                await _pulse(ctx, dut.epoch_start)
+                await _pulse(ctx, dut.ctl.epoch_start)
                 buf, k = {}, 1
-                while not ctx.get(dut.done):
-                    if ctx.get(dut.wr_en):
-                        buf[ctx.get(dut.wr_addr)] = ctx.get(dut.wr_data)
+                while not ctx.get(dut.ctl.done):
+                    if ctx.get(dut.wr.en):
+                        buf[ctx.get(dut.wr.addr)] = ctx.get(dut.wr.data)
                     await ctx.tick()
                     k += 1
                 out.append(([buf[i] for i in range(len(buf))], k))
@@ -192,22 +192,22 @@ def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config, kind):
     b_now = {"w": [x.copy() for x in bw], "g": steps[0]}
 
     async def bench(ctx):
-        ctx.set(dut.kind, int(kind))
+        ctx.set(dut.job.kind, int(kind))
         await _pulse(ctx, dut.clear_state)
         while not ctx.get(dut.state_ready):
             await ctx.tick()
         for t in range(3):
             am, ae = mantissa(alphas[t])
-            ctx.set(dut.alpha_m, am)
-            ctx.set(dut.alpha_e, ae)
+            ctx.set(dut.alpha.m, am)
+            ctx.set(dut.alpha.e, ae)
             await _pulse(ctx, dut.clear_saturated)
             b_now["g"] = steps[t]
             for (line, _, w0), g in zip(lines, grads[t]):
                 w = [a_mem.get((line, i), w0[i]) for i in range(p.a_words)]
-                ctx.set(dut.a_line_index, line)
-                ctx.set(dut.a_grad, _pack(g, p.da_bits))
-                ctx.set(dut.a_weights, _pack(w, F.W_BITS))
-                await _pulse(ctx, dut.a_line)
+                ctx.set(dut.a_lines.p.index, line)
+                ctx.set(dut.a_lines.p.grad, _pack(g, p.da_bits))
+                ctx.set(dut.a_lines.p.weights, _pack(w, F.W_BITS))
+                await _pulse(ctx, dut.a_lines.valid)
                 if p.a_chunks > 1:  # lines arrive every a_chunks cycles at the most
                     await ctx.tick().repeat(p.a_chunks - 1)
                 await ctx.tick().repeat(cycles.OPT_LATENCY + 1)  # the next line reads this one's result
@@ -219,21 +219,21 @@ def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config, kind):
     async def monitor(ctx):  # B rows on request, and every write
         wpb = p.words_per_beat
         while True:
-            tap = ctx.get(dut.b_tap)
-            ctx.set(dut.b_weights, _pack(b_now["w"][tap], F.W_BITS))
-            ctx.set(dut.b_grad, _pack(b_now["g"][tap] + DB_START, db_bits()))
-            en = ctx.get(dut.a_wr_en)
-            data = _unpack(ctx.get(dut.a_wr_data), F.W_BITS, p.a_words)
+            tap = ctx.get(dut.b_rows.tap)
+            ctx.set(dut.b_rows.weights, _pack(b_now["w"][tap], F.W_BITS))
+            ctx.set(dut.b_rows.grad, _pack(b_now["g"][tap] + DB_START, db_bits()))
+            en = ctx.get(dut.a_wr.en)
+            data = _unpack(ctx.get(dut.a_wr.data), F.W_BITS, p.a_words)
             for s in range(p.segments):
                 if en >> s & 1:
                     for i in range(s * wpb, (s + 1) * wpb):
-                        a_mem[(ctx.get(dut.a_wr_addr), i)] = data[i]
-            if ctx.get(dut.b_wr_en):
-                chunk = ctx.get(dut.b_wr_chunk)
-                for i, x in enumerate(_unpack(ctx.get(dut.b_wr_data), F.W_BITS, p.opt_lanes)):
+                        a_mem[(ctx.get(dut.a_wr.addr), i)] = data[i]
+            if ctx.get(dut.b_wr.en):
+                chunk = ctx.get(dut.b_wr.chunk)
+                for i, x in enumerate(_unpack(ctx.get(dut.b_wr.data), F.W_BITS, p.opt_lanes)):
                     a_index = chunk * p.opt_lanes + i
                     if a_index < p.b_words:
-                        b_mem[(ctx.get(dut.b_wr_tap), a_index)] = x
+                        b_mem[(ctx.get(dut.b_wr.tap), a_index)] = x
             await ctx.tick()
 
     run(dut, bench, monitor)
@@ -319,16 +319,16 @@ def test_head_unit_t_factors_gradient_sums_and_statistics(config):
             await _pulse(ctx, dut.start)
             k = 1
             while not ctx.get(dut.done):
-                if ctx.get(dut.t_wr_en):
-                    t_buf[ctx.get(dut.t_wr_addr)] = _unpack(ctx.get(dut.t_wr_data), F.T_BITS, R)
+                if ctx.get(dut.t_wr.en):
+                    t_buf[ctx.get(dut.t_wr.addr)] = _unpack(ctx.get(dut.t_wr.data), F.T_BITS, R)
                 await ctx.tick()
                 k += 1
             lat.append(k)
         res.update(lat=lat, correct=ctx.get(dut.correct), loss=ctx.get(dut.loss), db=[])
         for k in range(K):
-            ctx.set(dut.opt_tap, k)
+            ctx.set(dut.opt_rows.tap, k)
             await ctx.delay(1e-9)
-            res["db"].append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
+            res["db"].append(_unpack(ctx.get(dut.opt_rows.grad), db_bits(), C * R))
 
     run(dut, bench)
     db = np.zeros((K, C, R), np.int64)
@@ -391,23 +391,23 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
             await _pulse(ctx, dut.pairs.valid)
             for _ in range(cycles.head_latency(K, R, C) + 2):
                 for s in range(2):
-                    if ctx.get(dut.t_wr_en[s]):
-                        t_buf[s][ctx.get(dut.t_wr_addr[s])] = _unpack(ctx.get(dut.t_wr_data[s]), F.T_BITS, R)
+                    if ctx.get(dut.t_wr[s].en):
+                        t_buf[s][ctx.get(dut.t_wr[s].addr)] = _unpack(ctx.get(dut.t_wr[s].data), F.T_BITS, R)
                 await ctx.tick()
             stats.append((ctx.get(dut.correct), ctx.get(dut.loss)))
         res["stats"] = stats
         for rnd in ("sums", "restarted"):
             rows = []
-            ctx.set(dut.opt_tap, K - 1)                 # b_start: the optimizer's b_tap -> 0
+            ctx.set(dut.opt_rows.tap, K - 1)                 # b_start: the optimizer's b_tap -> 0
             await ctx.tick()
             for k in range(K):                          # fetch: b_tap = k, the rows in opt_*_row
-                ctx.set(dut.opt_tap, k)
-                rows.append(_unpack(ctx.get(dut.opt_db_row), db_bits(), C * R))
-                res.setdefault("b", []).append(_unpack(ctx.get(dut.opt_b_row), F.W_BITS, C * R))
+                ctx.set(dut.opt_rows.tap, k)
+                rows.append(_unpack(ctx.get(dut.opt_rows.grad), db_bits(), C * R))
+                res.setdefault("b", []).append(_unpack(ctx.get(dut.opt_rows.weights), F.W_BITS, C * R))
                 await ctx.tick().repeat(2)              # feed cycles
-                ctx.set(dut.opt_row_done, 1)            # the last chunk: restart row k, look ahead to k + 1
+                ctx.set(dut.opt_rows.done, 1)            # the last chunk: restart row k, look ahead to k + 1
                 await ctx.tick()
-                ctx.set(dut.opt_row_done, 0)
+                ctx.set(dut.opt_rows.done, 0)
             res[rnd] = rows
 
     run(dut, bench)
@@ -524,19 +524,19 @@ def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, se
                 ctx.set(dut.port_b_read, b_read)
             ra, wa, ra2 = rng.randrange(depth), rng.randrange(depth), rng.randrange(depth)
             wd, we = rng.randrange(1 << width), rng.randrange(1 << (width // gran))
-            ctx.set(dut.rd_addr, ra)
-            ctx.set(dut.wr_addr, wa)
-            ctx.set(dut.wr_data, wd)
-            ctx.set(dut.wr_en, we)
-            got = ctx.get(dut.rd_data)
+            ctx.set(dut.read.addr, ra)
+            ctx.set(dut.write.addr, wa)
+            ctx.set(dut.write.data, wd)
+            ctx.set(dut.write.en, we)
+            got = ctx.get(dut.read.data)
             if expect[0] is not None:
                 assert got == expect[0]
                 checked[0] += 1
             expect = expect[1:] + [mem[ra]]
             if second_read:
-                ctx.set(dut.rd2_addr, ra2)
+                ctx.set(dut.read2.addr, ra2)
                 if expect2[0] is not None:
-                    assert ctx.get(dut.rd2_data) == expect2[0]
+                    assert ctx.get(dut.read2.data) == expect2[0]
                     checked[1] += 1
                 expect2 = expect2[1:] + [mem[ra2] if b_read else None]
             for lane in range(width // gran):
@@ -600,10 +600,10 @@ def test_adapter_streamer_sends_the_image_at_one_beat_a_cycle(config):
     async def memories(ctx):  # the A memory (READ_LATENCY registered read) and the head unit's B beats
         pipe = [0] * READ_LATENCY
         while True:
-            ctx.set(dut.a_data, a_lines[pipe[-1]] if pipe[-1] < p.tap_lines else 0)
-            beat = ctx.get(dut.b_beat)
-            ctx.set(dut.b_data, b_beats[beat] if beat < len(b_beats) else 0)
-            pipe = [ctx.get(dut.a_addr)] + pipe[:-1]
+            ctx.set(dut.a_rd.data, a_lines[pipe[-1]] if pipe[-1] < p.tap_lines else 0)
+            beat = ctx.get(dut.b_rd.addr)
+            ctx.set(dut.b_rd.data, b_beats[beat] if beat < len(b_beats) else 0)
+            pipe = [ctx.get(dut.a_rd.addr)] + pipe[:-1]
             await ctx.tick()
 
     async def bench(ctx):
