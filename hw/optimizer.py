@@ -262,8 +262,15 @@ class OptimizerUnit(wiring.Component):
         m.d.sync += [x7[i].eq(Mux(adam, m6[i], g_at[6][i])) for i in range(L)]
         m.d.sync += [vp7[i].eq(v6[i] + 1) for i in range(L)]
         prod_bits = F.GRAD_BITS + F.ALPHA_MANT_BITS + 1
+        # The step size of the batch whose weights are in flight, taken when an A line is captured
+        # and when B starts: the sequencer moves the scalar unit to the next batch while B's
+        # chunks of the last one still run (the next batch's first A line comes much later).
+        alpha_m = Signal(F.ALPHA_MANT_BITS, reset_less=True)
+        alpha_e = Signal.like(self.alpha.e, reset_less=True)
+        with m.If(self.a_lines.valid | self.b_start):
+            m.d.sync += [alpha_m.eq(self.alpha.m), alpha_e.eq(self.alpha.e)]
         mant = Signal(F.ALPHA_MANT_BITS, reset_less=True)  # the DSP's B input: the step's mantissa
-        m.d.comb += mant.eq(self.alpha.m)
+        m.d.comb += mant.eq(alpha_m)
         p8 = [Signal(signed(prod_bits), name=f"p8_{i}", reset_less=True) for i in range(L)]
         m.d.sync += [p8[i].eq(x7[i] * mant) for i in range(L)]
         # The shift needs the leading one n of v' + 1 (57 bits), in two stages of at most four LUT
@@ -272,9 +279,9 @@ class OptimizerUnit(wiring.Component):
         # (V_FRAC - 1)) / 2); stage 9 the highest group with a set bit (a tree of 2:1 selections) and
         # one adder: shift + 4 = (Adam: ADAM_SHIFT, SGD: STEP_SHIFT) + 4 - E (+ s for Adam).
         adam_r = Signal(reset_less=True)        # the job's optimizer (constant through a job)
-        base9 = Signal(signed(8), reset_less=True)  # the step's part of the shift (alpha changes at BATCH only)
+        base9 = Signal(signed(8), reset_less=True)  # the step's part of the shift
         m.d.sync += [adam_r.eq(adam),
-                     base9.eq(Mux(adam, ADAM_SHIFT + 4, STEP_SHIFT + 4) - self.alpha.e)]
+                     base9.eq(Mux(adam, ADAM_SHIFT + 4, STEP_SHIFT + 4) - alpha_e)]
         group = 8
         groups = -(-(V_BITS + 1) // group)
         gany8 = [[Signal(name=f"gany8_{i}_{g}", reset_less=True) for g in range(groups)] for i in range(L)]

@@ -14,7 +14,13 @@ per mini-batch of nb samples:
               per cycle); the line then goes to the optimizer (at least `a_chunks` cycles a line)
     OPT       the optimizer finishes the A lines, then updates B tap by tap; its writes land
 
-then EPOCH_END writes the epoch's statistics (correct, loss, saturated updates). An odd batch's
+Within an epoch OPT runs in the background: the next batch's PREFETCH follows the last backward
+op at once, a countdown (``gate``) pulses the optimizer's ``b_start`` when OPT_A would have, and
+the next BATCH waits for the countdown's end (`cycles.Timing.batch_gate`: the scalar unit steps
+after ``b_start``, where the optimizer takes B's step size; the next forward pass reads A and the
+head units take B only after the optimizer's writes). An epoch's last batch runs OPT in the
+foreground, so its statistics and the job's adapters are complete; then EPOCH_END writes the
+epoch's statistics (correct, loss, saturated updates). An odd batch's
 last pair has no second sample: its ops carry ``odd = 0`` (the datapath uses t = 0 for it, the
 second head unit is not started). `skip2lora.fixed.cycles` is the closed form of this schedule:
 the cycle counter (busy cycles) must equal it.
@@ -144,6 +150,13 @@ class Sequencer(wiring.Component):
             m.d.sync += [j.eq(0), count.eq(0), nb.eq(size)]
             m.next = "PREFETCH"
 
+        # The optimizer's tail of the last batch, in the background: a countdown from the last
+        # backward op; b_start when OPT_A would have pulsed it, the next BATCH at its end.
+        gate = Signal(range(tm.batch_gate))
+        with m.If(gate != 0):
+            m.d.sync += gate.eq(gate - 1)
+        m.d.comb += self.opt_b_start.eq(gate == tm.batch_gate - tm.opt_a_wait)
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -171,8 +184,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += [j.eq(j + 1), seq_base.eq(seq_base + S)]
                 with m.If((count == pf_end) & (count != 0)):  # pf_end is nb's from the second cycle on
                     m.next = "BATCH"
-            with m.State("BATCH"):  # waits until the scalar unit has this step's alpha
-                with m.If(self.scalar.next_ready):
+            with m.State("BATCH"):  # waits for the scalar unit's alpha and the optimizer's tail
+                with m.If(self.scalar.next_ready & (gate == 0)):
                     m.d.comb += self.scalar.step.eq(1)
                     m.d.sync += [self.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
@@ -207,9 +220,12 @@ class Sequencer(wiring.Component):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == np_m1):
                     m.d.sync += [j.eq(0), line.eq(line + 1)]
-                    with m.If(line == SL - 1):
+                    with m.If((line == SL - 1) & epoch_end):
                         m.d.sync += count.eq(tm.opt_a_wait - 1)
                         m.next = "OPT_A"
+                    with m.Elif(line == SL - 1):  # the next batch now, the optimizer's tail behind it
+                        m.d.sync += [gate.eq(tm.batch_gate - 1), s0.eq(s0_next)]
+                        next_batch(nb_next)
                     with m.Elif(b_short):
                         m.d.sync += count.eq(b_wait)
                         m.next = "B_GAP"
@@ -226,11 +242,7 @@ class Sequencer(wiring.Component):
             with m.State("OPT_B"):  # B tap by tap, then the optimizer's last write lands
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    m.d.sync += s0.eq(s0_next)
-                    with m.If(epoch_end):
-                        m.next = "EPOCH_END"
-                    with m.Else():
-                        next_batch(nb_next)
+                    m.next = "EPOCH_END"
             with m.State("EPOCH_END"):
                 m.d.sync += [self.stats_wr.en.eq(1), self.stats_wr.addr.eq(epoch),
                              self.stats_wr.data.eq(Cat(self.correct, self.loss, self.saturated))]

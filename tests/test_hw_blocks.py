@@ -24,6 +24,7 @@ from skip2lora.hw.optimizer import DB_SHIFT, OptimizerUnit, db_bits
 from skip2lora.hw import order_unit
 from skip2lora.hw.order_unit import OrderUnit
 from skip2lora.hw.params import HwParams
+from skip2lora.hw.ports import ReadPortSelect, WritePortSelect, read_port, write_port
 from skip2lora.hw.regmap import regmap_dict
 from skip2lora.hw.scalar_unit import ScalarUnit
 from skip2lora.hw.softmax import SoftmaxGradient
@@ -504,9 +505,10 @@ def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
 @pytest.mark.parametrize("bank_depth", [None, 8, 16])
 def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, second_read):
     """Random writes (with a write granularity) and reads every cycle: the data of the address
-    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not.
-    With a second read port (the write port's address): in runs of cycles it reads (``port_b_read``,
-    the writes ignored), in others the writes land."""
+    given READ_LATENCY cycles before (a read in a write's cycle sees the old word), banked or not;
+    a read whose ``en`` is 0 keeps the read register (the output shows the last enabled read one
+    cycle later). With a second read port (the write port's address): in runs of cycles it reads
+    (``port_b_read``, the writes ignored), in others the writes land."""
     width, depth, gran = 12, 44, 4                  # 44 = 5 banks of 8 (the last one short) / 3 of 16
     dut = RegisteredMemory(width, depth, granularity=gran, bank_depth=bank_depth, second_read=second_read)
     assert dut.banks == (1 if bank_depth is None else -(-depth // bank_depth))
@@ -515,7 +517,7 @@ def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, se
 
     async def bench(ctx):
         mem = [0] * depth
-        expect = [None] * READ_LATENCY
+        read_reg = out_reg = None     # the port's read register and output register
         expect2 = [None] * READ_LATENCY
         b_read = 0
         for i in range(800):
@@ -524,15 +526,19 @@ def test_registered_memory_banked_or_not_reads_after_read_latency(bank_depth, se
                 ctx.set(dut.port_b_read, b_read)
             ra, wa, ra2 = rng.randrange(depth), rng.randrange(depth), rng.randrange(depth)
             wd, we = rng.randrange(1 << width), rng.randrange(1 << (width // gran))
+            ren = int(rng.random() < 0.8)
             ctx.set(dut.read.addr, ra)
+            ctx.set(dut.read.en, ren)
             ctx.set(dut.write.addr, wa)
             ctx.set(dut.write.data, wd)
             ctx.set(dut.write.en, we)
             got = ctx.get(dut.read.data)
-            if expect[0] is not None:
-                assert got == expect[0]
+            if out_reg is not None:
+                assert got == out_reg
                 checked[0] += 1
-            expect = expect[1:] + [mem[ra]]
+            out_reg = read_reg
+            if ren:
+                read_reg = mem[ra]
             if second_read:
                 ctx.set(dut.read2.addr, ra2)
                 if expect2[0] is not None:
@@ -626,3 +632,43 @@ def test_adapter_streamer_sends_the_image_at_one_beat_a_cycle(config):
     assert got["lasts"] == [0] * (len(want) + len(b_beats) - 1) + [1]
     assert got["cycles"] == len(want) + len(b_beats) + READ_LATENCY * (p.tap_lines - 1)
     assert got["busy"] == 0
+
+
+@pytest.mark.parametrize("kind", ["read", "write"])
+def test_port_select_routes_the_selected_port_and_checks_its_signature(kind):
+    """A memory port shared by two blocks: ``select`` picks whose address / writes reach the
+    memory; a read's data reaches both. Anything but a memory port signature is refused."""
+    if kind == "read":
+        dut = ReadPortSelect(read_port(4, 8))
+    else:
+        dut = WritePortSelect(write_port(4, 8, 4))
+    rng = random.Random(7)
+
+    async def bench(ctx):
+        for _ in range(50):
+            sel = rng.randrange(2)
+            ctx.set(dut.select, sel)
+            a, b = rng.randrange(16), rng.randrange(16)
+            ctx.set(dut.a.addr, a)
+            ctx.set(dut.b.addr, b)
+            assert ctx.get(dut.memory.addr) == (b if sel else a)
+            if kind == "read":
+                d = rng.randrange(256)
+                ctx.set(dut.memory.data, d)
+                assert ctx.get(dut.a.data) == d and ctx.get(dut.b.data) == d
+                assert ctx.get(dut.memory.en) == 1  # the readers' en idles at 1
+            else:
+                da, db, ea, eb = rng.randrange(256), rng.randrange(256), rng.randrange(4), rng.randrange(4)
+                ctx.set(dut.a.data, da)
+                ctx.set(dut.b.data, db)
+                ctx.set(dut.a.en, ea)
+                ctx.set(dut.b.en, eb)
+                assert (ctx.get(dut.memory.data), ctx.get(dut.memory.en)) == ((db, eb) if sel else (da, ea))
+            await ctx.delay(1e-9)
+
+    sim = Simulator(dut)  # combinational: no clock
+    sim.add_testbench(bench)
+    sim.run()
+    other = write_port(4, 8) if kind == "read" else read_port(4, 8)
+    with pytest.raises(TypeError, match="signature must be a"):
+        (ReadPortSelect if kind == "read" else WritePortSelect)(other)

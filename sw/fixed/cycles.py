@@ -3,15 +3,18 @@
 The sequencer (hw/sequencer.py) runs a job as
 
     INIT  |  per epoch: EPOCH, [ORDER], per mini-batch of nb samples:
-             PREFETCH, BATCH, F (ceil(nb/2) forward passes), WAIT_T, B (line-major backward), OPT_A, OPT_B
+             PREFETCH, BATCH, F (ceil(nb/2) forward passes), WAIT_T, B (line-major backward), [OPT_A, OPT_B]
           |  EPOCH_END
 
 Every pass runs `PASS_SAMPLES` = 2 samples (a pair: slots 2i and 2i+1 of the mini-batch): one read
 of an A line feeds both samples' forward products, and one backward op adds both samples' t q
 into a line's gradient sums, so F takes a sample pair's lines per pair and B
 ``max(pairs, a_chunks)`` cycles a line. Two head units take the pair's samples side by side.
+OPT_A and OPT_B (the optimizer's last A line, then B) hold the sequencer only after an epoch's
+last batch; within an epoch they run under the next batch's PREFETCH and BATCH, whose step waits
+`Timing.batch_gate` cycles after the last backward op.
 
-and every block's pipeline latency below is the number of register stages the RTL has (each
+Every block's pipeline latency below is the number of register stages the RTL has (each
 block's test measures it against this module). The cycle counter counts the cycles the
 sequencer is busy, which is what `job_cycles` returns. The projected time is cycles / an assumed
 clock (200 MHz by default): no Vivado timing exists here, so every projection says so.
@@ -179,8 +182,8 @@ class Timing:
     def prefetch(self, nb: int) -> int:
         return nb + 2
 
-    def after_step(self, nb: int) -> int:
-        """A batch after its BATCH cycle: F, WAIT_T, B, OPT_A, OPT_B."""
+    def passes(self, nb: int) -> int:
+        """A batch after its BATCH cycle up to its last backward op: F, WAIT_T, B."""
         if nb < 1:
             raise ValueError(f"a batch has at least one sample, not {nb}")
         lay = self.layout
@@ -188,16 +191,38 @@ class Timing:
         forward = n * lay.sample_lines + (n - 1) * self.f_gap
         wait = max(0, self.wait_t - n)
         backward = (lay.tap_lines - 1) * max(n, self.a_chunks) + n
-        return forward + wait + backward + self.opt_a_wait + self.opt_b_cycles
+        return forward + wait + backward
+
+    def after_step(self, nb: int) -> int:
+        """A batch after its BATCH cycle when the sequencer waits for the optimizer (an epoch's
+        last batch): F, WAIT_T, B, OPT_A, OPT_B."""
+        return self.passes(nb) + self.opt_a_wait + self.opt_b_cycles
+
+    @property
+    def batch_gate(self) -> int:
+        """Within an epoch the next batch does not wait for the optimizer: its PREFETCH follows the
+        last backward op, and its BATCH may come this many cycles after that op (the optimizer's
+        A and B updates finish in the background). The gate keeps three orders: the scalar unit
+        steps only after ``b_start`` (the optimizer has taken this batch's step size for B); the
+        last A line's writes land before the next forward pass reads that line; B's writes and
+        the optimizer's row fetches end before the head units take the next batch's first pair."""
+        lay = self.layout
+        return max(self.opt_a_wait + 1,
+                   self.opt_a_wait + OPT_LATENCY + 3 - lay.tap_lines,
+                   self.opt_a_wait + self.opt_b_cycles + 1 - lay.sample_lines - self.fwd)
 
     @property
     def max_wait(self) -> int:
         return max(self.f_gap, self.wait_t, self.opt_a_wait, self.opt_b_cycles, self.a_chunks)
 
 
-def batch_cycles(timing: Timing, nb: int) -> int:
-    """A mini-batch of nb samples, PREFETCH to OPT_B (without BATCH's wait for the scalar unit)."""
-    return timing.prefetch(nb) + 1 + timing.after_step(nb)
+def batch_cycles(timing: Timing, nb: int, *, last: bool = False) -> int:
+    """A mini-batch of nb samples in a long epoch, without BATCH's wait for the scalar unit: from
+    the previous batch's last backward op to this one's (PREFETCH, the gate, BATCH, F, WAIT_T, B);
+    ``last``: an epoch's last batch, PREFETCH to OPT_B after an epoch's start."""
+    if last:
+        return timing.prefetch(nb) + 1 + timing.after_step(nb)
+    return max(timing.prefetch(nb) + 1, timing.batch_gate) + timing.passes(nb)
 
 
 def _epoch_batches(samples: int, batch: int) -> list:
@@ -206,20 +231,27 @@ def _epoch_batches(samples: int, batch: int) -> list:
 
 
 def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool, *, first: bool = True) -> int:
-    """One epoch, EPOCH to EPOCH_END. BATCH waits until STEP_LATENCY cycles have passed since the
-    previous batch's BATCH (the scalar unit computes each step's alpha in that time); ``first``:
-    the job's first epoch, whose first batch finds step 1 ready."""
+    """One epoch, EPOCH to EPOCH_END. A batch's BATCH (the cycle it leaves that state) comes after
+    its PREFETCH; within the epoch also `Timing.batch_gate` cycles after the previous batch's last
+    backward op (the next PREFETCH follows that op at once); and STEP_LATENCY cycles after the
+    previous batch's BATCH (the scalar unit computes each step's alpha in that time). The epoch's
+    last batch waits for the optimizer (OPT_A, OPT_B) before EPOCH_END. ``first``: the job's
+    first epoch, whose first batch finds step 1 ready."""
     sizes = _epoch_batches(samples, batch)
     start = 1 + (order_cycles(samples) if shuffle else 0)
-    total = start
-    # cycles from the previous BATCH cycle to this batch's PREFETCH, across the epoch boundary
-    since = None if first else 1 + timing.after_step(sizes[-1]) + 1 + start
+    # cycles counted from the epoch's first (EPOCH) cycle; the previous epoch's last BATCH came
+    # after_step(last) + 2 cycles before it (its passes, OPT_A, OPT_B, EPOCH_END)
+    prev_step = None if first else -(timing.after_step(sizes[-1]) + 2)
+    t_prefetch, last_b = start, None
     for nb in sizes:
-        pf = timing.prefetch(nb)
-        wait = 0 if since is None else max(0, STEP_LATENCY - (since + pf))
-        total += pf + wait + 1 + timing.after_step(nb)
-        since = 1 + timing.after_step(nb)
-    return total + 1
+        step = t_prefetch + timing.prefetch(nb)
+        if last_b is not None:
+            step = max(step, last_b + timing.batch_gate)
+        if prev_step is not None:
+            step = max(step, prev_step + STEP_LATENCY)
+        last_b = step + timing.passes(nb)
+        prev_step, t_prefetch = step, last_b + 1
+    return last_b + timing.opt_a_wait + timing.opt_b_cycles + 2
 
 
 def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False) -> int:
