@@ -237,7 +237,7 @@ class Skip2LoRACore(wiring.Component):
             regs.STATUS_error_code.eq(error_code), regs.N_LOADED_value.eq(n_loaded),
             regs.IRQ_done.eq(seq.done), regs.IRQ_done_clear.eq(soft_reset),
             self.irq.eq(regs.IRQ_done_held & regs.IRQ_ENABLE_done),
-            regs.CORRECT_value.eq(head.correct), regs.EPOCH_value.eq(seq.epoch),
+            regs.CORRECT_value.eq(head.ctl.correct), regs.EPOCH_value.eq(seq.epoch),
             counter.enable.eq(seq.busy),
             regs.CYCLES_LO_value.eq(counter.count[:32]), regs.CYCLES_HI_value.eq(counter.count[32:]),
         ]
@@ -246,12 +246,12 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [block.job.eq(job) for block in (seq, scalar, order, opt)]
         wiring.connect(m, seq.scalar, scalar.ctl)
         wiring.connect(m, seq.order, order.ctl)
+        wiring.connect(m, seq.opt, opt.ctl)
+        wiring.connect(m, seq.head, head.ctl)
         m.d.comb += [
             seq.start.eq(launch),
-            opt.clear_state.eq(seq.scalar.start), seq.state_ready.eq(opt.state_ready),
             stats.read.addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.read.data[:16]),
             regs.STAT_LOSS_value.eq(stats.read.data[16:48]), regs.STAT_SAT_value.eq(stats.read.data[48:80]),
-            seq.correct.eq(head.correct), seq.loss.eq(head.loss), seq.saturated.eq(opt.saturated),
         ]
         wiring.connect(m, order.wr, orderbuf.write)
         wiring.connect(m, seq.order_rd, orderbuf.read)
@@ -263,9 +263,7 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
         m.d.comb += [
-            head.rn.eq(seq.rn), head.clear_grads.eq(seq.clear_grads),
             cache.port_b_read.eq(seq.busy),  # the cache's second port reads during a job, takes the loader's writes otherwise
-            opt.b_start.eq(seq.opt_b_start), opt.clear_saturated.eq(seq.clear_saturated),
         ]
         wiring.connect(m, dp.cache_rd[0], cache.read)
         wiring.connect(m, dp.cache_rd[1], cache.read2)

@@ -43,11 +43,18 @@ from .ports import read_port, write_port
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "HeadPair", "t_write_port", "b_owner_ports", "DB_START", "PD_BITS"]
+__all__ = ["HeadUnit", "HeadPair", "control_signature", "t_write_port", "b_owner_ports", "DB_START", "PD_BITS"]
 
 PD_BITS = GL_BITS + F.U_BITS   # a dB product gl_c u_k[r]
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
 Y_SHIFT = F.B_FRAC + F.U_FRAC - F.Y_FRAC
+
+
+def control_signature() -> wiring.Signature:
+    """Sequencer -> head units, the sequencer's view: ``rn`` (this batch's rn(nb), from BATCH on),
+    ``clear_grads`` (a job starts: the dB sums restart); ``correct`` and ``loss`` (the epoch's
+    sums so far, read at EPOCH_END)."""
+    return wiring.Signature({"rn": Out(F.RN_BITS), "clear_grads": Out(1), "correct": In(16), "loss": In(32)})
 
 
 def b_owner_ports(p: HwParams) -> dict:
@@ -57,7 +64,6 @@ def b_owner_ports(p: HwParams) -> dict:
         # the optimizer's view of B
         "opt_rows": In(b_rows_signature(p)),
         "opt_wr": In(b_write_signature(p)),
-        "clear_grads": In(1),
         # B load (stream beats) and read-back, addressed by beat
         "b_load": Out(write_port(16, p.beat_bits)),
         "b_read": Out(read_port(16, p.beat_bits)),
@@ -99,7 +105,7 @@ class HeadUnit(wiring.Component):
             "busy": Out(1),
             "correct": Out(16),
             "loss": Out(32),
-            **({} if follower else b_owner_ports(p)),
+            **({} if follower else {"clear_grads": In(1), **b_owner_ports(p)}),
         })
 
     def elaborate(self, platform):
@@ -323,7 +329,7 @@ class HeadPair(wiring.Component):
     Head 0 holds B and the dB sums (the optimizer, the loader and the streamer see only it); head 1
     is a follower: it starts with head 0 (when the pair has its odd sample), so it runs in the same
     cycles and takes head 0's selected B row, and its dB products go into head 0's sums.
-    ``correct`` and ``loss`` are the units' sums (registered).
+    ``ctl.correct`` and ``ctl.loss`` are the units' sums (registered).
     """
 
     def __init__(self, params: HwParams):
@@ -332,11 +338,9 @@ class HeadPair(wiring.Component):
         S2 = p.pair
         super().__init__({
             "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
-            "rn": In(F.RN_BITS),
+            "ctl": In(control_signature()),  # the sequencer's: rn, clear_grads; correct, loss
             "t_shift": In(6).array(p.K),
             "t_wr": In(t_write_port(p)).array(S2),  # the t buffers, one per unit
-            "correct": Out(16),
-            "loss": Out(32),
             **b_owner_ports(p),
         })
 
@@ -351,7 +355,7 @@ class HeadPair(wiring.Component):
             m.submodules[f"head{s}"] = h
             start = self.pairs.valid if s == 0 else self.pairs.valid & smp.odd
             m.d.comb += [h.start.eq(start), h.slot.eq(smp.pair), h.label.eq(smp.label[s]),
-                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.rn)]
+                         h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.ctl.rn)]
             wiring.connect(m, h.t_wr, wiring.flipped(self.t_wr[s]))
             m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
             m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
@@ -366,5 +370,6 @@ class HeadPair(wiring.Component):
                 wiring.connect(m, wiring.flipped(ours), its)
             else:
                 m.d.comb += its.eq(ours) if member.flow == In else ours.eq(its)
-        m.d.sync += [self.correct.eq(sum(h.correct for h in heads)), self.loss.eq(sum(h.loss for h in heads))]
+        m.d.comb += lead.clear_grads.eq(self.ctl.clear_grads)
+        m.d.sync += [self.ctl.correct.eq(sum(h.correct for h in heads)), self.ctl.loss.eq(sum(h.loss for h in heads))]
         return m

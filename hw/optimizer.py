@@ -37,7 +37,7 @@ from .params import HwParams, bits_for, require_params
 from .ports import write_port
 from .pipeline import delay, leading_one
 
-__all__ = ["OptimizerUnit", "a_line_signature", "b_rows_signature", "b_write_signature", "alpha_signature", "db_bits",
+__all__ = ["OptimizerUnit", "control_signature", "a_line_signature", "b_rows_signature", "b_write_signature", "alpha_signature", "db_bits",
            "DB_SHIFT", "STATE_BITS"]
 
 DB_SHIFT = F.GL_FRAC + F.U_FRAC - F.GRAD_FRAC  # the B gradient sum (Q34) -> G (Q22)
@@ -81,6 +81,15 @@ def alpha_signature() -> wiring.Signature:
     return wiring.Signature({"m": Out(F.ALPHA_MANT_BITS), "e": Out(4)})
 
 
+def control_signature() -> wiring.Signature:
+    """Sequencer -> optimizer, the sequencer's view: ``clear_state`` (a job starts: zero Adam's
+    state, one row a cycle) and ``state_ready`` (it is zero); ``b_start`` (update B, tap by tap,
+    after the batch's last A line); ``clear_saturated`` (restart the count) and ``saturated``
+    (weight updates clamped to the weight range since)."""
+    return wiring.Signature({"clear_state": Out(1), "state_ready": In(1), "b_start": Out(1),
+                             "clear_saturated": Out(1), "saturated": In(32)})
+
+
 class OptimizerUnit(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
@@ -88,19 +97,14 @@ class OptimizerUnit(wiring.Component):
         self.state_rows = p.tap_lines * p.a_chunks + p.K * p.b_chunks
         super().__init__({
             "a_lines": In(a_line_signature(p)),   # A lines from the datapath
-            "b_start": In(1),                     # B from the head unit, tap by tap
+            "ctl": In(control_signature()),       # the sequencer's: clear_state, b_start, statistics
             "b_rows": Out(b_rows_signature(p)),
             # the job and the step
             "job": In(JOB_LAYOUT),           # kind: the optimizer
             "alpha": In(alpha_signature()),
-            "clear_state": In(1),            # zero Adam's state, one row a cycle
-            "state_ready": Out(1),
             # write-back: a chunk into the A memory (its write granularity is a stream beat) or B
             "a_wr": In(write_port(p.line_bits, p.a_line_bits, p.beat_bits)),
             "b_wr": Out(b_write_signature(p)),
-            # statistics
-            "clear_saturated": In(1),
-            "saturated": Out(32),
             "busy": Out(1),
         })
 
@@ -138,7 +142,7 @@ class OptimizerUnit(wiring.Component):
         b_tap = self.b_rows.tap
         m.d.comb += self.b_rows.done.eq(b_feed & (b_chunk == p.b_chunks - 1))  # b_tap still names the row
         b_row_next = Signal(row_bits)        # the next tap's first state row, counted up (no product)
-        with m.If(self.b_start):
+        with m.If(self.ctl.b_start):
             m.d.sync += [b_tap.eq(0), b_fetch.eq(1), b_row_next.eq(p.tap_lines * p.a_chunks)]
         with m.Elif(b_fetch):
             m.d.sync += [row_w.eq(self.b_rows.weights), row_g.eq(self.b_rows.grad), b_fetch.eq(0), b_feed.eq(1),
@@ -169,11 +173,11 @@ class OptimizerUnit(wiring.Component):
         row0 = Signal(row_bits)
         m.d.comb += row0.eq(Mux(a_busy, cap_row + a_chunk, b_row + b_chunk))
         clear_n = Signal(range(rows + 1))
-        with m.If(self.clear_state):
+        with m.If(self.ctl.clear_state):
             m.d.sync += clear_n.eq(rows)
         with m.Elif(clear_n != 0):
             m.d.sync += clear_n.eq(clear_n - 1)
-        m.d.comb += [state.read.addr.eq(row0), self.state_ready.eq(clear_n == 0)]
+        m.d.comb += [state.read.addr.eq(row0), self.ctl.state_ready.eq(clear_n == 0)]
 
         v1, b1 = Signal(), Signal()
         line1, chunk1, tap1, row1 = (Signal(p.line_bits), Signal(range(max(p.a_chunks, p.b_chunks, 2))),
@@ -267,7 +271,7 @@ class OptimizerUnit(wiring.Component):
         # chunks of the last one still run (the next batch's first A line comes much later).
         alpha_m = Signal(F.ALPHA_MANT_BITS, reset_less=True)
         alpha_e = Signal.like(self.alpha.e, reset_less=True)
-        with m.If(self.a_lines.valid | self.b_start):
+        with m.If(self.a_lines.valid | self.ctl.b_start):
             m.d.sync += [alpha_m.eq(self.alpha.m), alpha_e.eq(self.alpha.e)]
         mant = Signal(F.ALPHA_MANT_BITS, reset_less=True)  # the DSP's B input: the step's mantissa
         m.d.comb += mant.eq(alpha_m)
@@ -350,11 +354,11 @@ class OptimizerUnit(wiring.Component):
         count13 = Signal(range(L + 1))
         m.d.sync += count13.eq(sum(sat12[i] for i in range(L)))
         total = Signal(33)
-        m.d.comb += total.eq(self.saturated + count13)
-        with m.If(self.clear_saturated):
-            m.d.sync += self.saturated.eq(0)
+        m.d.comb += total.eq(self.ctl.saturated + count13)
+        with m.If(self.ctl.clear_saturated):
+            m.d.sync += self.ctl.saturated.eq(0)
         with m.Else():
-            m.d.sync += self.saturated.eq(Mux(total[32], (1 << 32) - 1, total[:32]))
+            m.d.sync += self.ctl.saturated.eq(Mux(total[32], (1 << 32) - 1, total[:32]))
         m.d.comb += self.busy.eq(a_busy | b_fetch | b_feed | Cat(*(meta[s]["v"] for s in meta)).any()
                                  | (clear_n != 0))
         return m

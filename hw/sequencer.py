@@ -35,7 +35,9 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .datapath import Op, issue_signature
 from .memories import READ_LATENCY, STATS_BITS
+from .head import control_signature as head_control
 from .job import JOB_LAYOUT
+from .optimizer import control_signature as opt_control
 from .order_unit import control_signature as order_control
 from .params import HwParams, bits_for, require_params
 from .ports import read_port, write_port
@@ -56,16 +58,11 @@ class Sequencer(wiring.Component):
             "epoch": Out(16),        # epochs finished in this job
             "issue": Out(issue_signature(p)),
             "scalar": Out(scalar_control()),  # the scalar unit
-            "state_ready": In(1),    # the optimizer's state is cleared
-            "rn": Out(F.RN_BITS),    # this batch's rn(nb), for the head unit
             # the order unit and its buffer
             "order": Out(order_control()),
             "order_rd": In(read_port(bits_for(p.n_max - 1), p.cache_addr_bits)),
-            # the head unit and the optimizer
-            "clear_grads": Out(1),
-            "opt_b_start": Out(1),
-            "clear_saturated": Out(1),
-            "correct": In(16), "loss": In(32), "saturated": In(32),
+            "head": Out(head_control()),    # the head units
+            "opt": Out(opt_control()),      # the optimizer
             # the statistics memory
             "stats_wr": In(write_port(bits_for(F.STAT_EPOCHS - 1), STATS_BITS)),
         })
@@ -155,17 +152,17 @@ class Sequencer(wiring.Component):
         gate = Signal(range(tm.batch_gate))
         with m.If(gate != 0):
             m.d.sync += gate.eq(gate - 1)
-        m.d.comb += self.opt_b_start.eq(gate == tm.batch_gate - tm.opt_a_wait)
+        m.d.comb += self.opt.b_start.eq(gate == tm.batch_gate - tm.opt_a_wait)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += [self.scalar.start.eq(1), self.order.job_start.eq(1), self.clear_grads.eq(1),
-                                 self.clear_saturated.eq(1)]
+                    m.d.comb += [self.scalar.start.eq(1), self.order.job_start.eq(1), self.head.clear_grads.eq(1),
+                                 self.opt.clear_state.eq(1), self.opt.clear_saturated.eq(1)]
                     m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
-                with m.If(self.scalar.ready & self.state_ready):
+                with m.If(self.scalar.ready & self.opt.state_ready):
                     m.next = "EPOCH"
             with m.State("EPOCH"):
                 m.d.sync += [s0.eq(0), seq_base.eq(0)]
@@ -187,7 +184,7 @@ class Sequencer(wiring.Component):
             with m.State("BATCH"):  # waits for the scalar unit's alpha and the optimizer's tail
                 with m.If(self.scalar.next_ready & (gate == 0)):
                     m.d.comb += self.scalar.step.eq(1)
-                    m.d.sync += [self.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
+                    m.d.sync += [self.head.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
             with m.State("F"):
                 issue(Op.FWD, line == S - 1, ef=s0_zero & (j == 0))
@@ -236,7 +233,7 @@ class Sequencer(wiring.Component):
             with m.State("OPT_A"):  # the last A line through the optimizer's chunk feed
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    m.d.comb += self.opt_b_start.eq(1)
+                    m.d.comb += self.opt.b_start.eq(1)
                     m.d.sync += count.eq(tm.opt_b_cycles - 1)
                     m.next = "OPT_B"
             with m.State("OPT_B"):  # B tap by tap, then the optimizer's last write lands
@@ -245,8 +242,8 @@ class Sequencer(wiring.Component):
                     m.next = "EPOCH_END"
             with m.State("EPOCH_END"):
                 m.d.sync += [self.stats_wr.en.eq(1), self.stats_wr.addr.eq(epoch),
-                             self.stats_wr.data.eq(Cat(self.correct, self.loss, self.saturated))]
-                m.d.comb += self.clear_saturated.eq(1)
+                             self.stats_wr.data.eq(Cat(self.head.correct, self.head.loss, self.opt.saturated))]
+                m.d.comb += self.opt.clear_saturated.eq(1)
                 m.d.sync += epoch.eq(epoch + 1)
                 with m.If(job_end):
                     m.d.sync += [self.done.eq(1), self.busy.eq(0)]

@@ -18,7 +18,7 @@ from skip2lora.fixed.schedule import job_lrs, mantissa, recip_batch, steps_per_e
 from skip2lora.hw.cycle_counter import CycleCounter
 from skip2lora.hw.datapath import Datapath
 from skip2lora.hw.divider import Divider
-from skip2lora.hw.head import DB_START, HeadUnit
+from skip2lora.hw.head import DB_START, HeadPair, HeadUnit
 from skip2lora.hw.memories import READ_LATENCY, URAM_DEPTH, CacheMemory, RegisteredMemory
 from skip2lora.hw.optimizer import DB_SHIFT, OptimizerUnit, db_bits
 from skip2lora.hw import order_unit
@@ -74,7 +74,7 @@ async def _load_head(ctx, dut, p, b, exps):
         ctx.set(dut.b_load.data, _pack(words[beat * wpb:(beat + 1) * wpb], 16))
         await ctx.tick()
     ctx.set(dut.b_load.en, 0)
-    await _pulse(ctx, dut.clear_grads)
+    await _pulse(ctx, dut.ctl.clear_grads if isinstance(dut, HeadPair) else dut.clear_grads)
     await ctx.tick().repeat(K + 1)
 
 
@@ -194,14 +194,14 @@ def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config, kind):
 
     async def bench(ctx):
         ctx.set(dut.job.kind, int(kind))
-        await _pulse(ctx, dut.clear_state)
-        while not ctx.get(dut.state_ready):
+        await _pulse(ctx, dut.ctl.clear_state)
+        while not ctx.get(dut.ctl.state_ready):
             await ctx.tick()
         for t in range(3):
             am, ae = mantissa(alphas[t])
             ctx.set(dut.alpha.m, am)
             ctx.set(dut.alpha.e, ae)
-            await _pulse(ctx, dut.clear_saturated)
+            await _pulse(ctx, dut.ctl.clear_saturated)
             b_now["g"] = steps[t]
             for (line, _, w0), g in zip(lines, grads[t]):
                 w = [a_mem.get((line, i), w0[i]) for i in range(p.a_words)]
@@ -212,9 +212,9 @@ def test_optimizer_unit_updates_a_lines_and_b_like_the_model(config, kind):
                 if p.a_chunks > 1:  # lines arrive every a_chunks cycles at the most
                     await ctx.tick().repeat(p.a_chunks - 1)
                 await ctx.tick().repeat(cycles.OPT_LATENCY + 1)  # the next line reads this one's result
-            await _pulse(ctx, dut.b_start)
+            await _pulse(ctx, dut.ctl.b_start)
             await ctx.tick().repeat(cycles.Timing.of(p.layout).opt_b_cycles)
-            sat.append(ctx.get(dut.saturated))
+            sat.append(ctx.get(dut.ctl.saturated))
             b_now["w"] = [np.array([b_mem[(k, i)] for i in range(p.b_words)]) for k in range(p.K)]
 
     async def monitor(ctx):  # B rows on request, and every write
@@ -356,8 +356,6 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
     optimizer under its fetch protocol (tap 0 after b_start, the next after a row); correct and loss are
     both units' sums; an epoch whose first pair has no odd sample restarts the second unit's
     statistics too."""
-    from skip2lora.hw.head import HeadPair
-
     p = HwParams(config)
     K, R, C = p.K, p.R, p.C
     dut = HeadPair(p)
@@ -375,7 +373,7 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
 
     async def bench(ctx):
         await _load_head(ctx, dut, p, b, exps)
-        ctx.set(dut.rn, recip_batch(nb))
+        ctx.set(dut.ctl.rn, recip_batch(nb))
         stats = []
         for j, ef, even, odd in pairs:
             for s, smp in enumerate((even, odd)):
@@ -395,7 +393,7 @@ def test_head_pair_t_buffers_summed_gradients_and_statistics(config):
                     if ctx.get(dut.t_wr[s].en):
                         t_buf[s][ctx.get(dut.t_wr[s].addr)] = _unpack(ctx.get(dut.t_wr[s].data), F.T_BITS, R)
                 await ctx.tick()
-            stats.append((ctx.get(dut.correct), ctx.get(dut.loss)))
+            stats.append((ctx.get(dut.ctl.correct), ctx.get(dut.ctl.loss)))
         res["stats"] = stats
         for rnd in ("sums", "restarted"):
             rows = []
