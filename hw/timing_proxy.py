@@ -28,6 +28,10 @@ Counting rules (the budget of issue 14 is "every path <= 6 LUT levels plus one c
   (A, B, C, D) when its register parameter is set or every non-constant bit comes straight from a
   flip-flop Q; a DSP output P when PREG=1 or every used bit drives only flip-flop D pins. Vivado packs
   such adjacent fabric registers into the primitive, and even unpacked they leave only routing.
+* Multiply-accumulate shape (``macc``, ``dsp_macc_shape``): a DSP whose product register feeds only
+  a register of at most 48 bits with feedback, ``acc <= f(acc, M, <= 2 control bits)``. Vivado maps
+  that into the DSP (post-adder, P feedback, PREG); yosys leaves it in fabric, and its LUT, carry and
+  FF cells are counted (what the DSPs would absorb), never subtracted from the estimate.
 
 The netlist may be hierarchical (``synth_xilinx`` does not flatten unless asked); it is flattened
 here, so names carry the instance path (``core.head.t__0__1``).
@@ -871,6 +875,88 @@ def _entry(names, ci, cell, port, how, culprit=None):
 
 # -- configuration-register paths -------------------------------------------------------------------
 
+# -- multiply-accumulate shapes --------------------------------------------------------------------
+
+_MACC_CONTROL_BITS = 2      # the accumulator's clear (the Z mux's P-or-0 select) and one more select
+_DSP_P_BITS = 48            # the DSP48E2 post-adder and P register
+_COMB = re.compile(r"^(LUT[1-6](_2)?|INV|MUXF[789]|CARRY[48])$")
+
+
+def _comb_cone(flat, g, bits, limit=4096):
+    """The combinational cells behind ``bits`` and the startpoint bits they reach (None if over ``limit``)."""
+    cells, leaves, seen, todo = set(), set(), set(), list(bits)
+    while todo:
+        b = todo.pop()
+        if b < 0 or b in seen:
+            continue
+        seen.add(b)
+        d = g.driver.get(b)
+        if d is None or not _COMB.match(flat.cells[d].type):
+            leaves.add(b)
+            continue
+        if d not in cells:
+            if len(cells) >= limit:
+                return None, None
+            cells.add(d)
+            todo += [a for _, ins in _pins(flat.cells[d], "input") for a in ins]
+    return cells, leaves
+
+
+def _macc_shapes(an: _Analysis):
+    """DSPs in the multiply-accumulate shape, their accumulation left in fabric.
+
+    A DSP48E2 counts when its product P drives only flip-flops (the M stage), those drive only, through
+    logic, a register of at most 48 bits, and that register's inputs come from nothing but the
+    product, the register itself (the feedback) and at most ``_MACC_CONTROL_BITS`` other bits:
+    ``acc <= f(acc, M, clear)``, the shape Vivado maps into one DSP (post-adder, P feedback, PREG;
+    UG901, multiply-accumulate). yosys packs no post-adder or register into DSP48E2 (``xilinx_dsp``
+    runs its packer for xc7 only), so the fabric cells listed here are what such a DSP would absorb.
+    """
+    flat, g = an.flat, an.g
+    dsps, m_ff, p_ff, luts, carries = 0, 0, 0, set(), set()
+    for ci, cell in enumerate(flat.cells):
+        if not _DSP.match(cell.type) or _truthy(cell.params.get("PREG", 0)):
+            continue
+        used = [b for b in cell.conns.get("P", []) if an.used(b)]
+        if not used or any(an.logic_load(b) for b in used):
+            continue
+        loads = [ld for b in used for ld in an.end_loads.get(b, ())]
+        if any(c < 0 or not _FF.match(flat.cells[c].type) or p != "D" for c, p in loads):
+            continue
+        mff = {c for c, _ in loads}
+        mq = {b for c in mff for b in flat.cells[c].conns.get("Q", [])}
+        # forward: every load of the product register, through logic, is one register's D
+        seen, todo, acc = set(), list(mq), set()
+        ok = True
+        while todo and ok:
+            b = todo.pop()
+            if b in seen:
+                continue
+            seen.add(b)
+            for c, p in an.end_loads.get(b, ()):
+                ok &= c >= 0 and _FF.match(flat.cells[c].type) is not None and p == "D"
+                acc.add(c)
+            for nb, _, c in g.succ.get(b, ()):
+                ok &= _COMB.match(flat.cells[c].type) is not None
+                todo.append(nb)
+            ok &= len(seen) <= 4096
+        if not ok or not acc or len(acc) > _DSP_P_BITS or acc & mff:
+            continue
+        accq = {b for c in acc for b in flat.cells[c].conns.get("Q", [])}
+        cells, leaves = _comb_cone(flat, g, [b for c in acc for b in flat.cells[c].conns.get("D", [])])
+        if cells is None or not leaves & accq:
+            continue
+        others = leaves - mq - accq
+        if len(others) > _MACC_CONTROL_BITS:
+            continue
+        dsps += 1
+        m_ff += len(mff)
+        p_ff += len(acc)
+        luts |= {c for c in cells if not flat.cells[c].type.startswith("CARRY")}
+        carries |= {c for c in cells if flat.cells[c].type.startswith("CARRY")}
+    return {"dsps": dsps, "fabric": {"m_ff": m_ff, "p_ff": p_ff, "lut": len(luts), "carry": len(carries)}}
+
+
 def _config_sources(an: _Analysis, rx):
     """Flip-flops whose names match ``rx``, grouped by field (the last component of the match)."""
     fields = defaultdict(dict)         # field -> {bit: source entry}
@@ -993,6 +1079,8 @@ def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_pa
                            keep=lambda e: _fields(arr_c.get(e[0], 0), _SHIFT_CHAINS_FIRST)[1]
                            > budget["max_carry_chains"])
     n_unreg, bound_summary, unreg_list = _boundaries(an, list_limit)
+    macc = _macc_shapes(an)
+    bound_summary["dsp_macc_shape"] = macc["dsps"]
     config, config_ffs = _config_paths(an, list(config_patterns), config_max_levels, worst)
     if config_ffs:   # the datapath's own worst paths, hidden today behind the configuration's
         excluded = {b for srcs in config_ffs.values() for b in srcs}
@@ -1010,6 +1098,7 @@ def timing_report(netlist, *, top: str | None = None, worst: int = 10, config_pa
         "histogram": {str(k): hist[k] for k in sorted(hist)},
         "endpoints": len(g.sinks),
         "boundaries": {"summary": bound_summary, "unregistered": unreg_list},
+        "macc": macc,
         "config_paths": config,
         "budget": budget,
         "violations": {"paths_over_lut_levels": over_levels, "paths_over_carry_chains": over_chains,
@@ -1070,6 +1159,12 @@ def timing_text(report: dict, worst: int = 10) -> str:
             parts.append(f"{s[kind + '_registered']}/{s[kind]} {label}")
     lines.append(f"  registered: {', '.join(parts) or 'no memories or DSPs'}; "
                  f"{report['unregistered_boundaries']} unregistered boundaries (budget 0)")
+    mac = report.get("macc")
+    if mac and mac["dsps"]:
+        fab = mac["fabric"]
+        lines.append(f"  multiply-accumulate shape: {mac['dsps']} DSPs, their accumulation in fabric here "
+                     f"({fab['lut']} LUT, {fab['carry']} carry, {fab['p_ff']} + {fab['m_ff']} FF; Vivado "
+                     f"maps it into the DSP)")
     c = report["config_paths"]
     if c["patterns"]:
         lines.append(f"  configuration registers: {c['endpoints_over']} endpoints behind more than "

@@ -376,6 +376,26 @@ DESIGNS = {
     "dsp_add": (54, 36, """
         reg signed [17:0] a, b, c;
         always @(posedge clk) begin a <= x[17:0]; b <= x[35:18]; c <= x[53:36]; y <= a * b + c; end"""),
+    "dsp_macc": (30, 36, """
+        reg signed [23:0] t;
+        reg signed [4:0] q;
+        reg signed [28:0] m;
+        reg clear, clear_m;
+        always @(posedge clk) begin
+          t <= x[23:0]; q <= x[28:24]; clear <= x[29]; clear_m <= clear; m <= t * q;
+          y <= (clear_m ? 36'sd0 : $signed(y)) + m;
+        end"""),
+    "dsp_pair_macc": (59, 36, """
+        reg signed [23:0] t0, t1;
+        reg signed [4:0] q0, q1;
+        reg signed [28:0] m0, m1;
+        reg signed [29:0] s;
+        reg clear, clear_m, clear_s;
+        always @(posedge clk) begin
+          t0 <= x[23:0]; q0 <= x[28:24]; t1 <= x[52:29]; q1 <= x[57:53]; clear <= x[58];
+          clear_m <= clear; clear_s <= clear_m; m0 <= t0 * q0; m1 <= t1 * q1; s <= m0 + m1;
+          y <= (clear_s ? 36'sd0 : $signed(y)) + s;
+        end"""),
     "cfg_comb": (38, 32, """
         wire [4:0] e;
         bank regs (.clk(clk), .we(x[37]), .wdata(x[36:32]), .TAP0_CFG_exponent(e));
@@ -499,6 +519,17 @@ def test_synthesized_dsps_registered_by_fabric_registers_or_not(report):
     p = r["worst_paths"][0]
     assert (p["levels"], p["dsp"], p["carry_chains"], p["carry_bits"], p["cells"]) == \
         (1, 1, 1, 36, "DSP48E2 LUT2 CARRY4x9")
+
+
+@needs_yosys
+def test_synthesized_multiply_accumulate_shape(report):
+    r = report("dsp_macc")       # acc <= (clear ? 0 : acc) + M: yosys leaves the accumulation in fabric
+    s = r["boundaries"]["summary"]
+    assert (s["dsp_cells"], s["dsp_with_mreg"], s["dsp_macc_shape"]) == (1, 0, 1)
+    assert r["macc"] == {"dsps": 1, "fabric": {"m_ff": 29, "p_ff": 36, "lut": 36, "carry": 9}}
+    r = report("dsp_pair_macc")  # two products summed in fabric first: no DSP accumulates its own product
+    s = r["boundaries"]["summary"]
+    assert (s["dsp_cells"], s["dsp_macc_shape"]) == (2, 0) and r["macc"]["fabric"]["p_ff"] == 0
 
 
 @needs_yosys
