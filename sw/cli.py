@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "register-to-register path, the worst paths by RTL signal, which memory outputs and "
                         "DSP ports are registered, and (kv260) the KV260 job projected at assumed 200 and "
                         "300 MHz clocks beside that evidence")
+    q.add_argument("--netlist", metavar="FILE.json",
+                   help="keep the synthesized yosys netlist there (implies --timing); "
+                        "python -m skip2lora.hw.timing_proxy FILE.json reads it again without synthesis")
     _add_json(q)
     q = hw.add_parser("regmap", help="regenerate sw/regmap.json from the hardware description", **common)
     _add_json(q)
@@ -485,7 +488,10 @@ def cmd_hw(args, out: Output) -> int:
     if args.hw_command == "report":
         from .hw.export import resource_report
 
-        r = resource_report(args.config, timing=args.timing)
+        if args.netlist:
+            check_output_file(args.netlist, "--netlist")
+            args.timing = True
+        r = resource_report(args.config, timing=args.timing, netlist=args.netlist)
         if args.timing and args.config == "kv260":
             from .fixed.config import KV260
             from .fixed.cycles import job_cycles

@@ -29,7 +29,7 @@ def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch
 
     seen = {}
 
-    def fake_report(config, *, timing=False, **kw):
+    def fake_report(config, *, timing=False, netlist=None, **kw):
         seen.update(config=config, timing=timing)
         pct = dict.fromkeys(("lut", "ff", "dsp", "bram36", "uram"), 1.0)
         return {"config": config, "tool": "fake", "fits": True, "lut_half": True, "cache_mapping": "-",
@@ -44,3 +44,25 @@ def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch
     assert job["cycles"] == cycles
     assert [(p["assumed_clock_mhz"], p["ms"]) for p in job["projections"]] == [(200, cycles / 2e5), (300, cycles / 3e5)]
     assert all("assumed clock; logic depth max 9 LUT levels" in p["label"] for p in job["projections"])
+
+
+def test_hw_report_keeps_the_netlist_where_asked_and_checks_the_path_first(monkeypatch, tmp_path, capsys):
+    from skip2lora.hw import export
+
+    seen = {}
+
+    def fake_report(config, *, timing=False, netlist=None, **kw):
+        seen.update(timing=timing, netlist=netlist)
+        pct = dict.fromkeys(("lut", "ff", "dsp", "bram36", "uram"), 1.0)
+        return {"config": config, "tool": "fake", "fits": True, "lut_half": True, "cache_mapping": "-",
+                "budget": dict.fromkeys(pct, 1), "percent": pct, **dict.fromkeys(pct, 1),
+                "timing": {"max_logic_levels": 6}}
+
+    monkeypatch.setattr(export, "resource_report", fake_report)
+    path = tmp_path / "net.json"
+    assert cli.main(["hw", "report", "--config", "small", "--netlist", str(path), "--json"]) == 0
+    assert seen == {"timing": True, "netlist": str(path)}  # --netlist implies --timing
+    capsys.readouterr()
+    seen.clear()
+    assert cli.main(["hw", "report", "--netlist", str(tmp_path / "no" / "net.json"), "--json"]) == 2
+    assert "does not exist" in json.loads(capsys.readouterr().out)["error"] and seen == {}
