@@ -147,3 +147,18 @@ def test_reader_checks_its_parameters(kw, exc):
     args = {**dict(addr_width=40, beat_bits=128, sample_lines=84, slots=4), **kw}
     with pytest.raises(exc):
         DDRReader(**args)
+
+
+@pytest.mark.parametrize("lines, pause", [(84, 0.0), (84, 0.3), (300, 0.3)], ids=["kv260", "kv260-pauses", "two-bursts"])
+def test_reader_against_cocotbext_axi_memory(lines, pause):
+    """The reader's Verilog in a simulator against cocotbext-axi's AxiRamRead (its burst protocol
+    checks), random AR/R pauses, 24 requests into 8 slots (sim/test_ddr_reader_axi.py)."""
+    import json
+
+    from skip2lora.sim.blocks import run_block
+
+    dut = DDRReader(addr_width=40, beat_bits=128, sample_lines=lines, slots=8, entry_bits=12, outstanding=3)
+    cfg = dict(lines=lines, beat_bits=128, slots=8, entry_bits=12, stride=entry_bytes(lines, 128), entries=12,
+               requests=24, pause=pause, seed=lines + int(10 * pause))
+    run_block("ddr_reader", dut, "skip2lora.sim.test_ddr_reader_axi", "ddr_reader_fills_slots",
+              env={"SKIP2LORA_BLOCK": json.dumps(cfg)})
