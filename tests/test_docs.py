@@ -7,6 +7,7 @@ import pytest
 
 from skip2lora.fixed import formats as F
 from skip2lora.fixed.config import KV260
+from skip2lora.fixed.cycles import job_cycles
 from skip2lora.fixed.packing import Layout
 from skip2lora.hw.docs import BLOCKS, DocsStale, render, update_docs
 
@@ -45,3 +46,8 @@ def test_prose_that_names_derived_numbers_agrees():
         assert int(m.group(1)) == lay.sample_lines, m.group(0)
     for m in re.finditer(r"(\d+)-bit\s+line", readme):
         assert int(m.group(1)) == lay.beat_bits, m.group(0)
+    # the KV260 job's cycle count, wherever the README states it as today's
+    cycles = job_cycles(lay, 1024, 16, 10, shuffle=True)
+    stated = re.findall(r"\*\*([\d,]+) accelerator cycles\*\*", readme) + re.findall(
+        r"\| accelerator cycles \(RTL cycle counter = cycle model\) \| ([\d,]+) \|", readme)
+    assert len(stated) == 2 and {int(x.replace(",", "")) for x in stated} == {cycles}, stated
