@@ -1,5 +1,5 @@
-"""The cache writer (hw/cache_writer.py) against the model: tap values quantized as `IntBase.codes`
-does and packed as `packing.pack_cache` does, entry after entry, bit for bit."""
+"""The cache writer (hw/cache_writer.py) against the model: tap values quantized by `base_int.cache_codes`
+(`IntBase.codes`' rule) and packed as `packing.pack_cache` does, entry after entry, bit for bit."""
 
 import random
 
@@ -8,11 +8,10 @@ import pytest
 from amaranth.sim import Simulator
 
 from skip2lora.fixed import base_formats as BF
+from skip2lora.fixed.base_int import cache_codes
 from skip2lora.fixed.config import SMALL, AcceleratorConfig
-from skip2lora.fixed.formats import round_shift
 from skip2lora.fixed.model import CacheEntries, Geometry
 from skip2lora.fixed.packing import Layout, pack_cache
-from skip2lora.fixed.quantize import code_range
 from skip2lora.hw.cache_writer import LATENCY, CacheWriter
 from skip2lora.hw.params import HwParams
 
@@ -30,8 +29,7 @@ def _entries(config, n, rng):
     for d, sg in zip(g.dims, signed):
         lo, hi = BF.act_range(sg)
         taps.append(rng.integers(lo, hi + 1, (n, d)))
-    codes = np.concatenate([np.clip(round_shift(t, s), *code_range(sg)) for t, s, sg in zip(taps, shifts, signed)],
-                           axis=1).astype(np.int8)
+    codes = np.concatenate([cache_codes(t, s, sg) for t, s, sg in zip(taps, shifts, signed)], axis=1)
     logits = rng.integers(-(1 << 15), 1 << 15, (n, g.classes)).astype(np.int16)
     labels = rng.integers(0, g.classes, n)
     return taps, shifts, signed, CacheEntries(codes, logits, labels)

@@ -39,7 +39,7 @@ from . import base_formats as BF
 from .formats import round_shift
 from .quantize import code_range
 
-__all__ = ["IntLayer", "IntBase", "calibrate", "quantize_input", "from_pretrained", "fold_layers", "fit_exponent",
+__all__ = ["IntLayer", "IntBase", "cache_codes", "calibrate", "quantize_input", "from_pretrained", "fold_layers", "fit_exponent",
            "CHUNK"]
 
 CHUNK = 512  # samples per forward chunk: bounds the intermediate buffers (~20 MB for LeNet-5)
@@ -365,8 +365,7 @@ class IntBase:
             if not max(BF.EXP_MIN, frac) <= e <= BF.EXP_MAX:
                 raise ValueError(f"tap {k}: exponent must be in [{max(BF.EXP_MIN, frac)}, {BF.EXP_MAX}] "
                                  f"(at least the tap's LSB exponent {frac}), not {e}")
-            qlo, qhi = code_range(signed)
-            out.append(np.clip(round_shift(t, int(e) - frac), qlo, qhi).astype(np.int8))
+            out.append(cache_codes(t, int(e) - frac, signed))
         return np.concatenate(out, axis=1)
 
     def encode(self, x, exponents=None):
@@ -453,6 +452,12 @@ class IntBase:
             raise ValueError(f"{path}: not an integer base model file ({e})") from None
         return cls(layers, BF.InputFormat(**meta["input_format"]), tuple(meta["input_shape"]), meta["classes"],
                    meta["name"], meta["calibration"])
+
+
+def cache_codes(values, shift: int, signed: bool) -> np.ndarray:
+    """A tap's 4-bit cache codes (int8) from its integers: round_shift by e_k - frac_k, saturated to
+    the code range (`IntBase.codes`; the PL's cache writer computes the same)."""
+    return np.clip(round_shift(values, shift), *code_range(signed)).astype(np.int8)
 
 
 def _check_shape(x, shape):
