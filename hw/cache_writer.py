@@ -28,6 +28,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from ..fixed import forward_cycles as FC
 from .params import HwParams, require_params
 from .pipeline import delay
 from .ports import write_port
@@ -37,7 +38,7 @@ __all__ = ["CacheWriter", "VALUE_BITS", "SHIFT_BITS", "SHIFT_SAT", "LATENCY"]
 VALUE_BITS = F.Z_BITS   # the widest value: a Q8 int16 logit (activations are 8-bit, the label small)
 SHIFT_BITS = 5          # a tap's e_k - frac_k: 0..31 (an int16 shifted by 17 or more is its sign)
 SHIFT_SAT = VALUE_BITS + 1  # round_shift(v, s) of an int16 is 0 for every s >= 17: shifts saturate here
-LATENCY = 6             # a value accepted -> its line written (when it completes the line)
+LATENCY = FC.WRITER_LATENCY  # a value accepted -> its line written (when it completes the line)
 
 
 class CacheWriter(wiring.Component):

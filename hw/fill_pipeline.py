@@ -14,7 +14,7 @@ sample runs as:
 Exactly one source feeds the writer at any time (the chain runs layer after layer within a
 sample), so the writer sees the entry's values in its order, and the cache holds what the host's
 `IntBase.encode` + `packing.pack_cache` would have streamed. This increment is for correctness:
-the engines run one after the other (``FC.base_cycles`` + the writer's latency a sample); the
+the engines run one after the other (`forward_cycles.fill_cycles` a sample); the
 throughput the issue needs (engines working on different samples at once, and lanes over output
 positions as well as channels) is the next step.
 """

@@ -28,7 +28,7 @@ import numpy as np
 from .base_int import IntBase, IntLayer
 
 __all__ = ["CLOCK_MHZ", "READ_LATENCY", "PIPE_LATENCY", "EngineGeometry", "engine_geometry", "groups",
-           "window_cycles", "layer_cycles", "base_cycles", "base_report"]
+           "window_cycles", "layer_cycles", "base_cycles", "WRITER_LATENCY", "fill_cycles", "base_report"]
 
 CLOCK_MHZ = 200.0  # assumed clock for projections (as `fixed.cycles`)
 READ_LATENCY = 2   # every memory read: the memory's read register + an output register (hw/memories.py)
@@ -134,6 +134,19 @@ def base_cycles(base: IntBase, lanes: int) -> int:
     if not isinstance(base, IntBase):
         raise TypeError(f"base must be an IntBase, not {type(base).__name__}")
     return sum(layer_cycles(layer, lanes) for layer in base.layers)
+
+
+#: the cache writer (hw/cache_writer.py): a value taken -> its line written into the cache
+WRITER_LATENCY = 6
+
+
+def fill_cycles(base: IntBase, lanes: int) -> int:
+    """Cycles per sample of the PL fill (hw/fill_pipeline.py), first image beat to ``done``: the
+    passes one after the other (`base_cycles`), except that each engine after the first loads its
+    input while the previous one emits it (its LOAD hidden) and starts its run a cycle before its
+    predecessor's done; then the label and the writer's last line, WRITER_LATENCY - 2 cycles past
+    the last engine's done."""
+    return base_cycles(base, lanes) - sum(d + 1 for d in base.tap_dims[1:]) + WRITER_LATENCY - 2
 
 
 def base_report(base: IntBase, lanes: int, clock_mhz: float = CLOCK_MHZ) -> dict:
