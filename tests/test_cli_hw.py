@@ -24,21 +24,27 @@ def test_hw_docs_names_a_root_that_is_not_a_checkout(tmp_path, capsys):
     assert "is not a source checkout" in err and "docs/numerics.md" in err
 
 
-def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch, capsys):
+def _fake_report(monkeypatch, levels):
+    """Replace the synthesis by a report with ``levels`` LUT levels; returns what it was asked."""
     from skip2lora.hw import export
 
     seen = {}
 
     def fake_report(config, *, timing=False, netlist=None, **kw):
-        seen.update(config=config, timing=timing)
+        seen.update(config=config, timing=timing, netlist=netlist)
         pct = dict.fromkeys(("lut", "ff", "dsp", "bram36", "uram"), 1.0)
         return {"config": config, "tool": "fake", "fits": True, "lut_half": True, "cache_mapping": "-",
                 "budget": dict.fromkeys(pct, 1), "percent": pct, **dict.fromkeys(pct, 1),
-                "timing": {"max_logic_levels": 9}}
+                "timing": {"max_logic_levels": levels}}
 
     monkeypatch.setattr(export, "resource_report", fake_report)
+    return seen
+
+
+def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch, capsys):
+    seen = _fake_report(monkeypatch, 9)
     assert cli.main(["hw", "report", "--timing", "--json"]) == 0
-    assert seen == {"config": "kv260", "timing": True}
+    assert seen == {"config": "kv260", "timing": True, "netlist": None}
     job = json.loads(capsys.readouterr().out)["timing"]["kv260_job"]
     cycles = job_cycles(Layout(KV260.geometry, KV260.lanes), 1024, 16, 10, shuffle=True)
     assert job["cycles"] == cycles
@@ -47,21 +53,10 @@ def test_hw_report_timing_projects_the_kv260_job_beside_the_evidence(monkeypatch
 
 
 def test_hw_report_keeps_the_netlist_where_asked_and_checks_the_path_first(monkeypatch, tmp_path, capsys):
-    from skip2lora.hw import export
-
-    seen = {}
-
-    def fake_report(config, *, timing=False, netlist=None, **kw):
-        seen.update(timing=timing, netlist=netlist)
-        pct = dict.fromkeys(("lut", "ff", "dsp", "bram36", "uram"), 1.0)
-        return {"config": config, "tool": "fake", "fits": True, "lut_half": True, "cache_mapping": "-",
-                "budget": dict.fromkeys(pct, 1), "percent": pct, **dict.fromkeys(pct, 1),
-                "timing": {"max_logic_levels": 6}}
-
-    monkeypatch.setattr(export, "resource_report", fake_report)
+    seen = _fake_report(monkeypatch, 6)
     path = tmp_path / "net.json"
     assert cli.main(["hw", "report", "--config", "small", "--netlist", str(path), "--json"]) == 0
-    assert seen == {"timing": True, "netlist": str(path)}  # --netlist implies --timing
+    assert seen == {"config": "small", "timing": True, "netlist": str(path)}  # --netlist implies --timing
     capsys.readouterr()
     seen.clear()
     assert cli.main(["hw", "report", "--netlist", str(tmp_path / "no" / "net.json"), "--json"]) == 2
