@@ -32,7 +32,8 @@ ARCACHE = 0b0011  # normal non-cacheable bufferable: what Xilinx's DMA engines i
 
 
 def entry_bytes(sample_lines: int, beat_bits: int) -> int:
-    """Bytes between two entries in the DDR buffer: the entry's beats rounded up to a power of two."""
+    """Bytes between two entries in the DDR buffer: the entry's beats rounded up to a power of two
+    (`packing.Layout.ddr_stride` for a build's layout)."""
     return (1 << (sample_lines - 1).bit_length()) * (beat_bits // 8)
 
 

@@ -18,6 +18,7 @@ JOB_FIELDS = {
     "samples": ("SAMPLES", "value"), "batch": ("BATCH", "value"), "epochs": ("EPOCHS", "value"),
     "eta": ("LR", "value"), "warmup": ("WARMUP", "value"), "decay": ("SCHED", "decay"),
     "shuffle": ("ORDER", "shuffle"), "seed": ("SEED", "value"), "kind": ("OPT", "kind"),
+    "ddr": ("CACHE_MODE", "ddr"), "ddr_lo": ("DDR_ADDR_LO", "value"), "ddr_hi": ("DDR_ADDR_HI", "value"),
 }
 
 JOB_LAYOUT = data.StructLayout({name: REGISTER_MAP.field(*where).width for name, where in JOB_FIELDS.items()})

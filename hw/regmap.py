@@ -16,11 +16,11 @@ from .params import MAX_TAPS
 from .registers import Access, Field, Register, RegisterMap
 from .system import system_dict
 
-__all__ = ["ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "REGISTER_MAP", "regmap_dict", "write_regmap",
+__all__ = ["DDR_ADDR_BITS", "ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "REGISTER_MAP", "regmap_dict", "write_regmap",
            "config_register_patterns"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
-VERSION = (2, 0)       # major (register map / wire format / job semantics), minor
+VERSION = (2, 1)       # major (register map / wire format / job semantics), minor
 
 
 class ErrorCode(enum.IntEnum):
@@ -36,6 +36,7 @@ class ErrorCode(enum.IntEnum):
     BUSY = 5
     BAD_CONFIG = 6
     NO_ADAPTERS = 7
+    DDR_READ = 8
 
 
 #: What sets each error code (docs/interface.md prints this table).
@@ -48,11 +49,17 @@ ERROR_DOCS = {
                           "the rest of the stream is drained up to TLAST",
     ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE would exceed CACHE_DEPTH entries (nothing armed)",
     ErrorCode.BUSY: "a command arrived while a job, load or read-back was running (ignored)",
-    ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range, or "
-                          "LOAD_CACHE with LOAD_COUNT = 0",
+    ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range (in "
+                          "DDR mode: no DDR path, SAMPLES above DDR_SAMPLES, BATCH above DDR_BATCH or "
+                          "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0",
     ErrorCode.NO_ADAPTERS: "START or READ_ADAPTERS with no valid adapters (after a reset, a soft reset or "
                            "a failed adapter load)",
+    ErrorCode.DDR_READ: "a read of the DDR cache buffer returned an error response (or a malformed burst): "
+                        "the job ran to its end on the data received, its results are not valid",
 }
+
+
+DDR_ADDR_BITS = 40  # the DDR cache reader's AXI address (the ZynqMP's HP ports take 49 bits; 1 TB suffices)
 
 
 def _rw(name, width, doc, reset=0):
@@ -118,12 +125,19 @@ REGISTER_MAP = RegisterMap([
     Register("STAT_CORRECT", 0x64, [_ro("value", 16, "training samples classified right in that epoch")]),
     Register("STAT_LOSS", 0x68, [_ro("value", 32, "sum of the samples' -log2 p(label) in Q8 in that epoch")]),
     Register("STAT_SAT", 0x6C, [_ro("value", 32, "weight updates clamped to the weight range in that epoch")]),
+    Register("CACHE_MODE", 0x70, [_rw("ddr", 1, "the job's cache entries are in DDR at DDR_ADDR (entry i at "
+                                                "DDR_ADDR + i * DDR_STRIDE), not in the on-chip cache")]),
+    Register("DDR_ADDR_LO", 0x74, [_rw("value", 32, "the DDR cache buffer's bus address, low word (4 KB aligned)")]),
+    Register("DDR_ADDR_HI", 0x78, [_rw("value", DDR_ADDR_BITS - 32, "the DDR cache buffer's bus address, high bits")]),
+    Register("DDR_SAMPLES", 0x7C, [_ro("value", 16, "most samples of a DDR-mode job (0: this build has no DDR path)")]),
     *[Register(f"TAP{k}_DIM", 0x80 + 4 * k, [_ro("value", 16, f"d_{k}, input size of tap {k} (0: absent)")])
       for k in range(MAX_TAPS)],
     *[Register(f"TAP{k}_CFG", 0xC0 + 4 * k, [
         _rw("exponent", 6, f"tap {k} scale exponent e (two's complement): a code c stands for c * 2**e"),
         Field("signed", 6, 1, Access.RW, doc=f"tap {k} codes are signed (-8..7) instead of unsigned (0..15)"),
     ]) for k in range(MAX_TAPS)],
+    Register("DDR_BATCH", 0xE0, [_ro("value", 16, "largest mini-batch of a DDR-mode job")]),
+    Register("DDR_STRIDE", 0xE4, [_ro("value", 16, "bytes between two cache entries in the DDR buffer")]),
 ])
 
 

@@ -26,6 +26,7 @@ BOARD_PART = "xilinx.com:kv260_som:part0"  # the flow picks the newest installed
 PS_PORTS = {
     "control": {"port": "M_AXI_HPM0_FPD", "width": 32},   # registers of the accelerator and the DMA
     "data": {"port": "S_AXI_HP0_FPD", "width": 128},      # the DMA's path to DDR
+    "cache": {"port": "S_AXI_HP1_FPD", "width": 128},     # the accelerator's DDR cache reads (m_axi_cache)
 }
 
 

@@ -21,6 +21,10 @@ class AcceleratorConfig:
     geometry: Geometry
     lanes: int        # P: cached codes consumed per cycle (one cache line); power of two, >= 4
     cache_depth: int  # N_max: cache entries held on chip
+    # The DDR cache path (0, 0: none): a job of up to ddr_samples entries, read from a DDR buffer
+    # a mini-batch (of up to ddr_batch samples) ahead into an on-chip batch buffer.
+    ddr_samples: int = 0
+    ddr_batch: int = 0
 
     def __post_init__(self):
         if not isinstance(self.geometry, Geometry):
@@ -30,26 +34,41 @@ class AcceleratorConfig:
             raise ValueError(f"lanes must be a power of two >= 4, not {p!r}")
         if isinstance(self.cache_depth, bool) or not isinstance(self.cache_depth, int) or self.cache_depth < 1:
             raise ValueError(f"cache depth must be a positive integer, not {self.cache_depth!r}")
+        for name in ("ddr_samples", "ddr_batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
+        if (self.ddr_samples == 0) != (self.ddr_batch == 0):
+            raise ValueError("a DDR path needs both ddr_samples and ddr_batch (or neither)")
+        if self.ddr_batch % 2:
+            raise ValueError(f"ddr_batch must be even (a pass takes a sample pair), not {self.ddr_batch}")
+
+    @property
+    def ddr(self) -> bool:
+        """The build has the DDR cache path."""
+        return self.ddr_samples > 0
 
     def to_dict(self) -> dict:
         return {"name": self.name, **self.geometry.to_dict(), "lanes": self.lanes,
-                "cache_depth": self.cache_depth}
+                "cache_depth": self.cache_depth, "ddr_samples": self.ddr_samples, "ddr_batch": self.ddr_batch}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
         """The inverse of `to_dict` (e.g. a configuration passed to the simulator as JSON)."""
         try:
-            return cls(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"], d["cache_depth"])
+            return cls(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"], d["cache_depth"],
+                       d.get("ddr_samples", 0), d.get("ddr_batch", 0))
         except KeyError as exc:
             raise ValueError(f"an accelerator configuration needs {exc.args[0]!r}: {d!r}") from None
 
 
-# The KV260 build: LeNet-5's five taps, rank 4, 10 classes, 32 lanes (128 multipliers per pass),
-# the whole KV260 job on chip. 32 lanes keep the A and dA memories in block RAM and the logic
-# under half the device's LUTs; the job takes 1.75 M cycles (8.8 ms at 200 MHz).
-KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024)
+# The KV260 build: LeNet-5's five taps, rank 4, 10 classes, 32 lanes (two samples a pass), the
+# whole KV260 job (1024 samples) in the on-chip cache, and any job up to the SAMPLES register's
+# 65535 samples (mini-batches up to 64) from a cache buffer in DDR.
+KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024, ddr_samples=65535, ddr_batch=64)
 # A small build for fast simulation and tests.
-SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64)
+SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64, ddr_samples=1024,
+                          ddr_batch=8)
 
 CONFIGS = {c.name: c for c in (KV260, SMALL)}
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .model import Adapters, CacheEntries, Geometry
 
-__all__ = ["Layout", "pack_cache", "unpack_cache", "pack_adapters", "unpack_adapters"]
+__all__ = ["Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,16 @@ class Layout:
     def cache_bytes(self, n: int) -> int:
         return n * self.sample_lines * self.beat_bytes
 
+    @property
+    def ddr_stride(self) -> int:
+        """Bytes between two entries of the DDR cache buffer: an entry's beats rounded up to a power
+        of two (an entry then never crosses a 4 KB page unless it fills whole pages)."""
+        return (1 << (self.sample_lines - 1).bit_length()) * self.beat_bytes
+
+    def ddr_bytes(self, n: int) -> int:
+        """Size of a DDR cache buffer of n entries."""
+        return n * self.ddr_stride
+
     def _code_columns(self):
         """Column of each (padded) lane position in the concatenated codes, or -1 for padding."""
         cols, off = [], self.geometry.offsets
@@ -100,6 +110,15 @@ def pack_cache(layout: Layout, entries: CacheEntries) -> np.ndarray:
     tail[:, g.classes] = np.asarray(entries.labels)
     tail_bytes = tail.astype("<u2").view(np.uint8).reshape(n, -1)
     return np.concatenate([tap_bytes, tail_bytes], axis=1).reshape(-1)
+
+
+def pack_ddr_cache(layout: Layout, entries: CacheEntries) -> np.ndarray:
+    """Cache entries as the DDR cache buffer holds them (uint8, n * ddr_stride bytes): each entry's
+    stream bytes (`pack_cache`) at the start of its stride, zeros after."""
+    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
+    out = np.zeros((stream.shape[0], layout.ddr_stride), np.uint8)
+    out[:, :stream.shape[1]] = stream
+    return out.reshape(-1)
 
 
 def unpack_cache(layout: Layout, data, signed) -> CacheEntries:
