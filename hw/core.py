@@ -21,17 +21,20 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.optimizer import Optimizer
+from .axi4 import AXI4ReadSignature
 from .axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
 from .cycle_counter import CycleCounter
 from .datapath import Datapath
+from .ddr_reader import DDRReader
+from .fetcher import POSITION_BITS, BatchFetcher, slot_count
 from .head import HeadPair
 from .job import JOB_FIELDS, JOB_LAYOUT
-from .memories import AMemory, CacheMemory, OrderBuffer, StatsMemory, TBuffer
+from .memories import AMemory, BatchBufferBank, CacheMemory, OrderBuffer, StatsMemory, TBuffer
 from .optimizer import OptimizerUnit
 from .ports import ReadPortSelect, WritePortSelect
 from .order_unit import OrderUnit
 from .params import HwParams
-from .regmap import ACCEL_ID, REGISTER_MAP, VERSION, ErrorCode
+from .regmap import ACCEL_ID, DDR_ADDR_BITS, REGISTER_MAP, VERSION, ErrorCode
 from .scalar_unit import ScalarUnit
 from .sequencer import Sequencer
 from .stream_in import StreamLoader, axis_signature
@@ -47,12 +50,15 @@ class Skip2LoRACore(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         self.params = HwParams(config)
         p = self.params
-        super().__init__({
+        members = {
             "bus": In(AXI4LiteSignature(REGISTER_MAP.address_width)),
             "s_axis": In(axis_signature(p.beat_bits)),
             "m_axis": Out(axis_signature(p.beat_bits)),
             "irq": Out(1),
-        })
+        }
+        if p.ddr:
+            members["m_axi"] = Out(AXI4ReadSignature(DDR_ADDR_BITS, p.beat_bits))  # the DDR cache's reads
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -80,6 +86,16 @@ class Skip2LoRACore(wiring.Component):
         loader = block("loader", StreamLoader(p))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
+        if p.ddr:  # the DDR path: fetcher -> reader (AXI4) -> batch buffer (two banks)
+            fetcher = block("fetcher", BatchFetcher(p))
+            # An AXI manager cannot drop bursts it has started: a soft reset does not reset the
+            # reader; it finishes them (the core stays busy until it is idle).
+            reader = m.submodules.ddr_reader = DDRReader(
+                addr_width=DDR_ADDR_BITS, beat_bits=p.beat_bits, sample_lines=p.sample_lines,
+                slots=slot_count(p), entry_bits=POSITION_BITS,
+                slot_dest=[((slot & 1) << p.bbuf_addr_bits) | (slot >> 1) * p.sample_lines
+                           for slot in range(slot_count(p))])
+            bbufs = [block(f"bbuf{s}", BatchBufferBank(p)) for s in range(p.pair)]
         self.blocks = dict(cache=cache, amem=amem, tbufs=tbufs, datapath=dp, head=head, optimizer=opt,
                            scalar=scalar, order=order, sequencer=seq, loader=loader)  # for testbenches
         wiring.connect(m, wiring.flipped(self.s_axis), loader.s_axis)
@@ -90,6 +106,8 @@ class Skip2LoRACore(wiring.Component):
             regs.ID_value.eq(ACCEL_ID), regs.VERSION_major.eq(VERSION[0]), regs.VERSION_minor.eq(VERSION[1]),
             regs.GEOMETRY_taps.eq(K), regs.GEOMETRY_rank.eq(p.R), regs.GEOMETRY_classes.eq(p.C),
             regs.LANES_value.eq(p.P), regs.CACHE_DEPTH_value.eq(p.n_max),
+            regs.DDR_SAMPLES_value.eq(p.config.ddr_samples), regs.DDR_BATCH_value.eq(p.ddr_batch),
+            regs.DDR_STRIDE_value.eq(p.layout.ddr_stride if p.ddr else 0),
         ]
         for k, d in enumerate(p.geometry.dims):
             m.d.comb += getattr(regs, f"TAP{k}_DIM_value").eq(d)
@@ -128,15 +146,22 @@ class Skip2LoRACore(wiring.Component):
         count0, count_over = Signal(reset_less=True), Signal(reset_less=True)
         m.d.sync += [
             flags["batch_fits"].eq(batch <= samples), flags["batch_bit"].eq(batch[BATCH_MAX_LOG]),
-            flags["exp"].eq(exp_ok), flags["kind"].eq(regs.OPT_kind < len(Optimizer)), flags["fits"].eq(~fits[-1]),
+            flags["exp"].eq(exp_ok), flags["kind"].eq(regs.OPT_kind < len(Optimizer)),
             count0.eq(count[0]), count_over.eq(over[-1]),
         ]
+        # the job's cache: on chip, the samples are loaded; in DDR, the build has the path, the job
+        # is within its limits and the buffer is 4 KB aligned
+        mode = regs.CACHE_MODE_ddr
+        ddr_ok = ((batch <= p.ddr_batch) & (samples <= p.config.ddr_samples)
+                  & (regs.DDR_ADDR_LO_value[:12] == 0)) if p.ddr else 0
+        ok_ddr = Signal(name="ok_ddr", reset_less=True)
+        m.d.sync += [flags["fits"].eq(~fits[-1] | mode), ok_ddr.eq(~mode | ddr_ok)]
         # batch <= BATCH_MAX = 2**BATCH_MAX_LOG: nothing above that bit, or that bit alone
         batch_max_ok = ~any_set(batch[BATCH_MAX_LOG + 1:], "batch_hi") & (
             ~flags["batch_bit"] | ~any_set(batch[:BATCH_MAX_LOG], "batch_lo"))
         checks = [any_set(samples, "samples"), any_set(batch, "batch"), any_set(epochs, "epochs"),
                   any_set(regs.LR_value, "lr"), flags["batch_fits"], batch_max_ok, flags["exp"], flags["kind"],
-                  flags["fits"]]
+                  flags["fits"], ok_ddr]
         count_rest = any_set(count[1:], "count")
         count_zero, count_one = Signal(), Signal()
         m.d.comb += [count_zero.eq(~count0 & ~count_rest), count_one.eq(count0 & ~count_rest)]
@@ -156,7 +181,8 @@ class Skip2LoRACore(wiring.Component):
         adapters_valid = Signal()
         busy = Signal()          # what STATUS shows
         busy_r = Signal()        # what a command sees: busy a cycle ago (two commands are >= 2 cycles
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch)  # apart; launch follows START)
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch  # apart; launch follows START)
+                            | (~reader.idle if p.ddr else 0))
         m.d.sync += busy_r.eq(busy)
 
         def fail(code):
@@ -220,6 +246,9 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
+        if p.ddr:
+            with m.If(reader.error):
+                fail(ErrorCode.DDR_READ)
         with m.If(loader.commit):
             m.d.sync += [n_loaded.eq(n_after), room_left.eq(room_after)]
         with m.If(loader.adapters_loaded):
@@ -254,7 +283,23 @@ class Skip2LoRACore(wiring.Component):
             regs.STAT_LOSS_value.eq(stats.read.data[16:48]), regs.STAT_SAT_value.eq(stats.read.data[48:80]),
         ]
         wiring.connect(m, order.wr, orderbuf.write)
-        wiring.connect(m, seq.order_rd, orderbuf.read)
+        if p.ddr:  # the order buffer: read by PREFETCH on chip, by the fetcher in DDR mode
+            order_read = m.submodules.order_read = ReadPortSelect(orderbuf.read.signature)
+            wiring.connect(m, order_read.memory, orderbuf.read)
+            wiring.connect(m, seq.order_rd, order_read.a)
+            wiring.connect(m, fetcher.order_rd, order_read.b)
+            m.d.comb += order_read.select.eq(job.ddr)
+            wiring.connect(m, seq.fetch, fetcher.ctl)
+            wiring.connect(m, fetcher.requests, reader.requests)
+            wiring.connect(m, reader.filled, fetcher.filled)
+            wiring.connect(m, reader.axi, wiring.flipped(self.m_axi))
+            m.d.comb += [fetcher.job.eq(job), reader.base.eq(Cat(job.ddr_lo, job.ddr_hi))]
+            for s, bbuf in enumerate(bbufs):  # slot parity -> bank: the address bit above a bank's lines
+                m.d.comb += [bbuf.write.addr.eq(reader.write.addr[:p.bbuf_addr_bits]),
+                             bbuf.write.data.eq(reader.write.data),
+                             bbuf.write.en.eq(reader.write.en & (reader.write.addr[p.bbuf_addr_bits] == s))]
+        else:
+            wiring.connect(m, seq.order_rd, orderbuf.read)
         wiring.connect(m, seq.stats_wr, stats.write)
         wiring.connect(m, seq.issue, dp.issue)
 
@@ -265,8 +310,17 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [
             cache.port_b_read.eq(seq.busy),  # the cache's second port reads during a job, takes the loader's writes otherwise
         ]
-        wiring.connect(m, dp.cache_rd[0], cache.read)
-        wiring.connect(m, dp.cache_rd[1], cache.read2)
+        if p.ddr:  # each datapath port reads the cache and its batch buffer bank; the job's mode picks
+            ddr_mode = Signal(reset_less=True)
+            m.d.sync += ddr_mode.eq(job.ddr)
+            for s, cache_port in enumerate((cache.read, cache.read2)):
+                rd, bank = dp.cache_rd[s], bbufs[s].read
+                m.d.comb += [cache_port.addr.eq(rd.addr), cache_port.en.eq(rd.en),
+                             bank.addr.eq(rd.addr[:p.bbuf_addr_bits]), bank.en.eq(rd.en),
+                             rd.data.eq(Mux(ddr_mode, bank.data, cache_port.data))]
+        else:
+            wiring.connect(m, dp.cache_rd[0], cache.read)
+            wiring.connect(m, dp.cache_rd[1], cache.read2)
         for s, tbuf in enumerate(tbufs):  # a t buffer per head unit, both read by each backward op
             wiring.connect(m, head.t_wr[s], tbuf.write)
             wiring.connect(m, dp.t_rd[s], tbuf.read)

@@ -44,10 +44,11 @@ def request_layout(entry_bits: int, slot_bits: int) -> data.StructLayout:
 class DDRReader(wiring.Component):
     """Parameters: ``addr_width`` (the AXI address), ``beat_bits`` (the data bus: one cache line),
     ``sample_lines`` (beats of an entry), ``slots`` (destination slots), ``entry_bits`` (the width
-    of an entry index), ``outstanding`` (bursts in flight)."""
+    of an entry index), ``outstanding`` (bursts in flight), ``slot_dest`` (each slot's first line
+    in the write port's address space; default ``slot * sample_lines``)."""
 
     def __init__(self, *, addr_width: int, beat_bits: int, sample_lines: int, slots: int, entry_bits: int = 16,
-                 outstanding: int = 4):
+                 outstanding: int = 4, slot_dest=None):
         for name, v in (("addr_width", addr_width), ("beat_bits", beat_bits), ("sample_lines", sample_lines),
                         ("slots", slots), ("entry_bits", entry_bits), ("outstanding", outstanding)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -61,7 +62,12 @@ class DDRReader(wiring.Component):
         beat_bytes = beat_bits // 8
         self.burst_lines = min(MAX_BURST_BEATS, BOUNDARY_BYTES // beat_bytes)
         self.bursts = -(-sample_lines // self.burst_lines)  # bursts of an entry (the last one shorter)
-        self.dest_bits = bits_for(slots * sample_lines - 1)
+        if slot_dest is None:
+            slot_dest = [s * sample_lines for s in range(slots)]
+        self.slot_dest = tuple(int(d) for d in slot_dest)
+        if len(self.slot_dest) != slots or min(self.slot_dest) < 0:
+            raise invalid(self, ValueError(f"slot_dest must give {slots} non-negative addresses"))
+        self.dest_bits = bits_for(max(self.slot_dest) + sample_lines - 1)
         self.slot_bits = bits_for(slots - 1)
         super().__init__({
             "axi": Out(AXI4ReadSignature(addr_width, beat_bits)),
@@ -95,7 +101,7 @@ class DDRReader(wiring.Component):
         with m.If(self.requests.valid & ~held):
             req = self.requests.p
             m.d.sync += [held.eq(1), entry.eq(req.entry), slot.eq(req.slot), burst.eq(0),
-                         dest0.eq(Array(Const(s * S, self.dest_bits) for s in range(self.slots))[req.slot])]
+                         dest0.eq(Array(Const(d, self.dest_bits) for d in self.slot_dest)[req.slot])]
 
         m.d.comb += [axi.arid.eq(0), axi.arsize.eq((beat_bytes - 1).bit_length()), axi.arburst.eq(BURST_INCR),
                      axi.arcache.eq(ARCACHE), axi.arprot.eq(0)]

@@ -15,7 +15,10 @@ registers, so it sits in front of the reader's register, not between a memory an
   an optimizer chunk at a time (its write granularity is one beat).
 * `TBuffer`      t_k of one sample of each pair of the current mini-batch, at (pair, k) (one per
   head unit).
-* `OrderBuffer`  the epoch's sample order as cache addresses (written by the order unit).
+* `OrderBuffer`  the epoch's sample order as cache addresses, or as sample indices for a job in
+  DDR (written by the order unit).
+* `BatchBufferBank` the DDR path's batch buffer, two banks (a pair's samples, one per bank): the
+  current mini-batch's entries and the next one's, fetched from DDR while the current one runs.
 * `StatsMemory`  per-epoch training statistics (written by the sequencer, read by the host).
 """
 
@@ -29,7 +32,7 @@ from ..fixed import formats as F
 from .params import HwParams, bits_for, invalid
 from .ports import read_port, write_port
 
-__all__ = ["READ_LATENCY", "URAM_DEPTH", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer",
+__all__ = ["READ_LATENCY", "URAM_DEPTH", "RegisteredMemory", "CacheMemory", "AMemory", "TBuffer", "OrderBuffer", "BatchBufferBank",
            "StatsMemory", "STATS_BITS"]
 
 READ_LATENCY = 2
@@ -162,7 +165,16 @@ def TBuffer(params: HwParams) -> RegisteredMemory:
 
 def OrderBuffer(params: HwParams) -> RegisteredMemory:
     p = _params(params)
-    return RegisteredMemory(p.cache_addr_bits, p.n_max)
+    return RegisteredMemory(p.order_bits, p.order_depth)
+
+
+def BatchBufferBank(params: HwParams) -> RegisteredMemory:
+    """One bank of the DDR path's batch buffer: the even (or odd) slots of two mini-batches, one
+    being read by the passes while the DDR reader fills the other (UltraRAM when large)."""
+    p = _params(params)
+    big = p.bbuf_lines * p.beat_bits >= URAM_THRESHOLD_BITS // 4
+    return RegisteredMemory(p.beat_bits, p.bbuf_lines, attrs={"ram_style": "ultra"} if big else None,
+                            bank_depth=URAM_DEPTH if big else None)
 
 
 def StatsMemory() -> RegisteredMemory:

@@ -5,7 +5,8 @@ from a xorshift generator seeded by SEED, its images below N kept in index order
 ``ctl.epoch_start`` the unit steps the generator 6 times (the round keys), then feeds the 2**(2h)
 indices through a pipeline of 6 rounds (4 register stages each: the keyed offset, the DSP's
 product and output registers, the shift and exclusive-or) and writes every image below N, times
-the sample's line count (its cache address), to the next slot of the order buffer.
+the sample's line count (its cache address; for a job in DDR, the index itself), to the next
+slot of the order buffer.
 `cycles.order_cycles` counts the cycles from ``epoch_start`` to ``done`` (`control_signature`).
 """
 
@@ -40,12 +41,12 @@ class OrderUnit(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
         p = params
-        self.hmax = O.half_bits(p.n_max)
+        self.hmax = O.half_bits(p.order_depth)
         super().__init__({
             "ctl": In(control_signature()),  # the sequencer's: job_start, epoch_start; done
             "job": In(JOB_LAYOUT),           # seed, samples
             "busy": Out(1),
-            "wr": In(write_port(bits_for(p.n_max - 1), p.cache_addr_bits)),  # the order buffer
+            "wr": In(write_port(bits_for(p.order_depth - 1), p.order_bits)),  # the order buffer
         })
 
     def elaborate(self, platform):
@@ -144,15 +145,21 @@ class OrderUnit(wiring.Component):
             m.d.sync += [vd.eq(vc), ld.eq(rc), rd.eq((lc ^ f[:hmax]) & mask_h)]
             valid, left, right = vd, ld, rd
 
-        # The image, the range check, the cache address (a DSP product by the line count).
+        # The image, the range check, the cache address (a DSP product by the line count), or for
+        # a job in DDR the sample index itself (the DDR reader addresses entries by index).
         vi, image = Signal(), Signal(w2)
         m.d.sync += [vi.eq(valid), image.eq((left << h) | right)]
         vk, kept = Signal(), Signal(w2)
         m.d.sync += [vk.eq(vi & (image < n)), kept.eq(image)]
-        va, addr_a = Signal(), Signal(p.cache_addr_bits + w2)
-        m.d.sync += [va.eq(vk), addr_a.eq(kept * p.sample_lines)]
-        vo, addr_o = Signal(), Signal(p.cache_addr_bits)
+        va, addr_a, kept_a = Signal(), Signal(p.cache_addr_bits + w2), Signal(w2, reset_less=True)
+        m.d.sync += [va.eq(vk), addr_a.eq(kept * p.sample_lines), kept_a.eq(kept)]
+        ddr = Signal(reset_less=True)
+        m.d.sync += ddr.eq(self.job.ddr)
+        vo, addr_o = Signal(), Signal(p.order_bits)
         m.d.sync += [vo.eq(va), addr_o.eq(addr_a)]
+        if p.ddr:
+            with m.If(ddr):
+                m.d.sync += addr_o.eq(kept_a)
         m.d.comb += [self.wr.en.eq(vo), self.wr.addr.eq(count), self.wr.data.eq(addr_o)]
         with m.If(vo):
             m.d.sync += count.eq(count + 1)

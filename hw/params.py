@@ -203,6 +203,34 @@ class HwParams:
         """A sample's position inside its mini-batch (0..BATCH_MAX-1)."""
         return bits_for(F.BATCH_MAX - 1)
 
+    # -- the DDR cache path (`AcceleratorConfig.ddr_samples`, ``ddr_batch``) -----------------------
+    @property
+    def ddr(self) -> bool:
+        return self.config.ddr
+
+    @property
+    def ddr_batch(self):
+        return self.config.ddr_batch
+
+    @property
+    def order_depth(self):
+        """Entries of the order buffer: the most samples of any job (on chip or in DDR)."""
+        return max(self.n_max, self.config.ddr_samples)
+
+    @property
+    def order_bits(self):
+        """An order buffer entry: a cache address (on-chip jobs) or a sample index (DDR jobs)."""
+        return max(self.cache_addr_bits, bits_for(self.config.ddr_samples - 1) if self.ddr else 1)
+
+    @property
+    def bbuf_lines(self):
+        """Lines of each of the batch buffer's two banks: two halves of ddr_batch / 2 slots."""
+        return self.ddr_batch * self.sample_lines
+
+    @property
+    def bbuf_addr_bits(self):
+        return bits_for(self.bbuf_lines - 1)
+
     @property
     def pair(self):
         """Samples per pass (`cycles.PASS_SAMPLES`): slots 2i and 2i+1 of a mini-batch run together."""

@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .datapath import Op, issue_signature
+from .fetcher import control_signature as fetch_control
 from .memories import READ_LATENCY, STATS_BITS
 from .head import control_signature as head_control
 from .job import JOB_LAYOUT
@@ -50,7 +51,7 @@ class Sequencer(wiring.Component):
     def __init__(self, params: HwParams):
         self.params = require_params(self, params)
         p = params
-        super().__init__({
+        members = {
             "start": In(1),          # configuration already checked and registered
             "job": In(JOB_LAYOUT),   # samples, batch, epochs, shuffle
             "busy": Out(1),
@@ -60,12 +61,15 @@ class Sequencer(wiring.Component):
             "scalar": Out(scalar_control()),  # the scalar unit
             # the order unit and its buffer
             "order": Out(order_control()),
-            "order_rd": In(read_port(bits_for(p.n_max - 1), p.cache_addr_bits)),
+            "order_rd": In(read_port(bits_for(p.order_depth - 1), p.order_bits)),
             "head": Out(head_control()),    # the head units
             "opt": Out(opt_control()),      # the optimizer
             # the statistics memory
             "stats_wr": In(write_port(bits_for(F.STAT_EPOCHS - 1), STATS_BITS)),
-        })
+        }
+        if p.ddr:
+            members["fetch"] = Out(fetch_control(p))  # the batch fetcher (DDR mode)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -92,6 +96,22 @@ class Sequencer(wiring.Component):
         pf_valid = Signal(READ_LATENCY)
         pf_slot = [Signal(bits_for(F.BATCH_MAX), name=f"pf_slot{i}") for i in range(READ_LATENCY)]
         pf_seq = [Signal(p.cache_addr_bits, name=f"pf_seq{i}") for i in range(READ_LATENCY)]
+        # DDR mode: the batch alternates between the batch buffer's halves; slot k of the batch is
+        # in bank k % 2 at line (half * ddr_batch / 2 + k // 2) * S (both banks read at one address)
+        ddr = Signal(reset_less=True)
+        half = Signal()
+        ddr_base = Signal(p.cache_addr_bits)
+        pf_ddr = [Signal(p.cache_addr_bits, name=f"pf_ddr{i}") for i in range(READ_LATENCY)]
+        m.d.sync += ddr.eq(self.job.ddr if p.ddr else 0)
+        fetch = self.fetch if p.ddr else None
+        if p.ddr:
+            assert p.bbuf_addr_bits <= p.cache_addr_bits
+            m.d.sync += fetch.start.eq(0)
+        fetch_ready = fetch.ready if p.ddr else 1
+
+        def fetch_batch(s0_value, nb_value, half_value):
+            if p.ddr:
+                m.d.sync += [fetch.start.eq(ddr), fetch.s0.eq(s0_value), fetch.nb.eq(nb_value), fetch.half.eq(half_value)]
 
         iss = self.issue
         m.d.sync += iss.valid.eq(0)
@@ -111,8 +131,9 @@ class Sequencer(wiring.Component):
         m.d.sync += [pf_slot[0].eq(j), pf_seq[0].eq(seq_base)]
         m.d.sync += [pf_slot[i].eq(pf_slot[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.sync += [pf_seq[i].eq(pf_seq[i - 1]) for i in range(1, READ_LATENCY)]
+        m.d.sync += [pf_ddr[0].eq(ddr_base)] + [pf_ddr[i].eq(pf_ddr[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.comb += [bases_wr.addr.eq(pf_slot[-1]), bases_wr.en.eq(pf_valid[-1]),
-                     bases_wr.data.eq(Mux(self.job.shuffle, self.order_rd.data, pf_seq[-1]))]
+                     bases_wr.data.eq(Mux(ddr, pf_ddr[-1], Mux(self.job.shuffle, self.order_rd.data, pf_seq[-1])))]
 
         # Values derived from the job's registers and from s0, nb, epoch, registered a cycle or
         # three after their sources change (each is read only long after: no logic deeper than a
@@ -143,8 +164,9 @@ class Sequencer(wiring.Component):
             b_short.eq(n_pairs < p.a_chunks), b_wait.eq(p.a_chunks - 1 - n_pairs),
         ]
 
-        def next_batch(size):
-            m.d.sync += [j.eq(0), count.eq(0), nb.eq(size)]
+        def next_batch(size, half_value):
+            m.d.sync += [j.eq(0), count.eq(0), nb.eq(size), half.eq(half_value),
+                         ddr_base.eq(Mux(half_value, p.ddr_batch // 2 * S, 0))]
             m.next = "PREFETCH"
 
         # The optimizer's tail of the last batch, in the background: a countdown from the last
@@ -170,20 +192,26 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.order.epoch_start.eq(1)
                     m.next = "ORDER"
                 with m.Else():
-                    next_batch(nb_first)
+                    fetch_batch(0, nb_first, 0)
+                    next_batch(nb_first, 0)
             with m.State("ORDER"):
                 with m.If(self.order.done):
-                    next_batch(nb_first)
+                    fetch_batch(0, nb_first, 0)
+                    next_batch(nb_first, 0)
             with m.State("PREFETCH"):  # nb reads, then READ_LATENCY cycles for the last write
                 m.d.sync += count.eq(count + 1)
                 with m.If(count < nb):
                     m.d.comb += reading.eq(1)
                     m.d.sync += [j.eq(j + 1), seq_base.eq(seq_base + S)]
+                    with m.If(j[0]):
+                        m.d.sync += ddr_base.eq(ddr_base + S)
                 with m.If((count == pf_end) & (count != 0)):  # pf_end is nb's from the second cycle on
                     m.next = "BATCH"
             with m.State("BATCH"):  # waits for the scalar unit's alpha and the optimizer's tail
-                with m.If(self.scalar.next_ready & (gate == 0)):
+                with m.If(self.scalar.next_ready & (gate == 0) & fetch_ready):
                     m.d.comb += self.scalar.step.eq(1)
+                    with m.If(~epoch_end):  # DDR mode: the next batch into the other half meanwhile
+                        fetch_batch(s0_next, nb_next, ~half)
                     m.d.sync += [self.head.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
             with m.State("F"):
@@ -222,7 +250,7 @@ class Sequencer(wiring.Component):
                         m.next = "OPT_A"
                     with m.Elif(line == SL - 1):  # the next batch now, the optimizer's tail behind it
                         m.d.sync += [gate.eq(tm.batch_gate - 1), s0.eq(s0_next)]
-                        next_batch(nb_next)
+                        next_batch(nb_next, ~half)
                     with m.Elif(b_short):
                         m.d.sync += count.eq(b_wait)
                         m.next = "B_GAP"

@@ -1,7 +1,8 @@
 """The Vivado-facing top level: flat AXI port names, ``aclk`` and active-low ``aresetn``.
 
 Vivado's IP packager infers ``s_axi_control`` (AXI4-Lite), ``s_axis`` / ``m_axis`` (AXI4-Stream)
-and the ``interrupt`` line from these names (the flow in hw/vivado maps them explicitly).
+and the ``interrupt`` line from these names (the flow in hw/vivado maps them explicitly); a build
+with the DDR cache path adds ``m_axi_cache`` (an AXI4 read-only manager).
 
 ``m_axis_tkeep`` is all ones: every byte of every beat the accelerator sends is data. The AXI DMA's
 S2MM side counts bytes by TKEEP; driving it here makes that explicit rather than leaving it to the
@@ -18,7 +19,8 @@ from amaranth.lib.wiring import In, Out
 from ..fixed.config import AcceleratorConfig
 from .core import Skip2LoRACore
 from .params import HwParams
-from .regmap import REGISTER_MAP
+from .axi4 import AXI4ReadSignature
+from .regmap import DDR_ADDR_BITS, REGISTER_MAP
 
 __all__ = ["Skip2LoRATop", "TOP_NAME"]
 
@@ -34,7 +36,7 @@ class Skip2LoRATop(wiring.Component):
         p = HwParams(config)
         aw = REGISTER_MAP.address_width
         w = p.beat_bits
-        super().__init__({
+        members = {
             "aclk": In(1), "aresetn": In(1), "interrupt": Out(1),
             "s_axi_control_awaddr": In(aw), "s_axi_control_awprot": In(3), "s_axi_control_awvalid": In(1),
             "s_axi_control_awready": Out(1), "s_axi_control_wdata": In(32), "s_axi_control_wstrb": In(4),
@@ -46,7 +48,11 @@ class Skip2LoRATop(wiring.Component):
             "s_axis_tdata": In(w), "s_axis_tvalid": In(1), "s_axis_tready": Out(1), "s_axis_tlast": In(1),
             "m_axis_tdata": Out(w), "m_axis_tkeep": Out(w // 8), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
             "m_axis_tlast": Out(1),
-        })
+        }
+        if p.ddr:  # the DDR cache's AXI4 read manager: m_axi_cache_araddr, ... (Vivado infers the interface)
+            for name, member in AXI4ReadSignature(DDR_ADDR_BITS, w).members.items():
+                members[f"m_axi_cache_{name}"] = member
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -68,4 +74,8 @@ class Skip2LoRATop(wiring.Component):
             self.m_axis_tvalid.eq(core.m_axis.valid), core.m_axis.ready.eq(self.m_axis_tready),
             self.interrupt.eq(core.irq),
         ]
+        if self.config.ddr:
+            for name, member in core.m_axi.signature.members.items():
+                outer, inner = getattr(self, f"m_axi_cache_{name}"), getattr(core.m_axi, name)
+                m.d.comb += outer.eq(inner) if member.flow == Out else inner.eq(outer)
         return m

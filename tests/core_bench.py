@@ -113,3 +113,94 @@ def run_vector(vector, *, vcd_name=None):
 
     simulate(vector.config, bench, vcd_name=vcd_name)
     return out
+
+
+DDR_ADDR = 0x12_3456_7000  # a 4 KB aligned buffer address on the 40-bit bus
+
+
+def axi_memory(dut, data: bytes, *, base: int = DDR_ADDR, latency: int = 0, stall: float = 0.0, seed: int = 0,
+               bad=None, log=None):
+    """Two background testbenches that serve ``dut.m_axi``'s reads from ``data`` at ``base``: each
+    burst's first beat ``latency`` cycles after its AR handshake at the earliest, then one beat a
+    cycle, bursts back to back; ``stall`` > 0 adds random AR and R stalls. ``bad``: beat addresses
+    answered with SLVERR. ``log`` collects (araddr, beats) of every burst."""
+    import random
+
+    rng = random.Random(seed)
+    axi, beat_bytes = dut.m_axi, len(dut.m_axi.rdata) // 8
+    state = {"cycle": 0, "pending": []}
+
+    async def ar_channel(ctx):
+        while True:
+            ready = int(rng.random() >= stall)
+            ctx.set(axi.arready, ready)
+            _, _, valid, addr, length = await ctx.tick().sample(axi.arvalid, axi.araddr, axi.arlen)
+            state["cycle"] += 1
+            if valid and ready:
+                state["pending"].append([state["cycle"] + latency, addr, length + 1, 0])
+                if log is not None:
+                    log.append((addr, length + 1))
+
+    async def r_channel(ctx):
+        while True:
+            pending = state["pending"]
+            if pending and pending[0][0] <= state["cycle"] and rng.random() >= stall:
+                burst = pending[0]
+                addr = burst[1] + burst[3] * beat_bytes
+                off = addr - base
+                beat = int.from_bytes(bytes(data[off:off + beat_bytes]), "little") if 0 <= off < len(data) else 0
+                ctx.set(axi.rvalid, 1)
+                ctx.set(axi.rdata, beat)
+                ctx.set(axi.rlast, int(burst[3] == burst[2] - 1))
+                ctx.set(axi.rresp, 2 if bad and addr in bad else 0)
+                _, _, ready = await ctx.tick().sample(axi.rready)
+                if ready:
+                    burst[3] += 1
+                    if burst[3] == burst[2]:
+                        pending.pop(0)
+            else:
+                ctx.set(axi.rvalid, 0)
+                await ctx.tick()
+
+    return ar_channel, r_channel
+
+
+def run_ddr_vector(vector, *, latency=0, stall=0.0, seed=0, vcd_name=None):
+    """`run_vector` for a job in DDR mode: the entries in a DDR buffer served by `axi_memory`."""
+    from skip2lora.fixed.packing import pack_ddr_cache
+
+    out = {}
+    bb = vector.layout.beat_bytes
+    data = pack_ddr_cache(vector.layout, vector.cache).tobytes()
+    lo, hi = DDR_ADDR & 0xFFFF_FFFF, DDR_ADDR >> 32
+
+    async def bench(ctx, dut):
+        bus = dut.bus
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, bus, vector)
+        for name, value in (("CACHE_MODE", 1), ("DDR_ADDR_LO", lo), ("DDR_ADDR_HI", hi)):
+            await write_reg(ctx, bus, name, value)
+        await write_reg(ctx, bus, "CTRL", start=1)
+        out["status"] = await wait_idle(ctx, bus, timeout=8 * vector.cycles + 10_000)
+        c_lo, c_hi = await read_reg(ctx, bus, "CYCLES_LO"), await read_reg(ctx, bus, "CYCLES_HI")
+        out["cycles"] = c_lo | (c_hi << 32)
+        out["correct"] = await read_reg(ctx, bus, "CORRECT")
+        out["epochs"] = await read_epoch_stats(ctx, bus, vector.job.epochs)
+        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+
+    dut = Skip2LoRACore(vector.config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def testbench(ctx):
+        await bench(ctx, dut)
+
+    sim.add_testbench(testbench)
+    for proc in axi_memory(dut, data, latency=latency, stall=stall, seed=seed):
+        sim.add_testbench(proc, background=True)
+    if vcd_name and os.environ.get("WAVES"):
+        with sim.write_vcd(f"{vcd_name}.vcd"):
+            sim.run()
+    else:
+        sim.run()
+    return out

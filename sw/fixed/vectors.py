@@ -81,8 +81,9 @@ def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: 
     g: Geometry = config.geometry
     rng = np.random.default_rng(seed)
     cached = samples if cached is None else cached
-    if not samples <= cached <= config.cache_depth:
-        raise ValueError(f"need samples <= cached <= cache depth, got {samples}, {cached}, {config.cache_depth}")
+    room = max(config.cache_depth, config.ddr_samples)  # on chip, or in DDR
+    if not samples <= cached <= room:
+        raise ValueError(f"need samples <= cached <= {room} (the build's cache), got {samples}, {cached}")
     signed = tuple(bool(s) for s in rng.integers(0, 2, g.taps))
     exponents = tuple(int(e) for e in rng.integers(F.EXP_MIN, F.EXP_MAX + 1, g.taps))
     codes = np.concatenate([rng.integers(code_range(s)[0], code_range(s)[1] + 1, (cached, d))
