@@ -38,11 +38,18 @@ class ConfigurationError(ValueError):
     """The job does not fit the accelerator configuration it would run on."""
 
 
-def accelerator_config_for(geometry, samples: int, *, allow_custom: bool = False) -> AcceleratorConfig:
-    """The KV260 build for LeNet-5 jobs that fit its cache; any other job is refused with the limit
-    it breaks, unless ``allow_custom`` names a build of the same datapath sized for this job (it
-    is then called ``custom-...``, never the KV260)."""
-    if geometry == KV260.geometry and samples <= KV260.cache_depth:
+def accelerator_config_for(geometry, samples: int, *, batch: int | None = None,
+                           allow_custom: bool = False) -> AcceleratorConfig:
+    """The KV260 build for LeNet-5 jobs it can run: up to its on-chip cache's 1024 samples on chip,
+    more (up to 65535, mini-batches up to 64) from its DDR cache; any other job is refused with the
+    limit it breaks, unless ``allow_custom`` names a build of the same datapath sized for this job
+    (it is then called ``custom-...``, never the KV260)."""
+    if geometry == KV260.geometry and samples <= KV260.ddr_samples:
+        if samples > KV260.cache_depth and batch is not None and batch > KV260.ddr_batch:
+            raise ConfigurationError(
+                f"mini-batches of {batch} exceed the KV260 build's DDR cache limit of {KV260.ddr_batch} (a job of "
+                f"more than {KV260.cache_depth} samples runs from DDR); use --batch <= {KV260.ddr_batch}, or "
+                f"--samples <= {KV260.cache_depth} for the on-chip cache")
         return KV260
     if not allow_custom:
         if geometry != KV260.geometry:
@@ -51,9 +58,8 @@ def accelerator_config_for(geometry, samples: int, *, allow_custom: bool = False
                 f"{KV260.geometry.rank}, {KV260.geometry.classes} classes), not {geometry.to_dict()}; "
                 "--config custom simulates a build sized for this job (no bitstream exists for it)")
         raise ConfigurationError(
-            f"{samples} samples exceed the KV260 build's on-chip cache of {KV260.cache_depth} entries "
-            "(the DDR cache is future work); use --samples <= 1024, or --config custom for a simulated build "
-            "with a larger cache (it does not fit the XCK26 on chip)")
+            f"{samples} samples exceed the KV260 build's largest job ({KV260.ddr_samples} samples, the SAMPLES "
+            f"register's range); use --samples <= {KV260.ddr_samples}")
     return AcceleratorConfig(f"custom-{'x'.join(map(str, geometry.dims))}-r{geometry.rank}-n{samples}", geometry,
                              KV260.lanes, max(samples, 1))
 
@@ -84,7 +90,8 @@ def run_job(args) -> dict:
                  order=order, schedule=schedule, optimizer=d["optimizer"])
     base, label = base_for(ds, getattr(args, "model", None), args.data_dir, progress=None if not quiet else False)
     geometry = geometry_of(base, args.rank)
-    config = accelerator_config_for(geometry, samples, allow_custom=getattr(args, "config", "kv260") == "custom")
+    config = accelerator_config_for(geometry, samples, batch=batch,
+                                    allow_custom=getattr(args, "config", "kv260") == "custom")
     idx = select_samples(len(ds.finetune), samples, args.seed)
     x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
 

@@ -165,30 +165,9 @@ def axi_memory(dut, data: bytes, *, base: int = DDR_ADDR, latency: int = 0, stal
     return ar_channel, r_channel
 
 
-def run_ddr_vector(vector, *, latency=0, stall=0.0, seed=0, vcd_name=None):
-    """`run_vector` for a job in DDR mode: the entries in a DDR buffer served by `axi_memory`."""
-    from skip2lora.fixed.packing import pack_ddr_cache
-
-    out = {}
-    bb = vector.layout.beat_bytes
-    data = pack_ddr_cache(vector.layout, vector.cache).tobytes()
-    lo, hi = DDR_ADDR & 0xFFFF_FFFF, DDR_ADDR >> 32
-
-    async def bench(ctx, dut):
-        bus = dut.bus
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, bus, vector)
-        for name, value in (("CACHE_MODE", 1), ("DDR_ADDR_LO", lo), ("DDR_ADDR_HI", hi)):
-            await write_reg(ctx, bus, name, value)
-        await write_reg(ctx, bus, "CTRL", start=1)
-        out["status"] = await wait_idle(ctx, bus, timeout=8 * vector.cycles + 10_000)
-        c_lo, c_hi = await read_reg(ctx, bus, "CYCLES_LO"), await read_reg(ctx, bus, "CYCLES_HI")
-        out["cycles"] = c_lo | (c_hi << 32)
-        out["correct"] = await read_reg(ctx, bus, "CORRECT")
-        out["epochs"] = await read_epoch_stats(ctx, bus, vector.job.epochs)
-        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
-
-    dut = Skip2LoRACore(vector.config)
+def simulate_ddr(config, bench, data: bytes, *, vcd_name=None, **memory):
+    """`simulate` with the DDR buffer ``data`` at `DDR_ADDR` served on ``m_axi`` (`axi_memory`)."""
+    dut = Skip2LoRACore(config)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
@@ -196,11 +175,42 @@ def run_ddr_vector(vector, *, latency=0, stall=0.0, seed=0, vcd_name=None):
         await bench(ctx, dut)
 
     sim.add_testbench(testbench)
-    for proc in axi_memory(dut, data, latency=latency, stall=stall, seed=seed):
+    for proc in axi_memory(dut, data, **memory):
         sim.add_testbench(proc, background=True)
     if vcd_name and os.environ.get("WAVES"):
         with sim.write_vcd(f"{vcd_name}.vcd"):
             sim.run()
     else:
         sim.run()
+    return dut
+
+
+async def program_ddr(ctx, bus, addr=DDR_ADDR):
+    for name, value in (("CACHE_MODE", 1), ("DDR_ADDR_LO", addr & 0xFFFF_FFFF), ("DDR_ADDR_HI", addr >> 32)):
+        await write_reg(ctx, bus, name, value)
+
+
+def run_ddr_vector(vector, *, vcd_name=None, **memory):
+    """`run_vector` for a job in DDR mode: the entries in a DDR buffer served by `axi_memory`."""
+    from skip2lora.fixed.packing import pack_ddr_cache
+
+    out = {}
+    bb = vector.layout.beat_bytes
+
+    async def bench(ctx, dut):
+        bus = dut.bus
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, bus, vector)
+        await program_ddr(ctx, bus)
+        await write_reg(ctx, bus, "CTRL", start=1)
+        out["status"] = await wait_idle(ctx, bus, timeout=8 * vector.cycles + 10_000)
+        c_lo, c_hi = await read_reg(ctx, bus, "CYCLES_LO"), await read_reg(ctx, bus, "CYCLES_HI")
+        out["cycles"] = c_lo | (c_hi << 32)
+        out["correct"] = await read_reg(ctx, bus, "CORRECT")
+        out["epochs"] = await read_epoch_stats(ctx, bus, vector.job.epochs)
+        await write_reg(ctx, bus, "CTRL", clear_error=1)  # (a latched error blocks READ_ADAPTERS)
+        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+
+    simulate_ddr(vector.config, bench, pack_ddr_cache(vector.layout, vector.cache).tobytes(), vcd_name=vcd_name,
+                 **memory)
     return out

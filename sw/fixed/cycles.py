@@ -14,6 +14,12 @@ OPT_A and OPT_B (the optimizer's last A line, then B) hold the sequencer only af
 last batch; within an epoch they run under the next batch's PREFETCH and BATCH, whose step waits
 `Timing.batch_gate` cycles after the last backward op.
 
+A job in DDR mode (CACHE_MODE.ddr) also waits for its mini-batches' entries: the fetcher starts
+the epoch's first batch with its PREFETCH and each next batch when the current one's BATCH steps,
+and a BATCH steps only once its entries are in the batch buffer (`DDRTiming.fetch_cycles` after
+the fetch's start, under a memory that returns a burst's first beat `DDRTiming.latency` cycles
+after its address and then one beat a cycle).
+
 Every block's pipeline latency below is the number of register stages the RTL has (each
 block's test measures it against this module). The cycle counter counts the cycles the
 sequencer is busy, which is what `job_cycles` returns. The projected time is cycles / an assumed
@@ -32,7 +38,7 @@ from .schedule import steps_per_epoch
 
 __all__ = ["OPT_LANES_MAX", "CLOCK_MHZ", "tree_levels", "divider_latency", "STEP_LATENCY", "INIT_LATENCY",
            "ORDER_PIPE", "order_cycles", "softmax_latency", "head_latency", "fwd_latency", "BWD_LATENCY",
-           "OPT_LATENCY", "PASS_SAMPLES", "pairs", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
+           "OPT_LATENCY", "PASS_SAMPLES", "DDRTiming", "KV260_DDR", "DDR_OUTSTANDING", "FETCH_OVERHEAD", "pairs", "Timing", "batch_cycles", "epoch_cycles", "job_cycles", "useful_macs", "report"]
 
 OPT_LANES_MAX = 16   # weights the optimizer updates per cycle (a chunk of an A line or of a tap's B)
 PASS_SAMPLES = 2     # samples per forward / backward pass (two cache ports, two head units)
@@ -108,6 +114,45 @@ def fwd_latency(lanes: int) -> int:
 #: register, DSP inputs, M, the pair's two products summed, the accumulator
 BWD_LATENCY = 6
 OPT_LATENCY = 13  # a chunk selected -> its weights written and its saturation count added
+
+
+# -- the DDR path (hw/fetcher.py, hw/ddr_reader.py) -------------------------------------------------
+DDR_OUTSTANDING = 4   # bursts the DDR reader keeps in flight
+FETCH_REQUEST = 6     # cycles between two of the fetcher's requests (the order read, the handshake)
+#: the fetch's start -> its ``ready``, besides the memory's latency and one cycle a line: the
+#: request (the order buffer's read, the handshake), the reader's AR register, the beat's write
+#: register, ``filled``, the fetcher's count
+FETCH_OVERHEAD = 8
+
+
+@dataclass(frozen=True)
+class DDRTiming:
+    """The DDR path's memory, as the cycle model assumes it: each burst's first beat ``latency``
+    cycles after its address handshake, then one line (beat) a cycle, bursts back to back."""
+
+    latency: int
+    source: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.latency, bool) or not isinstance(self.latency, int) or self.latency < 0:
+            raise ValueError(f"the DDR latency must be a non-negative number of cycles, not {self.latency!r}")
+
+    def fetch_cycles(self, layout: Layout, nb: int) -> int:
+        """A mini-batch's fetch: from its start (the cycle the fetcher sees it) to its ``ready``."""
+        s = layout.sample_lines
+        # the model holds while the requests outpace the data and the reader's outstanding bursts
+        # cover the latency (the KV260 build: up to ~250 cycles); beyond, the RTL is slower
+        if s < FETCH_REQUEST or self.latency > (DDR_OUTSTANDING - 1) * s - FETCH_REQUEST:
+            raise ValueError(f"the cycle model does not cover a DDR latency of {self.latency} cycles with "
+                             f"{s}-line entries (at most {(DDR_OUTSTANDING - 1) * s - FETCH_REQUEST})")
+        return FETCH_OVERHEAD + self.latency + nb * s
+
+
+#: The KV260 figure assumed for projections: 100 cycles (500 ns at 200 MHz) from an HP port read's
+#: address to its first beat, then one 128-bit beat a cycle (3.2 GB/s at 200 MHz). An assumption,
+#: not a measurement: no board here; it is on the slow side of what PS DDR reads through an HP port
+#: take, and one beat a cycle is an HP port's width at the PL clock, far under the 64-bit DDR4's peak.
+KV260_DDR = DDRTiming(100, "assumed: 100 cycles to the first beat, then a 128-bit beat a cycle")
 
 
 @dataclass(frozen=True)
@@ -230,38 +275,47 @@ def _epoch_batches(samples: int, batch: int) -> list:
     return [batch] * full + ([rest] if rest else [])
 
 
-def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool, *, first: bool = True) -> int:
+def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool, *, first: bool = True,
+                 ddr: DDRTiming | None = None) -> int:
     """One epoch, EPOCH to EPOCH_END. A batch's BATCH (the cycle it leaves that state) comes after
     its PREFETCH; within the epoch also `Timing.batch_gate` cycles after the previous batch's last
     backward op (the next PREFETCH follows that op at once); and STEP_LATENCY cycles after the
     previous batch's BATCH (the scalar unit computes each step's alpha in that time). The epoch's
     last batch waits for the optimizer (OPT_A, OPT_B) before EPOCH_END. ``first``: the job's
-    first epoch, whose first batch finds step 1 ready."""
+    first epoch, whose first batch finds step 1 ready. ``ddr``: a job in DDR mode, whose BATCH
+    also waits for the batch's fetch (started with the epoch's first PREFETCH, then with the
+    previous batch's BATCH)."""
     sizes = _epoch_batches(samples, batch)
     start = 1 + (order_cycles(samples) if shuffle else 0)
     # cycles counted from the epoch's first (EPOCH) cycle; the previous epoch's last BATCH came
     # after_step(last) + 2 cycles before it (its passes, OPT_A, OPT_B, EPOCH_END)
     prev_step = None if first else -(timing.after_step(sizes[-1]) + 2)
     t_prefetch, last_b = start, None
+    fetch_seen = start  # the cycle the fetcher sees the batch's start
     for nb in sizes:
         step = t_prefetch + timing.prefetch(nb)
         if last_b is not None:
             step = max(step, last_b + timing.batch_gate)
         if prev_step is not None:
             step = max(step, prev_step + STEP_LATENCY)
+        if ddr is not None:
+            step = max(step, fetch_seen + ddr.fetch_cycles(timing.layout, nb))
+            fetch_seen = step + 1
         last_b = step + timing.passes(nb)
         prev_step, t_prefetch = step, last_b + 1
     return last_b + timing.opt_a_wait + timing.opt_b_cycles + 2
 
 
-def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False) -> int:
-    """Cycles the accelerator's counter reports for a job (the sequencer's busy cycles)."""
+def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False,
+               ddr: DDRTiming | None = None) -> int:
+    """Cycles the accelerator's counter reports for a job (the sequencer's busy cycles); ``ddr``:
+    the job runs in DDR mode under that memory."""
     for name, v in (("samples", samples), ("batch", batch), ("epochs", epochs)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, not {v}")
     t = Timing.of(layout)
-    return (t.init + epoch_cycles(t, samples, batch, shuffle)
-            + (epochs - 1) * epoch_cycles(t, samples, batch, shuffle, first=False))
+    return (t.init + epoch_cycles(t, samples, batch, shuffle, ddr=ddr)
+            + (epochs - 1) * epoch_cycles(t, samples, batch, shuffle, first=False, ddr=ddr))
 
 
 def useful_macs(layout: Layout, samples: int, epochs: int) -> int:
@@ -271,12 +325,14 @@ def useful_macs(layout: Layout, samples: int, epochs: int) -> int:
 
 
 def report(config: AcceleratorConfig, samples: int, batch: int, epochs: int, *, shuffle: bool = False,
-           clock_mhz: float = CLOCK_MHZ) -> dict:
+           clock_mhz: float = CLOCK_MHZ, ddr: DDRTiming | None = None) -> dict:
     layout = Layout(config.geometry, config.lanes)
-    cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle)
+    cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle, ddr=ddr)
     lanes = PASS_SAMPLES * config.lanes * config.geometry.rank
     return {
         "config": config.name, "samples": samples, "batch": batch, "epochs": epochs, "shuffle": shuffle,
+        "cache": "ddr" if ddr is not None else "chip",
+        **({"ddr_latency": ddr.latency, "ddr_model": ddr.source} if ddr is not None else {}),
         "steps": epochs * steps_per_epoch(samples, batch),
         "cycles": cyc, "clock_mhz": clock_mhz, "projected_ms": cyc / (clock_mhz * 1e3),
         "projection": f"cycles / {clock_mhz:g} MHz (an assumed clock: no timing closure here)",

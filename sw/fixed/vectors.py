@@ -16,7 +16,7 @@ import numpy as np
 
 from . import formats as F
 from .config import AcceleratorConfig
-from .cycles import job_cycles
+from .cycles import DDRTiming, job_cycles
 from .model import Adapters, CacheEntries, Geometry, JobConfig, JobResult, run_job
 from .optimizer import Optimizer
 from .packing import Layout, pack_adapters, pack_cache, unpack_adapters
@@ -33,6 +33,7 @@ class TestVector:
     cache: CacheEntries
     adapters: Adapters
     seed: int
+    ddr: DDRTiming | None = None  # run in DDR mode (the entries in a DDR buffer) under this memory
 
     @property
     def layout(self) -> Layout:
@@ -45,7 +46,7 @@ class TestVector:
     @property
     def cycles(self) -> int:
         j = self.job
-        return job_cycles(self.layout, j.samples, j.batch, j.epochs, shuffle=j.shuffle)
+        return job_cycles(self.layout, j.samples, j.batch, j.epochs, shuffle=j.shuffle, ddr=self.ddr)
 
     @property
     def cache_bytes(self) -> np.ndarray:
@@ -74,14 +75,14 @@ class TestVector:
 def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: int, seed: int,
                 lr: int | None = None, cached: int | None = None, extreme: bool = False,
                 shuffle: bool | None = None, order_seed: int | None = None, warmup: int | None = None,
-                decay: bool | None = None, optimizer: int | None = None) -> TestVector:
+                decay: bool | None = None, optimizer: int | None = None, ddr: DDRTiming | None = None) -> TestVector:
     """A random job. ``extreme`` draws adapters and logits near their limits and a large learning
     rate, so the saturating narrowings (u, y, t, A, B) are exercised. Recipe arguments left None
     are drawn at random (shuffle, its seed, a warm-up, the decay, the optimizer)."""
     g: Geometry = config.geometry
     rng = np.random.default_rng(seed)
     cached = samples if cached is None else cached
-    room = max(config.cache_depth, config.ddr_samples)  # on chip, or in DDR
+    room = config.ddr_samples if ddr is not None else config.cache_depth
     if not samples <= cached <= room:
         raise ValueError(f"need samples <= cached <= {room} (the build's cache), got {samples}, {cached}")
     signed = tuple(bool(s) for s in rng.integers(0, 2, g.taps))
@@ -105,4 +106,4 @@ def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: 
     optimizer = int(rng.choice([o.value for o in Optimizer])) if optimizer is None else optimizer
     job = JobConfig(samples, batch, epochs, lr, exponents, signed, shuffle=shuffle, seed=order_seed,
                     warmup=warmup, decay=decay, optimizer=optimizer)
-    return TestVector(config, job, CacheEntries(codes, logits, labels), Adapters(a, b), seed)
+    return TestVector(config, job, CacheEntries(codes, logits, labels), Adapters(a, b), seed, ddr)
