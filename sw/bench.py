@@ -14,7 +14,7 @@ import math
 
 from .blas_env import blas_note
 from .fixed.config import KV260
-from .fixed.cycles import CLOCK_MHZ, report as cycle_report
+from .fixed.cycles import CLOCK_MHZ, KV260_DDR, report as cycle_report
 
 __all__ = ["ANCHORS", "physical_limit_ms", "accelerator_figures", "performance_report", "plot_results"]
 
@@ -49,6 +49,12 @@ def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
     r["speedup_vs_rpi"] = ANCHORS["rpi_zero2w_quant_skip2lora_ms"] / r["projected_ms"]
     r["target_cycles"] = 1_930_000  # the training recipe in hardware: at most 10 % over one order, one rate
     r["meets_target"] = r["cycles"] <= r["target_cycles"]
+    # the KV260 build's DDR cache (issue 17): the same recipe from DDR under the assumed memory
+    r["ddr_jobs"] = [{key: d[key] for key in ("samples", "cycles", "projected_ms", "utilization", "ddr_latency")}
+                     for d in (cycle_report(KV260, n, KV260_JOB["batch"], KV260_JOB["epochs"], shuffle=True,
+                                            clock_mhz=clock_mhz, ddr=KV260_DDR)
+                               for n in (KV260_JOB["samples"], 4096, 16384))]
+    r["ddr_model"] = KV260_DDR.source
     return r
 
 

@@ -86,6 +86,9 @@ def bench_text(r) -> str:
         f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
         f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
     ]
+    for d in r.get("ddr_jobs", []):
+        lines.append(f"  from the DDR cache, {d['samples']:>6,} samples {d['cycles']:>12,} cycles, {d['projected_ms']:.2f} ms "
+                     f"[cycles / {r['clock_mhz']:g} MHz; DDR {r['ddr_model']}]")
     if r.get("rtl"):
         lines.append(f"  RTL simulation of the job         {r['sim_wall_seconds']:.1f} s wall, "
                      f"accuracy {100 * r['rtl']['accuracy']:.2f} %")
