@@ -2,6 +2,7 @@
 
     from skip2lora.driver import Session, make_backend
     backend = make_backend("fixed", KV260)     # or "sim" (RTL under cocotb), "pynq" (a KV260)
+    backend = make_backend("fixed", KV260, cache="ddr")   # the entries in a DDR cache buffer
 
 Backends are found through a registry (name -> module and class, imported on first use, as
 hls4ml's backends are): importing the driver needs neither cocotb nor pynq, and the backend
@@ -14,12 +15,12 @@ from __future__ import annotations
 from importlib import import_module
 
 from .adapters_io import AdapterFileError, load_adapters_file, save_adapters_file
-from .backend import AcceleratorError, Backend, FixedBackend
+from .backend import CACHE_PLACEMENTS, AcceleratorError, Backend, FixedBackend, default_ddr_timing
 from .session import InputRangeError, Session, geometry_of
 
 __all__ = ["Session", "Backend", "FixedBackend", "SimBackend", "PynqBackend", "make_backend", "backend_class",
            "register_backend", "BACKEND_NAMES", "AcceleratorError", "AdapterFileError", "InputRangeError",
-           "save_adapters_file", "load_adapters_file", "geometry_of"]
+           "save_adapters_file", "load_adapters_file", "geometry_of", "default_ddr_timing", "CACHE_PLACEMENTS"]
 
 # name -> (module inside this package, class name); the module is imported when the backend is used.
 _REGISTRY: dict[str, tuple[str, str]] = {

@@ -9,7 +9,9 @@
 The host owns the base model: it runs each sample's base forward once, quantizes the adapter
 inputs with per-tap power-of-two scales fixed by the first samples (`TapQuantizer`), converts
 the base logits to the accelerator's format and streams cache entries to the backend. More
-samples can be added between jobs (online fine-tuning); they reuse the same scales.
+samples can be added between jobs (online fine-tuning); they reuse the same scales. Where the
+backend keeps them (its on-chip cache or, past it, a DDR cache buffer: the backend's ``cache=``)
+changes nothing here: the results are the same bit for bit, ``finetune`` says where they were.
 
 Samples must be scaled as the base model's pretraining data were: a pretrained base carries the
 range of its pretraining inputs (``base.input_range``, recorded by `skip2lora.nn.pretrained`).
@@ -192,14 +194,16 @@ class Session:
                  order_seed: int | None = None) -> dict:
         """Run one job on the accelerator: the adapters stay there and are read back.
 
-        Returns the cycle count and the per-epoch training statistics (correct, loss, saturated
-        weight updates: `skip2lora.driver.backend.epoch_stats`) with ``diverged`` judged from them.
+        Returns the cycle count, where the cache entries were (``cache``: "chip" or "ddr") and the
+        per-epoch training statistics (correct, loss, saturated weight updates:
+        `skip2lora.driver.backend.epoch_stats`) with ``diverged`` judged from them.
         """
         job = self.job(epochs=epochs, batch=batch, lr=lr, samples=samples, order=order, schedule=schedule,
                        optimizer=optimizer, order_seed=order_seed)
         t0 = time.perf_counter()
         out = self.backend.run(job)
         out["wall_seconds"] = time.perf_counter() - t0
+        out.setdefault("cache", "chip")  # a backend of another package may not say (it then has no DDR cache)
         out.update(samples=job.samples, batch=job.batch, epochs=job.epochs, lr=job.lr / 2 ** F.LR_FRAC,
                    lr_register=job.lr,
                    order=order, schedule=schedule, optimizer=optimizer, order_seed=job.seed)
