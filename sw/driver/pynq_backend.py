@@ -13,6 +13,11 @@ buffer -> flush -> AXI DMA (simple mode) -> wait, with a timeout -> check the DM
 accelerator error bits -> invalidate -> unpack. Registers come from the register map generated
 from the hardware (sw/regmap.json); the bitstream's ID/VERSION registers must match it.
 pynq is imported only here, and only when a KV260 backend is created.
+
+The DDR cache (``load(cache="ddr")``, or ``"auto"`` past the on-chip cache's 1024 entries): the
+entries go into one `pynq.allocate` buffer, allocated when a job first needs it, grown (a new
+buffer) only when the entries outgrow it, flushed after each write, and freed by `close`; the
+accelerator reads it over S_AXI_HP1_FPD from ``buffer.device_address``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..fixed.config import AcceleratorConfig
-from ..fixed.cycles import CLOCK_MHZ
-from .backend import AcceleratorError, MissingPackageError
+from ..fixed.cycles import CLOCK_MHZ, DDRTiming
+from .backend import AcceleratorError, MissingPackageError, check_cache_args
 from .register_backend import RegisterBackend
 from .registers import RegisterFile, regmap
 
@@ -33,6 +38,7 @@ __all__ = ["PynqBackend", "load", "default_bitfile", "check_bitfile", "forget_ca
            "accelerator_ip_class"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds: the floor of every wait for the DMA or the accelerator
+DDR_BUFFER_MIN = 4 << 20  # bytes: the DDR cache buffer's first size (2048 KV260 entries), if the build's jobs reach it
 
 
 def default_bitfile() -> Path:
@@ -121,17 +127,25 @@ def accelerator_ip_class():
     return Skip2LoRAIP
 
 
-def load(bitfile=None, *, device=None, timeout: float = DEFAULT_TIMEOUT) -> "PynqBackend":
+def load(bitfile=None, *, device=None, timeout: float = DEFAULT_TIMEOUT, cache: str = "auto",
+         ddr_timing: DDRTiming | None = None) -> "PynqBackend":
     """One line to a ready backend: downloads the bitstream (default: bitstreams/kv260/skip2lora.bit,
-    built by ``skip2lora hw bitstream``), with PYNQ's cached metadata of an earlier build dropped."""
-    return PynqBackend(bitfile=bitfile, device=device, timeout=timeout)
+    built by ``skip2lora hw bitstream``), with PYNQ's cached metadata of an earlier build dropped.
+    ``cache``: where the cache entries go ("auto", "chip", "ddr"); ``ddr_timing``: the memory the
+    DDR jobs' expected times assume (default: `default_ddr_timing`, on the KV260 build its assumed
+    memory `cycles.KV260_DDR`; the board's cycle counter measures the real one)."""
+    return PynqBackend(bitfile=bitfile, device=device, timeout=timeout, cache=cache, ddr_timing=ddr_timing)
 
 
 class PynqBackend(RegisterBackend):
     name = "pynq"
 
     def __init__(self, config: AcceleratorConfig | None = None, *, bitfile=None, overlay=None, device=None,
-                 timeout: float = DEFAULT_TIMEOUT, progress=None):
+                 timeout: float = DEFAULT_TIMEOUT, progress=None, cache: str = "auto",
+                 ddr_timing: DDRTiming | None = None):
+        if config is not None and not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig or None, not {config!r}")
+        check_cache_args(cache, ddr_timing, config)
         pynq = import_pynq()
         accelerator_ip_class()  # registered before the overlay binds its IPs
         self.timeout = float(timeout)
@@ -148,7 +162,8 @@ class PynqBackend(RegisterBackend):
                                    f"is not bound to the Skip2-LoRA driver (VLNV {system['vlnv']} expected)")
         self.regs = self.ip.regs
         self._allocate = pynq.allocate
-        self._attach(config)
+        self._ddr_buf = None  # the DDR cache buffer, allocated when a job first runs from DDR
+        self._attach(config, cache=cache, ddr_timing=ddr_timing)
 
     def soft_reset(self) -> None:
         super().soft_reset()
@@ -199,3 +214,33 @@ class PynqBackend(RegisterBackend):
             return np.array(out)
         finally:
             out.freebuffer()
+
+    # -- the DDR cache buffer -------------------------------------------------------------------
+    def _ddr_buffer(self, nbytes: int) -> int:
+        if self._ddr_buf is None or self._ddr_buf.nbytes < nbytes:
+            # room for online appending: at least DDR_BUFFER_MIN, doubling, never past the largest DDR job
+            old = 0 if self._ddr_buf is None else self._ddr_buf.nbytes
+            size = max(nbytes, min(max(2 * old, DDR_BUFFER_MIN), self.layout.ddr_bytes(self.config.ddr_samples)))
+            self._free_ddr_buffer()
+            self._ddr_replaced()
+            try:
+                self._ddr_buf = self._allocate(shape=(size,), dtype=np.uint8)
+            except Exception as exc:  # noqa: BLE001 - PYNQ's allocators raise various errors
+                raise AcceleratorError(f"could not allocate the {size / 2**20:.1f} MB DDR cache buffer from PYNQ's "
+                                       f"contiguous memory (CMA): {exc}; free other buffers or load fewer entries") from exc
+        return int(self._ddr_buf.device_address)
+
+    def _ddr_write(self, offset: int, data) -> None:
+        self._ddr_buf[offset:offset + len(data)] = data
+
+    def _ddr_sync(self) -> None:
+        self._ddr_buf.flush()
+
+    def _free_ddr_buffer(self) -> None:
+        if self._ddr_buf is not None:
+            self._ddr_buf.freebuffer()
+            self._ddr_buf = None
+
+    def close(self) -> None:
+        """Free the DDR cache buffer (the overlay stays loaded)."""
+        self._free_ddr_buffer()

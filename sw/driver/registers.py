@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..hw.registers import RegisterMap, decode, encode
 
-__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH", "job_registers"]
+__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH", "job_registers", "cache_registers"]
 
 REGMAP_PATH = Path(__file__).resolve().parent.parent / "regmap.json"
 
@@ -41,6 +41,21 @@ def job_registers(job) -> dict:
         width = reg.field("exponent").width  # two's complement in the field
         regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
     return regs
+
+
+def cache_registers(ddr_address: int | None) -> dict:
+    """Register name -> value saying where a job's cache entries are, written before its registers
+    and START: the on-chip cache (None: CACHE_MODE.ddr = 0), or the DDR cache buffer at that bus
+    address (CACHE_MODE.ddr = 1 and DDR_ADDR, 4 KB aligned, 40 bits)."""
+    rm = register_map()
+    if ddr_address is None:
+        return {"CACHE_MODE": encode(rm["CACHE_MODE"], ddr=0)}
+    hi_bits = rm["DDR_ADDR_HI"].field("value").width
+    a = int(ddr_address)
+    if a < 0 or a % 4096 or a >> (32 + hi_bits):
+        raise ValueError(f"the DDR cache buffer's address must be a 4 KB aligned {32 + hi_bits}-bit bus address, "
+                         f"not {a:#x}")
+    return {"CACHE_MODE": encode(rm["CACHE_MODE"], ddr=1), "DDR_ADDR_LO": a & 0xFFFF_FFFF, "DDR_ADDR_HI": a >> 32}
 
 
 class RegisterFile:
