@@ -13,7 +13,12 @@
   what would otherwise only fail in Vivado: the DMA's S2MM widths ignore a value set without
   VALUE_SRC=USER, inline-HDL cells need ``-type inline_hdl``, and the accelerator's stream
   parameters (TDATA bytes, TKEEP, TLAST) follow the packaged port maps and the Verilog's ports;
-* the virtual KV260's generated .hwh passes the same check as a real build's.
+* the virtual KV260's generated .hwh passes the same check as a real build's;
+* the DDR cache path: the accelerator's m_axi_cache is packaged as a read-only AXI4 manager with an
+  address space, connected through a SmartConnect to S_AXI_HP1_FPD (enabled at the description's
+  width), and sees exactly the K26's DDR (DDR_LOW and DDR_HIGH, 2 GB each); a bad "cache" port is
+  refused; a build without the path is built as before; a manager too narrow for AXI
+  infrastructure (the small build's 16 bits) is left unconnected, with a warning.
 """
 
 from __future__ import annotations
@@ -90,6 +95,10 @@ def test_dry_run_small(tmp_path):
     st = _settings(tcl)
     assert st["config"] == "small" and st["stream_width"] == "16" and st["mm_width"] == "32"
     assert json.loads((tmp_path / "design.json").read_text())["stream_width"] == 16
+    # The small build's 16-bit m_axi_cache is too narrow to connect: said in the result and the script.
+    assert r["cache_path"]["connected"] is False and r["cache_path"]["width"] == 16
+    assert r["warnings"] == list(V.design("small").warnings) and "16 bits wide" in r["warnings"][0]
+    assert st["cache_master"] == "1" and st["cache_path"] == "0"
     # Every port the IP's bus interfaces map is a port of the exported Verilog top, and vice versa.
     verilog = (tmp_path / "skip2lora.v").read_text()
     header = re.search(r"^module skip2lora\((.*?)\);", verilog, re.M | re.S).group(1)
@@ -107,6 +116,7 @@ def test_dry_run_small(tmp_path):
     with redirect_stdout(buf):
         assert main(["hw", "bitstream", "--config", "small", "--out", str(tmp_path), "--dry-run"]) == 0
     assert "vivado -mode batch -nojournal -log vivado.log -source build.tcl" in buf.getvalue()
+    assert "WARNING: the small build's m_axi_cache is 16 bits wide" in buf.getvalue()
 
 
 def test_kv260_tcl_without_verilog(kv260_tcl):
@@ -119,6 +129,7 @@ def test_kv260_tcl_without_verilog(kv260_tcl):
     assert "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $S2L(pl_clock_mhz)" in kv260_tcl
     assert st["ps_control_width"] == str(S.PS_PORTS["control"]["width"])
     assert st["ps_data_width"] == str(S.PS_PORTS["data"]["width"])
+    assert st["ps_cache_width"] == str(S.PS_PORTS["cache"]["width"]) and st["ps_cache_port"] == "S_AXI_HP1_FPD"
     assert "launch_runs $run -jobs $jobs" in kv260_tcl and "-to_step write_bitstream" in kv260_tcl
     for step in ("ipx::package_project", "create_bd_design", "apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e",
                  "validate_bd_design", "make_wrapper", "report_timing_summary", "hw_handoff"):
@@ -150,11 +161,12 @@ def test_vlnv_and_ip_packaging(kv260_tcl):
     assert "create_bd_cell -type ip -vlnv $S2L(vlnv) $S2L(accel)" in kv260_tcl
     buses = {m.group(1): m for m in re.finditer(
         r"s2l_bus_interface \$core (\S+) (\S+) (\S+) \{([^}]*)\} \{([^}]*)\}", kv260_tcl)}
-    assert set(buses) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
+    assert set(buses) == {"s_axi_control", "s_axis", "m_axis", "m_axi_cache", "aclk", "aresetn", "interrupt"}
     assert buses["s_axi_control"].group(2, 3) == ("xilinx.com:interface:aximm:1.0", "slave")
+    assert buses["m_axi_cache"].group(2, 3) == ("xilinx.com:interface:aximm:1.0", "master")
     assert buses["s_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "slave")
     assert buses["m_axis"].group(2, 3) == ("xilinx.com:interface:axis:1.0", "master")
-    assert buses["aclk"].group(5) == "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis ASSOCIATED_RESET aresetn"
+    assert buses["aclk"].group(5) == "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis:m_axi_cache ASSOCIATED_RESET aresetn"
     nbytes = 4 * KV260.lanes // 8  # the streams' bus parameters, declared: TKEEP on the output only
     assert buses["m_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 1 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
     assert buses["s_axis"].group(5) == f"TDATA_NUM_BYTES {nbytes} HAS_TKEEP 0 HAS_TLAST 1 HAS_TREADY 1 HAS_TSTRB 0"
@@ -184,6 +196,7 @@ def test_dma_parameters(kv260_tcl):
     assert ps["PSU__USE__M_AXI_GP0"] == "1" and ps["PSU__USE__S_AXI_GP2"] == "1"  # HPM0_FPD, HP0_FPD
     assert ps["PSU__MAXIGP0__DATA_WIDTH"] == "$S2L(ps_control_width)"
     assert ps["PSU__SAXIGP2__DATA_WIDTH"] == "$S2L(ps_data_width)"
+    assert ps["PSU__USE__S_AXI_GP3"] == "$S2L(cache_path)"  # HP1_FPD: on with the DDR cache path
     assert ps["PSU__USE__IRQ0"] == "1"
     for src in ("$S2L(accel)/interrupt", "$S2L(dma)/mm2s_introut", "$S2L(dma)/s2mm_introut"):
         assert f"connect_bd_net [get_bd_pins {src}] [get_bd_pins irq_concat/In" in kv260_tcl
@@ -196,7 +209,7 @@ def test_ip_lookups_are_version_agnostic(kv260_tcl):
     # No Xilinx VLNV with a version anywhere; every cell goes through s2l_ipdef or is our own IP.
     assert not re.search(r"xilinx\.com:(ip|inline_hdl):\w+:\d", kv260_tcl)
     cells = re.findall(r"create_bd_cell -type ip -vlnv (\S+)", kv260_tcl)
-    assert len(cells) == 6  # PS, DMA, accelerator, 2 SmartConnects, reset
+    assert len(cells) == 7  # PS, DMA, accelerator, 3 SmartConnects (control, data, DDR cache), reset
     for vlnv in cells:
         assert vlnv == "[s2l_ipdef" or vlnv in ("$smartconnect", "$S2L(vlnv)"), vlnv
     # The interrupt concat: Vivado's inline-HDL ilconcat first, xlconcat where there is none; the
@@ -245,6 +258,174 @@ def test_description_errors(change, message):
     sysd = {**S.system_dict(), **change}
     with pytest.raises(ValueError, match=message):
         V.tcl_text("small", system=sysd)
+
+
+# -------------------------------------------------------------------------------------------------
+# The DDR cache path: m_axi_cache -> SmartConnect -> S_AXI_HP1_FPD, the PS's DDR in its address space
+# -------------------------------------------------------------------------------------------------
+
+def _enclosing_blocks(tcl, needle):
+    """The opening lines of the Tcl blocks around the first line containing ``needle`` (the
+    templates' style: a block opens at a line's end and closes at the start of one)."""
+    stack = []
+    for line in tcl.splitlines():
+        if needle in line:
+            return stack
+        text = line.strip()
+        if text.startswith("}"):
+            stack.pop()
+        if text.endswith("{") and not text.startswith("#"):
+            stack.append(text)
+    raise AssertionError(f"{needle!r} is not in the script")
+
+
+def _in_cache_block(tcl, needle):
+    return "if {$S2L(cache_path)} {" in _enclosing_blocks(tcl, needle)
+
+
+def test_ddr_cache_path_in_the_tcl(kv260_tcl):
+    from skip2lora.driver import hwh
+    from skip2lora.hw.regmap import DDR_ADDR_BITS
+
+    st = _settings(kv260_tcl)
+    beat = 4 * KV260.lanes
+    assert (st["cache_master"], st["cache_path"], st["cache_intf"]) == ("1", "1", "m_axi_cache")
+    assert st["cache_width"] == str(beat) == "128" and st["cache_space_range"] == str(2 ** DDR_ADDR_BITS)
+    assert (st["ps_cache_port"], st["ps_cache_segments"], st["ps_cache_width"]) == ("S_AXI_HP1_FPD", "SAXIGP3", "128")
+    assert st["cache_note"] == ""
+    # The PS's DDR as the K26 has it: DDR_LOW 0..2 GB and the first 2 GB of DDR_HIGH (0x8_0000_0000),
+    # the same windows in the flow, the hwh checker and the virtual board's handoff.
+    assert V.DDR_WINDOWS == hwh.DDR_WINDOWS == (("DDR_LOW", 0, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
+    assert st["cache_windows"] == "{{HP1_DDR_LOW 0x0000000000 0x80000000} {HP1_DDR_HIGH 0x0800000000 0x80000000}}"
+    # Packaged: a read-only AXI4 manager (read channels only) with an address space of DDR_ADDR_BITS.
+    bus = re.search(r"s2l_bus_interface \$core m_axi_cache \S+ master \{([^}]*)\} \{([^}]*)\}", kv260_tcl)
+    pm = dict(zip(*[iter(bus.group(1).split())] * 2))
+    assert set(pm) == {"ARID", "ARADDR", "ARLEN", "ARSIZE", "ARBURST", "ARCACHE", "ARPROT", "ARVALID", "ARREADY",
+                       "RID", "RDATA", "RRESP", "RLAST", "RVALID", "RREADY"}
+    assert bus.group(2) == ("PROTOCOL AXI4 READ_WRITE_MODE READ_ONLY DATA_WIDTH 128 ADDR_WIDTH 40 ID_WIDTH 1 "
+                            "MAX_BURST_LENGTH 256 NUM_READ_OUTSTANDING 4 SUPPORTS_NARROW_BURST 0")
+    assert "set space [ipx::add_address_space $S2L(cache_intf) $core]" in kv260_tcl
+    assert "set_property master_address_space_ref $S2L(cache_intf) [ipx::get_bus_interfaces $S2L(cache_intf)" in kv260_tcl
+    assert "ipx::remove_address_space" in kv260_tcl  # the packager's inferred one goes first
+    # HP1 enabled (PSU__USE__S_AXI_GP3: HP1 is the PS's S_AXI_GP3) at the description's width.
+    assert _configs(kv260_tcl, "ps")["PSU__USE__S_AXI_GP3"] == "$S2L(cache_path)"
+    width = "s2l_configure $ps [list PSU__SAXIGP3__DATA_WIDTH $S2L(ps_cache_width)]"
+    assert width in kv260_tcl and _in_cache_block(kv260_tcl, width)
+    # The connection: m_axi_cache -> cache_smc (1 SI, 1 MI) -> S_AXI_HP1_FPD; its reset and clock.
+    for line in ("set cache [create_bd_cell -type ip -vlnv $smartconnect cache_smc]",
+                 "s2l_configure $cache [list NUM_SI 1 NUM_MI 1]",
+                 "connect_bd_intf_net [get_bd_intf_pins $S2L(accel)/$S2L(cache_intf)] [get_bd_intf_pins cache_smc/S00_AXI]",
+                 "connect_bd_intf_net [get_bd_intf_pins cache_smc/M00_AXI] [get_bd_intf_pins $S2L(ps)/$S2L(ps_cache_port)]"):
+        assert line in kv260_tcl and _in_cache_block(kv260_tcl, line), line
+    assert "if {$S2L(cache_path)} { lappend smc_resets [get_bd_pins cache_smc/aresetn] }" in kv260_tcl
+    # The address segments: each DDR window into m_axi_cache's space before the catch-all
+    # assign_bd_address, every other HP1 aperture excluded after it, and all read back.
+    assign = ("assign_bd_address -target_address_space $cache_space -offset $offset -range $range \\\n"
+              "            [s2l_ps_segment $S2L(ps)/$S2L(ps_cache_segments)/$segment]")
+    assert assign in kv260_tcl and _in_cache_block(kv260_tcl, "-target_address_space $cache_space")
+    assert _enclosing_blocks(kv260_tcl, "-target_address_space $cache_space")[-1] == "foreach window $S2L(cache_windows) {"
+    exclude = "s2l_exclude_segments_but $S2L(accel)/$S2L(cache_intf) $S2L(ps) $keep"
+    check = "s2l_check_segment $S2L(accel)/$S2L(cache_intf) $S2L(ps) $offset $range $segment"
+    catch_all = kv260_tcl.index("\nassign_bd_address\n")
+    assert kv260_tcl.index(assign) < catch_all < kv260_tcl.index(exclude) < kv260_tcl.index(check)
+    assert _in_cache_block(kv260_tcl, exclude) and _in_cache_block(kv260_tcl, check)
+    # After validation: HP1 still on at its width, and the manager as IP integrator sees it.
+    after = kv260_tcl[kv260_tcl.index("validate_bd_design"):]
+    assert 's2l_expect $ps [list PSU__USE__S_AXI_GP3 1 PSU__SAXIGP3__DATA_WIDTH $S2L(ps_cache_width)] " after validation"' in after
+    assert "DATA_WIDTH $S2L(cache_width)" in after and "READ_WRITE_MODE READ_ONLY" in after
+
+
+@pytest.mark.parametrize("cache, message", [
+    ({"port": "S_AXI_HP2_FPD", "width": 128}, "the cache port must be S_AXI_HP1_FPD (the flow enables that one), "
+                                              "not 'S_AXI_HP2_FPD'"),
+    ({"port": "S_AXI_HP1_FPD", "width": 256}, "the cache port's width must be one of (32, 64, 128), not 256"),
+    ({"port": "S_AXI_HP1_FPD"}, "the cache port's width must be one of (32, 64, 128), not None"),
+    ("S_AXI_HP1_FPD", "the cache port must be a {'port': ..., 'width': ...} mapping, not 'S_AXI_HP1_FPD'"),
+    (None, "the accelerator has m_axi_cache (the DDR cache path) but ps_ports names no 'cache' port"),
+])
+def test_bad_cache_port_is_refused(cache, message):
+    sysd = copy.deepcopy(S.system_dict())
+    if cache is None:
+        del sysd["ps_ports"]["cache"]
+    else:
+        sysd["ps_ports"]["cache"] = cache
+    for config in ("small", "kv260"):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            V.tcl_text(config, system=sysd)
+
+
+def test_unknown_ps_port_is_refused():
+    sysd = copy.deepcopy(S.system_dict())
+    sysd["ps_ports"]["acp"] = {"port": "S_AXI_ACP_FPD", "width": 128}
+    with pytest.raises(ValueError, match=r"ps_ports must name the 'control' and 'data' ports and may name the "
+                                         r"'cache' port \(nothing else\)"):
+        V.design("kv260", system=sysd)
+
+
+def _plain_config():
+    """The small build without the DDR path (no m_axi_cache)."""
+    import dataclasses
+
+    return dataclasses.replace(config_named("small"), name="plain", ddr_samples=0, ddr_batch=0)
+
+
+def test_build_without_ddr_path_is_unchanged():
+    plain = _plain_config()
+    d = V.design(plain)
+    assert not d.has_cache and not d.cache_connected and d.cache_path is None and d.warnings == ()
+    assert not any(name.startswith("m_axi_cache") for name, _, _ in d.ports)
+    tcl = V.tcl_text(plain)
+    st = _settings(tcl)
+    assert (st["cache_master"], st["cache_path"], st["cache_note"]) == ("0", "0", "")
+    assert "s2l_bus_interface $core m_axi_cache" not in tcl
+    assert "ASSOCIATED_BUSIF s_axi_control:s_axis:m_axis ASSOCIATED_RESET aresetn" in tcl
+    # The description's cache port means nothing to it: the same script without one (but that port's
+    # width setting).
+    sysd = copy.deepcopy(S.system_dict())
+    del sysd["ps_ports"]["cache"]
+    without = V.tcl_text(plain, system=sysd)
+    drop = re.compile(r"^set S2L\(ps_cache_width\).*\n", re.M)
+    assert drop.sub("", without) == drop.sub("", tcl) and "S2L(ps_cache_width)   0" in without
+    # Its handoff: HP1 off, no m_axi_cache view; the virtual board's for it passes the check.
+    assert V.check_hwh(_hwh(stream=16, cache=False), design_=d) == []
+    assert V.check_hwh(make_hwh(16, cache_bits=0), design_=d) == []
+
+
+def test_narrow_cache_manager_is_left_unconnected():
+    """No SmartConnect, width converter or HP port takes a 16-bit AXI4 manager: the small build's
+    m_axi_cache is packaged but not connected, and every output says so."""
+    d = V.design("small")
+    assert d.has_cache and d.cache_width == 16 and not d.cache_connected
+    assert d.cache_path == {"interface": "m_axi_cache", "width": 16, "addr_width": 40, "connected": False,
+                            "ps_port": "S_AXI_HP1_FPD", "ps_width": 128, "windows": []}
+    assert len(d.warnings) == 1 and "narrower than the 32 bits" in d.warnings[0] and "CACHE_MODE.ddr" in d.warnings[0]
+    assert d.to_dict()["warnings"] == list(d.warnings)
+    tcl = V.tcl_text("small")
+    st = _settings(tcl)
+    assert st["cache_path"] == "0" and st["cache_note"] == d.warnings[0]
+    assert 's2l_log "WARNING: $S2L(cache_note)"' in tcl
+    assert "DATA_WIDTH 16 ADDR_WIDTH 40" in tcl  # still packaged as what it is
+    # A handoff with HP1 off passes; the virtual board's small handoff has it off too.
+    assert V.check_hwh(_hwh(stream=16), config="small") == []
+    assert V.hwh_summary(make_hwh(16))["modules"][V.PS_NAME]["parameters"]["PSU__USE__S_AXI_GP3"] == "0"
+
+
+def test_check_hwh_cache_path():
+    assert V.check_hwh(_hwh(), config="kv260") == []
+    assert V.check_hwh(_hwh(cache_ranges=[]), config="kv260") == [
+        "skip2lora_0/m_axi_cache does not reach the PS's DDR_LOW at 0x0+0x80000000",
+        "skip2lora_0/m_axi_cache does not reach the PS's DDR_HIGH at 0x800000000+0x80000000"]
+    ocm = _CACHE_RANGES + [("HP1_LPS_OCM", 0xFF00_0000, 0x100_0000, "S_AXI_HP1_FPD")]
+    assert V.check_hwh(_hwh(cache_ranges=ocm), config="kv260") == [
+        "skip2lora_0/m_axi_cache also reaches zynq_ultra_ps_e_0 HP1_LPS_OCM at 0xff000000+0x1000000"]
+    via_hp0 = [(b.replace("HP1", "HP0"), base, rng, "S_AXI_HP0_FPD") for b, base, rng, _ in _CACHE_RANGES]
+    assert V.check_hwh(_hwh(cache_ranges=via_hp0), config="kv260") == [
+        "skip2lora_0/m_axi_cache reaches DDR_LOW through zynq_ultra_ps_e_0/S_AXI_HP0_FPD, not S_AXI_HP1_FPD",
+        "skip2lora_0/m_axi_cache reaches DDR_HIGH through zynq_ultra_ps_e_0/S_AXI_HP0_FPD, not S_AXI_HP1_FPD"]
+    assert V.check_hwh(_hwh(hp1_width=64, hp1_use=0), config="kv260") == [
+        "the PS's S_AXI_HP1_FPD is 64 bits wide (C_SAXIGP3_DATA_WIDTH), not 128",
+        "the PS's S_AXI_HP1_FPD is 64 bits wide (PSU__SAXIGP3__DATA_WIDTH), not 128",
+        "the PS's S_AXI_HP1_FPD is not enabled (PSU__USE__S_AXI_GP3 = 0)"]
 
 
 def test_tcl_comes_from_the_package_templates():
@@ -383,10 +564,30 @@ TIMING_FAILED = (TIMING_MET
                           "Timing constraints are not met."))
 
 
-def _hwh(system=None, *, stream=None, length=26, pl0="199.998001", vlnv=None):
+_CACHE_RANGES = [("HP1_DDR_LOW", 0x0, 0x8000_0000, "S_AXI_HP1_FPD"),
+                 ("HP1_DDR_HIGH", 0x8_0000_0000, 0x8000_0000, "S_AXI_HP1_FPD")]
+
+
+def _hwh(system=None, *, stream=None, length=26, pl0="199.998001", vlnv=None, cache=None, cache_ranges=None,
+         hp1_width=128, hp1_use=1):
+    """A realistic Vivado handoff of a build; ``cache`` (default: a stream of 32 bits or more, as the
+    build connects m_axi_cache then) adds HP1 and the accelerator's view of the DDR."""
     s = system or S.system_dict()
     a, d = s["accelerator"], s["dma"]
     stream = 4 * KV260.lanes if stream is None else stream
+    cache = stream >= 32 if cache is None else cache
+    hp1 = (f"""
+        <PARAMETER NAME="PSU__USE__S_AXI_GP3" VALUE="{hp1_use}"/>
+        <PARAMETER NAME="PSU__SAXIGP3__DATA_WIDTH" VALUE="{hp1_width}"/>
+        <PARAMETER NAME="C_SAXIGP3_DATA_WIDTH" VALUE="{hp1_width}"/>""" if cache else """
+        <PARAMETER NAME="PSU__USE__S_AXI_GP3" VALUE="0"/>""")
+    ranges = "".join(
+        f"""
+        <MEMRANGE ADDRESSBLOCK="{block}" BASENAME="C_BASEADDR" BASEVALUE="0x{base:012X}" HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + rng - 1:012X}" INSTANCE="zynq_ultra_ps_e_0" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="m_axi_cache" MEMTYPE="MEMORY" SLAVEBUSINTERFACE="{slave}"/>"""
+        for block, base, rng, slave in (_CACHE_RANGES if cache_ranges is None else cache_ranges))
+    memory_map = f"""
+      <MEMORYMAP>{ranges}
+      </MEMORYMAP>""" if cache else ""
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
 <EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="Tue Mar  5 09:02:11 2024" VIVADOVERSION="2022.2">
   <SYSTEMINFO ARCH="zynquplus" BOARD="xilinx.com:kv260_som:part0:1.4" DEVICE="xck26" NAME="skip2lora_system" PACKAGE="sfvc784" SPEEDGRADE="-2LV"/>
@@ -408,12 +609,12 @@ def _hwh(system=None, *, stream=None, length=26, pl0="199.998001", vlnv=None):
     <MODULE COREREVISION="1" FULLNAME="/{a['name']}" HWVERSION="1.0" INSTANCE="{a['name']}" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="skip2lora" VLNV="{vlnv or s['vlnv']}">
       <PARAMETERS>
         <PARAMETER NAME="Component_Name" VALUE="skip2lora_system_skip2lora_0_0"/>
-      </PARAMETERS>
+      </PARAMETERS>{memory_map}
     </MODULE>
     <MODULE COREREVISION="21" FULLNAME="/zynq_ultra_ps_e_0" HWVERSION="3.4" INSTANCE="zynq_ultra_ps_e_0" IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PROCESSOR" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.4">
       <PARAMETERS>
         <PARAMETER NAME="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ" VALUE="200"/>
-        <PARAMETER NAME="PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ" VALUE="{pl0}"/>
+        <PARAMETER NAME="PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ" VALUE="{pl0}"/>{hp1}
       </PARAMETERS>
       <MEMORYMAP>
         <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="0x{d['base']:08X}" HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{d['base'] + d['range'] - 1:08X}" INSTANCE="{d['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="S_AXI_LITE"/>
@@ -471,6 +672,17 @@ def test_virtual_hwh_matches_the_build(config):
     assert ps["C_SAXIGP2_DATA_WIDTH"] == ps["PSU__SAXIGP2__DATA_WIDTH"] == st["ps_data_width"] == "128"
     dma = V.hwh_summary(hwh)["modules"][S.DMA["name"]]["parameters"]
     assert dma["c_m_axi_s2mm_data_width"] == str(max(32, 4 * config_named(config).lanes))
+    # HP1 and the accelerator's view of the DDR, as the build has them (kv260: connected; small: its
+    # 16-bit m_axi_cache is not, so HP1 stays off).
+    d = V.design(config)
+    cache_view = [(r["block"], r["base"], r["range"], r["slave"]) for r in V.hwh_summary(hwh)["ranges"]
+                  if r["master_instance"] == S.ACCELERATOR["name"] and r["master"] == "m_axi_cache"]
+    assert st["cache_path"] == str(int(d.cache_connected)) == ps["PSU__USE__S_AXI_GP3"]
+    if d.cache_connected:
+        assert ps["C_SAXIGP3_DATA_WIDTH"] == ps["PSU__SAXIGP3__DATA_WIDTH"] == st["ps_cache_width"] == "128"
+        assert cache_view == [(f"HP1_{n}", b, r, "S_AXI_HP1_FPD") for n, b, r in V.DDR_WINDOWS]
+    else:
+        assert "C_SAXIGP3_DATA_WIDTH" not in ps and cache_view == []
     # What the virtual board used to claim (a 128-bit control port) is caught.
     wrong = hwh.replace('NAME="C_MAXIGP0_DATA_WIDTH" VALUE="32"', 'NAME="C_MAXIGP0_DATA_WIDTH" VALUE="128"')
     assert wrong != hwh
@@ -526,6 +738,8 @@ array set ::PROP {}
 array set ::CONN {}
 set ::CELLS {}
 set ::SEGS {}
+set ::EXCLUDED {}
+set ::ADDRSPACES {}
 set ::PROJECTS {}
 proc mock {name params body} {
     proc $name $params "lappend ::CALLS \[concat [list $name] \[lrange \[info level 0\] 1 end\]\]\n$body"
@@ -613,10 +827,18 @@ proc mock_intf_param {obj param} {
             set value [expr {[info exists ::PROP(${pm}$logical,physical_name)] && \
                              [info exists ::PORTW($::PROP(${pm}$logical,physical_name))]}]
         }
+        data_width {
+            if {![info exists ::PROP(${pm}RDATA,physical_name)]} { return "" }
+            set value $::PORTW($::PROP(${pm}RDATA,physical_name))
+        }
+        read_write_mode {
+            if {![info exists ::PROP(${pm}RDATA,physical_name)]} { return "" }
+            set value [expr {[info exists ::PROP(${pm}WDATA,physical_name)] ? "READ_WRITE" : "READ_ONLY"}]
+        }
         default { return "" }
     }
     set declared "bi:$intf/param:[string toupper $param]"
-    if {[info exists ::PROP($declared,value)] && $::PROP($declared,value) != $value} {
+    if {[info exists ::PROP($declared,value)] && $::PROP($declared,value) ne $value} {
         error "mock: $intf declares [string toupper $param] $::PROP($declared,value), its ports say $value"
     }
     return $value
@@ -631,7 +853,7 @@ mock get_property {key obj} {
         status { return "$obj Complete!" }
         local_root_dir { return "" }
         config.freq_hz { return 199998001 }
-        config.tdata_num_bytes - config.has_tkeep - config.has_tlast {
+        config.tdata_num_bytes - config.has_tkeep - config.has_tlast - config.data_width - config.read_write_mode {
             return [mock_intf_param $obj [string range $k 7 end]]
         }
         directory {
@@ -672,6 +894,7 @@ mock ipx::package_project {args} {
     set ::IPVENDOR [opt $args -vendor]
     set ::BUSIF [list inferred_axi inferred_clk]
     set ::MEMMAPS [list inferred_map]
+    set ::ADDRSPACES [list inferred_space]
 }
 mock ipx::current_core {args} { return core }
 mock ipx::get_bus_interfaces {args} {
@@ -692,6 +915,9 @@ mock ipx::add_bus_interface {name core} {
 mock ipx::add_port_map {logical bi} { return "$bi/pm:$logical" }
 mock ipx::add_bus_parameter {name bi} { return "$bi/param:$name" }
 mock ipx::add_memory_map {name core} { lappend ::MEMMAPS $name; return "mm:$name" }
+mock ipx::get_address_spaces {args} { set out {}; foreach a $::ADDRSPACES { lappend out "as:$a" }; return $out }
+mock ipx::remove_address_space {name core} { set ::ADDRSPACES [lsearch -all -inline -not -exact $::ADDRSPACES $name] }
+mock ipx::add_address_space {name core} { lappend ::ADDRSPACES $name; return "as:$name" }
 mock ipx::add_address_block {name mm} { return "$mm/ab:$name" }
 mock ipx::add_register {name block} { return "$block/reg:$name" }
 mock ipx::add_field {name reg} { return "$reg/field:$name" }
@@ -731,9 +957,11 @@ mock get_bd_pins {args} {
         set type [lindex [split $vlnv :] 2]
         if {$vlnv eq $::MOCK(accel_vlnv)} { set type accel }
         foreach pin [dict get $::MOCK(clock_pins) $type] { lappend out "/$name/$pin" }
+        if {$type eq "zynq_ultra_ps_e" && [mock_hp1 /$name]} { lappend out "/$name/saxihp1_fpd_aclk" }
     }
     return $out
 }
+proc mock_hp1 {ps} { return [expr {[info exists ::PROP($ps,config.psu__use__s_axi_gp3)] && $::PROP($ps,config.psu__use__s_axi_gp3)}] }
 mock get_bd_nets {args} {
     set pin [opt $args -of_objects]
     return [expr {[info exists ::CONN($pin)] ? "net:$::CONN($pin)" : ""}]
@@ -745,24 +973,55 @@ mock connect_bd_net {args} {
 mock connect_bd_intf_net {args} {
     foreach p [positional $args {-intf_net -boundary_type}] { set ::INTF($p) 1 }
 }
-mock get_bd_addr_spaces {path} { return "/$path" }
+# The accelerator's master address space exists only if the IP packaged one for the interface.
+mock get_bd_addr_spaces {path} {
+    lassign [split $path /] cell space
+    if {$cell eq "skip2lora_0" && ([lsearch -exact $::ADDRSPACES $space] < 0 || \
+            ![info exists ::PROP(bi:$space,master_address_space_ref)])} { return "" }
+    return "/$path"
+}
 mock get_bd_addr_segs {args} {
     set of [opt $args -of_objects]
-    if {$of ne ""} { set out {}; foreach {path slave} $::SEGS { lappend out $path }; return $out }
+    if {$of ne ""} { set out {}; foreach {path slave} $::SEGS { if {[string match "$of/*" $path]} { lappend out $path } }; return $out }
     set path [lindex [positional $args] 0]
     if {![string match */* $path]} { return "/$path" }
-    lassign [split $path /] cell intf
+    lassign [split $path /] cell intf block
+    if {$block ne "" && $block ne "*"} {  # a PS slave segment: HP1's once the port is enabled
+        if {$intf eq "SAXIGP3" && ![mock_hp1 /$cell]} { return "" }
+        return "/$path"
+    }
     return "/$cell/$intf/[expr {$intf eq "s_axi_control" ? "reg0" : "Reg"}]"
 }
-mock assign_bd_address {args} {
-    if {![llength $args]} { return }
-    set seg [lindex [positional $args {-target_address_space -offset -range}] 0]
+proc mock_segment {space seg offset range} {
     lassign [split [string trimleft $seg /] /] cell intf block
-    set path "[opt $args -target_address_space]/SEG_${cell}_${block}"
+    set path "$space/SEG_${cell}_${block}"
     lappend ::SEGS $path $seg
-    set ::PROP($path,offset) [format 0x%010X [opt $args -offset]]
-    set r [opt $args -range]
-    set ::PROP($path,range) [expr {$r % 1024 == 0 ? "[expr {$r / 1024}]K" : $r}]
+    set ::PROP($path,offset) [format 0x%010X $offset]
+    set ::PROP($path,range) [expr {$range % 1024 == 0 ? "[expr {$range / 1024}]K" : $range}]
+}
+mock assign_bd_address {args} {
+    if {![llength $args]} {
+        # Every aperture a master reaches and nothing assigned yet: behind S_AXI_HP1_FPD the OCM and
+        # QSPI too (the DMA's view of HP0 is not modelled).
+        if {[info exists ::INTF(/zynq_ultra_ps_e_0/S_AXI_HP1_FPD)]} {
+            foreach {block offset range} {HP1_LPS_OCM 0xFF000000 0x01000000 HP1_QSPI 0xC0000000 0x20000000} {
+                mock_segment /skip2lora_0/m_axi_cache /zynq_ultra_ps_e_0/SAXIGP3/$block $offset $range
+            }
+        }
+        return
+    }
+    set space [opt $args -target_address_space]
+    if {$space eq ""} { error "assign_bd_address: no target address space" }
+    set seg [lindex [positional $args {-target_address_space -offset -range}] 0]
+    if {$seg eq ""} { error "assign_bd_address: no segment" }
+    mock_segment $space $seg [opt $args -offset] [opt $args -range]
+}
+mock exclude_bd_addr_seg {args} {
+    set seg [lindex [positional $args {-target_address_space -offset -range}] 0]
+    set i [lsearch -exact $::SEGS $seg]
+    if {$i < 0 || $i % 2} { error "exclude_bd_addr_seg: no segment $seg" }
+    set ::SEGS [lreplace $::SEGS $i [expr {$i + 1}]]
+    lappend ::EXCLUDED $seg
 }
 mock validate_bd_design {args} {}
 mock save_bd_design {args} {}
@@ -866,8 +1125,12 @@ def test_mock_vivado_run(small_build, tmp_path, catalog, concat):
                      "data_smc": "xilinx.com:ip:smartconnect:1.0", "rst_pl0": "xilinx.com:ip:proc_sys_reset:5.0",
                      "irq_concat": concat}
     # The inferred interfaces were replaced by the explicit ones.
-    assert set(tcl.splitlist(tcl.getvar("BUSIF"))) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
-    assert tcl.eval("set MEMMAPS") == "s_axi_control"
+    assert set(tcl.splitlist(tcl.getvar("BUSIF"))) == {"s_axi_control", "s_axis", "m_axis", "m_axi_cache", "aclk",
+                                                       "aresetn", "interrupt"}
+    assert tcl.eval("set MEMMAPS") == "s_axi_control" and tcl.eval("set ADDRSPACES") == "m_axi_cache"
+    # ... but the small build's 16-bit m_axi_cache is left unconnected: no HP1, no cache SmartConnect.
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__use__s_axi_gp3)") == "0"
+    assert not any(c[0] == "connect_bd_intf_net" and any("m_axi_cache" in a for a in c) for c in calls)
     # DMA configuration as set (read back through s2l_configure).
     assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axis_mm2s_tdata_width)") == "16"
     assert tcl.eval("set PROP(/axi_dma_0,config.c_m_axi_mm2s_data_width)") == "32"
@@ -944,6 +1207,106 @@ def test_mock_vivado_catches(small_build, tmp_path, edit, message):
     (tmp_path / "build.tcl").write_text(edited)
     with pytest.raises(tkinter.TclError, match=re.escape(message)):
         _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=_hwh(stream=16), timing=TIMING_MET)
+
+
+def _stub_verilog(d):
+    """A Verilog top with the design's ports only (the mock reads port widths, not logic): the
+    kv260 script runs against the mock without the minutes-long kv260 export."""
+    decls = "".join(f"  {'input' if flow == 'in' else 'output'} {f'[{w - 1}:0] ' if w > 1 else ''}{name};\n"
+                    for name, flow, w in d.ports)
+    return f"module {d.top}({', '.join(name for name, _, _ in d.ports)});\n{decls}endmodule\n"
+
+
+@pytest.fixture(scope="module")
+def stub_builds(tmp_path_factory):
+    """build.tcl + a stub skip2lora.v of the kv260 build (the DDR path connected) and of a build
+    without the DDR path."""
+    builds = {}
+    for config in ("kv260", _plain_config()):
+        d = V.design(config)
+        out = tmp_path_factory.mktemp(f"bitstream-{d.config['name']}")
+        V.write_build(out, config, jobs=2, export=False)
+        (out / "skip2lora.v").write_text(_stub_verilog(d))
+        builds[d.config["name"]] = (out, d)
+    return builds
+
+
+def test_mock_vivado_ddr_cache_path(stub_builds, tmp_path):
+    build, d = stub_builds["kv260"]
+    out_dir = tmp_path / "outputs"
+    tcl, calls = _run_mock(build / "build.tcl", tmp_path / "impl", argv=[f"out_dir={out_dir}"], hwh=_hwh(),
+                           timing=TIMING_MET)
+    cells = dict(zip(*[iter(tcl.splitlist(tcl.getvar("CELLS")))] * 2))
+    assert cells["cache_smc"] == "xilinx.com:ip:smartconnect:1.0" and len(cells) == 8
+    # Packaged: the read manager with its address space (the inferred one removed).
+    assert "m_axi_cache" in tcl.splitlist(tcl.getvar("BUSIF")) and tcl.eval("set ADDRSPACES") == "m_axi_cache"
+    assert tcl.eval("set PROP(as:m_axi_cache,range)") == str(2 ** 40)
+    assert tcl.eval("set PROP(as:m_axi_cache,width)") == "128"
+    # HP1 on at 128 bits; the path m_axi_cache -> cache_smc -> S_AXI_HP1_FPD, clocked and reset.
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__use__s_axi_gp3)") == "1"
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__saxigp3__data_width)") == "128"
+    assert ["connect_bd_intf_net", "/skip2lora_0/m_axi_cache", "/cache_smc/S00_AXI"] in calls
+    assert ["connect_bd_intf_net", "/cache_smc/M00_AXI", "/zynq_ultra_ps_e_0/S_AXI_HP1_FPD"] in calls
+    assert tcl.eval("set PROP(/cache_smc,config.num_si)") == "1" and tcl.eval("set PROP(/cache_smc,config.num_mi)") == "1"
+    for pin in ("/cache_smc/aclk", "/zynq_ultra_ps_e_0/saxihp1_fpd_aclk"):
+        assert tcl.eval(f"set CONN({pin})") == "/zynq_ultra_ps_e_0/pl_clk0", pin
+    assert tcl.eval("set CONN(/cache_smc/aresetn)") == "/rst_pl0/interconnect_aresetn"
+    # The manager as IP integrator sees it after validation (from the packaged ports).
+    assert tcl.eval("mock_intf_param /skip2lora_0/m_axi_cache data_width") == "128"
+    assert tcl.eval("mock_intf_param /skip2lora_0/m_axi_cache read_write_mode") == "READ_ONLY"
+    # The address map: the two DDR windows assigned into m_axi_cache's space; what the catch-all
+    # assign_bd_address added behind HP1 (OCM, QSPI) excluded; only DDR left.
+    assigned = [(c[2], c[4], c[6], c[-1]) for c in calls if c[0] == "assign_bd_address" and len(c) > 1]
+    assert assigned[2:] == [
+        ("/skip2lora_0/m_axi_cache", "0x0000000000", "0x80000000", "/zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_LOW"),
+        ("/skip2lora_0/m_axi_cache", "0x0800000000", "0x80000000", "/zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_HIGH")]
+    segs = dict(zip(*[iter(tcl.splitlist(tcl.getvar("SEGS")))] * 2))
+    cache_segs = {p: v for p, v in segs.items() if p.startswith("/skip2lora_0/m_axi_cache/")}
+    assert cache_segs == {"/skip2lora_0/m_axi_cache/SEG_zynq_ultra_ps_e_0_HP1_DDR_LOW": "/zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_LOW",
+                          "/skip2lora_0/m_axi_cache/SEG_zynq_ultra_ps_e_0_HP1_DDR_HIGH": "/zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_HIGH"}
+    assert sorted(map(str, tcl.splitlist(tcl.getvar("EXCLUDED")))) == [
+        "/skip2lora_0/m_axi_cache/SEG_zynq_ultra_ps_e_0_HP1_LPS_OCM", "/skip2lora_0/m_axi_cache/SEG_zynq_ultra_ps_e_0_HP1_QSPI"]
+    # The outputs pass the Python check (the cache path included).
+    assert V.check_hwh(out_dir / "skip2lora.hwh", d) == []
+
+
+def test_mock_vivado_without_ddr_path(stub_builds, tmp_path):
+    build, d = stub_builds["plain"]
+    out_dir = tmp_path / "outputs"
+    tcl, calls = _run_mock(build / "build.tcl", tmp_path / "impl", argv=[f"out_dir={out_dir}"],
+                           hwh=_hwh(stream=16, cache=False), timing=TIMING_MET)
+    cells = dict(zip(*[iter(tcl.splitlist(tcl.getvar("CELLS")))] * 2))
+    assert "cache_smc" not in cells and len(cells) == 7
+    assert set(tcl.splitlist(tcl.getvar("BUSIF"))) == {"s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"}
+    assert tcl.eval("set ADDRSPACES") == ""
+    assert tcl.eval("set PROP(/zynq_ultra_ps_e_0,config.psu__use__s_axi_gp3)") == "0"
+    assert tcl.eval("info exists CONN(/zynq_ultra_ps_e_0/saxihp1_fpd_aclk)") == "0"
+    assert len([c for c in calls if c[0] == "assign_bd_address" and len(c) > 1]) == 2
+    assert tcl.eval("set EXCLUDED") == ""
+    assert V.check_hwh(out_dir / "skip2lora.hwh", d) == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    # HP1 left off: its DDR segments do not exist.
+    (lambda tcl: tcl.replace("    PSU__USE__S_AXI_GP3 $S2L(cache_path) \\\n", ""),
+     "no address segment zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_LOW (is its PS port enabled?)"),
+    # The manager packaged without its address space: nothing to map the DDR into.
+    (lambda tcl: tcl.replace("    set_property master_address_space_ref", "    # "),
+     "assign_bd_address: no target address space"),
+    # A declared width that disagrees with the ports is refused.
+    (lambda tcl: tcl.replace("READ_ONLY DATA_WIDTH 128", "READ_ONLY DATA_WIDTH 64"),
+     "m_axi_cache declares DATA_WIDTH 64, its ports say 128"),
+])
+def test_mock_vivado_catches_cache_path(stub_builds, tmp_path, edit, message):
+    tkinter = _tcl()
+    build, _ = stub_builds["kv260"]
+    text = (build / "build.tcl").read_text()
+    edited = edit(text)
+    assert edited != text
+    (tmp_path / "skip2lora.v").write_bytes((build / "skip2lora.v").read_bytes())
+    (tmp_path / "build.tcl").write_text(edited)
+    with pytest.raises(tkinter.TclError, match=re.escape(message)):
+        _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=_hwh(), timing=TIMING_MET)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from ...fixed.config import AcceleratorConfig, config_named
 from ..system import system_dict
 
 __all__ = [
-    "MIN_VIVADO", "BASENAME", "DESIGN_NAME", "PS_NAME", "PS_MASTER", "PS_SLAVE", "HPM0_FPD_WINDOW",
-    "DMA_ADDR_WIDTH", "DMA_BURST", "AXI_LITE", "AXIS_IN", "AXIS_OUT", "CLOCK", "RESET", "IRQ",
-    "Design", "design",
+    "MIN_VIVADO", "BASENAME", "DESIGN_NAME", "PS_NAME", "PS_MASTER", "PS_SLAVE", "PS_CACHE", "PS_CACHE_SEGMENTS",
+    "HPM0_FPD_WINDOW", "DDR_WINDOWS", "DMA_ADDR_WIDTH", "DMA_BURST", "PS_PORT_WIDTHS", "SMARTCONNECT_MIN_WIDTH",
+    "AXI_LITE", "AXIS_IN", "AXIS_OUT", "AXI_CACHE", "CLOCK", "RESET", "IRQ", "Design", "design",
 ]
 
 MIN_VIVADO = "2022.2"
@@ -26,13 +26,24 @@ DESIGN_NAME = "skip2lora_system"  # the block design; must differ from the IP's 
 PS_NAME = "zynq_ultra_ps_e_0"
 PS_MASTER = "M_AXI_HPM0_FPD"      # the PS port the script enables for control (PSU__USE__M_AXI_GP0)
 PS_SLAVE = "S_AXI_HP0_FPD"        # ... and for the DMA's data (PSU__USE__S_AXI_GP2)
+PS_CACHE = "S_AXI_HP1_FPD"        # ... and for the accelerator's DDR cache reads (PSU__USE__S_AXI_GP3)
+PS_CACHE_SEGMENTS = "SAXIGP3"     # IP integrator's name for HP1's slave side: SAXIGP3/HP1_DDR_LOW, ...
 HPM0_FPD_WINDOW = (0xA000_0000, 0x1000_0000)  # M_AXI_HPM0_FPD: 0xA000_0000..0xAFFF_FFFF
 DMA_ADDR_WIDTH = 64               # the DMA reaches all of DDR (PYNQ writes the MSB registers)
 DMA_BURST = 16                    # max burst beats of both DMA channels
 PS_PORT_WIDTHS = (32, 64, 128)    # what the Zynq UltraScale+ PS's AXI ports can be set to
+# The K26 SOM's 4 GB of DDR4 as the PS's HP ports see it: 2 GB in the PS's DDR_LOW aperture and 2 GB
+# at the start of DDR_HIGH (whose aperture is 32 GB). The accelerator's m_axi_cache is given exactly
+# these (segment, offset, range): an address elsewhere gets a decode error from the SmartConnect
+# (the core's DDR_READ error), never OCM, QSPI or PCIe behind the same HP port.
+DDR_WINDOWS = (("DDR_LOW", 0x0_0000_0000, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
+# The narrowest AXI4 interface AMD's AXI infrastructure (SmartConnect, AXI Interconnect, the data
+# width converter) and the PS's HP ports take (PG247: 32..1024 bits).
+SMARTCONNECT_MIN_WIDTH = 32
 
 # The top's bus interfaces: port-name prefixes (Vivado's IP packager conventions).
 AXI_LITE, AXIS_IN, AXIS_OUT, CLOCK, RESET, IRQ = "s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"
+AXI_CACHE = "m_axi_cache"  # the AXI4 read manager of a build with the DDR cache path (hw/top.py)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,43 @@ class Design:
     stream_width: int    # AXI4-Stream TDATA bits
     address_width: int   # AXI4-Lite address bits
     registers: tuple     # REGISTER_MAP.to_dict()["registers"]
+    cache_width: int = 0       # m_axi_cache RDATA bits (0: the build has no DDR cache path)
+    cache_addr_width: int = 0  # m_axi_cache ARADDR bits
+    cache_id_width: int = 0    # m_axi_cache ARID bits
+    cache_outstanding: int = 0  # read bursts the accelerator keeps in flight (the DDR reader's)
+
+    @property
+    def has_cache(self) -> bool:
+        """The accelerator has the ``m_axi_cache`` manager (its IP declares the interface)."""
+        return self.cache_width > 0
+
+    @property
+    def cache_connected(self) -> bool:
+        """The block design connects ``m_axi_cache`` to the PS's S_AXI_HP1_FPD (the DDR path is built).
+
+        Not for a manager narrower than AXI infrastructure takes: no SmartConnect, width converter
+        or HP port accepts it, so the interface is left unconnected (see `warnings`)."""
+        return self.has_cache and self.cache_width >= SMARTCONNECT_MIN_WIDTH
+
+    @property
+    def warnings(self) -> tuple:
+        if self.has_cache and not self.cache_connected:
+            return (f"the {self.config['name']} build's {AXI_CACHE} is {self.cache_width} bits wide, narrower "
+                    f"than the {SMARTCONNECT_MIN_WIDTH} bits AMD's AXI infrastructure and the PS's "
+                    f"{PS_CACHE} take: it is left unconnected (its inputs read 0), so this bitstream has no "
+                    f"DDR cache path and a CACHE_MODE.ddr job never finishes",)
+        return ()
+
+    @property
+    def cache_path(self) -> dict | None:
+        """What the block design builds for the DDR cache path (None: the accelerator has none)."""
+        if not self.has_cache:
+            return None
+        port = self.system["ps_ports"]["cache"]
+        return {"interface": AXI_CACHE, "width": self.cache_width, "addr_width": self.cache_addr_width,
+                "connected": self.cache_connected, "ps_port": port["port"], "ps_width": port["width"],
+                "windows": [{"segment": f"{PS_CACHE_SEGMENTS}/HP1_{name}", "base": base, "range": rng}
+                            for name, base, rng in DDR_WINDOWS] if self.cache_connected else []}
 
     @property
     def mm_width(self) -> int:
@@ -60,6 +108,7 @@ class Design:
         return {"system": self.system, "config": self.config, "top": self.top,
                 "stream_width": self.stream_width, "mm_width": self.mm_width,
                 "address_width": self.address_width, "dma_addr_width": DMA_ADDR_WIDTH,
+                "cache_path": self.cache_path, "warnings": list(self.warnings),
                 "design_name": DESIGN_NAME, "basename": BASENAME, "min_vivado": MIN_VIVADO}
 
 
@@ -87,10 +136,16 @@ def _register_dicts(register_map):
 
 
 def _check_ps_ports(ports) -> None:
-    want = {"control": PS_MASTER, "data": PS_SLAVE}
-    if not isinstance(ports, dict) or set(ports) != set(want):
-        raise ValueError(f"ps_ports must name the 'control' and 'data' ports, not {ports!r}")
+    want = {"control": PS_MASTER, "data": PS_SLAVE, "cache": PS_CACHE}
+    required = ("control", "data")  # "cache" only matters to a build with the DDR path (checked in design())
+    if not isinstance(ports, dict) or not set(required) <= set(ports) or not set(ports) <= set(want):
+        raise ValueError(f"ps_ports must name the 'control' and 'data' ports and may name the 'cache' port "
+                         f"(nothing else), not {ports!r}")
     for role, port in want.items():
+        if role not in ports:
+            continue
+        if not isinstance(ports[role], dict):
+            raise ValueError(f"the {role} port must be a {{'port': ..., 'width': ...}} mapping, not {ports[role]!r}")
         if ports[role].get("port") != port:
             raise ValueError(f"the {role} port must be {port} (the flow enables that one), "
                              f"not {ports[role].get('port')!r}")
@@ -163,4 +218,41 @@ def design(config="kv260", *, system=None, register_map=None) -> Design:
     if sysd["accelerator"]["range"] < 2 ** aw:
         raise ValueError(f"the accelerator window {sysd['accelerator']['range']:#x} is smaller than its "
                          f"register space {2 ** aw:#x}")
-    return Design(sysd, cfg.to_dict(), ports, top, stream, aw, regs)
+    cache = _check_cache(top, widths, sysd) if any(n.startswith(AXI_CACHE + "_") for n in widths) else {}
+    return Design(sysd, cfg.to_dict(), ports, top, stream, aw, regs, **cache)
+
+
+def _reader_outstanding() -> int:
+    """Bursts the DDR reader keeps in flight (its ``outstanding`` default, which the core uses)."""
+    import inspect
+
+    from ..ddr_reader import DDRReader
+
+    return inspect.signature(DDRReader.__init__).parameters["outstanding"].default
+
+
+def _check_cache(top, widths, sysd) -> dict:
+    """The m_axi_cache manager's widths, checked against AXI4 and the system description."""
+    p = f"{AXI_CACHE}_"
+    for sig in ("araddr", "arlen", "arsize", "arburst", "arvalid", "arready", "rdata", "rresp", "rlast",
+                "rvalid", "rready"):
+        if p + sig not in widths:
+            raise ValueError(f"the top {top!r} has {AXI_CACHE} ports but no {p + sig!r} (an AXI4 read manager "
+                             f"needs it)")
+    writes = sorted(n for n in widths if n.startswith((p + "aw", p + "w", p + "b")))
+    if writes:
+        raise ValueError(f"{AXI_CACHE} is packaged and connected as a read-only manager, but the top has "
+                         f"write-channel ports {writes}")
+    data, addr, arlen = widths[p + "rdata"], widths[p + "araddr"], widths[p + "arlen"]
+    if data < 8 or data > 1024 or data & (data - 1):
+        raise ValueError(f"{AXI_CACHE}_rdata must be a power of two of 8..1024 bits (AXI4), not {data}")
+    if arlen != 8 or widths[p + "arsize"] != 3 or widths[p + "arburst"] != 2:
+        raise ValueError(f"{AXI_CACHE} must have AXI4's ARLEN[7:0], ARSIZE[2:0] and ARBURST[1:0]")
+    if "cache" not in sysd["ps_ports"]:
+        raise ValueError(f"the accelerator has {AXI_CACHE} (the DDR cache path) but ps_ports names no 'cache' "
+                         f"port (expected {{'port': '{PS_CACHE}', 'width': ...}})")
+    top_end = max(base + rng for _, base, rng in DDR_WINDOWS)
+    if top_end > 2 ** addr:
+        raise ValueError(f"{AXI_CACHE} has {addr} address bits: it cannot reach the DDR up to {top_end - 1:#x}")
+    return {"cache_width": data, "cache_addr_width": addr, "cache_id_width": widths.get(p + "arid", 0),
+            "cache_outstanding": _reader_outstanding()}

@@ -67,9 +67,11 @@ def build_bitstream(config="kv260", out=None, *, jobs=None, dry_run=False, insta
 
 
 def summary_text(r: dict) -> str:
+    warnings = [f"WARNING: {w}" for w in r.get("warnings") or ()]
     if r.get("dry_run"):
         return "\n".join([
             f"wrote {r['verilog']} and {r['tcl']} ({r['config']})",
+            *warnings,
             "build the bitstream with:",
             f"  {r['command_line']}",
             f"outputs: {r['out_dir']}/{{{BASENAME}.bit,{BASENAME}.hwh,{BASENAME}_timing.rpt}}",
@@ -80,6 +82,7 @@ def summary_text(r: dict) -> str:
              f"~{t.get('achieved_mhz')} MHz achievable at {t.get('target_mhz')} MHz requested"]
     if r.get("hwh_problems"):
         lines.append("hwh check: " + "; ".join(r["hwh_problems"]))
+    lines += warnings
     if r.get("installed"):
         lines.append("installed: " + ", ".join(r["installed"]))
     lines.append(f"manifest: {r.get('manifest')}")

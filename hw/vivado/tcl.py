@@ -3,7 +3,8 @@
 The templates are plain Vivado Tcl with ``@NAME@`` fields (Tcl's own ``$``, ``[]`` and ``{}``
 pass through untouched); `string.Template` fills them and refuses an unknown or missing field.
 Only two blocks are generated here rather than written in the template: the IP's bus interfaces
-(from the top's ports) and its register map.
+(from the top's ports) and its register map. The DDR cache path is in the template, under
+``if {$S2L(cache_path)}``: the ``S2L(cache_*)`` settings say whether the build has it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 from ...fixed.config import config_named
-from .design import (AXI_LITE, AXIS_IN, AXIS_OUT, BASENAME, CLOCK, DESIGN_NAME, DMA_ADDR_WIDTH, DMA_BURST,
-                     IRQ, MIN_VIVADO, PS_NAME, RESET, Design, design)
+from .design import (AXI_CACHE, AXI_LITE, AXIS_IN, AXIS_OUT, BASENAME, CLOCK, DDR_WINDOWS, DESIGN_NAME,
+                     DMA_ADDR_WIDTH, DMA_BURST, IRQ, MIN_VIVADO, PS_CACHE, PS_CACHE_SEGMENTS, PS_NAME, RESET,
+                     Design, design)
 from .run import default_jobs, vivado_command
 
 __all__ = ["TEMPLATES", "template_text", "template_fields", "tcl_text", "write_build"]
@@ -106,13 +108,25 @@ def _bus_blocks(d: Design) -> str:
         return [("TDATA_NUM_BYTES", widths[f"{prefix}_tdata"] // 8)] + [
             (f"HAS_{sig}", int(sig in logical)) for sig in ("TKEEP", "TLAST", "TREADY", "TSTRB")]
 
+    def cache_params():
+        """The read manager's bus parameters, declared (IP integrator reads them back after
+        validation): a read-only AXI4 manager, INCR bursts of up to 256 beats, one ID."""
+        from ..axi4 import MAX_BURST_BEATS  # (Amaranth: not imported where the package only reads)
+
+        return [("PROTOCOL", "AXI4"), ("READ_WRITE_MODE", "READ_ONLY"), ("DATA_WIDTH", d.cache_width),
+                ("ADDR_WIDTH", d.cache_addr_width), ("ID_WIDTH", d.cache_id_width),
+                ("MAX_BURST_LENGTH", MAX_BURST_BEATS), ("NUM_READ_OUTSTANDING", d.cache_outstanding),
+                ("SUPPORTS_NARROW_BURST", 0)]
+
     axis_in, axis_out = portmap(AXIS_IN), portmap(AXIS_OUT)
+    clocked = [AXI_LITE, AXIS_IN, AXIS_OUT] + ([AXI_CACHE] if d.has_cache else [])
     buses = [
         (AXI_LITE, "aximm", "slave", portmap(AXI_LITE), [("PROTOCOL", "AXI4LITE")]),
         (AXIS_IN, "axis", "slave", axis_in, stream_params(AXIS_IN, axis_in)),
         (AXIS_OUT, "axis", "master", axis_out, stream_params(AXIS_OUT, axis_out)),
+        *([(AXI_CACHE, "aximm", "master", portmap(AXI_CACHE), cache_params())] if d.has_cache else []),
         (CLOCK, "clock", "slave", single(CLOCK, "CLK"),
-         [("ASSOCIATED_BUSIF", f"{AXI_LITE}:{AXIS_IN}:{AXIS_OUT}"), ("ASSOCIATED_RESET", RESET)]),
+         [("ASSOCIATED_BUSIF", ":".join(clocked)), ("ASSOCIATED_RESET", RESET)]),
         (RESET, "reset", "slave", single(RESET, "RST"), [("POLARITY", "ACTIVE_LOW")]),
         (IRQ, "interrupt", "master", single(IRQ, "INTERRUPT"), [("SENSITIVITY", "LEVEL_HIGH")]),
     ]
@@ -147,6 +161,8 @@ def _fields(d: Design, jobs) -> dict:
     board_vendor, board, _component = s["board_part"].split(":")
     carrier = board[:-4] + "_carrier" if board.endswith("_som") else ""
     acc, dma = s["accelerator"], s["dma"]
+    cache_port = s["ps_ports"].get("cache", {})
+    windows = " ".join(f"{{HP1_{name} 0x{base:010X} 0x{rng:08X}}}" for name, base, rng in DDR_WINDOWS)
     return {
         "CONFIG": d.config["name"],
         "PART": s["part"],
@@ -164,6 +180,16 @@ def _fields(d: Design, jobs) -> dict:
         "PL_CLOCK_MHZ": f"{s['pl_clock_mhz']:g}",
         "PS_CONTROL_WIDTH": str(s["ps_ports"]["control"]["width"]),
         "PS_DATA_WIDTH": str(s["ps_ports"]["data"]["width"]),
+        "CACHE_MASTER": str(int(d.has_cache)),
+        "CACHE_PATH": str(int(d.cache_connected)),
+        "CACHE_INTF": AXI_CACHE,
+        "CACHE_WIDTH": str(d.cache_width),
+        "CACHE_SPACE_RANGE": str(2 ** d.cache_addr_width if d.has_cache else 0),
+        "PS_CACHE_PORT": cache_port.get("port", PS_CACHE),
+        "PS_CACHE_SEGMENTS": PS_CACHE_SEGMENTS,
+        "PS_CACHE_WIDTH": str(cache_port.get("width", 0)),
+        "CACHE_WINDOWS": "{" + windows + "}",
+        "CACHE_NOTE": _q(" ".join(d.warnings)),
         "STREAM_WIDTH": str(d.stream_width),
         "MM_WIDTH": str(d.mm_width),
         "DMA_LENGTH_WIDTH": str(int(s["dma_length_width"])),
@@ -211,8 +237,12 @@ def write_build(build_dir, config="kv260", *, system=None, register_map=None, jo
     tcl.write_text(tcl_text(config, jobs=jobs, design_=d))
     (out / "design.json").write_text(json.dumps(d.to_dict(), indent=1) + "\n")
     cmd = vivado_command(out, jobs=jobs)
+    if log is not None:
+        for warning in d.warnings:
+            log(f"[bitstream {d.config['name']}] WARNING: {warning}")
     return {
         "config": d.config["name"], "build_dir": str(out), "tcl": str(tcl),
+        "cache_path": d.cache_path, "warnings": list(d.warnings),
         "verilog": str(out / "skip2lora.v") if export else None,
         "design": str(out / "design.json"), "jobs": jobs, "command": cmd,
         "command_line": f"cd {shlex.quote(str(out))} && {shlex.join(cmd)}",

@@ -5,20 +5,30 @@ PYNQ's parser accepts with the same instances, addresses, VLNV, PS port widths a
 so the PYNQ driver runs unmodified: it is generated here from the system description in
 sw/regmap.json (which is generated from hw/system.py) and the accelerator's stream width, and
 tests/test_bitstream_flow.py checks it with the same checker as the real build's handoff.
+
+A build with the DDR cache path has the accelerator's AXI4 read manager ``m_axi_cache`` on the
+PS's S_AXI_HP1_FPD (``ps_ports["cache"]``): the handoff then has HP1 enabled at its width (PYNQ sets
+the PS's HP1 fabric width from C_SAXIGP3_DATA_WIDTH at download) and, in the accelerator's memory
+map, the DDR windows its m_axi_cache reaches, as Vivado writes them.
 """
 
 from __future__ import annotations
 
 from .registers import regmap
 
-__all__ = ["make_hwh"]
+__all__ = ["make_hwh", "DDR_WINDOWS"]
+
+# The PS's DDR as the K26 SOM has it and the accelerator's m_axi_cache sees it (segment, base,
+# range): the same as skip2lora.hw.vivado.design.DDR_WINDOWS (tests/test_bitstream_flow.py checks).
+DDR_WINDOWS = (("DDR_LOW", 0x0_0000_0000, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
+_MIN_AXI_BITS = 32  # the narrowest m_axi_cache the block design connects (AXI SmartConnect's minimum)
 
 
 def _params(pairs):
     return "\n".join(f'        <PARAMETER NAME="{k}" VALUE="{v}"/>' for k, v in pairs)
 
 
-def _ps_params(clock_mhz: float, ps_ports: dict):
+def _ps_params(clock_mhz: float, ps_ports: dict, cache: bool):
     pairs = []
     for i in range(4):  # PYNQ's clock view reads all four PL clocks
         pairs += [(f"PSU__FPGA_PL{i}_ENABLE", 1 if i == 0 else 0),
@@ -30,8 +40,13 @@ def _ps_params(clock_mhz: float, ps_ports: dict):
     control, data = ps_ports["control"]["width"], ps_ports["data"]["width"]
     # Vivado writes the user parameter (PSU__*) and the HDL generic (C_*); PYNQ sets the PS's port
     # widths from the C_* ones at download.
-    return pairs + [("PSU__MAXIGP0__DATA_WIDTH", control), ("C_MAXIGP0_DATA_WIDTH", control),
-                    ("PSU__SAXIGP2__DATA_WIDTH", data), ("C_SAXIGP2_DATA_WIDTH", data)]
+    pairs += [("PSU__MAXIGP0__DATA_WIDTH", control), ("C_MAXIGP0_DATA_WIDTH", control),
+              ("PSU__SAXIGP2__DATA_WIDTH", data), ("C_SAXIGP2_DATA_WIDTH", data),
+              ("PSU__USE__S_AXI_GP3", int(cache))]
+    if cache:  # S_AXI_HP1_FPD, the accelerator's DDR cache reads
+        width = ps_ports["cache"]["width"]
+        pairs += [("PSU__SAXIGP3__DATA_WIDTH", width), ("C_SAXIGP3_DATA_WIDTH", width)]
+    return pairs
 
 
 def _dma_params(stream_bits: int, length_width: int):
@@ -64,9 +79,30 @@ def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def make_hwh(stream_bits: int) -> str:
+def _cache_memory_map(ps_name: str, ps_port: str) -> str:
+    """The accelerator's m_axi_cache view of the DDR (a master's MEMRANGEs, as in Vivado's hwh)."""
+    ranges = "\n".join(
+        f'        <MEMRANGE ADDRESSBLOCK="HP1_{name}" BASENAME="C_BASEADDR" BASEVALUE="0x{base:08X}" '
+        f'HIGHNAME="C_HIGHADDR" HIGHVALUE="0x{base + rng - 1:08X}" INSTANCE="{ps_name}" IS_DATA="TRUE" '
+        f'IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="m_axi_cache" MEMTYPE="MEMORY" SLAVEBUSINTERFACE="{ps_port}"/>'
+        for name, base, rng in DDR_WINDOWS)
+    return f"""
+      <MEMORYMAP>
+{ranges}
+      </MEMORYMAP>"""
+
+
+def make_hwh(stream_bits: int, *, cache_bits: int | None = None) -> str:
+    """The handoff of the build with ``stream_bits``-bit streams. ``cache_bits``: the width of its
+    DDR cache manager ``m_axi_cache`` (default: one beat, ``stream_bits``, as hw/top.py has it;
+    0: a build without the DDR path). A manager narrower than 32 bits is not connected (no AXI
+    SmartConnect takes it), so its handoff has HP1 off, as the build's."""
     sysd = regmap()["system"]
     acc, dma = sysd["accelerator"], sysd["dma"]
+    cache_bits = stream_bits if cache_bits is None else cache_bits
+    cache = cache_bits >= _MIN_AXI_BITS and "cache" in sysd["ps_ports"]
+    ps_name = "zynq_ultra_ps_e_0"
+    ps_cache_port = sysd["ps_ports"]["cache"]["port"] if cache else ""
 
     def hx(v):
         return f"0x{v:08X}"
@@ -77,9 +113,9 @@ def make_hwh(stream_bits: int) -> str:
   <EXTERNALPORTS/>
   <EXTERNALINTERFACES/>
   <MODULES>
-    <MODULE FULLNAME="/zynq_ultra_ps_e_0" INSTANCE="zynq_ultra_ps_e_0" IPTYPE="PERIPHERAL" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">
+    <MODULE FULLNAME="/{ps_name}" INSTANCE="{ps_name}" IPTYPE="PERIPHERAL" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">
       <PARAMETERS>
-{_params(_ps_params(sysd['pl_clock_mhz'], sysd['ps_ports']))}
+{_params(_ps_params(sysd['pl_clock_mhz'], sysd['ps_ports'], cache))}
       </PARAMETERS>
       <MEMORYMAP>
         <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="{hx(acc['base'])}" HIGHNAME="C_HIGHADDR" HIGHVALUE="{hx(acc['base'] + acc['range'] - 1)}" INSTANCE="{acc['name']}" IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>
@@ -91,7 +127,9 @@ def make_hwh(stream_bits: int) -> str:
       </PORTS>
       <BUSINTERFACES>
         <BUSINTERFACE BUSNAME="ps_axi_periph" NAME="M_AXI_HPM0_FPD" TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>
-        <BUSINTERFACE BUSNAME="dma_axi_hp" NAME="S_AXI_HP0_FPD" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>
+        <BUSINTERFACE BUSNAME="dma_axi_hp" NAME="S_AXI_HP0_FPD" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>{
+        f'{chr(10)}        <BUSINTERFACE BUSNAME="cache_axi_hp" NAME="{ps_cache_port}" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>'
+        if cache else ''}
       </BUSINTERFACES>
     </MODULE>
     <MODULE FULLNAME="/{dma['name']}" HWVERSION="7.1" INSTANCE="{dma['name']}" IPTYPE="PERIPHERAL" MODCLASS="DMA" MODTYPE="axi_dma" VLNV="xilinx.com:ip:axi_dma:7.1">
@@ -112,7 +150,8 @@ def make_hwh(stream_bits: int) -> str:
     </MODULE>
     <MODULE FULLNAME="/{acc['name']}" HWVERSION="1.0" INSTANCE="{acc['name']}" IPTYPE="PERIPHERAL" MODTYPE="skip2lora" VLNV="{sysd['vlnv']}">
       <PARAMETERS>
-        <PARAMETER NAME="C_S_AXI_CONTROL_DATA_WIDTH" VALUE="32"/>
+        <PARAMETER NAME="C_S_AXI_CONTROL_DATA_WIDTH" VALUE="32"/>{
+        f'{chr(10)}        <PARAMETER NAME="C_M_AXI_CACHE_DATA_WIDTH" VALUE="{cache_bits}"/>' if cache_bits else ''}
       </PARAMETERS>
       <ADDRESSBLOCKS>
         <ADDRESSBLOCK ACCESS="read-write" INTERFACE="s_axi_control" NAME="Reg" RANGE="{acc['range']}" USAGE="register">
@@ -120,14 +159,16 @@ def make_hwh(stream_bits: int) -> str:
 {_registers()}
           </REGISTERS>
         </ADDRESSBLOCK>
-      </ADDRESSBLOCKS>
+      </ADDRESSBLOCKS>{_cache_memory_map(ps_name, ps_cache_port) if cache else ''}
       <PORTS>
         <PORT DIR="O" NAME="interrupt" SENSITIVITY="LEVEL_HIGH" SIGIS="INTERRUPT"/>
       </PORTS>
       <BUSINTERFACES>
         <BUSINTERFACE BUSNAME="ps_axi_periph_accel" NAME="s_axi_control" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>
         <BUSINTERFACE BUSNAME="dma_to_accel" NAME="s_axis" TYPE="TARGET" VLNV="xilinx.com:interface:axis:1.0"/>
-        <BUSINTERFACE BUSNAME="accel_to_dma" NAME="m_axis" TYPE="INITIATOR" VLNV="xilinx.com:interface:axis:1.0"/>
+        <BUSINTERFACE BUSNAME="accel_to_dma" NAME="m_axis" TYPE="INITIATOR" VLNV="xilinx.com:interface:axis:1.0"/>{
+        f'{chr(10)}        <BUSINTERFACE BUSNAME="{"cache_axi_hp" if cache else "__NOC__"}" NAME="m_axi_cache" TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>'
+        if cache_bits else ''}
       </BUSINTERFACES>
     </MODULE>
   </MODULES>

@@ -29,6 +29,18 @@ set S2L(dma)              @DMA@
 set S2L(pl_clock_mhz)     @PL_CLOCK_MHZ@
 set S2L(ps_control_width) @PS_CONTROL_WIDTH@
 set S2L(ps_data_width)    @PS_DATA_WIDTH@
+# The DDR cache path: cache_master = the IP has the AXI4 read manager @CACHE_INTF@; cache_path = the
+# block design connects it to @PS_CACHE_PORT@ and maps the PS's DDR into its address space.
+set S2L(cache_master)     @CACHE_MASTER@
+set S2L(cache_intf)       @CACHE_INTF@
+set S2L(cache_path)       @CACHE_PATH@
+set S2L(cache_width)      @CACHE_WIDTH@
+set S2L(cache_space_range) @CACHE_SPACE_RANGE@
+set S2L(ps_cache_port)    @PS_CACHE_PORT@
+set S2L(ps_cache_segments) @PS_CACHE_SEGMENTS@
+set S2L(ps_cache_width)   @PS_CACHE_WIDTH@
+set S2L(cache_windows)    @CACHE_WINDOWS@
+set S2L(cache_note)       @CACHE_NOTE@
 set S2L(stream_width)     @STREAM_WIDTH@
 set S2L(mm_width)         @MM_WIDTH@
 set S2L(dma_length_width) @DMA_LENGTH_WIDTH@
@@ -85,6 +97,7 @@ set_property vendor_display_name "Skip2-LoRA" $core
 # Replace the inferred interfaces by explicit ones (same names, deterministic port maps/parameters).
 foreach bi [ipx::get_bus_interfaces -quiet -of_objects $core] { ipx::remove_bus_interface [get_property NAME $bi] $core }
 foreach mm [ipx::get_memory_maps -quiet -of_objects $core] { ipx::remove_memory_map [get_property NAME $mm] $core }
+foreach as [ipx::get_address_spaces -quiet -of_objects $core] { ipx::remove_address_space [get_property NAME $as] $core }
 proc s2l_add_bus_interfaces {core} {
 @BUS_INTERFACES@
 }
@@ -101,6 +114,14 @@ proc s2l_add_registers {block} {
 }
 if {[catch {s2l_add_registers $block} err]} {
     s2l_log "WARNING: registers not added to the IP description ($err); the driver does not need them"
+}
+# The DDR cache's read manager masters an address space (the DDR reader's ARADDR bits): IP
+# integrator maps the PS's DDR into it in step 5.
+if {$S2L(cache_master)} {
+    set space [ipx::add_address_space $S2L(cache_intf) $core]
+    set_property range $S2L(cache_space_range) $space
+    set_property width $S2L(cache_width) $space
+    set_property master_address_space_ref $S2L(cache_intf) [ipx::get_bus_interfaces $S2L(cache_intf) -of_objects $core]
 }
 ipx::create_xgui_files $core
 ipx::update_checksums $core
@@ -133,7 +154,8 @@ s2l_step "block design $S2L(design)"
 create_bd_design $S2L(design)
 current_bd_design $S2L(design)
 
-# Zynq UltraScale+ PS with the board preset; HPM0_FPD (control), HP0_FPD (DMA data), pl_clk0, IRQ0.
+# Zynq UltraScale+ PS with the board preset; HPM0_FPD (control), HP0_FPD (DMA data), HP1_FPD (the
+# accelerator's DDR cache reads, in a build with the DDR path), pl_clk0, IRQ0.
 set ps [create_bd_cell -type ip -vlnv [s2l_ipdef zynq_ultra_ps_e] $S2L(ps)]
 apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e -config {apply_board_preset "1"} $ps
 s2l_configure $ps [list \
@@ -143,10 +165,16 @@ s2l_configure $ps [list \
     PSU__USE__M_AXI_GP2 0 \
     PSU__USE__S_AXI_GP2 1 \
     PSU__SAXIGP2__DATA_WIDTH $S2L(ps_data_width) \
+    PSU__USE__S_AXI_GP3 $S2L(cache_path) \
     PSU__USE__IRQ0 1 \
     PSU__FPGA_PL0_ENABLE 1 \
     PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $S2L(pl_clock_mhz) \
 ]
+if {$S2L(cache_path)} {
+    # S_AXI_HP1_FPD (PSU__USE__S_AXI_GP3) at the description's width; PYNQ programs the PS's HP1
+    # fabric width from the handoff's C_SAXIGP3_DATA_WIDTH at download.
+    s2l_configure $ps [list PSU__SAXIGP3__DATA_WIDTH $S2L(ps_cache_width)]
+}
 
 # AXI DMA in simple (register) mode: MM2S -> accelerator s_axis, accelerator m_axis -> S2MM.
 set dma [create_bd_cell -type ip -vlnv [s2l_ipdef axi_dma] $S2L(dma)]
@@ -177,6 +205,19 @@ s2l_configure $ctrl [list NUM_SI 1 NUM_MI 2]
 # Data: DMA M_AXI_MM2S + M_AXI_S2MM -> SmartConnect -> PS S_AXI_HP0_FPD.
 set data [create_bd_cell -type ip -vlnv $smartconnect data_smc]
 s2l_configure $data [list NUM_SI 2 NUM_MI 1]
+# DDR cache: accelerator m_axi_cache -> SmartConnect -> PS S_AXI_HP1_FPD. A SmartConnect rather than
+# a direct connection, though on the KV260 the widths match (128-bit beats, 128-bit HP1): the
+# accelerator's manager is read-only with a 1-bit ID and 40-bit addresses, HP1 a full AXI4 port
+# with 6-bit IDs and 49-bit addresses, and SmartConnect adapts the two (and converts the width if
+# the description sets HP1 narrower); it decodes the address map, so only the DDR windows of step
+# 5 reach the PS (any other address gets DECERR: the core's DDR_READ error, never the OCM, QSPI or
+# PCIe apertures behind the same port); and it registers the PS-PL boundary at pl_clk0.
+if {$S2L(cache_path)} {
+    set cache [create_bd_cell -type ip -vlnv $smartconnect cache_smc]
+    s2l_configure $cache [list NUM_SI 1 NUM_MI 1]
+} elseif {$S2L(cache_master)} {
+    s2l_log "WARNING: $S2L(cache_note)"
+}
 set rst [create_bd_cell -type ip -vlnv [s2l_ipdef proc_sys_reset] rst_pl0]
 # Vivado's inline-HDL concat where it has one (IP integrator's current block), else xlconcat.
 set irq [s2l_create_cell [s2l_ipdef {ilconcat xlconcat}] irq_concat]
@@ -190,6 +231,10 @@ connect_bd_intf_net [get_bd_intf_pins $S2L(dma)/M_AXI_S2MM] [get_bd_intf_pins da
 connect_bd_intf_net [get_bd_intf_pins data_smc/M00_AXI] [get_bd_intf_pins $S2L(ps)/S_AXI_HP0_FPD]
 connect_bd_intf_net [get_bd_intf_pins $S2L(dma)/M_AXIS_MM2S] [get_bd_intf_pins $S2L(accel)/s_axis]
 connect_bd_intf_net [get_bd_intf_pins $S2L(accel)/m_axis] [get_bd_intf_pins $S2L(dma)/S_AXIS_S2MM]
+if {$S2L(cache_path)} {
+    connect_bd_intf_net [get_bd_intf_pins $S2L(accel)/$S2L(cache_intf)] [get_bd_intf_pins cache_smc/S00_AXI]
+    connect_bd_intf_net [get_bd_intf_pins cache_smc/M00_AXI] [get_bd_intf_pins $S2L(ps)/$S2L(ps_cache_port)]
+}
 
 # One clock: pl_clk0 drives every clock input (PS port clocks, DMA, SmartConnects, reset, accelerator).
 set pl_clk [get_bd_pins $S2L(ps)/pl_clk0]
@@ -198,7 +243,9 @@ foreach pin [get_bd_pins -quiet -of_objects [get_bd_cells] -filter {TYPE == clk 
 }
 # Resets: pl_resetn0 -> proc_sys_reset -> interconnect / peripheral resets (active low).
 connect_bd_net [get_bd_pins $S2L(ps)/pl_resetn0] [get_bd_pins rst_pl0/ext_reset_in]
-connect_bd_net [get_bd_pins rst_pl0/interconnect_aresetn] [get_bd_pins ctrl_smc/aresetn] [get_bd_pins data_smc/aresetn]
+set smc_resets [list [get_bd_pins ctrl_smc/aresetn] [get_bd_pins data_smc/aresetn]]
+if {$S2L(cache_path)} { lappend smc_resets [get_bd_pins cache_smc/aresetn] }
+connect_bd_net [get_bd_pins rst_pl0/interconnect_aresetn] {*}$smc_resets
 connect_bd_net [get_bd_pins rst_pl0/peripheral_aresetn] [get_bd_pins $S2L(accel)/aresetn] [get_bd_pins $S2L(dma)/axi_resetn]
 # Interrupts (level high) -> pl_ps_irq0: In0 accelerator, In1 DMA MM2S, In2 DMA S2MM.
 connect_bd_net [get_bd_pins $S2L(accel)/interrupt] [get_bd_pins irq_concat/In0]
@@ -211,10 +258,32 @@ s2l_step "address map"
 set ps_data [get_bd_addr_spaces $S2L(ps)/Data]
 assign_bd_address -target_address_space $ps_data -offset @ACCEL_BASE@ -range @ACCEL_RANGE@ [s2l_slave_segments @ACCEL@ s_axi_control]
 assign_bd_address -target_address_space $ps_data -offset @DMA_BASE@ -range @DMA_RANGE@ [s2l_slave_segments @DMA@ S_AXI_LITE]
+# The DDR cache: the PS's DDR, as the K26 SOM has it (2 GB in DDR_LOW, 2 GB at the start of
+# DDR_HIGH), at the same addresses in the accelerator's m_axi_cache space (physical = bus addresses:
+# the buffer's pynq.allocate address goes into DDR_ADDR as it is).
+if {$S2L(cache_path)} {
+    set cache_space [get_bd_addr_spaces $S2L(accel)/$S2L(cache_intf)]
+    foreach window $S2L(cache_windows) {
+        lassign $window segment offset range
+        assign_bd_address -target_address_space $cache_space -offset $offset -range $range \
+            [s2l_ps_segment $S2L(ps)/$S2L(ps_cache_segments)/$segment]
+    }
+}
 # Everything else: the DMA masters' view of the DDR through S_AXI_HP0_FPD.
 assign_bd_address
 s2l_check_segment $S2L(ps)/Data @ACCEL@ @ACCEL_BASE@ @ACCEL_RANGE@
 s2l_check_segment $S2L(ps)/Data @DMA@ @DMA_BASE@ @DMA_RANGE@
+if {$S2L(cache_path)} {
+    # The catch-all above also mapped HP1's other apertures (OCM, QSPI, PCIe) into m_axi_cache's
+    # space: only the DDR windows stay.
+    set keep {}
+    foreach window $S2L(cache_windows) { lappend keep [lindex $window 0] }
+    s2l_exclude_segments_but $S2L(accel)/$S2L(cache_intf) $S2L(ps) $keep
+    foreach window $S2L(cache_windows) {
+        lassign $window segment offset range
+        s2l_check_segment $S2L(accel)/$S2L(cache_intf) $S2L(ps) $offset $range $segment
+    }
+}
 
 # ---- 6. validate, wrapper ---------------------------------------------------------------------
 s2l_step "validating"
@@ -233,6 +302,15 @@ s2l_expect [get_bd_intf_pins $S2L(accel)/m_axis] [list \
     HAS_TKEEP 1 \
     HAS_TLAST 1 \
 ] " after validation"
+# The DDR cache path: HP1 still enabled at its width, and the accelerator's manager as IP integrator
+# sees it (read-only, the exported RDATA width).
+if {$S2L(cache_path)} {
+    s2l_expect $ps [list PSU__USE__S_AXI_GP3 1 PSU__SAXIGP3__DATA_WIDTH $S2L(ps_cache_width)] " after validation"
+    s2l_expect [get_bd_intf_pins $S2L(accel)/$S2L(cache_intf)] [list \
+        DATA_WIDTH $S2L(cache_width) \
+        READ_WRITE_MODE READ_ONLY \
+    ] " after validation"
+}
 save_bd_design
 set S2L(pl0_hz) [get_property CONFIG.FREQ_HZ $pl_clk]
 s2l_log "pl_clk0 = $S2L(pl0_hz) Hz (requested $S2L(pl_clock_mhz) MHz)"

@@ -185,20 +185,49 @@ proc s2l_bytes {value} {
     return [expr {$value + 0}]
 }
 
-# Read the assignment back from the PS's address space (the hwh is checked again in Python).
-proc s2l_check_segment {space cell offset range} {
+# A slave segment of the PS (e.g. zynq_ultra_ps_e_0/SAXIGP3/HP1_DDR_LOW): there once its port is enabled.
+proc s2l_ps_segment {path} {
+    set segs [get_bd_addr_segs -quiet $path]
+    if {![llength $segs]} { error "skip2lora: no address segment $path (is its PS port enabled?)" }
+    return $segs
+}
+
+# Read an assignment back from a master's address space (the hwh is checked again in Python):
+# the segment SEG_<cell>_<block> (block "*": the cell's only one).
+proc s2l_check_segment {space cell offset range {block *}} {
+    set what [expr {$block eq "*" ? $cell : "$cell $block"}]
     foreach seg [get_bd_addr_segs -quiet -of_objects [get_bd_addr_spaces $space]] {
-        if {[string match "*/SEG_${cell}_*" $seg]} {
+        if {[string match "*/SEG_${cell}_${block}" $seg]} {
             set got_offset [get_property OFFSET $seg]
             set got_range [s2l_bytes [get_property RANGE $seg]]
             if {$got_offset != $offset || $got_range != $range} {
-                error "skip2lora: $cell is mapped at $got_offset+$got_range, not $offset+$range"
+                error "skip2lora: $what is mapped at $got_offset+$got_range in $space, not $offset+$range"
             }
-            s2l_log "address: $cell at $got_offset (range $got_range)"
+            s2l_log "address: $what at $got_offset (range $got_range) in $space"
             return
         }
     }
-    s2l_log "WARNING: could not read back the address segment of $cell (checked in the hwh later)"
+    s2l_log "WARNING: could not read back the address segment of $what in $space (checked in the hwh later)"
+}
+
+# Exclude from a master's address space every segment of ``cell`` but SEG_<cell>_<block> for the
+# blocks in ``keep`` (assign_bd_address without arguments maps every aperture a master can reach).
+proc s2l_exclude_segments_but {space cell keep} {
+    foreach seg [get_bd_addr_segs -quiet -of_objects [get_bd_addr_spaces $space]] {
+        if {![string match "*/SEG_${cell}_*" $seg]} { continue }
+        set wanted 0
+        foreach block $keep { if {[string match "*/SEG_${cell}_${block}" $seg]} { set wanted 1 } }
+        if {!$wanted} {
+            # The master's segment (UG994's form); else the form write_bd_tcl writes since 2020.2:
+            # the master's space and the slave's segment.
+            if {[catch {exclude_bd_addr_seg $seg} err] && [catch {
+                    exclude_bd_addr_seg -target_address_space [get_bd_addr_spaces $space] [get_bd_addr_segs -of_objects $seg]
+                } err2]} {
+                error "skip2lora: cannot exclude $seg from $space ($err; $err2)"
+            }
+            s2l_log "address: [file tail $seg] excluded from $space"
+        }
+    }
 }
 
 proc s2l_json_escape {s} { return [string map [list \\ \\\\ \" \\\" \n \\n \r \\r \t \\t] $s] }
