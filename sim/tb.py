@@ -3,12 +3,17 @@
 In the shape of cocotb's matrix_multiplier example:
 
 * `TB` owns the clock, the reset and the bus models (cocotbext-axi `AxiLiteMaster` on
-  ``s_axi_control``, `AxiStreamSource` on ``s_axis``, `AxiStreamSink` on ``m_axis``), optional random
-  backpressure / idle cycles on every channel and random gaps between register accesses, and the
-  driver methods of the accelerator's host protocol (`TB.load_cache`, `TB.load_adapters`,
-  `TB.read_adapters`, `TB.start`, `TB.wait_done`, ...). Every wait has a timeout.
+  ``s_axi_control``, `AxiStreamSource` on ``s_axis``, `AxiStreamSink` on ``m_axis``, and on a build
+  with the DDR cache path a `DdrMemory` on ``m_axi_cache``), optional random backpressure / idle
+  cycles on every channel and random gaps between register accesses, and the driver methods of the
+  accelerator's host protocol (`TB.load_cache`, `TB.load_adapters`, `TB.read_adapters`, `TB.start`,
+  `TB.wait_done`, ...). Every wait has a timeout.
+* `DdrMemory` is the DDR behind ``m_axi_cache``: a sparse 40-bit byte space served either by
+  cocotbext-axi's `AxiRamRead` (its protocol checks; random AR/R pauses) or by `FixedLatencyRead`,
+  the memory `skip2lora.fixed.cycles.DDRTiming` describes, cycle for cycle.
 * `JobModel` is the transaction-level model: it wraps a `skip2lora.fixed.vectors.TestVector` (the
-  only source of stimulus and expected results; nothing is recomputed here).
+  only source of stimulus and expected results; nothing is recomputed here), on chip or from a
+  DDR buffer.
 * `Scoreboard` compares what the RTL reported with the model, bit for bit and cycle for cycle, and
   reports the vector's ``describe()`` on a mismatch.
 * `family_config` / `random_case` turn a case seed into a constrained-random configuration and
@@ -28,7 +33,8 @@ import numpy as np
 __all__ = [
     "CLOCK_NS", "FAMILY_SIZE", "Backpressure", "TB", "JobModel", "Observed", "Scoreboard", "Case",
     "family_config", "random_case", "config_from_env", "config_from_dict", "case_seeds_from_env",
-    "run_job", "Report",
+    "run_job", "Report", "DdrMemory", "FixedLatencyRead", "AXI_RAM_LATENCY", "FIXED_READ_DELAY",
+    "DDR_PREFIX", "default_ddr_latency",
 ]
 
 CLOCK_NS = 10
@@ -110,11 +116,10 @@ def random_case(seed: int, config=None) -> Case:
 
 
 def config_from_dict(d: dict):
+    """`AcceleratorConfig.from_dict` (the DDR limits included: they decide the build's ports)."""
     from skip2lora.fixed.config import AcceleratorConfig
-    from skip2lora.fixed.model import Geometry
 
-    return AcceleratorConfig(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"],
-                             d["cache_depth"])
+    return AcceleratorConfig.from_dict(d)
 
 
 def config_from_env():
@@ -130,11 +135,37 @@ def case_seeds_from_env(name: str = "SKIP2LORA_CASES") -> list[int]:
 # -- transaction-level model and scoreboard -------------------------------------------------------
 
 class JobModel:
-    """What the accelerator must do with one `TestVector` and what it must report afterwards."""
+    """What the accelerator must do with one `TestVector` and what it must report afterwards.
 
-    def __init__(self, vector):
+    ``ddr_addr``: the job runs in DDR mode from a buffer at that bus address (`ddr_buffer`, entry i
+    at ``ddr_addr + i * DDR_STRIDE``), under the memory timing of ``vector.ddr``. ``exact_cycles``
+    False (a memory with random pauses): the cycle count is only bounded below by the model's.
+    """
+
+    def __init__(self, vector, *, ddr_addr: int | None = None, exact_cycles: bool = True):
         self.vector = vector
         self.layout = vector.layout
+        self.ddr_addr = ddr_addr
+        self.exact_cycles = exact_cycles
+        if ddr_addr is not None:
+            if vector.ddr is None:
+                raise ValueError("a DDR-mode job needs a vector made with ddr=DDRTiming(...) (its cycle model)")
+            if ddr_addr < 0 or ddr_addr % 4096:
+                raise ValueError(f"a DDR buffer address is 4 KB aligned and non-negative, not {ddr_addr:#x}")
+        elif not exact_cycles:
+            raise ValueError("only a DDR-mode job has inexact cycles (the memory's pauses)")
+
+    @property
+    def ddr(self) -> bool:
+        """The job reads its cache entries from DDR (CACHE_MODE.ddr)."""
+        return self.ddr_addr is not None
+
+    @property
+    def ddr_buffer(self) -> bytes:
+        """The DDR cache buffer: every entry at its stride (`packing.pack_ddr_cache`)."""
+        from skip2lora.fixed.packing import pack_ddr_cache
+
+        return pack_ddr_cache(self.layout, self.vector.cache).tobytes()
 
     @property
     def cache_bytes(self) -> bytes:
@@ -150,16 +181,26 @@ class JobModel:
 
     @property
     def registers(self) -> dict:
+        """The job's registers; in DDR mode also CACHE_MODE and DDR_ADDR."""
         from skip2lora.driver.registers import job_registers
 
-        return job_registers(self.vector.job)
+        regs = job_registers(self.vector.job)
+        if self.ddr:
+            regs.update(CACHE_MODE=1, DDR_ADDR_LO=self.ddr_addr & 0xFFFF_FFFF, DDR_ADDR_HI=self.ddr_addr >> 32)
+        return regs
 
     @property
     def adapter_beats(self) -> int:
         return self.layout.adapter_beats
 
     @property
-    def cycles(self) -> int:
+    def cycles(self) -> int | None:
+        """The cycle counter's exact value (the cycle model), or None when only bounded (`min_cycles`)."""
+        return self.vector.cycles if self.exact_cycles else None
+
+    @property
+    def min_cycles(self) -> int:
+        """The cycle model's count: no memory slower than ``vector.ddr`` makes the job faster."""
         return self.vector.cycles
 
     @property
@@ -187,9 +228,14 @@ class JobModel:
 
     @property
     def timeout_cycles(self) -> int:
-        return 2 * self.cycles + 2000
+        if not self.exact_cycles:  # random pauses on AR and R: each fetch may take several times longer
+            return 8 * self.min_cycles + 20_000
+        return 2 * self.min_cycles + 2000
 
     def describe(self) -> str:
+        if self.ddr:
+            timing = f"latency {self.vector.ddr.latency}" if self.exact_cycles else "random pauses"
+            return f"{self.vector.describe()} ddr@{self.ddr_addr:#x} ({timing})"
         return self.vector.describe()
 
 
@@ -216,8 +262,10 @@ class Scoreboard:
         errors = []
         if got.status != model.expected_status:
             errors.append(f"STATUS {got.status} != expected {model.expected_status}")
-        if got.cycles != model.cycles:
+        if model.cycles is not None and got.cycles != model.cycles:
             errors.append(f"CYCLES {got.cycles} != cycle model {model.cycles}")
+        elif model.cycles is None and (got.cycles is None or got.cycles < model.min_cycles):
+            errors.append(f"CYCLES {got.cycles} < cycle model {model.min_cycles} (a slower memory cannot be faster)")
         if got.correct != model.correct:
             errors.append(f"CORRECT {got.correct} != expected {model.correct}")
         if got.epoch_stats is not None and got.epoch_stats != model.epoch_stats:
@@ -278,11 +326,298 @@ class Backpressure:
                 yield False
 
 
+# -- the DDR behind m_axi_cache ---------------------------------------------------------------------
+
+DDR_PREFIX = "m_axi_cache"
+#: `FixedLatencyRead` drives a burst's first beat ``latency + FIXED_READ_DELAY`` clock edges after
+#: its AR handshake edge (its R handshake one edge later): what ``DDRTiming(latency)`` means, measured
+#: against the cycle model (the RTL's counter equals `job_cycles` at latencies 0 .. 27 on SMALL).
+FIXED_READ_DELAY = 0
+#: `AxiRamRead` without pauses is the memory ``DDRTiming(AXI_RAM_LATENCY)``: its R source drives a
+#: burst's first beat one clock edge later than `FixedLatencyRead` at latency 0 (measured: the RTL's
+#: counter equals `job_cycles(..., ddr=DDRTiming(1))`, batches of 1, 2, 8; test_ddr_jobs_axi_ram
+#: checks it). With random pauses it is only slower.
+AXI_RAM_LATENCY = 1
+
+
+def default_ddr_latency(config) -> int:
+    """The fixed DDR latency a simulation of ``config`` uses by default: the assumed KV260 memory's
+    (`cycles.KV260_DDR`), or the largest latency the cycle model covers with the build's entries if
+    that is less (the SMALL build: 3 * 11 - 6 = 27 cycles)."""
+    from skip2lora.fixed.cycles import KV260_DDR, DDRTiming
+    from skip2lora.fixed.packing import Layout
+
+    layout = Layout(config.geometry, config.lanes)
+    for latency in range(KV260_DDR.latency, -1, -1):
+        try:
+            DDRTiming(latency).fetch_cycles(layout, 1)  # raises beyond what the model covers
+            return latency
+        except ValueError:
+            continue
+    return KV260_DDR.latency  # (entries too short for the model at any latency)
+
+
+def _overlaps(faults, start: int, end: int) -> bool:
+    return any(a < end and start < b for a, b in faults)
+
+
+def _axi_ram_read_class():
+    from cocotbext.axi import AxiRamRead
+
+    class FaultyAxiRamRead(AxiRamRead):
+        """`AxiRamRead` whose reads of the fault ranges fail: AxiSlaveRead answers them SLVERR."""
+
+        def __init__(self, *args, faults, **kw):
+            super().__init__(*args, **kw)
+            self.faults = faults
+
+        async def _read(self, address, length):
+            address %= self.size
+            if _overlaps(self.faults, address, address + length):
+                raise OSError(f"injected fault at {address:#x}")
+            return self.read(address, length)
+
+    return FaultyAxiRamRead
+
+
+class FixedLatencyRead:
+    """An AXI4 read subordinate that is exactly the memory of `skip2lora.fixed.cycles.DDRTiming`.
+
+    ARREADY is always high; a burst's first beat is driven ``latency + FIXED_READ_DELAY`` edges after
+    its AR handshake (or right after the previous burst's last beat, if later), then a beat a cycle
+    while RREADY is high. `AxiRamRead` cannot be that memory: it serves one burst at a time from an AR
+    queue of two (so it stalls a manager's third and fourth outstanding address) and has no latency of
+    its own to set, while this model counts each burst's latency from its own AR handshake.
+
+    Python runs every clock edge only while a burst is in flight or arriving; an idle memory waits
+    for ARVALID (a long job's quiet phases cost nothing). Checks the protocol the reader promises:
+    INCR bursts of full beats that do not cross 4 KB.
+    """
+
+    def __init__(self, bus, clock, reset, mem, faults, *, latency: int, reset_active_level: bool = False,
+                 log=None):
+        self.bus, self.clock, self.reset, self.mem, self.faults = bus, clock, reset, mem, faults
+        self.reset_active_level = reset_active_level
+        self.beat_bytes = len(bus.r.rdata) // 8
+        self.log = log or logging.getLogger("cocotb.ddr")
+        self.latency = latency
+        self.bursts = 0         # AR handshakes seen
+        self.beats = 0          # R handshakes
+        self.protocol_errors: list[str] = []
+        self._task = None
+
+    @property
+    def latency(self) -> int:
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"a DDR latency is a non-negative number of cycles, not {value!r}")
+        self._latency = value
+
+    def start(self) -> None:
+        import cocotb
+
+        if self._task is None:
+            self._task = cocotb.start_soon(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.bus.ar.arready.value = 0
+        self.bus.r.rvalid.value = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def _in_reset(self) -> bool:
+        try:
+            return bool(int(self.reset.value)) == self.reset_active_level
+        except ValueError:
+            return True
+
+    async def _run(self):
+        from collections import deque
+
+        from cocotb.triggers import ReadOnly, RisingEdge
+
+        ar, r = self.bus.ar, self.bus.r
+        bb = self.beat_bytes
+        size_code = (bb - 1).bit_length()
+        clock_edge = RisingEdge(self.clock)
+        ar.arready.value = 1
+        r.rvalid.value = 0
+        pending = deque()  # [due edge, address, beats, beats accepted]
+        shown = False      # a beat is on R
+        edge = 0
+        while True:
+            if not pending and not shown:
+                # idle: no Python per cycle until the manager raises ARVALID (a registered output,
+                # so its value after this edge is what the next edge samples)
+                await ReadOnly()
+                if not int(ar.arvalid.value):
+                    await RisingEdge(ar.arvalid)
+            await clock_edge
+            edge += 1
+            if self.reset is not None and self._in_reset():
+                if pending or shown:
+                    r.rvalid.value = 0
+                pending.clear()
+                shown = False
+                continue
+            if shown and int(r.rready.value):
+                self.beats += 1
+                burst = pending[0]
+                burst[3] += 1
+                if burst[3] == burst[2]:
+                    pending.popleft()
+                shown = False
+            if int(ar.arvalid.value):
+                addr, beats = int(ar.araddr.value), int(ar.arlen.value) + 1
+                self.bursts += 1
+                if int(ar.arburst.value) != 1 or int(ar.arsize.value) != size_code or addr % bb \
+                        or (addr % 4096) + beats * bb > 4096:
+                    self.protocol_errors.append(
+                        f"AR addr {addr:#x} len {beats} size {int(ar.arsize.value)} burst {int(ar.arburst.value)}")
+                pending.append([edge + self._latency + FIXED_READ_DELAY, addr, beats, 0])
+            if pending and pending[0][0] <= edge:
+                if not shown:
+                    _, base, beats, done = pending[0]
+                    addr = base + done * bb
+                    r.rdata.value = int.from_bytes(self.mem.read(addr, bb), "little")
+                    r.rresp.value = 2 if _overlaps(self.faults, addr, addr + bb) else 0
+                    r.rlast.value = int(done == beats - 1)
+                    r.rid.value = 0
+                    r.rvalid.value = 1
+                    shown = True
+            elif not shown:
+                r.rvalid.value = 0
+
+
+class DdrMemory:
+    """The DDR behind the accelerator's ``m_axi_cache`` port: a sparse byte space over its whole
+    40-bit address range (4 KB pages allocated on first write: a 134 MB buffer anywhere costs 134 MB),
+    written and read by the test like a host's buffer, and served to the RTL by one of two engines:
+
+    * ``latency=None``: cocotbext-axi's `AxiRamRead` (it checks the bursts), with random AR / R
+      pauses after ``set_pauses(True)``; unpaused it is ``DDRTiming(AXI_RAM_LATENCY)``.
+    * ``latency=L``: `FixedLatencyRead`, exactly ``DDRTiming(L)``.
+
+    `set_latency` switches between them (while no burst is in flight: e.g. between jobs). `fail`
+    makes every beat overlapping those bytes answer SLVERR (both engines).
+    """
+
+    def __init__(self, dut, clock, reset, *, prefix: str = DDR_PREFIX, reset_active_level: bool = False,
+                 latency: int | None = None, rng: random.Random | None = None):
+        from cocotbext.axi import AxiReadBus
+        from cocotbext.axi.sparse_memory import SparseMemory
+
+        self.bus = AxiReadBus.from_prefix(dut, prefix)
+        self.addr_bits = len(self.bus.ar.araddr)
+        self.beat_bytes = len(self.bus.r.rdata) // 8
+        self.size = 1 << self.addr_bits
+        self.mem = SparseMemory(self.size)
+        self.faults: list[tuple[int, int]] = []
+        self.rng = rng or random.Random(0)
+        self.log = logging.getLogger("cocotb.ddr")
+        self.ram = _axi_ram_read_class()(self.bus, clock, reset, reset_active_level=reset_active_level,
+                                         mem=self.mem, faults=self.faults)
+        for obj in (self.ram, self.ram.ar_channel, self.ram.r_channel):
+            obj.log.setLevel(logging.ERROR)  # (a log line per burst, a warning per injected fault)
+        self.fixed = FixedLatencyRead(self.bus, clock, reset, self.mem, self.faults, latency=0,
+                                      reset_active_level=reset_active_level, log=self.log)
+        self._latency = None
+        self._paused = False
+        if latency is not None:
+            self.set_latency(latency)
+
+    # -- the buffer --------------------------------------------------------------------------------
+    def _check(self, addr: int, n: int) -> None:
+        if addr < 0 or n < 0 or addr + n > self.size:
+            raise ValueError(f"bytes {addr:#x}..{addr + n:#x} are outside the {self.addr_bits}-bit DDR space")
+
+    def write(self, addr: int, data) -> None:
+        data = bytes(data)
+        self._check(addr, len(data))
+        self.mem.write(addr, data)
+
+    def read(self, addr: int, n: int) -> bytes:
+        self._check(addr, n)
+        return self.mem.read(addr, n)
+
+    def fail(self, addr: int, n: int) -> None:
+        """Reads of any beat overlapping bytes ``addr .. addr + n - 1`` answer SLVERR from now on."""
+        self._check(addr, n)
+        if n > 0:
+            self.faults.append((addr, addr + n))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    # -- timing --------------------------------------------------------------------------------------
+    @property
+    def latency(self) -> int | None:
+        """The fixed latency (`FixedLatencyRead`), or None: `AxiRamRead` answers."""
+        return self._latency
+
+    @property
+    def bursts(self) -> int:
+        """AR handshakes the fixed-latency engine has seen (`AxiRamRead` does not count)."""
+        return self.fixed.bursts
+
+    def set_latency(self, latency: int | None) -> None:
+        """``latency`` cycles: the exact fixed-latency memory ``DDRTiming(latency)``; None:
+        `AxiRamRead` (pauses as set by `set_pauses`). Switch only while no burst is in flight."""
+        if latency is None:
+            if self._latency is not None:
+                self.fixed.stop()
+                for obj in (self.ram.ar_channel, self.ram.r_channel, self.ram):
+                    obj.assert_reset(False)  # (their runs resume, unless the DUT is in reset)
+                self._latency = None
+            return
+        self.fixed.latency = latency  # (validates)
+        if self._latency is None:
+            self._set_pauses(False)
+            # AxiRamRead's own reset (cocotbext-axi's assert_reset) stops its coroutines and leaves
+            # the channels' signals to the fixed-latency engine; assert_reset(False) gives them back.
+            for obj in (self.ram, self.ram.ar_channel, self.ram.r_channel):
+                obj.assert_reset(True)
+            self.fixed.start()
+        self._latency = latency
+
+    def set_pauses(self, on: bool) -> None:
+        """Random pauses on AR and R (`Backpressure` patterns): switches to `AxiRamRead`."""
+        if on:
+            self.set_latency(None)
+        self._set_pauses(on)
+
+    def _set_pauses(self, on: bool) -> None:
+        for ch in (self.ram.ar_channel, self.ram.r_channel):
+            if on:
+                p = self.rng.choice([0.1, 0.3, 0.6])
+                ch.set_pause_generator(Backpressure(self.rng, p, self.rng.choice([1, 3, 8])).generator())
+            else:
+                ch.clear_pause_generator()
+                ch.pause = False
+        self._paused = on
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def protocol_errors(self) -> list:
+        return self.fixed.protocol_errors
+
+
 class TB:
     """Clock, reset, bus models and the host-side driver of one ``skip2lora`` instance."""
 
     def __init__(self, dut, *, rng: random.Random | None = None, backpressure: bool = True,
-                 reg_gap: int = 4, clock_ns: int = CLOCK_NS):
+                 reg_gap: int = 4, clock_ns: int = CLOCK_NS, ddr_latency: int | None = None):
         from cocotb.clock import Clock
 
         from skip2lora.hw.regmap import REGISTER_MAP
@@ -303,6 +638,13 @@ class TB:
                      *(f"s_axi_control_{p}" for p in ("awaddr", "awprot", "awvalid", "wdata", "wstrb", "wvalid",
                                                       "bready", "araddr", "arprot", "arvalid", "rready"))):
             getattr(dut, name).value = 0
+        # the DDR cache's AXI4 read port (builds with the DDR path): its inputs defined from the start too
+        self.has_ddr = hasattr(dut, f"{DDR_PREFIX}_arvalid")
+        if self.has_ddr:
+            for p in ("arready", "rvalid", "rdata", "rresp", "rlast", "rid"):
+                getattr(dut, f"{DDR_PREFIX}_{p}").value = 0
+        self._ddr_latency = ddr_latency
+        self.ddr: DdrMemory | None = None
         self.axil = self.source = self.sink = None  # created by the first reset(), once outputs are defined
         self.beat_bytes = len(dut.s_axis_tdata) // 8
         self.done_lag_seen = 0  # polls that saw busy=0 with done=0 (the one-cycle window)
@@ -317,6 +659,9 @@ class TB:
                                       reset_active_level=False)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, dut.aresetn,
                                   reset_active_level=False)
+        if self.has_ddr:
+            self.ddr = DdrMemory(dut, dut.aclk, dut.aresetn, reset_active_level=False, latency=self._ddr_latency,
+                                 rng=self.rng)
         # The bus models log every frame at INFO (a KV260 cache load is megabytes of hex).
         for obj in (self.source, self.sink, self.axil.write_if, self.axil.read_if, *self._lite_channels()):
             obj.log.setLevel(logging.WARNING)
@@ -350,6 +695,21 @@ class TB:
             else:
                 ch.clear_pause_generator()
                 ch.pause = False
+
+    def set_ddr_pauses(self, on: bool) -> None:
+        """Random pauses on the DDR memory's AR and R channels (`AxiRamRead`); nothing without the port."""
+        if self.ddr is not None:
+            self.ddr.set_pauses(on and self.backpressure)
+
+    def set_ddr_latency(self, latency: int | None) -> None:
+        """The DDR memory as ``DDRTiming(latency)`` exactly (None: `AxiRamRead`); see `DdrMemory`."""
+        self._require_ddr()
+        self.ddr.set_latency(latency)
+
+    def _require_ddr(self) -> None:
+        if self.ddr is None:
+            raise AssertionError("this build has no DDR cache port (m_axi_cache)" if not self.has_ddr else
+                                 "the DDR memory is created by the first reset()")
 
     async def reset(self, cycles: int = 8) -> None:
         """aresetn low for ``cycles`` clocks (the bus models are created during the first one)."""
@@ -485,10 +845,18 @@ class TB:
         if fresh:
             await self.soft_reset()
         self.set_backpressure(True)
-        await self.load_cache(model.cache_bytes, model.cache_count)
+        if model.ddr:  # the host's buffer in DDR (no simulated time), the on-chip cache unused
+            self._require_ddr()
+            self.ddr.write(model.ddr_addr, model.ddr_buffer)
+        else:
+            await self.load_cache(model.cache_bytes, model.cache_count)
         await self.load_adapters(model.adapter_bytes)
-        got.n_loaded = await self.read_reg("N_LOADED")
-        await self.program(model.registers)
+        if not model.ddr:
+            got.n_loaded = await self.read_reg("N_LOADED")
+        regs = dict(model.registers)
+        if self.has_ddr and not model.ddr:
+            regs["CACHE_MODE"] = 0  # (the register keeps its value through soft resets)
+        await self.program(regs)
         await self.write_reg("IRQ", 1)  # a stale IRQ.done (without a soft reset) would end the wait at once
         await self.write_reg("IRQ_ENABLE", int(use_irq))
         t1 = time.perf_counter()

@@ -5,7 +5,9 @@ runs comes from environment variables set by the launcher:
 
 * ``SKIP2LORA_CONFIG``: the configuration the simulator was built for (JSON).
 * ``SKIP2LORA_CASES``: case seeds for `test_random_jobs` (see `skip2lora.sim.tb.random_case`).
-* ``SKIP2LORA_VECTOR``: ``make_vector`` keyword arguments (JSON) for `test_vector_job`.
+* ``SKIP2LORA_VECTOR``: ``make_vector`` keyword arguments (JSON) for `test_vector_job`; with
+  ``ddr_latency`` (and optionally ``ddr_addr``) the job runs from a DDR buffer under the memory
+  ``DDRTiming(ddr_latency)``.
 * ``SKIP2LORA_BACKPRESSURE``: 0 turns the random stalls and gaps off (default on).
 * ``SKIP2LORA_REPORT``: where the per-case results go (JSON) for the launcher.
 
@@ -41,8 +43,9 @@ def rerun_command(seed: int) -> str:
     return f"{sim}pytest tests/test_rtl_sim.py --case-seed {seed}"
 
 
-async def _fresh_tb(dut, seed: int = 0, *, backpressure: bool | None = None) -> TB:
-    tb = TB(dut, rng=random.Random(seed), backpressure=_BACKPRESSURE if backpressure is None else backpressure)
+async def _fresh_tb(dut, seed: int = 0, *, backpressure: bool | None = None, ddr_latency: int | None = None) -> TB:
+    tb = TB(dut, rng=random.Random(seed), backpressure=_BACKPRESSURE if backpressure is None else backpressure,
+            ddr_latency=ddr_latency)
     await tb.reset()
     return tb
 
@@ -107,18 +110,22 @@ async def test_vector_job(dut):
     """The job of ``make_vector(config, **SKIP2LORA_VECTOR)``; wall time per phase in the report."""
     from skip2lora.fixed.vectors import make_vector
 
+    from skip2lora.fixed.cycles import DDRTiming
+
     config = config_from_env()
     kw = json.loads(os.environ["SKIP2LORA_VECTOR"])
+    latency = kw.pop("ddr_latency", None)
+    ddr_addr = kw.pop("ddr_addr", DDR_ADDR) if latency is not None else None
     report = Report()
     t0 = time.perf_counter()
-    vector = make_vector(config, **kw)
-    model = JobModel(vector)
+    vector = make_vector(config, **kw, ddr=None if latency is None else DDRTiming(latency))
+    model = JobModel(vector, ddr_addr=ddr_addr)
     _ = vector.expected  # the bit-exact model run, timed apart from the simulation
     t_model = time.perf_counter() - t0
-    log.info("vector %s: %d cycles expected; model %.1f s", vector.describe(), model.cycles, t_model)
-    tb = await _fresh_tb(dut, kw.get("seed", 0))
+    log.info("vector %s: %d cycles expected; model %.1f s", model.describe(), model.cycles, t_model)
+    tb = await _fresh_tb(dut, kw.get("seed", 0), ddr_latency=latency)
     got = await tb.run_model(model, use_irq=True)
-    report.set(vector=vector.describe(), cycles=got.cycles, expected_cycles=model.cycles, correct=got.correct,
+    report.set(vector=model.describe(), cycles=got.cycles, expected_cycles=model.cycles, correct=got.correct,
                model_seconds=round(t_model, 2), **{f"{k}_seconds": round(v, 2) for k, v in got.times.items()})
     log.info("RTL: %d cycles (model %d), correct %s; load %.1f s, job %.1f s, read-back %.1f s",
              got.cycles, model.cycles, got.correct, got.times["load"], got.times["job"], got.times["readback"])
@@ -487,3 +494,206 @@ async def test_done_until_start_and_irq_cleared_by_soft_reset(dut):
     await tb.soft_reset()
     st = await tb.status()
     assert st == IDLE_STATUS and await tb.read_reg("IRQ") == 0, st
+
+
+# -- the DDR cache: jobs from a buffer in DDR through m_axi_cache (builds with the DDR path) ----------
+
+#: a 4 KB aligned buffer address above 4 GB (all 40 address bits in use), as tests/core_bench.py
+DDR_ADDR = 0x12_3456_7000
+
+
+def _ddr_config():
+    cfg = config_from_env()
+    assert cfg.ddr, f"{cfg.name} has no DDR cache path: the DDR tests need a build with one (e.g. SMALL)"
+    return cfg
+
+
+def _ddr_vector(latency: int, **kw):
+    from skip2lora.fixed.cycles import DDRTiming
+    from skip2lora.fixed.vectors import make_vector
+
+    return make_vector(_ddr_config(), ddr=DDRTiming(latency),
+                       **{**dict(samples=12, batch=4, epochs=1, seed=40), **kw})
+
+
+async def _ddr_loaded(tb: TB, model: JobModel) -> None:
+    """A DDR job ready to START: the buffer written, adapters loaded, registers programmed."""
+    await tb.soft_reset()
+    tb.ddr.write(model.ddr_addr, model.ddr_buffer)
+    await tb.load_adapters(model.adapter_bytes)
+    await tb.program(model.registers)
+    await tb.write_reg("IRQ", 1)
+
+
+@cocotb.test(timeout_time=200, timeout_unit="ms")
+async def test_ddr_registers(dut):
+    """DDR_SAMPLES, DDR_BATCH, DDR_STRIDE read the build's limits; CACHE_MODE and DDR_ADDR hold what is
+    written (DDR_ADDR_HI its 8 bits); a soft reset keeps them (the job registers are not state)."""
+    from skip2lora.fixed.packing import Layout
+
+    cfg = _ddr_config()
+    tb = await _fresh_tb(dut, 41, ddr_latency=0)
+    assert await tb.read_reg("DDR_SAMPLES") == cfg.ddr_samples
+    assert await tb.read_reg("DDR_BATCH") == cfg.ddr_batch
+    assert await tb.read_reg("DDR_STRIDE") == Layout(cfg.geometry, cfg.lanes).ddr_stride
+    assert await tb.read_reg("DDR_STRIDE") == tb.ddr.beat_bytes << (Layout(cfg.geometry, cfg.lanes).sample_lines
+                                                                    - 1).bit_length()
+    for name in ("CACHE_MODE", "DDR_ADDR_LO", "DDR_ADDR_HI"):
+        assert await tb.read_reg(name) == 0, f"{name} after reset"
+    await tb.write_reg("CACHE_MODE", 0xFFFF_FFFF)
+    await tb.write_reg("DDR_ADDR_LO", 0xFFFF_F000)
+    await tb.write_reg("DDR_ADDR_HI", 0xFFFF_FFFF)
+    assert await tb.read_reg("CACHE_MODE") == 1
+    assert await tb.read_reg("DDR_ADDR_LO") == 0xFFFF_F000
+    assert await tb.read_reg("DDR_ADDR_HI") == 0xFF  # a 40-bit bus address
+    await tb.soft_reset()
+    assert await tb.read_reg("CACHE_MODE") == 1 and await tb.read_reg("DDR_ADDR_HI") == 0xFF
+    for name in ("DDR_SAMPLES", "DDR_BATCH", "DDR_STRIDE"):  # read-only
+        before = await tb.read_reg(name)
+        await tb.write_reg(name, 0x1234)
+        assert await tb.read_reg(name) == before, f"{name} is read-only"
+    assert tb.ddr.bursts == 0 and (await tb.status())["error_code"] == 0
+
+
+#: (latency, buffer address, make_vector arguments): more samples than the on-chip cache holds, the
+#: largest mini-batch, a partial last batch, a batch of one, saturating values, a buffer at address 0
+#: and one at the top of the 40-bit space, the latencies from 0 to the most the cycle model covers
+_DDR_JOBS = [
+    (0, DDR_ADDR, dict(samples=69, batch=8, epochs=2, seed=31, shuffle=True)),
+    (None, (1 << 40) - (1 << 20), dict(samples=23, batch=6, epochs=2, seed=32, extreme=True)),
+    (13, 0, dict(samples=1, batch=1, epochs=2, seed=33)),
+    (7, DDR_ADDR, dict(samples=20, batch=3, epochs=1, seed=34, shuffle=True)),
+]
+
+
+@cocotb.test(timeout_time=20, timeout_unit="sec")
+async def test_ddr_jobs_fixed_latency(dut):
+    """Jobs from DDR under the fixed-latency memory: adapters, CORRECT, the epochs' statistics bit-exact
+    and the cycle counter equal to job_cycles(..., ddr=DDRTiming(latency)); then an on-chip job on the
+    same core (CACHE_MODE back to 0) is exact too."""
+    from skip2lora.sim.tb import default_ddr_latency
+
+    cfg = _ddr_config()
+    tb = await _fresh_tb(dut, 42, ddr_latency=0)
+    board = Scoreboard(log)
+    for latency, addr, kw in _DDR_JOBS:
+        latency = default_ddr_latency(cfg) if latency is None else latency  # SMALL: 27, the model's most
+        tb.set_ddr_latency(latency)
+        model = JobModel(_ddr_vector(latency, **kw), ddr_addr=addr)
+        bursts = tb.ddr.bursts
+        got = await tb.run_model(model, use_irq=kw["seed"] % 2 == 1)
+        board.check(model, got, what=f"DDR job at latency {latency}")
+        per_epoch = tb.ddr.bursts - bursts
+        assert per_epoch == model.vector.job.samples * model.vector.job.epochs, (
+            f"{per_epoch} bursts: DDR is read once per sample per epoch")
+        log.info("DDR job ok: %d cycles (%s)", got.cycles, model.describe())
+    assert not tb.ddr.protocol_errors, tb.ddr.protocol_errors
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=30, timeout_unit="sec")
+async def test_ddr_jobs_axi_ram(dut):
+    """cocotbext-axi's AxiRamRead: unpaused it is DDRTiming(AXI_RAM_LATENCY) (cycle-exact); with random
+    AR and R pauses the jobs are bit-exact and only slower."""
+    from skip2lora.sim.tb import AXI_RAM_LATENCY
+
+    tb = await _fresh_tb(dut, 43)
+    assert tb.ddr.latency is None  # AxiRamRead answers
+    board = Scoreboard(log)
+    model = JobModel(_ddr_vector(AXI_RAM_LATENCY, samples=30, batch=8, epochs=1, seed=44, shuffle=True),
+                     ddr_addr=DDR_ADDR)
+    board.check(model, await tb.run_model(model), what="DDR job on AxiRamRead")
+    for seed, kw in ((45, dict(samples=23, batch=6, epochs=2)), (46, dict(samples=17, batch=8, epochs=1, shuffle=True)),
+                     (47, dict(samples=9, batch=1, epochs=1))):
+        tb.rng = random.Random(seed)
+        tb.set_ddr_pauses(True)
+        model = JobModel(_ddr_vector(AXI_RAM_LATENCY, seed=seed, **kw), ddr_addr=DDR_ADDR + seed * (1 << 16),
+                         exact_cycles=False)
+        got = await tb.run_model(model, use_irq=seed % 2 == 0)
+        board.check(model, got, what="DDR job under random AR/R pauses")
+        log.info("DDR job under pauses ok: %d cycles, the model's memory %d (%s)", got.cycles, model.min_cycles,
+                 model.describe())
+        if _BACKPRESSURE:
+            assert got.cycles > model.min_cycles, "the pauses cost no cycle: were they on?"
+    tb.set_ddr_pauses(False)
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=5, timeout_unit="sec")
+@cocotb.parametrize(engine=["axi_ram", "fixed"])
+async def test_ddr_read_error(dut, engine):
+    """An SLVERR on one beat of entry 5: STATUS.error with DDR_READ, the job ends (done, not busy);
+    after a soft reset a DDR job and an on-chip job are exact again."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    from skip2lora.sim.tb import AXI_RAM_LATENCY
+
+    tb = await _fresh_tb(dut, 48, ddr_latency=3 if engine == "fixed" else None)
+    latency = AXI_RAM_LATENCY if engine == "axi_ram" else 3  # the memory's timing (AxiRamRead unpaused)
+    model = JobModel(_ddr_vector(latency, samples=12, batch=4, epochs=2, seed=49), ddr_addr=DDR_ADDR)
+    layout = model.layout
+    tb.ddr.fail(DDR_ADDR + 5 * layout.ddr_stride + 2 * layout.beat_bytes, 1)  # a byte of entry 5's third beat
+    tb.set_backpressure(True)
+    await _ddr_loaded(tb, model)
+    await tb.start()
+    st = await tb.wait_done(model.timeout_cycles, use_irq=False)
+    assert st["error"] and st["error_code"] == ErrorCode.DDR_READ, st
+    assert st["done"] and not st["busy"], st
+    tb.ddr.clear_faults()
+    await tb.soft_reset()
+    assert await tb.status() == IDLE_STATUS
+    model = JobModel(_ddr_vector(latency, samples=12, batch=4, epochs=2, seed=50), ddr_addr=DDR_ADDR)
+    Scoreboard(log).check(model, await tb.run_model(model), what="DDR job after a read error")
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=5, timeout_unit="sec")
+@cocotb.parametrize(bad=["alignment", "samples", "batch"])
+async def test_ddr_bad_config(dut, bad):
+    """START in DDR mode with DDR_ADDR not 4 KB aligned, SAMPLES above DDR_SAMPLES or BATCH above
+    DDR_BATCH: BAD_CONFIG, no job, no read of DDR."""
+    from skip2lora.hw.regmap import ErrorCode
+
+    cfg = _ddr_config()
+    tb = await _fresh_tb(dut, 51, ddr_latency=5)
+    model = JobModel(_ddr_vector(5, samples=16, batch=4), ddr_addr=DDR_ADDR)
+    tb.set_backpressure(True)
+    await _ddr_loaded(tb, model)
+    if bad == "alignment":
+        await tb.write_reg("DDR_ADDR_LO", (DDR_ADDR + 0x800) & 0xFFFF_FFFF)
+    elif bad == "samples":
+        assert cfg.ddr_samples < 0xFFFF, "the SAMPLES register cannot exceed this build's DDR_SAMPLES"
+        await tb.write_reg("SAMPLES", cfg.ddr_samples + 1)
+        await tb.write_reg("BATCH", cfg.ddr_batch)
+    else:
+        await tb.write_reg("BATCH", cfg.ddr_batch + 2)  # (still <= SAMPLES, an even size)
+    await tb.start()
+    st = await _settle(tb, 64)
+    assert st["error"] and st["error_code"] == ErrorCode.BAD_CONFIG, (bad, st)
+    assert not st["busy"] and not st["done"], (bad, st)
+    assert tb.ddr.bursts == 0, f"{tb.ddr.bursts} DDR reads for a refused job"
+    await _recover_and_check(tb)
+
+
+@cocotb.test(timeout_time=5, timeout_unit="sec")
+async def test_ddr_soft_reset_during_job(dut):
+    """A soft reset while a DDR job's fetches are in flight: the reader finishes its bursts (an AXI
+    manager cannot drop them), the core is idle afterwards and the next DDR job is exact."""
+    from skip2lora.sim.tb import default_ddr_latency
+
+    latency = default_ddr_latency(_ddr_config())
+    tb = await _fresh_tb(dut, 52, ddr_latency=latency)
+    model = JobModel(_ddr_vector(latency, samples=24, batch=8, epochs=2, seed=53), ddr_addr=DDR_ADDR)
+    await _ddr_loaded(tb, model)
+    await tb.start()
+    tb.set_backpressure(False)
+    await tb.cycles(model.cycles // 3)
+    assert (await tb.status())["busy"] == 1
+    bursts = tb.ddr.bursts
+    await tb.soft_reset()
+    st = await tb.wait_done(2000, use_irq=False)
+    assert not st["busy"] and st["error_code"] == 0, st
+    assert bursts < model.vector.job.samples * model.vector.job.epochs, "the job had finished its reads"
+    model = JobModel(_ddr_vector(latency, samples=24, batch=8, epochs=2, seed=54), ddr_addr=DDR_ADDR + 0x1000)
+    Scoreboard(log).check(model, await tb.run_model(model), what="DDR job after a soft reset mid-job")
+    assert not tb.ddr.protocol_errors, tb.ddr.protocol_errors
