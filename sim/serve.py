@@ -6,6 +6,14 @@ accelerator configuration and runs the cocotb test `serve`, which connects to th
 cocotbext-axi bus models: AXI4-Lite reads and writes, AXI4-Stream packets in and out, cycles.
 Simulated time only advances inside a request, so the host sets the pace. The sim backend and
 the virtual KV260 both run on top of this.
+
+A build with the DDR cache path also has its DDR (`skip2lora.sim.tb.DdrMemory` on ``m_axi_cache``):
+the host writes and reads its buffers (``ddr_write``, ``ddr_read``: no simulated time passes), sets
+the memory's fixed latency (``ddr_latency``) and makes bytes fail (``ddr_fail``: SLVERR). The memory
+is the exact fixed-latency one (`skip2lora.fixed.cycles.DDRTiming`), by default at
+`skip2lora.sim.tb.default_ddr_latency` (the assumed KV260 memory's 100 cycles, or the most the
+cycle model covers on a build with shorter entries), named in the hello message: a job's cycle
+counter equals ``job_cycles(..., ddr=DDRTiming(latency))``.
 """
 
 from __future__ import annotations
@@ -29,18 +37,29 @@ async def serve(dut):
 
     from skip2lora.driver.sim_link import recv_message, send_message
 
-    from .tb import TB
+    from .tb import TB, config_from_env, default_ddr_latency
 
-    tb = TB(dut, backpressure=False, reg_gap=0)  # the host sets the pace: no random stalls
+    config = config_from_env()
+    latency = default_ddr_latency(config) if config.ddr else None
+    tb = TB(dut, backpressure=False, reg_gap=0, ddr_latency=latency)  # the host sets the pace: no random stalls
     await tb.reset()
     axil, sink = tb.axil, tb.sink
+
+    def ddr():
+        if tb.ddr is None:
+            raise ValueError(f"the {config.name!r} build has no DDR cache path (no m_axi_cache port)")
+        return tb.ddr
 
     def period(cycles):
         return Timer(max(int(cycles), 1) * tb.clock_ns, unit="ns")
 
     sock = socket.create_connection(("127.0.0.1", int(os.environ["SKIP2LORA_SIM_PORT"])), timeout=60)
     sock.settimeout(None)  # the simulation waits (in zero simulated time) for the host's next request
-    send_message(sock, {"ok": True, "beat_bytes": tb.beat_bytes, "pid": os.getpid()})
+    hello = {"ok": True, "beat_bytes": tb.beat_bytes, "pid": os.getpid(), "ddr": tb.ddr is not None,
+             "ddr_latency": latency}
+    if tb.ddr is not None:
+        hello.update(ddr_addr_bits=tb.ddr.addr_bits, ddr_beat_bytes=tb.ddr.beat_bytes)
+    send_message(sock, hello)
     while True:
         req, payload = recv_message(sock)
         op = req.get("op")
@@ -76,6 +95,17 @@ async def serve(dut):
                     await period(req["poll"])
                     waited += req["poll"]
                 reply["value"] = value
+            elif op == "ddr_write":
+                ddr().write(req["addr"], payload)
+            elif op == "ddr_read":
+                data = ddr().read(req["addr"], req["n"])
+            elif op == "ddr_latency":
+                ddr().set_latency(int(req["cycles"]))
+                reply["latency"] = tb.ddr.latency
+            elif op == "ddr_fail":
+                ddr().fail(req["addr"], req["n"])
+            elif op == "ddr_clear_faults":
+                ddr().clear_faults()
             elif op == "quit":
                 send_message(sock, reply)
                 break
@@ -90,7 +120,6 @@ async def serve(dut):
 
 def main(argv=None) -> int:
     from skip2lora.fixed.config import AcceleratorConfig
-    from skip2lora.fixed.model import Geometry
 
     from . import runner
 
@@ -98,9 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--config", required=True, help="AcceleratorConfig as JSON (AcceleratorConfig.to_dict())")
     args = p.parse_args(argv)
-    d = json.loads(args.config)
-    config = AcceleratorConfig(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"],
-                               d["cache_depth"])
+    config = AcceleratorConfig.from_dict(json.loads(args.config))  # (the DDR path's limits too)
 
     def log(msg):
         print(msg, flush=True)

@@ -2,12 +2,17 @@
 
 `SimLink` starts ``python -m skip2lora.sim.serve`` (the simulator, with the cocotb test
 ``serve`` that executes our requests), and talks to it over a local socket: register reads and
-writes on AXI4-Lite, byte streams in and out on AXI4-Stream, and waiting a number of cycles.
+writes on AXI4-Lite, byte streams in and out on AXI4-Stream, and waiting a number of cycles; on a
+build with the DDR cache path also the DDR behind its ``m_axi_cache`` port: writing and reading
+buffers there (`SimLink.ddr_write`, `SimLink.ddr_read`), the memory's fixed latency
+(`SimLink.ddr_latency`, `SimLink.ddr_latency_cycles`: a job's cycle counter equals
+``job_cycles(..., ddr=DDRTiming(ddr_latency_cycles))``) and read faults (`SimLink.ddr_fail`).
 Only the standard library is needed on this side, so the link works from the board environment
 (numpy 1.x, pynq) while the simulator runs in the development environment
 (``SKIP2LORA_SIM_PYTHON`` names its Python; default: this one). Every wait has a timeout.
 
-Messages: a 4-byte big-endian length, a JSON header, then ``header["nbytes"]`` raw bytes.
+Messages: a 4-byte big-endian length, a JSON header, then ``header["nbytes"]`` raw bytes. DDR
+transfers go in requests of at most `DDR_CHUNK` bytes (a 134 MB buffer is 9 requests).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = ["SimLink", "SimLinkError", "send_message", "recv_message"]
 
 START_TIMEOUT = float(os.environ.get("SKIP2LORA_SIM_START_TIMEOUT", 3600))  # includes Verilog export + build
 REQUEST_TIMEOUT = 600.0  # host seconds for one request (the simulator enforces cycle timeouts too)
+DDR_CHUNK = 16 << 20     # bytes of DDR data in one request
 
 
 class SimLinkError(RuntimeError):
@@ -47,7 +53,12 @@ def _recv_exact(sock, n: int) -> bytes:
 def send_message(sock, header: dict, payload: bytes = b"") -> None:
     header = dict(header, nbytes=len(payload))
     raw = json.dumps(header).encode()
-    sock.sendall(struct.pack(">I", len(raw)) + raw + payload)
+    head = struct.pack(">I", len(raw)) + raw
+    if len(payload) < (1 << 20):
+        sock.sendall(head + bytes(payload))  # one write: no Nagle/delayed-ACK stall for small requests
+    else:
+        sock.sendall(head)
+        sock.sendall(payload)  # (a large DDR chunk: not copied once more)
 
 
 def recv_message(sock) -> tuple[dict, bytes]:
@@ -105,6 +116,8 @@ class SimLink:
         self.sock.settimeout(REQUEST_TIMEOUT)
         hello, _ = recv_message(self.sock)
         self.info = hello
+        #: the DDR memory's fixed latency in cycles (None: the build has no DDR cache path)
+        self.ddr_latency_cycles = hello.get("ddr_latency")
 
     def _pump(self):
         for line in self.proc.stdout:
@@ -167,6 +180,55 @@ class SimLink:
         """Poll a status register until ``value & busy_mask == 0``; returns the value (timeout: error)."""
         return self.request("wait_idle", addr=int(status_addr), mask=int(busy_mask),
                             timeout_cycles=int(timeout_cycles), poll=int(poll))[0]["value"]
+
+    # -- the DDR behind m_axi_cache (builds with the DDR cache path) ------------------------------
+    @property
+    def has_ddr(self) -> bool:
+        """The build has the DDR cache path, and the simulation a DDR memory on it."""
+        return bool(self.info.get("ddr"))
+
+    def _require_ddr(self) -> None:
+        if not self.has_ddr:
+            raise SimLinkError(f"the simulated build {self.config.get('name')!r} has no DDR cache path")
+
+    def ddr_write(self, addr: int, data: bytes) -> None:
+        """Write bytes at DDR bus address ``addr`` (no simulated time passes), in `DDR_CHUNK` requests."""
+        self._require_ddr()
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")  # (e.g. a numpy array of wider elements)
+        addr = int(addr)
+        for off in range(0, len(view), DDR_CHUNK):
+            self.request("ddr_write", view[off:off + DDR_CHUNK], addr=addr + off)
+
+    def ddr_read(self, addr: int, n: int) -> bytes:
+        """``n`` bytes from DDR bus address ``addr`` (unwritten bytes read 0)."""
+        self._require_ddr()
+        addr, n = int(addr), int(n)
+        if n < 0:
+            raise ValueError(f"cannot read {n} bytes")
+        parts = [self.request("ddr_read", addr=addr + off, n=min(DDR_CHUNK, n - off))[1]
+                 for off in range(0, n, DDR_CHUNK)]
+        return b"".join(parts)
+
+    def ddr_latency(self, cycles: int) -> None:
+        """Make the DDR memory the exact fixed-latency one, ``DDRTiming(cycles)``: each burst's first
+        beat ``cycles`` after its address, then a beat a cycle (`ddr_latency_cycles` follows)."""
+        self._require_ddr()
+        cycles = int(cycles)
+        if cycles < 0:
+            raise ValueError(f"a DDR latency is a non-negative number of cycles, not {cycles}")
+        self.ddr_latency_cycles = self.request("ddr_latency", cycles=cycles)[0]["latency"]
+
+    def ddr_fail(self, addr: int, n: int) -> None:
+        """From now on every read of a beat overlapping bytes ``addr .. addr + n - 1`` answers SLVERR
+        (the accelerator reports DDR_READ); `ddr_clear_faults` ends all of them."""
+        self._require_ddr()
+        self.request("ddr_fail", addr=int(addr), n=int(n))
+
+    def ddr_clear_faults(self) -> None:
+        self._require_ddr()
+        self.request("ddr_clear_faults")
 
     def close(self) -> None:
         if self.sock is not None:
