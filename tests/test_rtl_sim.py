@@ -10,7 +10,12 @@ What runs
     * Error injection through the AXI interfaces on the small build (TLAST early / late, unexpected
       stream, cache overflow, commands while busy, every bad configuration, soft reset during a job
       and a load), each followed by recovery and a bit-exact job.
-    * ``--runslow``: the whole KV260 job (1024 samples, batch 16, 10 epochs) on the KV260 build.
+    * The DDR cache on the small build (its m_axi_cache port, sim/tb.py's DdrMemory): jobs from a
+      DDR buffer bit-exact and cycle-exact under the fixed-latency memory, bit-exact under random
+      AR/R pauses (cocotbext-axi's AxiRamRead), an SLVERR, the configuration checks, the read-only
+      limits, a soft reset mid-job; and the same memory through the simulator service (SimLink).
+    * ``--runslow``: the whole KV260 job (1024 samples, batch 16, 10 epochs) on the KV260 build, and
+      a KV260 job from DDR (1100 samples: more than the on-chip cache) under the assumed memory.
 
 The stimulus and the cocotb side live in ``sim/`` (``skip2lora.sim.tb``, ``skip2lora.sim.test_accelerator``);
 builds and the Verilog are cached under ``sim_build/`` (``SKIP2LORA_SIM_BUILD`` moves it).
@@ -21,6 +26,8 @@ Running
     SKIP2LORA_CASE=4007 pytest tests/test_rtl_sim.py   #   on failure, with this very command)
     pytest tests/test_rtl_sim.py --case-seed 4007,4011 # several cases
     pytest tests/test_rtl_sim.py -k error              # only the error-injection tests
+    pytest tests/test_rtl_sim.py -k ddr                # the DDR cache (small build, SimLink; 20 s on 2 cores)
+    pytest tests/test_rtl_sim.py --runslow -k kv260_ddr  # a KV260 job from DDR (simulation 7 s after the build)
     pytest tests/test_rtl_sim.py --runslow -k kv260    # the whole KV260 job (measured: export 81 s,
                                                        #   compile 60 s on 2 cores, simulation 35 s)
     SKIP2LORA_SUITE_SEED=7 pytest -n 2 tests/test_rtl_sim.py   # other geometry families
@@ -181,6 +188,34 @@ def test_scoreboard_detects_mismatches():
         board.check(model, bad[0])
 
 
+def test_scoreboard_of_ddr_jobs():
+    """A DDR job's model: CACHE_MODE and DDR_ADDR among its registers, the buffer at the build's
+    stride; exact cycles under a fixed latency, only a lower bound under random pauses."""
+    from skip2lora.fixed.cycles import DDRTiming
+    from skip2lora.fixed.vectors import make_vector
+    from skip2lora.sim.tb import JobModel, Observed, Scoreboard
+
+    vector = make_vector(SMALL, samples=70, batch=8, epochs=1, seed=5, ddr=DDRTiming(9))
+    addr = 0xF0_0000_1000
+    for exact in (True, False):
+        model = JobModel(vector, ddr_addr=addr, exact_cycles=exact)
+        assert model.registers["CACHE_MODE"] == 1
+        assert (model.registers["DDR_ADDR_LO"], model.registers["DDR_ADDR_HI"]) == (0x1000, 0xF0)
+        assert len(model.ddr_buffer) == 70 * model.layout.ddr_stride
+        good = Observed(status=dict(model.expected_status), cycles=model.min_cycles, correct=model.correct,
+                        epoch_stats=list(model.epoch_stats), adapter_bytes=model.expected_adapter_bytes)
+        board = Scoreboard()
+        assert board.compare(model, good) == []
+        slower = Observed(**{**good.__dict__, "cycles": model.min_cycles + 100})
+        faster = Observed(**{**good.__dict__, "cycles": model.min_cycles - 1})
+        assert bool(board.compare(model, slower)) is exact
+        assert board.compare(model, faster)
+    with pytest.raises(ValueError, match="4 KB"):
+        JobModel(vector, ddr_addr=addr + 0x800)
+    with pytest.raises(ValueError, match="ddr=DDRTiming"):
+        JobModel(make_vector(SMALL, samples=4, batch=2, epochs=1, seed=5), ddr_addr=addr)
+
+
 # -- directed jobs and error injection on the small build ---------------------------------------------
 
 SMALL_TESTS = [
@@ -201,6 +236,76 @@ def test_small_error_and_directed(testcase, sim):
 
 def test_small_status_done_when_busy_falls(sim):
     _run(SMALL, "test_status_done_when_busy_falls", sim)
+
+
+# -- the DDR cache on the small build -----------------------------------------------------------------
+
+DDR_TESTS = ["test_ddr_registers", "test_ddr_jobs_fixed_latency", "test_ddr_jobs_axi_ram", "test_ddr_read_error",
+             "test_ddr_bad_config", "test_ddr_soft_reset_during_job"]
+
+
+@pytest.mark.parametrize("testcase", DDR_TESTS, ids=[t.removeprefix("test_") for t in DDR_TESTS])
+def test_small_ddr(testcase, sim):
+    """Jobs from a DDR buffer through m_axi_cache: bit- and cycle-exact, under pauses, errors, limits."""
+    assert SMALL.ddr
+    _run(SMALL, testcase, sim)
+
+
+def test_sim_link_ddr(sim, monkeypatch):
+    """The simulator service's DDR (the sim backend's and the virtual KV260's): the host writes a
+    buffer in small requests (DDR_CHUNK made tiny) and reads it back; a job from it is bit-exact and
+    its cycle counter is the cycle model's at the default latency (SMALL: 27, the most the model
+    covers) and after ddr_latency(5); a fault makes the next job report DDR_READ."""
+    from skip2lora.driver import sim_link
+    from skip2lora.driver.registers import job_registers
+    from skip2lora.fixed.cycles import KV260_DDR, DDRTiming
+    from skip2lora.fixed.packing import pack_ddr_cache
+    from skip2lora.fixed.vectors import make_vector
+    from skip2lora.hw.registers import decode, encode
+    from skip2lora.hw.regmap import REGISTER_MAP as REGS, ErrorCode
+    from skip2lora.sim.tb import default_ddr_latency
+
+    monkeypatch.setattr(sim_link, "DDR_CHUNK", 100)
+    addr = 0xAB_CDEF_0000
+
+    def reg(name, value=None, **fields):
+        link.write(REGS.address(name), encode(REGS[name], **fields) if value is None else value)
+
+    def job(seed, latency):
+        vector = make_vector(SMALL, samples=40, batch=8, epochs=2, seed=seed, shuffle=True, ddr=DDRTiming(latency))
+        buffer = pack_ddr_cache(vector.layout, vector.cache).tobytes()
+        reg("CTRL", soft_reset=1)
+        link.ddr_write(addr, buffer)
+        assert link.ddr_read(addr, len(buffer)) == buffer
+        reg("CTRL", load_adapters=1)
+        link.send(bytes(vector.adapter_bytes))
+        for name, value in {**job_registers(vector.job), "CACHE_MODE": 1, "DDR_ADDR_LO": addr & 0xFFFF_FFFF,
+                            "DDR_ADDR_HI": addr >> 32}.items():
+            reg(name, value)
+        reg("CTRL", start=1)
+        status = decode(REGS["STATUS"], link.wait_idle(REGS.address("STATUS"), encode(REGS["STATUS"], busy=1),
+                                                       timeout_cycles=10 * vector.cycles, poll=256))
+        return vector, status
+
+    with sim_link.SimLink(SMALL.to_dict(), sim=sim) as link:
+        assert link.has_ddr and link.info["ddr_addr_bits"] == 40
+        assert link.ddr_latency_cycles == default_ddr_latency(SMALL) == min(KV260_DDR.latency, 3 * 11 - 6)
+        for seed, latency in ((61, link.ddr_latency_cycles), (62, 5)):
+            if latency != link.ddr_latency_cycles:
+                link.ddr_latency(latency)
+                assert link.ddr_latency_cycles == latency
+            vector, status = job(seed, latency)
+            assert status["done"] and not status["error"], status
+            cycles = link.read(REGS.address("CYCLES_LO")) | (link.read(REGS.address("CYCLES_HI")) << 32)
+            assert cycles == vector.cycles, (cycles, vector.cycles, latency)
+            assert link.read(REGS.address("CORRECT")) == int(vector.expected.correct[-1])
+            reg("CTRL", read_adapters=1)
+            assert link.recv(10_000) == bytes(vector.expected_adapter_bytes)
+        link.ddr_fail(addr + 7 * vector.layout.ddr_stride, 1)
+        _, status = job(63, 5)
+        assert status["error_code"] == ErrorCode.DDR_READ and status["done"], status
+        link.ddr_clear_faults()
+        assert link.ddr_read(addr - 2, 4)[:2] == b"\0\0"  # unwritten bytes read 0
 
 
 # -- the whole KV260 job -----------------------------------------------------------------------------
@@ -228,3 +333,32 @@ def test_kv260_job(sim):
           f"({'reused' if info.reused else 'new'}; compile {info.seconds:.0f} s), simulator run "
           f"{result.seconds:.0f} s: model {rep['model_seconds']} s, load {rep['load_seconds']} s, "
           f"job {rep['job_seconds']} s, read-back {rep['readback_seconds']} s")
+
+
+@pytest.mark.slow
+def test_kv260_ddr_job(sim):
+    """A KV260 job from DDR (1100 samples, more than the 1024 on-chip entries; batch 16, 1 epoch, the
+    default recipe) under the assumed KV260 memory (KV260_DDR, 100 cycles, served exactly by the
+    testbench's fixed-latency memory): cycle-exact with job_cycles(..., ddr=KV260_DDR), bit-exact.
+
+    Measured: the simulator run 7 s (the job 4.8 s of it) after the KV260 build (shared with
+    test_kv260_job: export 60 s, compile 57 s on 2 cores)."""
+    import json
+    import time
+
+    from skip2lora.fixed.cycles import KV260_DDR, job_cycles
+    from skip2lora.fixed.packing import Layout
+
+    t0 = time.perf_counter()
+    info = runner.build(KV260, sim)
+    t_build = time.perf_counter() - t0
+    kw = dict(samples=1100, batch=16, epochs=1, seed=2027, lr=lr_register(0.03), shuffle=True, order_seed=1,
+              warmup=64, decay=True, optimizer=1, ddr_latency=KV260_DDR.latency, ddr_addr=0x1_2340_0000)
+    result = _run(KV260, "test_vector_job", sim, SKIP2LORA_VECTOR=json.dumps(kw), SKIP2LORA_BACKPRESSURE="0")
+    rep = result.report
+    want = job_cycles(Layout(KV260.geometry, KV260.lanes), 1100, 16, 1, shuffle=True, ddr=KV260_DDR)
+    assert rep["cycles"] == rep["expected_cycles"] == want, rep
+    print(f"\nKV260 DDR job ({rep['vector']}): {rep['cycles']} cycles; export+build {t_build:.0f} s "
+          f"({'reused' if info.reused else 'new'}), simulator run {result.seconds:.0f} s: model "
+          f"{rep['model_seconds']} s, load {rep['load_seconds']} s, job {rep['job_seconds']} s, "
+          f"read-back {rep['readback_seconds']} s")
