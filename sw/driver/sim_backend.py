@@ -4,6 +4,10 @@ The same driver code as the KV260 backend (`RegisterBackend`); registers and str
 simulation through `SimLink`. Needs the development tools (``pip install 'skip2lora[dev]'``);
 the first use of a configuration exports its Verilog and compiles it (minutes for the KV260
 build; cached afterwards).
+
+The DDR cache: the simulation serves the accelerator's DDR reads from its own memory model, at
+`SIM_DDR_ADDR`, with a fixed latency (``link.ddr_latency``); the backend's `ddr_timing` is that
+memory, so a DDR job's cycle counter equals the cycle model's under it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ from importlib.util import find_spec
 import numpy as np
 
 from ..fixed.config import AcceleratorConfig
+from ..fixed.cycles import DDRTiming
 from ..progress import Progress
-from .backend import AcceleratorError, BackendUnavailable
+from .backend import AcceleratorError, BackendUnavailable, check_cache_args
 from .register_backend import RegisterBackend
 from .registers import RegisterFile
 from .sim_link import SimLink, SimLinkError
 
-__all__ = ["SimBackend", "missing_tools", "require_tools"]
+__all__ = ["SimBackend", "missing_tools", "require_tools", "SIM_DDR_ADDR"]
 
 JOB_CHUNK = 50_000  # cycles simulated between two looks at STATUS while a job runs
+SIM_DDR_ADDR = 0x6000_0000  # where the DDR cache buffer is in the simulated memory (4 KB aligned)
+SIM_MEMORY = "the simulation's memory model"
 SIM_PACKAGES = ("amaranth", "cocotb", "cocotbext.axi")  # what the simulator process imports
 
 
@@ -60,16 +67,24 @@ def require_tools(sim: str | None = None) -> None:
 class SimBackend(RegisterBackend):
     name = "sim"
 
-    def __init__(self, config: AcceleratorConfig, *, sim: str | None = None, progress: bool | None = None,
-                 log=None):
+    def __init__(self, config: AcceleratorConfig, *, cache: str = "auto", ddr_timing: DDRTiming | None = None,
+                 sim: str | None = None, progress: bool | None = None, log=None):
+        """``cache``: where the entries are ("auto", "chip", "ddr"); ``ddr_timing``: the latency the
+        simulated memory answers DDR reads with (default: the simulation's own, ``link.ddr_latency_cycles``)."""
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        check_cache_args(cache, ddr_timing, config)
         require_tools(sim)
         self.progress = progress
         self.link = SimLink(config.to_dict(), sim=sim, log=log)
         self.regs = RegisterFile(self.link.read, self.link.write)
         try:
-            self._attach(config)
+            if config.ddr:
+                if ddr_timing is None:
+                    ddr_timing = DDRTiming(int(self.link.ddr_latency_cycles), SIM_MEMORY)
+                else:
+                    self.link.ddr_latency(ddr_timing.latency)
+            self._attach(config, cache=cache, ddr_timing=ddr_timing)
         except Exception:
             self.link.close()
             raise
@@ -112,6 +127,15 @@ class SimBackend(RegisterBackend):
                 self.link.run(JOB_CHUNK)
                 waited += JOB_CHUNK
                 bar.update(JOB_CHUNK)
+
+    def _ddr_buffer(self, nbytes: int) -> int:
+        return SIM_DDR_ADDR  # the simulated memory holds any size at this address
+
+    def _ddr_write(self, offset: int, data) -> None:
+        try:
+            self.link.ddr_write(SIM_DDR_ADDR + offset, np.ascontiguousarray(data, np.uint8))
+        except SimLinkError as exc:
+            raise AcceleratorError(f"writing the DDR cache buffer into the simulation: {exc}") from exc
 
     def close(self) -> None:
         self.link.close()
