@@ -152,10 +152,16 @@ class Skip2LoRACore(wiring.Component):
         # the job's cache: on chip, the samples are loaded; in DDR, the build has the path, the job
         # is within its limits and the buffer is 4 KB aligned
         mode = regs.CACHE_MODE_ddr
-        ddr_ok = ((batch <= p.ddr_batch) & (samples <= p.config.ddr_samples)
-                  & (regs.DDR_ADDR_LO_value[:12] == 0)) if p.ddr else 0
-        ok_ddr = Signal(name="ok_ddr", reset_less=True)
-        m.d.sync += [flags["fits"].eq(~fits[-1] | mode), ok_ddr.eq(~mode | ddr_ok)]
+        if p.ddr:  # registered parts (each a LUT or a carry chain from its register), met at the command
+            cfg_ddr, ddr_batch, ddr_samples = (Signal(name=f"ok_ddr_{n}", reset_less=True)
+                                               for n in ("mode", "batch", "samples"))
+            m.d.sync += [cfg_ddr.eq(mode), ddr_batch.eq(batch <= p.ddr_batch),
+                         ddr_samples.eq(samples <= p.config.ddr_samples)]
+            ok_ddr = ~cfg_ddr | (ddr_batch & ddr_samples & ~any_set(regs.DDR_ADDR_LO_value[:12], "ddr_lo"))
+        else:  # no DDR path: DDR mode is a bad configuration
+            ok_ddr = Signal(name="ok_ddr", reset_less=True)
+            m.d.sync += ok_ddr.eq(~mode)
+        m.d.sync += flags["fits"].eq(~fits[-1] | mode)
         # batch <= BATCH_MAX = 2**BATCH_MAX_LOG: nothing above that bit, or that bit alone
         batch_max_ok = ~any_set(batch[BATCH_MAX_LOG + 1:], "batch_hi") & (
             ~flags["batch_bit"] | ~any_set(batch[:BATCH_MAX_LOG], "batch_lo"))
@@ -246,9 +252,14 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
-        if p.ddr:
-            with m.If(reader.error):
-                fail(ErrorCode.DDR_READ)
+        if p.ddr:  # once a job: a bad burst's every beat is one error, not an overrun
+            ddr_failed = Signal()
+            with m.If(launch):
+                m.d.sync += ddr_failed.eq(0)
+            with m.Elif(reader.error):
+                m.d.sync += ddr_failed.eq(1)
+                with m.If(~ddr_failed):
+                    fail(ErrorCode.DDR_READ)
         with m.If(loader.commit):
             m.d.sync += [n_loaded.eq(n_after), room_left.eq(room_after)]
         with m.If(loader.adapters_loaded):

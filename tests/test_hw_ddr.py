@@ -69,9 +69,9 @@ def test_ddr_configuration_checks(what):
 
 
 def test_ddr_read_error_is_reported_and_the_job_ends():
-    vector = make_vector(SMALL, samples=12, batch=4, epochs=1, seed=34, ddr=DDRTiming(0))
+    vector = make_vector(SMALL, samples=12, batch=4, epochs=2, seed=34, ddr=DDRTiming(0))
     layout = vector.layout
-    bad = {DDR_ADDR + 5 * layout.ddr_stride + 2 * layout.beat_bytes}  # a beat of entry 5
+    bad = {DDR_ADDR + 5 * layout.ddr_stride + b * layout.beat_bytes for b in (1, 2)}  # two beats of entry 5
 
     async def stim(ctx, dut):
         await load_adapters(ctx, dut, vector.adapter_bytes, layout.beat_bytes)
@@ -82,3 +82,4 @@ def test_ddr_read_error_is_reported_and_the_job_ends():
     seen = _ddr_error_case(stim, pack_ddr_cache(layout, vector.cache).tobytes(), bad=bad)
     st = seen["status"]
     assert st["error_code"] == ErrorCode.DDR_READ and st["done"] and not st["busy"]
+    assert not st["overrun"]  # a job's bad beats (two, in each of two epochs) are one error
