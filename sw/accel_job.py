@@ -11,7 +11,9 @@ counted by the accelerator, and whether the job diverged (judged from those stat
 
 The data set and base model may be the user's (``args.data``, ``args.model``; `skip2lora.workload`):
 a base model whose geometry is not the KV260 build's is refused with the KV260 configuration, and
-``--config custom`` sizes a build for it (named ``custom-...``, never given a KV260 time).
+``--config custom`` sizes a build for it (named ``custom-...``, never given a KV260 time). A job
+of more samples than the KV260's on-chip cache runs from its DDR cache (``--cache``); the cycle
+figures then include the DDR reads under the memory timing the backend assumes (labelled).
 """
 
 from __future__ import annotations
@@ -38,30 +40,45 @@ class ConfigurationError(ValueError):
     """The job does not fit the accelerator configuration it would run on."""
 
 
-def accelerator_config_for(geometry, samples: int, *, batch: int | None = None,
+def accelerator_config_for(geometry, samples: int, *, batch: int | None = None, cache: str = "auto",
                            allow_custom: bool = False) -> AcceleratorConfig:
     """The KV260 build for LeNet-5 jobs it can run: up to its on-chip cache's 1024 samples on chip,
-    more (up to 65535, mini-batches up to 64) from its DDR cache; any other job is refused with the
-    limit it breaks, unless ``allow_custom`` names a build of the same datapath sized for this job
-    (it is then called ``custom-...``, never the KV260)."""
-    if geometry == KV260.geometry and samples <= KV260.ddr_samples:
-        if samples > KV260.cache_depth and batch is not None and batch > KV260.ddr_batch:
+    more (up to 65535, mini-batches up to 64) from its DDR cache (``cache``: "auto" picks, "chip"
+    and "ddr" insist); any other job is refused with the limit it breaks, unless ``allow_custom``
+    names a build of the same datapath sized for this job (it is then called ``custom-...``, never
+    the KV260, and has no DDR path)."""
+    if cache not in ("auto", "chip", "ddr"):
+        raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
+    k = KV260
+    if geometry == k.geometry:
+        ddr = cache == "ddr" or (cache == "auto" and samples > k.cache_depth)
+        if cache == "chip" and samples > k.cache_depth and not allow_custom:
             raise ConfigurationError(
-                f"mini-batches of {batch} exceed the KV260 build's DDR cache limit of {KV260.ddr_batch} (a job of "
-                f"more than {KV260.cache_depth} samples runs from DDR); use --batch <= {KV260.ddr_batch}, or "
-                f"--samples <= {KV260.cache_depth} for the on-chip cache")
-        return KV260
-    if not allow_custom:
-        if geometry != KV260.geometry:
+                f"{samples} samples exceed the KV260 build's on-chip cache of {k.cache_depth} entries; "
+                f"--cache ddr (or auto) runs up to {k.ddr_samples} samples from its DDR cache")
+        if ddr and samples > k.ddr_samples and not allow_custom:
             raise ConfigurationError(
-                f"the KV260 build is made for LeNet-5's geometry (taps {list(KV260.geometry.dims)}, rank "
-                f"{KV260.geometry.rank}, {KV260.geometry.classes} classes), not {geometry.to_dict()}; "
-                "--config custom simulates a build sized for this job (no bitstream exists for it)")
+                f"{samples} samples exceed the KV260 build's largest job ({k.ddr_samples} samples from its DDR "
+                f"cache, the SAMPLES register's range); use --samples <= {k.ddr_samples}, or --config custom "
+                "to simulate a build sized for this job (no bitstream exists for it)")
+        if ddr and batch is not None and batch > k.ddr_batch and samples <= k.ddr_samples:
+            raise ConfigurationError(
+                f"mini-batches of {batch} exceed the KV260 build's DDR cache limit of {k.ddr_batch} (a job of "
+                f"more than {k.cache_depth} samples, or --cache ddr, runs from DDR); use --batch <= "
+                f"{k.ddr_batch}" + (f", or --samples <= {k.cache_depth} for the on-chip cache" if cache != "ddr"
+                                    else ", or --cache auto for the on-chip cache"))
+        if samples <= (k.ddr_samples if ddr else k.cache_depth):
+            return k
+    elif not allow_custom:
         raise ConfigurationError(
-            f"{samples} samples exceed the KV260 build's largest job ({KV260.ddr_samples} samples, the SAMPLES "
-            f"register's range); use --samples <= {KV260.ddr_samples}")
+            f"the KV260 build is made for LeNet-5's geometry (taps {list(k.geometry.dims)}, rank "
+            f"{k.geometry.rank}, {k.geometry.classes} classes), not {geometry.to_dict()}; "
+            "--config custom simulates a build sized for this job (no bitstream exists for it)")
+    if cache == "ddr":
+        raise ConfigurationError("--cache ddr needs the KV260 build's DDR path: a --config custom build keeps "
+                                 "the job's entries on chip (use --cache auto or chip)")
     return AcceleratorConfig(f"custom-{'x'.join(map(str, geometry.dims))}-r{geometry.rank}-n{samples}", geometry,
-                             KV260.lanes, max(samples, 1))
+                             k.lanes, max(samples, 1))
 
 
 def run_job(args) -> dict:
@@ -90,7 +107,8 @@ def run_job(args) -> dict:
                  order=order, schedule=schedule, optimizer=d["optimizer"])
     base, label = base_for(ds, getattr(args, "model", None), args.data_dir, progress=None if not quiet else False)
     geometry = geometry_of(base, args.rank)
-    config = accelerator_config_for(geometry, samples, batch=batch,
+    cache = getattr(args, "cache", None) or "auto"
+    config = accelerator_config_for(geometry, samples, batch=batch, cache=cache,
                                     allow_custom=getattr(args, "config", "kv260") == "custom")
     idx = select_samples(len(ds.finetune), samples, args.seed)
     x, y = np.asarray(ds.finetune.x[idx]), np.asarray(ds.finetune.y[idx])
@@ -102,6 +120,8 @@ def run_job(args) -> dict:
             backend_kwargs["log"] = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.backend == "pynq" and getattr(args, "bitfile", None):
         backend_kwargs["bitfile"] = args.bitfile
+    if cache != "auto":
+        backend_kwargs["cache"] = cache
     with make_backend(args.backend, config, **backend_kwargs) as backend:
         session = Session(base, backend, seed=args.seed)
         t0 = time.perf_counter()
@@ -109,17 +129,22 @@ def run_job(args) -> dict:
         fill = time.perf_counter() - t0
         before = session.accuracy(ds.test.x, ds.test.y)
         if not quiet:
-            print(f"{args.backend} backend ({config.name}): {samples} samples cached in {fill:.2f} s; "
+            where = "the DDR cache" if backend.cache_mode == "ddr" else "the on-chip cache"
+            print(f"{args.backend} backend ({config.name}): {samples} samples cached in {fill:.2f} s, in {where}; "
                   f"fine-tuning {epochs} epochs ...", file=sys.stderr)
         out = session.finetune(epochs=epochs, batch=batch, lr=lr, order=order, schedule=schedule,
                                optimizer=d["optimizer"])
         # a diverged job reports no accuracy (as the float backend): its weights mean nothing
         accuracy = None if out["diverged"] else session.accuracy(ds.test.x, ds.test.y)
         saved = {} if out["diverged"] else _save_adapters(session, getattr(args, "save_adapters", None))
-    projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed")
+        where = out["cache"]
+        ddr = backend.ddr_timing if where == "ddr" else None
+    # the cycle model of the placement the job ran from (DDR: under the memory the backend assumes)
+    projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed", ddr=ddr)
     return {
         "method": METHOD, "backend": args.backend, "dataset": ds.name, "model": label, "config": config.name,
-        "kv260_build": config == KV260,
+        "kv260_build": config == KV260, "cache": where,
+        **({"ddr_latency": projected["ddr_latency"], "ddr_model": projected["ddr_model"]} if ddr is not None else {}),
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
         "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
         "accuracy_before": before, "accuracy": accuracy, "diverged": out["diverged"], "error": out["divergence"],
@@ -142,15 +167,18 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
                     samples: int | None = None, epochs: int | None = None, batch: int | None = None,
                     lr: float | None = None, seed: int = 0, rank: int = 4, order: str | None = None,
                     schedule: str | None = None, optimizer: str | None = None, data_dir=None,
-                    save_adapters=None, bitfile=None) -> dict:
+                    save_adapters=None, bitfile=None, cache: str = "auto") -> dict:
     """`run_job` from Python: the ``finetune`` command's job on an accelerator backend, quietly.
 
     ``dataset``: a built-in name, an .npz file, an image folder or a `Dataset`; ``model``: a model
     file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" refuses a
     job the KV260 build cannot run (`ConfigurationError` names the limit); "custom" sizes a build
-    for it. Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
+    for it. ``cache``: where the cache entries go ("auto": on chip when they fit, else the DDR
+    cache; "chip"; "ddr"). Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
     from types import SimpleNamespace
 
+    if cache not in ("auto", "chip", "ddr"):
+        raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
     if config not in ("kv260", "custom"):
         raise ValueError(f"config must be kv260 or custom, not {config!r}")
     if backend not in ("fixed", "sim", "pynq"):
@@ -161,7 +189,8 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
     args = SimpleNamespace(dataset=dataset if builtin else None, data=None if builtin else dataset, model=model,
                            backend=backend, config=config, samples=samples, epochs=epochs, batch=batch, lr=lr,
                            seed=seed, rank=rank, order=order, schedule=schedule, optimizer=optimizer,
-                           data_dir=data_dir, save_adapters=save_adapters, bitfile=bitfile, json=True)
+                           data_dir=data_dir, save_adapters=save_adapters, bitfile=bitfile, cache=cache,
+                           json=True)
     return run_job(args)
 
 

@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accelerator configuration (fixed, sim): the KV260 build, or a build of the same datapath "
                         "sized for the job (e.g. a model other than LeNet-5, or more samples than the KV260's "
                         "on-chip cache; no bitstream exists for it, and its times are never called KV260 times)")
+    p.add_argument("--cache", choices=("auto", "chip", "ddr"), default="auto",
+                   help="where the accelerator's cache entries live (fixed, sim, pynq): auto = on chip when the "
+                        "job fits the on-chip cache (1024 LeNet-5 samples on the KV260 build), else its DDR "
+                        "cache (up to 65535 samples, mini-batches up to 64); chip or ddr insist")
     p.add_argument("--plot", metavar="FILE",
                    help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "
                         "accuracy counted by the accelerator)")
@@ -324,6 +328,9 @@ def cmd_finetune(args, out: Output) -> int:
             if getattr(args, option):
                 raise CLIError(f"--{option.replace('_', '-')} is for the accelerator backends (fixed, sim, pynq); "
                                "the float backend's adapters are floating point")
+        if args.cache != "auto":
+            raise CLIError("--cache places the accelerator's cache entries (fixed, sim, pynq); the float backend "
+                           "has no cache")
         return _finetune_float(args, out)
 
     if args.method not in (None, "quant-skip2-lora", "skip2-lora"):

@@ -36,8 +36,10 @@ def finetune_text(r: dict) -> str:
     if r.get("cycles") is not None:
         where = "KV260 build" if r.get("kv260_build", True) else f"{r.get('config')} build (not the KV260's)"
         lines.append(f"  accelerator cycles           {r['cycles']:,}")
+        ddr = (f"; cache in DDR, its memory {r['ddr_model']}" if r.get("cache") == "ddr" and r.get("ddr_model")
+               else "")
         lines.append(f"  projected time, {where}  {r['projected_ms']:.3f} ms "
-                     f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock)")
+                     f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock{ddr})")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")
     if r.get("train_accuracy_per_epoch"):

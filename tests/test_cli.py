@@ -64,12 +64,33 @@ def test_fixed_finetune_reports_cycles_and_a_labelled_projection():
 
 
 def test_jobs_the_kv260_build_cannot_run_are_refused_with_the_limit():
-    for args, message in ((["--samples", "2000"], "exceed the KV260 build's on-chip cache of 1024 entries"),
-                          (["--rank", "64"], "the KV260 build is made for LeNet-5's geometry"),
-                          (["--dataset", "har"], "the KV260 build is made for LeNet-5's geometry")):
+    for args, message, hint in (
+            (["--samples", "2000", "--batch", "128"], "exceed the KV260 build's DDR cache limit of 64", "--batch <= 64"),
+            (["--samples", "2000", "--cache", "chip"], "exceed the KV260 build's on-chip cache of 1024 entries",
+             "--cache ddr"),
+            (["--cache", "ddr", "--config", "custom", "--rank", "8"], "--cache ddr needs the KV260 build's DDR path",
+             "--cache auto"),
+            (["--rank", "64"], "the KV260 build is made for LeNet-5's geometry", "--config custom"),
+            (["--dataset", "har"], "the KV260 build is made for LeNet-5's geometry", "--config custom")):
         code, out, err = run_cli("finetune", "--backend", "fixed", *args, "--json")
         r = one_json(out)
-        assert code == 2 and message in r["error"] and "--config custom" in r["error"], r
+        assert code == 2 and message in r["error"] and hint in r["error"], r
+
+
+def test_the_kv260_build_names_its_limits():
+    from skip2lora.accel_job import ConfigurationError, accelerator_config_for
+    from skip2lora.fixed.config import KV260
+
+    g = KV260.geometry
+    assert accelerator_config_for(g, 1024) is KV260 and accelerator_config_for(g, 65535, batch=64) is KV260
+    assert accelerator_config_for(g, 100, batch=64, cache="ddr") is KV260
+    with pytest.raises(ConfigurationError, match="largest job \\(65535 samples"):
+        accelerator_config_for(g, 65536)
+    assert accelerator_config_for(g, 65536, allow_custom=True).name == "custom-784x1176x400x120x84-r4-n65536"
+    with pytest.raises(ConfigurationError, match="DDR cache limit of 64"):
+        accelerator_config_for(g, 100, batch=128, cache="ddr")
+    with pytest.raises(ValueError, match="cache must be auto, chip or ddr"):
+        accelerator_config_for(g, 100, cache="dram")
 
 
 @pytest.mark.requires_data("fan-damage1")
