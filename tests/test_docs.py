@@ -51,3 +51,20 @@ def test_prose_that_names_derived_numbers_agrees():
     stated = re.findall(r"\*\*([\d,]+) accelerator cycles\*\*", readme) + re.findall(
         r"\| accelerator cycles \(RTL cycle counter = cycle model\) \| ([\d,]+) \|", readme)
     assert len(stated) == 2 and {int(x.replace(",", "")) for x in stated} == {cycles}, stated
+
+
+def test_the_readme_ddr_rows_are_the_cycle_model():
+    """The KV260 build's DDR jobs: the cycles and the projection the README states equal the cycle
+    model under the assumed KV260 memory (and the on-chip count it compares them with)."""
+    from skip2lora.fixed.cycles import CLOCK_MHZ, KV260_DDR
+
+    lay = Layout(KV260.geometry, KV260.lanes)
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"\| ([\d,]+) samples x 10 epochs, the KV260 build from its DDR cache, seeds 0-2 \|[^|]*?"
+                      r"([\d,]+) cycles, \**([\d.]+) ms projected", readme)
+    assert {int(n.replace(",", "")) for n, _, _ in rows} == {4096, 16384}, rows
+    for n, cycles, ms in rows:
+        want = job_cycles(lay, int(n.replace(",", "")), 16, 10, shuffle=True, ddr=KV260_DDR)
+        assert int(cycles.replace(",", "")) == want and f"{want / (CLOCK_MHZ * 1e3):.1f}" == ms, (n, cycles, ms)
+    on_chip = job_cycles(lay, 16384, 16, 10, shuffle=True)
+    assert f"than it would on chip ({on_chip:,})" in readme
