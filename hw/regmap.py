@@ -55,7 +55,8 @@ ERROR_DOCS = {
     ErrorCode.NO_ADAPTERS: "START or READ_ADAPTERS with no valid adapters (after a reset, a soft reset or "
                            "a failed adapter load)",
     ErrorCode.DDR_READ: "a read of the DDR cache buffer returned an error response (or a malformed burst): "
-                        "the job ran to its end on the data received, its results are not valid",
+                        "the job ran to its end on the data received, its results are not valid (latched once "
+                        "a job: its later bad beats are not overruns)",
 }
 
 
