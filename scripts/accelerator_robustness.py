@@ -4,8 +4,8 @@
 `skip2lora finetune --backend fixed` with every setting at its default (the on-chip recipe: a new
 sample order every epoch, warm-up + linear decay, adam-pow2 at its tuned rate) over Fashion-MNIST
 angles x sample counts x seeds. The fixed backend is the accelerator's bit-exact model (the RTL and
-the KV260 give the same adapters bit for bit); jobs above the KV260 build's 1024 cache entries run
-on a build of the same datapath with a larger cache (``--config custom``, named as such). A job
+the KV260 give the same adapters bit for bit); every job runs on the KV260 build, those above its
+1024 on-chip cache entries from its DDR cache (the same arithmetic, bit for bit). A job
 diverged when the accelerator's own statistics say so (`skip2lora.driver.health`).
 
     python scripts/accelerator_robustness.py [--angles 30 45 75 90 180] [--samples 256 1024 4096]
@@ -47,10 +47,10 @@ def main() -> int:
             for seed in range(args.seeds):
                 ns = Namespace(backend="fixed", dataset=f"fmnist-rot{angle}", samples=n, epochs=None, batch=None,
                                lr=None, seed=seed, rank=4, data_dir=None, json=True, bitfile=None, order=None,
-                               schedule=None, optimizer=None, config="kv260" if n <= 1024 else "custom",
+                               schedule=None, optimizer=None, config="kv260",
                                save_adapters=None)
                 r = run_job(ns)
-                runs.append({k: r[k] for k in ("dataset", "samples", "seed", "config", "optimizer", "lr", "accuracy",
+                runs.append({k: r[k] for k in ("dataset", "samples", "seed", "config", "cache", "optimizer", "lr", "accuracy",
                                                "diverged", "error", "cycles")})
                 print(f"{r['dataset']:>14} {n:5d} seed {seed}: "
                       + (f"DIVERGED ({r['error']})" if r["diverged"] else f"{100 * r['accuracy']:.2f} %")
