@@ -68,3 +68,5 @@ def test_the_readme_ddr_rows_are_the_cycle_model():
         assert int(cycles.replace(",", "")) == want and f"{want / (CLOCK_MHZ * 1e3):.1f}" == ms, (n, cycles, ms)
     on_chip = job_cycles(lay, 16384, 16, 10, shuffle=True)
     assert f"than it would on chip ({on_chip:,})" in readme
+    kv260_job = job_cycles(lay, 1024, 16, 10, shuffle=True, ddr=KV260_DDR)
+    assert f"| {kv260_job:,} cycles, {kv260_job / (CLOCK_MHZ * 1e3):.2f} ms projected at 200 MHz" in readme
