@@ -38,6 +38,9 @@ __all__ = ["READ_LATENCY", "URAM_DEPTH", "RegisteredMemory", "CacheMemory", "AMe
 READ_LATENCY = 2
 URAM_THRESHOLD_BITS = 1 << 20  # smaller caches are left to the tools (BRAM / LUTRAM)
 URAM_DEPTH = 4096              # URAM288: 4096 x 72; a deeper UltraRAM memory is banked at this depth
+BRAM_DEPTH = 4096              # RAMB36E2 as 4K x 9: a deeper block-RAM memory is banked at this depth, so
+                               # no depth mux sits between a RAMB36 and its output register (measured:
+                               # the KV260's 64K-entry order buffer, 32 RAMB36 either way)
 STATS_BITS = 16 + 32 + 32      # correct, loss sum, saturated updates
 
 
@@ -165,7 +168,7 @@ def TBuffer(params: HwParams) -> RegisteredMemory:
 
 def OrderBuffer(params: HwParams) -> RegisteredMemory:
     p = _params(params)
-    return RegisteredMemory(p.order_bits, p.order_depth)
+    return RegisteredMemory(p.order_bits, p.order_depth, bank_depth=BRAM_DEPTH)
 
 
 def BatchBufferBank(params: HwParams) -> RegisteredMemory:
