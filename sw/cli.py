@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_order(p)
     p.add_argument("--config", choices=("kv260", "custom"), default="kv260",
                    help="accelerator configuration (fixed, sim): the KV260 build, or a build of the same datapath "
-                        "sized for the job (e.g. a model other than LeNet-5, or more samples than the KV260's "
-                        "on-chip cache; no bitstream exists for it, and its times are never called KV260 times)")
+                        "sized for the job (e.g. a model other than LeNet-5, or more than the KV260 build's 65535 "
+                        "samples; no bitstream exists for it, and its times are never called KV260 times)")
     p.add_argument("--cache", choices=("auto", "chip", "ddr"), default="auto",
                    help="where the accelerator's cache entries live (fixed, sim, pynq): auto = on chip when the "
                         "job fits the on-chip cache (1024 LeNet-5 samples on the KV260 build), else its DDR "
