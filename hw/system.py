@@ -7,7 +7,7 @@ from ``sw/regmap.json`` (generated from here with the register map), never typed
 from __future__ import annotations
 
 __all__ = ["VLNV", "ACCELERATOR", "DMA", "DMA_LENGTH_WIDTH", "PL_CLOCK_MHZ", "PART", "BOARD_PART",
-           "PS_PORTS", "system_dict"]
+           "PS_PORTS", "DDR_WINDOWS", "AXI_MIN_WIDTH", "system_dict"]
 
 # The packaged IP's identity; PYNQ binds the driver to it (DefaultIP.bindto).
 VLNV = "skip2lora.org:accel:skip2lora:1.0"
@@ -28,9 +28,20 @@ PS_PORTS = {
     "data": {"port": "S_AXI_HP0_FPD", "width": 128},      # the DMA's path to DDR
     "cache": {"port": "S_AXI_HP1_FPD", "width": 128},     # the accelerator's DDR cache reads (m_axi_cache)
 }
+# The K26 SOM's 4 GB of DDR4 as the PS's HP ports see it: 2 GB in the PS's DDR_LOW aperture and 2 GB
+# at the start of DDR_HIGH (whose aperture is 32 GB). The accelerator's m_axi_cache is given exactly
+# these (segment, base, range): an address elsewhere gets a decode error from the SmartConnect
+# (the core's DDR_READ error), never OCM, QSPI or PCIe behind the same HP port.
+DDR_WINDOWS = (("DDR_LOW", 0x0_0000_0000, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
+# The narrowest AXI4 interface AMD's AXI infrastructure (SmartConnect, AXI Interconnect, the data
+# width converter) and the PS's HP ports take (PG247: 32..1024 bits): a narrower m_axi_cache is
+# left unconnected.
+AXI_MIN_WIDTH = 32
 
 
 def system_dict() -> dict:
     return {"vlnv": VLNV, "accelerator": dict(ACCELERATOR), "dma": dict(DMA),
             "dma_length_width": DMA_LENGTH_WIDTH, "pl_clock_mhz": PL_CLOCK_MHZ, "part": PART,
-            "board_part": BOARD_PART, "ps_ports": {k: dict(v) for k, v in PS_PORTS.items()}}
+            "board_part": BOARD_PART, "ps_ports": {k: dict(v) for k, v in PS_PORTS.items()},
+            "ddr_windows": [{"name": n, "base": b, "range": r} for n, b, r in DDR_WINDOWS],
+            "axi_min_width": AXI_MIN_WIDTH}

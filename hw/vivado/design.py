@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ...fixed.config import AcceleratorConfig, config_named
-from ..system import system_dict
+from ..system import AXI_MIN_WIDTH, DDR_WINDOWS as SYSTEM_DDR_WINDOWS, system_dict
 
 __all__ = [
     "MIN_VIVADO", "BASENAME", "DESIGN_NAME", "PS_NAME", "PS_MASTER", "PS_SLAVE", "PS_CACHE", "PS_CACHE_SEGMENTS",
@@ -32,14 +32,9 @@ HPM0_FPD_WINDOW = (0xA000_0000, 0x1000_0000)  # M_AXI_HPM0_FPD: 0xA000_0000..0xA
 DMA_ADDR_WIDTH = 64               # the DMA reaches all of DDR (PYNQ writes the MSB registers)
 DMA_BURST = 16                    # max burst beats of both DMA channels
 PS_PORT_WIDTHS = (32, 64, 128)    # what the Zynq UltraScale+ PS's AXI ports can be set to
-# The K26 SOM's 4 GB of DDR4 as the PS's HP ports see it: 2 GB in the PS's DDR_LOW aperture and 2 GB
-# at the start of DDR_HIGH (whose aperture is 32 GB). The accelerator's m_axi_cache is given exactly
-# these (segment, offset, range): an address elsewhere gets a decode error from the SmartConnect
-# (the core's DDR_READ error), never OCM, QSPI or PCIe behind the same HP port.
-DDR_WINDOWS = (("DDR_LOW", 0x0_0000_0000, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
-# The narrowest AXI4 interface AMD's AXI infrastructure (SmartConnect, AXI Interconnect, the data
-# width converter) and the PS's HP ports take (PG247: 32..1024 bits).
-SMARTCONNECT_MIN_WIDTH = 32
+# The DDR windows m_axi_cache is given and the narrowest AXI4 interface the block design connects:
+# the system description's (hw/system.py), which the virtual board's handoff reads too.
+DDR_WINDOWS, SMARTCONNECT_MIN_WIDTH = SYSTEM_DDR_WINDOWS, AXI_MIN_WIDTH
 
 # The top's bus interfaces: port-name prefixes (Vivado's IP packager conventions).
 AXI_LITE, AXIS_IN, AXIS_OUT, CLOCK, RESET, IRQ = "s_axi_control", "s_axis", "m_axis", "aclk", "aresetn", "interrupt"

@@ -19,9 +19,8 @@ from .registers import regmap
 __all__ = ["make_hwh", "DDR_WINDOWS"]
 
 # The PS's DDR as the K26 SOM has it and the accelerator's m_axi_cache sees it (segment, base,
-# range): the same as skip2lora.hw.vivado.design.DDR_WINDOWS (tests/test_bitstream_flow.py checks).
-DDR_WINDOWS = (("DDR_LOW", 0x0_0000_0000, 0x8000_0000), ("DDR_HIGH", 0x8_0000_0000, 0x8000_0000))
-_MIN_AXI_BITS = 32  # the narrowest m_axi_cache the block design connects (AXI SmartConnect's minimum)
+# range), from the system description (hw/system.py, through sw/regmap.json).
+DDR_WINDOWS = tuple((w["name"], w["base"], w["range"]) for w in regmap()["system"]["ddr_windows"])
 
 
 def _params(pairs):
@@ -100,7 +99,7 @@ def make_hwh(stream_bits: int, *, cache_bits: int | None = None) -> str:
     sysd = regmap()["system"]
     acc, dma = sysd["accelerator"], sysd["dma"]
     cache_bits = stream_bits if cache_bits is None else cache_bits
-    cache = cache_bits >= _MIN_AXI_BITS and "cache" in sysd["ps_ports"]
+    cache = cache_bits >= sysd["axi_min_width"] and "cache" in sysd["ps_ports"]
     ps_name = "zynq_ultra_ps_e_0"
     ps_cache_port = sysd["ps_ports"]["cache"]["port"] if cache else ""
 
