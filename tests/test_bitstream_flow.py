@@ -1180,6 +1180,18 @@ def test_mock_vivado_refusals(small_build, tmp_path):
         _run_mock(build / "build.tcl", impl, argv=["jobs"])
 
 
+def _mock_fails_edited(build: Path, tmp_path, edit, message, hwh) -> None:
+    """Run the mock Vivado on ``build``'s script after ``edit``: it must fail with ``message``."""
+    tkinter = _tcl()
+    text = (build / "build.tcl").read_text()
+    edited = edit(text)
+    assert edited != text
+    (tmp_path / "skip2lora.v").write_bytes((build / "skip2lora.v").read_bytes())
+    (tmp_path / "build.tcl").write_text(edited)
+    with pytest.raises(tkinter.TclError, match=re.escape(message)):
+        _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=hwh, timing=TIMING_MET)
+
+
 @pytest.mark.parametrize("edit, message", [
     # Without VALUE_SRC=USER the S2MM widths follow the (not yet connected) stream: the read-back fails.
     (lambda tcl: tcl.replace("s2l_user_values $dma {c_m_axi_s2mm_data_width c_s_axis_s2mm_tdata_width}\n", ""),
@@ -1198,15 +1210,7 @@ def test_mock_vivado_refusals(small_build, tmp_path):
 ])
 def test_mock_vivado_catches(small_build, tmp_path, edit, message):
     """The mock fails the script's known pitfalls, so the passing run above means something."""
-    tkinter = _tcl()
-    build = Path(small_build["build_dir"])
-    text = (build / "build.tcl").read_text()
-    edited = edit(text)
-    assert edited != text
-    (tmp_path / "skip2lora.v").write_bytes((build / "skip2lora.v").read_bytes())
-    (tmp_path / "build.tcl").write_text(edited)
-    with pytest.raises(tkinter.TclError, match=re.escape(message)):
-        _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=_hwh(stream=16), timing=TIMING_MET)
+    _mock_fails_edited(Path(small_build["build_dir"]), tmp_path, edit, message, _hwh(stream=16))
 
 
 def _stub_verilog(d):
@@ -1298,15 +1302,7 @@ def test_mock_vivado_without_ddr_path(stub_builds, tmp_path):
      "m_axi_cache declares DATA_WIDTH 64, its ports say 128"),
 ])
 def test_mock_vivado_catches_cache_path(stub_builds, tmp_path, edit, message):
-    tkinter = _tcl()
-    build, _ = stub_builds["kv260"]
-    text = (build / "build.tcl").read_text()
-    edited = edit(text)
-    assert edited != text
-    (tmp_path / "skip2lora.v").write_bytes((build / "skip2lora.v").read_bytes())
-    (tmp_path / "build.tcl").write_text(edited)
-    with pytest.raises(tkinter.TclError, match=re.escape(message)):
-        _run_mock(tmp_path / "build.tcl", tmp_path / "impl", hwh=_hwh(), timing=TIMING_MET)
+    _mock_fails_edited(stub_builds["kv260"][0], tmp_path, edit, message, _hwh())
 
 
 # -------------------------------------------------------------------------------------------------
