@@ -25,7 +25,7 @@ import numpy as np
 
 from . import hparams
 from .data import is_builtin_name
-from .driver import AdapterFileError, Session, geometry_of, make_backend
+from .driver import CACHE_PLACEMENTS, AdapterFileError, Session, geometry_of, make_backend
 from .fixed.config import KV260, AcceleratorConfig
 from .fixed.cycles import CLOCK_MHZ, report as cycle_report
 from .finetune import select_samples, used_hparams, validate_run
@@ -47,7 +47,7 @@ def accelerator_config_for(geometry, samples: int, *, batch: int | None = None, 
     and "ddr" insist); any other job is refused with the limit it breaks, unless ``allow_custom``
     names a build of the same datapath sized for this job (it is then called ``custom-...``, never
     the KV260, and has no DDR path)."""
-    if cache not in ("auto", "chip", "ddr"):
+    if cache not in CACHE_PLACEMENTS:
         raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
     k = KV260
     if geometry == k.geometry:
@@ -177,7 +177,7 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
     cache; "chip"; "ddr"). Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
     from types import SimpleNamespace
 
-    if cache not in ("auto", "chip", "ddr"):
+    if cache not in CACHE_PLACEMENTS:
         raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
     if config not in ("kv260", "custom"):
         raise ValueError(f"config must be kv260 or custom, not {config!r}")
