@@ -27,6 +27,7 @@ from .cycle_counter import CycleCounter
 from .datapath import Datapath
 from .ddr_reader import DDRReader
 from .fetcher import POSITION_BITS, BatchFetcher, slot_count
+from .geometry_unit import GeometryUnit
 from .head import HeadPair
 from .job import JOB_FIELDS, JOB_LAYOUT
 from .memories import AMemory, BatchBufferBank, CacheMemory, OrderBuffer, StatsMemory, TBuffer
@@ -83,6 +84,7 @@ class Skip2LoRACore(wiring.Component):
         scalar = block("scalar", ScalarUnit())
         order = block("order", OrderUnit(p))
         seq = block("sequencer", Sequencer(p))
+        geo = block("geometry", GeometryUnit(p))
         loader = block("loader", StreamLoader(p))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
@@ -92,7 +94,7 @@ class Skip2LoRACore(wiring.Component):
             # reader; it finishes them (the core stays busy until it is idle).
             reader = m.submodules.ddr_reader = DDRReader(
                 addr_width=DDR_ADDR_BITS, beat_bits=p.beat_bits, sample_lines=p.sample_lines,
-                slots=slot_count(p), entry_bits=POSITION_BITS,
+                slots=slot_count(p), entry_bits=POSITION_BITS, runtime_lines=True,
                 slot_dest=[((slot & 1) << p.bbuf_addr_bits) | (slot >> 1) * p.sample_lines
                            for slot in range(slot_count(p))])
             bbufs = [block(f"bbuf{s}", BatchBufferBank(p)) for s in range(p.pair)]
@@ -105,12 +107,11 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [
             regs.ID_value.eq(ACCEL_ID), regs.VERSION_major.eq(VERSION[0]), regs.VERSION_minor.eq(VERSION[1]),
             regs.GEOMETRY_taps.eq(K), regs.GEOMETRY_rank.eq(p.R), regs.GEOMETRY_classes.eq(p.C),
+            regs.TAP_LINES_value.eq(p.tap_lines), regs.ENTRY_LINES_value.eq(p.sample_lines),
             regs.LANES_value.eq(p.P), regs.CACHE_DEPTH_value.eq(p.n_max),
             regs.DDR_SAMPLES_value.eq(p.config.ddr_samples), regs.DDR_BATCH_value.eq(p.ddr_batch),
             regs.DDR_STRIDE_value.eq(p.layout.ddr_stride if p.ddr else 0),
         ]
-        for k, d in enumerate(p.geometry.dims):
-            m.d.comb += getattr(regs, f"TAP{k}_DIM_value").eq(d)
 
         # -- the configuration check and the job's registers -------------------------------------
         n_loaded = Signal(16)
@@ -176,6 +177,8 @@ class Skip2LoRACore(wiring.Component):
         job = Signal(JOB_LAYOUT)  # the job's registers, copied at START (the blocks' ``job`` view)
         tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
         u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
+        dims = [Signal(16, name=f"job_dim{k}") for k in range(K)]   # the job's geometry
+        classes = Signal(8, name="job_classes")
         t_shift = [Signal(6, name=f"job_tshift{k}") for k in range(K)]
         launch = Signal()  # the cycle after START: the job's registers are valid
 
@@ -213,6 +216,8 @@ class Skip2LoRACore(wiring.Component):
                 m.d.sync += [launch.eq(1), done.eq(0)]
                 m.d.sync += [getattr(job, name).eq(getattr(regs, f"{reg}_{field}"))
                              for name, (reg, field) in JOB_FIELDS.items()]
+                m.d.sync += [dims[k].eq(getattr(regs, f"TAP{k}_DIM_value")) for k in range(K)]
+                m.d.sync += classes.eq(regs.CLASSES_value)
                 for k in range(K):
                     m.d.sync += [tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
                                  u_shift[k].eq(F.A_FRAC - F.U_FRAC - exps[k]),
@@ -266,6 +271,8 @@ class Skip2LoRACore(wiring.Component):
             m.d.sync += adapters_valid.eq(1)
         with m.If(seq.done):
             m.d.sync += done.eq(1)
+        with m.If(seq.bad_geometry):
+            fail(ErrorCode.BAD_CONFIG)
         with m.If(soft_reset):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0),
                          adapters_valid.eq(0), launch.eq(0)]
@@ -288,6 +295,13 @@ class Skip2LoRACore(wiring.Component):
         wiring.connect(m, seq.order, order.ctl)
         wiring.connect(m, seq.opt, opt.ctl)
         wiring.connect(m, seq.head, head.ctl)
+        # the job's geometry: walked at its start (INIT), then constant
+        wiring.connect(m, geo.schedule, seq.geo)
+        wiring.connect(m, geo.info_wr, dp.info_wr)
+        m.d.comb += [geo.start.eq(launch), geo.classes.eq(classes)] + [geo.dims[k].eq(dims[k]) for k in range(K)]
+        m.d.comb += [dp.label_line.eq(geo.label_line), dp.label_word.eq(geo.label_word)]
+        m.d.comb += [head.tap_on[k].eq(geo.tap_on[k]) for k in range(K)]
+        m.d.comb += [head.class_on[c].eq(geo.class_on[c]) for c in range(p.C)]
         m.d.comb += [
             seq.start.eq(launch),
             stats.read.addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.read.data[:16]),
@@ -304,7 +318,8 @@ class Skip2LoRACore(wiring.Component):
             wiring.connect(m, fetcher.requests, reader.requests)
             wiring.connect(m, reader.filled, fetcher.filled)
             wiring.connect(m, reader.axi, wiring.flipped(self.m_axi))
-            m.d.comb += [fetcher.job.eq(job), reader.base.eq(Cat(job.ddr_lo, job.ddr_hi))]
+            m.d.comb += [fetcher.job.eq(job), reader.base.eq(Cat(job.ddr_lo, job.ddr_hi)),
+                         reader.lines_m1.eq(geo.lines_m1)]
             for s, bbuf in enumerate(bbufs):  # slot parity -> bank: the address bit above a bank's lines
                 m.d.comb += [bbuf.write.addr.eq(reader.write.addr[:p.bbuf_addr_bits]),
                              bbuf.write.data.eq(reader.write.data),

@@ -27,14 +27,15 @@ issued, with both samples' u, z, labels, the pair, ``odd`` and the epoch-first f
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from .optimizer import a_line_signature
-from .params import HwParams, require_params
+from .geometry_unit import line_info_layout
+from .params import HwParams, bits_for, require_params
 from .pipeline import delay, tree_levels, tree_sum
-from .ports import read_port
+from .ports import read_port, write_port
 
 __all__ = ["Datapath", "Op", "issue_layout", "issue_signature", "pair_layout", "pair_signature", "FWD_MAC_STAGES"]
 
@@ -91,6 +92,10 @@ class Datapath(wiring.Component):
             # per-tap configuration, registered at the job's start
             "tap_signed": In(1).array(p.K),
             "u_shift": In(6).array(p.K),
+            # the job's geometry (`geometry_unit.GeometryUnit`): the line table's writes, the label's place
+            "info_wr": Out(write_port(p.line_addr_bits, line_info_layout(p).size)),
+            "label_line": In(bits_for(p.tail_lines - 1)),
+            "label_word": In(bits_for(max(p.beat_bits // 16 - 1, 1))),
             # memories (registered reads, `memories.READ_LATENCY`): the cache's two read ports and
             # the two t buffers (one per head unit) are one per sample of the pair
             "cache_rd": In(read_port(p.cache_addr_bits, p.beat_bits)).array(p.pair),
@@ -106,18 +111,15 @@ class Datapath(wiring.Component):
         R, P, K, S2 = p.R, p.P, p.K, p.pair
         iss = self.issue
 
-        # -- c0: addresses, the line's tap --------------------------------------------------------
-        tap0, tapfirst0, taplast0, tail0 = Signal(p.tap_bits), Signal(), Signal(), Signal()
-        with m.Switch(iss.p.line):
-            for line in range(p.sample_lines):
-                with m.Case(line):
-                    if line < p.tap_lines:
-                        k = p.tap_of_line[line]
-                        first = p.first_line_of_tap[k]
-                        m.d.comb += [tap0.eq(k), tapfirst0.eq(line == first),
-                                     taplast0.eq(line == first + p.lines_per_tap[k] - 1)]
-                    else:
-                        m.d.comb += tail0.eq(1)
+        # -- c0: addresses, the line's tap: the job's line table (LUTRAM, read combinationally
+        # from the issue register; written by the geometry unit at the job's start) ------------------
+        m.submodules.line_table = table = memory.Memory(shape=line_info_layout(p), depth=p.sample_lines, init=[],
+                                                        attrs={"ram_style": "distributed"})
+        info_rd, info_wr = table.read_port(domain="comb"), table.write_port()
+        m.d.comb += [info_wr.addr.eq(self.info_wr.addr), info_wr.data.eq(self.info_wr.data),
+                     info_wr.en.eq(self.info_wr.en), info_rd.addr.eq(iss.p.line)]
+        info0 = info_rd.data
+        tap0, tapfirst0, taplast0, tail0 = info0.tap, info0.first, info0.last, info0.tail
         m.d.comb += [self.cache_rd[s].addr.eq(iss.p.base[s] + iss.p.line) for s in range(S2)]
         m.d.comb += [self.t_rd[s].addr.eq(Cat(tap0, iss.p.pair)) for s in range(S2)]
         fwd0 = iss.valid & (iss.p.op == Op.FWD)
@@ -141,7 +143,6 @@ class Datapath(wiring.Component):
         odd2 = delay(m, iss.p.odd, 2, "odd")
         last = delay(m, iss.p.last, 1, "last")
         tail = delay(m, tail0, 1, "tail")
-        line2 = delay(m, iss.p.line, 2, "lin")
 
         # -- c3: the DSP inputs: decoded codes q (per sample), A words, t factors (per sample) -------
         q3 = [[Signal(signed(p.code_bits), name=f"q{s}_{j}", reset_less=True) for j in range(P)] for s in range(S2)]
@@ -164,13 +165,15 @@ class Datapath(wiring.Component):
         m.d.comb += [out.z[s][c].eq(z[s][c]) for s in range(S2) for c in range(p.C)]
         m.d.comb += [out.label[s].eq(label[s]) for s in range(S2)]
         tail2 = delay(m, tail, 1, "tail2")
+        tail_line2 = delay(m, info0.tail_line, 2, "tail_line")
         with m.If(fwd[2] & tail2):
             for s in range(S2):
-                fields = [(z[s][c], c) for c in range(p.C)] + [(label[s], p.C)]
-                for sig, i in fields:
-                    line, bit = divmod(16 * i, p.beat_bits)
-                    with m.If(line2 == p.tap_lines + line):
-                        m.d.sync += sig.eq(self.cache_rd[s].data[bit:bit + 16])
+                for c in range(p.C):  # the logits of classes beyond the job's are left out by the softmax
+                    line, bit = divmod(16 * c, p.beat_bits)
+                    with m.If(tail_line2 == line):
+                        m.d.sync += z[s][c].eq(self.cache_rd[s].data[bit:bit + 16])
+                with m.If(tail_line2 == self.label_line):  # the word after the job's last logit
+                    m.d.sync += label[s].eq(self.cache_rd[s].data.word_select(self.label_word, 16))
 
         # -- c4 (M), c5 (P): forward products per sample; backward products, the pair's sum -----------
         prod_bits = F.W_BITS + p.code_bits

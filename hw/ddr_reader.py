@@ -45,10 +45,12 @@ class DDRReader(wiring.Component):
     """Parameters: ``addr_width`` (the AXI address), ``beat_bits`` (the data bus: one cache line),
     ``sample_lines`` (beats of an entry), ``slots`` (destination slots), ``entry_bits`` (the width
     of an entry index), ``outstanding`` (bursts in flight), ``slot_dest`` (each slot's first line
-    in the write port's address space; default ``slot * sample_lines``)."""
+    in the write port's address space; default ``slot * sample_lines``); ``runtime_lines``: an
+    entry's beats less one come from the ``lines_m1`` input (a job's own entry, at most
+    ``sample_lines``, which still sets the stride), for entries of one burst."""
 
     def __init__(self, *, addr_width: int, beat_bits: int, sample_lines: int, slots: int, entry_bits: int = 16,
-                 outstanding: int = 4, slot_dest=None):
+                 outstanding: int = 4, slot_dest=None, runtime_lines: bool = False):
         for name, v in (("addr_width", addr_width), ("beat_bits", beat_bits), ("sample_lines", sample_lines),
                         ("slots", slots), ("entry_bits", entry_bits), ("outstanding", outstanding)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -69,7 +71,12 @@ class DDRReader(wiring.Component):
             raise invalid(self, ValueError(f"slot_dest must give {slots} non-negative addresses"))
         self.dest_bits = bits_for(max(self.slot_dest) + sample_lines - 1)
         self.slot_bits = bits_for(slots - 1)
+        if runtime_lines and self.bursts != 1:
+            raise invalid(self, ValueError(f"run-time entry lines need entries of one burst, not {self.bursts}"))
+        self.runtime_lines = bool(runtime_lines)
+        members = {"lines_m1": In(8)} if runtime_lines else {}
         super().__init__({
+            **members,
             "axi": Out(AXI4ReadSignature(addr_width, beat_bits)),
             "base": In(addr_width),            # the DDR buffer's bus address (4 KB aligned)
             "requests": In(stream.Signature(request_layout(entry_bits, self.slot_bits))),
@@ -114,7 +121,8 @@ class DDRReader(wiring.Component):
             m.d.sync += axi.arvalid.eq(0)
         entry_in = Signal(track)
         m.d.comb += [entry_in.dest.eq(dest0 + burst * BL), entry_in.last.eq(last_burst), entry_in.slot.eq(slot),
-                     entry_in.beats_m1.eq(Mux(last_burst, S - (NB - 1) * BL - 1, BL - 1)),
+                     entry_in.beats_m1.eq(self.lines_m1 if self.runtime_lines
+                                          else Mux(last_burst, S - (NB - 1) * BL - 1, BL - 1)),
                      tq.w_data.eq(entry_in), tq.w_en.eq(issue)]
         with m.If(issue):
             m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(self.base + entry_off), axi.arlen.eq(entry_in.beats_m1),

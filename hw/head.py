@@ -100,6 +100,10 @@ class HeadUnit(wiring.Component):
             # the batch and the job
             "rn": In(F.RN_BITS),
             "t_shift": In(6).array(p.K),   # formats.t_shift(e_k), registered at the job's start
+            # the job's geometry (`geometry_unit.GeometryUnit`): its taps (u = 0 for the others)
+            # and classes (the softmax leaves the others out)
+            "tap_on": In(1, init=1).array(p.K),
+            "class_on": In(1, init=1).array(p.C),
             "t_wr": In(t_write_port(p)),   # the t buffer
             "done": Out(1),
             "busy": Out(1),
@@ -114,6 +118,7 @@ class HeadUnit(wiring.Component):
         K, R, C, L = p.K, p.R, p.C, p.opt_lanes
         W, DB = F.W_BITS, db_bits()
         m.submodules.softmax = smx = self.softmax = SoftmaxGradient(C)
+        m.d.comb += [smx.class_on[c].eq(self.class_on[c]) for c in range(C)]
 
         lead = not self.follower
         # -- B and its gradient sums (the first unit's) --------------------------------------------
@@ -189,8 +194,8 @@ class HeadUnit(wiring.Component):
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
         with m.Switch(k):
             for kk in range(K):
-                with m.Case(kk):
-                    m.d.sync += [u_sel[r].eq(u[kk][r]) for r in range(R)]
+                with m.Case(kk):  # a tap the job does not have: u = 0 (its B and dB stay as they are)
+                    m.d.sync += [u_sel[r].eq(Mux(self.tap_on[kk], u[kk][r], 0)) for r in range(R)]
         k1 = delay(m, k, 1, "k1")
         y1 = delay(m, y_issue, 1, "y1", reset_less=False)
         sb1 = delay(m, sb_issue, 1, "sb1", reset_less=False)
@@ -340,6 +345,8 @@ class HeadPair(wiring.Component):
             "pairs": In(pair_signature(p)),  # a pair of samples from the forward pass
             "ctl": In(control_signature()),  # the sequencer's: rn, clear_grads; correct, loss
             "t_shift": In(6).array(p.K),
+            "tap_on": In(1, init=1).array(p.K),
+            "class_on": In(1, init=1).array(p.C),
             "t_wr": In(t_write_port(p)).array(S2),  # the t buffers, one per unit
             **b_owner_ports(p),
         })
@@ -358,6 +365,8 @@ class HeadPair(wiring.Component):
                          h.epoch_first.eq(smp.epoch_first), h.rn.eq(self.ctl.rn)]
             wiring.connect(m, h.t_wr, wiring.flipped(self.t_wr[s]))
             m.d.comb += [h.t_shift[k].eq(self.t_shift[k]) for k in range(K)]
+            m.d.comb += [h.tap_on[k].eq(self.tap_on[k]) for k in range(K)]
+            m.d.comb += [h.class_on[c].eq(self.class_on[c]) for c in range(C)]
             m.d.comb += [h.u[k][r].eq(smp.u[s][k][r]) for k in range(K) for r in range(R)]
             m.d.comb += [h.z[c].eq(smp.z[s][c]) for c in range(C)]
             if s:  # a follower: head 0's B row in, its dB products out

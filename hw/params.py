@@ -12,12 +12,12 @@ from functools import cached_property
 
 from ..fixed import cycles
 from ..fixed import formats as F
-from ..fixed.config import AcceleratorConfig
+from ..fixed.config import MAX_TAP_SLOTS, AcceleratorConfig
 from ..fixed.packing import Layout
 
 __all__ = ["HwParams", "MAX_TAPS", "bits_for", "invalid", "require_params"]
 
-MAX_TAPS = 8  # tap register slots in the (configuration-independent) register map
+MAX_TAPS = MAX_TAP_SLOTS  # tap register slots in the (configuration-independent) register map
 
 
 def bits_for(n: int) -> int:
@@ -51,9 +51,15 @@ class HwParams:
         if self.config.cache_depth > F.SAMPLES_MAX:
             raise ValueError(f"cache depth must be at most {F.SAMPLES_MAX}, not {self.config.cache_depth}")
 
-    # -- geometry ------------------------------------------------------------------------------
+    # -- geometry: the build's maxima (a job's own geometry is set by registers) -----------------
     @property
     def geometry(self):
+        """The build's maxima as a geometry (`AcceleratorConfig.build_geometry`): every size below."""
+        return self.config.build_geometry
+
+    @property
+    def model_geometry(self):
+        """The model the build is named for (its default job)."""
         return self.config.geometry
 
     @property
@@ -172,7 +178,7 @@ class HwParams:
 
     @cached_property
     def acc(self) -> dict:
-        return F.acc_bits(max(self.geometry.dims))
+        return F.acc_bits(self.tap_lines * self.P)  # one tap may take every tap line
 
     @property
     def da_bits(self):

@@ -20,7 +20,7 @@ __all__ = ["DDR_ADDR_BITS", "ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "R
            "config_register_patterns"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
-VERSION = (2, 1)       # major (register map / wire format / job semantics), minor
+VERSION = (3, 0)       # major (register map / wire format / job semantics), minor
 
 
 class ErrorCode(enum.IntEnum):
@@ -51,7 +51,10 @@ ERROR_DOCS = {
     ErrorCode.BUSY: "a command arrived while a job, load or read-back was running (ignored)",
     ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range (in "
                           "DDR mode: no DDR path, SAMPLES above DDR_SAMPLES, BATCH above DDR_BATCH or "
-                          "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0",
+                          "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0; or a job geometry "
+                          "the build does not run (no tap, a tap after an absent one, more tap lines than "
+                          "TAP_LINES, CLASSES outside 2..GEOMETRY.classes): found during the job's INIT, "
+                          "which then ends without DONE and without changing the adapters",
     ErrorCode.NO_ADAPTERS: "START or READ_ADAPTERS with no valid adapters (after a reset, a soft reset or "
                            "a failed adapter load)",
     ErrorCode.DDR_READ: "a read of the DDR cache buffer returned an error response (or a malformed burst): "
@@ -109,9 +112,10 @@ REGISTER_MAP = RegisterMap([
     Register("CORRECT", 0x38, [_ro("value", 16, "training samples classified right in the last epoch")]),
     Register("EPOCH", 0x3C, [_ro("value", 16, "epochs finished by the running (or last) job")]),
     Register("GEOMETRY", 0x40, [
-        _ro("taps", 8, "K, adapter taps"), _ro("rank", 8, "R, adapter rank", 8),
-        _ro("classes", 16, "C, classes", 16),
-    ]),
+        _ro("taps", 8, "the build's most taps (TAPk_DIM slots a job may use)"),
+        _ro("rank", 8, "R, adapter rank (a job of a lower rank runs padded with zero rows)", 8),
+        _ro("classes", 16, "the build's most classes", 16),
+    ], "the build's maxima: a job's own geometry is TAPk_DIM and CLASSES"),
     Register("LANES", 0x44, [_ro("value", 16, "P, cache codes per cycle (stream beat = 4P bits)")]),
     Register("CACHE_DEPTH", 0x48, [_ro("value", 16, "cache entries the accelerator can hold")]),
     Register("ORDER", 0x4C, [_rw("shuffle", 1, "a new pseudo-random sample order every epoch (fixed.order), "
@@ -131,8 +135,14 @@ REGISTER_MAP = RegisterMap([
     Register("DDR_ADDR_LO", 0x74, [_rw("value", 32, "the DDR cache buffer's bus address, low word (4 KB aligned)")]),
     Register("DDR_ADDR_HI", 0x78, [_rw("value", DDR_ADDR_BITS - 32, "the DDR cache buffer's bus address, high bits")]),
     Register("DDR_SAMPLES", 0x7C, [_ro("value", 16, "most samples of a DDR-mode job (0: this build has no DDR path)")]),
-    *[Register(f"TAP{k}_DIM", 0x80 + 4 * k, [_ro("value", 16, f"d_{k}, input size of tap {k} (0: absent)")])
+    *[Register(f"TAP{k}_DIM", 0x80 + 4 * k, [_rw("value", 16, f"d_{k}, the job's input size of tap {k} (0: absent; "
+                                                               f"taps after an absent one must be absent)")])
       for k in range(MAX_TAPS)],
+    Register("CLASSES", 0xA0, [_rw("value", 8, "C, the job's classes (2..GEOMETRY.classes)")]),
+    Register("TAP_LINES", 0xA4, [_ro("value", 16, "the build's most cache lines of taps: a job's sum of "
+                                                  "ceil(TAPk_DIM / LANES) over its taps")]),
+    Register("ENTRY_LINES", 0xA8, [_ro("value", 16, "lines (stream beats) of a cache entry as LOAD_CACHE takes it "
+                                                    "and as the DDR buffer holds it: the job's entry, zero padded")]),
     *[Register(f"TAP{k}_CFG", 0xC0 + 4 * k, [
         _rw("exponent", 6, f"tap {k} scale exponent e (two's complement): a code c stands for c * 2**e"),
         Field("signed", 6, 1, Access.RW, doc=f"tap {k} codes are signed (-8..7) instead of unsigned (0..15)"),

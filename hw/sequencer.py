@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from .datapath import Op, issue_signature
 from .fetcher import control_signature as fetch_control
+from .geometry_unit import schedule_signature as geometry_signature
 from .memories import READ_LATENCY, STATS_BITS
 from .head import control_signature as head_control
 from .job import JOB_LAYOUT
@@ -66,6 +67,10 @@ class Sequencer(wiring.Component):
             "opt": Out(opt_control()),      # the optimizer
             # the statistics memory
             "stats_wr": In(write_port(bits_for(F.STAT_EPOCHS - 1), STATS_BITS)),
+            # the job's geometry (`geometry_unit.GeometryUnit`): walked during INIT; a bad one ends
+            # the job there (``bad_geometry``: a one-cycle pulse, no DONE)
+            "geo": In(geometry_signature(p)),
+            "bad_geometry": Out(1),
         }
         if p.ddr:
             members["fetch"] = Out(fetch_control(p))  # the batch fetcher (DDR mode)
@@ -75,7 +80,8 @@ class Sequencer(wiring.Component):
         m = Module()
         p = self.params
         tm = p.timing
-        S, SL = p.sample_lines, p.tap_lines
+        S = p.sample_lines  # an entry's stride in the cache and the batch buffer (the build's)
+        geo = self.geo      # the job's lines: s_last, t_last; its gaps
 
         # the batch's cache addresses, slot -> base (written by PREFETCH, read by F and B a pair at a
         # time: two read ports). LUTRAM: read combinationally into the issue register (as block RAM,
@@ -90,7 +96,8 @@ class Sequencer(wiring.Component):
         nb = Signal(bits_for(F.BATCH_MAX))   # samples in the batch
         j = Signal(bits_for(F.BATCH_MAX))     # PREFETCH: the slot; F and B: the pair
         line = Signal(p.line_addr_bits)
-        count = Signal(range(max(tm.max_wait, F.BATCH_MAX + READ_LATENCY) + 2))
+        count = Signal(range(max(tm.head, tm.wait_t, tm.opt_a_wait, tm.opt_b_cycles, tm.a_chunks,
+                                 F.BATCH_MAX + READ_LATENCY) + 2))
         seq_base = Signal(p.cache_addr_bits)  # without SHUFFLE: the next sample's cache address
         # PREFETCH's writes trail its reads by the order buffer's read latency
         pf_valid = Signal(READ_LATENCY)
@@ -117,7 +124,7 @@ class Sequencer(wiring.Component):
         m.d.sync += iss.valid.eq(0)
         m.d.comb += [bases_rd[i].addr.eq(Cat(Const(i, 1), j)) for i in range(p.pair)]
         m.d.comb += self.order_rd.addr.eq(s0 + j)
-        m.d.sync += [self.done.eq(0), self.stats_wr.en.eq(0)]
+        m.d.sync += [self.done.eq(0), self.stats_wr.en.eq(0), self.bad_geometry.eq(0)]
 
         def issue(op, last, first=0, ef=0):
             m.d.sync += [iss.valid.eq(1), iss.p.op.eq(op), iss.p.line.eq(line), iss.p.pair.eq(j),
@@ -171,10 +178,10 @@ class Sequencer(wiring.Component):
 
         # The optimizer's tail of the last batch, in the background: a countdown from the last
         # backward op; b_start when OPT_A would have pulsed it, the next BATCH at its end.
-        gate = Signal(range(tm.batch_gate))
+        gate = Signal.like(geo.gate_m1)
         with m.If(gate != 0):
             m.d.sync += gate.eq(gate - 1)
-        m.d.comb += self.opt.b_start.eq(gate == tm.batch_gate - tm.opt_a_wait)
+        m.d.comb += self.opt.b_start.eq(gate == geo.gate_b)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -184,8 +191,12 @@ class Sequencer(wiring.Component):
                     m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
-                with m.If(self.scalar.ready & self.opt.state_ready):
-                    m.next = "EPOCH"
+                with m.If(self.scalar.ready & self.opt.state_ready & geo.ready):
+                    with m.If(geo.bad):  # a geometry the build does not run: no epoch
+                        m.d.sync += [self.bad_geometry.eq(1), self.busy.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "EPOCH"
             with m.State("EPOCH"):
                 m.d.sync += [s0.eq(0), seq_base.eq(0)]
                 with m.If(self.job.shuffle):
@@ -215,9 +226,9 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.head.rn.eq(Mux(nb_full, self.scalar.rn_full, self.scalar.rn_last)), j.eq(0), line.eq(0)]
                     m.next = "F"
             with m.State("F"):
-                issue(Op.FWD, line == S - 1, ef=s0_zero & (j == 0))
+                issue(Op.FWD, line == geo.s_last, ef=s0_zero & (j == 0))
                 m.d.sync += line.eq(line + 1)
-                with m.If(line == S - 1):
+                with m.If(line == geo.s_last):
                     m.d.sync += line.eq(0)
                     with m.If(j == np_m1):
                         with m.If(f_short):  # WAIT_T lasts wait_t - pairs cycles
@@ -228,8 +239,8 @@ class Sequencer(wiring.Component):
                             m.next = "B"
                     with m.Else():
                         m.d.sync += j.eq(j + 1)
-                        if tm.f_gap:
-                            m.d.sync += count.eq(tm.f_gap - 1)
+                        with m.If(geo.has_gap):
+                            m.d.sync += count.eq(geo.f_gap_m1)
                             m.next = "F_GAP"
             with m.State("F_GAP"):  # the head units must be free when the next pair's u arrives
                 m.d.sync += count.eq(count - 1)
@@ -245,11 +256,11 @@ class Sequencer(wiring.Component):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == np_m1):
                     m.d.sync += [j.eq(0), line.eq(line + 1)]
-                    with m.If((line == SL - 1) & epoch_end):
+                    with m.If((line == geo.t_last) & epoch_end):
                         m.d.sync += count.eq(tm.opt_a_wait - 1)
                         m.next = "OPT_A"
-                    with m.Elif(line == SL - 1):  # the next batch now, the optimizer's tail behind it
-                        m.d.sync += [gate.eq(tm.batch_gate - 1), s0.eq(s0_next)]
+                    with m.Elif(line == geo.t_last):  # the next batch now, the optimizer's tail behind it
+                        m.d.sync += [gate.eq(geo.gate_m1), s0.eq(s0_next)]
                         next_batch(nb_next, ~half)
                     with m.Elif(b_short):
                         m.d.sync += count.eq(b_wait)

@@ -44,6 +44,9 @@ class SoftmaxGradient(wiring.Component):
             "y": In(signed(F.Z_BITS)).array(classes),   # captured at start
             "label": In(F.LABEL_BITS),
             "rn": In(F.RN_BITS),
+            # the job's classes (constant during a job): the others take no part (y at its minimum,
+            # so never the first maximum unless every class is; e = 0, so p = g = gl = 0)
+            "class_on": In(1, init=1).array(classes),
             "gl": Out(signed(GL_BITS)).array(classes),
             "argmax": Out(F.LABEL_BITS),
             "loss": Out(F.LOSS_BITS),
@@ -60,8 +63,9 @@ class SoftmaxGradient(wiring.Component):
         y = [Signal(signed(F.Z_BITS), name=f"y{c}", reset_less=True) for c in range(C)]
         label = Signal(F.LABEL_BITS, reset_less=True)
         rn = Signal(F.RN_BITS, reset_less=True)
+        ylo = -(1 << (F.Z_BITS - 1))
         with m.If(self.start):
-            m.d.sync += [y[c].eq(self.y[c]) for c in range(C)]
+            m.d.sync += [y[c].eq(Mux(self.class_on[c], self.y[c], ylo)) for c in range(C)]
             m.d.sync += [label.eq(self.label), rn.eq(self.rn)]
         v = Signal()  # valid of the stage being built
         m.d.sync += v.eq(self.start)
@@ -87,7 +91,7 @@ class SoftmaxGradient(wiring.Component):
             whole = Signal(unsigned(F.Z_BITS + 2 - F.EXP2_LUT_BITS), name=f"whole{c}", reset_less=True)
             m.d.sync += [frac.eq(lut[t[:F.EXP2_LUT_BITS]]), whole.eq(t[F.EXP2_LUT_BITS:])]
             ec = Signal(unsigned(F.P_FRAC + 1), name=f"e{c}", reset_less=True)
-            m.d.sync += ec.eq(Mux(whole >= 31, 0, frac >> whole[:5]))
+            m.d.sync += ec.eq(Mux((whole >= 31) | ~self.class_on[c], 0, frac >> whole[:5]))
             e.append(ec)
             t_all.append(t)
         # t of the label, taken at the table stage (t is registered there)

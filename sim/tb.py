@@ -162,10 +162,8 @@ class JobModel:
 
     @property
     def ddr_buffer(self) -> bytes:
-        """The DDR cache buffer: every entry at its stride (`packing.pack_ddr_cache`)."""
-        from skip2lora.fixed.packing import pack_ddr_cache
-
-        return pack_ddr_cache(self.layout, self.vector.cache).tobytes()
+        """The DDR cache buffer: every entry at the build's stride (`packing.pack_ddr_cache_for`)."""
+        return self.vector.ddr_bytes.tobytes()
 
     @property
     def cache_bytes(self) -> bytes:
@@ -184,7 +182,7 @@ class JobModel:
         """The job's registers; in DDR mode also CACHE_MODE and DDR_ADDR."""
         from skip2lora.driver.registers import job_registers
 
-        regs = job_registers(self.vector.job)
+        regs = job_registers(self.vector.job, self.vector.geometry)
         if self.ddr:
             regs.update(CACHE_MODE=1, DDR_ADDR_LO=self.ddr_addr & 0xFFFF_FFFF, DDR_ADDR_HI=self.ddr_addr >> 32)
         return regs

@@ -18,6 +18,7 @@ from skip2lora.blas_env import apply_defaults  # BLAS threads and kernels, befor
 apply_defaults()
 
 import functools  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -25,6 +26,10 @@ import pytest  # noqa: E402
 from skip2lora.data import dataset_title, missing_files, resolve_data_dir  # noqa: E402
 from skip2lora.data.catalogue import FILES  # noqa: E402
 from skip2lora.data.lookup import DATA_ENV, find_any, search_dirs  # noqa: E402
+
+# amaranth.sim compiles each domain's logic to nested Python expressions; the KV260 build's head
+# units (8 taps x 16 classes x rank 4) nest deeper than Python's default limit of 1000.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 
 ROOT = Path(__file__).resolve().parents[1]
 PYNQ_PYTHON = ROOT / ".venv-pynq" / "bin" / "python"

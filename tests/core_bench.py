@@ -63,7 +63,7 @@ async def wait_idle(ctx, bus, timeout):
 
 
 async def program_job(ctx, bus, vector):
-    for name, value in job_registers(vector.job).items():
+    for name, value in job_registers(vector.job, vector.geometry).items():
         await write_reg(ctx, bus, name, value)
 
 
@@ -192,7 +192,6 @@ async def program_ddr(ctx, bus, addr=DDR_ADDR):
 
 def run_ddr_vector(vector, *, vcd_name=None, **memory):
     """`run_vector` for a job in DDR mode: the entries in a DDR buffer served by `axi_memory`."""
-    from skip2lora.fixed.packing import pack_ddr_cache
 
     out = {}
     bb = vector.layout.beat_bytes
@@ -211,6 +210,6 @@ def run_ddr_vector(vector, *, vcd_name=None, **memory):
         await write_reg(ctx, bus, "CTRL", clear_error=1)  # (a latched error blocks READ_ADAPTERS)
         out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
 
-    simulate_ddr(vector.config, bench, pack_ddr_cache(vector.layout, vector.cache).tobytes(), vcd_name=vcd_name,
+    simulate_ddr(vector.config, bench, vector.ddr_bytes.tobytes(), vcd_name=vcd_name,
                  **memory)
     return out

@@ -490,12 +490,13 @@ def test_verilog_export_of_the_small_build(tmp_path):
 
 def test_cache_memory_asks_for_ultraram_in_the_kv260_build():
     p = HwParams(KV260)
-    assert p.cache_lines == 1024 * p.layout.sample_lines == 1024 * 84 and p.beat_bits == 128
+    # entries of the build's most lines: 96 tap lines and 3 tail lines (16 logits and the label)
+    assert p.cache_lines == 1024 * p.layout.sample_lines == 1024 * 99 and p.beat_bits == 128
     # two read ports: reads and writes never meet on the second (no_rw_check: one UltraRAM set)
     assert CacheMemory(p).attrs == {"ram_style": "ultra", "no_rw_check": 1}
     assert CacheMemory(HwParams(SMALL)).attrs == {"no_rw_check": 1}
     # banks of one UltraRAM's depth, each with its output register; the bank select behind them
-    assert (CacheMemory(p).bank_depth, CacheMemory(p).banks) == (URAM_DEPTH, 21)
+    assert (CacheMemory(p).bank_depth, CacheMemory(p).banks) == (URAM_DEPTH, 25)
     assert (CacheMemory(HwParams(SMALL)).bank_depth, CacheMemory(HwParams(SMALL)).banks) == (None, 1)
 
 

@@ -7,6 +7,7 @@ import pytest
 from amaranth_helpers import stream_recv, stream_send, to_beats
 from core_bench import (load_adapters, load_cache, program_job, read_adapters, read_reg, run_vector, simulate,
                         status, wait_idle, write_reg)
+from skip2lora.fixed.packing import Layout
 from skip2lora.fixed.config import SMALL, AcceleratorConfig
 from skip2lora.fixed.model import Geometry
 from skip2lora.fixed.vectors import make_vector
@@ -51,15 +52,20 @@ def test_identification_and_geometry_registers():
     seen = {}
 
     async def bench(ctx, dut):
-        for name in ("ID", "VERSION", "GEOMETRY", "LANES", "CACHE_DEPTH", "TAP0_DIM", "TAP2_DIM", "TAP3_DIM"):
+        for name in ("ID", "VERSION", "GEOMETRY", "LANES", "CACHE_DEPTH", "TAP_LINES", "ENTRY_LINES", "TAP0_DIM"):
             seen[name] = await read_reg(ctx, dut.bus, name)
+        await write_reg(ctx, dut.bus, "TAP2_DIM", 1234)   # the job's geometry: read-write
+        await write_reg(ctx, dut.bus, "CLASSES", 3)
+        seen["TAP2_DIM"], seen["CLASSES"] = await read_reg(ctx, dut.bus, "TAP2_DIM"), await read_reg(ctx, dut.bus, "CLASSES")
 
     simulate(SMALL, bench)
     g = SMALL.geometry
+    lay = Layout(g, SMALL.lanes)
     assert seen["ID"] == ACCEL_ID and seen["VERSION"] == (VERSION[0] << 16) | VERSION[1]
     assert seen["GEOMETRY"] == g.taps | (g.rank << 8) | (g.classes << 16)
     assert seen["LANES"] == SMALL.lanes and seen["CACHE_DEPTH"] == SMALL.cache_depth
-    assert (seen["TAP0_DIM"], seen["TAP2_DIM"], seen["TAP3_DIM"]) == (g.dims[0], g.dims[2], 0)
+    assert (seen["TAP_LINES"], seen["ENTRY_LINES"]) == (lay.tap_lines, lay.sample_lines)
+    assert (seen["TAP0_DIM"], seen["TAP2_DIM"], seen["CLASSES"]) == (0, 1234, 3)
 
 
 def _run_recovery(ctx, dut, vector, result):

@@ -28,9 +28,11 @@ def register_map() -> RegisterMap:
     return RegisterMap.from_dict({k: v for k, v in regmap().items() if k in ("data_width", "address_width", "registers")})
 
 
-def job_registers(job) -> dict:
+def job_registers(job, geometry=None) -> dict:
     """Register name -> value for a job (`skip2lora.fixed.model.JobConfig`), encoded with the
-    generated register map: what the driver and the testbenches write before START."""
+    generated register map: what the driver and the testbenches write before START. ``geometry``
+    (`skip2lora.fixed.model.Geometry`): the job's model, written as TAPk_DIM (0 for the slots it
+    does not use) and CLASSES (the rank is the build's: a lower one runs padded with zero rows)."""
     rm = register_map()
     regs = {"SAMPLES": job.samples, "BATCH": job.batch, "EPOCHS": job.epochs, "LR": job.lr,
             "ORDER": encode(rm["ORDER"], shuffle=int(bool(job.shuffle))), "SEED": int(job.seed),
@@ -40,6 +42,13 @@ def job_registers(job) -> dict:
         reg = rm[f"TAP{k}_CFG"]
         width = reg.field("exponent").width  # two's complement in the field
         regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
+    if geometry is not None:
+        slots = regmap()["max_taps"]
+        if geometry.taps > slots:
+            raise ValueError(f"the register map has {slots} tap slots; this geometry has {geometry.taps} taps")
+        for k in range(slots):
+            regs[f"TAP{k}_DIM"] = geometry.dims[k] if k < geometry.taps else 0
+        regs["CLASSES"] = geometry.classes
     return regs
 
 

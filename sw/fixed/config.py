@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from .model import Geometry
 
-__all__ = ["AcceleratorConfig", "KV260", "SMALL", "CONFIGS", "LENET5_GEOMETRY", "config_named"]
+MAX_TAP_SLOTS = 8  # tap register slots in the (configuration-independent) register map
+
+__all__ = ["MAX_TAP_SLOTS", "AcceleratorConfig", "KV260", "SMALL", "CONFIGS", "LENET5_GEOMETRY", "config_named"]
 
 LENET5_GEOMETRY = Geometry((784, 1176, 400, 120, 84), 4, 10)
 
@@ -25,6 +27,12 @@ class AcceleratorConfig:
     # a mini-batch (of up to ddr_batch samples) ahead into an on-chip batch buffer.
     ddr_samples: int = 0
     ddr_batch: int = 0
+    # Run-time geometry: the build's maxima (0: the geometry's own). A build with maxima runs any
+    # geometry that fits them (`check_geometry`), set by registers at a job's start; ``geometry``
+    # is then the model it is named for (its default job).
+    max_taps: int = 0
+    max_classes: int = 0
+    max_tap_lines: int = 0   # cache lines of all taps together (sum over taps of ceil(d_k / lanes))
 
     def __post_init__(self):
         if not isinstance(self.geometry, Geometry):
@@ -42,6 +50,57 @@ class AcceleratorConfig:
             raise ValueError("a DDR path needs both ddr_samples and ddr_batch (or neither)")
         if self.ddr_batch % 2:
             raise ValueError(f"ddr_batch must be even (a pass takes a sample pair), not {self.ddr_batch}")
+        for name in ("max_taps", "max_classes", "max_tap_lines"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
+        g = self.geometry
+        if self.max_taps and not g.taps <= self.max_taps <= MAX_TAP_SLOTS:
+            raise ValueError(f"max_taps must be between the geometry's {g.taps} and {MAX_TAP_SLOTS}, not {self.max_taps}")
+        if self.max_classes and self.max_classes < g.classes:
+            raise ValueError(f"max_classes must be at least the geometry's {g.classes}, not {self.max_classes}")
+        own_lines = sum(-(-d // p) for d in g.dims)
+        if self.max_tap_lines and self.max_tap_lines < max(own_lines, self.taps_max):
+            raise ValueError(f"max_tap_lines must be at least {max(own_lines, self.taps_max)}, not {self.max_tap_lines}")
+
+    # -- the build's maxima ------------------------------------------------------------------------
+    @property
+    def taps_max(self) -> int:
+        return self.max_taps or self.geometry.taps
+
+    @property
+    def classes_max(self) -> int:
+        return self.max_classes or self.geometry.classes
+
+    @property
+    def tap_lines_max(self) -> int:
+        return self.max_tap_lines or sum(-(-d // self.lanes) for d in self.geometry.dims)
+
+    @property
+    def build_geometry(self) -> Geometry:
+        """The maxima as a geometry, for sizes only (memories, stream formats): ``taps_max`` taps,
+        ``tap_lines_max`` lines (one line a tap, the last tap the rest), ``classes_max`` classes."""
+        g, p = self.geometry, self.lanes
+        k, lines, c = self.taps_max, self.tap_lines_max, self.classes_max
+        if (k, c) == (g.taps, g.classes) and lines == sum(-(-d // p) for d in g.dims):
+            return g
+        return Geometry((p,) * (k - 1) + (p * (lines - k + 1),), g.rank, c)
+
+    def check_geometry(self, geometry: Geometry) -> Geometry:
+        """``geometry`` if this build runs it, else a ValueError naming the limit it breaks."""
+        if not isinstance(geometry, Geometry):
+            raise TypeError(f"geometry must be a Geometry, not {geometry!r}")
+        if geometry == self.geometry:
+            return geometry
+        lines = sum(-(-d // self.lanes) for d in geometry.dims)
+        for what, have, limit in (("taps", geometry.taps, self.taps_max),
+                                  ("classes", geometry.classes, self.classes_max),
+                                  ("rank", geometry.rank, self.geometry.rank),
+                                  (f"cache lines of taps (sum of ceil(d_k / {self.lanes}))", lines, self.tap_lines_max)):
+            if have > limit:
+                raise ValueError(f"the {self.name} build runs at most {limit} {what}; this model needs {have} "
+                                 f"(taps {geometry.dims}, rank {geometry.rank}, {geometry.classes} classes)")
+        return geometry
 
     @property
     def ddr(self) -> bool:
@@ -50,14 +109,16 @@ class AcceleratorConfig:
 
     def to_dict(self) -> dict:
         return {"name": self.name, **self.geometry.to_dict(), "lanes": self.lanes,
-                "cache_depth": self.cache_depth, "ddr_samples": self.ddr_samples, "ddr_batch": self.ddr_batch}
+                "cache_depth": self.cache_depth, "ddr_samples": self.ddr_samples, "ddr_batch": self.ddr_batch,
+                "max_taps": self.max_taps, "max_classes": self.max_classes, "max_tap_lines": self.max_tap_lines}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
         """The inverse of `to_dict` (e.g. a configuration passed to the simulator as JSON)."""
         try:
             return cls(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"], d["cache_depth"],
-                       d.get("ddr_samples", 0), d.get("ddr_batch", 0))
+                       d.get("ddr_samples", 0), d.get("ddr_batch", 0),
+                       d.get("max_taps", 0), d.get("max_classes", 0), d.get("max_tap_lines", 0))
         except KeyError as exc:
             raise ValueError(f"an accelerator configuration needs {exc.args[0]!r}: {d!r}") from None
 
@@ -65,7 +126,14 @@ class AcceleratorConfig:
 # The KV260 build: LeNet-5's five taps, rank 4, 10 classes, 32 lanes (two samples a pass), the
 # whole KV260 job (1024 samples) in the on-chip cache, and any job up to the SAMPLES register's
 # 65535 samples (mini-batches up to 64) from a cache buffer in DDR.
-KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024, ddr_samples=65535, ddr_batch=64)
+#
+# One bitstream for many models: the geometry is set by registers at a job's start, up to 8 taps,
+# 16 classes, rank 4 and 96 cache lines of taps (sum of ceil(d_k / 32): 3,072 codes when each tap
+# fills its lines); LeNet-5 takes 82 of them. The limits come from the resources: 1024 on-chip
+# entries of 96 + 3 lines fill 50 of the XCK26's 64 UltraRAMs (the DDR path's batch buffer takes
+# 8 more), and the head units' products grow with taps x classes x rank.
+KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024, ddr_samples=65535, ddr_batch=64,
+                          max_taps=8, max_classes=16, max_tap_lines=96)
 # A small build for fast simulation and tests.
 SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64, ddr_samples=1024,
                           ddr_batch=8)

@@ -157,17 +157,27 @@ KV260_DDR = DDRTiming(100, "assumed: 100 cycles to the first beat, then a 128-bi
 
 @dataclass(frozen=True)
 class Timing:
-    """Every latency and phase length of an accelerator build's schedule (the sequencer's numbers)."""
+    """Every latency and phase length of a job's schedule on a build (the sequencer's numbers).
+
+    ``layout`` is the job's (its geometry's lines: the passes, the gaps); ``build`` the build's
+    maxima (`AcceleratorConfig.build_geometry`: the head units' taps and classes, the optimizer's
+    chunks and B rows), the job's own layout when the build is made for it."""
 
     layout: Layout
+    build: Layout | None = None
 
     @classmethod
-    def of(cls, layout: Layout) -> "Timing":
-        return cls(layout)
+    def of(cls, layout: Layout, build: "Layout | AcceleratorConfig | None" = None) -> "Timing":
+        if isinstance(build, AcceleratorConfig):
+            build = Layout(build.build_geometry, build.lanes)
+        if build is not None and build.lanes != layout.lanes:
+            raise ValueError(f"a {layout.lanes}-lane layout cannot run on a {build.lanes}-lane build")
+        return cls(layout, None if build == layout else build)
 
     @property
     def geometry(self):
-        return self.layout.geometry
+        """The build's geometry: the sizes of its head units and optimizer."""
+        return (self.build or self.layout).geometry
 
     # the optimizer's chunks
     @property
@@ -216,8 +226,8 @@ class Timing:
 
     @property
     def state_rows(self) -> int:
-        """Rows of the optimizer's state memory: a_chunks per line of A, b_chunks per tap's B."""
-        return self.layout.tap_lines * self.a_chunks + self.geometry.taps * self.b_chunks
+        """Rows of the optimizer's state memory: a_chunks per line of A, b_chunks per tap's B (the build's)."""
+        return (self.build or self.layout).tap_lines * self.a_chunks + self.geometry.taps * self.b_chunks
 
     @property
     def init(self) -> int:
@@ -307,13 +317,14 @@ def epoch_cycles(timing: Timing, samples: int, batch: int, shuffle: bool, *, fir
 
 
 def job_cycles(layout: Layout, samples: int, batch: int, epochs: int, *, shuffle: bool = False,
-               ddr: DDRTiming | None = None) -> int:
+               ddr: DDRTiming | None = None, build: "Layout | AcceleratorConfig | None" = None) -> int:
     """Cycles the accelerator's counter reports for a job (the sequencer's busy cycles); ``ddr``:
-    the job runs in DDR mode under that memory."""
+    the job runs in DDR mode under that memory; ``build``: the build it runs on (a build with
+    other maxima than the job's geometry), else one made for ``layout``'s geometry."""
     for name, v in (("samples", samples), ("batch", batch), ("epochs", epochs)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, not {v}")
-    t = Timing.of(layout)
+    t = Timing.of(layout, build)
     return (t.init + epoch_cycles(t, samples, batch, shuffle, ddr=ddr)
             + (epochs - 1) * epoch_cycles(t, samples, batch, shuffle, first=False, ddr=ddr))
 
@@ -325,9 +336,11 @@ def useful_macs(layout: Layout, samples: int, epochs: int) -> int:
 
 
 def report(config: AcceleratorConfig, samples: int, batch: int, epochs: int, *, shuffle: bool = False,
-           clock_mhz: float = CLOCK_MHZ, ddr: DDRTiming | None = None) -> dict:
-    layout = Layout(config.geometry, config.lanes)
-    cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle, ddr=ddr)
+           clock_mhz: float = CLOCK_MHZ, ddr: DDRTiming | None = None, geometry=None) -> dict:
+    """A job's cycles and projected time on ``config``; ``geometry``: the job's model (default: the
+    build's own)."""
+    layout = Layout(config.check_geometry(geometry or config.geometry), config.lanes)
+    cyc = job_cycles(layout, samples, batch, epochs, shuffle=shuffle, ddr=ddr, build=config)
     lanes = PASS_SAMPLES * config.lanes * config.geometry.rank
     return {
         "config": config.name, "samples": samples, "batch": batch, "epochs": epochs, "shuffle": shuffle,

@@ -20,7 +20,8 @@ import numpy as np
 
 from .model import Adapters, CacheEntries, Geometry
 
-__all__ = ["Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters"]
+__all__ = ["Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
+           "pack_cache_for", "pack_ddr_cache_for", "pack_adapters_for", "unpack_adapters_for"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,76 @@ def unpack_adapters(layout: Layout, data) -> Adapters:
         pos += n
     bw = w[pos:pos + layout.b_words].reshape(g.taps, g.classes, g.rank)
     return Adapters(a, [bw[k].astype(np.int16) for k in range(g.taps)])
+
+
+# -- a job's geometry on a build with larger maxima (one bitstream for many models) ----------------
+# The build takes its streams in its own sizes (`AcceleratorConfig.build_geometry`): a cache entry
+# of the build's lines (the job's entry, then zero lines: only the job's lines are read), and an
+# adapter image of the build's A lines and taps x classes x rank of B (the job's weights, zero
+# elsewhere: a zero row of A, a zero column or row of B and a missing tap's B stay zero in
+# training, so the job's results are its own geometry's bit for bit).
+
+def _check_fit(build: Layout, layout: Layout):
+    gb, g = build.geometry, layout.geometry
+    if (build.lanes != layout.lanes or g.taps > gb.taps or g.classes > gb.classes or g.rank > gb.rank
+            or layout.tap_lines > build.tap_lines):
+        raise ValueError(f"geometry {g.to_dict()} does not fit the build's {gb.to_dict()} at {build.lanes} lanes")
+
+
+def pack_cache_for(build: Layout, layout: Layout, entries: CacheEntries) -> np.ndarray:
+    """`pack_cache` of the job's layout, each entry zero padded to the build's entry lines."""
+    _check_fit(build, layout)
+    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
+    out = np.zeros((stream.shape[0], build.sample_lines * build.beat_bytes), np.uint8)
+    out[:, :stream.shape[1]] = stream
+    return out.reshape(-1)
+
+
+def pack_ddr_cache_for(build: Layout, layout: Layout, entries: CacheEntries) -> np.ndarray:
+    """The DDR cache buffer of a job on a build: the job's entries at the build's stride."""
+    _check_fit(build, layout)
+    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
+    out = np.zeros((stream.shape[0], build.ddr_stride), np.uint8)
+    out[:, :stream.shape[1]] = stream
+    return out.reshape(-1)
+
+
+def pack_adapters_for(build: Layout, layout: Layout, adapters: Adapters) -> np.ndarray:
+    """The build's adapter image holding a job's adapters (`pack_adapters` when they are equal)."""
+    _check_fit(build, layout)
+    gb, g, p = build.geometry, layout.geometry, layout.lanes
+    lines = np.zeros((build.tap_lines, gb.rank, p), np.int64)
+    pos = 0
+    for k, n in enumerate(layout.lines_per_tap):
+        a = np.zeros((gb.rank, n * p), np.int64)
+        a[:g.rank, :g.dims[k]] = adapters.a[k]
+        lines[pos:pos + n] = a.reshape(gb.rank, n, p).transpose(1, 0, 2)
+        pos += n
+    b = np.zeros((gb.taps, gb.classes, gb.rank), np.int64)
+    for k in range(g.taps):
+        b[k, :g.classes, :g.rank] = adapters.b[k]
+    flat = np.concatenate([lines.reshape(-1), b.reshape(-1)])
+    out = np.zeros(build.adapter_beats * build.words_per_beat, np.int64)
+    out[:flat.size] = flat
+    return (out & 0xFFFF).astype("<u2").view(np.uint8)
+
+
+def unpack_adapters_for(build: Layout, layout: Layout, data) -> Adapters:
+    """The job's adapters from the build's adapter image (the inverse of `pack_adapters_for`)."""
+    _check_fit(build, layout)
+    gb, g, p = build.geometry, layout.geometry, layout.lanes
+    data = np.asarray(data, np.uint8)
+    expect = build.adapter_beats * build.beat_bytes
+    if data.size != expect:
+        raise ValueError(f"adapter stream must be {expect} bytes for this build, not {data.size}")
+    w = data.view("<u2").astype(np.int64)
+    w = np.where(w >= 1 << 15, w - (1 << 16), w)
+    lines = w[:build.tap_lines * gb.rank * p].reshape(build.tap_lines, gb.rank, p)
+    a, pos = [], 0
+    for k, n in enumerate(layout.lines_per_tap):
+        block = lines[pos:pos + n].transpose(1, 0, 2).reshape(gb.rank, n * p)
+        a.append(block[:g.rank, :g.dims[k]].astype(np.int16))
+        pos += n
+    off = build.tap_lines * gb.rank * p
+    b = w[off:off + gb.taps * gb.classes * gb.rank].reshape(gb.taps, gb.classes, gb.rank)
+    return Adapters(a, [b[k, :g.classes, :g.rank].astype(np.int16) for k in range(g.taps)])

@@ -19,7 +19,7 @@ from .config import AcceleratorConfig
 from .cycles import DDRTiming, job_cycles
 from .model import Adapters, CacheEntries, Geometry, JobConfig, JobResult, run_job
 from .optimizer import Optimizer
-from .packing import Layout, pack_adapters, pack_cache, unpack_adapters
+from .packing import Layout, pack_adapters_for, pack_cache_for, pack_ddr_cache_for, unpack_adapters_for
 from .quantize import code_range
 from .schedule import steps_per_epoch
 
@@ -34,37 +34,52 @@ class TestVector:
     adapters: Adapters
     seed: int
     ddr: DDRTiming | None = None  # run in DDR mode (the entries in a DDR buffer) under this memory
+    geometry: Geometry | None = None  # the job's model (set by registers); None: the build's own
+
+    def __post_init__(self):
+        self.geometry = self.config.check_geometry(self.geometry or self.config.geometry)
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.config.geometry, self.config.lanes)
+        """The build's layout: the sizes of what it takes and sends (entries, adapter images)."""
+        return Layout(self.config.build_geometry, self.config.lanes)
+
+    @property
+    def job_layout(self) -> Layout:
+        """The job's own layout (its geometry's lines)."""
+        return Layout(self.geometry, self.config.lanes)
 
     @cached_property
     def expected(self) -> JobResult:
-        return run_job(self.config.geometry, self.cache, self.adapters, self.job)
+        return run_job(self.geometry, self.cache, self.adapters, self.job)
 
     @property
     def cycles(self) -> int:
         j = self.job
-        return job_cycles(self.layout, j.samples, j.batch, j.epochs, shuffle=j.shuffle, ddr=self.ddr)
+        return job_cycles(self.job_layout, j.samples, j.batch, j.epochs, shuffle=j.shuffle, ddr=self.ddr,
+                          build=self.config)
 
     @property
     def cache_bytes(self) -> np.ndarray:
-        return pack_cache(self.layout, self.cache)
+        return pack_cache_for(self.layout, self.job_layout, self.cache)
+
+    @property
+    def ddr_bytes(self) -> np.ndarray:
+        return pack_ddr_cache_for(self.layout, self.job_layout, self.cache)
 
     @property
     def adapter_bytes(self) -> np.ndarray:
-        return pack_adapters(self.layout, self.adapters)
+        return pack_adapters_for(self.layout, self.job_layout, self.adapters)
 
     @property
     def expected_adapter_bytes(self) -> np.ndarray:
-        return pack_adapters(self.layout, self.expected.adapters)
+        return pack_adapters_for(self.layout, self.job_layout, self.expected.adapters)
 
     def unpack_adapters(self, data) -> Adapters:
-        return unpack_adapters(self.layout, data)
+        return unpack_adapters_for(self.layout, self.job_layout, data)
 
     def describe(self) -> str:
-        g, j = self.config.geometry, self.job
+        g, j = self.geometry, self.job
         return (f"seed={self.seed} dims={list(g.dims)} R={g.rank} C={g.classes} P={self.config.lanes} "
                 f"N={j.samples}/{len(self.cache)} batch={j.batch} epochs={j.epochs} lr={j.lr} "
                 f"shuffle={int(j.shuffle)} order_seed={j.seed} warmup={j.warmup} decay={int(j.decay)} "
@@ -75,11 +90,13 @@ class TestVector:
 def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: int, seed: int,
                 lr: int | None = None, cached: int | None = None, extreme: bool = False,
                 shuffle: bool | None = None, order_seed: int | None = None, warmup: int | None = None,
-                decay: bool | None = None, optimizer: int | None = None, ddr: DDRTiming | None = None) -> TestVector:
+                decay: bool | None = None, optimizer: int | None = None, ddr: DDRTiming | None = None,
+                geometry: Geometry | None = None) -> TestVector:
     """A random job. ``extreme`` draws adapters and logits near their limits and a large learning
     rate, so the saturating narrowings (u, y, t, A, B) are exercised. Recipe arguments left None
-    are drawn at random (shuffle, its seed, a warm-up, the decay, the optimizer)."""
-    g: Geometry = config.geometry
+    are drawn at random (shuffle, its seed, a warm-up, the decay, the optimizer). ``geometry``: the
+    job's model (any the build runs, set by registers), else the build's own."""
+    g: Geometry = config.check_geometry(geometry or config.geometry)
     rng = np.random.default_rng(seed)
     cached = samples if cached is None else cached
     room = config.ddr_samples if ddr is not None else config.cache_depth
@@ -106,4 +123,4 @@ def make_vector(config: AcceleratorConfig, *, samples: int, batch: int, epochs: 
     optimizer = int(rng.choice([o.value for o in Optimizer])) if optimizer is None else optimizer
     job = JobConfig(samples, batch, epochs, lr, exponents, signed, shuffle=shuffle, seed=order_seed,
                     warmup=warmup, decay=decay, optimizer=optimizer)
-    return TestVector(config, job, CacheEntries(codes, logits, labels), Adapters(a, b), seed, ddr)
+    return TestVector(config, job, CacheEntries(codes, logits, labels), Adapters(a, b), seed, ddr, g)
