@@ -31,7 +31,7 @@ def check(vector, out):
     e = vector.expected
     if "epochs" in out:
         assert out["epochs"] == list(zip(e.correct, e.loss, e.saturated)), "per-epoch statistics differ"
-    for k in range(vector.config.geometry.taps):
+    for k in range(vector.geometry.taps):
         assert np.array_equal(got.a[k], vector.expected.adapters.a[k]), f"A_{k} differs ({vector.describe()})"
         assert np.array_equal(got.b[k], vector.expected.adapters.b[k]), f"B_{k} differs ({vector.describe()})"
 
@@ -42,6 +42,50 @@ def test_job_is_bit_exact_and_cycle_exact(case, extreme):
     config, job = CONFIGS[case]
     vector = make_vector(config, seed=100 + case, extreme=extreme, **job)
     check(vector, run_vector(vector, vcd_name=f"core_{case}"))
+
+
+#: geometries the small build (taps 12, 7, 5 at 4 lanes = 7 tap lines, rank 2, 3 classes) runs at
+#: run time: fewer taps, other dims, a lower rank, fewer classes, every tap line in one tap
+RUNTIME_GEOMETRIES = [Geometry((5, 9), 1, 2), Geometry((16,), 2, 3), Geometry((4, 4, 4), 2, 2),
+                      Geometry((28,), 1, 3), Geometry((1, 2, 3), 2, 3), Geometry((9, 13), 2, 2)]
+
+
+@pytest.mark.parametrize("extreme", [False, True], ids=["typical", "saturating"])
+@pytest.mark.parametrize("geometry", RUNTIME_GEOMETRIES, ids=lambda g: f"{'-'.join(map(str, g.dims))}_r{g.rank}_c{g.classes}")
+def test_runtime_geometry_job_is_its_own_geometrys_bit_for_bit(geometry, extreme):
+    """One build, many models: a job whose TAPk_DIM / CLASSES set another geometry than the build's
+    trains exactly as the bit-exact model of that geometry, in the cycles the model gives for it on
+    this build."""
+    vector = make_vector(SMALL, geometry=geometry, samples=9, batch=4, epochs=2, seed=hash(geometry) % 1000,
+                         extreme=extreme)
+    check(vector, run_vector(vector))
+
+
+@pytest.mark.parametrize("dims, classes", [((28, 4), 3), ((0, 5), 3), ((5, 0, 5), 3), ((0,), 3), ((12, 7, 5), 4),
+                                           ((12, 7, 5), 1)],
+                         ids=["too_many_lines", "first_absent", "tap_after_absent", "no_tap", "too_many_classes",
+                              "one_class"])
+def test_a_geometry_the_build_does_not_run_is_bad_config_and_trains_nothing(dims, classes):
+    vector = _vector()
+    seen = {}
+
+    async def bench(ctx, dut):
+        bb = vector.layout.beat_bytes
+        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        for k in range(3):
+            await write_reg(ctx, dut.bus, f"TAP{k}_DIM", dims[k] if k < len(dims) else 0)
+        await write_reg(ctx, dut.bus, "CLASSES", classes)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        seen["status"] = await wait_idle(ctx, dut.bus, timeout=5000)
+        await write_reg(ctx, dut.bus, "CTRL", clear_error=1)
+        seen["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+
+    simulate(SMALL, bench)
+    st = seen["status"]
+    assert st["error"] and st["error_code"] == ErrorCode.BAD_CONFIG and not st["done"], st
+    assert np.frombuffer(seen["adapters"], np.uint8).tobytes() == vector.adapter_bytes.tobytes()
 
 
 def _vector(**kw):
