@@ -110,20 +110,23 @@ def numerics_constants() -> str:
 
 def numerics_kv260() -> str:
     lay = Layout(KV260.geometry, KV260.lanes)
-    t = cycles.Timing.of(lay)
+    build = Layout(KV260.build_geometry, KV260.lanes)
+    t = cycles.Timing.of(lay, KV260)
     rows = [
-        ("lines per sample (taps + tail)", f"{lay.sample_lines} ({lay.tap_lines} + {lay.tail_lines})"),
+        ("the build's maxima (run-time geometry)", f"{KV260.taps_max} taps, {KV260.tap_lines_max} tap lines, "
+                                                   f"{KV260.classes_max} classes, rank {KV260.geometry.rank}"),
+        ("LeNet-5's lines per sample (taps + tail)", f"{lay.sample_lines} ({lay.tap_lines} + {lay.tail_lines})"),
         ("line width", f"{lay.beat_bits} bits ({KV260.lanes} codes)"),
-        ("cache", f"{KV260.cache_depth} samples x {lay.sample_lines} lines"),
+        ("cache", f"{KV260.cache_depth} entries x {build.sample_lines} lines (the build's most)"),
         ("optimizer lanes, chunks per A line / per tap's B", f"{t.opt_lanes}, {t.a_chunks} / {t.b_chunks}"),
         ("samples per forward / backward pass", f"{cycles.PASS_SAMPLES} (two cache read ports, two head units)"),
-        ("forward latency / head unit / softmax", f"{t.fwd} / {t.head} / {cycles.softmax_latency(10)} cycles"),
+        ("forward latency / head unit / softmax", f"{t.fwd} / {t.head} / {cycles.softmax_latency(KV260.classes_max)} cycles"),
         ("job start (scalar unit) / order per epoch (1024 samples)",
          f"{cycles.INIT_LATENCY} / {cycles.order_cycles(1024)} cycles"),
         ("a batch of 16 (its last op to the next's; an epoch's last, with the optimizer's tail)",
          f"{cycles.batch_cycles(t, 16)} / {cycles.batch_cycles(t, 16, last=True)} cycles"),
         ("the KV260 job (1024 x 10 epochs, batch 16, a new order every epoch)",
-         f"{cycles.job_cycles(lay, 1024, 16, 10, shuffle=True):,} cycles"),
+         f"{cycles.job_cycles(lay, 1024, 16, 10, shuffle=True, build=KV260):,} cycles"),
     ]
     return _table(("KV260 build", "value"), rows)
 
@@ -156,15 +159,18 @@ def interface_identity() -> str:
 
 def interface_kv260_stream() -> str:
     lay = Layout(KV260.geometry, KV260.lanes)
-    g = KV260.geometry
+    build = Layout(KV260.build_geometry, KV260.lanes)
+    g, gb = KV260.geometry, KV260.build_geometry
     rows = [
         ("beat (TDATA)", f"{lay.beat_bits} bits = {lay.beat_bytes} bytes"),
-        ("cache entry", f"{lay.sample_lines} beats: taps {', '.join(map(str, lay.lines_per_tap))} beats "
-                        f"(dims {', '.join(map(str, g.dims))}), then {lay.tail_lines} tail beats"),
-        ("tail", f"{g.classes} logits (16 bits each) then the label (16 bits), zeros after"),
-        ("adapter image", f"{lay.adapter_beats} beats: {lay.a_beats} of A ({lay.tap_lines} lines x "
-                          f"{4 * g.rank} beats), {lay.b_beats} of B ({lay.b_words} words)"),
-        ("cache bytes for 1024 samples", f"{lay.cache_bytes(1024):,}"),
+        ("cache entry (ENTRY_LINES)", f"{build.sample_lines} beats: the job's entry, then zero beats"),
+        ("LeNet-5's entry", f"{lay.sample_lines} beats: taps {', '.join(map(str, lay.lines_per_tap))} beats "
+                            f"(dims {', '.join(map(str, g.dims))}), then {lay.tail_lines} tail beats"),
+        ("tail", "the job's CLASSES logits (16 bits each) then the label (16 bits), zeros after"),
+        ("adapter image", f"{build.adapter_beats} beats: {build.a_beats} of A ({build.tap_lines} lines x "
+                          f"{4 * gb.rank} beats: the job's tap lines, then zeros), {build.b_beats} of B "
+                          f"({gb.taps} taps x {gb.classes} classes x {gb.rank} ranks: the job's, zeros elsewhere)"),
+        ("cache bytes for 1024 samples", f"{build.cache_bytes(1024):,}"),
     ]
     return _table(("KV260 build", "value"), rows)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = [
     "CLOCK_NS", "FAMILY_SIZE", "Backpressure", "TB", "JobModel", "Observed", "Scoreboard", "Case",
-    "family_config", "random_case", "config_from_env", "config_from_dict", "case_seeds_from_env",
+    "family_config", "random_geometry", "random_case", "config_from_env", "config_from_dict", "case_seeds_from_env",
     "run_job", "Report", "DdrMemory", "FixedLatencyRead", "AXI_RAM_LATENCY", "FIXED_READ_DELAY",
     "DDR_PREFIX", "default_ddr_latency",
 ]
@@ -48,7 +48,9 @@ def family_config(family: int):
     """The accelerator configuration of geometry family ``family`` (a pure function of it).
 
     1-4 taps with dims 1-80 (often tiny, sometimes exactly a multiple of the lanes), rank 1-4,
-    classes 2-10, lanes 4/8/16, a cache deep enough for the jobs `random_case` draws.
+    classes 2-10, lanes 4/8/16, a cache deep enough for the jobs `random_case` draws; and the
+    build's maxima beyond that geometry (run-time geometry): up to 2 more taps, 4 more classes and
+    6 more tap lines, each half the time.
     """
     from skip2lora.fixed.config import AcceleratorConfig
     from skip2lora.fixed.model import Geometry
@@ -68,14 +70,33 @@ def family_config(family: int):
     rank = int(rng.integers(1, 5))
     classes = int(rng.integers(2, 11))
     depth = int(rng.integers(12, 33))
-    return AcceleratorConfig(f"f{family}", Geometry(tuple(dims), rank, classes), lanes, depth)
+    g = Geometry(tuple(dims), rank, classes)
+    lines = sum(-(-d // lanes) for d in dims)
+    more = [int(rng.integers(1, n + 1)) if rng.random() < 0.5 else 0 for n in (2, 4, 6)]
+    return AcceleratorConfig(f"f{family}", g, lanes, depth, max_taps=taps + more[0], max_classes=classes + more[1],
+                             max_tap_lines=max(lines, taps + more[0]) + more[2])
+
+
+def random_geometry(config, rng):
+    """A geometry the build runs (a job's TAPk_DIM / CLASSES, its rank padded): within its maxima,
+    every tap at least one line, dims anywhere in their last line."""
+    from skip2lora.fixed.model import Geometry
+
+    p, budget = config.lanes, config.tap_lines_max
+    taps = int(rng.integers(1, min(config.taps_max, budget) + 1))
+    lines = [1] * taps
+    for _ in range(int(rng.integers(0, budget - taps + 1))):
+        lines[int(rng.integers(0, taps))] += 1
+    dims = tuple(int(rng.integers((n - 1) * p + 1, n * p + 1)) for n in lines)
+    return Geometry(dims, int(rng.integers(1, config.geometry.rank + 1)),
+                    int(rng.integers(2, config.classes_max + 1)))
 
 
 @dataclass
 class Case:
     seed: int
     config: object
-    kw: dict  # make_vector keyword arguments (besides config and seed)
+    kw: dict  # make_vector keyword arguments (besides config and seed; ``geometry``: the job's)
 
     def vector(self):
         from skip2lora.fixed.vectors import make_vector
@@ -86,8 +107,9 @@ class Case:
 def random_case(seed: int, config=None) -> Case:
     """Case ``seed``: N, batch (1, N, divisors and non-divisors), epochs 1-3, learning rate, extreme
     (saturating) values, spare cache entries, and the recipe: shuffled or cache order with a random
-    seed, warm-up length, decay, optimizer (drawn by `make_vector`); on ``config`` or on its
-    family's configuration."""
+    seed, warm-up length, decay, optimizer (drawn by `make_vector`); the job's geometry (the
+    build's own, or 70 % of the time another within its maxima: `random_geometry`); on ``config``
+    or on its family's configuration."""
     from skip2lora.fixed.formats import BATCH_MAX, LR_BITS, lr_register
 
     seed = int(seed)
@@ -111,8 +133,10 @@ def random_case(seed: int, config=None) -> Case:
         lr = int(rng.integers(1, 1 << 8))                              # tiny steps (rounding)
     else:
         lr = int(rng.integers(1 << 24, 1 << LR_BITS))                  # huge steps (saturation)
+    # the job's geometry, set by registers at run time: the build's own or another within its maxima
+    geometry = config.geometry if rng.random() < 0.3 else random_geometry(config, rng)
     return Case(seed, config, dict(samples=samples, batch=batch, epochs=epochs, lr=lr, cached=cached,
-                                   extreme=extreme))
+                                   extreme=extreme, geometry=geometry))
 
 
 def config_from_dict(d: dict):

@@ -178,14 +178,15 @@ async def test_identification_registers(dut):
 
     tb = await _fresh_tb(dut, 1)
     cfg = config_from_env()
-    g = cfg.geometry
+    g = cfg.build_geometry   # the build's maxima
     assert await tb.read_reg("ID") == ACCEL_ID
     assert await tb.read_reg("VERSION") == (VERSION[0] << 16) | VERSION[1]
     assert await tb.read_reg("GEOMETRY") == g.taps | (g.rank << 8) | (g.classes << 16)
     assert await tb.read_reg("LANES") == cfg.lanes
     assert await tb.read_reg("CACHE_DEPTH") == cfg.cache_depth
-    for k in range(8):
-        assert await tb.read_reg(f"TAP{k}_DIM") == (g.dims[k] if k < g.taps else 0), f"TAP{k}_DIM"
+    assert await tb.read_reg("TAP_LINES") == cfg.tap_lines_max
+    for k in range(8):  # the job's geometry: read-write, 0 after reset
+        assert await tb.read_reg(f"TAP{k}_DIM") == 0, f"TAP{k}_DIM"
     st = await tb.status()
     assert st == IDLE_STATUS, st
 
@@ -535,8 +536,8 @@ async def test_ddr_registers(dut):
     tb = await _fresh_tb(dut, 41, ddr_latency=0)
     assert await tb.read_reg("DDR_SAMPLES") == cfg.ddr_samples
     assert await tb.read_reg("DDR_BATCH") == cfg.ddr_batch
-    assert await tb.read_reg("DDR_STRIDE") == Layout(cfg.geometry, cfg.lanes).ddr_stride
-    assert await tb.read_reg("DDR_STRIDE") == tb.ddr.beat_bytes << (Layout(cfg.geometry, cfg.lanes).sample_lines
+    assert await tb.read_reg("DDR_STRIDE") == Layout(cfg.build_geometry, cfg.lanes).ddr_stride
+    assert await tb.read_reg("DDR_STRIDE") == tb.ddr.beat_bytes << (Layout(cfg.build_geometry, cfg.lanes).sample_lines
                                                                     - 1).bit_length()
     for name in ("CACHE_MODE", "DDR_ADDR_LO", "DDR_ADDR_HI"):
         assert await tb.read_reg(name) == 0, f"{name} after reset"

@@ -47,7 +47,7 @@ def test_prose_that_names_derived_numbers_agrees():
     for m in re.finditer(r"(\d+)-bit\s+line", readme):
         assert int(m.group(1)) == lay.beat_bits, m.group(0)
     # the KV260 job's cycle count, wherever the README states it as today's
-    cycles = job_cycles(lay, 1024, 16, 10, shuffle=True)
+    cycles = job_cycles(lay, 1024, 16, 10, shuffle=True, build=KV260)
     stated = re.findall(r"\*\*([\d,]+) accelerator cycles\*\*", readme) + re.findall(
         r"\| accelerator cycles \(RTL cycle counter = cycle model\) \| ([\d,]+) \|", readme)
     assert len(stated) == 2 and {int(x.replace(",", "")) for x in stated} == {cycles}, stated
@@ -64,9 +64,9 @@ def test_the_readme_ddr_rows_are_the_cycle_model():
                       r"([\d,]+) cycles, \**([\d.]+) ms projected", readme)
     assert {int(n.replace(",", "")) for n, _, _ in rows} == {4096, 16384}, rows
     for n, cycles, ms in rows:
-        want = job_cycles(lay, int(n.replace(",", "")), 16, 10, shuffle=True, ddr=KV260_DDR)
+        want = job_cycles(lay, int(n.replace(",", "")), 16, 10, shuffle=True, ddr=KV260_DDR, build=KV260)
         assert int(cycles.replace(",", "")) == want and f"{want / (CLOCK_MHZ * 1e3):.1f}" == ms, (n, cycles, ms)
-    on_chip = job_cycles(lay, 16384, 16, 10, shuffle=True)
+    on_chip = job_cycles(lay, 16384, 16, 10, shuffle=True, build=KV260)
     assert f"than it would on chip ({on_chip:,})" in readme
-    kv260_job = job_cycles(lay, 1024, 16, 10, shuffle=True, ddr=KV260_DDR)
+    kv260_job = job_cycles(lay, 1024, 16, 10, shuffle=True, ddr=KV260_DDR, build=KV260)
     assert f"| {kv260_job:,} cycles, {kv260_job / (CLOCK_MHZ * 1e3):.2f} ms projected at 200 MHz" in readme
