@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from small_model import CONFIG, data, small_base  # noqa: E402
+from small_model import CONFIG, data, other_base, other_data, small_base  # noqa: E402
 
 from skip2lora.driver import AcceleratorError, Session  # noqa: E402
 from skip2lora.driver.pynq_backend import PynqBackend, load  # noqa: E402
@@ -91,7 +91,7 @@ def busy():
         s.add_samples(x[:16], y[:16])
         from skip2lora.driver.registers import job_registers
 
-        for name, value in job_registers(s.job(epochs=50, batch=1, lr=0.1)).items():
+        for name, value in job_registers(s.job(epochs=50, batch=1, lr=0.1), s.geometry).items():
             backend.regs.write(name, value)
         backend.regs.write("CTRL", start=1)
         out = _error(lambda: s.add_samples(x[16:], y[16:]))
@@ -102,11 +102,36 @@ def busy():
         board.close()
 
 
+def other_geometry():
+    """Another model than the build's own on the virtual SMALL board (found by its registers): a 9-5-2
+    MLP at rank 1, on chip and then from DDR (tests/test_virtual_kv260.py's `other_steps`)."""
+    from skip2lora.fixed.config import SMALL
+
+    board = VirtualKV260(SMALL)
+    try:
+        backend = load(board.bitfile, device=board, timeout=120)
+        s = Session(other_base(), backend, seed=3, rank=1)
+        x, y = other_data(72)
+        keys = ("cycles", "cache", "correct", "correct_per_epoch", "loss_sum_per_epoch", "saturated_per_epoch")
+        results = []
+        for lo, hi, kw in ((0, 12, dict(epochs=2, batch=4)), (12, 72, dict(epochs=1, batch=8))):
+            s.add_samples(x[lo:hi], y[lo:hi])
+            out = s.finetune(lr=0.2, **kw)
+            results.append({k: out[k] for k in keys})
+        a = s.adapters
+        backend.close()
+        return {"config": backend.config.name, "geometry": s.geometry.to_dict(), "results": results,
+                "a": [m.tolist() for m in a.a], "b": [m.tolist() for m in a.b]}
+    finally:
+        board.close()
+
+
 def missing_bitstream():
     return _error(lambda: load("/nonexistent/skip2lora.bit"))
 
 
-CHECKS = {f.__name__: f for f in (equivalence, bad_id, bad_version, dma_timeout, busy, missing_bitstream)}
+CHECKS = {f.__name__: f for f in (equivalence, bad_id, bad_version, dma_timeout, busy, other_geometry,
+                                  missing_bitstream)}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[sys.argv[1]]()))

@@ -22,3 +22,16 @@ def data(n, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (n, 12)).astype(np.float32)
     return x, (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+
+
+def other_base(seed=0):
+    """A 9-5-2 MLP: taps (9, 5), 2 classes -- another model than `small_base`, within the SMALL build's
+    maxima (3 taps, 7 tap lines at 4 lanes, 3 classes, rank 2): the same bitstream runs it."""
+    layers = [Dense("fc1", 9, 5), ReLU("r1"), Dense("fc2", 5, 2)]
+    return Network("mlp", layers, (9,), 2, {"arch": "custom"}).init(seed)
+
+
+def other_data(n, seed=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 9)).astype(np.float32)
+    return x, (x[:, 0] - x[:, 3] > 0).astype(np.int64)

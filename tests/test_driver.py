@@ -13,8 +13,9 @@ import pytest
 from skip2lora.driver import AdapterFileError, FixedBackend, Session
 from skip2lora.driver.adapters_io import load_adapters_file, save_adapters_file
 from skip2lora.fixed.config import AcceleratorConfig
+from skip2lora.fixed.cycles import job_cycles
 from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
-from small_model import CONFIG, data, small_base
+from small_model import CONFIG, data, other_base, other_data, small_base
 
 
 def make_session(seed=0):
@@ -89,10 +90,77 @@ def test_bad_job_settings():
         s.finetune(lr=-1, batch=4)
 
 
-def test_base_model_and_accelerator_must_match():
-    other = AcceleratorConfig("other", Geometry((12, 7, 6), 4, 3), 4, 32)
-    with pytest.raises(ValueError, match="does not match the accelerator's geometry"):
-        Session(small_base(), FixedBackend(other))
+@pytest.mark.parametrize("build,rank,message", [
+    (Geometry((12, 7), 4, 3), None, "the tiny build runs at most 2 taps; this model needs 3 (taps (12, 7, 5), rank 4, "
+                                    "3 classes)"),
+    (Geometry((12, 7, 5), 4, 2), None, "the tiny build runs at most 2 classes; this model needs 3 (taps (12, 7, 5), "
+                                       "rank 4, 3 classes)"),
+    (Geometry((12, 7, 5), 4, 3), 5, "the tiny build runs at most 4 rank; this model needs 5 (taps (12, 7, 5), rank 5, "
+                                    "3 classes)"),
+    (Geometry((12, 7, 4), 4, 3), None, "the tiny build runs at most 6 cache lines of taps (sum of ceil(d_k / 4)); this "
+                                       "model needs 7 (taps (12, 7, 5), rank 4, 3 classes)"),
+])
+def test_a_base_model_beyond_the_builds_maxima_is_refused_naming_the_limit(build, rank, message):
+    from skip2lora.driver import GeometryError
+
+    backend = FixedBackend(AcceleratorConfig("tiny", build, 4, 32))
+    with pytest.raises(GeometryError) as err:
+        Session(small_base(), backend, rank=rank)
+    assert str(err.value) == message and isinstance(err.value, ValueError)
+    assert backend.geometry == backend.config.geometry  # the backend is left as it was
+    with pytest.raises(ValueError, match="rank must be a positive integer, not 0"):
+        Session(small_base(), backend, rank=0)
+
+
+def test_a_base_model_within_the_builds_maxima_runs_as_on_a_build_made_for_it():
+    """Run-time geometry on the fixed backend: the model runs in its own geometry (bit-exact), the
+    cycles are the cycle model's of that geometry on the build, a lower rank runs too."""
+    x, y = data(24)
+    runs = {}
+    for name, build, rank in (("own", CONFIG, 4), ("wider", AcceleratorConfig("w", Geometry((12, 7, 6), 4, 3), 4, 32), 4),
+                              ("maxima", AcceleratorConfig("m", Geometry((4, 4), 4, 2), 4, 32, max_taps=4,
+                                                           max_classes=5, max_tap_lines=9), 4),
+                              ("rank2", CONFIG, 2)):
+        backend = FixedBackend(build)
+        s = Session(small_base(), backend, seed=0, rank=rank)
+        assert s.geometry == Geometry((12, 7, 5), rank, 3) == backend.geometry
+        assert backend.layout.geometry == s.geometry and backend.build_layout.geometry == build.build_geometry
+        s.add_samples(x, y)
+        out = s.finetune(epochs=3, batch=4, lr=0.2)
+        runs[name] = (s.adapters, out)
+        assert out["cycles"] == job_cycles(backend.layout, 24, 4, 3, shuffle=True, build=build)
+    own_a, own = runs["own"]
+    for name in ("wider", "maxima"):
+        a, out = runs[name]
+        assert a.equals(own_a) and out["correct_per_epoch"] == own["correct_per_epoch"]
+        assert out["loss_sum_per_epoch"] == own["loss_sum_per_epoch"]
+    assert runs["maxima"][1]["cycles"] > own["cycles"]  # head units sized for 4 taps x 5 classes
+    assert [m.shape for m in runs["rank2"][0].a] == [(2, 12), (2, 7), (2, 5)]
+
+
+def test_a_new_geometry_forgets_the_cache_and_adapters():
+    backend = FixedBackend(CONFIG)
+    first = Session(small_base(), backend, seed=0)
+    x, y = data(8)
+    first.add_samples(x, y)
+    again = Session(small_base(), backend, seed=1)  # the same model: the cache stays, new adapters
+    assert backend.n_loaded == 8 and again.adapters.equals(Adapters.lora_init(first.geometry, 1))
+    other = Session(other_base(), backend, seed=0, rank=2)
+    assert backend.geometry == Geometry((9, 5), 2, 2) and backend.n_loaded == 0
+    assert backend.set_geometry(Geometry((9, 5), 2, 2)) == other.geometry  # the same: nothing forgotten
+    assert other.adapters.equals(Adapters.lora_init(other.geometry, 0))
+    with pytest.raises(RuntimeError, match=r"the backend now runs another model \(taps \(9, 5\), rank 2, 2 classes; "
+                                           r"another Session set it\): .* start a new Session"):
+        first.add_samples(x, y)
+    xo, yo = other_data(8)
+    other.add_samples(xo, yo)
+    assert other.finetune(epochs=1, batch=4)["samples"] == 8
+    backend.set_geometry(None)  # the build's own model again
+    assert backend.geometry == CONFIG.geometry and backend.n_loaded == 0
+    with pytest.raises(RuntimeError, match="no adapters loaded"):
+        backend.read_adapters()
+    with pytest.raises(ValueError, match="the small4 build runs at most 3 taps; this model needs 4"):
+        backend.set_geometry(Geometry((1, 1, 1, 1), 1, 2))
 
 
 def test_adapters_round_trip_and_corruption(tmp_path):
@@ -119,7 +187,7 @@ def test_adapters_round_trip_and_corruption(tmp_path):
 
     g2 = Geometry((12, 7, 5), 2, 3)
     save_adapters_file(tmp_path / "g2.npz", Adapters.lora_init(g2, 0), g2, None)
-    with pytest.raises(AdapterFileError, match="adapters for geometry .* but this accelerator has"):
+    with pytest.raises(AdapterFileError, match="adapters for geometry .* but this session's model is"):
         t.load_adapters(tmp_path / "g2.npz")
     with pytest.raises(FileNotFoundError):
         t.load_adapters(tmp_path / "missing.npz")

@@ -271,7 +271,7 @@ def test_sim_backend_reports_a_ddr_read_error_as_such():
         s = Session(small_base(), backend, seed=0)
         s.add_samples(x, y)
         good = s.finetune(epochs=1, batch=4, lr=0.2)
-        stride = backend.layout.ddr_stride
+        stride = backend.build_layout.ddr_stride
         backend.link.ddr_fail(SIM_DDR_ADDR + 5 * stride, stride)  # entry 5 answers SLVERR
         with pytest.raises(AcceleratorError) as err:
             s.finetune(epochs=1, batch=4, lr=0.2)

@@ -16,10 +16,10 @@ from importlib import import_module
 
 from .adapters_io import AdapterFileError, load_adapters_file, save_adapters_file
 from .backend import CACHE_PLACEMENTS, AcceleratorError, Backend, FixedBackend, default_ddr_timing
-from .session import InputRangeError, Session, geometry_of
+from .session import GeometryError, InputRangeError, Session, geometry_of
 
 __all__ = ["Session", "Backend", "FixedBackend", "SimBackend", "PynqBackend", "make_backend", "backend_class",
-           "register_backend", "BACKEND_NAMES", "AcceleratorError", "AdapterFileError", "InputRangeError",
+           "register_backend", "BACKEND_NAMES", "AcceleratorError", "AdapterFileError", "InputRangeError", "GeometryError",
            "save_adapters_file", "load_adapters_file", "geometry_of", "default_ddr_timing", "CACHE_PLACEMENTS"]
 
 # name -> (module inside this package, class name); the module is imported when the backend is used.

@@ -160,7 +160,7 @@ def load_adapters_file(path, geometry: Geometry):
         raise AdapterFileError(f"{path}: checksum mismatch: the file is corrupt")
     stored = meta.get("geometry")
     if stored != geometry.to_dict():
-        raise AdapterFileError(f"{path}: adapters for geometry {stored}, but this accelerator has "
+        raise AdapterFileError(f"{path}: adapters for geometry {stored}, but this session's model is "
                                f"{geometry.to_dict()}")
     k = geometry.taps
     try:

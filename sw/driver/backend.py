@@ -15,6 +15,13 @@ path: up to ``config.ddr_samples`` entries, mini-batches up to ``config.ddr_batc
 (the default) on chip while the loaded entries fit, from DDR beyond (if the build has the path).
 ``backend.cache_mode`` says where the next job's entries are, a job's result says where they were
 (``"cache"``), and ``backend.ddr_timing`` is the memory the cycle figures of DDR jobs assume.
+
+Run-time geometry: one build runs any model within its maxima (`AcceleratorConfig.check_geometry`).
+A backend runs the jobs of one model at a time, ``backend.geometry`` (default: the model the build
+is named for, ``config.geometry``), set by `Backend.set_geometry` (the `Session` sets its base
+model's); ``backend.layout`` is that model's layout (its entries' lines, what the DDR reader
+reads), ``backend.build_layout`` the build's (the sizes of the streams it takes and sends).
+Changing the geometry forgets the loaded entries and adapters (they are the other model's).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import numpy as np
 
 from ..fixed.config import AcceleratorConfig
 from ..fixed.cycles import DDR_OUTSTANDING, FETCH_REQUEST, KV260_DDR, DDRTiming, job_cycles
-from ..fixed.model import Adapters, CacheEntries, JobConfig, run_job
+from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
 from ..fixed.packing import Layout
 
 __all__ = ["Backend", "FixedBackend", "AcceleratorError", "BackendUnavailable", "MissingPackageError",
@@ -119,17 +126,66 @@ class Backend:
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         check_cache_args(cache, ddr_timing, config)
         self.config = config
+        #: the build's layout: the sizes of the cache entries and adapter images its streams carry
+        self.build_layout = Layout(config.build_geometry, config.lanes)
+        #: the job's model (`set_geometry`) and its layout
+        self.geometry = config.geometry
         self.layout = Layout(config.geometry, config.lanes)
         #: the ``cache=`` setting: "auto", "chip" or "ddr"
         self.cache_placement = cache
+        self._ddr_timing_given = ddr_timing  # None: the default for the job's entries (`_default_ddr_timing`)
         if ddr_timing is None and config.ddr:
             try:
-                ddr_timing = default_ddr_timing(self.layout)
+                ddr_timing = self._default_ddr_timing(self.layout)
             except ValueError:
                 if cache != "chip":
                     raise
         #: the memory the cycle figures of DDR jobs assume (None: the build has no DDR path)
         self.ddr_timing = ddr_timing if config.ddr else None
+
+    # -- the job's geometry -----------------------------------------------------------------------
+    def _default_ddr_timing(self, layout: Layout) -> DDRTiming:
+        """The memory DDR jobs of ``layout``'s entries assume unless told (`default_ddr_timing`)."""
+        return default_ddr_timing(layout)
+
+    def _ddr_timing_for(self, layout: Layout) -> DDRTiming | None:
+        """The DDR timing of jobs of ``layout``'s model (the one given, checked against its entries,
+        or the default), None when none applies (no DDR path; entries the cycle model does not time
+        from DDR and a placement that can stay on chip); a ValueError when the placement needs one."""
+        if not self.config.ddr:
+            return None
+        given = self._ddr_timing_given
+        try:
+            if given is not None:
+                try:
+                    given.fetch_cycles(layout, 1)
+                except ValueError as exc:
+                    raise ValueError(f"ddr_timing: {exc}") from None
+                return given
+            return self._default_ddr_timing(layout)
+        except ValueError:
+            if self.cache_placement == "chip":
+                return None
+            if self.cache_placement == "auto" and given is None:
+                return None  # a job of more entries than the on-chip cache holds is refused (check_ddr_job)
+            raise
+
+    def set_geometry(self, geometry: Geometry | None = None) -> Geometry:
+        """Run the jobs of ``geometry`` from now on (None: the build's own model, ``config.geometry``);
+        a ValueError naming the limit if the build does not run it. A new geometry forgets the loaded
+        cache entries and adapters (load them again); the same one changes nothing."""
+        g = self.config.check_geometry(self.config.geometry if geometry is None else geometry)
+        if g == self.geometry:
+            return g
+        layout = Layout(g, self.config.lanes)
+        ddr_timing = self._ddr_timing_for(layout)  # may refuse: nothing has changed yet
+        self._forget_job_state()
+        self.geometry, self.layout, self.ddr_timing = g, layout, ddr_timing
+        return g
+
+    def _forget_job_state(self) -> None:
+        """Drop the loaded cache entries and adapters (the geometry changes)."""
+        raise NotImplementedError
 
     # -- what every backend implements ---------------------------------------------------------
     @property
@@ -206,8 +262,13 @@ class Backend:
                          f"register's range): {n} are loaded, {count} more do not fit; load fewer{clear}")
 
     def check_ddr_job(self, job: JobConfig) -> None:
-        """A job run from DDR takes mini-batches of at most DDR_BATCH samples: refuse it before it runs."""
+        """A job run from DDR takes mini-batches of at most DDR_BATCH samples: refuse it before it runs
+        (and one whose entries the cycle model does not time from DDR)."""
         c = self.config
+        if self.ddr_timing is None:
+            raise ValueError(f"a job from the DDR cache needs cache entries of at least {FETCH_REQUEST} lines (the "
+                             f"cycle model's DDR timing); this model's take {self.layout.sample_lines} on the "
+                             f"{c.name} build: load at most {c.cache_depth} entries to run on chip")
         if job.batch > c.ddr_batch:
             if self.cache_placement == "auto":
                 other = f"or load at most {c.cache_depth} entries to run on chip"
@@ -220,11 +281,12 @@ class Backend:
         """The cycle model's count for ``job`` where its entries are (DDR: under `ddr_timing`)."""
         ddr = (cache_mode or self.cache_mode) == "ddr"
         return job_cycles(self.layout, job.samples, job.batch, job.epochs, shuffle=job.shuffle,
-                          ddr=self.ddr_timing if ddr else None)
+                          ddr=self.ddr_timing if ddr else None, build=self.config)
 
 
 class FixedBackend(Backend):
-    """The bit-exact model standing in for the accelerator."""
+    """The bit-exact model standing in for the accelerator: it runs the job's geometry as it is (the
+    build's padding changes no result), its cycles the cycle model's of that geometry on the build."""
 
     name = "fixed"
     reports_epoch_stats = True
@@ -247,8 +309,11 @@ class FixedBackend(Backend):
     def clear_cache(self):
         self._cache = []
 
+    def _forget_job_state(self) -> None:
+        self._cache, self._adapters = [], None
+
     def load_adapters(self, adapters):
-        self._adapters = adapters.copy().validate(self.config.geometry)
+        self._adapters = adapters.copy().validate(self.geometry)
 
     def read_adapters(self):
         if self._adapters is None:
@@ -260,13 +325,13 @@ class FixedBackend(Backend):
             raise RuntimeError("load adapters before running a job")
         if not self._cache:
             raise ValueError("the cache is empty: load cache entries first")
-        job.validate(self.config.geometry, self.n_loaded)
+        job.validate(self.geometry, self.n_loaded)
         mode = self.cache_mode
         if mode == "ddr":
             self.check_ddr_job(job)
         cycles = self.expected_cycles(job, mode)
         cache = CacheEntries.concatenate(self._cache)
-        result = run_job(self.config.geometry, cache, self._adapters, job)
+        result = run_job(self.geometry, cache, self._adapters, job)  # the job's own model, bit-exact
         self._adapters = result.adapters
         return {"cycles": cycles, "cache": mode, **epoch_stats(result.correct, result.loss, result.saturated)}
 

@@ -220,7 +220,7 @@ class PynqBackend(RegisterBackend):
         if self._ddr_buf is None or self._ddr_buf.nbytes < nbytes:
             # room for online appending: at least DDR_BUFFER_MIN, doubling, never past the largest DDR job
             old = 0 if self._ddr_buf is None else self._ddr_buf.nbytes
-            size = max(nbytes, min(max(2 * old, DDR_BUFFER_MIN), self.layout.ddr_bytes(self.config.ddr_samples)))
+            size = max(nbytes, min(max(2 * old, DDR_BUFFER_MIN), self.build_layout.ddr_bytes(self.config.ddr_samples)))
             self._free_ddr_buffer()
             self._ddr_replaced()
             try:

@@ -14,21 +14,47 @@ accelerator reads when a job starts (only what changed). A subclass places that 
 ``_ddr_replaced()``), ``_ddr_write(offset, data)`` writes into it and ``_ddr_sync()`` makes the
 writes visible to the accelerator. A job from DDR sets CACHE_MODE.ddr
 and DDR_ADDR before its registers and START; an on-chip job clears CACHE_MODE.ddr.
+
+Run-time geometry: the build's registers describe its maxima (GEOMETRY, TAP_LINES, ENTRY_LINES,
+LANES, CACHE_DEPTH, DDR_*), checked against the configuration when the backend attaches; each job
+writes its model (TAPk_DIM, CLASSES) with its other registers. The streams are in the build's
+sizes: a cache entry padded to ENTRY_LINES lines (`pack_cache_for`), a DDR buffer at the build's
+DDR_STRIDE (`pack_ddr_cache_for`), adapter images of the build's taps, rank and classes with the
+job's adapters zero-padded (`pack_adapters_for` / `unpack_adapters_for`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..fixed.config import AcceleratorConfig
+from ..fixed.config import CONFIGS, AcceleratorConfig
 from ..fixed.cycles import DDRTiming
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig
-from ..fixed.packing import Layout, pack_adapters, pack_cache, pack_ddr_cache, unpack_adapters
+from ..fixed.packing import Layout, pack_adapters_for, pack_cache_for, pack_ddr_cache_for, unpack_adapters_for
 from ..fixed.formats import STAT_EPOCHS
 from .backend import AcceleratorError, Backend, epoch_stats
 from .registers import RegisterFile, cache_registers, job_registers, regmap
 
-__all__ = ["RegisterBackend"]
+__all__ = ["RegisterBackend", "build_registers"]
+
+
+def build_registers(config: AcceleratorConfig) -> dict:
+    """What a build of ``config`` reports in its read-only registers: its maxima (GEOMETRY: taps, rank,
+    classes; TAP_LINES; ENTRY_LINES, the lines of a cache entry as it takes them), LANES, CACHE_DEPTH
+    and its DDR path (DDR_SAMPLES, DDR_BATCH, DDR_STRIDE; zeros without one)."""
+    build = Layout(config.build_geometry, config.lanes)
+    return {"taps": config.taps_max, "rank": config.geometry.rank, "classes": config.classes_max,
+            "tap_lines": config.tap_lines_max, "entry_lines": build.sample_lines, "lanes": config.lanes,
+            "cache_depth": config.cache_depth, "ddr_samples": config.ddr_samples, "ddr_batch": config.ddr_batch,
+            "ddr_stride": build.ddr_stride if config.ddr else 0}
+
+
+def _build_text(regs: dict) -> str:
+    text = (f"{regs['taps']} taps, rank {regs['rank']}, {regs['classes']} classes, {regs['tap_lines']} tap lines "
+            f"({regs['entry_lines']}-line entries), {regs['lanes']} lanes, a {regs['cache_depth']}-entry cache")
+    if regs["ddr_samples"]:
+        text += f", a DDR path of {regs['ddr_samples']} samples (batches up to {regs['ddr_batch']})"
+    return text
 
 
 class RegisterBackend(Backend):
@@ -39,24 +65,37 @@ class RegisterBackend(Backend):
 
     def _attach(self, config: AcceleratorConfig | None, *, cache: str = "auto",
                 ddr_timing: DDRTiming | None = None) -> None:
-        """Check the accelerator's identity and geometry (and its DDR path against ``config``'s), then
-        reset it to a clean idle state."""
+        """Check the accelerator's identity and its build (its maxima, lanes, cache and DDR path against
+        ``config``'s; without one, the build is taken as found), then reset it to a clean idle state."""
         self._forget_host_cache()
         self._ddr_addr = None  # the DDR buffer's bus address, once placed
         self._ddr_written = 0  # bytes of the host's entries already in it
         self._check_identity()
-        found = self.read_config()
-        if config is not None and (config.geometry != found.geometry or config.lanes != found.lanes
-                                   or config.cache_depth > found.cache_depth
-                                   or config.ddr_samples > found.ddr_samples or config.ddr_batch > found.ddr_batch):
-            raise AcceleratorError(f"the accelerator is {found.to_dict()}, the job needs {config.to_dict()}")
-        if found.ddr:
-            stride, packed = self.regs.read("DDR_STRIDE"), Layout(found.geometry, found.lanes).ddr_stride
-            if stride != packed:
-                raise AcceleratorError(f"the accelerator reads DDR cache entries {stride} bytes apart (DDR_STRIDE), "
-                                       f"this driver packs them {packed} bytes apart: update skip2lora or the bitstream")
-        Backend.__init__(self, config if config is not None else found, cache=cache, ddr_timing=ddr_timing)
+        found = self.read_build()
+        if config is not None:
+            want = build_registers(config)
+            same = ("taps", "rank", "classes", "tap_lines", "entry_lines", "lanes", "ddr_stride")
+            if any(want[k] != found[k] for k in same) or any(
+                    want[k] > found[k] for k in ("cache_depth", "ddr_samples", "ddr_batch")):
+                if found["ddr_stride"] != want["ddr_stride"] and all(want[k] == found[k] for k in same[:-1]):
+                    raise AcceleratorError(
+                        f"the accelerator reads DDR cache entries {found['ddr_stride']} bytes apart (DDR_STRIDE), "
+                        f"this driver packs them {want['ddr_stride']} bytes apart: update skip2lora or the bitstream")
+                raise AcceleratorError(f"the accelerator's build is {_build_text(found)}; the {config.name} "
+                                       f"configuration needs {_build_text(want)}")
+        else:
+            config = self.read_config(found)
+        Backend.__init__(self, config, cache=cache, ddr_timing=ddr_timing)
         self.soft_reset()
+
+    def read_build(self) -> dict:
+        """The build as its read-only registers describe it (`build_registers`' keys)."""
+        geo = self.regs.read_fields("GEOMETRY")
+        return {"taps": geo["taps"], "rank": geo["rank"], "classes": geo["classes"],
+                "tap_lines": self.regs.read("TAP_LINES"), "entry_lines": self.regs.read("ENTRY_LINES"),
+                "lanes": self.regs.read("LANES"), "cache_depth": self.regs.read("CACHE_DEPTH"),
+                "ddr_samples": self.regs.read("DDR_SAMPLES"), "ddr_batch": self.regs.read("DDR_BATCH"),
+                "ddr_stride": self.regs.read("DDR_STRIDE") if self.regs.read("DDR_SAMPLES") else 0}
 
     def _check_identity(self) -> None:
         rm = regmap()
@@ -68,15 +107,30 @@ class RegisterBackend(Backend):
             raise AcceleratorError(f"the accelerator is version {version['major']}.{version['minor']}, this "
                                    f"driver needs {rm['version'][0]}.x: rebuild the bitstream or update skip2lora")
 
-    def read_config(self) -> AcceleratorConfig:
-        geo = self.regs.read_fields("GEOMETRY")
-        dims = tuple(self.regs.read(f"TAP{k}_DIM") for k in range(geo["taps"]))
-        ddr_samples, ddr_batch = self.regs.read("DDR_SAMPLES"), self.regs.read("DDR_BATCH")
+    def read_config(self, found: dict | None = None) -> AcceleratorConfig:
+        """The configuration of the build found (``found``: `read_build`'s registers, read now when
+        None): a named one (`skip2lora.fixed.config.CONFIGS`, e.g. the KV260 build, its model the
+        default geometry) whose registers are these, else one named "accelerator" whose default
+        geometry is its maxima (any model within them runs: `set_geometry`)."""
+        found = self.read_build() if found is None else found
+        for config in CONFIGS.values():
+            if build_registers(config) == found:
+                return config
+        p, k, lines = found["lanes"], found["taps"], found["tap_lines"]
         try:
-            return AcceleratorConfig("accelerator", Geometry(dims, geo["rank"], geo["classes"]),
-                                     self.regs.read("LANES"), self.regs.read("CACHE_DEPTH"), ddr_samples, ddr_batch)
-        except ValueError as exc:
+            if not 1 <= k <= lines:
+                raise ValueError(f"{k} taps in {lines} tap lines")
+            geometry = Geometry((p,) * (k - 1) + (p * (lines - k + 1),), found["rank"], found["classes"])
+            config = AcceleratorConfig("accelerator", geometry, p, found["cache_depth"], found["ddr_samples"],
+                                       found["ddr_batch"])
+        except (ValueError, TypeError) as exc:
             raise AcceleratorError(f"the accelerator reports a configuration this driver cannot use: {exc}") from exc
+        seen = build_registers(config)
+        for key in ("entry_lines", "ddr_stride"):
+            if seen[key] != found[key]:
+                raise AcceleratorError(f"the accelerator's build is {_build_text(found)}, but this driver packs "
+                                       f"{seen[key]} for its {key.upper()}: update skip2lora or the bitstream")
+        return config
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -149,7 +203,7 @@ class RegisterBackend(Backend):
 
     def _sync_ddr(self) -> int:
         """Write the loaded entries not yet in the DDR buffer into it; returns its bus address."""
-        total = self._host_count * self.layout.ddr_stride
+        total = self._host_count * self.build_layout.ddr_stride
         addr = int(self._ddr_buffer(total))
         try:
             cache_registers(addr)
@@ -185,7 +239,7 @@ class RegisterBackend(Backend):
         them in DDR, to the host's copy that the next job writes into the DDR buffer."""
         self.check_room(len(entries))
         if self._keeps_host_copy:
-            packed = pack_ddr_cache(self.layout, entries)
+            packed = pack_ddr_cache_for(self.build_layout, self.layout, entries)
             if self._placement_for(self._host_count + len(entries)) == "ddr":
                 self._host_chunks.append(packed)
                 self._host_count += len(entries)
@@ -194,7 +248,7 @@ class RegisterBackend(Backend):
         self.regs.write("LOAD_COUNT", len(entries))
         self.regs.write("CTRL", load_cache=1)
         self.check_error("arming the cache load")
-        self._send(pack_cache(self.layout, entries), f"loading {len(entries)} cache entries")
+        self._send(pack_cache_for(self.build_layout, self.layout, entries), f"loading {len(entries)} cache entries")
         self._wait_idle("loading cache entries", 1000)
         self.check_error(f"loading {len(entries)} cache entries")
         if self._keeps_host_copy:  # on chip now, and kept for the DDR buffer should they outgrow it
@@ -207,28 +261,33 @@ class RegisterBackend(Backend):
         self.regs.write("CTRL", clear_cache=1)
         self.check_error("clearing the cache")
 
+    def _forget_job_state(self) -> None:
+        """A new geometry: the on-chip cache, the DDR cache and the adapters are forgotten (a soft reset)."""
+        self.soft_reset()
+
     def load_adapters(self, adapters: Adapters) -> None:
-        adapters.validate(self.config.geometry)
+        adapters.validate(self.geometry)
         self.check_error("before loading adapters")
         self.regs.write("CTRL", load_adapters=1)
-        self._send(pack_adapters(self.layout, adapters), "loading the adapters")
+        self._send(pack_adapters_for(self.build_layout, self.layout, adapters), "loading the adapters")
         self._wait_idle("loading the adapters", 1000)
         self.check_error("loading the adapters")
 
     def read_adapters(self) -> Adapters:
-        data = self._recv(self.layout.adapter_beats * self.layout.beat_bytes, "reading the adapters",
+        build = self.build_layout
+        data = self._recv(build.adapter_beats * build.beat_bytes, "reading the adapters",
                           lambda: self.regs.write("CTRL", read_adapters=1))
         self.check_error("reading the adapters")
-        return unpack_adapters(self.layout, data)
+        return unpack_adapters_for(build, self.layout, data)
 
     def run(self, job: JobConfig) -> dict:
-        job.validate(self.config.geometry, self.n_loaded)
+        job.validate(self.geometry, self.n_loaded)
         mode = self.cache_mode
         if mode == "ddr":
             self.check_ddr_job(job)
         self.check_error("before starting a job")
         where = cache_registers(self._sync_ddr() if mode == "ddr" else None)
-        for name, value in {**where, **job_registers(job)}.items():
+        for name, value in {**where, **job_registers(job, self.geometry)}.items():
             self.regs.write(name, value)
         self.regs.write("IRQ", done=1)  # clear a stale completion
         self.regs.write("CTRL", start=1)
@@ -237,9 +296,9 @@ class RegisterBackend(Backend):
         # from DDR the memory may be slower than the timing assumed: twice the time before giving up
         limit = expected + 10_000 if mode == "chip" else 2 * expected + 10_000
         st = self._wait_idle("the fine-tuning job", limit, expected=expected)
+        self.check_error("the fine-tuning job")  # e.g. BAD_CONFIG, found at the job's INIT (no DONE)
         if not st["done"]:
             raise AcceleratorError(f"the job ended without DONE (status {st})")
-        self.check_error("the fine-tuning job")
         cycles = self.regs.read("CYCLES_LO") | (self.regs.read("CYCLES_HI") << 32)
         return {"cycles": cycles, "cache": mode, **self.read_epoch_stats(job.epochs)}
 

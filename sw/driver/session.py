@@ -13,6 +13,10 @@ samples can be added between jobs (online fine-tuning); they reuse the same scal
 backend keeps them (its on-chip cache or, past it, a DDR cache buffer: the backend's ``cache=``)
 changes nothing here: the results are the same bit for bit, ``finetune`` says where they were.
 
+The accelerator runs the base model's geometry (its taps, its classes, the adapters' rank): any
+that the backend's build runs (`AcceleratorConfig.check_geometry`: one bitstream, many models);
+one beyond the build's maxima is refused with the limit it breaks.
+
 Samples must be scaled as the base model's pretraining data were: a pretrained base carries the
 range of its pretraining inputs (``base.input_range``, recorded by `skip2lora.nn.pretrained`).
 Values a little outside it give a warning; values far outside it (more than the range's width
@@ -36,7 +40,7 @@ from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
 from .backend import Backend
 
-__all__ = ["Session", "geometry_of", "InputRangeError", "InputRangeWarning"]
+__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning"]
 
 FORWARD_CHUNK = 512
 #: The accelerator's default optimizer, and each optimizer's rate tuned on held-out Fashion-MNIST
@@ -58,20 +62,33 @@ def geometry_of(net, rank: int = 4) -> Geometry:
     return Geometry(tuple(net.tap_dims), rank, net.classes)
 
 
+class GeometryError(ValueError):
+    """The base model's geometry is beyond what the backend's build runs (the message names the limit)."""
+
+
 class Session:
     def __init__(self, base, backend: Backend, *, seed: int = 0, quantizer: TapQuantizer | None = None,
-                 input_range="base"):
-        """``input_range``: (low, high) of the inputs the base model was trained on; "base" takes the
-        base model's own (``base.input_range``, if it has one); None checks nothing."""
+                 input_range="base", rank: int | None = None):
+        """``rank``: the adapters' rank (default: the build's; a lower one runs too). ``input_range``:
+        (low, high) of the inputs the base model was trained on; "base" takes the base model's own
+        (``base.input_range``, if it has one); None checks nothing. The backend then runs this base
+        model's geometry (`Backend.set_geometry`: its loaded entries and adapters are forgotten if it
+        ran another)."""
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a Backend, not {backend!r}")
-        self.base = base
-        self.backend = backend
-        self.geometry = backend.config.geometry
-        if tuple(base.tap_dims) != self.geometry.dims or base.classes != self.geometry.classes:
-            raise ValueError(f"the base model (taps {tuple(base.tap_dims)}, {base.classes} classes) does not "
-                             f"match the accelerator's geometry (taps {self.geometry.dims}, "
-                             f"{self.geometry.classes} classes)")
+        config = backend.config
+        if rank is None:
+            rank = config.geometry.rank
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise ValueError(f"rank must be a positive integer, not {rank!r}")
+        try:
+            geometry = geometry_of(base, int(rank))
+        except ValueError as exc:
+            raise GeometryError(f"the base model cannot run on the accelerator: {exc}") from None
+        try:
+            config.check_geometry(geometry)
+        except ValueError as exc:
+            raise GeometryError(str(exc)) from None
         if isinstance(input_range, str) and input_range == "base":
             input_range = getattr(base, "input_range", None)
         if input_range is not None:
@@ -80,6 +97,9 @@ class Session:
                 raise ValueError(f"input_range must be (low, high) with low < high, not {input_range!r}")
             input_range = (lo, hi)
         self.input_range = input_range
+        self.base = base
+        self.backend = backend
+        self.geometry = backend.set_geometry(geometry)
         self.quantizer = quantizer
         self.seed = seed
         self.base_forward_samples = 0
@@ -92,6 +112,13 @@ class Session:
     @property
     def n_loaded(self) -> int:
         return self.backend.n_loaded
+
+    def _check_backend(self) -> None:
+        """The backend still runs this session's model (another Session on it may have set another)."""
+        if self.backend.geometry != self.geometry:
+            raise RuntimeError(f"the backend now runs another model (taps {self.backend.geometry.dims}, rank "
+                               f"{self.backend.geometry.rank}, {self.backend.geometry.classes} classes; another "
+                               f"Session set it): its cache and adapters are gone; start a new Session")
 
     # -- host side: cache entries ---------------------------------------------------------------
     def _check_samples(self, x, y=None):
@@ -156,6 +183,7 @@ class Session:
 
     def add_samples(self, x, y) -> int:
         """Append samples to the accelerator's cache; returns how many entries it now holds."""
+        self._check_backend()
         x, y = self._check_samples(x, y)
         self.backend.check_room(len(x))
         codes, z = self.encode(x)
@@ -175,6 +203,7 @@ class Session:
         Without ``lr``, the rate tuned on held-out Fashion-MNIST data for the optimizer."""
         if self.quantizer is None:
             raise RuntimeError("add samples before fine-tuning")
+        self._check_backend()
         if self.n_loaded == 0:
             raise RuntimeError("the cache is empty (clear_samples() emptied it): add samples before fine-tuning")
         if lr is None:
@@ -212,6 +241,7 @@ class Session:
 
     @property
     def adapters(self) -> Adapters:
+        self._check_backend()
         return self.backend.read_adapters()
 
     # -- inference -------------------------------------------------------------------------------
@@ -245,4 +275,5 @@ class Session:
         elif quantizer is not None and quantizer.to_dict() != self.quantizer.to_dict():
             raise ValueError(f"{path}: its tap scales {quantizer.to_dict()} differ from this cache's "
                              f"{self.quantizer.to_dict()}")
+        self._check_backend()
         self.backend.load_adapters(adapters)

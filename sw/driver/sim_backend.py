@@ -20,7 +20,7 @@ import numpy as np
 from ..fixed.config import AcceleratorConfig
 from ..fixed.cycles import DDRTiming
 from ..progress import Progress
-from .backend import AcceleratorError, BackendUnavailable, check_cache_args
+from .backend import AcceleratorError, BackendUnavailable, check_cache_args, default_ddr_timing
 from .register_backend import RegisterBackend
 from .registers import RegisterFile
 from .sim_link import SimLink, SimLinkError
@@ -79,15 +79,30 @@ class SimBackend(RegisterBackend):
         self.link = SimLink(config.to_dict(), sim=sim, log=log)
         self.regs = RegisterFile(self.link.read, self.link.write)
         try:
+            timing = ddr_timing
             if config.ddr:
                 if ddr_timing is None:
-                    ddr_timing = DDRTiming(int(self.link.ddr_latency_cycles), SIM_MEMORY)
+                    timing = DDRTiming(int(self.link.ddr_latency_cycles), SIM_MEMORY)
                 else:
                     self.link.ddr_latency(ddr_timing.latency)
-            self._attach(config, cache=cache, ddr_timing=ddr_timing)
+            self._attach(config, cache=cache, ddr_timing=timing)
+            self._ddr_timing_given = ddr_timing  # None: the simulation's memory follows the job's entries
         except Exception:
             self.link.close()
             raise
+
+    def _default_ddr_timing(self, layout):
+        """The simulated memory's latency for a job's entries unless one was given: the default
+        (`default_ddr_timing`: the KV260's assumed memory, or the most the cycle model covers)."""
+        return DDRTiming(default_ddr_timing(layout).latency, SIM_MEMORY)
+
+    def set_geometry(self, geometry=None):
+        """`Backend.set_geometry`; the simulated memory then answers at the new ``ddr_timing``'s latency
+        (a job's cycle counter stays the cycle model's under it)."""
+        g = super().set_geometry(geometry)
+        if self.ddr_timing is not None and self.ddr_timing.latency != self.link.ddr_latency_cycles:
+            self.link.ddr_latency(self.ddr_timing.latency)
+        return g
 
     def _send(self, data, what: str) -> None:
         try:
