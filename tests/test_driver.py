@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from skip2lora.driver.adapters_io import load_adapters_file, save_adapters_file
 from skip2lora.fixed.config import AcceleratorConfig
 from skip2lora.fixed.cycles import job_cycles
 from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
+from skip2lora.fixed.packing import Layout
 from small_model import CONFIG, data, other_base, other_data, small_base
 
 
@@ -604,3 +607,68 @@ def test_load_forgets_pynqs_cached_metadata_of_the_same_bitstream(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["same_path"] == [True, False]  # dropped: PYNQ parses the new .hwh
     assert out["other"] == [False, True]      # another design's state stays
+
+
+# -- the register backends' probe: the build's maxima, never the job's TAPk_DIM -----------------------
+
+def fake_board(config_registers, config=None, **changes):
+    """A `RegisterBackend` over a register file that reports ``config_registers`` (`build_registers`'
+    keys, with ``changes``); returns it, or the error its probe raised, and the registers it read."""
+    from skip2lora.driver.register_backend import RegisterBackend
+    from skip2lora.driver.registers import RegisterFile, register_map, regmap
+
+    found = dict(config_registers, **changes)
+    rm, reads = register_map(), []
+    values = {"ID": regmap()["id"], "VERSION": regmap()["version"][0] << 16,
+              "GEOMETRY": found["taps"] | found["rank"] << 8 | found["classes"] << 16,
+              "TAP_LINES": found["tap_lines"], "ENTRY_LINES": found["entry_lines"], "LANES": found["lanes"],
+              "CACHE_DEPTH": found["cache_depth"], "DDR_SAMPLES": found["ddr_samples"],
+              "DDR_BATCH": found["ddr_batch"], "DDR_STRIDE": found["ddr_stride"]}
+    by_address = {rm.address(k): v for k, v in values.items()}
+    names = {rm.address(r.name): r.name for r in rm}
+
+    class Board(RegisterBackend):
+        name = "fake"
+
+        def __init__(self):
+            self.regs = RegisterFile(lambda a: (reads.append(names[a]), by_address.get(a, 0))[1], lambda a, v: None)
+            self._attach(config)
+
+    try:
+        return Board(), reads
+    except Exception as exc:  # noqa: BLE001 - returned for the test to look at
+        return exc, reads
+
+
+def test_the_probe_compares_the_builds_maxima_and_names_a_known_build():
+    from skip2lora.driver import AcceleratorError
+    from skip2lora.driver.register_backend import build_registers
+    from skip2lora.fixed.config import KV260, SMALL
+
+    kv = build_registers(KV260)
+    assert kv == {"taps": 8, "rank": 4, "classes": 16, "tap_lines": 96, "entry_lines": 99, "lanes": 32,
+                  "cache_depth": 1024, "ddr_samples": 65535, "ddr_batch": 64, "ddr_stride": 2048}
+    board, reads = fake_board(kv)
+    assert board.config is KV260 and board.geometry == KV260.geometry  # found by its registers: the KV260 build
+    assert not any(name.endswith("_DIM") or name == "CLASSES" for name in reads)  # the job's, not the build's
+    assert fake_board(kv, KV260)[0].config is KV260
+    assert fake_board(kv, replace(KV260, cache_depth=512))[0].config.cache_depth == 512  # a smaller cache is fine
+    err, _ = fake_board(kv, SMALL)
+    assert isinstance(err, AcceleratorError) and str(err) == (
+        "the accelerator's build is 8 taps, rank 4, 16 classes, 96 tap lines (99-line entries), 32 lanes, a 1024-entry "
+        "cache, a DDR path of 65535 samples (batches up to 64); the small configuration needs 3 taps, rank 2, 3 "
+        "classes, 7 tap lines (11-line entries), 4 lanes, a 64-entry cache, a DDR path of 1024 samples (batches up "
+        "to 8)")
+    err, _ = fake_board(kv, KV260, ddr_stride=4096)
+    assert str(err) == ("the accelerator reads DDR cache entries 4096 bytes apart (DDR_STRIDE), this driver packs "
+                        "them 2048 bytes apart: update skip2lora or the bitstream")
+    # a build of no known configuration: named "accelerator", its maxima its default geometry
+    board, _ = fake_board(build_registers(CONFIG))
+    assert board.config.name == "accelerator" and board.config.geometry == Geometry((4, 4, 20), 4, 3)
+    assert board.config.check_geometry(CONFIG.geometry) == CONFIG.geometry
+    assert board.build_layout.sample_lines == 11 and board.build_layout.adapter_beats == \
+        Layout(CONFIG.geometry, 4).adapter_beats
+    err, _ = fake_board(build_registers(CONFIG), entry_lines=12)
+    assert isinstance(err, AcceleratorError) and "but this driver packs 11 for its ENTRY_LINES" in str(err)
+    err, _ = fake_board(build_registers(CONFIG), taps=0)
+    assert isinstance(err, AcceleratorError) and "reports a configuration this driver cannot use" in str(err)
