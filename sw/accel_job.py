@@ -10,10 +10,13 @@ counted by the accelerator, and whether the job diverged (judged from those stat
 `skip2lora.driver.health`: a diverged job reports no accuracy).
 
 The data set and base model may be the user's (``args.data``, ``args.model``; `skip2lora.workload`):
-a base model whose geometry is not the KV260 build's is refused with the KV260 configuration, and
-``--config custom`` sizes a build for it (named ``custom-...``, never given a KV260 time). A job
-of more samples than the KV260's on-chip cache runs from its DDR cache (``--cache``); the cycle
-figures then include the DDR reads under the memory timing the backend assumes (labelled).
+the KV260 build runs any model within its maxima (up to 8 taps, 16 classes, rank 4 and 96 cache
+lines of taps: LeNet-5, the HAR and Fan MLPs, most small models), its geometry set by registers at
+each job's start; a model beyond them is refused naming the limit, and ``--config custom`` sizes a
+build for it (named ``custom-...``, never given a KV260 time). A job of more samples than the
+KV260's on-chip cache runs from its DDR cache (``--cache``); the cycle figures then include the DDR
+reads under the memory timing the backend assumes (labelled). The JSON names the job's geometry
+(``"geometry"``: tap dims, rank, classes) and the configuration it ran on (``"config"``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import numpy as np
 from . import hparams
 from .data import is_builtin_name
 from .driver import CACHE_PLACEMENTS, AdapterFileError, Session, geometry_of, make_backend
+from .driver.backend import largest_ddr_latency
 from .fixed.config import KV260, AcceleratorConfig
-from .fixed.cycles import CLOCK_MHZ, report as cycle_report
+from .fixed.cycles import CLOCK_MHZ, FETCH_REQUEST, report as cycle_report
+from .fixed.packing import Layout
 from .finetune import select_samples, used_hparams, validate_run
 from .recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE
 
@@ -42,15 +47,21 @@ class ConfigurationError(ValueError):
 
 def accelerator_config_for(geometry, samples: int, *, batch: int | None = None, cache: str = "auto",
                            allow_custom: bool = False) -> AcceleratorConfig:
-    """The KV260 build for LeNet-5 jobs it can run: up to its on-chip cache's 1024 samples on chip,
-    more (up to 65535, mini-batches up to 64) from its DDR cache (``cache``: "auto" picks, "chip"
-    and "ddr" insist); any other job is refused with the limit it breaks, unless ``allow_custom``
-    names a build of the same datapath sized for this job (it is then called ``custom-...``, never
-    the KV260, and has no DDR path)."""
+    """The KV260 build for the jobs it can run: a model within its maxima (`AcceleratorConfig.
+    check_geometry`: LeNet-5, the HAR and Fan MLPs, ...), up to its on-chip cache's 1024 samples on
+    chip, more (up to 65535, mini-batches up to 64) from its DDR cache (``cache``: "auto" picks,
+    "chip" and "ddr" insist); any other job is refused with the limit it breaks, unless
+    ``allow_custom`` names a build of the same datapath sized for this job (it is then called
+    ``custom-...``, never the KV260, and has no DDR path)."""
     if cache not in CACHE_PLACEMENTS:
         raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
     k = KV260
-    if geometry == k.geometry:
+    try:
+        k.check_geometry(geometry)
+        beyond = None
+    except ValueError as exc:
+        beyond = str(exc)
+    if beyond is None:
         ddr = cache == "ddr" or (cache == "auto" and samples > k.cache_depth)
         if cache == "chip" and samples > k.cache_depth and not allow_custom:
             raise ConfigurationError(
@@ -67,13 +78,19 @@ def accelerator_config_for(geometry, samples: int, *, batch: int | None = None, 
                 f"more than {k.cache_depth} samples, or --cache ddr, runs from DDR); use --batch <= "
                 f"{k.ddr_batch}" + (f", or --samples <= {k.cache_depth} for the on-chip cache" if cache != "ddr"
                                     else ", or --cache auto for the on-chip cache"))
-        if samples <= (k.ddr_samples if ddr else k.cache_depth):
+        layout = Layout(geometry, k.lanes)
+        if ddr and largest_ddr_latency(layout) is None:  # the cycle model times no DDR job of entries this short
+            if cache == "ddr" or not allow_custom:
+                raise ConfigurationError(
+                    f"a job from the KV260 build's DDR cache needs cache entries of at least {FETCH_REQUEST} lines "
+                    f"(the cycle model's DDR timing); this model's take {layout.sample_lines}: use --samples <= "
+                    f"{k.cache_depth} for the on-chip cache" + (", or --config custom" if cache != "ddr" else
+                                                                 " with --cache auto"))
+        elif samples <= (k.ddr_samples if ddr else k.cache_depth):
             return k
     elif not allow_custom:
-        raise ConfigurationError(
-            f"the KV260 build is made for LeNet-5's geometry (taps {list(k.geometry.dims)}, rank "
-            f"{k.geometry.rank}, {k.geometry.classes} classes), not {geometry.to_dict()}; "
-            "--config custom simulates a build sized for this job (no bitstream exists for it)")
+        raise ConfigurationError(f"{beyond}; --config custom simulates a build sized for this job (no bitstream "
+                                 "exists for it)")
     if cache == "ddr":
         raise ConfigurationError("--cache ddr needs the KV260 build's DDR path: a --config custom build keeps "
                                  "the job's entries on chip (use --cache auto or chip)")
@@ -123,7 +140,7 @@ def run_job(args) -> dict:
     if cache != "auto":
         backend_kwargs["cache"] = cache
     with make_backend(args.backend, config, **backend_kwargs) as backend:
-        session = Session(base, backend, seed=args.seed)
+        session = Session(base, backend, seed=args.seed, rank=args.rank)
         t0 = time.perf_counter()
         session.add_samples(x, y)
         fill = time.perf_counter() - t0
@@ -140,10 +157,10 @@ def run_job(args) -> dict:
         where = out["cache"]
         ddr = backend.ddr_timing if where == "ddr" else None
     # the cycle model of the placement the job ran from (DDR: under the memory the backend assumes)
-    projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed", ddr=ddr)
+    projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed", ddr=ddr, geometry=geometry)
     return {
         "method": METHOD, "backend": args.backend, "dataset": ds.name, "model": label, "config": config.name,
-        "kv260_build": config == KV260, "cache": where,
+        "kv260_build": config == KV260, "geometry": geometry.to_dict(), "cache": where,
         **({"ddr_latency": projected["ddr_latency"], "ddr_model": projected["ddr_model"]} if ddr is not None else {}),
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
         "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
@@ -171,9 +188,9 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
     """`run_job` from Python: the ``finetune`` command's job on an accelerator backend, quietly.
 
     ``dataset``: a built-in name, an .npz file, an image folder or a `Dataset`; ``model``: a model
-    file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" refuses a
-    job the KV260 build cannot run (`ConfigurationError` names the limit); "custom" sizes a build
-    for it. ``cache``: where the cache entries go ("auto": on chip when they fit, else the DDR
+    file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" runs the
+    job on the KV260 build (any model within its maxima) or refuses it (`ConfigurationError` names
+    the limit); "custom" sizes a build for a job the KV260 build cannot run. ``cache``: where the cache entries go ("auto": on chip when they fit, else the DDR
     cache; "chip"; "ddr"). Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
     from types import SimpleNamespace
 

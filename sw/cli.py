@@ -211,12 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="random seed: sample selection, adapter init, order")
     _add_order(p)
     p.add_argument("--config", choices=("kv260", "custom"), default="kv260",
-                   help="accelerator configuration (fixed, sim): the KV260 build, or a build of the same datapath "
-                        "sized for the job (e.g. a model other than LeNet-5, or more than the KV260 build's 65535 "
-                        "samples; no bitstream exists for it, and its times are never called KV260 times)")
+                   help="accelerator configuration (fixed, sim): the KV260 build, which runs any model within its "
+                        "maxima (up to 8 taps, 16 classes, rank 4, 96 cache lines of taps: LeNet-5, the HAR and Fan "
+                        "MLPs, ...), or custom: the KV260 build where it runs the job, else a build of the same "
+                        "datapath sized for it (a larger model, or more than 65535 samples; no bitstream exists "
+                        "for it, and its times are never called KV260 times)")
     p.add_argument("--cache", choices=("auto", "chip", "ddr"), default="auto",
                    help="where the accelerator's cache entries live (fixed, sim, pynq): auto = on chip when the "
-                        "job fits the on-chip cache (1024 LeNet-5 samples on the KV260 build), else its DDR "
+                        "job fits the on-chip cache (1024 samples on the KV260 build), else its DDR "
                         "cache (up to 65535 samples, mini-batches up to 64); chip or ddr insist")
     p.add_argument("--plot", metavar="FILE",
                    help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "

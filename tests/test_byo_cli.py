@@ -1,6 +1,7 @@
 """Bring your own model and data: `skip2lora finetune --model FILE --data FILE|DIR` on the float and fixed
 backends, the same run from Python, the defaults a new data set gets, and the KV260 build's honesty
-(a geometry it was not built for is refused; --config custom names its own build).
+(it runs any model within its maxima, set by registers; one beyond them is refused naming the limit;
+--config custom names its own build).
 
 A tiny model (12-7-5-3 MLP, saved in the project's .npz format: no onnx needed) and synthetic data keep
 each run to seconds; one test goes through ONNX with LeNet-5's geometry (skips without onnx, fails in CI).
@@ -34,6 +35,12 @@ def tiny_model(seed=0):
     return sequential(layers, (12,), 3, "tiny").init(seed)
 
 
+def many_classes_model(seed=0):
+    """tiny_model with 17 outputs: beyond the KV260 build's 16 classes."""
+    layers = [Dense("fc1", 12, 7), ReLU("r1"), Dense("fc2", 7, 17)]
+    return sequential(layers, (12,), 17, "wide").init(seed)
+
+
 def tiny_arrays(n=60, m=30, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (n + m, 12)).astype(np.float32)
@@ -45,6 +52,7 @@ def tiny_arrays(n=60, m=30, seed=1):
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("byo")
     save_model(tiny_model(), d / "model.npz")
+    save_model(many_classes_model(), d / "wide_model.npz")
     np.savez(d / "data.npz", **tiny_arrays())
     bad = tiny_arrays()
     bad["x_train"][5, 3] = np.inf
@@ -88,29 +96,49 @@ def test_float_backend_with_model_and_data(files, capsys):
     assert api.model == "Network" and api.hparams["source"] == "defaults for a new data set"
 
 
-def test_fixed_backend_with_model_and_data_on_a_build_sized_for_it(files, capsys):
-    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--config", "custom", "--model",
-                       files / "model.npz", "--data", files / "data.npz", "--epochs", "3")
+def test_fixed_backend_with_model_and_data_on_the_kv260_build(files, capsys):
+    """The tiny model (taps 12, 7, 5; 3 classes) is within the KV260 build's maxima: the one bitstream
+    runs it, its geometry set by registers at the job's start."""
+    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--model", files / "model.npz",
+                       "--data", files / "data.npz", "--epochs", "3")
     assert code == 0, r
-    assert r["config"] == "custom-12x7x5-r4-n54" and r["kv260_build"] is False
+    assert r["config"] == "kv260" and r["kv260_build"] is True
+    assert r["geometry"] == {"dims": [12, 7, 5], "rank": 4, "classes": 3}
     assert r["cycles"] == r["cycles_model"] > 0 and len(r["train_accuracy_per_epoch"]) == 3
     assert r["hparams"]["source"] == "defaults for a new data set" and r["hparams"]["given"] == ["epochs"]
     assert r["dataset"] == "data.npz" and r["model"] == "model.npz" and 0 <= r["accuracy"] <= 1
     # the same job from Python, from the arrays and the Network: the same figures, bit for bit
-    api = accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), config="custom", epochs=3)
+    api = accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), epochs=3)
     assert (api["accuracy"], api["cycles"], api["config"]) == (r["accuracy"], r["cycles"], r["config"])
     assert api["train_accuracy_per_epoch"] == r["train_accuracy_per_epoch"] and api["model"] == "Network"
-    with pytest.raises(ConfigurationError, match="the KV260 build is made for LeNet-5's geometry"):
-        accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), epochs=3)
+    # --config custom: the KV260 build where it runs the job (here), a rank below the build's too
+    code, r2 = cli_json(capsys, "finetune", "--backend", "fixed", "--config", "custom", "--model",
+                        files / "model.npz", "--data", files / "data.npz", "--epochs", "3", "--rank", "2")
+    assert code == 0, r2
+    assert r2["config"] == "kv260" and r2["geometry"] == {"dims": [12, 7, 5], "rank": 2, "classes": 3}
 
 
-def test_the_kv260_build_refuses_another_geometry_in_one_json_object(files):
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--model", str(files / "model.npz"),
+def test_a_model_beyond_the_kv260_maxima_runs_on_a_build_sized_for_it(files, capsys):
+    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--config", "custom", "--model",
+                       files / "model.npz", "--data", files / "data.npz", "--epochs", "3", "--rank", "8")
+    assert code == 0, r
+    assert r["config"] == "custom-12x7x5-r8-n54" and r["kv260_build"] is False
+    assert r["geometry"] == {"dims": [12, 7, 5], "rank": 8, "classes": 3} and r["cycles"] == r["cycles_model"] > 0
+    api = accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), config="custom", epochs=3, rank=8)
+    assert (api["accuracy"], api["cycles"], api["config"]) == (r["accuracy"], r["cycles"], r["config"])
+    with pytest.raises(ConfigurationError, match=r"the kv260 build runs at most 4 rank; this model needs 8 .*"
+                                                 r"--config custom"):
+        accelerator_job(from_arrays(**tiny_arrays()), tiny_model(), epochs=3, rank=8)
+
+
+def test_the_kv260_build_refuses_a_model_beyond_its_maxima_in_one_json_object(files):
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--model", str(files / "wide_model.npz"),
                              "--data", str(files / "data.npz"), "--json")
     r = one_json(out)  # exactly one JSON object on stdout, also on error
     assert code == 2 and r["exit_code"] == 2 and r["type"] == "ConfigurationError"
-    assert "the KV260 build is made for LeNet-5's geometry" in r["error"] and "--config custom" in r["error"]
-    assert "'dims': [12, 7, 5]" in r["error"]
+    assert r["error"] == ("the kv260 build runs at most 16 classes; this model needs 17 (taps (12, 7), rank 4, "
+                          "17 classes); --config custom simulates a build sized for this job (no bitstream exists "
+                          "for it)")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -211,10 +239,10 @@ def test_a_torchscript_model_takes_the_data_shape(files, tmp_path, capsys):
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)).eval()
     torch.jit.save(torch.jit.script(m), str(tmp_path / "mlp.pt"))
-    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--config", "custom", "--model", tmp_path / "mlp.pt",
+    code, r = cli_json(capsys, "finetune", "--backend", "fixed", "--model", tmp_path / "mlp.pt",
                        "--data", files / "data.npz", "--epochs", "2")
     assert code == 0, r
-    assert r["config"] == "custom-12x7-r4-n54" and r["model"] == "mlp.pt"
+    assert r["config"] == "kv260" and r["geometry"]["dims"] == [12, 7] and r["model"] == "mlp.pt"
 
 
 def test_an_image_folder_without_pillow_is_unavailable_in_one_line(files, tmp_path, capsys, monkeypatch):

@@ -50,17 +50,29 @@ def test_float_finetune_json_has_the_contract_keys():
 
 @pytest.mark.requires_data("fan-damage1")
 def test_fixed_finetune_reports_cycles_and_a_labelled_projection():
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2",
-                             "--config", "custom", "--json")
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2", "--json")
     assert code == 0, err
     r = json.loads(out)
     assert r["backend"] == "fixed" and r["method"] == "quant-skip2-lora"
     assert r["cycles"] > 0 and r["projected_ms"] == pytest.approx(r["cycles"] / (r["clock_mhz"] * 1e3))
     assert "assumed" in r["projection"] and r["wall_seconds"] > 0
-    # a build sized for the job is named so and never called the KV260's
-    assert r["config"].startswith("custom-256x96x96") and r["kv260_build"] is False
-    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2")
-    assert "accelerator cycles" in out and "(not the KV260's)" in out or code == 2
+    # the Fan MLP (256-96-96-3) is within the KV260 build's maxima: it runs on that build, its geometry named
+    assert r["config"] == "kv260" and r["kv260_build"] is True and r["cache"] == "chip"
+    assert r["geometry"] == {"dims": [256, 96, 96], "rank": 4, "classes": 3} and r["cycles"] == r["cycles_model"]
+    # beyond the maxima (rank 8): --config custom sizes a build, named so and never called the KV260's
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "fan-damage1", "--epochs", "2",
+                             "--rank", "8", "--config", "custom")
+    assert code == 0, err
+    assert "custom-256x96x96-r8-n470 build" in out and "(not the KV260's)" in out
+
+
+@pytest.mark.requires_data("har")
+def test_har_runs_on_the_kv260_build():
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "har", "--epochs", "2", "--json")
+    r = one_json(out)
+    assert code == 0, err
+    assert r["config"] == "kv260" and r["kv260_build"] is True and r["samples"] == 896 and r["cache"] == "chip"
+    assert r["geometry"] == {"dims": [561, 96, 96], "rank": 4, "classes": 6} and r["cycles"] == r["cycles_model"]
 
 
 def test_jobs_the_kv260_build_cannot_run_are_refused_with_the_limit():
@@ -70,16 +82,20 @@ def test_jobs_the_kv260_build_cannot_run_are_refused_with_the_limit():
              "--cache ddr"),
             (["--cache", "ddr", "--config", "custom", "--rank", "8"], "--cache ddr needs the KV260 build's DDR path",
              "--cache auto"),
-            (["--rank", "64"], "the KV260 build is made for LeNet-5's geometry", "--config custom"),
-            (["--dataset", "har"], "the KV260 build is made for LeNet-5's geometry", "--config custom")):
+            (["--rank", "64"], "the kv260 build runs at most 4 rank; this model needs 64 (taps (784, 1176, 400, 120, "
+                               "84), rank 64, 10 classes)", "--config custom"),
+            (["--dataset", "har", "--rank", "5"], "the kv260 build runs at most 4 rank; this model needs 5 (taps "
+                                                  "(561, 96, 96), rank 5, 6 classes)", "--config custom")):
         code, out, err = run_cli("finetune", "--backend", "fixed", *args, "--json")
         r = one_json(out)
         assert code == 2 and message in r["error"] and hint in r["error"], r
+        assert r["type"] == "ConfigurationError" and "\n" not in r["error"]
 
 
 def test_the_kv260_build_names_its_limits():
     from skip2lora.accel_job import ConfigurationError, accelerator_config_for
     from skip2lora.fixed.config import KV260
+    from skip2lora.fixed.model import Geometry
 
     g = KV260.geometry
     assert accelerator_config_for(g, 1024) is KV260 and accelerator_config_for(g, 65535, batch=64) is KV260
@@ -91,6 +107,31 @@ def test_the_kv260_build_names_its_limits():
         accelerator_config_for(g, 100, batch=128, cache="ddr")
     with pytest.raises(ValueError, match="cache must be auto, chip or ddr"):
         accelerator_config_for(g, 100, cache="dram")
+    # run-time geometry: the one KV260 build runs every model within its maxima, on chip and from DDR
+    for dims, classes in (((561, 96, 96), 6), ((256, 96, 96), 3), ((12, 7, 5), 3), ((32,) * 8, 16),
+                          ((32 * 89, 32, 32, 32, 32, 32, 32, 32), 2)):
+        geometry = Geometry(dims, 4, classes)
+        assert accelerator_config_for(geometry, 1024) is KV260 is accelerator_config_for(geometry, 100, cache="chip")
+        assert accelerator_config_for(Geometry(dims, 1, classes), 1024, allow_custom=True) is KV260
+    assert accelerator_config_for(Geometry((561, 96, 96), 4, 6), 5000, batch=20) is KV260
+    for geometry, limit in ((Geometry((32,) * 9, 4, 3), "at most 8 taps; this model needs 9"),
+                            (Geometry((12, 7, 5), 4, 17), "at most 16 classes; this model needs 17"),
+                            (Geometry((12, 7, 5), 5, 3), "at most 4 rank; this model needs 5"),
+                            (Geometry((32 * 91, 32, 32, 32, 32, 32, 32), 4, 2),
+                             "at most 96 cache lines of taps (sum of ceil(d_k / 32)); this model needs 97")):
+        with pytest.raises(ConfigurationError) as err:
+            accelerator_config_for(geometry, 100)
+        assert str(err.value).startswith(f"the kv260 build runs {limit} (taps {geometry.dims}")
+        assert str(err.value).endswith("; --config custom simulates a build sized for this job (no bitstream exists "
+                                       "for it)")
+        custom = accelerator_config_for(geometry, 100, allow_custom=True)
+        assert custom.name.startswith("custom-") and custom.geometry == geometry and not custom.ddr
+    # entries of under 6 lines: the cycle model times no job of theirs from DDR
+    tiny = Geometry((12, 7, 5), 4, 3)  # 3 tap lines + 1 tail line at 32 lanes
+    with pytest.raises(ConfigurationError, match="needs cache entries of at least 6 lines .*; this model's take 4: "
+                                                 "use --samples <= 1024 for the on-chip cache, or --config custom"):
+        accelerator_config_for(tiny, 2000)
+    assert accelerator_config_for(tiny, 2000, allow_custom=True).name == "custom-12x7x5-r4-n2000"
 
 
 @pytest.mark.requires_data("fan-damage1")
