@@ -116,6 +116,11 @@ async def test_vector_job(dut):
     kw = json.loads(os.environ["SKIP2LORA_VECTOR"])
     latency = kw.pop("ddr_latency", None)
     ddr_addr = kw.pop("ddr_addr", DDR_ADDR) if latency is not None else None
+    if "geometry" in kw:  # the job's geometry (run time), as Geometry.to_dict gives it
+        from skip2lora.fixed.model import Geometry
+
+        g = kw.pop("geometry")
+        kw["geometry"] = Geometry(tuple(g["dims"]), g["rank"], g["classes"])
     report = Report()
     t0 = time.perf_counter()
     vector = make_vector(config, **kw, ddr=None if latency is None else DDRTiming(latency))

@@ -259,7 +259,6 @@ def test_sim_link_ddr(sim, monkeypatch):
     from skip2lora.driver import sim_link
     from skip2lora.driver.registers import job_registers
     from skip2lora.fixed.cycles import KV260_DDR, DDRTiming
-    from skip2lora.fixed.packing import pack_ddr_cache
     from skip2lora.fixed.vectors import make_vector
     from skip2lora.hw.registers import decode, encode
     from skip2lora.hw.regmap import REGISTER_MAP as REGS, ErrorCode
@@ -273,13 +272,13 @@ def test_sim_link_ddr(sim, monkeypatch):
 
     def job(seed, latency):
         vector = make_vector(SMALL, samples=40, batch=8, epochs=2, seed=seed, shuffle=True, ddr=DDRTiming(latency))
-        buffer = pack_ddr_cache(vector.layout, vector.cache).tobytes()
+        buffer = vector.ddr_bytes.tobytes()
         reg("CTRL", soft_reset=1)
         link.ddr_write(addr, buffer)
         assert link.ddr_read(addr, len(buffer)) == buffer
         reg("CTRL", load_adapters=1)
         link.send(bytes(vector.adapter_bytes))
-        for name, value in {**job_registers(vector.job), "CACHE_MODE": 1, "DDR_ADDR_LO": addr & 0xFFFF_FFFF,
+        for name, value in {**job_registers(vector.job, vector.geometry), "CACHE_MODE": 1, "DDR_ADDR_LO": addr & 0xFFFF_FFFF,
                             "DDR_ADDR_HI": addr >> 32}.items():
             reg(name, value)
         reg("CTRL", start=1)
@@ -335,6 +334,41 @@ def test_kv260_job(sim):
           f"job {rep['job_seconds']} s, read-back {rep['readback_seconds']} s")
 
 
+#: models the one KV260 bitstream runs besides LeNet-5 (run-time geometry): the HAR and Fan MLPs'
+#: taps, a 6-tap 16-class model of rank 2, and one at every maximum (8 taps, 96 tap lines, 16 classes)
+KV260_MODELS = {"har": ((561, 96, 96), 4, 6), "fan": ((256, 96, 96), 4, 3),
+                "six_taps_16_classes": ((1024, 512, 512, 256, 256, 128), 2, 16),
+                "maxima": ((1000, 800, 500, 300, 150, 100, 50, 40), 4, 16)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", KV260_MODELS)
+def test_kv260_build_runs_other_models(sim, model):
+    """One bitstream, many models: jobs of other geometries (TAPk_DIM, CLASSES) on the KV260 build,
+    300 samples, batch 16, 2 epochs, the default recipe, on chip and one from DDR: bit-exact with
+    their own geometry's model and cycle-exact with the cycle model on this build."""
+    import json
+
+    from skip2lora.fixed.config import KV260
+    from skip2lora.fixed.cycles import KV260_DDR, job_cycles
+    from skip2lora.fixed.model import Geometry
+    from skip2lora.fixed.packing import Layout
+
+    dims, rank, classes = KV260_MODELS[model]
+    g = Geometry(dims, rank, classes)
+    runner.build(KV260, sim)
+    ddr = model == "six_taps_16_classes"
+    kw = dict(samples=300, batch=16, epochs=2, seed=2028, lr=lr_register(0.03), shuffle=True, order_seed=1,
+              warmup=19, decay=True, optimizer=1, geometry=g.to_dict(),
+              **(dict(ddr_latency=KV260_DDR.latency) if ddr else {}))
+    result = _run(KV260, "test_vector_job", sim, SKIP2LORA_VECTOR=json.dumps(kw), SKIP2LORA_BACKPRESSURE="0")
+    rep = result.report
+    want = job_cycles(Layout(g, KV260.lanes), 300, 16, 2, shuffle=True, build=KV260,
+                      ddr=KV260_DDR if ddr else None)
+    assert rep["cycles"] == rep["expected_cycles"] == want, rep
+    print(f"\nKV260 build, {model} {g.to_dict()}{' from DDR' if ddr else ''}: {rep['cycles']} cycles")
+
+
 @pytest.mark.slow
 def test_kv260_ddr_job(sim):
     """A KV260 job from DDR (1100 samples, more than the 1024 on-chip entries; batch 16, 1 epoch, the
@@ -356,7 +390,7 @@ def test_kv260_ddr_job(sim):
               warmup=64, decay=True, optimizer=1, ddr_latency=KV260_DDR.latency, ddr_addr=0x1_2340_0000)
     result = _run(KV260, "test_vector_job", sim, SKIP2LORA_VECTOR=json.dumps(kw), SKIP2LORA_BACKPRESSURE="0")
     rep = result.report
-    want = job_cycles(Layout(KV260.geometry, KV260.lanes), 1100, 16, 1, shuffle=True, ddr=KV260_DDR)
+    want = job_cycles(Layout(KV260.geometry, KV260.lanes), 1100, 16, 1, shuffle=True, ddr=KV260_DDR, build=KV260)
     assert rep["cycles"] == rep["expected_cycles"] == want, rep
     print(f"\nKV260 DDR job ({rep['vector']}): {rep['cycles']} cycles; export+build {t_build:.0f} s "
           f"({'reused' if info.reused else 'new'}), simulator run {result.seconds:.0f} s: model "
