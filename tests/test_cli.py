@@ -488,3 +488,32 @@ def test_the_results_plot_has_one_row_per_point(tmp_path):
     assert rows[2][4] is None and rows[5][4] == pytest.approx(1.0)  # no spread from one seed
     plot_results(r, tmp_path / "results.png")
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # the KV260 build's RTL simulation (its first run exports and compiles it: minutes)
+@pytest.mark.requires_data("fan-damage1")
+@pytest.mark.parametrize("cache", ["chip", "ddr"])
+def test_the_fan_mlp_on_the_kv260_builds_rtl_is_the_fixed_backends_job(cache, tmp_path):
+    """One bitstream, another model: the Fan MLP (256-96-96-3) on the KV260 build's RTL, its geometry
+    set by registers, gives the fixed backend's adapters, statistics and cycles, on chip and from DDR
+    (the simulated memory at the latency the cycle model covers for its 15-line entries)."""
+    from skip2lora.driver import load_adapters_file
+    from skip2lora.fixed.model import Geometry
+    from skip2lora.sim.runner import require_simulator
+
+    require_simulator()
+    out = {}
+    for backend in ("sim", "fixed"):
+        path = tmp_path / f"{backend}.npz"
+        code, stdout, err = run_cli("finetune", "--backend", backend, "--dataset", "fan-damage1", "--samples", "64",
+                                    "--epochs", "2", "--batch", "8", "--cache", cache, "--save-adapters", str(path),
+                                    "--json")
+        assert code == 0, err
+        out[backend] = (one_json(stdout), load_adapters_file(path, Geometry((256, 96, 96), 4, 3))[0])
+    (sim, a_sim), (fixed, a_fixed) = out["sim"], out["fixed"]
+    assert sim["config"] == fixed["config"] == "kv260" and sim["cache"] == fixed["cache"] == cache
+    assert sim["cycles"] == sim["cycles_model"] == fixed["cycles"]
+    assert sim.get("ddr_latency") == fixed.get("ddr_latency") == (39 if cache == "ddr" else None)
+    for key in ("train_accuracy_per_epoch", "losses", "saturated_per_epoch", "accuracy", "geometry"):
+        assert sim[key] == fixed[key], key
+    assert a_sim.equals(a_fixed)
