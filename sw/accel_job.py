@@ -147,8 +147,9 @@ def run_job(args) -> dict:
         before = session.accuracy(ds.test.x, ds.test.y)
         if not quiet:
             where = "the DDR cache" if backend.cache_mode == "ddr" else "the on-chip cache"
-            print(f"{args.backend} backend ({config.name}): {samples} samples cached in {fill:.2f} s, in {where}; "
-                  f"fine-tuning {epochs} epochs ...", file=sys.stderr)
+            model = f"taps {'-'.join(map(str, geometry.dims))}, rank {geometry.rank}, {geometry.classes} classes"
+            print(f"{args.backend} backend ({config.name} build; the model's {model}): {samples} samples cached in "
+                  f"{fill:.2f} s, in {where}; fine-tuning {epochs} epochs ...", file=sys.stderr)
         out = session.finetune(epochs=epochs, batch=batch, lr=lr, order=order, schedule=schedule,
                                optimizer=d["optimizer"])
         # a diverged job reports no accuracy (as the float backend): its weights mean nothing

@@ -3,6 +3,8 @@
     from skip2lora.driver import Session, make_backend
     backend = make_backend("fixed", KV260)     # or "sim" (RTL under cocotb), "pynq" (a KV260)
     backend = make_backend("fixed", KV260, cache="ddr")   # the entries in a DDR cache buffer
+    session = Session(base_model, backend)     # any model within the build's maxima (run-time geometry):
+                                               # the backend runs its geometry (backend.set_geometry)
 
 Backends are found through a registry (name -> module and class, imported on first use, as
 hls4ml's backends are): importing the driver needs neither cocotb nor pynq, and the backend
