@@ -59,7 +59,7 @@ def schedule_signature(p: HwParams) -> wiring.Signature:
 
 def walk_cycles(p: HwParams) -> int:
     """The longest walk: start -> ``ready``."""
-    return 2 * p.K + p.sample_lines + 6
+    return 2 * p.K + p.sample_lines + 8
 
 
 def gate_max(p: HwParams) -> int:

@@ -191,7 +191,9 @@ class Sequencer(wiring.Component):
                     m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
-                with m.If(self.scalar.ready & self.opt.state_ready & geo.ready):
+                # the geometry unit's walk ends before the scalar unit's constants (GeometryUnit
+                # checks walk_cycles < INIT_LATENCY): its ``bad`` is valid here without a wait
+                with m.If(self.scalar.ready & self.opt.state_ready):
                     with m.If(geo.bad):  # a geometry the build does not run: no epoch
                         m.d.sync += [self.bad_geometry.eq(1), self.busy.eq(0)]
                         m.next = "IDLE"
