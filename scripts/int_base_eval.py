@@ -36,9 +36,9 @@ import numpy as np  # noqa: E402
 
 from skip2lora import hparams  # noqa: E402
 from skip2lora.data import load_dataset  # noqa: E402
-from skip2lora.data.datasets import canonical_name  # noqa: E402
+from skip2lora.data.registry import canonical_name  # noqa: E402
 from skip2lora.driver import FixedBackend, Session  # noqa: E402
-from skip2lora.driver.job import accelerator_config_for  # noqa: E402
+from skip2lora.accel_job import accelerator_config_for  # noqa: E402
 from skip2lora.driver.session import geometry_of  # noqa: E402
 from skip2lora.finetune import select_samples  # noqa: E402
 from skip2lora.fixed import base_formats as BF  # noqa: E402
@@ -46,6 +46,8 @@ from skip2lora.fixed import formats as F  # noqa: E402
 from skip2lora.fixed.base_int import from_pretrained  # noqa: E402
 from skip2lora.fixed.model import Adapters, CacheEntries, JobConfig, predict  # noqa: E402
 from skip2lora.nn.pretrained import load_base  # noqa: E402
+from skip2lora.driver.session import DEFAULT_OPTIMIZER  # noqa: E402
+from skip2lora.recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, accelerator_recipe  # noqa: E402
 
 METHOD = "quant-skip2-lora"
 
@@ -102,14 +104,19 @@ class IntTest:
         return float((predict(geometry, codes, self.logits, adapters, exponents) == y).mean())
 
 
-def int_job(ib, config, x_int, y, seed, job_args, exponents=None):
-    """One job on the bit-exact model with cache entries from the integer base."""
+def int_job(ib, config, geometry, x_int, y, seed, job_args, exponents=None):
+    """One job of the model's ``geometry`` on the bit-exact model of ``config`` (one build runs many
+    models) with cache entries from the integer base."""
     codes, logits, exps, signed = ib.encode(x_int, exponents)
     backend = FixedBackend(config)
-    backend.load_cache(CacheEntries(codes, logits, y.astype(np.int64)).validate(config.geometry, signed))
-    backend.load_adapters(Adapters.lora_init(config.geometry, seed))
-    job = JobConfig(len(y), job_args["batch"], job_args["epochs"], F.lr_register(job_args["lr"], job_args["batch"]),
-                    exps, signed).validate(config.geometry, backend.n_loaded)
+    backend.set_geometry(geometry)
+    backend.load_cache(CacheEntries(codes, logits, y.astype(np.int64)).validate(geometry, signed))
+    backend.load_adapters(Adapters.lora_init(geometry, seed))
+    # the recipe Session.finetune runs (the host chain's): its order, schedule and optimizer
+    recipe = accelerator_recipe(samples=len(y), batch=job_args["batch"], order=DEFAULT_ORDER,
+                                schedule=DEFAULT_SCHEDULE, optimizer=DEFAULT_OPTIMIZER)
+    job = JobConfig(len(y), job_args["batch"], job_args["epochs"], F.lr_register(job_args["lr"]), exps, signed,
+                    seed=seed & 0xFFFF_FFFF, **recipe).validate(geometry, backend.n_loaded)
     report = backend.run(job)
     return backend.read_adapters(), exps, report
 
@@ -141,7 +148,7 @@ def chain(name, ib, data_dir, seeds, calib_samples):
         # The integer chain.
         xq = ib.quantize_input(x)
         for label, exps in (("int", None), ("int-calib", calib_exps)):
-            adapters, used, rep = int_job(ib, config, xq, y, seed, job_args, exps)
+            adapters, used, rep = int_job(ib, config, geometry, xq, y, seed, job_args, exps)
             row[label] = test.accuracy(geometry, adapters, used, yt)
             row[f"{label}_exponents"] = list(used)
         row["int_before"] = float((test.logits.argmax(axis=1) == yt).mean())
