@@ -117,7 +117,6 @@ class Skip2LoRACore(wiring.Component):
         n_loaded = Signal(16)
         samples, batch, epochs = regs.SAMPLES_value, regs.BATCH_value, regs.EPOCHS_value
         exps = [getattr(regs, f"TAP{k}_CFG_exponent").as_signed() for k in range(K)]
-        exp_ok = Cat(*((e >= F.EXP_MIN) & (e <= F.EXP_MAX) for e in exps)).all()
         # The checks of the host's registers are registered every cycle, and only the flags' AND
         # sits in the command's cycle: a register's write is visible at least two cycles before a
         # later write's command pulse (axi_lite: one write at a time, each applied a cycle after it
@@ -143,11 +142,14 @@ class Skip2LoRACore(wiring.Component):
         over = Signal(18)      # room_next - LOAD_COUNT: its sign says whether the transfer overflows
         m.d.comb += [fits.eq(n_next - samples), over.eq(room_next - count)]
         flags = {name: Signal(name=f"ok_{name}", reset_less=True) for name in (
-            "batch_fits", "batch_bit", "exp", "kind", "fits")}
+            "batch_fits", "batch_bit", "kind", "fits")}
+        # each tap's exponent in range: a flag per tap (one LUT of its 6 bits), met at the command
+        exp_ok = [Signal(name=f"ok_exp{k}", reset_less=True) for k in range(K)]
+        m.d.sync += [exp_ok[k].eq((e >= F.EXP_MIN) & (e <= F.EXP_MAX)) for k, e in enumerate(exps)]
         count0, count_over = Signal(reset_less=True), Signal(reset_less=True)
         m.d.sync += [
             flags["batch_fits"].eq(batch <= samples), flags["batch_bit"].eq(batch[BATCH_MAX_LOG]),
-            flags["exp"].eq(exp_ok), flags["kind"].eq(regs.OPT_kind < len(Optimizer)),
+            flags["kind"].eq(regs.OPT_kind < len(Optimizer)),
             count0.eq(count[0]), count_over.eq(over[-1]),
         ]
         # the job's cache: on chip, the samples are loaded; in DDR, the build has the path, the job
@@ -167,7 +169,7 @@ class Skip2LoRACore(wiring.Component):
         batch_max_ok = ~any_set(batch[BATCH_MAX_LOG + 1:], "batch_hi") & (
             ~flags["batch_bit"] | ~any_set(batch[:BATCH_MAX_LOG], "batch_lo"))
         checks = [any_set(samples, "samples"), any_set(batch, "batch"), any_set(epochs, "epochs"),
-                  any_set(regs.LR_value, "lr"), flags["batch_fits"], batch_max_ok, flags["exp"], flags["kind"],
+                  any_set(regs.LR_value, "lr"), flags["batch_fits"], batch_max_ok, *exp_ok, flags["kind"],
                   flags["fits"], ok_ddr]
         count_rest = any_set(count[1:], "count")
         count_zero, count_one = Signal(), Signal()

@@ -162,6 +162,7 @@ class Datapath(wiring.Component):
         out = self.pairs.p
         z = [[Signal(signed(F.Z_BITS), name=f"z{s}_{c}", reset_less=True) for c in range(p.C)] for s in range(S2)]
         label = [Signal(F.LABEL_BITS, name=f"label{s}", reset_less=True) for s in range(S2)]
+        label_line_data = [Signal(p.beat_bits, name=f"label_line{s}", reset_less=True) for s in range(S2)]
         m.d.comb += [out.z[s][c].eq(z[s][c]) for s in range(S2) for c in range(p.C)]
         m.d.comb += [out.label[s].eq(label[s]) for s in range(S2)]
         tail2 = delay(m, tail, 1, "tail2")
@@ -172,8 +173,11 @@ class Datapath(wiring.Component):
                     line, bit = divmod(16 * c, p.beat_bits)
                     with m.If(tail_line2 == line):
                         m.d.sync += z[s][c].eq(self.cache_rd[s].data[bit:bit + 16])
-                with m.If(tail_line2 == self.label_line):  # the word after the job's last logit
-                    m.d.sync += label[s].eq(self.cache_rd[s].data.word_select(self.label_word, 16))
+                with m.If(tail_line2 == self.label_line):  # the line of the word after the job's last logit
+                    m.d.sync += label_line_data[s].eq(self.cache_rd[s].data)
+        # the label: its word of that line, a stage later (the pair's results leave `cycles.fwd_latency`
+        # cycles after its last line, the next pair's tail comes `Timing.head` cycles after its own)
+        m.d.sync += [label[s].eq(label_line_data[s].word_select(self.label_word, 16)) for s in range(S2)]
 
         # -- c4 (M), c5 (P): forward products per sample; backward products, the pair's sum -----------
         prod_bits = F.W_BITS + p.code_bits
