@@ -123,8 +123,13 @@ class HeadUnit(wiring.Component):
         lead = not self.follower
         # -- B and its gradient sums (the first unit's) --------------------------------------------
         if lead:
-            B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
-                 for k in range(K)]
+            if b_in_memory(p):  # B as a LUTRAM of K rows (one tap's C x R words each)
+                B = memory.Memory(shape=C * R * W, depth=K, init=[], attrs={"ram_style": "distributed"})
+                m.submodules.b_mem = B
+                b_row_rd = B.read_port(domain="comb")
+            else:
+                B = [[[Signal(signed(W), name=f"b{k}_{c}_{r}", reset_less=True) for r in range(R)] for c in range(C)]
+                     for k in range(K)]
             row_bits = C * R * DB
             start_row = sum(DB_START << (i * DB) for i in range(C * R))
             m.submodules.db_mem = db_mem = memory.Memory(shape=row_bits, depth=K, init=[start_row] * K)
@@ -185,10 +190,15 @@ class HeadUnit(wiring.Component):
             m.d.sync += next_tap.eq(self.opt_rows.tap + 1)
             row_k = Signal(p.tap_bits)
             m.d.comb += row_k.eq(Mux(fsm.ongoing("IDLE"), Mux(self.opt_rows.done, next_tap, 0), k))
-            with m.Switch(row_k):
-                for kk in range(K):
-                    with m.Case(kk):
-                        m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
+            if b_in_memory(p):
+                m.d.comb += b_row_rd.addr.eq(row_k)
+                m.d.sync += [b_sel[c][r].eq(b_row_rd.data[(c * R + r) * W:(c * R + r + 1) * W].as_signed())
+                             for c in range(C) for r in range(R)]
+            else:
+                with m.Switch(row_k):
+                    for kk in range(K):
+                        with m.Case(kk):
+                            m.d.sync += [b_sel[c][r].eq(B[kk][c][r]) for c in range(C) for r in range(R)]
         else:
             b_sel = [[self.b_row[(c * R + r) * W:(c * R + r + 1) * W].as_signed() for r in range(R)] for c in range(C)]
         u_sel = [Signal(signed(F.U_BITS), name=f"us{r}", reset_less=True) for r in range(R)]
@@ -308,6 +318,9 @@ class HeadUnit(wiring.Component):
         """B writes (the optimizer's chunks, the stream loader's beats) and the read-back beats."""
         p = self.params
         K, R, C, L, W = p.K, p.R, p.C, p.opt_lanes, F.W_BITS
+        if b_in_memory(p):
+            self._b_memory_ports(m, B)
+            return
         words = [B[kk][c][r] for kk in range(K) for c in range(C) for r in range(R)]
         for kk in range(K):
             for i in range(C * R):
@@ -326,6 +339,37 @@ class HeadUnit(wiring.Component):
                 with m.Case(beat):
                     chunk = words[beat * wpb:(beat + 1) * wpb]
                     m.d.comb += self.b_read.data.eq(Cat(*(x.as_unsigned() for x in chunk)))
+
+
+    def _b_memory_ports(self, m, B):
+        """B as a memory: one write port with a write enable per word (an optimizer chunk of a row,
+        or a stream beat of a row: never both, the loader writes only while no job runs) and a
+        read port for the read-back beats (a row, then the beat's words)."""
+        p = self.params
+        W, L, wpb = F.W_BITS, p.opt_lanes, p.words_per_beat
+        words = p.C * p.R
+        bpr = words // wpb                       # beats a row (a power of two: `b_in_memory`)
+        wr, ld = self.opt_wr, self.b_load
+        port = B.write_port(granularity=W)
+        m.d.comb += port.addr.eq(Mux(ld.en, ld.addr >> (bpr.bit_length() - 1), wr.tap))
+        beat_in_row = ld.addr[:bpr.bit_length() - 1] if bpr > 1 else 0
+        for i in range(words):
+            m.d.comb += [
+                port.data[i * W:(i + 1) * W].eq(Mux(ld.en, ld.data.word_select(i % wpb, W),
+                                                    wr.data.word_select(i % L, W))),
+                port.en[i].eq((ld.en & (beat_in_row == i // wpb)) | (wr.en & (wr.chunk == i // L))),
+            ]
+        rd = B.read_port(domain="comb")
+        m.d.comb += rd.addr.eq(self.b_read.addr >> (bpr.bit_length() - 1))
+        m.d.comb += self.b_read.data.eq(rd.data.word_select(self.b_read.addr[:bpr.bit_length() - 1], wpb * W)
+                                        if bpr > 1 else rd.data)
+
+
+def b_in_memory(p: HwParams) -> bool:
+    """B is a LUTRAM (one row a tap) when a stream beat never straddles two taps' rows and a row
+    is a power of two of beats (the beat's row and place are bit fields); else registers."""
+    words, wpb = p.C * p.R, p.words_per_beat
+    return words % wpb == 0 and (words // wpb) & (words // wpb - 1) == 0
 
 
 class HeadPair(wiring.Component):
