@@ -58,8 +58,8 @@ class CacheWriter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        g = p.geometry
-        K, P, C = p.K, p.P, p.C
+        g = p.model_geometry  # the model the entries are of (a build with maxima runs others too)
+        K, P, C = g.taps, p.P, g.classes
         words = p.beat_bits // 16              # 16-bit words a tail line
         # -- where the accepted value goes: tap k (or the tail), its position --------------------
         # counters in the entry's order; every decision below compares them with constants

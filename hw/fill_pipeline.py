@@ -41,9 +41,10 @@ class FillPipeline(wiring.Component):
             raise invalid(self, TypeError(f"base must be an IntBase, not {base!r}"))
         self.params = require_params(self, params)
         p = params
-        if tuple(base.tap_dims) != tuple(p.geometry.dims) or base.classes != p.C:
+        g = p.model_geometry
+        if tuple(base.tap_dims) != tuple(g.dims) or base.classes != g.classes:
             raise invalid(self, ValueError(f"the base's taps {tuple(base.tap_dims)} and {base.classes} classes do "
-                                           f"not match the build's {tuple(p.geometry.dims)} and {p.C}"))
+                                           f"not match the build's model {tuple(g.dims)} and {g.classes}"))
         self.base, self.lanes = base, lanes
         super().__init__({
             "start": In(1),                        # a sample begins (the chain is idle: ``busy`` low)

@@ -101,5 +101,5 @@ def test_fill_pipeline_lenet5_sample():
     want = pack_cache(Layout(KV260.geometry, KV260.lanes), CacheEntries(codes, logits, labels))
     p = HwParams(KV260)
     got, addrs, cycles = run_fill(FillPipeline(base, p, 8), base, x, labels, exps, 0)
-    assert addrs == list(range(2 * p.sample_lines)) and got == want.tobytes()
+    assert addrs == list(range(2 * Layout(KV260.geometry, KV260.lanes).sample_lines)) and got == want.tobytes()
     assert cycles == [FC.fill_cycles(base, 8)] * 2 == [57_950] * 2
