@@ -18,7 +18,7 @@ geometry once, a line a cycle, and
 * checks the geometry (``bad``): at least one tap, no tap after an absent one, at most
   ``tap_lines_max`` tap lines, 2 <= classes <= ``classes_max``.
 
-It takes at most 2 K + S + 3 cycles (K tap slots, S the build's entry lines), which the build
+It takes at most 2 K + S + 8 cycles (K tap slots, S the build's entry lines), which the build
 checks is under `cycles.INIT_LATENCY`: the job's schedule does not wait for it.
 """
 
