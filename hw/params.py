@@ -87,10 +87,6 @@ class HwParams:
         return Layout(self.geometry, self.P)
 
     @property
-    def lines_per_tap(self):
-        return self.layout.lines_per_tap
-
-    @property
     def tap_lines(self):
         """Tap lines per sample (= lines of A)."""
         return self.layout.tap_lines
@@ -102,18 +98,6 @@ class HwParams:
     @property
     def sample_lines(self):
         return self.layout.sample_lines
-
-    @cached_property
-    def tap_of_line(self) -> tuple:
-        return tuple(k for k, n in enumerate(self.lines_per_tap) for _ in range(n))
-
-    @cached_property
-    def first_line_of_tap(self) -> tuple:
-        out, pos = [], 0
-        for n in self.lines_per_tap:
-            out.append(pos)
-            pos += n
-        return tuple(out)
 
     @cached_property
     def timing(self) -> "cycles.Timing":
