@@ -116,10 +116,7 @@ def pack_cache(layout: Layout, entries: CacheEntries) -> np.ndarray:
 def pack_ddr_cache(layout: Layout, entries: CacheEntries) -> np.ndarray:
     """Cache entries as the DDR cache buffer holds them (uint8, n * ddr_stride bytes): each entry's
     stream bytes (`pack_cache`) at the start of its stride, zeros after."""
-    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
-    out = np.zeros((stream.shape[0], layout.ddr_stride), np.uint8)
-    out[:, :stream.shape[1]] = stream
-    return out.reshape(-1)
+    return pack_ddr_cache_for(layout, layout, entries)
 
 
 def unpack_cache(layout: Layout, data, signed) -> CacheEntries:
@@ -145,35 +142,13 @@ def unpack_cache(layout: Layout, data, signed) -> CacheEntries:
 
 
 def pack_adapters(layout: Layout, adapters: Adapters) -> np.ndarray:
-    g, p = layout.geometry, layout.lanes
-    words = []
-    for k, lines in enumerate(layout.lines_per_tap):
-        a = np.zeros((g.rank, lines * p), np.int64)
-        a[:, :g.dims[k]] = adapters.a[k]
-        words.append(a.reshape(g.rank, lines, p).transpose(1, 0, 2).reshape(-1))
-    words.append(np.concatenate([np.asarray(b, np.int64).reshape(-1) for b in adapters.b]))
-    flat = np.concatenate(words)
-    out = np.zeros((layout.a_beats + layout.b_beats) * layout.words_per_beat, np.int64)
-    out[:flat.size] = flat
-    return (out & 0xFFFF).astype("<u2").view(np.uint8)
+    """The adapter image of ``layout``'s geometry: A line-major (each tap's lines, R x P words a
+    line), then B (taps x classes x rank words), zero padded to whole beats."""
+    return pack_adapters_for(layout, layout, adapters)
 
 
 def unpack_adapters(layout: Layout, data) -> Adapters:
-    g, p = layout.geometry, layout.lanes
-    data = np.asarray(data, np.uint8)
-    expect = layout.adapter_beats * layout.beat_bytes
-    if data.size != expect:
-        raise ValueError(f"adapter stream must be {expect} bytes for this geometry, not {data.size}")
-    w = data.view("<u2").astype(np.int64)
-    w = np.where(w >= 1 << 15, w - (1 << 16), w)
-    a, pos = [], 0
-    for k, lines in enumerate(layout.lines_per_tap):
-        n = lines * g.rank * p
-        block = w[pos:pos + n].reshape(lines, g.rank, p).transpose(1, 0, 2).reshape(g.rank, lines * p)
-        a.append(block[:, :g.dims[k]].astype(np.int16))
-        pos += n
-    bw = w[pos:pos + layout.b_words].reshape(g.taps, g.classes, g.rank)
-    return Adapters(a, [bw[k].astype(np.int16) for k in range(g.taps)])
+    return unpack_adapters_for(layout, layout, data)
 
 
 # -- a job's geometry on a build with larger maxima (one bitstream for many models) ----------------
@@ -190,22 +165,24 @@ def _check_fit(build: Layout, layout: Layout):
         raise ValueError(f"geometry {g.to_dict()} does not fit the build's {gb.to_dict()} at {build.lanes} lanes")
 
 
+def _entries_in(width: int, layout: Layout, entries: CacheEntries) -> np.ndarray:
+    """`pack_cache` of ``layout``, each entry at the start of ``width`` bytes, zeros after."""
+    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
+    out = np.zeros((stream.shape[0], width), np.uint8)
+    out[:, :stream.shape[1]] = stream
+    return out.reshape(-1)
+
+
 def pack_cache_for(build: Layout, layout: Layout, entries: CacheEntries) -> np.ndarray:
     """`pack_cache` of the job's layout, each entry zero padded to the build's entry lines."""
     _check_fit(build, layout)
-    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
-    out = np.zeros((stream.shape[0], build.sample_lines * build.beat_bytes), np.uint8)
-    out[:, :stream.shape[1]] = stream
-    return out.reshape(-1)
+    return _entries_in(build.sample_lines * build.beat_bytes, layout, entries)
 
 
 def pack_ddr_cache_for(build: Layout, layout: Layout, entries: CacheEntries) -> np.ndarray:
     """The DDR cache buffer of a job on a build: the job's entries at the build's stride."""
     _check_fit(build, layout)
-    stream = pack_cache(layout, entries).reshape(-1, layout.sample_lines * layout.beat_bytes)
-    out = np.zeros((stream.shape[0], build.ddr_stride), np.uint8)
-    out[:, :stream.shape[1]] = stream
-    return out.reshape(-1)
+    return _entries_in(build.ddr_stride, layout, entries)
 
 
 def pack_adapters_for(build: Layout, layout: Layout, adapters: Adapters) -> np.ndarray:
@@ -235,7 +212,7 @@ def unpack_adapters_for(build: Layout, layout: Layout, data) -> Adapters:
     data = np.asarray(data, np.uint8)
     expect = build.adapter_beats * build.beat_bytes
     if data.size != expect:
-        raise ValueError(f"adapter stream must be {expect} bytes for this build, not {data.size}")
+        raise ValueError(f"adapter stream must be {expect} bytes for this geometry, not {data.size}")
     w = data.view("<u2").astype(np.int64)
     w = np.where(w >= 1 << 15, w - (1 << 16), w)
     lines = w[:build.tap_lines * gb.rank * p].reshape(build.tap_lines, gb.rank, p)
