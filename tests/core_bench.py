@@ -67,6 +67,14 @@ async def program_job(ctx, bus, vector):
         await write_reg(ctx, bus, name, value)
 
 
+async def load_job(ctx, dut, vector):
+    """A vector's cache entries and adapters loaded, its job's registers written (START not yet)."""
+    bb = vector.layout.beat_bytes
+    await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
+    await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+    await program_job(ctx, dut.bus, vector)
+
+
 async def read_epoch_stats(ctx, bus, epochs):
     """(correct, loss, saturated) of each epoch from the STAT_* registers."""
     out = []
@@ -100,9 +108,7 @@ def run_vector(vector, *, vcd_name=None):
 
     async def bench(ctx, dut):
         bus = dut.bus
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, bus, vector)
+        await load_job(ctx, dut, vector)
         await write_reg(ctx, bus, "CTRL", start=1)
         out["status"] = await wait_idle(ctx, bus, timeout=4 * vector.cycles + 1000)
         lo, hi = await read_reg(ctx, bus, "CYCLES_LO"), await read_reg(ctx, bus, "CYCLES_HI")

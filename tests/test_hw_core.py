@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from amaranth_helpers import stream_recv, stream_send, to_beats
-from core_bench import (load_adapters, load_cache, program_job, read_adapters, read_reg, run_vector, simulate,
+from core_bench import (load_adapters, load_cache, load_job, program_job, read_adapters, read_reg, run_vector, simulate,
                         status, wait_idle, write_reg)
 from skip2lora.fixed.packing import Layout
 from skip2lora.fixed.config import SMALL, AcceleratorConfig
@@ -70,17 +70,14 @@ def test_a_geometry_the_build_does_not_run_is_bad_config_and_trains_nothing(dims
     seen = {}
 
     async def bench(ctx, dut):
-        bb = vector.layout.beat_bytes
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, dut.bus, vector)
+        await load_job(ctx, dut, vector)
         for k in range(3):
             await write_reg(ctx, dut.bus, f"TAP{k}_DIM", dims[k] if k < len(dims) else 0)
         await write_reg(ctx, dut.bus, "CLASSES", classes)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
         seen["status"] = await wait_idle(ctx, dut.bus, timeout=5000)
         await write_reg(ctx, dut.bus, "CTRL", clear_error=1)
-        seen["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+        seen["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, vector.layout.beat_bytes)
 
     simulate(SMALL, bench)
     st = seen["status"]
@@ -120,16 +117,13 @@ def _run_recovery(ctx, dut, vector, result):
         assert st == {"busy": 0, "done": 0, "error": 0, "loading": 0, "sending": 0, "adapters": 0, "overrun": 0,
                       "error_code": 0}
         assert await read_reg(ctx, dut.bus, "N_LOADED") == 0
-        bb = vector.layout.beat_bytes
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, dut.bus, vector)
+        await load_job(ctx, dut, vector)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
         result["status"] = await wait_idle(ctx, dut.bus, 4 * vector.cycles + 1000)
         lo, hi = await read_reg(ctx, dut.bus, "CYCLES_LO"), await read_reg(ctx, dut.bus, "CYCLES_HI")
         result["cycles"] = lo | (hi << 32)
         result["correct"] = await read_reg(ctx, dut.bus, "CORRECT")
-        result["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+        result["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, vector.layout.beat_bytes)
     return go()
 
 
@@ -215,10 +209,7 @@ def test_start_while_busy_is_an_error_and_the_job_still_exact():
     out = {}
 
     async def bench(ctx, dut):
-        bb = vector.layout.beat_bytes
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, dut.bus, vector)
+        await load_job(ctx, dut, vector)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
         await write_reg(ctx, dut.bus, "CTRL", start=1)         # again, while running
         await write_reg(ctx, dut.bus, "CTRL", load_cache=1)    # and a load
@@ -226,7 +217,7 @@ def test_start_while_busy_is_an_error_and_the_job_still_exact():
         await write_reg(ctx, dut.bus, "CTRL", clear_error=1)  # a latched error blocks READ_ADAPTERS
         lo = await read_reg(ctx, dut.bus, "CYCLES_LO")
         out["cycles"], out["correct"] = lo, await read_reg(ctx, dut.bus, "CORRECT")
-        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+        out["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, vector.layout.beat_bytes)
 
     simulate(SMALL, bench)
     assert out["status"]["error_code"] == ErrorCode.BUSY and out["status"]["done"] and out["status"]["overrun"]
@@ -239,10 +230,7 @@ def test_soft_reset_aborts_a_running_job_and_recovers():
     seen, result = {}, {}
 
     async def bench(ctx, dut):
-        bb = vector.layout.beat_bytes
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, dut.bus, vector)
+        await load_job(ctx, dut, vector)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
         await ctx.tick().repeat(vector.cycles // 3)
         seen["busy"] = (await status(ctx, dut.bus))["busy"]
@@ -258,10 +246,7 @@ def test_interrupt_and_readback_under_backpressure():
     seen = {}
 
     async def bench(ctx, dut):
-        bb = vector.layout.beat_bytes
-        await load_cache(ctx, dut, vector.cache_bytes, len(vector.cache), bb)
-        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
-        await program_job(ctx, dut.bus, vector)
+        await load_job(ctx, dut, vector)
         await write_reg(ctx, dut.bus, "IRQ_ENABLE", 1)
         await write_reg(ctx, dut.bus, "CTRL", start=1)
         await ctx.tick().until(dut.irq)
