@@ -1,0 +1,137 @@
+"""The PL fill's plan and cycle model: how many lanes each layer's engine gets, and the fill's cycles.
+
+The fill pipeline (hw/fill_pipeline.py) is a chain of streaming forward engines, one per layer of
+the integer base, with samples overlapped across them: while engine k computes sample n, engine
+k+1 computes sample n-1 (each engine's input buffer is a ping-pong pair). Its throughput is the
+slowest engine's interval (`forward_cycles.layer_interval`), so the plan gives each layer the
+fewest multipliers (lanes x simd) whose interval meets a target: LeNet-5's conv2 (240,000 MACs a
+sample) gets many, its last dense layer (840) few.
+
+`plan_fill(base, interval)` chooses; `fill_done_cycles(base, plan, n)` is the cycle, counted from
+the fill's ``start``, at which each of n back-to-back samples' cache entry is written (every
+value the RTL's, with an always-valid image stream: tests/test_fill_pipeline.py compares them).
+Projected times are cycles / an assumed clock (`forward_cycles.CLOCK_MHZ`); no timing closure
+exists here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import forward_cycles as FC
+from .base_int import IntBase
+
+__all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "LayerPlan", "FillPlan", "plan_fill", "fill_done_cycles",
+           "fill_report"]
+
+SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine's own limit)
+#: cycles a sample: 100,000 images/s at an assumed 200 MHz (issue 15's inference figure)
+TARGET_INTERVAL = 2000
+#: the cache writer (hw/cache_writer.py): the last engine's ``done`` -> the entry's ``done`` (the
+#: label after the last logit, the tail's last line through the writer's stages and its count)
+WRITER_TAIL = 7
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str
+    lanes: int      # output channels in parallel
+    simd: int       # patch entries in parallel
+    interval: int   # the engine's cycles between samples, alone (`forward_cycles.layer_interval`)
+
+    @property
+    def multipliers(self) -> int:
+        return self.lanes * self.simd
+
+
+@dataclass(frozen=True)
+class FillPlan:
+    layers: tuple[LayerPlan, ...]
+
+    @property
+    def lanes(self) -> tuple[int, ...]:
+        return tuple(p.lanes for p in self.layers)
+
+    @property
+    def simd(self) -> tuple[int, ...]:
+        return tuple(p.simd for p in self.layers)
+
+    @property
+    def interval(self) -> int:
+        """The chain's cycles between samples: its slowest engine's."""
+        return max(p.interval for p in self.layers)
+
+    @property
+    def multipliers(self) -> int:
+        return sum(p.multipliers for p in self.layers)
+
+
+def _check_base(base):
+    if not isinstance(base, IntBase):
+        raise TypeError(f"base must be an IntBase, not {type(base).__name__}")
+
+
+def plan_fill(base: IntBase, interval: int = TARGET_INTERVAL, *, lanes_max: int = 64,
+              simd_max: int = SIMD_MAX) -> FillPlan:
+    """Per layer, the (lanes, simd) with the fewest multipliers whose interval is at most
+    ``interval`` (ties: fewer lanes, so fewer output registers); a layer that cannot meet it
+    (its input stream alone takes longer) gets its fastest plan."""
+    _check_base(base)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be a positive int, not {interval!r}")
+    plans = []
+    for layer in base.layers:
+        g = FC.engine_geometry(layer)
+        best = fastest = None
+        for lanes in range(1, min(lanes_max, g.out_channels) + 1):
+            for simd in range(1, min(simd_max, g.fan_in) + 1):
+                t = FC.layer_interval(g, lanes, simd)
+                key = (lanes * simd, lanes)
+                if t <= interval and (best is None or key < best[0]):
+                    best = (key, LayerPlan(layer.name, lanes, simd, t))
+                if fastest is None or (t, key) < fastest[0]:
+                    fastest = ((t, key), LayerPlan(layer.name, lanes, simd, t))
+        plans.append((best or fastest)[1])
+    return FillPlan(tuple(plans))
+
+
+def _first_done(base: IntBase, plan: FillPlan) -> int:
+    """The first entry's ``done``, counted from ``start``, its image's first beat offered the
+    cycle after: engine 0 takes the image (`layer_cycles`); each later engine's last input beat is
+    its predecessor's last value, taken the cycle before that one's ``done``, and its ``done`` is
+    its pass less its load after that beat; then the writer's tail (the label after the last logit,
+    the tail's last line: `WRITER_TAIL`)."""
+    t = 0
+    for k, (layer, lp) in enumerate(zip(base.layers, plan.layers)):
+        c = FC.layer_cycles(layer, lp.lanes, lp.simd)
+        t = c if k == 0 else t - 1 + c - FC.engine_geometry(layer).in_size
+    return t + WRITER_TAIL
+
+
+def fill_done_cycles(base: IntBase, plan: FillPlan, n: int) -> list[int]:
+    """Each of ``n`` back-to-back samples' entry-written cycle (``done``), counted from the fill's
+    ``start``, with an always-valid image stream: the first entry's latency, then one
+    `FillPlan.interval` a sample (the slowest engine sets the pace; the engines before it are
+    held by its ping-pong buffer, the ones after it keep up)."""
+    _check_base(base)
+    if not isinstance(plan, FillPlan) or len(plan.layers) != len(base.layers):
+        raise ValueError("plan must be a FillPlan of this base's layers")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, not {n!r}")
+    first, step = _first_done(base, plan), plan.interval
+    return [first + i * step for i in range(n)]
+
+
+def fill_report(base: IntBase, plan: FillPlan, samples: int, clock_mhz: float = FC.CLOCK_MHZ) -> dict:
+    """The fill of ``samples`` images: cycles (the last entry's ``done``), the plan per layer,
+    images/s in steady state; times are cycles / an assumed clock."""
+    last = fill_done_cycles(base, plan, samples)[-1] if samples else 0
+    return {
+        "samples": samples, "fill_cycles": last, "interval_cycles": plan.interval,
+        "multipliers": plan.multipliers,
+        "layers": [{"layer": p.name, "lanes": p.lanes, "simd": p.simd, "interval": p.interval} for p in plan.layers],
+        "clock_mhz_assumed": clock_mhz,
+        "fill_ms": round(last / (clock_mhz * 1e3), 3),
+        "images_per_s": round(clock_mhz * 1e6 / plan.interval, 1),
+        "note": f"cycles / an assumed {clock_mhz:g} MHz clock (no timing closure exists)",
+    }
