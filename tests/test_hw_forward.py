@@ -1,9 +1,9 @@
 """The forward engine (hw/forward_engine.py) in amaranth.sim: bit-exact against `IntLayer.apply`
 (random conv and dense geometries, saturating extremes, stalled streams, SIMD widths from 1 to past
-fan_in) and, layer after layer, against `IntBase.forward` (a tiny base and the calibrated LeNet-5,
-one engine per layer and also chained in one simulation); cycle-exact against
-`fixed.forward_cycles`, per pass and for back-to-back samples (every ``done``); its argument
-checks."""
+fan_in, two lanes a DSP or one) and, layer after layer, against `IntBase.forward` (a tiny base and
+the calibrated LeNet-5, one engine per layer and also chained in one simulation); cycle-exact
+against `fixed.forward_cycles`, per pass and for back-to-back samples (every ``done``); its
+argument checks."""
 
 import random
 
@@ -21,8 +21,8 @@ from skip2lora.hw.forward_engine import (LANES_MAX, SIMD_MAX, ForwardEngine, act
                                          geometry_registers, value_signature)
 
 Z_RANGE = (-(1 << (BF.Z_BITS - 1)), (1 << (BF.Z_BITS - 1)) - 1)
-#: LeNet-5's (lanes, simd) per layer: ~1,500 cycles a sample each
-LENET5_PLAN = {"conv1": (6, 13), "conv2": (16, 10), "fc1": (8, 4), "fc2": (4, 2), "fc3": (2, 1)}
+#: LeNet-5's (lanes, simd) per layer: `fill_plan.plan_fill`'s, the fewest DSPs at 2,000 cycles a sample
+LENET5_PLAN = {"conv1": (6, 13), "conv2": (4, 30), "fc1": (6, 4), "fc2": (2, 3), "fc3": (1, 1)}
 
 
 def make_layer(rng, kind, in_shape, out, *, kernel=0, padding=0, relu=True, pool=False, in_signed=False,
@@ -110,8 +110,8 @@ def run_engine(dut, samples, *, in_gaps=None, out_stalls=None, restart_at=(), st
     return results, cycles
 
 
-def check(layer, lanes, x, simd=1, **kw):
-    dut = ForwardEngine(layer, lanes, simd)
+def check(layer, lanes, x, simd=1, pack=True, **kw):
+    dut = ForwardEngine(layer, lanes, simd, pack=pack)
     flat = x.reshape(len(x), -1)
     got, cycles = run_engine(dut, list(flat), **kw)
     want = layer.apply(x).reshape(len(x), -1)
@@ -268,6 +268,9 @@ def test_argument_errors():
     for bad in (0, -3, SIMD_MAX + 1):
         with pytest.raises(ValueError, match="simd"):
             ForwardEngine(layer, 4, bad)
+    for bad in (1, None, "yes"):
+        with pytest.raises(TypeError, match="pack"):
+            ForwardEngine(layer, 4, 2, pack=bad)
 
 
 SIMD_CASES = [  # (kind, in_shape, out, conv args, lanes, simd)
@@ -334,6 +337,66 @@ def test_extreme_values_saturate_simd():
     want = layer.apply(x)
     assert want.min() == layer.out_lo or want.max() == layer.out_hi
     check(layer, 3, x, 8, stream=True)
+
+
+# -- two lanes a DSP48E2 (pack) -----------------------------------------------------------------------
+
+def test_dsp_count():
+    """A lane pair shares one DSP per patch entry; an odd lane has its own; unpacked, one a lane."""
+    rng = np.random.default_rng(1)
+    layer = make_layer(rng, "dense", (40,), 9)
+    for lanes, simd, dsps in ((1, 3, 3), (2, 3, 3), (5, 4, 12), (8, 5, 20), (9, 1, 5)):
+        e = ForwardEngine(layer, lanes, simd)
+        assert (e.dsps, e.multipliers, e.pairs, e.singles) == (dsps, lanes * simd, lanes // 2, lanes % 2)
+        assert ForwardEngine(layer, lanes, simd, pack=False).dsps == lanes * simd
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packed_equals_unpacked_random(seed):
+    """Random geometries, odd and even lanes, simd below and above the packed sums' limit of 4:
+    two lanes a DSP and one a DSP give the same values at the same cycles (and `IntLayer.apply`'s)."""
+    rng = np.random.default_rng(4000 + seed)
+    geo = random_geometry(rng)
+    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
+    layer = make_layer(rng, kind, in_shape, out, relu=bool(rng.integers(2)), in_signed=seed % 2 == 1,
+                       name=f"pack{seed}", **geo)
+    lanes = (2, 3, 4, 5, 6, 7)[seed]
+    simd = int(rng.integers(1, min(layer.fan_in, 12) + 1))
+    x = random_input(rng, layer, 2)
+    packed = check(layer, lanes, x, simd, stream=True)
+    assert packed == check(layer, lanes, x, simd, pack=False, stream=True) == \
+        FC.layer_done_cycles(layer, lanes, simd, 2)
+
+
+def borrow_layer(rng, fan_in, out, in_signed):
+    """A dense layer whose products are all at their extremes (weights -128/127, in blocks of 4
+    entries of one sign: a packed sum of 4 reaches 4 x 255 x -128, just inside the low field),
+    the next block of the other sign, so the accumulators stay small: shift 0, int16 outputs, no
+    saturation hides a wrong borrow (an error of 1)."""
+    block = (np.arange(fan_in) // 4) % 2
+    phase = rng.integers(0, 2, out)  # which lanes start with -128: pairs with either borrow
+    w = np.where((block[None, :] ^ phase[:, None]) == 1, 127, -128).astype(np.int8)
+    bias = rng.integers(-1000, 1000, out).astype(np.int64)
+    lo, hi = Z_RANGE
+    return IntLayer("borrow", "dense", (fan_in,), w, bias, np.zeros(out, np.int64), np.zeros(out, np.int64),
+                    in_frac=-8, in_signed=in_signed, out_frac=-4, out_lo=lo, out_hi=hi, relu=False, pool=False)
+
+
+@pytest.mark.parametrize("in_signed", [False, True])
+def test_packed_extremes_exercise_the_borrow(in_signed):
+    """Weights at -128/127 and activations at both ends of uint8 / int8 (constant over each 8
+    entries: blocks cancel), every simd from one product to several packed sums of 4 and splits,
+    odd and even lanes: bit-exact, unsaturated."""
+    rng = np.random.default_rng(77 + in_signed)
+    layer = borrow_layer(rng, 40, 7, in_signed)
+    lo, hi = layer.in_range
+    x = np.stack([np.repeat(rng.choice([lo, hi], 5), 8) for _ in range(3)] + [np.full(40, hi), np.full(40, lo)])
+    want = layer.apply(x)
+    assert layer.out_lo < want.min() and want.max() < layer.out_hi and np.abs(want).max() > 100
+    products = np.abs(np.asarray(layer.weight, np.int64) * x[:, None, :])
+    assert products.max() == (255 * 128 if not in_signed else 128 * 128)
+    for lanes, simd in ((2, 1), (7, 4), (3, 5), (4, 8), (7, 13), (2, 32)):
+        check(layer, lanes, x, simd, stream=True)
 
 
 # -- whole bases, layer after layer through the engine ------------------------------------------------
@@ -459,10 +522,17 @@ def lenet5():
 
 
 def test_lenet5_plan_streaming(lenet5):
-    """LeNet-5 at the plan's (lanes, simd), each layer streaming 2 samples on its own engine:
-    logits and taps equal `IntBase.forward`, every done cycle the model's; ~1,568 cycles a sample."""
+    """LeNet-5 at the fill's plan (two lanes a DSP), each layer streaming 2 samples on its own
+    engine: logits and taps equal `IntBase.forward`, every done cycle the model's; 2,000 cycles a
+    sample, 115 DSP48E2s."""
+    from skip2lora.fixed.fill_plan import plan_fill
+
     base, x = lenet5
+    fill = plan_fill(base)
     plan = [LENET5_PLAN[layer.name] for layer in base.layers]
+    assert [(p.lanes, p.simd) for p in fill.layers] == plan
+    assert (fill.interval, fill.dsps, fill.multipliers) == (2000, 115, 229)
+    assert [ForwardEngine(layer, *lp).dsps for layer, lp in zip(base.layers, plan)] == [p.dsps for p in fill.layers]
     logits, taps, cycles = run_base(base, plan, x, stream=True)
     want, want_taps = base.forward(x, taps=True)
     np.testing.assert_array_equal(logits, want)
@@ -473,8 +543,22 @@ def test_lenet5_plan_streaming(lenet5):
     # conv1: 784 loads, 196 positions x 4 x 2 words, 14 stages, 6 values; then one issue span
     assert cycles[0] == [784 + 1568 + 14 + 6, 784 + 2 * 1568 + 14 + 6]
     report = FC.base_report(base, [p[0] for p in plan], [p[1] for p in plan])
-    assert [r["interval"] for r in report["layers"]] == [1568, 1500, 1500, 1260, 420]
-    assert report["cycles_per_sample"] == 1568 and report["samples_per_s"] == round(200e6 / 1568, 1)
+    assert [r["interval"] for r in report["layers"]] == [1568, 2000, 2000, 1680, 840]
+    assert report["cycles_per_sample"] == 2000 and report["samples_per_s"] == 100_000.0
+
+
+@pytest.mark.slow
+def test_lenet5_plan_unpacked(lenet5):
+    """The same layers with one DSP a lane: the same values and cycles as packed."""
+    base, x = lenet5
+    a = nhwc(x)
+    for layer in base.layers:
+        lanes, simd = LENET5_PLAN[layer.name]
+        packed = run_engine(ForwardEngine(layer, lanes, simd), list(a), stream=True)
+        unpacked = run_engine(ForwardEngine(layer, lanes, simd, pack=False), list(a), stream=True)
+        assert packed == unpacked, layer.name
+        a = np.asarray(packed[0], np.int64)
+    np.testing.assert_array_equal(a, base.forward(x))
 
 
 @pytest.mark.slow
@@ -486,7 +570,7 @@ def test_lenet5_plan_chained(lenet5):
     x = base.quantize_input(xf)
     logits, cycles = run_chain(base, [LENET5_PLAN[layer.name] for layer in base.layers], x)
     np.testing.assert_array_equal(logits, base.forward(x))
-    assert np.diff(cycles).max() <= 1568 + 100  # ~ the slowest engine's interval
+    assert np.diff(cycles).max() <= 2000 + 100  # ~ the slowest engine's interval
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ The fill pipeline (hw/fill_pipeline.py) is a chain of streaming forward engines,
 the integer base, with samples overlapped across them: while engine k computes sample n, engine
 k+1 computes sample n-1 (each engine's input buffer is a ping-pong pair). Its throughput is the
 slowest engine's interval (`forward_cycles.layer_interval`), so the plan gives each layer the
-fewest multipliers (lanes x simd) whose interval meets a target: LeNet-5's conv2 (240,000 MACs a
-sample) gets many, its last dense layer (840) few.
+fewest DSP48E2s (ceil(lanes / 2) x simd: the engine packs two lanes a DSP) whose interval meets a
+target: LeNet-5's conv2 (240,000 MACs a sample) gets many, its last dense layer (840) few.
 
 `plan_fill(base, interval)` chooses; `fill_done_cycles(base, plan, n)` is the cycle, counted from
 the fill's ``start``, at which each of n back-to-back samples' cache entry is written (every
@@ -43,6 +43,11 @@ class LayerPlan:
     def multipliers(self) -> int:
         return self.lanes * self.simd
 
+    @property
+    def dsps(self) -> int:
+        """DSP48E2s: two lanes share one per patch entry (the engine packs lane pairs)."""
+        return -(-self.lanes // 2) * self.simd
+
 
 @dataclass(frozen=True)
 class FillPlan:
@@ -65,6 +70,10 @@ class FillPlan:
     def multipliers(self) -> int:
         return sum(p.multipliers for p in self.layers)
 
+    @property
+    def dsps(self) -> int:
+        return sum(p.dsps for p in self.layers)
+
 
 def _check_base(base):
     if not isinstance(base, IntBase):
@@ -73,9 +82,10 @@ def _check_base(base):
 
 def plan_fill(base: IntBase, interval: int = TARGET_INTERVAL, *, lanes_max: int = 64,
               simd_max: int = SIMD_MAX) -> FillPlan:
-    """Per layer, the (lanes, simd) with the fewest multipliers whose interval is at most
-    ``interval`` (ties: fewer lanes, so fewer output registers); a layer that cannot meet it
-    (its input stream alone takes longer) gets its fastest plan."""
+    """Per layer, the (lanes, simd) with the fewest DSP48E2s (`LayerPlan.dsps`: ceil(lanes / 2) x
+    simd, the engine packing two lanes a DSP) whose interval is at most ``interval`` (ties: fewer
+    multipliers, then fewer lanes, so fewer output registers); a layer that cannot meet it (its
+    input stream alone takes longer) gets its fastest plan."""
     _check_base(base)
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"interval must be a positive int, not {interval!r}")
@@ -86,7 +96,7 @@ def plan_fill(base: IntBase, interval: int = TARGET_INTERVAL, *, lanes_max: int 
         for lanes in range(1, min(lanes_max, g.out_channels) + 1):
             for simd in range(1, min(simd_max, g.fan_in) + 1):
                 t = FC.layer_interval(g, lanes, simd)
-                key = (lanes * simd, lanes)
+                key = (-(-lanes // 2) * simd, lanes * simd, lanes)
                 if t <= interval and (best is None or key < best[0]):
                     best = (key, LayerPlan(layer.name, lanes, simd, t))
                 if fastest is None or (t, key) < fastest[0]:
@@ -128,8 +138,9 @@ def fill_report(base: IntBase, plan: FillPlan, samples: int, clock_mhz: float = 
     last = fill_done_cycles(base, plan, samples)[-1] if samples else 0
     return {
         "samples": samples, "fill_cycles": last, "interval_cycles": plan.interval,
-        "multipliers": plan.multipliers,
-        "layers": [{"layer": p.name, "lanes": p.lanes, "simd": p.simd, "interval": p.interval} for p in plan.layers],
+        "multipliers": plan.multipliers, "dsps": plan.dsps,
+        "layers": [{"layer": p.name, "lanes": p.lanes, "simd": p.simd, "dsps": p.dsps, "interval": p.interval}
+                   for p in plan.layers],
         "clock_mhz_assumed": clock_mhz,
         "fill_ms": round(last / (clock_mhz * 1e3), 3),
         "images_per_s": round(clock_mhz * 1e6 / plan.interval, 1),

@@ -131,7 +131,8 @@ def pipe_latency(simd: int = 1) -> int:
     """Issue -> the output buffer: the activation and weight reads (2), the masked activations and
     weights (the DSPs' A/B registers), the products (M), the adder tree (`tree_stages`), the
     accumulator, the pool maximum, the rounding add, the shift, the saturation (one register
-    stage each) and the output buffer's load."""
+    stage each) and the output buffer's load. The same with two lanes a DSP (the engine's
+    ``pack``: the borrows ride the tree's carry-ins, no stage is added)."""
     return READ_LATENCY + 1 + 1 + tree_stages(simd) + 1 + 1 + 1 + 1 + 1 + 1
 
 
