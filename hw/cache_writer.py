@@ -28,10 +28,14 @@ classes; P = ``lanes`` 4-bit codes a line, W = P / 4 16-bit words a tail line):
     done        Out: a one-cycle pulse in the cycle ``entries`` increments, `DONE_LAG` cycles
                 after ``write`` carries the entry's last line
 
-Placement (as the previous one-stream writer and `pack_cache`): entry n at line
-``first_line + n * S``, S = the model geometry's entry lines (`packing.Layout.sample_lines`, not the
-build's maxima); tap k's lines at the entry's line ``sum_{j<k} L_j`` (L_j = ceil(d_j / P)), the
-tail's at ``sum_j L_j``. Each of the K + 1 sources (the taps, the tail) has its own assembler: its
+Placement (`packing.pack_cache_for`: the entries' own layout, each in a slot of ``stride`` lines):
+entry n at line ``first_line + n * stride``; tap k's lines at the entry's line ``sum_{j<k} L_j``
+(L_j = ceil(d_j / P)), the tail's at ``sum_j L_j``. The entries' geometry is ``geometry`` (default:
+the build's model geometry `HwParams.model_geometry`) and ``stride`` its entry lines by default
+(`packing.pack_cache`); the core passes the build's entry lines `HwParams.sample_lines` (ENTRY_LINES),
+where its jobs read entry n, so on a build with maxima the slot's lines past the entry (the
+padding `pack_cache_for` zeroes) are not written: a job reads only its own layout's lines (the
+geometry unit's line table and ``s_last``). Each of the K + 1 sources (the taps, the tail) has its own assembler: its
 sample position and lane, line register, holding register and line pointer (it steps a line at a
 time and, past the source's last line of an entry, to its first line of the next).
 
@@ -51,11 +55,11 @@ A value taken in cycle c (presented with ``ready`` high) that completes a line h
 ``write`` in cycle c + `LATENCY` - 1 when no other source competes (the tail's last line: the
 label taken the cycle after the last logit).
 
-Arbitration and back-pressure. One line a cycle goes to ``write``, round robin over the sources
-that hold a line or load one this cycle (the priority passes a granted source a cycle after its
-grant), except that the tail's last line of an entry goes first: it completes the entry, so
-``done`` never waits behind another source (the PL fill's cycle model is exact). A source's line
-waits about K + 2 cycles at most; every line is written exactly once,
+Arbitration and back-pressure. One line a cycle goes to ``write``, round robin over the taps
+that hold a line or load one this cycle (the priority passes a granted tap a cycle after its
+grant), except that the tail's lines go first: an entry's last line is the tail's, so ``done``
+never waits behind another source (the PL fill's cycle model is exact). A tap's line waits about
+K + 1 cycles plus the tail's lines written meanwhile; every line is written exactly once,
 each source's in its order. A source is not ready only when its stage 3 completes a line while
 its holding register still holds one that is not being written this cycle (one line assembling,
 one waiting; the tail also while it waits for the label). So a source whose lines each take
@@ -80,8 +84,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from ..fixed import forward_cycles as FC
+from ..fixed.model import Geometry
 from ..fixed.packing import Layout
-from .params import HwParams, require_params
+from .params import HwParams, invalid, require_params
 from .ports import write_port
 
 __all__ = ["CacheWriter", "VALUE_BITS", "SHIFT_BITS", "SHIFT_SAT", "LABEL_DEPTH", "LATENCY", "DONE_LAG"]
@@ -133,7 +138,6 @@ class _Source(wiring.Component):
             "first_line": In(p.cache_addr_bits),
             "grant": In(1),                   # the arbiter writes the held line this cycle
             "request": Out(1),                # a line is held next cycle (to the arbiter)
-            "request_last": Out(1),           # ... and it is the sample's last line
             "line": Out(p.beat_bits),         # the held line, its address, the sample's last line
             "addr": Out(p.cache_addr_bits),
             "last": Out(1),
@@ -210,7 +214,6 @@ class _Source(wiring.Component):
             m.d.sync += [held.eq(merged), held_addr.eq(ptr), held_last.eq(end3),
                          ptr.eq(ptr + Mux(end3, self.stride - self.lines + 1, 1))]
         m.d.comb += self.request.eq((full & ~self.grant) | load)
-        m.d.comb += self.request_last.eq((full & ~self.grant & held_last) | (load & end3))
         m.d.sync += full.eq(self.request)
         with m.If(self.start):
             m.d.sync += [pos.eq(0), lane.eq(0), ptr.eq(self.first_line + self.offset)]
@@ -218,10 +221,24 @@ class _Source(wiring.Component):
 
 
 class CacheWriter(wiring.Component):
-    def __init__(self, params: HwParams):
+    def __init__(self, params: HwParams, geometry: Geometry | None = None, stride: int | None = None):
         self.params = require_params(self, params)
         p = params
-        g = p.model_geometry
+        if geometry is None:
+            geometry = p.model_geometry
+        if not isinstance(geometry, Geometry):
+            raise invalid(self, TypeError(f"geometry must be a Geometry, not {geometry!r}"))
+        self.geometry = g = geometry
+        self.layout = Layout(g, p.P)
+        if g.taps > p.K or g.classes > p.C or self.layout.tap_lines > p.tap_lines:
+            raise invalid(self, ValueError(f"entries of taps {g.dims} and {g.classes} classes do not fit the "
+                                           f"build's {p.K} taps, {p.tap_lines} tap lines and {p.C} classes"))
+        if stride is None:
+            stride = self.layout.sample_lines
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < self.layout.sample_lines:
+            raise invalid(self, ValueError(f"stride must be an int of at least the entry's "
+                                           f"{self.layout.sample_lines} lines, not {stride!r}"))
+        self.stride = stride
         super().__init__({
             "taps": In(stream.Signature(signed(VALUE_BITS))).array(g.taps),  # tap k's values, sample by sample
             "logits": In(stream.Signature(signed(VALUE_BITS))),      # C base logits a sample
@@ -238,9 +255,8 @@ class CacheWriter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        g = p.model_geometry  # the model the entries are of (a build with maxima runs others too)
-        layout = Layout(g, p.P)
-        S, K = layout.sample_lines, g.taps
+        g, layout = self.geometry, self.layout  # the entries' own layout (a build with maxima runs others)
+        S, K = self.stride, g.taps
         offsets = [sum(layout.lines_per_tap[:k]) for k in range(K)] + [layout.tap_lines]
         sources = []
         for k in range(K + 1):
@@ -264,19 +280,20 @@ class CacheWriter(wiring.Component):
                      self.logits.ready.eq(tail.i.ready & ~at_label),
                      labels.r_en.eq(tail.i.ready & at_label)]
         # -- the arbiter: one line a cycle, round robin -------------------------------------------------
-        # Round robin, except that the tail's last line of an entry goes first: it completes the
-        # entry, so ``done`` never waits for another source's line (the PL fill's cycle model is
-        # exact); one line an entry cannot starve anyone.
+        # The tail goes first, the taps round robin: an entry's last line is the tail's, and a
+        # tail line never waits, so the tail never stalls and ``done`` never waits for another
+        # source's line (the PL fill's cycle model is exact). The tail's lines are few (C + 1
+        # values an entry), so in a fill it cannot starve the taps.
         n = len(sources)
         grant = Signal(n)                      # one-hot: whose held line is written this cycle
-        prio = Signal(n, init=1)               # one-hot: who goes first next
-        urgent = tail.request_last
-        rr = _round_robin([s.request for s in sources], prio)
-        nxt = Cat(*[g & ~urgent for g in rr[:K]], rr[K] | urgent)
+        prio = Signal(K, init=1)               # one-hot: which tap goes first next
+        urgent = tail.request
+        rr = _round_robin([s.request for s in sources[:K]], prio)
+        nxt = Cat(*[g & ~urgent for g in rr], urgent)
         m.d.comb += [s.grant.eq(grant[i]) for i, s in enumerate(sources)]
         m.d.sync += grant.eq(nxt)
-        with m.If(grant.any()):  # the one after the line being written goes first (a cycle later)
-            m.d.sync += prio.eq(Cat(grant[-1], grant[:-1]))
+        with m.If(grant[:K].any()):  # the tap after the one being written goes first (a cycle later)
+            m.d.sync += prio.eq(Cat(grant[K - 1], grant[:K - 1]))
         wr = self.write
         data = Const(0, p.beat_bits)
         addr = Const(0, p.cache_addr_bits)

@@ -11,8 +11,11 @@ beside the cache writer (hw/cache_writer.py):
 
 Every engine's input buffer is a ping-pong pair, so engine k works on sample n while engine k+1
 works on sample n-1; the writer assembles each tap's lines on its own and writes them at their
-entry's place, so the cache holds what the host's `IntBase.encode` + `packing.pack_cache` would
-have streamed, bit for bit. The chain's throughput is its slowest engine's interval
+entry's place, so the cache holds what the host's `IntBase.encode` + `packing.pack_cache_for`
+would have streamed, bit for bit: entry n at ``first_line + n * ENTRY_LINES`` (the build's entry
+lines `HwParams.sample_lines`, where the core's jobs read it), the base's own layout at its start;
+the lines past it in a build with maxima (zeros in `pack_cache_for`) are left unwritten, as no job
+of the base's geometry reads them. The base may be any model that fits the build's maxima. The chain's throughput is its slowest engine's interval
 (`fill_plan.FillPlan.interval`); `fill_plan.fill_done_cycles` is its cycle model.
 """
 
@@ -25,12 +28,19 @@ from amaranth.lib.wiring import In, Out
 from ..fixed import formats as F
 from ..fixed.base_int import IntBase
 from ..fixed.fill_plan import FillPlan, plan_fill
+from ..fixed.model import Geometry
+from ..fixed.packing import Layout
 from .cache_writer import SHIFT_BITS, CacheWriter
 from .forward_engine import ForwardEngine, activation_signature
 from .params import HwParams, invalid, require_params
 from .ports import write_port
 
-__all__ = ["FillPipeline"]
+__all__ = ["FillPipeline", "base_geometry"]
+
+
+def base_geometry(base: IntBase, params: HwParams) -> Geometry:
+    """The geometry of the entries ``base`` fills: its taps and classes at the build's rank."""
+    return Geometry(tuple(int(d) for d in base.tap_dims), params.R, int(base.classes))
 
 
 def _broadcast(m, source, sinks):
@@ -53,17 +63,18 @@ class FillPipeline(wiring.Component):
     takes ``first_line``), ``image`` (the quantized input integers, NHWC, sample after sample),
     ``label`` (one a sample), ``shift`` (per tap: the cache exponent less the tap's LSB exponent),
     ``write`` (the cache's write port), ``entries`` (entries written since ``start``), ``done``
-    (a pulse per entry written)."""
+    (a pulse per entry written). Only ``shift[0..K-1]`` of the base's K taps are used (the port
+    has the build's tap slots)."""
 
     def __init__(self, base: IntBase, params: HwParams, plan: FillPlan | None = None):
         if not isinstance(base, IntBase):
             raise invalid(self, TypeError(f"base must be an IntBase, not {base!r}"))
         self.params = require_params(self, params)
         p = params
-        g = p.model_geometry
-        if tuple(base.tap_dims) != tuple(g.dims) or base.classes != g.classes:
-            raise invalid(self, ValueError(f"the base's taps {tuple(base.tap_dims)} and {base.classes} classes do "
-                                           f"not match the build's model {tuple(g.dims)} and {g.classes}"))
+        self.geometry = g = base_geometry(base, p)
+        if g.taps > p.K or g.classes > p.C or Layout(g, p.P).tap_lines > p.tap_lines:
+            raise invalid(self, ValueError(f"the base's taps {g.dims} and {g.classes} classes do not fit the "
+                                           f"build's {p.K} taps, {p.tap_lines} tap lines and {p.C} classes"))
         if plan is None:
             plan = plan_fill(base)
         if not isinstance(plan, FillPlan):
@@ -73,7 +84,7 @@ class FillPipeline(wiring.Component):
         self.base, self.plan = base, plan
         # the blocks, made here so testbenches can watch them
         self.engines = [ForwardEngine(layer, lp.lanes, lp.simd) for layer, lp in zip(base.layers, plan.layers)]
-        self.writer = CacheWriter(p)
+        self.writer = CacheWriter(p, g, p.sample_lines)  # entry n at first_line + n * ENTRY_LINES
         super().__init__({
             "start": In(1),
             "first_line": In(p.cache_addr_bits),

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from skip2lora.fixed import fill_plan as FP
 from skip2lora.fixed.config import AcceleratorConfig
 from skip2lora.fixed.model import CacheEntries, Geometry
-from skip2lora.fixed.packing import Layout, pack_cache
+from skip2lora.fixed.packing import Layout, pack_cache, pack_cache_for
 from skip2lora.hw.fill_pipeline import FillPipeline
 from skip2lora.hw.params import HwParams
 
@@ -111,6 +111,39 @@ def test_fill_pipeline_image_gaps_change_nothing_but_time():
     assert all(d >= w for d, w in zip(done, FP.fill_done_cycles(base, plan, len(x))))
 
 
+def test_fill_pipeline_on_a_build_with_maxima_writes_pack_cache_for():
+    """A build with maxima (more taps, tap lines and classes than the base): each entry in the
+    build's slot of ENTRY_LINES lines, the base's own layout at its start (`pack_cache_for`); the
+    slot's padding lines are not written (no job of the base's geometry reads them)."""
+    base, config, x, labels = tiny_setup(seed=4, n=3)
+    config = AcceleratorConfig("tinymax", config.geometry, 4, 6, max_taps=6, max_classes=5, max_tap_lines=40)
+    p = HwParams(config)
+    layout = Layout(config.geometry, 4)
+    assert p.sample_lines > layout.sample_lines
+    codes, logits, exps, _ = base.encode(x)
+    want = pack_cache_for(p.layout, layout, CacheEntries(codes, logits, labels)).reshape(len(x), p.sample_lines, -1)
+    plan = FP.plan_fill(base, 60)
+    first = p.sample_lines
+    got, addrs, done = run_fill(FillPipeline(base, p, plan), base, x, labels, exps, first)
+    assert addrs == [first + i * p.sample_lines + line for i in range(len(x)) for line in range(layout.sample_lines)]
+    assert got == want[:, :layout.sample_lines].tobytes()
+    assert done == FP.fill_done_cycles(base, plan, len(x))
+
+
+def test_fill_pipeline_checks_its_arguments():
+    base, config, _, _ = tiny_setup()
+    p = HwParams(config)
+    with pytest.raises(TypeError, match="base must be an IntBase"):
+        FillPipeline(object(), p)
+    with pytest.raises(TypeError, match="params must be HwParams"):
+        FillPipeline(base, config)
+    with pytest.raises(TypeError, match="plan must be a FillPlan"):
+        FillPipeline(base, p, plan=(1, 2))
+    small = AcceleratorConfig("fewer", Geometry((36, 27), 2, 3), 4, 4)
+    with pytest.raises(ValueError, match="do not fit the build"):
+        FillPipeline(base, HwParams(small))
+
+
 def lenet5_base():
     """The pretrained LeNet-5, calibrated on synthetic images (as in test_hw_forward)."""
     from skip2lora.fixed import base_formats as BF
@@ -135,10 +168,11 @@ def test_fill_pipeline_lenet5():
     _, _, exps, _ = base.encode(base.quantize_input(xf))  # scales from all 48 images
     codes, logits, _, _ = base.encode(x, exps)
     layout = Layout(KV260.geometry, KV260.lanes)
-    want = pack_cache(layout, CacheEntries(codes, logits, labels))
-    p = HwParams(KV260)
+    p = HwParams(KV260)  # a build with maxima: entries at its stride, the base's lines at their start
+    want = pack_cache_for(p.layout, layout, CacheEntries(codes, logits, labels)).reshape(3, p.sample_lines, -1)
     plan = FP.plan_fill(base)
     got, addrs, done = run_fill(FillPipeline(base, p, plan), base, x, labels, exps, 0)
-    assert addrs == list(range(3 * layout.sample_lines)) and got == want.tobytes()
+    assert addrs == [i * p.sample_lines + line for i in range(3) for line in range(layout.sample_lines)]
+    assert got == want[:, :layout.sample_lines].tobytes()
     assert done == FP.fill_done_cycles(base, plan, 3)
     assert plan.interval <= FP.TARGET_INTERVAL

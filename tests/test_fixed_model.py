@@ -319,7 +319,7 @@ def test_pack_images_places_label_bytes_and_padding():
     from skip2lora.fixed.packing import Layout, image_beats, pack_images
 
     layout = Layout(KV260.geometry, KV260.lanes)  # 16-byte beats
-    assert image_beats(layout, 784) == 50 and image_beats(layout, 14) == 1 and image_beats(layout, 15) == 2
+    assert image_beats(16, 784) == 50 and image_beats(16, 14) == 1 and image_beats(16, 15) == 2 == image_beats(2, 1)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (3, 784)).astype(np.uint8)
     y = np.array([0, 9, 300])

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 from . import forward_cycles as FC
 from .base_int import IntBase
+from .packing import LABEL_BYTES
 
 __all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "LayerPlan", "FillPlan", "plan_fill", "fill_done_cycles",
-           "fill_report"]
+           "first_byte_lag", "fill_command_cycles", "fill_report"]
 
 SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine's own limit)
 #: cycles a sample: 100,000 images/s at an assumed 200 MHz (issue 15's inference figure)
@@ -146,3 +147,20 @@ def fill_report(base: IntBase, plan: FillPlan, samples: int, clock_mhz: float = 
         "images_per_s": round(clock_mhz * 1e6 / plan.interval, 1),
         "note": f"cycles / an assumed {clock_mhz:g} MHz clock (no timing closure exists)",
     }
+
+
+def first_byte_lag(beat_bits: int) -> int:
+    """The fill feeder (hw/fill_feeder.py): cycles from the cycle a FILL's first beat is taken to the
+    cycle its first image byte is offered: 1 (the beat register), 2 when a beat is the label alone."""
+    return 2 if beat_bits // 8 == LABEL_BYTES else 1
+
+
+def fill_command_cycles(base: IntBase, plan: FillPlan, n: int, beat_bits: int, first_beat: int = 1) -> int:
+    """FILL_CYCLES (the core's count, from the cycle after the FILL command to the cycle before its
+    commit) of ``n`` images whose first beat is offered ``first_beat`` (>= 1) cycles after the
+    command, the stream never idle after it: the pipeline starts the cycle after the command, its
+    first image byte comes `first_byte_lag` after the first beat, and the commit follows the last
+    entry's ``done``."""
+    if n < 1:
+        raise ValueError(f"a fill has at least one image, not {n!r}")
+    return first_beat - 1 + fill_done_cycles(base, plan, n)[-1] + first_byte_lag(beat_bits)

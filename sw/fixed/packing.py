@@ -23,9 +23,12 @@ import numpy as np
 
 from .model import Adapters, CacheEntries, Geometry
 
-__all__ = ["Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
+__all__ = ["LABEL_BYTES", "Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
            "pack_cache_for", "pack_ddr_cache_for", "pack_adapters_for", "unpack_adapters_for", "image_beats",
            "pack_images"]
+
+
+LABEL_BYTES = 2  # a FILL image's label, at the start of its first beat
 
 
 @dataclass(frozen=True)
@@ -230,11 +233,12 @@ def unpack_adapters_for(build: Layout, layout: Layout, data) -> Adapters:
     return Adapters(a, [b[k, :g.classes, :g.rank].astype(np.int16) for k in range(g.taps)])
 
 
-def image_beats(layout: Layout, image_bytes: int) -> int:
-    """Beats of one image in a FILL transfer: its label (2 bytes) and its bytes, zero padded."""
-    if isinstance(image_bytes, bool) or not isinstance(image_bytes, (int, np.integer)) or image_bytes < 1:
-        raise ValueError(f"image_bytes must be a positive integer, not {image_bytes!r}")
-    return -(-(2 + int(image_bytes)) // layout.beat_bytes)
+def image_beats(beat_bytes: int, image_bytes: int) -> int:
+    """Beats of one image in a FILL transfer: its label (`LABEL_BYTES`) and its bytes, zero padded."""
+    for name, v in (("beat_bytes", beat_bytes), ("image_bytes", image_bytes)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    return -(-(LABEL_BYTES + int(image_bytes)) // int(beat_bytes))
 
 
 def pack_images(layout: Layout, images, labels) -> np.ndarray:
@@ -251,7 +255,7 @@ def pack_images(layout: Layout, images, labels) -> np.ndarray:
     if labels.min() < 0 or labels.max() >= 1 << 16:
         raise ValueError("labels must fit 16 bits")
     n, size = images.shape
-    width = image_beats(layout, size) * layout.beat_bytes
+    width = image_beats(layout.beat_bytes, size) * layout.beat_bytes
     out = np.zeros((n, width), np.uint8)
     out[:, 0] = labels & 0xFF
     out[:, 1] = labels >> 8
