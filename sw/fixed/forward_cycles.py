@@ -34,7 +34,8 @@ import numpy as np
 from .base_int import IntBase, IntLayer
 
 __all__ = ["CLOCK_MHZ", "READ_LATENCY", "SIMD_MAX", "PIPE_LATENCY", "FRONT_LATENCY", "EngineGeometry",
-           "engine_geometry", "groups", "patch_words", "tree_stages", "pipe_latency", "window_cycles",
+           "engine_geometry", "groups", "patch_words", "word_entries", "activation_words", "activation_bits",
+           "ACT_LUTRAM_BITS", "tree_stages", "pipe_latency", "window_cycles",
            "layer_cycles", "layer_interval", "layer_done_cycles", "base_cycles", "WRITER_LATENCY", "fill_cycles",
            "base_report"]
 
@@ -153,6 +154,37 @@ def patch_words(geometry: EngineGeometry, simd: int = 1) -> int:
     """Q: issue cycles of one sweep over a patch, ``simd`` entries a cycle (the last word may be
     partial: its entries past ``fan_in`` are masked)."""
     return -(-geometry.fan_in // _simd(simd))
+
+
+def word_entries(geometry: EngineGeometry, simd: int = 1) -> int:
+    """E: the activations (channels) a word of the engine's activation memory holds. A word is
+    E consecutive channels of one position (a position's C channels in ceil(C / E) words, the
+    last zero padded), and a cycle's ``simd`` entries are simd / E such words, read from simd / E
+    replicas of the memory. E is the largest divisor of simd whose words still cover a patch in
+    `patch_words` = ceil(fan_in / simd) cycles (so E = 1 keeps one activation a word and simd
+    replicas; a dense layer's, one position of fan_in channels, is E = simd: one replica)."""
+    g, simd = geometry, _simd(simd)
+    q = patch_words(g, simd)
+    kk = g.kernel * g.kernel
+    return max(e for e in range(1, min(simd, g.channels) + 1)
+               if simd % e == 0 and -(-kk * -(-g.channels // e) // (simd // e)) == q)
+
+
+def activation_words(geometry: EngineGeometry, simd: int = 1) -> int:
+    """Words of one bank of the activation memory: positions x ceil(C / E)."""
+    return geometry.height * geometry.width * -(-geometry.channels // word_entries(geometry, simd))
+
+
+def activation_bits(geometry: EngineGeometry, simd: int = 1) -> int:
+    """Bits of one replica of the activation memory as built: two banks (the address's top bit)
+    of 2**ceil(log2 `activation_words`) words of `word_entries` activations."""
+    words = activation_words(geometry, simd)
+    return 2 * (1 << max(1, (words - 1).bit_length())) * word_entries(geometry, simd) * 8
+
+
+#: the forward engine keeps an activation replica of at most this many bits in LUTRAM
+#: ("auto"), a larger one in block RAM
+ACT_LUTRAM_BITS = 8192
 
 
 def window_cycles(geometry: EngineGeometry, lanes: int, simd: int = 1) -> tuple[int, int]:
