@@ -36,7 +36,7 @@ from .base_int import IntBase, IntLayer
 __all__ = ["CLOCK_MHZ", "READ_LATENCY", "SIMD_MAX", "PIPE_LATENCY", "FRONT_LATENCY", "EngineGeometry",
            "engine_geometry", "groups", "patch_words", "word_entries", "activation_words", "activation_bits",
            "ACT_LUTRAM_BITS", "tree_stages", "pipe_latency", "window_cycles",
-           "layer_cycles", "layer_interval", "layer_done_cycles", "base_cycles", "WRITER_LATENCY", "fill_cycles",
+           "layer_cycles", "layer_interval", "layer_done_cycles", "base_cycles", "WRITER_LATENCY",
            "base_report"]
 
 CLOCK_MHZ = 200.0  # assumed clock for projections (as `fixed.cycles`)
@@ -254,13 +254,6 @@ def base_cycles(base: IntBase, lanes: int) -> int:
 WRITER_LATENCY = 6
 
 
-def fill_cycles(base: IntBase, lanes: int) -> int:
-    """Cycles per sample of the PL fill (hw/fill_pipeline.py), first image beat to ``done``: the
-    passes one after the other (`base_cycles`), except that each engine after the first loads its
-    input while the previous one emits it (its load hidden) and starts its run a cycle before its
-    predecessor's done; then the label and the writer's last line, WRITER_LATENCY - 2 cycles past
-    the last engine's done."""
-    return base_cycles(base, lanes) - sum(d + 1 for d in base.tap_dims[1:]) + WRITER_LATENCY - 2
 
 
 def base_report(base: IntBase, lanes, simd=1, clock_mhz: float = CLOCK_MHZ) -> dict:
@@ -285,4 +278,3 @@ def base_report(base: IntBase, lanes, simd=1, clock_mhz: float = CLOCK_MHZ) -> d
             "samples_per_s": round(clock_mhz * 1e6 / interval, 1),
             "note": f"cycles / an assumed {clock_mhz:g} MHz clock (no timing closure exists); "
                     "cycles_per_sample is the slowest engine's interval"}
-
