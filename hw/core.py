@@ -4,12 +4,32 @@
                                      |  scalar unit (step sizes), order unit (sample orders)
                                      '-> optimizer (A lines from the datapath, B rows from the head)
     AXI4-Stream in -> stream loader -> cache / A memory / B     A memory, B -> streamer -> AXI4-Stream out
+                            '-> fill feeder -> fill pipeline (the PL base) -> cache    (FILL, optional)
 
 A job's registers (and the per-tap shifts derived from them) are registered when it starts, so
 the host may change them while it runs. Errors latch (the first code is kept, later ones set
 OVERRUN) and block every command but SOFT_RESET and CLEAR_ERROR. A soft reset resets every
 block's state (not the memories): the core is idle, no error, the cache is empty, no adapters
 are valid (load them again), DONE and IRQ.done are cleared.
+
+FILL (a build given a PL base, ``fill_base``): the host streams LOAD_COUNT images (label and
+quantized input, `fill_feeder`'s format) and the fill pipeline (hw/fill_pipeline.py) writes their
+cache entries after the N_LOADED held, as LOAD_CACHE of `packing.pack_cache_for` of
+`IntBase.encode` with the exponents of TAPk_CFG would have, bit for bit. The command checks the
+job registers against the base (TAPk_DIM and CLASSES its geometry, TAPk_CFG.signed its taps'
+signedness, each TAPk_CFG.exponent its tap's LSB exponent + 0..31) and registers the shifts; the
+stream follows the pipeline's pace (TREADY); N_LOADED grows when every entry is written. A soft
+reset, or a TLAST error, resets the feeder and the pipeline (its engines, the writer, its label
+queue: the images and labels in flight are dropped; the lines already written past N_LOADED are
+free again).
+
+FILL_CYCLES counts the cycles the fill is armed: from the cycle after the command to the cycle
+before its commit. With the transfer's first beat offered ``d`` cycles after the command's cycle
+(d >= 1) and the stream never idle after it, it is exactly `fill_plan.fill_command_cycles` (base,
+plan, n, beat bits, d) = ``d - 1 + fill_plan.fill_done_cycles(base, plan, n)[-1] +
+fill_plan.first_byte_lag(beat_bits)``: the pipeline's ``start`` is the cycle after the command,
+its first image byte `first_byte_lag` after the first beat is taken (the model offers it the cycle
+after ``start``), and the commit the cycle after the last entry's ``done`` (the loader's compare).
 """
 
 from __future__ import annotations
@@ -19,14 +39,18 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
+from ..fixed.base_int import IntBase
 from ..fixed.config import AcceleratorConfig
 from ..fixed.optimizer import Optimizer
+from ..fixed.packing import image_beats
 from .axi4 import AXI4ReadSignature
 from .axi_lite import AXI4LiteRegisterBank, AXI4LiteSignature
 from .cycle_counter import CycleCounter
 from .datapath import Datapath
 from .ddr_reader import DDRReader
 from .fetcher import POSITION_BITS, BatchFetcher, slot_count
+from .fill_feeder import FillFeeder
+from .fill_pipeline import FillPipeline
 from .geometry_unit import GeometryUnit
 from .head import HeadPair
 from .job import JOB_FIELDS, JOB_LAYOUT
@@ -34,7 +58,7 @@ from .memories import AMemory, BatchBufferBank, CacheMemory, OrderBuffer, StatsM
 from .optimizer import OptimizerUnit
 from .ports import ReadPortSelect, WritePortSelect
 from .order_unit import OrderUnit
-from .params import HwParams
+from .params import HwParams, invalid
 from .regmap import ACCEL_ID, DDR_ADDR_BITS, REGISTER_MAP, VERSION, ErrorCode
 from .scalar_unit import ScalarUnit
 from .sequencer import Sequencer
@@ -48,9 +72,26 @@ assert F.BATCH_MAX == 1 << BATCH_MAX_LOG
 
 
 class Skip2LoRACore(wiring.Component):
-    def __init__(self, config: AcceleratorConfig):
+    """``config``: the build; ``fill_base``: the PL base of FILL (an `IntBase` whose taps and
+    classes fit the build's maxima; None: no FILL, FILL_INFO reads 0), with ``fill_plan`` (a
+    `fill_plan.FillPlan`; None: `fill_plan.plan_fill`'s)."""
+
+    def __init__(self, config: AcceleratorConfig, fill_base: IntBase | None = None, fill_plan=None):
         self.params = HwParams(config)
         p = self.params
+        self.fill = None
+        if fill_base is None:
+            if fill_plan is not None:
+                raise invalid(self, TypeError("fill_plan needs a fill_base"))
+        else:
+            if not isinstance(fill_base, IntBase):
+                raise invalid(self, TypeError(f"fill_base must be an IntBase or None, not {fill_base!r}"))
+            try:
+                self.fill = FillPipeline(fill_base, p, fill_plan)  # checks the plan and that the base fits
+            except (TypeError, ValueError) as exc:
+                raise invalid(self, exc) from None
+            self.fill_in_size = self.fill.engines[0].geometry.in_size
+        self.fill_base = fill_base
         members = {
             "bus": In(AXI4LiteSignature(REGISTER_MAP.address_width)),
             "s_axis": In(axis_signature(p.beat_bits)),
@@ -85,7 +126,8 @@ class Skip2LoRACore(wiring.Component):
         order = block("order", OrderUnit(p))
         seq = block("sequencer", Sequencer(p))
         geo = block("geometry", GeometryUnit(p))
-        loader = block("loader", StreamLoader(p))
+        beats = image_beats(p.beat_bits // 8, self.fill_in_size) if self.fill is not None else 0
+        loader = block("loader", StreamLoader(p, beats))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
         if p.ddr:  # the DDR path: fetcher -> reader (AXI4) -> batch buffer (two banks)
@@ -111,6 +153,7 @@ class Skip2LoRACore(wiring.Component):
             regs.LANES_value.eq(p.P), regs.CACHE_DEPTH_value.eq(p.n_max),
             regs.DDR_SAMPLES_value.eq(p.config.ddr_samples), regs.DDR_BATCH_value.eq(p.ddr_batch),
             regs.DDR_STRIDE_value.eq(p.layout.ddr_stride if p.ddr else 0),
+            regs.FILL_INFO_present.eq(self.fill is not None), regs.FILL_INFO_image_beats.eq(beats),
         ]
 
         # -- the configuration check and the job's registers -------------------------------------
@@ -176,6 +219,28 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [count_zero.eq(~count0 & ~count_rest), count_one.eq(count0 & ~count_rest)]
         config_ok = Signal()
         m.d.comb += config_ok.eq(Cat(*checks).all())
+        # FILL: the job registers are the base's (registered flags, a LUT each, met at the command)
+        fill_ok = Signal()
+        fill_shift = [Signal(5, name=f"fill_shift{k}") for k in range(K)]  # registered at the command
+        if self.fill is not None:
+            base = self.fill_base
+
+            def equals(value, const, name):
+                parts = [Signal(name=f"ok_{name}{i}", reset_less=True) for i in range(-(-len(value) // 6))]
+                m.d.sync += [part.eq(value[6 * i:6 * i + 6] == (const >> 6 * i) & 63) for i, part in enumerate(parts)]
+                return parts
+
+            fill_checks = equals(regs.CLASSES_value, base.classes, "fill_classes")
+            for k in range(K):
+                on = k < len(base.tap_dims)
+                fill_checks += equals(getattr(regs, f"TAP{k}_DIM_value"), base.tap_dims[k] if on else 0, f"fill_dim{k}")
+                if on:
+                    frac = base.tap_fracs[k]
+                    ok_tap = Signal(name=f"ok_fill_tap{k}", reset_less=True)
+                    m.d.sync += ok_tap.eq((exps[k] >= frac) & (exps[k] <= frac + 31)
+                                          & (getattr(regs, f"TAP{k}_CFG_signed") == int(base.tap_signed[k])))
+                    fill_checks.append(ok_tap)
+            m.d.comb += fill_ok.eq(Cat(*fill_checks).all())
         job = Signal(JOB_LAYOUT)  # the job's registers, copied at START (the blocks' ``job`` view)
         tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
         u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
@@ -206,7 +271,7 @@ class Skip2LoRACore(wiring.Component):
         with m.If(regs.CTRL_clear_error):
             m.d.sync += [error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0)]
         any_cmd = (regs.CTRL_start | regs.CTRL_load_cache | regs.CTRL_load_adapters
-                   | regs.CTRL_read_adapters | regs.CTRL_clear_cache)
+                   | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill)
         with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
         with m.Elif(any_cmd & (busy_r | launch)):
@@ -242,11 +307,22 @@ class Skip2LoRACore(wiring.Component):
                 fail(ErrorCode.NO_ADAPTERS)
         with m.Elif(regs.CTRL_clear_cache):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max)]
+        with m.Elif(regs.CTRL_fill):
+            with m.If(count_zero | ~fill_ok):  # (no PL base: fill_ok is 0)
+                fail(ErrorCode.BAD_CONFIG)
+            with m.Elif(count_over):
+                fail(ErrorCode.CACHE_OVERFLOW)
+            with m.Else():
+                m.d.sync += [n_after.eq(n_loaded + regs.LOAD_COUNT_value),
+                             room_after.eq(room_left - regs.LOAD_COUNT_value)]
+                if self.fill is not None:
+                    m.d.sync += [fill_shift[k].eq(exps[k] - self.fill_base.tap_fracs[k])
+                                 for k in range(len(self.fill_base.tap_dims))]
         # The blocks' command pulses, flat (the chain above in one expression each): a write's
         # first command bit in the order start, load_cache, load_adapters, read_adapters,
-        # clear_cache counts; nothing while an error is latched or the core is busy.
+        # clear_cache, fill counts; nothing while an error is latched or the core is busy.
         ctrl = [regs.CTRL_start, regs.CTRL_load_cache, regs.CTRL_load_adapters, regs.CTRL_read_adapters,
-                regs.CTRL_clear_cache]
+                regs.CTRL_clear_cache, regs.CTRL_fill]
         first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
         free = Signal()
         m.d.comb += [
@@ -255,6 +331,7 @@ class Skip2LoRACore(wiring.Component):
             loader.load_adapters.eq(first[2] & free),
             streamer.start.eq(first[3] & free & adapters_valid),
             loader.clear_cache.eq(first[4] & free),
+            loader.fill.eq(first[5] & free & ~count_zero & fill_ok & ~count_over),
         ]
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
@@ -290,6 +367,30 @@ class Skip2LoRACore(wiring.Component):
             counter.enable.eq(seq.busy),
             regs.CYCLES_LO_value.eq(counter.count[:32]), regs.CYCLES_HI_value.eq(counter.count[32:]),
         ]
+
+        # -- FILL: the feeder and the fill pipeline (reset with the core and by a failed fill) ------
+        fill_counter = block("fill_cycles", CycleCounter(32))
+        m.d.comb += [fill_counter.clear.eq(loader.fill), fill_counter.enable.eq(loader.filling),
+                     regs.FILL_CYCLES_value.eq(fill_counter.count)]
+        cache_write = m.submodules.cache_write = WritePortSelect(cache.write.signature)
+        wiring.connect(m, cache_write.memory, cache.write)
+        wiring.connect(m, loader.cache_wr, cache_write.a)
+        if self.fill is not None:
+            fill_reset = Signal()
+            m.d.comb += fill_reset.eq(soft_reset | loader.fill_abort)
+            feeder, fill = FillFeeder(p, self.fill_in_size), self.fill
+            m.submodules.fill_feeder = ResetInserter(fill_reset)(feeder)
+            m.submodules.fill = ResetInserter(fill_reset)(fill)
+            fill_start = Signal()
+            m.d.sync += fill_start.eq(loader.fill)
+            wiring.connect(m, loader.beats, feeder.i)
+            wiring.connect(m, feeder.image, fill.image)
+            wiring.connect(m, feeder.label, fill.label)
+            wiring.connect(m, fill.write, cache_write.b)
+            m.d.comb += [fill.start.eq(fill_start), fill.first_line.eq(loader.next_line),
+                         loader.fill_entries.eq(fill.entries), cache_write.select.eq(loader.filling)]
+            m.d.comb += [fill.shift[k].eq(fill_shift[k]) for k in range(len(self.fill_base.tap_dims))]
+            self.blocks.update(feeder=feeder, fill=self.fill)
 
         # -- the job: sequencer, scalar unit, order unit --------------------------------------------
         m.d.comb += [block.job.eq(job) for block in (seq, scalar, order, opt)]
@@ -359,7 +460,6 @@ class Skip2LoRACore(wiring.Component):
         wiring.connect(m, scalar.alpha, opt.alpha)
 
         # -- memories: the loader and the streamer when no job runs --------------------------------
-        wiring.connect(m, loader.cache_wr, cache.write)
         wiring.connect(m, loader.b_wr, head.b_load)
         wiring.connect(m, streamer.b_rd, head.b_read)
         # the A memory: read by the datapath, or by the streamer while it sends; written by the

@@ -151,7 +151,16 @@ def source_hash(config) -> str:
     for path in _generator_sources():
         h.update(path.name.encode())
         h.update(path.read_bytes())
+    if cfg.fill_base:  # the PL base's weights are in the Verilog: the shipped file is a source too
+        h.update(_fill_base_file(cfg.fill_base).read_bytes())
     return h.hexdigest()[:16]
+
+
+def _fill_base_file(key: str) -> Path:
+    """The shipped integer base file a build's PL base is generated from (`base_int.shipped`)."""
+    from ..fixed import base_int
+
+    return Path(base_int.__file__).resolve().parent.parent / "pretrained" / f"{key}-int8.npz"
 
 
 @contextlib.contextmanager

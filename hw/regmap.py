@@ -20,7 +20,7 @@ __all__ = ["DDR_ADDR_BITS", "ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "R
            "config_register_patterns"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
-VERSION = (3, 0)       # major (register map / wire format / job semantics), minor
+VERSION = (3, 1)       # major (register map / wire format / job semantics), minor
 
 
 class ErrorCode(enum.IntEnum):
@@ -42,16 +42,18 @@ class ErrorCode(enum.IntEnum):
 #: What sets each error code (docs/interface.md prints this table).
 ERROR_DOCS = {
     ErrorCode.NONE: "no error",
-    ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load armed; it is drained up to TLAST",
-    ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load: nothing is committed (a cache "
-                           "load adds no entries; an adapter load leaves no valid adapters)",
+    ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load or fill armed; it is drained up to TLAST",
+    ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load or fill: nothing is committed (a "
+                           "cache load or fill adds no entries; an adapter load leaves no valid adapters)",
     ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: nothing is committed (as for TLAST_EARLY); "
                           "the rest of the stream is drained up to TLAST",
-    ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE would exceed CACHE_DEPTH entries (nothing armed)",
-    ErrorCode.BUSY: "a command arrived while a job, load or read-back was running (ignored)",
+    ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE or FILL would exceed CACHE_DEPTH entries (nothing armed)",
+    ErrorCode.BUSY: "a command arrived while a job, load, fill or read-back was running (ignored)",
     ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range (in "
                           "DDR mode: no DDR path, SAMPLES above DDR_SAMPLES, BATCH above DDR_BATCH or "
-                          "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0; or a job geometry "
+                          "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0, or FILL with no PL base, "
+                          "LOAD_COUNT = 0, TAPk_DIM / CLASSES not the base's taps / classes, or a tap's "
+                          "TAPk_CFG.signed not the base's or exponent outside its LSB exponent + 0..31; or a job geometry "
                           "the build does not run (no tap, a tap after an absent one, more tap lines than "
                           "TAP_LINES, CLASSES outside 2..GEOMETRY.classes): found during the job's INIT, "
                           "which then ends without DONE and without changing the adapters",
@@ -86,13 +88,16 @@ REGISTER_MAP = RegisterMap([
         Field("read_adapters", 4, 1, Access.W1P, doc="send the adapter image on the stream output"),
         Field("clear_cache", 5, 1, Access.W1P, doc="forget all cache entries (N_LOADED = 0)"),
         Field("clear_error", 6, 1, Access.W1P, doc="clear ERROR, ERROR_CODE and OVERRUN (nothing else)"),
+        Field("fill", 7, 1, Access.W1P, doc="arm the stream input for LOAD_COUNT images for the PL base "
+                                            "(FILL_INFO): their cache entries follow the N_LOADED held; "
+                                            "N_LOADED grows when every entry is written"),
     ], "commands (write 1 to a bit)"),
     Register("STATUS", 0x0C, [
-        _ro("busy", 1, "a job, load or read-back is running"),
+        _ro("busy", 1, "a job, load, fill or read-back is running"),
         _ro("done", 1, "the last job finished; cleared by the next START and by a soft reset", 1),
         _ro("error", 1, "an error is latched (see ERROR_CODE): commands other than SOFT_RESET and "
                         "CLEAR_ERROR are ignored", 2),
-        _ro("loading", 1, "the stream input is armed or draining", 3),
+        _ro("loading", 1, "the stream input is armed (a load, or a fill until its commit) or draining", 3),
         _ro("sending", 1, "the stream output is sending", 4),
         _ro("adapters", 1, "the adapters are valid (loaded, or trained by a job)", 5),
         _ro("overrun", 1, "another error happened while one was latched", 6),
@@ -105,7 +110,7 @@ REGISTER_MAP = RegisterMap([
     Register("BATCH", 0x1C, [_rw("value", 16, "mini-batch size (1..256)")]),
     Register("EPOCHS", 0x20, [_rw("value", 16, "passes over the samples (1..65535)")]),
     Register("LR", 0x24, [_rw("value", 28, "peak step size eta in Q24 (formats.lr_register)")]),
-    Register("LOAD_COUNT", 0x28, [_rw("value", 16, "cache entries in the next LOAD_CACHE stream")]),
+    Register("LOAD_COUNT", 0x28, [_rw("value", 16, "cache entries (LOAD_CACHE) or images (FILL) in the next stream")]),
     Register("N_LOADED", 0x2C, [_ro("value", 16, "cache entries held")]),
     Register("CYCLES_LO", 0x30, [_ro("value", 32, "cycles of the last job, low word")]),
     Register("CYCLES_HI", 0x34, [_ro("value", 32, "cycles of the last job, high word")]),
@@ -149,6 +154,14 @@ REGISTER_MAP = RegisterMap([
     ]) for k in range(MAX_TAPS)],
     Register("DDR_BATCH", 0xE0, [_ro("value", 16, "largest mini-batch of a DDR-mode job")]),
     Register("DDR_STRIDE", 0xE4, [_ro("value", 16, "bytes between two cache entries in the DDR buffer")]),
+    Register("FILL_INFO", 0xE8, [
+        _ro("present", 1, "the build has a PL base: FILL computes cache entries from images"),
+        _ro("image_beats", 16, "stream beats of one FILL image: ceil((2 + the base's input bytes) / "
+                               "(4 LANES / 8)): its label (2 bytes, little-endian), its quantized input "
+                               "(NHWC), zeros", 16),
+    ], "the PL base (the cache fill on the PL); 0 when the build has none"),
+    Register("FILL_CYCLES", 0xEC, [_ro("value", 32, "cycles of the last FILL: from the cycle after its "
+                                                    "command to the cycle before its commit (or abort)")]),
 ])
 
 

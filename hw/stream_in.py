@@ -7,11 +7,21 @@ beats (`skip2lora.fixed.packing` is the format). The beat count is known, so TLA
 * no TLAST on the last expected beat  -> TLAST_LATE; the rest is drained up to TLAST
 * beats with nothing armed            -> STREAM_UNEXPECTED; drained up to TLAST
 
-TREADY stays high, so a DMA never hangs on the accelerator. Cache entries are committed
-(N_LOADED grows) only when a whole transfer arrived correctly; ``adapters_loaded`` pulses when a
-whole adapter image did (the core then marks the adapters valid). A stream whose TLAST never
-comes keeps the loader armed until the expected beats arrived or a soft reset. The core checks a
-LOAD_CACHE command (count, room) before it arms the loader.
+TREADY stays high for LOAD_CACHE, LOAD_ADAPTERS and draining, so a DMA never hangs on the
+accelerator. Cache entries are committed (N_LOADED grows) only when a whole transfer arrived
+correctly; ``adapters_loaded`` pulses when a whole adapter image did (the core then marks the
+adapters valid). A stream whose TLAST never comes keeps the loader armed until the expected beats
+arrived or a soft reset. The core checks a LOAD_CACHE or FILL command (count, room, ...) before it
+arms the loader.
+
+FILL (a build with a PL base, ``image_beats`` > 0): LOAD_COUNT images of ``image_beats`` beats
+(hw/fill_feeder.py has the format) go to the fill feeder (``beats``), and TREADY is the feeder's
+ready: it can be low during a FILL, for as long as the base's engines take to make room (the
+pipeline's pace, about `fill_plan.FillPlan.interval` cycles an image). TLAST is checked as above;
+an error also pulses ``fill_abort`` (the core resets the feeder and the pipeline: nothing
+committed, the lines already written past N_LOADED are free again). After the last beat with
+TLAST the loader waits (still armed) until the pipeline has written every entry (``fill_entries``
+= LOAD_COUNT), then commits: N_LOADED += LOAD_COUNT and the next free line steps past them.
 
 Nothing deep lies behind a beat: the transfer's end is a registered flag (per sample line and
 per sample for the cache, a down-counter for the adapters), the cache's next free line is kept
@@ -25,7 +35,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import HwParams, require_params
+from .params import HwParams, invalid, require_params
 from .ports import write_port
 from .regmap import ErrorCode
 
@@ -37,9 +47,14 @@ def axis_signature(width: int) -> stream.Signature:
 
 
 class StreamLoader(wiring.Component):
-    def __init__(self, params: HwParams):
+    """``image_beats``: a FILL image's beats (0: the build has no PL base, no FILL)."""
+
+    def __init__(self, params: HwParams, image_beats: int = 0):
         self.params = require_params(self, params)
         p = params
+        if isinstance(image_beats, bool) or not isinstance(image_beats, int) or image_beats < 0:
+            raise invalid(self, ValueError(f"image_beats must be a non-negative int, not {image_beats!r}"))
+        self.image_beats = image_beats
         abits = p.line_bits
         self.segments = p.segments
         super().__init__({
@@ -47,6 +62,7 @@ class StreamLoader(wiring.Component):
             "load_cache": In(1),      # command pulses (checked by the core: only when idle and valid)
             "load_adapters": In(1),
             "clear_cache": In(1),     # CLEAR_CACHE (accepted by the core): the cache's next line is 0
+            "fill": In(1),            # FILL (accepted by the core)
             "count": In(16),          # LOAD_COUNT
             "count_one": In(1),       # LOAD_COUNT == 1 (registered by the core)
             "armed": Out(1),          # a transfer is expected or being drained
@@ -54,6 +70,13 @@ class StreamLoader(wiring.Component):
             "error_code": Out(8),
             "commit": Out(1),         # one-cycle pulse: N_LOADED += count
             "adapters_loaded": Out(1),  # one-cycle pulse: a whole adapter image arrived
+            # FILL: the beats to the feeder; the pipeline's entries written; the cache's next free
+            # line (the fill's first line); a fill runs; a fill failed (reset the pipeline)
+            "beats": Out(stream.Signature(p.beat_bits)),
+            "fill_entries": In(16),
+            "next_line": Out(p.cache_addr_bits),
+            "filling": Out(1),
+            "fill_abort": Out(1),
             # the writes: the cache, the A memory (a beat is one segment of a line), B by beat
             "cache_wr": In(write_port(p.cache_addr_bits, p.beat_bits)),
             "a_wr": In(write_port(abits, p.a_line_bits, p.beat_bits)),
@@ -82,7 +105,13 @@ class StreamLoader(wiring.Component):
         m.d.comb += [axis.ready.eq(1), self.cache_wr.data.eq(axis.p.data), self.cache_wr.addr.eq(addr),
                      self.a_wr.addr.eq(line)]
         m.d.comb += self.a_wr.data.eq(axis.p.data.replicate(self.segments))
-        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0), self.b_wr.en.eq(0)]
+        m.d.sync += [self.error.eq(0), self.commit.eq(0), self.adapters_loaded.eq(0), self.b_wr.en.eq(0),
+                     self.fill_abort.eq(0)]
+        m.d.comb += [self.next_line.eq(fill), self.beats.p.eq(axis.p.data)]
+        IB = max(self.image_beats, 1)
+        beat_in = Signal(range(IB))          # FILL: the beat's place in its image
+        beat_last = Signal()                 # beat_in == image_beats - 1
+        fill_count = Signal(16)              # FILL: LOAD_COUNT
         b_data = Signal(p.beat_bits, reset_less=True)
         b_index = Signal(16, reset_less=True)
         m.d.comb += [self.b_wr.data.eq(b_data), self.b_wr.addr.eq(b_index)]
@@ -92,13 +121,15 @@ class StreamLoader(wiring.Component):
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
 
-        def check_end(last_beat):
+        def check_end(last_beat, abort=False):
             """TLAST must come exactly with the last expected beat."""
             with m.If(axis.p.last & ~last_beat):
                 fail(ErrorCode.TLAST_EARLY)
+                m.d.sync += self.fill_abort.eq(abort)
                 m.next = "IDLE"
             with m.Elif(last_beat & ~axis.p.last):
                 fail(ErrorCode.TLAST_LATE)
+                m.d.sync += self.fill_abort.eq(abort)
                 m.next = "DRAIN"
 
         with m.FSM() as fsm:
@@ -107,6 +138,12 @@ class StreamLoader(wiring.Component):
                     m.d.sync += [addr.eq(fill), line_in.eq(0), line_last.eq(S == 1),
                                  samples_left.eq(self.count), sample_last.eq(self.count_one)]
                     m.next = "CACHE"
+                if self.image_beats:
+                    with m.Elif(self.fill):
+                        m.d.sync += [addr.eq(fill), beat_in.eq(0), beat_last.eq(self.image_beats == 1),
+                                     samples_left.eq(self.count), sample_last.eq(self.count_one),
+                                     fill_count.eq(self.count)]
+                        m.next = "FILL"
                 with m.Elif(self.load_adapters):
                     m.d.sync += [left.eq(total - 1), adapters_last.eq(total == 1), in_b.eq(a_beats == 0),
                                  b_beat.eq(0), seg.eq(0), line.eq(0)]
@@ -146,8 +183,27 @@ class StreamLoader(wiring.Component):
                         m.d.sync += self.adapters_loaded.eq(1)
                         m.next = "IDLE"
                     check_end(adapters_last)
+            if self.image_beats:
+                with m.State("FILL"):  # the beats to the feeder, at its pace; addr: the next image's line
+                    m.d.comb += [self.beats.valid.eq(axis.valid), axis.ready.eq(self.beats.ready)]
+                    with m.If(axis.valid & self.beats.ready):
+                        last_beat = beat_last & sample_last
+                        with m.If(beat_last):
+                            m.d.sync += [beat_in.eq(0), beat_last.eq(self.image_beats == 1), addr.eq(addr + S),
+                                         samples_left.eq(samples_left - 1), sample_last.eq(samples_left == 2)]
+                        with m.Else():
+                            m.d.sync += [beat_in.eq(beat_in + 1), beat_last.eq(beat_in == self.image_beats - 2)]
+                        with m.If(last_beat & axis.p.last):
+                            m.next = "FILL_WAIT"
+                        check_end(last_beat, abort=True)
+                with m.State("FILL_WAIT"):  # every beat in: until the pipeline wrote every entry
+                    with m.If(self.fill_entries == fill_count):
+                        m.d.sync += [self.commit.eq(1), fill.eq(addr)]
+                        m.next = "IDLE"
             with m.State("DRAIN"):
                 with m.If(axis.valid & axis.p.last):
                     m.next = "IDLE"
         m.d.comb += self.armed.eq(~fsm.ongoing("IDLE"))
+        if self.image_beats:
+            m.d.comb += self.filling.eq(fsm.ongoing("FILL") | fsm.ongoing("FILL_WAIT"))
         return m

@@ -16,7 +16,7 @@ from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..fixed.config import AcceleratorConfig
+from ..fixed.config import AcceleratorConfig, fill_base_of
 from .core import Skip2LoRACore
 from .params import HwParams
 from .axi4 import AXI4ReadSignature
@@ -31,6 +31,10 @@ _AXIL = ["awaddr", "awprot", "awvalid", "awready", "wdata", "wstrb", "wvalid", "
 
 
 class Skip2LoRATop(wiring.Component):
+    """The core of ``config`` with Vivado's port names; a configuration with a PL base
+    (``config.fill_base``) gets its FILL command (`Skip2LoRACore`'s ``fill_base``: the shipped
+    integer base, `fill_plan.plan_fill`'s plan)."""
+
     def __init__(self, config: AcceleratorConfig):
         self.config = config
         p = HwParams(config)
@@ -58,7 +62,7 @@ class Skip2LoRATop(wiring.Component):
         m = Module()
         m.domains.sync = ClockDomain("sync")
         m.d.comb += [ClockSignal("sync").eq(self.aclk), ResetSignal("sync").eq(~self.aresetn)]
-        m.submodules.core = core = Skip2LoRACore(self.config)
+        m.submodules.core = core = Skip2LoRACore(self.config, fill_base=fill_base_of(self.config))
         for name in _AXIL:
             outer = getattr(self, f"s_axi_control_{name}")
             inner = getattr(core.bus, name)

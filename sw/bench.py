@@ -16,7 +16,8 @@ from .blas_env import blas_note
 from .fixed.config import KV260
 from .fixed.cycles import CLOCK_MHZ, KV260_DDR, report as cycle_report
 
-__all__ = ["ANCHORS", "physical_limit_ms", "accelerator_figures", "performance_report", "plot_results"]
+__all__ = ["ANCHORS", "physical_limit_ms", "pl_fill_figures", "accelerator_figures", "performance_report",
+           "plot_results"]
 
 KV260_JOB = {"samples": 1024, "epochs": 10, "batch": 16}
 
@@ -34,6 +35,32 @@ DSP_CLOCK_MHZ = 300.0
 def physical_limit_ms(macs: int) -> float:
     """All 1,248 DSP48E2 slices doing one MAC per cycle at 300 MHz."""
     return macs / (DSP48E2 * DSP_CLOCK_MHZ * 1e3)
+
+
+def pl_fill_figures(train_cycles: int, clock_mhz: float = CLOCK_MHZ) -> dict:
+    """The KV260 job end to end with the cache filled on the PL: the FILL of its 1024 images
+    (`fill_plan.fill_command_cycles`: the FILL command's cycle count, exact against the core's RTL
+    in amaranth.sim) through the shipped integer LeNet-5 at `fill_plan.plan_fill`'s plan, then the
+    training cycles; times are cycles / an assumed clock."""
+    from .fixed import fill_plan as FP
+    from .fixed.base_int import shipped
+
+    base = shipped("lenet5-fmnist")
+    plan = FP.plan_fill(base)
+    fill = FP.fill_command_cycles(base, plan, KV260_JOB["samples"], KV260.lanes * 4)
+    return {
+        "fill_cycles": fill, "cycles": train_cycles, "end_to_end_cycles": fill + train_cycles,
+        "end_to_end_ms": (fill + train_cycles) / (clock_mhz * 1e3), "clock_mhz_assumed": clock_mhz,
+        "fill_images_per_s": clock_mhz * 1e6 / plan.interval, "fill_interval_cycles": plan.interval,
+        "fill_plan": [{"layer": p.name, "lanes": p.lanes, "simd": p.simd, "interval": p.interval, "dsps": p.dsps}
+                      for p in plan.layers],
+        "fill_dsps": plan.dsps,
+        "configuration": ("the kv260 configuration with the shipped integer LeNet-5 as its PL base "
+                          "(Skip2LoRACore(KV260, fill_base=...)): its FILL verified in amaranth.sim on small "
+                          "builds, the LeNet-5 chain on its own; not yet built into the KV260 bitstream or the "
+                          "driver"),
+        "label": f"cycles / {clock_mhz:g} MHz (an assumed clock)",
+    }
 
 
 def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
@@ -55,6 +82,9 @@ def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
                                             clock_mhz=clock_mhz, ddr=KV260_DDR)
                                for n in (KV260_JOB["samples"], 4096, 16384))]
     r["ddr_model"] = KV260_DDR.source
+    # issue 15: the cache filled on the PL (beside it, the host fill: `performance_report` times it)
+    r["pl_fill"] = pl_fill_figures(r["cycles"], clock_mhz)
+    r["fill_cycles"], r["end_to_end_ms"] = r["pl_fill"]["fill_cycles"], r["pl_fill"]["end_to_end_ms"]
     return r
 
 
@@ -90,6 +120,10 @@ def performance_report(*, model_only: bool = False, rtl: bool = True, synth: boo
     sp = cpu["speedup_vs_lora_all"].get("skip2-lora", {})
     out["cpu_speedup_vs_lora_all"], out["cpu_epoch_speedup_vs_lora_all"] = sp.get("job"), sp.get("epoch")
     out["fixed"] = run_job(_job_args("fixed", data_dir, quiet))
+    # the alternative to the PL fill: the host's base forward + quantization of the same images
+    out["pl_fill"]["host_fill"] = {"seconds": out["fixed"]["fill_seconds"],
+                                   "label": "the host's fill of the job's 1024 images (float base forward, "
+                                            "quantizer, packing), measured on this CPU, not on the KV260's A53"}
     if torch:
         from . import torch_baseline
 

@@ -410,3 +410,22 @@ def test_four_octaves_below_the_top_are_tried():
     t[0, 0] = 250
     (e,) = base.fit_exponents([t])
     assert e == -6 + 1 == choose_exponent(t * 2.0 ** -6, False)
+
+
+@pytest.mark.slow
+def test_shipped_int_base_is_the_calibration():
+    """sw/pretrained/lenet5-fmnist-int8.npz (the PL fill's weights) is `from_pretrained` of the
+    pretrained LeNet-5 on its first 10,000 source-domain training images, and its cache exponents
+    are `calibration_exponents` of the same images."""
+    from skip2lora.data import load_dataset
+    from skip2lora.fixed.base_int import calibration_exponents, from_pretrained, shipped
+
+    got, want = shipped("lenet5-fmnist"), from_pretrained("fmnist-rot0")
+    for a, b in zip(got.layers, want.layers):
+        for field in ("weight", "bias", "shift", "acc_frac"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert got.tap_fracs == want.tap_fracs and got.tap_signed == want.tap_signed
+    x = load_dataset("fmnist-rot0").pretrain.x[:want.calibration["samples"]]
+    assert tuple(got.calibration["cache_exponents"]) == calibration_exponents(want, x) == (-4, -2, -2, -1, -1)
+    with pytest.raises(ValueError, match="no shipped integer base 'nope'; shipped: lenet5-fmnist"):
+        shipped("nope")

@@ -70,3 +70,18 @@ def test_the_readme_ddr_rows_are_the_cycle_model():
     assert f"than it would on chip ({on_chip:,})" in readme
     kv260_job = job_cycles(lay, 1024, 16, 10, shuffle=True, ddr=KV260_DDR, build=KV260)
     assert f"| {kv260_job:,} cycles, {kv260_job / (CLOCK_MHZ * 1e3):.2f} ms projected at 200 MHz" in readme
+
+
+def test_the_pl_fill_page_states_the_bench_figures():
+    """docs/pl-fill.md's end-to-end figures are `skip2lora bench`'s (the FILL command's cycle model
+    at the shipped LeNet-5's plan, the training job's cycle model), as is the README's row."""
+    from skip2lora.bench import pl_fill_figures
+
+    cycles = job_cycles(Layout(KV260.geometry, KV260.lanes), 1024, 16, 10, shuffle=True, build=KV260)
+    r = pl_fill_figures(cycles)
+    want = [f"{r['fill_cycles']:,} cycles, then 10 epochs, {cycles:,} cycles",
+            f"{r['end_to_end_cycles']:,} cycles = {r['end_to_end_ms']:.1f} ms at an assumed 200 MHz"]
+    for rel in ("docs/pl-fill.md", "README.md"):
+        text = " ".join((ROOT / rel).read_text().replace("**", "").split())
+        for phrase in want:
+            assert phrase in text, (rel, phrase)

@@ -311,3 +311,25 @@ def test_a_lower_rank_runs_exactly_padded_with_zero_rows(seed):
     for k in range(g.taps):
         assert np.array_equal(padded.adapters.a[k][:1], own.adapters.a[k]) and not padded.adapters.a[k][1:].any()
         assert np.array_equal(padded.adapters.b[k][:, :1], own.adapters.b[k]) and not padded.adapters.b[k][:, 1:].any()
+
+
+def test_pack_images_places_label_bytes_and_padding():
+    """A FILL transfer: per image its 16-bit label, its bytes, zeros to a whole beat."""
+    from skip2lora.fixed.config import KV260
+    from skip2lora.fixed.packing import Layout, image_beats, pack_images
+
+    layout = Layout(KV260.geometry, KV260.lanes)  # 16-byte beats
+    assert image_beats(16, 784) == 50 and image_beats(16, 14) == 1 and image_beats(16, 15) == 2 == image_beats(2, 1)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 784)).astype(np.uint8)
+    y = np.array([0, 9, 300])
+    b = pack_images(layout, x, y).reshape(3, 50 * 16)
+    assert list(b[:, 0]) == [0, 9, 44] and list(b[:, 1]) == [0, 0, 1]
+    np.testing.assert_array_equal(b[:, 2:786], x)
+    assert not b[:, 786:].any()
+    with pytest.raises(TypeError, match="uint8"):
+        pack_images(layout, x.astype(np.int16), y)
+    with pytest.raises(ValueError, match="labels"):
+        pack_images(layout, x, y[:2])
+    with pytest.raises(ValueError, match="16 bits"):
+        pack_images(layout, x, np.array([0, 1, 1 << 16]))

@@ -22,19 +22,29 @@ is named for, ``config.geometry``), set by `Backend.set_geometry` (the `Session`
 model's); ``backend.layout`` is that model's layout (its entries' lines, what the DDR reader
 reads), ``backend.build_layout`` the build's (the sizes of the streams it takes and sends).
 Changing the geometry forgets the loaded entries and adapters (they are the other model's).
+
+The PL base (``config.fill_base``: a build that computes an integer base on the PL, the FILL
+command): ``backend.pl_base`` is that `IntBase` (None without one) and `Backend.fill` streams
+quantized images whose cache entries the PL computes, appended after the entries held (N_LOADED
+grows), bit for bit `IntBase.encode` + `load_cache`. Filled entries exist on chip only (the host
+never sees their codes): a fill whose entries would be placed in DDR is refused, and so is a later
+`load_cache` that would move a cache holding filled entries to DDR (``cache="chip"``, or fewer
+entries). The backend must run the base's geometry (its taps and classes; any rank).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..fixed.config import AcceleratorConfig
+from ..fixed.config import AcceleratorConfig, fill_base_of
 from ..fixed.cycles import DDR_OUTSTANDING, FETCH_REQUEST, KV260_DDR, DDRTiming, job_cycles
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
 from ..fixed.packing import Layout
 
+_FILL_PLANS: dict = {}  # PL base key -> its `fill_plan.plan_fill` (what the core is built with)
+
 __all__ = ["Backend", "FixedBackend", "AcceleratorError", "BackendUnavailable", "MissingPackageError",
-           "epoch_stats", "CACHE_PLACEMENTS", "default_ddr_timing", "largest_ddr_latency", "check_cache_args"]
+           "epoch_stats", "fill_images", "fill_plan_of", "CACHE_PLACEMENTS", "default_ddr_timing", "largest_ddr_latency", "check_cache_args"]
 
 #: Where a backend keeps the loaded cache entries (``cache=``): see the module's docstring.
 CACHE_PLACEMENTS = ("auto", "chip", "ddr")
@@ -102,6 +112,37 @@ def epoch_stats(correct, loss, saturated) -> dict:
             "saturated_per_epoch": [min(int(v), (1 << 32) - 1) for v in saturated]}
 
 
+def fill_images(base, x_int) -> np.ndarray:
+    """The FILL stream's images from a base's quantized samples ``x_int`` (N, *base.input_shape), as
+    `IntBase.quantize_input` gives them: (N, in_size) uint8, NHWC, flattened (an int8 input's
+    two's complement bytes)."""
+    x = np.asarray(x_int)
+    if x.ndim == 4:  # NCHW samples -> NHWC, the engine's order
+        x = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x.reshape(len(x), -1)).astype(np.int64).astype(np.uint8)
+
+
+def fill_plan_of(config: AcceleratorConfig):
+    """The `fill_plan.FillPlan` a build's PL base is generated with (`fill_plan.plan_fill`'s, as
+    `hw.core.Skip2LoRACore` takes it), once per process; None without a PL base."""
+    if not config.fill_base:
+        return None
+    if config.fill_base not in _FILL_PLANS:
+        from ..fixed.fill_plan import plan_fill
+
+        _FILL_PLANS[config.fill_base] = plan_fill(fill_base_of(config))
+    return _FILL_PLANS[config.fill_base]
+
+
+def expected_fill_cycles(config: AcceleratorConfig, n: int, first_beat: int = 1) -> int:
+    """FILL_CYCLES of ``n`` images with the first beat ``first_beat`` cycles after the command and
+    the stream never idle (`fill_plan.fill_command_cycles` of the build's PL base and plan)."""
+    from ..fixed.fill_plan import fill_command_cycles
+
+    return fill_command_cycles(fill_base_of(config), fill_plan_of(config), int(n),
+                               Layout(config.build_geometry, config.lanes).beat_bits, first_beat)
+
+
 class AcceleratorError(RuntimeError):
     """The accelerator (or its simulation) reported an error, or did not answer in time."""
 
@@ -142,6 +183,8 @@ class Backend:
                     raise
         #: the memory the cycle figures of DDR jobs assume (None: the build has no DDR path)
         self.ddr_timing = ddr_timing if config.ddr else None
+        self._pl_base = None   # the PL base, loaded when first asked for
+        self._pl_filled = 0    # entries held that the PL base filled (on chip only)
 
     # -- the job's geometry -----------------------------------------------------------------------
     def _default_ddr_timing(self, layout: Layout) -> DDRTiming:
@@ -220,6 +263,79 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
         return False
+
+    # -- the PL base (FILL) -----------------------------------------------------------------------
+    @property
+    def pl_base(self):
+        """The `IntBase` the build computes on the PL (``config.fill_base``), or None without one."""
+        if not self.config.fill_base:
+            return None
+        if getattr(self, "_pl_base", None) is None:
+            self._pl_base = fill_base_of(self.config)
+        return self._pl_base
+
+    def fill(self, images, labels, exponents) -> dict:
+        """Append the cache entries of ``images`` computed by the PL base (the FILL command): ``images``
+        (N, in_size) uint8, the base's quantized inputs in NHWC order (`fill_images`), ``labels`` (N,)
+        integers, ``exponents`` each tap's cache exponent (`IntBase.encode`'s; the base's calibration
+        ``cache_exponents`` need no pass over the samples). Bit for bit ``load_cache`` of
+        `IntBase.encode`'s entries. Returns ``fill_cycles`` (FILL_CYCLES) and ``images``."""
+        base = self.pl_base
+        if base is None:
+            raise ValueError(f"the {self.config.name} build has no PL base (config.fill_base is empty): "
+                             f"fill needs one; load cache entries made on the host instead (load_cache)")
+        images, labels, exponents = self._check_fill(base, images, labels, exponents)
+        out = self._fill(base, images, labels, exponents)
+        self._pl_filled += len(images)
+        return out
+
+    def _fill(self, base, images, labels, exponents) -> dict:
+        raise NotImplementedError
+
+    def _check_fill(self, base, images, labels, exponents):
+        """The fill's arguments checked against the base, the backend's geometry and the cache's room
+        and placement (before anything is sent)."""
+        g = self.geometry
+        if tuple(g.dims) != tuple(base.tap_dims) or g.classes != base.classes:
+            raise ValueError(f"the PL base {base.name!r} fills entries of taps {tuple(base.tap_dims)} and "
+                             f"{base.classes} classes; the backend runs taps {g.dims} and {g.classes} classes "
+                             f"(set_geometry)")
+        size = int(np.prod(base.input_shape))
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[1] != size or images.dtype != np.uint8 or len(images) == 0:
+            raise ValueError(f"images must be uint8 of shape (n, {size}) with n >= 1 (the quantized inputs, "
+                             f"NHWC: fill_images), not {images.dtype} {images.shape}")
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be {len(images)} integers, not {labels.dtype} {labels.shape}")
+        if labels.min() < 0 or labels.max() >= base.classes:
+            raise ValueError(f"labels must be in [0, {base.classes}), found {labels.min()}..{labels.max()}")
+        from ..fixed import base_formats as BF
+
+        exps = tuple(exponents)
+        if len(exps) != len(base.tap_dims):
+            raise ValueError(f"expected {len(base.tap_dims)} tap exponents, got {len(exps)}")
+        for k, (e, frac) in enumerate(zip(exps, base.tap_fracs)):
+            if isinstance(e, bool) or not isinstance(e, (int, np.integer)):
+                raise TypeError(f"tap {k}: exponent must be an integer, not {e!r}")
+            lo, hi = max(BF.EXP_MIN, frac), min(BF.EXP_MAX, frac + 31)
+            if not lo <= e <= hi:
+                raise ValueError(f"tap {k}: the PL base's cache exponent must be in [{lo}, {hi}] (its LSB "
+                                 f"exponent {frac} + 0..31), not {e}")
+        n = len(images)
+        self.check_room(n)
+        if self._placement_for(self.n_loaded + n) == "ddr":
+            raise ValueError(f"a PL fill writes the on-chip cache only ({self.config.cache_depth} entries; "
+                             f"{self.n_loaded} loaded): {n} more would be placed in DDR, where only entries "
+                             f"made on the host go; fill fewer, or load host-made entries (load_cache)")
+        return images, labels.astype(np.int64), tuple(int(e) for e in exps)
+
+    def _check_load_beside_fill(self, count: int) -> None:
+        """A cache holding PL-filled entries (on chip only) cannot move to DDR."""
+        if self._pl_filled and self._placement_for(self.n_loaded + count) == "ddr":
+            raise ValueError(f"the cache holds {self._pl_filled} entries the PL base filled, which exist on chip "
+                             f"only; {count} more would move the cache to DDR: clear the cache first or load at "
+                             f"most {self.config.cache_depth - self.n_loaded}")
 
     # -- where the entries are --------------------------------------------------------------------
     @property
@@ -304,13 +420,28 @@ class FixedBackend(Backend):
 
     def load_cache(self, entries):
         self.check_room(len(entries))
+        self._check_load_beside_fill(len(entries))
         self._cache.append(entries)
 
     def clear_cache(self):
-        self._cache = []
+        self._cache, self._pl_filled = [], 0
 
     def _forget_job_state(self) -> None:
-        self._cache, self._adapters = [], None
+        self._cache, self._adapters, self._pl_filled = [], None, 0
+
+    def _fill(self, base, images, labels, exponents) -> dict:
+        """`IntBase.encode` of the images (what the PL computes, bit for bit) into the cache; its
+        ``fill_cycles`` are `fill_plan.fill_command_cycles` with the first beat the cycle after the
+        command (``first_beat=1``, a stream waiting for it: `expected_fill_cycles`)."""
+        x = images.astype(np.int64)
+        if len(base.input_shape) == 3:  # NHWC bytes -> the base's NCHW samples
+            c, h, w = base.input_shape
+            x = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2)
+        if base.input_format.signed:
+            x = np.where(x > 127, x - 256, x)
+        codes, logits, _, signed = base.encode(x.reshape(len(x), *base.input_shape), exponents)
+        self._cache.append(CacheEntries(codes, logits, labels).validate(self.geometry, signed))
+        return {"fill_cycles": expected_fill_cycles(self.config, len(images)), "images": len(images)}
 
     def load_adapters(self, adapters):
         self._adapters = adapters.copy().validate(self.geometry)

@@ -21,6 +21,12 @@ writes its model (TAPk_DIM, CLASSES) with its other registers. The streams are i
 sizes: a cache entry padded to ENTRY_LINES lines (`pack_cache_for`), a DDR buffer at the build's
 DDR_STRIDE (`pack_ddr_cache_for`), adapter images of the build's taps, rank and classes with the
 job's adapters zero-padded (`pack_adapters_for` / `unpack_adapters_for`).
+
+FILL (a build with a PL base): `fill` checks FILL_INFO (present, and the image's beats this
+driver packs), writes the base's geometry (TAPk_DIM, CLASSES) and the cache exponents (TAPk_CFG),
+LOAD_COUNT and CTRL.fill, streams the images (`pack_images`), waits for the commit and reads
+FILL_CYCLES. The filled entries are on chip only: no host copy exists for a DDR buffer
+(`Backend.fill` refuses a fill placed in DDR).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import numpy as np
 from ..fixed.config import CONFIGS, AcceleratorConfig
 from ..fixed.cycles import DDRTiming
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig
-from ..fixed.packing import Layout, pack_adapters_for, pack_cache_for, pack_ddr_cache_for, unpack_adapters_for
+from ..fixed.packing import (Layout, image_beats, pack_adapters_for, pack_cache_for, pack_ddr_cache_for, pack_images,
+                             unpack_adapters_for)
 from ..fixed.formats import STAT_EPOCHS
-from .backend import AcceleratorError, Backend, epoch_stats
-from .registers import RegisterFile, cache_registers, job_registers, regmap
+from .backend import AcceleratorError, Backend, epoch_stats, expected_fill_cycles
+from .registers import RegisterFile, cache_registers, fill_registers, job_registers, regmap
 
 __all__ = ["RegisterBackend", "build_registers"]
 
@@ -110,11 +117,13 @@ class RegisterBackend(Backend):
     def read_config(self, found: dict | None = None) -> AcceleratorConfig:
         """The configuration of the build found (``found``: `read_build`'s registers, read now when
         None): a named one (`skip2lora.fixed.config.CONFIGS`, e.g. the KV260 build, its model the
-        default geometry) whose registers are these, else one named "accelerator" whose default
-        geometry is its maxima (any model within them runs: `set_geometry`)."""
+        default geometry) whose registers are these and whose PL base is there as FILL_INFO says,
+        else one named "accelerator" whose default geometry is its maxima (any model within them
+        runs: `set_geometry`; no PL base is known, so `fill` needs a configuration)."""
         found = self.read_build() if found is None else found
-        for config in CONFIGS.values():
-            if build_registers(config) == found:
+        pl_base = bool(self.regs.read_fields("FILL_INFO")["present"])
+        for config in CONFIGS.values():  # (a build with a PL base matches a configuration naming one)
+            if build_registers(config) == found and bool(config.fill_base) == pl_base:
                 return config
         p, k, lines = found["lanes"], found["taps"], found["tap_lines"]
         try:
@@ -195,6 +204,7 @@ class RegisterBackend(Backend):
         self._host_chunks: list[np.ndarray] = []  # the loaded entries, packed as in the DDR buffer
         self._host_count = 0
         self._ddr_written = 0
+        self._pl_filled = 0  # entries the PL base filled: on chip only, in no host copy
 
     @property
     def _keeps_host_copy(self) -> bool:
@@ -226,7 +236,7 @@ class RegisterBackend(Backend):
     # -- Backend interface ------------------------------------------------------------------------
     @property
     def cache_mode(self) -> str:
-        return self._placement_for(self._host_count) if self._keeps_host_copy else "chip"
+        return self._placement_for(self._host_count + self._pl_filled) if self._keeps_host_copy else "chip"
 
     @property
     def n_loaded(self) -> int:
@@ -238,6 +248,7 @@ class RegisterBackend(Backend):
         """Append entries: to the on-chip cache (through the stream input) or, when the placement puts
         them in DDR, to the host's copy that the next job writes into the DDR buffer."""
         self.check_room(len(entries))
+        self._check_load_beside_fill(len(entries))
         if self._keeps_host_copy:
             packed = pack_ddr_cache_for(self.build_layout, self.layout, entries)
             if self._placement_for(self._host_count + len(entries)) == "ddr":
@@ -254,6 +265,32 @@ class RegisterBackend(Backend):
         if self._keeps_host_copy:  # on chip now, and kept for the DDR buffer should they outgrow it
             self._host_chunks.append(packed)
             self._host_count += len(entries)
+
+    def _fill(self, base, images, labels, exponents) -> dict:
+        """FILL: the images streamed to the PL base, their entries after the N_LOADED held."""
+        info = self.regs.read_fields("FILL_INFO")
+        size = images.shape[1]
+        want = image_beats(self.build_layout.beat_bytes, size)
+        if not info["present"]:
+            raise AcceleratorError(f"the accelerator has no PL base (FILL_INFO.present = 0), but the "
+                                   f"{self.config.name} configuration names {self.config.fill_base!r}: load a "
+                                   f"bitstream built with it")
+        if info["image_beats"] != want:
+            raise AcceleratorError(f"the accelerator's PL base takes {info['image_beats']}-beat images (FILL_INFO), "
+                                   f"this driver packs the {self.config.fill_base!r} base's {size}-byte images in "
+                                   f"{want} beats: the bitstream was built with another base")
+        n = len(images)
+        self.check_error("before filling the cache")
+        for name, value in fill_registers(base, exponents).items():
+            self.regs.write(name, value)
+        self.regs.write("LOAD_COUNT", n)
+        self.regs.write("CTRL", fill=1)
+        self.check_error("arming the fill")  # BAD_CONFIG: the registers are not the base's
+        self._send(pack_images(self.build_layout, images, labels), f"streaming {n} images to the PL base")
+        expected = expected_fill_cycles(self.config, n)
+        self._wait_idle(f"filling {n} cache entries on the PL", 2 * expected + 10_000, expected=expected)
+        self.check_error(f"filling {n} cache entries on the PL")
+        return {"fill_cycles": self.regs.read("FILL_CYCLES"), "images": n}
 
     def clear_cache(self) -> None:
         """Empty the cache: the on-chip one and the DDR one (the DDR buffer stays allocated)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..hw.registers import RegisterMap, decode, encode
 
-__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH", "job_registers", "cache_registers"]
+__all__ = ["regmap", "register_map", "RegisterFile", "REGMAP_PATH", "job_registers", "cache_registers",
+           "fill_registers"]
 
 REGMAP_PATH = Path(__file__).resolve().parent.parent / "regmap.json"
 
@@ -49,6 +50,24 @@ def job_registers(job, geometry=None) -> dict:
         for k in range(slots):
             regs[f"TAP{k}_DIM"] = geometry.dims[k] if k < geometry.taps else 0
         regs["CLASSES"] = geometry.classes
+    return regs
+
+
+def fill_registers(base, exponents) -> dict:
+    """Register name -> value a FILL needs before CTRL.fill (LOAD_COUNT aside): the PL base's
+    geometry (TAPk_DIM, 0 for the slots it does not use; CLASSES) and each tap's cache exponent and
+    signedness (TAPk_CFG: ``exponents``, the base's ``tap_signed``)."""
+    rm = register_map()
+    slots = regmap()["max_taps"]
+    dims = list(base.tap_dims)
+    if len(dims) > slots:
+        raise ValueError(f"the register map has {slots} tap slots; this base has {len(dims)} taps")
+    regs = {f"TAP{k}_DIM": dims[k] if k < len(dims) else 0 for k in range(slots)}
+    regs["CLASSES"] = int(base.classes)
+    for k, (e, s) in enumerate(zip(exponents, base.tap_signed)):
+        reg = rm[f"TAP{k}_CFG"]
+        width = reg.field("exponent").width  # two's complement in the field
+        regs[reg.name] = encode(reg, exponent=int(e) & ((1 << width) - 1), signed=int(bool(s)))
     return regs
 
 

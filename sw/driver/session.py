@@ -17,6 +17,16 @@ The accelerator runs the base model's geometry (its taps, its classes, the adapt
 that the backend's build runs (`AcceleratorConfig.check_geometry`: one bitstream, many models);
 one beyond the build's maxima is refused with the limit it breaks.
 
+Where the cache entries are computed (``fill=``): ``"host"`` as above; ``"pl"`` on the backend's
+PL base (a build with ``config.fill_base``, `Backend.fill`): the host only quantizes the samples'
+inputs (`IntBase.quantize_input`) and streams them, the PL computes the integer base's taps and
+logits and the cache codes at the base's calibration exponents (``calibration["cache_exponents"]``:
+no pass over the samples). The session's model is then that integer base: `logits`, `predict`
+and `accuracy` run its forward (`IntBase.encode` at the same exponents) with the adapters, as
+the entries trained on were made. ``"auto"`` (the default) is "pl" when the backend has a PL base
+and the session's base is its float model (the shipped pretrained weights of the same key, or
+the `IntBase` itself), else "host". ``finetune``'s report says which ran (``fill``).
+
 Samples must be scaled as the base model's pretraining data were: a pretrained base carries the
 range of its pretraining inputs (``base.input_range``, recorded by `skip2lora.nn.pretrained`).
 Values a little outside it give a warning; values far outside it (more than the range's width
@@ -35,18 +45,22 @@ from ..fixed import formats as F
 from ..fixed.config import AcceleratorConfig
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, forward
 from ..fixed.quantize import TapQuantizer
+from ..fixed.base_int import IntBase
 from ..recipe import DEFAULT_ORDER, DEFAULT_SCHEDULE, accelerator_recipe
 from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
-from .backend import Backend
+from .backend import Backend, fill_images
 
-__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning"]
+__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning", "FILL_CHOICES",
+           "is_float_model_of"]
 
 FORWARD_CHUNK = 512
 #: The accelerator's default optimizer, and each optimizer's rate tuned on held-out Fashion-MNIST
 #: (`skip2lora.hparams`: Quant Skip2-LoRA, a new order every epoch, warm-up + linear decay).
 DEFAULT_OPTIMIZER = "adam-pow2"
 DEFAULT_RATES = {"adam-pow2": 0.03, "sgd": 0.12}
+#: Where a session's cache entries are computed (``Session(fill=)``): see the module's docstring.
+FILL_CHOICES = ("auto", "pl", "host")
 
 
 class InputRangeError(ValueError):
@@ -66,17 +80,81 @@ class GeometryError(ValueError):
     """The base model's geometry is beyond what the backend's build runs (the message names the limit)."""
 
 
+_SHIPPED_DIGESTS: dict = {}  # pretrained key -> digest of its shipped float weights (or None)
+
+
+def _weights_digest(params: dict, names) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(names):
+        a = np.ascontiguousarray(np.asarray(params[name], np.float32))
+        h.update(name.encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def is_float_model_of(net, key: str) -> bool:
+    """Whether ``net`` (a `skip2lora.nn.network.Network`) is the shipped pretrained base ``key``
+    (its float weights equal the package's ``pretrained/<key>.npz``): the model a shipped integer
+    base of that key (`base_int.shipped`) was calibrated from."""
+    names = getattr(net, "base_param_names", None)
+    params = getattr(net, "params", None)
+    if not names or not isinstance(params, dict) or not set(names) <= set(params):
+        return False
+    if key not in _SHIPPED_DIGESTS:
+        from ..nn.pretrained import _load, package_dir
+
+        try:
+            found = _load(package_dir(), key)
+        except (OSError, RuntimeError, ValueError, KeyError):
+            found = None
+        shipped = found[0] if found else None
+        _SHIPPED_DIGESTS[key] = (None if shipped is None else
+                                 (tuple(sorted(shipped.base_param_names)),
+                                  _weights_digest(shipped.params, shipped.base_param_names)))
+    want = _SHIPPED_DIGESTS[key]
+    return want is not None and tuple(sorted(names)) == want[0] and _weights_digest(params, names) == want[1]
+
+
 class Session:
     def __init__(self, base, backend: Backend, *, seed: int = 0, quantizer: TapQuantizer | None = None,
-                 input_range="base", rank: int | None = None):
+                 input_range="base", rank: int | None = None, fill: str = "auto"):
         """``rank``: the adapters' rank (default: the build's; a lower one runs too). ``input_range``:
         (low, high) of the inputs the base model was trained on; "base" takes the base model's own
         (``base.input_range``, if it has one); None checks nothing. The backend then runs this base
         model's geometry (`Backend.set_geometry`: its loaded entries and adapters are forgotten if it
-        ran another)."""
+        ran another). ``fill``: where the cache entries are computed, "auto", "pl" (the backend's PL
+        base) or "host" (see the module's docstring); ``quantizer`` with "pl": the exponents the PL
+        fills with (default: the PL base's calibration ``cache_exponents``)."""
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a Backend, not {backend!r}")
+        if not isinstance(fill, str) or fill not in FILL_CHOICES:
+            raise ValueError(f"fill must be one of {', '.join(map(repr, FILL_CHOICES))}, not {fill!r}")
         config = backend.config
+        pl_base = backend.pl_base
+        if fill == "pl" and pl_base is None:
+            raise ValueError(f"fill='pl' needs a backend with a PL base; the {config.name} build has none "
+                             f"(config.fill_base): use fill='host'")
+        if fill == "auto":
+            fill = "pl" if pl_base is not None and self._is_pl_model(base, pl_base, config.fill_base) else "host"
+        if fill == "pl" and (tuple(base.tap_dims) != tuple(pl_base.tap_dims) or base.classes != pl_base.classes):
+            raise ValueError(f"fill='pl': the PL base {pl_base.name!r} computes taps {tuple(pl_base.tap_dims)} and "
+                             f"{pl_base.classes} classes; this base model has taps {tuple(base.tap_dims)} and "
+                             f"{base.classes} classes: use fill='host'")
+        if fill == "host" and isinstance(base, IntBase):
+            raise ValueError(f"the integer base {base.name!r} fills the cache on the PL only; this backend's build "
+                             f"has {'the PL base ' + repr(pl_base.name) if pl_base else 'no PL base'}: "
+                             f"pass its float model for a host fill")
+        #: where the cache entries are computed: "pl" (the backend's PL base) or "host"
+        self.fill = fill
+        #: the integer base the PL fills with (fill="pl"): the session's model; None with fill="host"
+        self.int_base = pl_base if fill == "pl" else None
+        if fill == "pl" and quantizer is None:
+            quantizer = TapQuantizer(pl_base.calibration["cache_exponents"], pl_base.tap_signed)
+        #: the fills run so far (fill="pl"): the backend's reports (``fill_cycles``)
+        self.fills: list[dict] = []
         if rank is None:
             rank = config.geometry.rank
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
@@ -104,6 +182,14 @@ class Session:
         self.seed = seed
         self.base_forward_samples = 0
         self.backend.load_adapters(Adapters.lora_init(self.geometry, seed))
+
+    @staticmethod
+    def _is_pl_model(base, pl_base, key: str) -> bool:
+        """``base`` is the PL base's model: that `IntBase` (same name and geometry) or its float model."""
+        if isinstance(base, IntBase):
+            return (base.name == pl_base.name and list(base.tap_dims) == list(pl_base.tap_dims)
+                    and base.classes == pl_base.classes)
+        return is_float_model_of(base, key)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -174,7 +260,13 @@ class Session:
         return np.concatenate(logits), [np.concatenate([t[k] for t in taps]) for k in range(self.geometry.taps)]
 
     def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """4-bit codes (N, D) and fixed-point base logits (N, C) of samples (fits the scales once)."""
+        """4-bit codes (N, D) and fixed-point base logits (N, C) of samples (fits the scales once).
+        With fill="pl", the integer base's (`IntBase.encode` at the PL fill's exponents): what the
+        PL computes for these samples."""
+        if self.fill == "pl":
+            codes, z, _, _ = self.int_base.encode(self.int_base.quantize_input(x), self.quantizer.exponents)
+            self.base_forward_samples += len(x)
+            return codes, z
         z, taps = self._base_forward(x)
         if self.quantizer is None:
             self.quantizer = TapQuantizer.fit(taps)
@@ -186,6 +278,10 @@ class Session:
         self._check_backend()
         x, y = self._check_samples(x, y)
         self.backend.check_room(len(x))
+        if self.fill == "pl":  # the PL base computes the entries: the host only quantizes the inputs
+            images = fill_images(self.int_base, self.int_base.quantize_input(x))
+            self.fills.append(self.backend.fill(images, y.astype(np.int64), self.quantizer.exponents))
+            return self.backend.n_loaded
         codes, z = self.encode(x)
         entries = CacheEntries(codes, z, y.astype(np.int64))
         entries.validate(self.geometry, self.quantizer.signed)
@@ -194,6 +290,7 @@ class Session:
 
     def clear_samples(self) -> None:
         self.backend.clear_cache()
+        self.fills = []
 
     # -- fine-tuning -----------------------------------------------------------------------------
     def job(self, *, epochs: int, batch: int, lr: float | None = None, samples: int | None = None,
@@ -233,6 +330,9 @@ class Session:
         out = self.backend.run(job)
         out["wall_seconds"] = time.perf_counter() - t0
         out.setdefault("cache", "chip")  # a backend of another package may not say (it then has no DDR cache)
+        out["fill"] = self.fill  # where the cache entries were computed: "pl" or "host"
+        if self.fill == "pl":
+            out["fill_cycles"] = sum(int(f["fill_cycles"]) for f in self.fills)  # every fill so far
         out.update(samples=job.samples, batch=job.batch, epochs=job.epochs, lr=job.lr / 2 ** F.LR_FRAC,
                    lr_register=job.lr,
                    order=order, schedule=schedule, optimizer=optimizer, order_seed=job.seed)

@@ -39,8 +39,8 @@ from . import base_formats as BF
 from .formats import round_shift
 from .quantize import code_range
 
-__all__ = ["IntLayer", "IntBase", "cache_codes", "calibrate", "quantize_input", "from_pretrained", "fold_layers", "fit_exponent",
-           "CHUNK"]
+__all__ = ["IntLayer", "IntBase", "cache_codes", "calibrate", "quantize_input", "from_pretrained", "shipped",
+           "calibration_exponents", "fold_layers", "fit_exponent", "CHUNK"]
 
 CHUNK = 512  # samples per forward chunk: bounds the intermediate buffers (~20 MB for LeNet-5)
 _HIST_CANDIDATES = 5  # cache exponents tried per tap, as quantize.choose_exponent does
@@ -636,3 +636,21 @@ def from_pretrained(dataset: str, data_dir=None, *, samples: int = BF.CALIB_SAMP
     base = calibrate(net, ds.pretrain.x[:samples], BF.INPUT_FORMATS[key], name=f"{key}-int8", **options)
     base.calibration["split"] = "pretrain"
     return base
+
+
+def calibration_exponents(base: IntBase, x) -> tuple:
+    """The cache exponents fitted on calibration samples ``x`` (float, source domain): what a PL
+    fill takes when no pass over the job's own samples precedes it."""
+    _, taps = base.forward(base.quantize_input(x), taps=True)
+    return tuple(int(e) for e in base.fit_exponents(taps))
+
+
+def shipped(key: str) -> IntBase:
+    """The calibrated integer form of a pretrained base shipped with the package
+    (``skip2lora/pretrained/<key>-int8.npz``, written by `from_pretrained` and
+    `calibration_exponents`: its ``calibration["cache_exponents"]``); the PL fill's weights."""
+    path = Path(__file__).resolve().parent.parent / "pretrained" / f"{key}-int8.npz"
+    if not path.is_file():
+        known = sorted(p.name[:-len("-int8.npz")] for p in path.parent.glob("*-int8.npz"))
+        raise ValueError(f"no shipped integer base {key!r}; shipped: {', '.join(known) or 'none'}")
+    return IntBase.load(path)

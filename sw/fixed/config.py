@@ -6,13 +6,15 @@ accelerator's read-only geometry registers and checks them against the job it is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .model import Geometry
 
 MAX_TAP_SLOTS = 8  # tap register slots in the (configuration-independent) register map
 
-__all__ = ["MAX_TAP_SLOTS", "AcceleratorConfig", "KV260", "SMALL", "CONFIGS", "LENET5_GEOMETRY", "config_named"]
+__all__ = ["MAX_TAP_SLOTS", "AcceleratorConfig", "KV260", "SMALL", "LENET5_FILL", "CONFIGS", "LENET5_GEOMETRY",
+           "config_named", "fill_base_of"]
 
 LENET5_GEOMETRY = Geometry((784, 1176, 400, 120, 84), 4, 10)
 
@@ -33,6 +35,9 @@ class AcceleratorConfig:
     max_taps: int = 0
     max_classes: int = 0
     max_tap_lines: int = 0   # cache lines of all taps together (sum over taps of ceil(d_k / lanes))
+    # The PL base (FILL): the key of a shipped integer base (`base_int.shipped`) whose forward pass
+    # the build computes to fill the cache from images ("": none, no FILL command).
+    fill_base: str = ""
 
     def __post_init__(self):
         if not isinstance(self.geometry, Geometry):
@@ -62,6 +67,14 @@ class AcceleratorConfig:
         own_lines = sum(-(-d // p) for d in g.dims)
         if self.max_tap_lines and self.max_tap_lines < max(own_lines, self.taps_max):
             raise ValueError(f"max_tap_lines must be at least {max(own_lines, self.taps_max)}, not {self.max_tap_lines}")
+        if not isinstance(self.fill_base, str):
+            raise TypeError(f"fill_base must be the key of a shipped integer base or \"\", not {self.fill_base!r}")
+        if self.fill_base:
+            try:
+                dims, classes = _fill_base_shape(self.fill_base)
+                self.check_geometry(Geometry(dims, g.rank, classes))
+            except ValueError as exc:
+                raise ValueError(f"fill_base {self.fill_base!r}: {exc}") from None
 
     # -- the build's maxima ------------------------------------------------------------------------
     @property
@@ -103,6 +116,14 @@ class AcceleratorConfig:
         return geometry
 
     @property
+    def fill_geometry(self) -> Geometry | None:
+        """The model the PL base fills entries of (its taps and classes, the build's rank), or None."""
+        if not self.fill_base:
+            return None
+        dims, classes = _fill_base_shape(self.fill_base)
+        return Geometry(dims, self.geometry.rank, classes)
+
+    @property
     def ddr(self) -> bool:
         """The build has the DDR cache path."""
         return self.ddr_samples > 0
@@ -110,7 +131,8 @@ class AcceleratorConfig:
     def to_dict(self) -> dict:
         return {"name": self.name, **self.geometry.to_dict(), "lanes": self.lanes,
                 "cache_depth": self.cache_depth, "ddr_samples": self.ddr_samples, "ddr_batch": self.ddr_batch,
-                "max_taps": self.max_taps, "max_classes": self.max_classes, "max_tap_lines": self.max_tap_lines}
+                "max_taps": self.max_taps, "max_classes": self.max_classes, "max_tap_lines": self.max_tap_lines,
+                "fill_base": self.fill_base}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcceleratorConfig":
@@ -118,9 +140,26 @@ class AcceleratorConfig:
         try:
             return cls(d["name"], Geometry(tuple(d["dims"]), d["rank"], d["classes"]), d["lanes"], d["cache_depth"],
                        d.get("ddr_samples", 0), d.get("ddr_batch", 0),
-                       d.get("max_taps", 0), d.get("max_classes", 0), d.get("max_tap_lines", 0))
+                       d.get("max_taps", 0), d.get("max_classes", 0), d.get("max_tap_lines", 0),
+                       d.get("fill_base", ""))
         except KeyError as exc:
             raise ValueError(f"an accelerator configuration needs {exc.args[0]!r}: {d!r}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _fill_base_shape(key: str) -> tuple:
+    """(tap dims, classes) of the shipped integer base ``key`` (a ValueError naming the shipped ones)."""
+    base = fill_base_of(key)
+    return tuple(base.tap_dims), base.classes
+
+
+def fill_base_of(config_or_key):
+    """The `IntBase` a build computes on the PL (``config.fill_base``, loaded by `base_int.shipped`),
+    or None when it has none."""
+    from .base_int import shipped
+
+    key = config_or_key.fill_base if isinstance(config_or_key, AcceleratorConfig) else config_or_key
+    return shipped(key) if key else None
 
 
 # The KV260 build: LeNet-5's five taps, rank 4, 10 classes, 32 lanes (two samples a pass), the
@@ -138,14 +177,19 @@ KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024, 
 SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64, ddr_samples=1024,
                           ddr_batch=8)
 
-CONFIGS = {c.name: c for c in (KV260, SMALL)}
+# A build with a PL base (the FILL command: the shipped integer LeNet-5 fills the cache from images),
+# small enough to simulate: LeNet-5's own geometry, 32 lanes, 64 entries, no DDR path, no maxima.
+LENET5_FILL = AcceleratorConfig("lenet5-fill", LENET5_GEOMETRY, lanes=32, cache_depth=64, fill_base="lenet5-fmnist")
+
+CONFIGS = {c.name: c for c in (KV260, SMALL, LENET5_FILL)}
 
 
 def config_named(config) -> AcceleratorConfig:
-    """An `AcceleratorConfig` given itself or by name (``kv260``, ``small``)."""
+    """An `AcceleratorConfig` given itself or by name (``kv260``, ``small``, ``lenet5-fill``)."""
     if isinstance(config, AcceleratorConfig):
         return config
     try:
         return CONFIGS[config]
     except KeyError:
         raise ValueError(f"unknown configuration {config!r}; choose one of {', '.join(CONFIGS)}") from None
+

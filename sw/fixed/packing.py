@@ -6,6 +6,9 @@ A beat (one AXI4-Stream transfer, one cache line) is 4*P bits, little-endian byt
   occupies bits 4j..4j+3 (two's complement for a signed tap), codes past d_k are 0. The T tail
   beats hold the C base logits as 16-bit two's complement fields, then the label (16 bits), then
   zeros.
+* Image (a FILL transfer, for a build with the base model on the PL) = ceil((2 + I) / (P / 2))
+  beats: the label (16 bits), then the I bytes of the quantized image (`IntBase.quantize_input`,
+  NHWC order), then zeros.
 * Adapters = the A lines then B. A line i (tap k, line l) is R*P 16-bit words, word r*P + p
   holding A_k[r, l*P + p] (0 past d_k), i.e. 4R beats; then the K*C*R words of B in (k, c, r)
   order, zero-padded to a whole beat.
@@ -20,8 +23,12 @@ import numpy as np
 
 from .model import Adapters, CacheEntries, Geometry
 
-__all__ = ["Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
-           "pack_cache_for", "pack_ddr_cache_for", "pack_adapters_for", "unpack_adapters_for"]
+__all__ = ["LABEL_BYTES", "Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
+           "pack_cache_for", "pack_ddr_cache_for", "pack_adapters_for", "unpack_adapters_for", "image_beats",
+           "pack_images"]
+
+
+LABEL_BYTES = 2  # a FILL image's label, at the start of its first beat
 
 
 @dataclass(frozen=True)
@@ -224,3 +231,33 @@ def unpack_adapters_for(build: Layout, layout: Layout, data) -> Adapters:
     off = build.tap_lines * gb.rank * p
     b = w[off:off + gb.taps * gb.classes * gb.rank].reshape(gb.taps, gb.classes, gb.rank)
     return Adapters(a, [b[k, :g.classes, :g.rank].astype(np.int16) for k in range(g.taps)])
+
+
+def image_beats(beat_bytes: int, image_bytes: int) -> int:
+    """Beats of one image in a FILL transfer: its label (`LABEL_BYTES`) and its bytes, zero padded."""
+    for name, v in (("beat_bytes", beat_bytes), ("image_bytes", image_bytes)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    return -(-(LABEL_BYTES + int(image_bytes)) // int(beat_bytes))
+
+
+def pack_images(layout: Layout, images, labels) -> np.ndarray:
+    """A FILL transfer's bytes: per image (N, I) uint8 (quantized, NHWC, flattened) its label as a
+    little-endian 16-bit word, its bytes, then zeros to a whole beat (`image_beats`)."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 2 or images.shape[0] == 0:
+        raise ValueError(f"images must be (n, bytes) with n >= 1, not {images.shape}")
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (the quantized input's raw bytes), not {images.dtype}")
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {images.shape[0]} integers, not {labels.dtype} {labels.shape}")
+    if labels.min() < 0 or labels.max() >= 1 << 16:
+        raise ValueError("labels must fit 16 bits")
+    n, size = images.shape
+    width = image_beats(layout.beat_bytes, size) * layout.beat_bytes
+    out = np.zeros((n, width), np.uint8)
+    out[:, 0] = labels & 0xFF
+    out[:, 1] = labels >> 8
+    out[:, 2:2 + size] = images
+    return out.reshape(-1)
