@@ -169,13 +169,20 @@ def random_geometry(rng):
                 kernel=k, padding=p, pool=pool)
 
 
+def random_layer(rng, name, in_signed=None):
+    """A random layer of a `random_geometry`, its ReLU (and, unless given, its input's sign) drawn."""
+    geo = random_geometry(rng)
+    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
+    relu = bool(rng.integers(2))
+    if in_signed is None:
+        in_signed = bool(rng.integers(2))
+    return make_layer(rng, kind, in_shape, out, relu=relu, in_signed=in_signed, name=name, **geo)
+
+
 @pytest.mark.parametrize("seed", range(14))
 def test_random_geometries(seed):
     rng = np.random.default_rng(1000 + seed)
-    geo = random_geometry(rng)
-    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
-    layer = make_layer(rng, kind, in_shape, out, relu=bool(rng.integers(2)), in_signed=bool(rng.integers(2)),
-                       name=f"rand{seed}", **geo)
+    layer = random_layer(rng, f"rand{seed}")
     lanes = int(rng.integers(1, 9))
     cycles = check(layer, lanes, random_input(rng, layer, 2))
     assert cycles == [FC.layer_cycles(layer, lanes)] * 2
@@ -335,10 +342,7 @@ def test_simd_streaming_bit_exact_and_cycles(case):
 @pytest.mark.parametrize("seed", range(10))
 def test_random_geometries_streaming(seed):
     rng = np.random.default_rng(2000 + seed)
-    geo = random_geometry(rng)
-    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
-    layer = make_layer(rng, kind, in_shape, out, relu=bool(rng.integers(2)), in_signed=bool(rng.integers(2)),
-                       name=f"rand{seed}", **geo)
+    layer = random_layer(rng, f"rand{seed}")
     lanes, simd = int(rng.integers(1, 9)), int(rng.integers(1, min(layer.fan_in + 3, SIMD_MAX + 1)))
     cycles = check(layer, lanes, random_input(rng, layer, 3), simd, stream=True)
     assert cycles == FC.layer_done_cycles(layer, lanes, simd, 3)
@@ -389,10 +393,7 @@ def test_packed_equals_unpacked_random(seed):
     """Random geometries, odd and even lanes, simd below and above the packed sums' limit of 4:
     two lanes a DSP and one a DSP give the same values at the same cycles (and `IntLayer.apply`'s)."""
     rng = np.random.default_rng(4000 + seed)
-    geo = random_geometry(rng)
-    kind, in_shape, out = geo.pop("kind"), geo.pop("in_shape"), geo.pop("out")
-    layer = make_layer(rng, kind, in_shape, out, relu=bool(rng.integers(2)), in_signed=seed % 2 == 1,
-                       name=f"pack{seed}", **geo)
+    layer = random_layer(rng, f"pack{seed}", in_signed=seed % 2 == 1)
     lanes = (2, 3, 4, 5, 6, 7)[seed]
     simd = int(rng.integers(1, min(layer.fan_in, 12) + 1))
     x = random_input(rng, layer, 2)
