@@ -40,6 +40,11 @@ def finetune_text(r: dict) -> str:
                else "")
         lines.append(f"  projected time, {where}  {r['projected_ms']:.3f} ms "
                      f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock{ddr})")
+        if r.get("fill_cycles") is not None:
+            lines.append(f"  cache fill on the PL         {r['fill_cycles']:,} cycles (FILL_CYCLES: "
+                         f"{r['samples']} images through the integer base)")
+            lines.append(f"  projected end to end         {r['end_to_end_ms']:.3f} ms "
+                         f"(fill + training: {r['end_to_end_cycles']:,} cycles / {r['clock_mhz']:g} MHz assumed clock)")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")
     if r.get("train_accuracy_per_epoch"):
