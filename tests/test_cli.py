@@ -219,6 +219,32 @@ def test_a_diverging_run_is_reported_as_such():
     assert r["diverged"] is True and r["accuracy"] is None and "diverged" in r["error"]
 
 
+@pytest.mark.requires_data("fmnist-rot75", "har")
+def test_the_kv260_job_fills_on_the_pl_and_reports_it_end_to_end():
+    """The KV260 build carries the integer LeNet-5: the default fill is the PL's (FILL_CYCLES, the
+    model's count, and the job end to end); --fill host runs the float base on the host."""
+    from skip2lora.driver.backend import expected_fill_cycles
+    from skip2lora.fixed.config import KV260
+
+    args = ("finetune", "--backend", "fixed", "--samples", "96", "--epochs", "2", "--json")
+    code, out, err = run_cli(*args)
+    r = one_json(out)
+    assert code == 0, err
+    assert r["fill"] == "pl" and r["fill_cycles"] == expected_fill_cycles(KV260, 96)
+    assert r["end_to_end_cycles"] == r["fill_cycles"] + r["cycles"]
+    assert r["end_to_end_ms"] == pytest.approx(r["end_to_end_cycles"] / (r["clock_mhz"] * 1e3))
+    code, out, err = run_cli(*args, "--fill", "host")
+    h = one_json(out)
+    assert code == 0, err
+    assert h["fill"] == "host" and h["fill_cycles"] is None and "end_to_end_ms" not in h
+    assert h["cycles"] == r["cycles"]  # the same job on other entries
+    code, out, err = run_cli("finetune", "--backend", "fixed", "--dataset", "har", "--samples", "64", "--epochs",
+                             "1", "--fill", "pl", "--json")
+    assert code == 2 and "fill='pl': the PL base 'lenet5-fmnist-int8' computes taps" in one_json(out)["error"]
+    code, out, err = run_cli("finetune", "--backend", "float", "--fill", "pl")
+    assert code == 2 and "--fill chooses where the accelerator's cache entries are computed" in err
+
+
 def test_other_methods_are_refused_on_the_accelerator_backends():
     code, out, err = run_cli("finetune", "--backend", "fixed", "--method", "lora-all")
     assert code == 2 and "runs quant-skip2-lora" in err

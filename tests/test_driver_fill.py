@@ -217,6 +217,29 @@ def test_session_fill_choices(lenet, pl_base):
     assert "fills the cache on the PL only" in one_line(e)
 
 
+def test_session_auto_fills_on_the_host_when_the_first_samples_need_the_ddr_cache(lenet):
+    """PL-filled entries exist on chip only: on the KV260 build, fill="auto" turns to the host fill
+    when the first samples go to the DDR cache; fill="pl" refuses them in one line, and once PL
+    entries are loaded, more that would move the cache to DDR are refused."""
+    n = KV260.cache_depth + 1
+    x = np.random.default_rng(5).random((n, 1, 28, 28)).astype(np.float32)
+    y = np.arange(n) % 10
+    s = Session(lenet, FixedBackend(KV260))
+    assert s.fill == "pl"
+    s.add_samples(x, y)
+    assert s.fill == "host" and s.int_base is None and s.backend.cache_mode == "ddr"
+    assert s.base_forward_samples == n  # the float base ran on the host, its scales fitted on these samples
+    with pytest.raises(ValueError) as e:
+        Session(lenet, FixedBackend(KV260), fill="pl").add_samples(x, y)
+    assert one_line(e).startswith("a PL fill writes the on-chip cache only (1024 entries; 0 loaded)")
+    s = Session(lenet, FixedBackend(KV260))
+    s.add_samples(x[:8], y[:8])
+    assert s.fill == "pl"
+    with pytest.raises(ValueError) as e:
+        s.add_samples(x[8:], y[8:])
+    assert one_line(e).startswith("a PL fill writes the on-chip cache only (1024 entries; 8 loaded)")
+
+
 def test_session_pl_fill_trains_and_predicts_with_the_integer_base(lenet, pl_base, samples):
     """fill="pl": the cache holds `IntBase.encode`'s entries at the calibration exponents, the job is
     the one trained on them, and predictions are the integer base's forward with the adapters."""
