@@ -282,7 +282,7 @@ class Session:
         self._check_backend()
         x, y = self._check_samples(x, y)
         self.backend.check_room(len(x))
-        if (self.fill == "pl" and self._fill_auto and self.backend.n_loaded == 0
+        if (self.fill == "pl" and self._fill_auto and self.backend.n_loaded == 0 and not isinstance(self.base, IntBase)
                 and self.backend.placement_for(len(x)) == "ddr"):
             # PL-filled entries exist on chip only: a first load that needs the DDR cache is made on the host
             self.fill, self.int_base = "host", None
