@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=_positive_float, default=200.0, help="assumed clock for projections")
     p.add_argument("--model-only", action="store_true", help="only the cycle model's figures (seconds)")
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation of the KV260 job")
-    p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate (~10 minutes)")
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate of the KV260 build (~45 minutes of one core)")
     p.add_argument("--all-methods", action="store_true", help="time all nine methods on the CPU")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds for the CPU runs")
     p.add_argument("--plot", metavar="FILE", help="accuracy against fine-tuning time, every method and backend")
