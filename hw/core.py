@@ -219,8 +219,11 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [count_zero.eq(~count0 & ~count_rest), count_one.eq(count0 & ~count_rest)]
         config_ok = Signal()
         m.d.comb += config_ok.eq(Cat(*checks).all())
-        # FILL: the job registers are the base's (registered flags, a LUT each, met at the command)
-        fill_ok = Signal()
+        # FILL: the job registers are the base's (registered flags, a LUT each), and their AND
+        # registered too (``fill_ok``: its many inputs would else deepen the command's decode into
+        # the loader). Two register stages still meet the command: a write's value is visible two
+        # cycles before a later write's command pulse (above)
+        fill_ok = Signal(reset_less=True)
         fill_shift = [Signal(5, name=f"fill_shift{k}") for k in range(K)]  # registered at the command
         if self.fill is not None:
             base = self.fill_base
@@ -240,7 +243,7 @@ class Skip2LoRACore(wiring.Component):
                     m.d.sync += ok_tap.eq((exps[k] >= frac) & (exps[k] <= frac + 31)
                                           & (getattr(regs, f"TAP{k}_CFG_signed") == int(base.tap_signed[k])))
                     fill_checks.append(ok_tap)
-            m.d.comb += fill_ok.eq(Cat(*fill_checks).all())
+            m.d.sync += fill_ok.eq(Cat(*fill_checks).all())
         job = Signal(JOB_LAYOUT)  # the job's registers, copied at START (the blocks' ``job`` view)
         tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
         u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
@@ -372,7 +375,8 @@ class Skip2LoRACore(wiring.Component):
         fill_counter = block("fill_cycles", CycleCounter(32))
         m.d.comb += [fill_counter.clear.eq(loader.fill), fill_counter.enable.eq(loader.filling),
                      regs.FILL_CYCLES_value.eq(fill_counter.count)]
-        cache_write = m.submodules.cache_write = WritePortSelect(cache.write.signature)
+        # registered: the loader's FSM decode (``filling``) would else sit in front of the cache's bank decode
+        cache_write = m.submodules.cache_write = WritePortSelect(cache.write.signature, registered=self.fill is not None)
         wiring.connect(m, cache_write.memory, cache.write)
         wiring.connect(m, loader.cache_wr, cache_write.a)
         if self.fill is not None:

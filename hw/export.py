@@ -287,7 +287,7 @@ def resource_report(config="kv260", *, workdir=None, keep=False, log=stderr_log,
     netlist = Path(netlist) if netlist is not None else None
     if netlist is not None:
         timing = True
-        if not netlist.parent.is_dir():   # fail before ten minutes of synthesis, not after
+        if not netlist.parent.is_dir():   # fail before the minutes of synthesis, not after
             raise ValueError(f"netlist: folder {netlist.parent} does not exist")
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skip2lora-synth-"))
     tmp.mkdir(parents=True, exist_ok=True)

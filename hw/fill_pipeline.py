@@ -34,6 +34,7 @@ from .cache_writer import SHIFT_BITS, CacheWriter
 from .forward_engine import ForwardEngine, activation_signature
 from .params import HwParams, invalid, require_params
 from .ports import write_port
+from .register_slice import RegisterSlice
 
 __all__ = ["FillPipeline", "base_geometry"]
 
@@ -111,8 +112,17 @@ class FillPipeline(wiring.Component):
         wiring.connect(m, writer.write, wiring.flipped(self.write))
         wiring.connect(m, wiring.flipped(self.label), writer.label)
 
+        # Every edge goes through register slices (hw/register_slice.py), one a sink, so no path
+        # crosses from a block's ready to the block before it: a fork's valid and ready are
+        # products of the slices' registers. Each slice adds a cycle (`fill_plan.SLICE_LATENCY`).
+        def sliced(name, sink):
+            s = m.submodules[name] = RegisterSlice(sink.p.shape())
+            wiring.connect(m, s.o, sink)
+            return s.i
+
         # image -> engine 0 and tap 0 (the raw integer, signed as the base's input)
-        img, e0, t0 = self.image, engines[0].act_in, writer.taps[0]
+        img = self.image
+        e0, t0 = sliced("image_to_engine0", engines[0].act_in), sliced("image_to_tap0", writer.taps[0])
         m.d.comb += [e0.p.data.eq(img.p.data),
                      t0.p.eq(img.p.data.as_signed() if base.tap_signed[0] else img.p.data.as_unsigned())]
         _broadcast(m, img, [e0, t0])
@@ -120,11 +130,12 @@ class FillPipeline(wiring.Component):
         for k, e in enumerate(engines):
             out = e.values_out
             if k + 1 < len(engines):
-                nxt, tap = engines[k + 1].act_in, writer.taps[k + 1]
+                nxt = sliced(f"engine{k}_to_engine{k + 1}", engines[k + 1].act_in)
+                tap = sliced(f"engine{k}_to_tap{k + 1}", writer.taps[k + 1])
                 m.d.comb += [nxt.p.data.eq(out.p.data[:len(nxt.p.data)]), tap.p.eq(out.p.data)]
                 _broadcast(m, out, [nxt, tap])
             else:
-                m.d.comb += [writer.logits.p.eq(out.p.data), writer.logits.valid.eq(out.valid),
-                             out.ready.eq(writer.logits.ready)]
+                logits = sliced(f"engine{k}_to_logits", writer.logits)
+                m.d.comb += [logits.p.eq(out.p.data), logits.valid.eq(out.valid), out.ready.eq(logits.ready)]
         m.d.comb += [self.entries.eq(writer.entries), self.done.eq(writer.done)]
         return m

@@ -10,7 +10,7 @@ the signature names the wires, the memory's docstring the timing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,15 +52,26 @@ class ReadPortSelect(wiring.Component):
 
 class WritePortSelect(wiring.Component):
     """One memory write port shared by two writers: ``select`` picks whose writes reach it
-    (0: ``a``, 1: ``b``); the other's are dropped (the core selects the one that may write)."""
+    (0: ``a``, 1: ``b``); the other's are dropped (the core selects the one that may write).
+    ``registered``: the chosen write is registered on its way to the memory (a cycle later), so
+    the select's decode is not in series with the memory's own bank decode."""
 
-    def __init__(self, signature: memory.WritePort.Signature):
+    def __init__(self, signature: memory.WritePort.Signature, *, registered: bool = False):
         _check(self, signature, memory.WritePort.Signature)
+        self.registered = bool(registered)
         super().__init__({"memory": In(signature), "a": Out(signature), "b": Out(signature), "select": In(1)})
 
     def elaborate(self, platform):
         m = Module()
         mem, a, b = self.memory, self.a, self.b
-        m.d.comb += [mem.addr.eq(Mux(self.select, b.addr, a.addr)), mem.data.eq(Mux(self.select, b.data, a.data)),
-                     mem.en.eq(Mux(self.select, b.en, a.en))]
+        if self.registered:
+            addr, data = Signal.like(mem.addr, reset_less=True), Signal.like(mem.data, reset_less=True)
+            en = Signal.like(mem.en)
+            m.d.comb += [mem.addr.eq(addr), mem.data.eq(data), mem.en.eq(en)]
+            domain = m.d.sync
+        else:
+            addr, data, en = mem.addr, mem.data, mem.en
+            domain = m.d.comb
+        domain += [addr.eq(Mux(self.select, b.addr, a.addr)), data.eq(Mux(self.select, b.data, a.data)),
+                   en.eq(Mux(self.select, b.en, a.en))]
         return m

@@ -6,7 +6,7 @@ Runs `skip2lora finetune --backend fixed` and `--backend sim` (the KV260 build's
 Verilator) on each job, as a user would, with the data set's defaults and seed 0, and compares the
 two: the configuration each reports, accuracy, cycles, and the saved adapters array by array.
 
-* LeNet-5 on Fashion-MNIST rotated by 75 degrees (the KV260 job),
+* LeNet-5 on Fashion-MNIST rotated by 75 degrees (the KV260 job: its cache filled on the PL),
 * the HAR MLP (561-96-96-6) and the Fan-Damage1 MLP (256-96-96-3): built-in, other geometries,
 * a user's model through ONNX import: ``deep16.onnx`` + ``shifted16.npz`` from
   ``scripts/byo_examples.py`` (six taps, 16 classes), written to ``--out`` first.
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
         for backend in ("fixed", "sim"):
             r = run([*job, "--backend", backend, "--seed", "0"], out / f"{name}-{backend}.npz")
             row[backend] = {k: r.get(k) for k in ("config", "kv260_build", "geometry", "accuracy_before",
-                                                  "accuracy", "cycles", "projected_ms", "cache",
-                                                  "wall_seconds_cli")}
+                                                  "accuracy", "cycles", "projected_ms", "cache", "fill",
+                                                  "fill_cycles", "wall_seconds_cli")}
         row["same_adapters"] = same_adapters(out / f"{name}-fixed.npz", out / f"{name}-sim.npz")
         row["same_results"] = all(row["fixed"][k] == row["sim"][k] for k in ("config", "geometry", "accuracy",
                                                                              "cycles"))

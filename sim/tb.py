@@ -797,8 +797,39 @@ class TB:
         assert len(data) % self.beat_bytes == 0, "whole beats only"
         beats = len(data) // self.beat_bytes
         timeout = timeout_cycles or (20 * beats + 2000)
+        if not self.backpressure:  # no random stalls to make: the driver that sleeps while TREADY is low
+            await self._timed(self._drive_stream(data), timeout, f"sending {beats} beats on s_axis")
+            return
         await self.source.send(AxiStreamFrame(data))
         await self._timed(self.source.wait(), timeout, f"sending {beats} beats on s_axis")
+
+    async def _drive_stream(self, data: bytes) -> None:
+        """``data`` on s_axis, TVALID high throughout, TLAST on the last beat. Hand-written because
+        cocotbext-axi's source wakes Python every clock while a frame is pending, and a FILL's TREADY
+        is low for most of each image's 2,000 cycles (the engines' pace): this driver sleeps until
+        TREADY rises (the pattern of `DdrMemory`'s idle wait), which made the KV260 FILL's
+        simulation several times faster. A beat is taken at an edge that samples TREADY high; while TREADY
+        stays high, one wake a beat."""
+        from cocotb.triggers import ReadOnly, RisingEdge
+
+        dut, bb = self.dut, self.beat_bytes
+        edge, ready_rises = RisingEdge(dut.aclk), RisingEdge(dut.s_axis_tready)
+        n = len(data) // bb
+        for i in range(n):
+            dut.s_axis_tdata.value = int.from_bytes(data[i * bb:(i + 1) * bb], "little")
+            dut.s_axis_tlast.value = int(i == n - 1)
+            dut.s_axis_tvalid.value = 1
+            await edge
+            if int(dut.s_axis_tready.value):  # sampled at this edge (as cocotbext-axi reads it): taken
+                continue
+            while True:
+                await ReadOnly()  # TREADY as the next edge samples it
+                if int(dut.s_axis_tready.value):
+                    await edge
+                    break
+                await ready_rises
+        dut.s_axis_tvalid.value = 0
+        dut.s_axis_tlast.value = 0
 
     async def load_cache(self, data: bytes, count: int) -> None:
         await self.write_reg("LOAD_COUNT", count)

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import hparams
 from .data import is_builtin_name
-from .driver import CACHE_PLACEMENTS, AdapterFileError, Session, geometry_of, make_backend
+from .driver import CACHE_PLACEMENTS, FILL_CHOICES, AdapterFileError, Session, geometry_of, make_backend
 from .driver.backend import largest_ddr_latency
 from .fixed.config import KV260, AcceleratorConfig
 from .fixed.cycles import CLOCK_MHZ, FETCH_REQUEST, report as cycle_report
@@ -140,7 +140,7 @@ def run_job(args) -> dict:
     if cache != "auto":
         backend_kwargs["cache"] = cache
     with make_backend(args.backend, config, **backend_kwargs) as backend:
-        session = Session(base, backend, seed=args.seed, rank=args.rank)
+        session = Session(base, backend, seed=args.seed, rank=args.rank, fill=getattr(args, "fill", None) or "auto")
         t0 = time.perf_counter()
         session.add_samples(x, y)
         fill = time.perf_counter() - t0
@@ -148,7 +148,8 @@ def run_job(args) -> dict:
         if not quiet:
             where = "the DDR cache" if backend.cache_mode == "ddr" else "the on-chip cache"
             model = f"taps {'-'.join(map(str, geometry.dims))}, rank {geometry.rank}, {geometry.classes} classes"
-            print(f"{args.backend} backend ({config.name} build; the model's {model}): {samples} samples cached in "
+            how = "filled on the PL (FILL)" if session.fill == "pl" else "cached"
+            print(f"{args.backend} backend ({config.name} build; the model's {model}): {samples} samples {how} in "
                   f"{fill:.2f} s, in {where}; fine-tuning {epochs} epochs ...", file=sys.stderr)
         out = session.finetune(epochs=epochs, batch=batch, lr=lr, order=order, schedule=schedule,
                                optimizer=d["optimizer"])
@@ -159,6 +160,11 @@ def run_job(args) -> dict:
         ddr = backend.ddr_timing if where == "ddr" else None
     # the cycle model of the placement the job ran from (DDR: under the memory the backend assumes)
     projected = cycle_report(config, samples, batch, epochs, shuffle=order != "fixed", ddr=ddr, geometry=geometry)
+    # the PL fill's cycles (FILL_CYCLES) and the job end to end: images in, entries filled, trained
+    fill_cycles = out.get("fill_cycles") if session.fill == "pl" else None
+    end_to_end = ({"end_to_end_cycles": fill_cycles + out["cycles"],
+                   "end_to_end_ms": (fill_cycles + out["cycles"]) / (CLOCK_MHZ * 1e3)}
+                  if fill_cycles is not None and out["cycles"] is not None else {})
     return {
         "method": METHOD, "backend": args.backend, "dataset": ds.name, "model": label, "config": config.name,
         "kv260_build": config == KV260, "geometry": geometry.to_dict(), "cache": where,
@@ -166,6 +172,7 @@ def run_job(args) -> dict:
         "samples": samples, "epochs": epochs, "batch": batch, "lr": float(lr), "lr_register": out["lr_register"],
         "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
         "accuracy_before": before, "accuracy": accuracy, "diverged": out["diverged"], "error": out["divergence"],
+        "fill": session.fill, "fill_cycles": fill_cycles, **end_to_end,
         "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
         "cycles": out["cycles"], "cycles_model": projected["cycles"],  # must be equal: see cycle_mismatch
         "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],
@@ -185,20 +192,23 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
                     samples: int | None = None, epochs: int | None = None, batch: int | None = None,
                     lr: float | None = None, seed: int = 0, rank: int = 4, order: str | None = None,
                     schedule: str | None = None, optimizer: str | None = None, data_dir=None,
-                    save_adapters=None, bitfile=None, cache: str = "auto") -> dict:
+                    save_adapters=None, bitfile=None, cache: str = "auto", fill: str = "auto") -> dict:
     """`run_job` from Python: the ``finetune`` command's job on an accelerator backend, quietly.
 
     ``dataset``: a built-in name, an .npz file, an image folder or a `Dataset`; ``model``: a model
     file or a `Network` (None: the built-in data set's pretrained base). ``config`` "kv260" runs the
     job on the KV260 build (any model within its maxima) or refuses it (`ConfigurationError` names
     the limit); "custom" sizes a build for a job the KV260 build cannot run. ``cache``: where the cache entries go ("auto": on chip when they fit, else the DDR
-    cache; "chip"; "ddr"). Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
+    cache; "chip"; "ddr"). ``fill``: where the entries are computed (`Session`'s ``fill``: "auto",
+    "pl", "host"). Unset options take `skip2lora.hparams`' defaults (the result's "hparams" says which)."""
     from types import SimpleNamespace
 
     if cache not in CACHE_PLACEMENTS:
         raise ValueError(f"cache must be auto, chip or ddr, not {cache!r}")
     if config not in ("kv260", "custom"):
         raise ValueError(f"config must be kv260 or custom, not {config!r}")
+    if fill not in FILL_CHOICES:
+        raise ValueError(f"fill must be auto, pl or host, not {fill!r}")
     if backend not in ("fixed", "sim", "pynq"):
         raise ValueError(f"backend must be fixed, sim or pynq (float: skip2lora.finetune.finetune), not {backend!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
@@ -208,7 +218,7 @@ def accelerator_job(dataset="fmnist-rot75", model=None, *, backend: str = "fixed
                            backend=backend, config=config, samples=samples, epochs=epochs, batch=batch, lr=lr,
                            seed=seed, rank=rank, order=order, schedule=schedule, optimizer=optimizer,
                            data_dir=data_dir, save_adapters=save_adapters, bitfile=bitfile, cache=cache,
-                           json=True)
+                           fill=fill, json=True)
     return run_job(args)
 
 

@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the accelerator's cache entries live (fixed, sim, pynq): auto = on chip when the "
                         "job fits the on-chip cache (1024 samples on the KV260 build), else its DDR "
                         "cache (up to 65535 samples, mini-batches up to 64); chip or ddr insist")
+    p.add_argument("--fill", choices=("auto", "pl", "host"), default="auto",
+                   help="where the cache entries are computed (fixed, sim, pynq): pl = the build's PL base (the "
+                        "KV260 build's integer LeNet-5: images streamed in, the base forward on the PL), host = "
+                        "the base model's float forward on the host; auto = pl for the KV260 build's own model "
+                        "when the samples fit the on-chip cache, else host")
     p.add_argument("--plot", metavar="FILE",
                    help="save accuracy per epoch as an image (float: test accuracy; fixed/sim/pynq: training "
                         "accuracy counted by the accelerator)")
@@ -255,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=_positive_float, default=200.0, help="assumed clock for projections")
     p.add_argument("--model-only", action="store_true", help="only the cycle model's figures (seconds)")
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation of the KV260 job")
-    p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate (~10 minutes)")
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate of the KV260 build (~45 minutes of one core)")
     p.add_argument("--all-methods", action="store_true", help="time all nine methods on the CPU")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of random seeds for the CPU runs")
     p.add_argument("--plot", metavar="FILE", help="accuracy against fine-tuning time, every method and backend")
@@ -333,6 +338,9 @@ def cmd_finetune(args, out: Output) -> int:
         if args.cache != "auto":
             raise CLIError("--cache places the accelerator's cache entries (fixed, sim, pynq); the float backend "
                            "has no cache")
+        if args.fill != "auto":
+            raise CLIError("--fill chooses where the accelerator's cache entries are computed (fixed, sim, pynq); "
+                           "the float backend has no cache")
         return _finetune_float(args, out)
 
     if args.method not in (None, "quant-skip2-lora", "skip2-lora"):

@@ -40,6 +40,11 @@ def finetune_text(r: dict) -> str:
                else "")
         lines.append(f"  projected time, {where}  {r['projected_ms']:.3f} ms "
                      f"(projection: cycles / {r['clock_mhz']:g} MHz assumed clock{ddr})")
+        if r.get("fill_cycles") is not None:
+            lines.append(f"  cache fill on the PL         {r['fill_cycles']:,} cycles (FILL_CYCLES: "
+                         f"{r['samples']} images through the integer base)")
+            lines.append(f"  projected end to end         {r['end_to_end_ms']:.3f} ms "
+                         f"(fill + training: {r['end_to_end_cycles']:,} cycles / {r['clock_mhz']:g} MHz assumed clock)")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")
     if r.get("train_accuracy_per_epoch"):
@@ -88,6 +93,15 @@ def bench_text(r) -> str:
         f"  physical limit                    ~{a['design_physical_limit_ms']:.1f} ms (DESIGN.md, 3.2e8 MACs / "
         f"1248 DSP at 300 MHz); {a['physical_limit_ms']:.2f} ms for this datapath's {r['macs'] / 1e6:.0f} M MACs",
     ]
+    if r.get("pl_fill"):
+        f = r["pl_fill"]
+        lines.append(f"  end to end, the cache filled on the PL: {f['fill_cycles']:,} fill + {f['cycles']:,} training "
+                     f"= {f['end_to_end_cycles']:,} cycles, {f['end_to_end_ms']:.2f} ms  [{f['label']}]; the fill "
+                     f"{f['fill_images_per_s']:,.0f} images/s in {f['fill_dsps']} DSPs")
+        if f.get("host_fill"):
+            h = f["host_fill"]
+            lines.append(f"  the host fill instead (this CPU)  {h['seconds']:.2f} s for the images' float base forward"
+                         + (f", accuracy {100 * h['accuracy']:.2f} %" if h.get("accuracy") is not None else ""))
     for d in r.get("ddr_jobs", []):
         lines.append(f"  from the DDR cache, {d['samples']:>6,} samples {d['cycles']:>12,} cycles, {d['projected_ms']:.2f} ms "
                      f"[cycles / {r['clock_mhz']:g} MHz; DDR {r['ddr_model']}]")

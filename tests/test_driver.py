@@ -611,9 +611,10 @@ def test_load_forgets_pynqs_cached_metadata_of_the_same_bitstream(tmp_path):
 
 # -- the register backends' probe: the build's maxima, never the job's TAPk_DIM -----------------------
 
-def fake_board(config_registers, config=None, **changes):
+def fake_board(config_registers, config=None, pl_base=False, **changes):
     """A `RegisterBackend` over a register file that reports ``config_registers`` (`build_registers`'
-    keys, with ``changes``); returns it, or the error its probe raised, and the registers it read."""
+    keys, with ``changes``) and FILL_INFO.present = ``pl_base``; returns it, or the error its probe
+    raised, and the registers it read."""
     from skip2lora.driver.register_backend import RegisterBackend
     from skip2lora.driver.registers import RegisterFile, register_map, regmap
 
@@ -623,7 +624,7 @@ def fake_board(config_registers, config=None, **changes):
               "GEOMETRY": found["taps"] | found["rank"] << 8 | found["classes"] << 16,
               "TAP_LINES": found["tap_lines"], "ENTRY_LINES": found["entry_lines"], "LANES": found["lanes"],
               "CACHE_DEPTH": found["cache_depth"], "DDR_SAMPLES": found["ddr_samples"],
-              "DDR_BATCH": found["ddr_batch"], "DDR_STRIDE": found["ddr_stride"]}
+              "DDR_BATCH": found["ddr_batch"], "DDR_STRIDE": found["ddr_stride"], "FILL_INFO": int(pl_base)}
     by_address = {rm.address(k): v for k, v in values.items()}
     names = {rm.address(r.name): r.name for r in rm}
 
@@ -648,8 +649,10 @@ def test_the_probe_compares_the_builds_maxima_and_names_a_known_build():
     kv = build_registers(KV260)
     assert kv == {"taps": 8, "rank": 4, "classes": 16, "tap_lines": 96, "entry_lines": 99, "lanes": 32,
                   "cache_depth": 1024, "ddr_samples": 65535, "ddr_batch": 64, "ddr_stride": 2048}
-    board, reads = fake_board(kv)
+    board, reads = fake_board(kv, pl_base=True)
     assert board.config is KV260 and board.geometry == KV260.geometry  # found by its registers: the KV260 build
+    board, _ = fake_board(kv)  # the same registers without the PL base (FILL_INFO): not the KV260 build
+    assert board.config.name == "accelerator" and board.config.fill_base == ""
     assert not any(name.endswith("_DIM") or name == "CLASSES" for name in reads)  # the job's, not the build's
     assert fake_board(kv, KV260)[0].config is KV260
     assert fake_board(kv, replace(KV260, cache_depth=512))[0].config.cache_depth == 512  # a smaller cache is fine

@@ -64,12 +64,17 @@ def one_line(exc_info):
 
 # -- the configuration -------------------------------------------------------------------------------
 
+#: LeNet-5's geometry without a PL base (the KV260 build less its FILL): a build whose fills are the host's
+HOST_ONLY = dataclasses.replace(KV260, name="kv260", fill_base="")
+
+
 def test_fill_base_is_part_of_the_configuration():
     assert LENET5_FILL.fill_base == "lenet5-fmnist" and CONFIGS["lenet5-fill"] is LENET5_FILL
-    assert KV260.fill_base == "" and SMALL.fill_base == ""  # (their resources are being reworked)
-    assert LENET5_FILL.fill_geometry == LENET5_GEOMETRY and KV260.fill_geometry is None
+    assert KV260.fill_base == "lenet5-fmnist" and SMALL.fill_base == ""  # the KV260 build carries the PL base
+    assert LENET5_FILL.fill_geometry == LENET5_GEOMETRY == KV260.fill_geometry and SMALL.fill_geometry is None
     assert AcceleratorConfig.from_dict(LENET5_FILL.to_dict()) == LENET5_FILL
-    assert AcceleratorConfig.from_dict({k: v for k, v in KV260.to_dict().items() if k != "fill_base"}) == KV260
+    assert AcceleratorConfig.from_dict(KV260.to_dict()) == KV260
+    assert AcceleratorConfig.from_dict({k: v for k, v in KV260.to_dict().items() if k != "fill_base"}) == HOST_ONLY
     with pytest.raises(ValueError, match="fill_base 'nope': no shipped integer base 'nope'; shipped: lenet5-fmnist"):
         dataclasses.replace(LENET5_FILL, fill_base="nope")
     with pytest.raises(ValueError, match="fill_base 'lenet5-fmnist': the x build runs at most 3 taps"):
@@ -139,7 +144,7 @@ def test_fill_errors_are_one_line(pl_base, samples):
         FixedBackend(SMALL).fill(images, y[:3], exps)
     assert one_line(e).startswith("the small build has no PL base (config.fill_base is empty): fill needs one")
     be = FixedBackend(LENET5_FILL)
-    assert FixedBackend(KV260).pl_base is None and be.pl_base.name == "lenet5-fmnist-int8"
+    assert FixedBackend(HOST_ONLY).pl_base is None and be.pl_base.name == "lenet5-fmnist-int8"
     be.set_geometry(Geometry((784, 1176, 400, 120, 84), 4, 9))
     with pytest.raises(ValueError) as e:
         be.fill(images, y[:3] % 9, exps)
@@ -190,7 +195,8 @@ def test_filled_entries_stay_on_chip(pl_base, samples):
 def test_session_fill_choices(lenet, pl_base):
     pl = Session(lenet, FixedBackend(LENET5_FILL))
     assert pl.fill == "pl" and pl.int_base is not None
-    assert Session(lenet, FixedBackend(KV260)).fill == "host"  # no PL base
+    assert Session(lenet, FixedBackend(HOST_ONLY)).fill == "host"  # no PL base
+    assert Session(lenet, FixedBackend(KV260)).fill == "pl"  # the KV260 build carries it
     assert Session(lenet, FixedBackend(LENET5_FILL), fill="host").fill == "host"
     assert Session(pl_base, FixedBackend(LENET5_FILL)).fill == "pl"  # the integer base itself
     other = lenet.__class__.__new__(lenet.__class__)
@@ -199,7 +205,7 @@ def test_session_fill_choices(lenet, pl_base):
     assert Session(other, FixedBackend(LENET5_FILL)).fill == "host"  # other weights: not the PL base's model
     assert Session(other, FixedBackend(LENET5_FILL), fill="pl").fill == "pl"  # asked for (same geometry)
     with pytest.raises(ValueError) as e:
-        Session(lenet, FixedBackend(KV260), fill="pl")
+        Session(lenet, FixedBackend(HOST_ONLY), fill="pl")
     assert one_line(e) == ("fill='pl' needs a backend with a PL base; the kv260 build has none (config.fill_base): "
                            "use fill='host'")
     for bad in ("PL", "ddr", None, 1):
@@ -207,8 +213,31 @@ def test_session_fill_choices(lenet, pl_base):
             Session(lenet, FixedBackend(LENET5_FILL), fill=bad)
         assert one_line(e).startswith("fill must be one of 'auto', 'pl', 'host', not")
     with pytest.raises(ValueError) as e:
-        Session(pl_base, FixedBackend(KV260))
+        Session(pl_base, FixedBackend(HOST_ONLY))
     assert "fills the cache on the PL only" in one_line(e)
+
+
+def test_session_auto_fills_on_the_host_when_the_first_samples_need_the_ddr_cache(lenet):
+    """PL-filled entries exist on chip only: on the KV260 build, fill="auto" turns to the host fill
+    when the first samples go to the DDR cache; fill="pl" refuses them in one line, and once PL
+    entries are loaded, more that would move the cache to DDR are refused."""
+    n = KV260.cache_depth + 1
+    x = np.random.default_rng(5).random((n, 1, 28, 28)).astype(np.float32)
+    y = np.arange(n) % 10
+    s = Session(lenet, FixedBackend(KV260))
+    assert s.fill == "pl"
+    s.add_samples(x, y)
+    assert s.fill == "host" and s.int_base is None and s.backend.cache_mode == "ddr"
+    assert s.base_forward_samples == n  # the float base ran on the host, its scales fitted on these samples
+    with pytest.raises(ValueError) as e:
+        Session(lenet, FixedBackend(KV260), fill="pl").add_samples(x, y)
+    assert one_line(e).startswith("a PL fill writes the on-chip cache only (1024 entries; 0 loaded)")
+    s = Session(lenet, FixedBackend(KV260))
+    s.add_samples(x[:8], y[:8])
+    assert s.fill == "pl"
+    with pytest.raises(ValueError) as e:
+        s.add_samples(x[8:], y[8:])
+    assert one_line(e).startswith("a PL fill writes the on-chip cache only (1024 entries; 8 loaded)")
 
 
 def test_session_pl_fill_trains_and_predicts_with_the_integer_base(lenet, pl_base, samples):

@@ -18,9 +18,9 @@ from importlib import import_module
 
 from .adapters_io import AdapterFileError, load_adapters_file, save_adapters_file
 from .backend import CACHE_PLACEMENTS, AcceleratorError, Backend, FixedBackend, default_ddr_timing
-from .session import GeometryError, InputRangeError, Session, geometry_of
+from .session import FILL_CHOICES, GeometryError, InputRangeError, Session, geometry_of
 
-__all__ = ["Session", "Backend", "FixedBackend", "SimBackend", "PynqBackend", "make_backend", "backend_class",
+__all__ = ["Session", "FILL_CHOICES", "Backend", "FixedBackend", "SimBackend", "PynqBackend", "make_backend", "backend_class",
            "register_backend", "BACKEND_NAMES", "AcceleratorError", "AdapterFileError", "InputRangeError", "GeometryError",
            "save_adapters_file", "load_adapters_file", "geometry_of", "default_ddr_timing", "CACHE_PLACEMENTS"]
 

@@ -324,7 +324,7 @@ class Backend:
                                  f"exponent {frac} + 0..31), not {e}")
         n = len(images)
         self.check_room(n)
-        if self._placement_for(self.n_loaded + n) == "ddr":
+        if self.placement_for(self.n_loaded + n) == "ddr":
             raise ValueError(f"a PL fill writes the on-chip cache only ({self.config.cache_depth} entries; "
                              f"{self.n_loaded} loaded): {n} more would be placed in DDR, where only entries "
                              f"made on the host go; fill fewer, or load host-made entries (load_cache)")
@@ -332,7 +332,7 @@ class Backend:
 
     def _check_load_beside_fill(self, count: int) -> None:
         """A cache holding PL-filled entries (on chip only) cannot move to DDR."""
-        if self._pl_filled and self._placement_for(self.n_loaded + count) == "ddr":
+        if self._pl_filled and self.placement_for(self.n_loaded + count) == "ddr":
             raise ValueError(f"the cache holds {self._pl_filled} entries the PL base filled, which exist on chip "
                              f"only; {count} more would move the cache to DDR: clear the cache first or load at "
                              f"most {self.config.cache_depth - self.n_loaded}")
@@ -346,7 +346,7 @@ class Backend:
             return self.config.cache_depth
         return self.config.ddr_samples
 
-    def _placement_for(self, n_loaded: int) -> str:
+    def placement_for(self, n_loaded: int) -> str:
         """Where ``n_loaded`` entries are kept under this backend's placement: "chip" or "ddr"."""
         if self.cache_placement == "auto":
             return "ddr" if self.config.ddr and n_loaded > self.config.cache_depth else "chip"
@@ -355,7 +355,7 @@ class Backend:
     @property
     def cache_mode(self) -> str:
         """Where the next job's entries are: "chip" (the on-chip cache) or "ddr" (a DDR buffer)."""
-        return self._placement_for(self.n_loaded)
+        return self.placement_for(self.n_loaded)
 
     # -- shared checks -------------------------------------------------------------------------
     def check_room(self, count: int) -> None:

@@ -236,7 +236,7 @@ class RegisterBackend(Backend):
     # -- Backend interface ------------------------------------------------------------------------
     @property
     def cache_mode(self) -> str:
-        return self._placement_for(self._host_count + self._pl_filled) if self._keeps_host_copy else "chip"
+        return self.placement_for(self._host_count + self._pl_filled) if self._keeps_host_copy else "chip"
 
     @property
     def n_loaded(self) -> int:
@@ -251,7 +251,7 @@ class RegisterBackend(Backend):
         self._check_load_beside_fill(len(entries))
         if self._keeps_host_copy:
             packed = pack_ddr_cache_for(self.build_layout, self.layout, entries)
-            if self._placement_for(self._host_count + len(entries)) == "ddr":
+            if self.placement_for(self._host_count + len(entries)) == "ddr":
                 self._host_chunks.append(packed)
                 self._host_count += len(entries)
                 return

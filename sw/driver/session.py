@@ -25,7 +25,8 @@ no pass over the samples). The session's model is then that integer base: `logit
 and `accuracy` run its forward (`IntBase.encode` at the same exponents) with the adapters, as
 the entries trained on were made. ``"auto"`` (the default) is "pl" when the backend has a PL base
 and the session's base is its float model (the shipped pretrained weights of the same key, or
-the `IntBase` itself), else "host". ``finetune``'s report says which ran (``fill``).
+the `IntBase` itself), else "host"; and "host" after all when the first samples added need the
+DDR cache (PL-filled entries exist on chip only). ``finetune``'s report says which ran (``fill``).
 
 Samples must be scaled as the base model's pretraining data were: a pretrained base carries the
 range of its pretraining inputs (``base.input_range``, recorded by `skip2lora.nn.pretrained`).
@@ -137,6 +138,9 @@ class Session:
         if fill == "pl" and pl_base is None:
             raise ValueError(f"fill='pl' needs a backend with a PL base; the {config.name} build has none "
                              f"(config.fill_base): use fill='host'")
+        #: fill="auto" chose "pl": the first samples may still turn it to "host" (past the on-chip cache)
+        self._fill_auto = fill == "auto"
+        self._quantizer_given = quantizer is not None
         if fill == "auto":
             fill = "pl" if pl_base is not None and self._is_pl_model(base, pl_base, config.fill_base) else "host"
         if fill == "pl" and (tuple(base.tap_dims) != tuple(pl_base.tap_dims) or base.classes != pl_base.classes):
@@ -278,6 +282,12 @@ class Session:
         self._check_backend()
         x, y = self._check_samples(x, y)
         self.backend.check_room(len(x))
+        if (self.fill == "pl" and self._fill_auto and self.backend.n_loaded == 0 and not isinstance(self.base, IntBase)
+                and self.backend.placement_for(len(x)) == "ddr"):
+            # PL-filled entries exist on chip only: a first load that needs the DDR cache is made on the host
+            self.fill, self.int_base = "host", None
+            if not self._quantizer_given:
+                self.quantizer = None
         if self.fill == "pl":  # the PL base computes the entries: the host only quantizes the inputs
             images = fill_images(self.int_base, self.int_base.quantize_input(x))
             self.fills.append(self.backend.fill(images, y.astype(np.int64), self.quantizer.exponents))

@@ -171,8 +171,12 @@ def fill_base_of(config_or_key):
 # fills its lines); LeNet-5 takes 82 of them. The limits come from the resources: 1024 on-chip
 # entries of 96 + 3 lines fill 50 of the XCK26's 64 UltraRAMs (the DDR path's batch buffer takes
 # 8 more), and the head units' products grow with taps x classes x rank.
+#
+# The base model on the PL (issue 15): the shipped integer LeNet-5 ("lenet5-fmnist") fills the
+# on-chip cache from images (the FILL command, docs/pl-fill.md), so the KV260 job runs end to end
+# in hardware; any other model (or a job from DDR) is filled on the host as before.
 KV260 = AcceleratorConfig("kv260", LENET5_GEOMETRY, lanes=32, cache_depth=1024, ddr_samples=65535, ddr_batch=64,
-                          max_taps=8, max_classes=16, max_tap_lines=96)
+                          max_taps=8, max_classes=16, max_tap_lines=96, fill_base="lenet5-fmnist")
 # A small build for fast simulation and tests.
 SMALL = AcceleratorConfig("small", Geometry((12, 7, 5), 2, 3), lanes=4, cache_depth=64, ddr_samples=1024,
                           ddr_batch=8)

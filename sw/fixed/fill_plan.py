@@ -23,7 +23,7 @@ from . import forward_cycles as FC
 from .base_int import IntBase
 from .packing import LABEL_BYTES
 
-__all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "BRAM_BUDGET", "LayerPlan", "FillPlan", "engine_bram18",
+__all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "SLICE_LATENCY", "BRAM_BUDGET", "LayerPlan", "FillPlan", "engine_bram18",
            "plan_fill", "fill_done_cycles", "first_byte_lag", "fill_command_cycles", "fill_report"]
 
 SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine's own limit)
@@ -32,6 +32,9 @@ TARGET_INTERVAL = 2000
 #: the cache writer (hw/cache_writer.py): the last engine's ``done`` -> the entry's ``done`` (the
 #: label after the last logit, the tail's last line through the writer's stages and its count)
 WRITER_TAIL = 7
+#: hw/register_slice.py: every edge of the chain (image -> engine 0, engine k -> engine k+1, the
+#: last engine -> the writer's logits) goes through a register slice, a cycle each
+SLICE_LATENCY = 1
 #: RAMB36 (equivalents) the fill's engines may take by default: the KV260 build's training core
 #: leaves ~36 of the XCK26's 144 free
 BRAM_BUDGET = 30
@@ -184,15 +187,16 @@ def plan_fill(base: IntBase, interval: int = TARGET_INTERVAL, *, lanes_max: int 
 
 def _first_done(base: IntBase, plan: FillPlan) -> int:
     """The first entry's ``done``, counted from ``start``, its image's first beat offered the
-    cycle after: engine 0 takes the image (`layer_cycles`); each later engine's last input beat is
-    its predecessor's last value, taken the cycle before that one's ``done``, and its ``done`` is
-    its pass less its load after that beat; then the writer's tail (the label after the last logit,
-    the tail's last line: `WRITER_TAIL`)."""
+    cycle after: engine 0 takes the image (`layer_cycles`) through a register slice; each later
+    engine's last input beat is its predecessor's last value, taken the cycle before that one's
+    ``done``, a slice later, and its ``done`` is its pass less its load after that beat; then the
+    last value's slice to the writer and the writer's tail (the label after the last logit, the
+    tail's last line: `WRITER_TAIL`)."""
     t = 0
     for k, (layer, lp) in enumerate(zip(base.layers, plan.layers)):
         c = FC.layer_cycles(layer, lp.lanes, lp.simd)
-        t = c if k == 0 else t - 1 + c - FC.engine_geometry(layer).in_size
-    return t + WRITER_TAIL
+        t = SLICE_LATENCY + (c if k == 0 else t - 1 + c - FC.engine_geometry(layer).in_size)
+    return t + SLICE_LATENCY + WRITER_TAIL
 
 
 def fill_done_cycles(base: IntBase, plan: FillPlan, n: int) -> list[int]:
