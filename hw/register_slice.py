@@ -2,8 +2,9 @@
 
 Between two blocks that each decide their ``ready`` from deep state (an engine's input counters,
 another engine's pipeline enable), a direct connection chains both decisions into one path. The
-slice cuts it in both directions: ``i.ready`` is a register (the skid register is empty, kept as such so no inverter follows it) and
-``o.valid`` / ``o.payload`` are registers, so no path crosses the slice. It takes a beat every
+slice cuts it in both directions: ``i.ready`` is a register (the skid register is empty, kept
+as such so no inverter follows it) and ``o.valid`` / ``o.payload`` are registers, so no path
+crosses the slice. It takes a beat every
 cycle while ``o`` is taken every cycle (full throughput) and adds one cycle of latency; when ``o``
 stalls, the beat already accepted waits in the skid register. Hand-written because
 amaranth.lib.fifo's two-entry FIFOs read their memory combinationally (no registered ``ready``).
