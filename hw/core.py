@@ -23,11 +23,12 @@ reset, or a TLAST error, resets the feeder and the pipeline (its engines, the wr
 queue: the images and labels in flight are dropped; the lines already written past N_LOADED are
 free again).
 
-FILL_CYCLES counts the cycles the fill is armed: from the cycle after the command to the cycle
+FILL_CYCLES counts the cycles the fill is armed: from the cycle the loader is armed (two cycles
+after the command's cycle: the accepted command reaches the loader from a register) to the cycle
 before its commit. With the transfer's first beat offered ``d`` cycles after the command's cycle
 (d >= 1) and the stream never idle after it, it is exactly `fill_plan.fill_command_cycles` (base,
-plan, n, beat bits, d) = ``d - 1 + fill_plan.fill_done_cycles(base, plan, n)[-1] +
-fill_plan.first_byte_lag(beat_bits)``: the pipeline's ``start`` is the cycle after the command,
+plan, n, beat bits, d) = ``max(d, 2) - 2 + fill_plan.fill_done_cycles(base, plan, n)[-1] +
+fill_plan.first_byte_lag(beat_bits)``: the pipeline's ``start`` is the cycle the loader is armed,
 its first image byte `first_byte_lag` after the first beat is taken (the model offers it the cycle
 after ``start``), and the commit the cycle after the last entry's ``done`` (the loader's compare).
 """
@@ -251,6 +252,7 @@ class Skip2LoRACore(wiring.Component):
         classes = Signal(8, name="job_classes")
         t_shift = [Signal(6, name=f"job_tshift{k}") for k in range(K)]
         launch = Signal()  # the cycle after START: the job's registers are valid
+        fill_go = Signal()  # the cycle after an accepted FILL: the loader's command, from a register
 
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
@@ -260,7 +262,7 @@ class Skip2LoRACore(wiring.Component):
         adapters_valid = Signal()
         busy = Signal()          # what STATUS shows
         busy_r = Signal()        # what a command sees: busy a cycle ago (two commands are >= 2 cycles
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch  # apart; launch follows START)
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch | fill_go  # apart; launch, fill_go follow)
                             | (~reader.idle if p.ddr else 0))
         m.d.sync += busy_r.eq(busy)
 
@@ -277,7 +279,7 @@ class Skip2LoRACore(wiring.Component):
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill)
         with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
-        with m.Elif(any_cmd & (busy_r | launch)):
+        with m.Elif(any_cmd & (busy_r | launch | fill_go)):
             fail(ErrorCode.BUSY)
         with m.Elif(regs.CTRL_start):
             with m.If(~adapters_valid):
@@ -329,13 +331,17 @@ class Skip2LoRACore(wiring.Component):
         first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
         free = Signal()
         m.d.comb += [
-            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch),
+            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch & ~fill_go),
             loader.load_cache.eq(first[1] & free & ~count_zero & ~count_over),
             loader.load_adapters.eq(first[2] & free),
             streamer.start.eq(first[3] & free & adapters_valid),
             loader.clear_cache.eq(first[4] & free),
-            loader.fill.eq(first[5] & free & ~count_zero & fill_ok & ~count_over),
         ]
+        # FILL reaches the loader a cycle late, from a register: the command's decode (CTRL, the
+        # checks, busy) would else sit in front of the loader's registers (8 LUT levels on KV260).
+        # LOAD_COUNT still holds: the next register write is applied two cycles after this one.
+        m.d.sync += fill_go.eq(first[5] & free & ~count_zero & fill_ok & ~count_over)
+        m.d.comb += loader.fill.eq(fill_go)
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
@@ -357,7 +363,7 @@ class Skip2LoRACore(wiring.Component):
             fail(ErrorCode.BAD_CONFIG)
         with m.If(soft_reset):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0),
-                         adapters_valid.eq(0), launch.eq(0)]
+                         adapters_valid.eq(0), launch.eq(0), fill_go.eq(0)]
         m.d.comb += [
             regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error),
             regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls

@@ -160,8 +160,9 @@ REGISTER_MAP = RegisterMap([
                                "(4 LANES / 8)): its label (2 bytes, little-endian), its quantized input "
                                "(NHWC), zeros", 16),
     ], "the PL base (the cache fill on the PL); 0 when the build has none"),
-    Register("FILL_CYCLES", 0xEC, [_ro("value", 32, "cycles of the last FILL: from the cycle after its "
-                                                    "command to the cycle before its commit (or abort)")]),
+    Register("FILL_CYCLES", 0xEC, [_ro("value", 32, "cycles of the last FILL: from the cycle the loader "
+                                                    "is armed (two cycles after its command) to the cycle "
+                                                    "before its commit (or abort)")]),
 ])
 
 

@@ -18,6 +18,7 @@ FILL (a build with a PL base, ``image_beats`` > 0): LOAD_COUNT images of ``image
 (hw/fill_feeder.py has the format) go to the fill feeder (``beats``), and TREADY is the feeder's
 ready: it can be low during a FILL, for as long as the base's engines take to make room (the
 pipeline's pace, about `fill_plan.FillPlan.interval` cycles an image). TLAST is checked as above;
+a beat offered in the cycle the FILL command reaches the loader waits (TREADY low) for it;
 an error also pulses ``fill_abort`` (the core resets the feeder and the pipeline: nothing
 committed, the lines already written past N_LOADED are free again). After the last beat with
 TLAST the loader waits (still armed) until the pipeline has written every entry (``fill_entries``
@@ -139,7 +140,8 @@ class StreamLoader(wiring.Component):
                                  samples_left.eq(self.count), sample_last.eq(self.count_one)]
                     m.next = "CACHE"
                 if self.image_beats:
-                    with m.Elif(self.fill):
+                    with m.Elif(self.fill):  # a beat already offered waits for FILL (not drained)
+                        m.d.comb += axis.ready.eq(0)
                         m.d.sync += [addr.eq(fill), beat_in.eq(0), beat_last.eq(self.image_beats == 1),
                                      samples_left.eq(self.count), sample_last.eq(self.count_one),
                                      fill_count.eq(self.count)]

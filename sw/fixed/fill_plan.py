@@ -24,7 +24,7 @@ from .base_int import IntBase
 from .packing import LABEL_BYTES
 
 __all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "SLICE_LATENCY", "BRAM_BUDGET", "LayerPlan", "FillPlan", "engine_bram18",
-           "plan_fill", "fill_done_cycles", "first_byte_lag", "fill_command_cycles", "fill_report"]
+           "plan_fill", "fill_done_cycles", "first_byte_lag", "COMMAND_LAG", "fill_command_cycles", "fill_report"]
 
 SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine's own limit)
 #: cycles a sample: 100,000 images/s at an assumed 200 MHz (issue 15's inference figure)
@@ -230,6 +230,12 @@ def fill_report(base: IntBase, plan: FillPlan, samples: int, clock_mhz: float = 
     }
 
 
+# The core registers an accepted FILL before the loader sees it (hw/core.py: the command's decode
+# stays off the loader's registers), so the loader is armed, and the pipeline starts, two cycles
+# after the command's cycle.
+COMMAND_LAG = 2
+
+
 def first_byte_lag(beat_bits: int) -> int:
     """The fill feeder (hw/fill_feeder.py): cycles from the cycle a FILL's first beat is taken to the
     cycle its first image byte is offered: 1 (the beat register), 2 when a beat is the label alone."""
@@ -237,11 +243,15 @@ def first_byte_lag(beat_bits: int) -> int:
 
 
 def fill_command_cycles(base: IntBase, plan: FillPlan, n: int, beat_bits: int, first_beat: int = 1) -> int:
-    """FILL_CYCLES (the core's count, from the cycle after the FILL command to the cycle before its
-    commit) of ``n`` images whose first beat is offered ``first_beat`` (>= 1) cycles after the
-    command, the stream never idle after it: the pipeline starts the cycle after the command, its
-    first image byte comes `first_byte_lag` after the first beat, and the commit follows the last
+    """FILL_CYCLES (the core's count, from the cycle the loader is armed, `COMMAND_LAG` cycles after
+    the FILL command, to the cycle before its commit) of ``n`` images whose first beat is offered
+    ``first_beat`` (>= 1) cycles after the command, the stream never idle after it: the pipeline
+    starts the cycle the loader is armed, the loader takes the first beat then or when it comes,
+    its first image byte comes `first_byte_lag` after that, and the commit follows the last
     entry's ``done``."""
     if n < 1:
         raise ValueError(f"a fill has at least one image, not {n!r}")
-    return first_beat - 1 + fill_done_cycles(base, plan, n)[-1] + first_byte_lag(beat_bits)
+    if isinstance(first_beat, bool) or not isinstance(first_beat, int) or first_beat < 1:
+        raise ValueError(f"first_beat must be an int >= 1, not {first_beat!r}")
+    wait = max(first_beat, COMMAND_LAG) - COMMAND_LAG
+    return wait + fill_done_cycles(base, plan, n)[-1] + first_byte_lag(beat_bits)
