@@ -322,7 +322,7 @@ def test_sim_fill_equals_the_fixed_backend(sim, pl_base, samples):
     assert {k: v for k, v in rsim.items() if k != "first_epoch"} == rfix
     offsets = {s["fill_cycles"] - f["fill_cycles"] for s, f in zip(fsim, ffix)}
     assert len(offsets) == 1 and 0 <= offsets.pop() < 16
-    d = fsim[0]["fill_cycles"] - ffix[0]["fill_cycles"] + 1
+    d = fsim[0]["fill_cycles"] - ffix[0]["fill_cycles"] + FP.COMMAND_LAG  # the fixed backend's d = 1 waits 0
     plan = fill_plan_of(LENET5_FILL)
     assert fsim[0]["fill_cycles"] == FP.fill_command_cycles(pl_base, plan, 3, 128, d)
 

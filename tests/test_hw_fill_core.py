@@ -69,7 +69,8 @@ async def program_fill(ctx, dut, base, exps, count, *, signed=None, dims=None, c
 def simulate(config, base, plan, bench):
     """Run ``bench(ctx, dut, rec)`` on a core with the PL base; ``rec``: the cache's lines as written
     (line -> value), how often each line was written, the cycles (from 0) of each accepted FILL
-    command and of each cycle the stream input was offered a beat."""
+    command (the cycle before the loader sees it: the core registers it) and of each cycle the stream
+    input was offered a beat."""
     dut = Skip2LoRACore(config, base, plan) if base is not None else Skip2LoRACore(config)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -85,7 +86,7 @@ def simulate(config, base, plan, bench):
                 rec["lines"][addr] = data
                 rec["writes"][addr] = rec["writes"].get(addr, 0) + 1
             if cmd:
-                rec["commands"].append(cycle)
+                rec["commands"].append(cycle - 1)
             if valid:
                 rec["offered"].append(cycle)
             cycle += 1
@@ -110,9 +111,9 @@ def used_lines(base, config):
     return Layout(Geometry(tuple(base.tap_dims), config.geometry.rank, base.classes), config.lanes).sample_lines
 
 
-async def fill(ctx, dut, base, x, labels, exps, *, gaps=None, tlast_at=None, extra=0):
+async def fill(ctx, dut, base, x, labels, exps, *, gaps=None, tlast_at=None, extra=0, delay=0):
     """Program and run a FILL of images ``x``; ``tlast_at``: TLAST on that beat (default the
-    last); ``extra`` beats more after the expected ones."""
+    last); ``extra`` beats more after the expected ones; ``delay`` cycles before the first beat."""
     bb = dut.params.beat_bits // 8
     await program_fill(ctx, dut, base, exps, len(x))
     beats = to_beats(fill_bytes(base, x, labels, bb), bb)
@@ -121,6 +122,8 @@ async def fill(ctx, dut, base, x, labels, exps, *, gaps=None, tlast_at=None, ext
     if tlast_at is not None:  # the transfer ends (TLAST) early, on that beat
         beats = [(d, i == tlast_at) for i, (d, _) in enumerate(beats[:tlast_at + 1])]
     await write_reg(ctx, dut.bus, "CTRL", fill=1)
+    if delay:
+        await ctx.tick().repeat(delay)
     await stream_send(ctx, dut.s_axis, beats, gaps=gaps)
 
 
@@ -130,8 +133,9 @@ def _wide(config):
     return AcceleratorConfig("tinywide", config.geometry, 16, 6, max_taps=5, max_classes=4, max_tap_lines=12)
 
 
-@pytest.mark.parametrize("wide", [False, True], ids=["lanes4", "lanes16_maxima"])
-def test_fill_writes_pack_cache_for_after_loaded_entries_and_fill_cycles_is_exact(setup, wide):
+@pytest.mark.parametrize("wide, delay", [(False, 0), (False, 7), (True, 0)],
+                         ids=["lanes4", "lanes4_late_stream", "lanes16_maxima"])
+def test_fill_writes_pack_cache_for_after_loaded_entries_and_fill_cycles_is_exact(setup, wide, delay):
     """LOAD_CACHE 2 entries, then FILL 3 images: the filled entries follow (appended), each line
     what LOAD_CACHE of `pack_cache_for(IntBase.encode)` would have written, the loaded ones untouched;
     N_LOADED, FILL_INFO; FILL_CYCLES = `fill_plan.fill_command_cycles` exactly."""
@@ -147,7 +151,7 @@ def test_fill_writes_pack_cache_for_after_loaded_entries_and_fill_cycles_is_exac
         bb = p.beat_bits // 8
         await load_cache(ctx, dut, loaded, 2, bb)
         await wait_idle(ctx, dut.bus, 1000)
-        await fill(ctx, dut, base, x[:N], labels[:N], exps)
+        await fill(ctx, dut, base, x[:N], labels[:N], exps, delay=delay)
         seen["status"] = await wait_idle(ctx, dut.bus, 100_000)
         for name in ("N_LOADED", "FILL_CYCLES", "FILL_INFO"):
             seen[name] = await read_reg(ctx, dut.bus, name)
@@ -167,6 +171,7 @@ def test_fill_writes_pack_cache_for_after_loaded_entries_and_fill_cycles_is_exac
     assert all(rec["writes"][a] == 1 for a in filled), "a filled line was written twice"
     cmd = rec["commands"][-1]
     first_beat = min(c for c in rec["offered"] if c > cmd) - cmd
+    assert first_beat > delay
     assert seen["FILL_CYCLES"] == FP.fill_command_cycles(base, plan, N, p.beat_bits, first_beat)
 
 
