@@ -300,9 +300,9 @@ def sim():
 @pytest.mark.slow
 def test_sim_fill_equals_the_fixed_backend(sim, pl_base, samples):
     """On the RTL: two host-made entries, fills of 3 and 1 images, a job: adapters, statistics and
-    cycles equal the fixed backend's. FILL_CYCLES = `fill_command_cycles` with the stream's first
-    beat ``d`` cycles after the command: the simulation link offers it a fixed few cycles after the
-    CTRL write (the fixed backend reports d = 1), the same offset for every fill."""
+    cycles equal the fixed backend's. FILL_CYCLES = `fill_command_cycles` plus the wait for the
+    stream's first beat: the simulation link offers it a fixed few cycles after the CTRL write (the
+    fixed backend reports no wait), the same offset for every fill."""
     x, y = samples
     fixed = FixedBackend(LENET5_FILL)
     sim.clear_cache()
@@ -320,11 +320,12 @@ def test_sim_fill_equals_the_fixed_backend(sim, pl_base, samples):
     (ffix, rfix, afix), (fsim, rsim, asim) = out["fixed"], out["sim"]
     assert asim.equals(afix)
     assert {k: v for k, v in rsim.items() if k != "first_epoch"} == rfix
+    # FILL_CYCLES of the fixed backend: `fill_command_cycles` with no wait for the first beat; the
+    # link's offset is the wait (`tests/test_hw_fill_core.py` pins the wait against the RTL)
+    assert [f["fill_cycles"] for f in ffix] == [FP.fill_command_cycles(pl_base, fill_plan_of(LENET5_FILL), n, 128)
+                                               for n in (3, 1)]
     offsets = {s["fill_cycles"] - f["fill_cycles"] for s, f in zip(fsim, ffix)}
     assert len(offsets) == 1 and 0 <= offsets.pop() < 16
-    d = fsim[0]["fill_cycles"] - ffix[0]["fill_cycles"] + FP.COMMAND_LAG  # the fixed backend's d = 1 waits 0
-    plan = fill_plan_of(LENET5_FILL)
-    assert fsim[0]["fill_cycles"] == FP.fill_command_cycles(pl_base, plan, 3, 128, d)
 
 
 @pytest.mark.slow
