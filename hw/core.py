@@ -254,6 +254,7 @@ class Skip2LoRACore(wiring.Component):
         t_shift = [Signal(6, name=f"job_tshift{k}") for k in range(K)]
         launch = Signal()  # the cycle after START: the job's registers are valid
         fill_go = Signal()  # the cycle after an accepted FILL: the loader's command, from a register
+        cache_go = Signal()  # the same for LOAD_CACHE
 
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
@@ -263,7 +264,7 @@ class Skip2LoRACore(wiring.Component):
         adapters_valid = Signal()
         busy = Signal()          # what STATUS shows
         busy_r = Signal()        # what a command sees: busy a cycle ago (two commands are >= 2 cycles
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch | fill_go  # apart; launch, fill_go follow)
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch | fill_go | cache_go  # apart)
                             | (~reader.idle if p.ddr else 0))
         m.d.sync += busy_r.eq(busy)
 
@@ -280,7 +281,7 @@ class Skip2LoRACore(wiring.Component):
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill)
         with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
-        with m.Elif(any_cmd & (busy_r | launch | fill_go)):
+        with m.Elif(any_cmd & (busy_r | launch | fill_go | cache_go)):
             fail(ErrorCode.BUSY)
         with m.Elif(regs.CTRL_start):
             with m.If(~adapters_valid):
@@ -332,17 +333,17 @@ class Skip2LoRACore(wiring.Component):
         first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
         free = Signal()
         m.d.comb += [
-            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch & ~fill_go),
-            loader.load_cache.eq(first[1] & free & ~count_zero & ~count_over),
+            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch & ~fill_go & ~cache_go),
             loader.load_adapters.eq(first[2] & free),
             streamer.start.eq(first[3] & free & adapters_valid),
             loader.clear_cache.eq(first[4] & free),
         ]
-        # FILL reaches the loader a cycle late, from a register: the command's decode (CTRL, the
-        # checks, busy) would else sit in front of the loader's registers (8 LUT levels on KV260).
-        # LOAD_COUNT still holds: the next register write is applied two cycles after this one.
-        m.d.sync += fill_go.eq(first[5] & free & ~count_zero & fill_ok & ~count_over)
-        m.d.comb += loader.fill.eq(fill_go)
+        # FILL and LOAD_CACHE reach the loader a cycle late, from a register: the command's decode
+        # (CTRL, the checks, busy) would else sit in front of the loader's registers (7-8 LUT levels
+        # on KV260). LOAD_COUNT still holds: the next register write is applied two cycles later.
+        m.d.sync += [fill_go.eq(first[5] & free & ~count_zero & fill_ok & ~count_over),
+                     cache_go.eq(first[1] & free & ~count_zero & ~count_over)]
+        m.d.comb += [loader.fill.eq(fill_go), loader.load_cache.eq(cache_go)]
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
@@ -364,7 +365,7 @@ class Skip2LoRACore(wiring.Component):
             fail(ErrorCode.BAD_CONFIG)
         with m.If(soft_reset):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0),
-                         adapters_valid.eq(0), launch.eq(0), fill_go.eq(0)]
+                         adapters_valid.eq(0), launch.eq(0), fill_go.eq(0), cache_go.eq(0)]
         m.d.comb += [
             regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error),
             regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls

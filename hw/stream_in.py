@@ -8,7 +8,8 @@ beats (`skip2lora.fixed.packing` is the format). The beat count is known, so TLA
 * beats with nothing armed            -> STREAM_UNEXPECTED; drained up to TLAST
 
 TREADY stays high for LOAD_CACHE, LOAD_ADAPTERS and draining, so a DMA never hangs on the
-accelerator. Cache entries are committed (N_LOADED grows) only when a whole transfer arrived
+accelerator, except in the one cycle a LOAD_CACHE or FILL command reaches the loader (the core
+registers it): a beat offered then waits for it. Cache entries are committed (N_LOADED grows) only when a whole transfer arrived
 correctly; ``adapters_loaded`` pulses when a whole adapter image did (the core then marks the
 adapters valid). A stream whose TLAST never comes keeps the loader armed until the expected beats
 arrived or a soft reset. The core checks a LOAD_CACHE or FILL command (count, room, ...) before it
@@ -18,7 +19,6 @@ FILL (a build with a PL base, ``image_beats`` > 0): LOAD_COUNT images of ``image
 (hw/fill_feeder.py has the format) go to the fill feeder (``beats``), and TREADY is the feeder's
 ready: it can be low during a FILL, for as long as the base's engines take to make room (the
 pipeline's pace, about `fill_plan.FillPlan.interval` cycles an image). TLAST is checked as above;
-a beat offered in the cycle the FILL command reaches the loader waits (TREADY low) for it;
 an error also pulses ``fill_abort`` (the core resets the feeder and the pipeline: nothing
 committed, the lines already written past N_LOADED are free again). After the last beat with
 TLAST the loader waits (still armed) until the pipeline has written every entry (``fill_entries``
@@ -135,7 +135,8 @@ class StreamLoader(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                with m.If(self.load_cache):
+                with m.If(self.load_cache):  # a beat already offered waits for CACHE (not drained)
+                    m.d.comb += axis.ready.eq(0)
                     m.d.sync += [addr.eq(fill), line_in.eq(0), line_last.eq(S == 1),
                                  samples_left.eq(self.count), sample_last.eq(self.count_one)]
                     m.next = "CACHE"
