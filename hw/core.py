@@ -27,8 +27,8 @@ FILL_CYCLES counts the cycles the fill is armed: from the cycle the loader is ar
 after the command's cycle: the accepted command reaches the loader from a register) to the cycle
 before its commit. With the transfer's first beat offered ``d`` cycles after the command's cycle
 (d >= 1: a beat in the command's own cycle finds nothing armed, STREAM_UNEXPECTED) and the
-stream never idle after it, it is exactly `fill_plan.fill_command_cycles` (base,
-plan, n, beat bits, d) = ``max(d, 2) - 2 + fill_plan.fill_done_cycles(base, plan, n)[-1] +
+stream never idle after it, it is exactly `fill_plan.fill_command_cycles` (base, plan, n, beat
+bits, d) = ``max(d, 2) - 2 + fill_plan.fill_done_cycles(base, plan, n)[-1] +
 fill_plan.first_byte_lag(beat_bits)``: the pipeline's ``start`` is the cycle the loader is armed,
 its first image byte `first_byte_lag` after the first beat is taken (the model offers it the cycle
 after ``start``), and the commit the cycle after the last entry's ``done`` (the loader's compare).

@@ -9,10 +9,10 @@ beats (`skip2lora.fixed.packing` is the format). The beat count is known, so TLA
 
 TREADY stays high for LOAD_CACHE, LOAD_ADAPTERS and draining, so a DMA never hangs on the
 accelerator, except in the one cycle a LOAD_CACHE or FILL command reaches the loader (the core
-registers it): a beat offered then waits for it. Cache entries are committed (N_LOADED grows) only when a whole transfer arrived
-correctly; ``adapters_loaded`` pulses when a whole adapter image did (the core then marks the
-adapters valid). A stream whose TLAST never comes keeps the loader armed until the expected beats
-arrived or a soft reset. The core checks a LOAD_CACHE or FILL command (count, room, ...) before it
+registers it): a beat offered then waits for it. Cache entries are committed (N_LOADED grows)
+only when a whole transfer arrived correctly; ``adapters_loaded`` pulses when a whole adapter
+image did (the core then marks the adapters valid). A stream whose TLAST never comes keeps the
+loader armed until the expected beats arrived or a soft reset. The core checks a LOAD_CACHE or FILL command (count, room, ...) before it
 arms the loader.
 
 FILL (a build with a PL base, ``image_beats`` > 0): LOAD_COUNT images of ``image_beats`` beats
