@@ -56,9 +56,25 @@ def pytest_configure(config):
                                        "absent, fails when CI is set")
 
 
+# The longest single tests (CI's --durations), started first: under pytest-xdist's load
+# scheduling a worker that draws one of them near the end of the run leaves the other core idle
+# for most of its length (the small build's synthesis alone is 6-10 min).
+LONGEST_FIRST = (
+    "tests/test_timing_proxy.py::test_accelerator_",                # one synthesis of the small build
+    "tests/test_virtual_kv260.py::test_notebook_runs_on_the_virtual_kv260",  # 2-3 min each
+)
+
+
+def longest_first_rank(nodeid: str) -> int:
+    """The position of ``nodeid`` among LONGEST_FIRST (len(LONGEST_FIRST) for every other test)."""
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip marks for slow tests (without --runslow) and for missing requirements (outside CI;
-    under CI the test fails in its setup instead, see pytest_runtest_setup)."""
+    under CI the test fails in its setup instead, see pytest_runtest_setup); the longest tests
+    move to the front (a stable sort: every worker collects the same order)."""
+    items.sort(key=lambda item: longest_first_rank(item.nodeid))
     runslow, runsynth = config.getoption("--runslow"), config.getoption("--runsynth")
     skip_slow = pytest.mark.skip(reason="need --runslow option to run")
     skip_synth = pytest.mark.skip(reason="a KV260 synthesis: need --runsynth option to run")

@@ -551,10 +551,27 @@ def test_synthesized_configuration_register_into_a_shifter(report):
 
 @pytest.fixture(scope="module", params=["small", pytest.param("kv260", marks=pytest.mark.synth)])
 def accelerator(request, tmp_path_factory):
+    """The build's resource and timing report, synthesized once per run: under pytest-xdist the
+    workers share the run's temporary root, and a worker that needs it while another synthesizes
+    waits for that report instead of a second synthesis of its own."""
+    import fcntl
+    import os
+    import pickle
+
     from skip2lora.hw.export import resource_report
 
-    netlist = tmp_path_factory.mktemp("timing") / f"{request.param}_netlist.json"
-    r = resource_report(request.param, timing=True, netlist=netlist)
+    shared = tmp_path_factory.getbasetemp()  # this run's own; under xdist a worker's, in the run's root
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    done = shared / f"timing-{request.param}.pickle"
+    with open(shared / f"timing-{request.param}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            r = pickle.loads(done.read_bytes())
+        else:
+            netlist = tmp_path_factory.mktemp("timing") / f"{request.param}_netlist.json"
+            r = resource_report(request.param, timing=True, netlist=netlist)
+            done.write_bytes(pickle.dumps(r))
     t = r["timing"]
     print(f"\n{request.param}: max {t['max_logic_levels']} LUT levels, {t['max_carry_chains_per_path']} carry "
           f"chains per path, {t['unregistered_boundaries']} unregistered boundaries, "
