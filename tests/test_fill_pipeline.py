@@ -19,11 +19,14 @@ from test_hw_forward import tiny_base
 
 
 def run_fill(dut, base, x, labels, exps, first, *, image_gaps=False, max_cycles=400_000):
-    """Fill entries of images ``x`` (N, C, H, W) from ``first`` on, the images back to back;
+    """Fill entries of images ``x`` (N, C, H, W; or N, features) from ``first`` on, the images back to back;
     returns (the written bytes in line order, the lines' addresses, each entry's done cycle
     counted from ``start``)."""
     p = dut.params
-    images = np.asarray(x).transpose(0, 2, 3, 1).reshape(len(x), -1)  # NHWC, as the engines take it
+    images = np.asarray(x)
+    if images.ndim == 4:
+        images = images.transpose(0, 2, 3, 1)  # NHWC, as the engines take it
+    images = images.reshape(len(x), -1)
     lines, done = {}, []
     writes = []
     rnd = random.Random(3)
@@ -176,3 +179,39 @@ def test_fill_pipeline_lenet5():
     assert got == want[:, :layout.sample_lines].tobytes()
     assert done == FP.fill_done_cycles(base, plan, 3)
     assert plan.interval <= FP.TARGET_INTERVAL
+
+
+# (Fan damage2 is damage1's network with other weights: one Fan base is enough here.)
+MLP_CASES = [("mlp-har", "har", 600), ("mlp-har", "har", FP.TARGET_INTERVAL), ("mlp-fan-damage1", "fan-damage1", 600)]
+
+
+@pytest.mark.parametrize("key,dataset,interval", MLP_CASES, ids=[f"{k}-{i}" for k, _, i in MLP_CASES])
+def test_fill_pipeline_mlp_bases(key, dataset, interval):
+    """The HAR and Fan MLPs (batch norm folded into the dense layers; HAR's int8 input signed,
+    the Fan spectra's uint8 not) on the same engines: three samples' cache entries bit for bit
+    what the host's integer fill writes, each at the cycle the plan says."""
+    from skip2lora.fixed import base_formats as BF
+    from skip2lora.fixed.base_int import calibrate
+    from skip2lora.nn.pretrained import load_base
+
+    net, _ = load_base(dataset, pretrain_if_missing=False)
+    fmt = BF.INPUT_FORMATS[key]
+    rng = np.random.default_rng(7)
+    xf = rng.random((48,) + tuple(net.input_shape)).astype(np.float32)
+    if fmt.signed:
+        xf = 2 * xf - 1
+    base = calibrate(net, xf, fmt, name="t")   # synthetic calibration samples, as for LeNet-5 above
+    assert [layer.kind for layer in base.layers] == ["dense"] * 3
+    x = base.quantize_input(xf[:3])
+    labels = rng.integers(0, base.classes, 3)
+    _, _, exps, _ = base.encode(base.quantize_input(xf))
+    codes, logits, _, _ = base.encode(x, exps)
+    config = AcceleratorConfig(f"{key}-fill", Geometry(tuple(base.tap_dims), 4, base.classes), 16, 4)
+    p = HwParams(config)
+    want = pack_cache(Layout(config.geometry, config.lanes), CacheEntries(codes, logits, labels))
+    plan = FP.plan_fill(base, interval)
+    got, addrs, done = run_fill(FillPipeline(base, p, plan), base, x, labels, exps, p.sample_lines)
+    assert addrs == list(range(p.sample_lines, 4 * p.sample_lines))
+    assert got == want.tobytes()
+    assert done == FP.fill_done_cycles(base, plan, 3)
+    assert plan.interval <= interval
