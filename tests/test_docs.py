@@ -85,3 +85,21 @@ def test_the_pl_fill_page_states_the_bench_figures():
         text = " ".join((ROOT / rel).read_text().replace("**", "").split())
         for phrase in want:
             assert phrase in text, (rel, phrase)
+
+
+def test_the_pl_predict_page_states_the_plans_figures():
+    """docs/pl-predict.md's throughput table (the design's reason for the 1,800-cycle plan) is
+    `fill_plan`'s: each plan's DSPs and its images/s for 1024 and 10,000 images at 200 MHz."""
+    from skip2lora.fixed import fill_plan as FP
+    from skip2lora.fixed.config import fill_base_of
+
+    base = fill_base_of(KV260)
+    rows = {int(m.group(1)): line for line in (ROOT / "docs/pl-predict.md").read_text().splitlines()
+            if (m := re.match(r"\| `plan_fill\(base, (\d+)\)`", line))}
+    assert sorted(rows) == [1800, 2000]
+    for interval, line in rows.items():
+        plan = FP.plan_fill(base, interval)
+        done = FP.fill_done_cycles(base, plan, 10_000)  # each entry's last cycle
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1].split()[0] == str(plan.dsps), line
+        assert cells[2:] == [f"{round(200e6 * n / done[n - 1]):,} images/s" for n in (1024, 10_000)], line
