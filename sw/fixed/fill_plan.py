@@ -27,8 +27,10 @@ __all__ = ["SIMD_MAX", "TARGET_INTERVAL", "WRITER_TAIL", "SLICE_LATENCY", "BRAM_
            "plan_fill", "fill_done_cycles", "first_byte_lag", "COMMAND_LAG", "fill_command_cycles", "fill_report"]
 
 SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine's own limit)
-#: cycles a sample: 100,000 images/s at an assumed 200 MHz (issue 15's inference figure)
-TARGET_INTERVAL = 2000
+#: cycles a sample: 111,111 images/s at an assumed 200 MHz. Issue 15's inference figure is
+#: 100,000 images/s; at 2,000 cycles a job of any length stays just below it (the first image's
+#: latency), docs/pl-predict.md. LeNet-5's plan at 1,800 takes 129 DSPs, 14 more than at 2,000.
+TARGET_INTERVAL = 1800
 #: the cache writer (hw/cache_writer.py): the last engine's ``done`` -> the entry's ``done`` (the
 #: label after the last logit, the tail's last line through the writer's stages and its count)
 WRITER_TAIL = 7
