@@ -806,7 +806,7 @@ class TB:
     async def _drive_stream(self, data: bytes) -> None:
         """``data`` on s_axis, TVALID high throughout, TLAST on the last beat. Hand-written because
         cocotbext-axi's source wakes Python every clock while a frame is pending, and a FILL's TREADY
-        is low for most of each image's 2,000 cycles (the engines' pace): this driver sleeps until
+        is low for most of each image's 1,800 cycles (the engines' pace): this driver sleeps until
         TREADY rises (the pattern of `DdrMemory`'s idle wait): the KV260 job's FILL of 1024 images
         simulates in 61 s instead of 106 s. A beat is taken at an edge that samples TREADY high;
         while TREADY stays high, one wake a beat."""
