@@ -412,20 +412,33 @@ def test_four_octaves_below_the_top_are_tried():
     assert e == -6 + 1 == choose_exponent(t * 2.0 ** -6, False)
 
 
+SHIPPED = [("lenet5-fmnist", "fmnist-rot0", (-4, -2, -2, -1, -1)), ("mlp-har", "har", (-3, -2, -2)),
+           ("mlp-fan-damage1", "fan-damage1", (-4, -2, -2)), ("mlp-fan-damage2", "fan-damage2", (-4, -2, -2))]
+
+
 @pytest.mark.slow
-def test_shipped_int_base_is_the_calibration():
-    """sw/pretrained/lenet5-fmnist-int8.npz (the PL fill's weights) is `from_pretrained` of the
-    pretrained LeNet-5 on its first 10,000 source-domain training images, and its cache exponents
-    are `calibration_exponents` of the same images."""
+@pytest.mark.parametrize("key,dataset,exponents", SHIPPED, ids=[k for k, _, _ in SHIPPED])
+def test_shipped_int_base_is_the_calibration(key, dataset, exponents):
+    """sw/pretrained/<key>-int8.npz (the weights of a PL fill, LeNet-5's in the KV260 build) is
+    `from_pretrained` of the pretrained base on its first source-domain training samples (10,000
+    images; HAR's and Fan's whole pretraining splits), and its cache exponents are
+    `calibration_exponents` of the same samples."""
     from skip2lora.data import load_dataset
     from skip2lora.fixed.base_int import calibration_exponents, from_pretrained, shipped
 
-    got, want = shipped("lenet5-fmnist"), from_pretrained("fmnist-rot0")
+    got, want = shipped(key), from_pretrained(dataset)
+    assert len(got.layers) == len(want.layers)
     for a, b in zip(got.layers, want.layers):
         for field in ("weight", "bias", "shift", "acc_frac"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert got.tap_fracs == want.tap_fracs and got.tap_signed == want.tap_signed
-    x = load_dataset("fmnist-rot0").pretrain.x[:want.calibration["samples"]]
-    assert tuple(got.calibration["cache_exponents"]) == calibration_exponents(want, x) == (-4, -2, -2, -1, -1)
-    with pytest.raises(ValueError, match="no shipped integer base 'nope'; shipped: lenet5-fmnist"):
+    x = load_dataset(dataset).pretrain.x[:want.calibration["samples"]]
+    assert tuple(got.calibration["cache_exponents"]) == calibration_exponents(want, x) == exponents
+
+
+def test_an_unknown_shipped_base_names_the_shipped_ones():
+    from skip2lora.fixed.base_int import shipped
+
+    with pytest.raises(ValueError, match="no shipped integer base 'nope'; shipped: lenet5-fmnist, "
+                                         "mlp-fan-damage1, mlp-fan-damage2, mlp-har$"):
         shipped("nope")

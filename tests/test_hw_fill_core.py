@@ -36,9 +36,12 @@ def setup():
 
 
 def fill_bytes(base, x, labels, beat_bytes):
-    """A FILL transfer: per image its label (2 bytes, little-endian), its quantized integers in NHWC
-    order, zeros to whole beats."""
-    images = np.asarray(x).transpose(0, 2, 3, 1).reshape(len(x), -1).astype(np.uint8)
+    """A FILL transfer: per image its label (2 bytes, little-endian), its quantized integers (NHWC
+    for images), zeros to whole beats."""
+    images = np.asarray(x)
+    if images.ndim == 4:
+        images = images.transpose(0, 2, 3, 1)  # NHWC
+    images = images.reshape(len(x), -1).astype(np.uint8)  # int8 inputs as their two's complement bytes
     per = image_beats(beat_bytes, images.shape[1]) * beat_bytes
     out = np.zeros((len(x), per), np.uint8)
     out[:, :2] = np.asarray(labels, "<u2").view(np.uint8).reshape(-1, 2)
@@ -335,3 +338,40 @@ def test_core_checks_its_fill_arguments(setup):
     from skip2lora.fixed.config import SMALL
     with pytest.raises(ValueError, match="do not fit the build"):
         Skip2LoRACore(SMALL, base)
+
+
+@pytest.mark.parametrize("key", ["mlp-har", "mlp-fan-damage1"])
+def test_fill_with_a_shipped_mlp_base(key):
+    """A core whose PL base is a shipped MLP (`base_int.shipped`: HAR's signed int8 features, Fan's
+    uint8 spectra; its calibration exponents in TAPk_CFG): the filled entries are
+    `pack_cache_for(IntBase.encode)` bit for bit and FILL_CYCLES is the model's."""
+    from skip2lora.fixed.base_int import shipped
+
+    base = shipped(key)
+    config = AcceleratorConfig(f"{key}-core", Geometry(tuple(base.tap_dims), 2, base.classes), 16, 4)
+    plan = FP.plan_fill(base, 600)
+    p = HwParams(config)
+    rng = np.random.default_rng(3)
+    xf = rng.random((N,) + (base.tap_dims[0],))
+    x = base.quantize_input(2 * xf - 1 if base.tap_signed[0] else xf)
+    labels = rng.integers(0, base.classes, N)
+    exps = tuple(base.calibration["cache_exponents"])
+    seen = {}
+
+    async def bench(ctx, dut, rec):
+        await fill(ctx, dut, base, x, labels, exps)
+        seen["status"] = await wait_idle(ctx, dut.bus, 100_000)
+        for name in ("N_LOADED", "FILL_CYCLES"):
+            seen[name] = await read_reg(ctx, dut.bus, name)
+
+    dut, rec = simulate(config, base, plan, bench)
+    assert not seen["status"]["error"], seen["status"]
+    assert seen["N_LOADED"] == N
+    S, bb = p.sample_lines, p.beat_bits // 8
+    want = entries_bytes(base, config, x, labels, exps).reshape(N, S, bb)
+    got = np.frombuffer(cache_bytes(rec, p, 0, N), np.uint8).reshape(N, S, bb)
+    np.testing.assert_array_equal(got, want)
+    assert len({int(v) for v in np.unique(want)}) > 16, "the entries are not degenerate"
+    cmd = rec["commands"][-1]
+    first_beat = min(c for c in rec["offered"] if c > cmd) - cmd
+    assert seen["FILL_CYCLES"] == FP.fill_command_cycles(base, plan, N, p.beat_bits, first_beat)
