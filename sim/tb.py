@@ -808,8 +808,8 @@ class TB:
         cocotbext-axi's source wakes Python every clock while a frame is pending, and a FILL's TREADY
         is low for most of each image's 1,800 cycles (the engines' pace): this driver sleeps until
         TREADY rises (the pattern of `DdrMemory`'s idle wait): the KV260 job's FILL of 1024 images
-        simulates in 61 s instead of 106 s. A beat is taken at an edge that samples TREADY high;
-        while TREADY stays high, one wake a beat."""
+        simulated in 61 s instead of 106 s (at the 2,000-cycle plan). A beat is taken at an edge
+        that samples TREADY high; while TREADY stays high, one wake a beat."""
         from cocotb.triggers import ReadOnly, RisingEdge
 
         dut, bb = self.dut, self.beat_bytes

@@ -56,9 +56,10 @@ def pytest_configure(config):
                                        "absent, fails when CI is set")
 
 
-# The longest single tests (CI's --durations), started first: under pytest-xdist's load
-# scheduling a worker that draws one of them near the end of the run leaves the other core idle
-# for most of its length (the small build's synthesis alone is 6-10 min).
+# The longest single tests (CI's --durations), started first, one on each worker: under
+# pytest-xdist's load scheduling a worker that draws one of them near the end of the run leaves the
+# other cores idle for most of its length, and two of them in one worker's first batch run back to
+# back (the small build's synthesis alone is 4-10 min).
 LONGEST_FIRST = (
     "tests/test_timing_proxy.py::test_accelerator_",                # one synthesis of the small build
     "tests/test_virtual_kv260.py::test_notebook_runs_on_the_virtual_kv260",  # 2-3 min each
@@ -70,11 +71,32 @@ def longest_first_rank(nodeid: str) -> int:
     return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
 
 
+def spread_longest(items, workers: int) -> list:
+    """``items`` with the longest tests moved forward: the synthesis's tests together (one module
+    fixture) at the front, then each notebook one first batch further on. xdist's load scheduling
+    hands each of its ``workers`` a first batch of max(2, len(items) // workers // 4) consecutive
+    tests and later ones from the front of the rest, so each long test starts as early as a
+    worker is free and no two share a batch. Every worker computes the same order."""
+    ranks = [longest_first_rank(item.nodeid) for item in items]
+    units = [[it for it, r in zip(items, ranks) if r == 0]]
+    units += [[it] for it, r in zip(items, ranks) if 0 < r < len(LONGEST_FIRST)]
+    units = [u for u in units if u]
+    rest = [it for it, r in zip(items, ranks) if r == len(LONGEST_FIRST)]
+    batch = max(2, len(items) // max(workers, 1) // 4)
+    out: list = []
+    for k, unit in enumerate(units):
+        while len(out) < k * batch and rest:
+            out.append(rest.pop(0))
+        out.extend(unit)
+    return out + rest
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip marks for slow tests (without --runslow) and for missing requirements (outside CI;
     under CI the test fails in its setup instead, see pytest_runtest_setup); the longest tests
-    move to the front (a stable sort: every worker collects the same order)."""
-    items.sort(key=lambda item: longest_first_rank(item.nodeid))
+    spread over the workers' first batches (`spread_longest`)."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = spread_longest(items, workers)
     runslow, runsynth = config.getoption("--runslow"), config.getoption("--runsynth")
     skip_slow = pytest.mark.skip(reason="need --runslow option to run")
     skip_synth = pytest.mark.skip(reason="a KV260 synthesis: need --runsynth option to run")

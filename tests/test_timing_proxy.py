@@ -561,17 +561,21 @@ def accelerator(request, tmp_path_factory):
     from skip2lora.hw.export import resource_report
 
     shared = tmp_path_factory.getbasetemp()  # this run's own; under xdist a worker's, in the run's root
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")  # the files of no other run are ever read
+    if run:
         shared = shared.parent
-    done = shared / f"timing-{request.param}.pickle"
-    with open(shared / f"timing-{request.param}.lock", "w") as lock:
+    name = f"timing-{request.param}-{run or 'local'}"
+    done = shared / f"{name}.pickle"
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
             r = pickle.loads(done.read_bytes())
         else:
             netlist = tmp_path_factory.mktemp("timing") / f"{request.param}_netlist.json"
             r = resource_report(request.param, timing=True, netlist=netlist)
-            done.write_bytes(pickle.dumps(r))
+            part = done.with_suffix(".part")  # whole or absent: a worker killed mid-write leaves no half file
+            part.write_bytes(pickle.dumps(r))
+            os.replace(part, done)
     t = r["timing"]
     print(f"\n{request.param}: max {t['max_logic_levels']} LUT levels, {t['max_carry_chains_per_path']} carry "
           f"chains per path, {t['unregistered_boundaries']} unregistered boundaries, "
