@@ -255,6 +255,8 @@ class Skip2LoRACore(wiring.Component):
         launch = Signal()  # the cycle after START: the job's registers are valid
         fill_go = Signal()  # the cycle after an accepted FILL: the loader's command, from a register
         cache_go = Signal()  # the same for LOAD_CACHE
+        pending = Signal()  # one of the three: a command was accepted, its block does not show busy yet
+        m.d.comb += pending.eq(launch | fill_go | cache_go)
 
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
@@ -264,7 +266,7 @@ class Skip2LoRACore(wiring.Component):
         adapters_valid = Signal()
         busy = Signal()          # what STATUS shows
         busy_r = Signal()        # what a command sees: busy a cycle ago (two commands are >= 2 cycles
-        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | launch | fill_go | cache_go  # apart)
+        m.d.comb += busy.eq(seq.busy | loader.armed | streamer.busy | pending  # apart)
                             | (~reader.idle if p.ddr else 0))
         m.d.sync += busy_r.eq(busy)
 
@@ -281,7 +283,7 @@ class Skip2LoRACore(wiring.Component):
                    | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill)
         with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
-        with m.Elif(any_cmd & (busy_r | launch | fill_go | cache_go)):
+        with m.Elif(any_cmd & (busy_r | pending)):
             fail(ErrorCode.BUSY)
         with m.Elif(regs.CTRL_start):
             with m.If(~adapters_valid):
@@ -333,7 +335,7 @@ class Skip2LoRACore(wiring.Component):
         first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
         free = Signal()
         m.d.comb += [
-            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~launch & ~fill_go & ~cache_go),
+            free.eq(~(error & ~regs.CTRL_clear_error) & ~busy_r & ~pending),
             loader.load_adapters.eq(first[2] & free),
             streamer.start.eq(first[3] & free & adapters_valid),
             loader.clear_cache.eq(first[4] & free),

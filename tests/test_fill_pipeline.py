@@ -18,15 +18,19 @@ from skip2lora.hw.params import HwParams
 from test_hw_forward import tiny_base
 
 
+def flat_inputs(x) -> np.ndarray:
+    """Each sample's quantized inputs in the order the engines take them: an image (N, C, H, W) in
+    NHWC order, a feature vector (N, features) as it is."""
+    x = np.asarray(x)
+    return (x.transpose(0, 2, 3, 1) if x.ndim == 4 else x).reshape(len(x), -1)
+
+
 def run_fill(dut, base, x, labels, exps, first, *, image_gaps=False, max_cycles=400_000):
     """Fill entries of images ``x`` (N, C, H, W; or N, features) from ``first`` on, the images back to back;
     returns (the written bytes in line order, the lines' addresses, each entry's done cycle
     counted from ``start``)."""
     p = dut.params
-    images = np.asarray(x)
-    if images.ndim == 4:
-        images = images.transpose(0, 2, 3, 1)  # NHWC, as the engines take it
-    images = images.reshape(len(x), -1)
+    images = flat_inputs(x)
     lines, done = {}, []
     writes = []
     rnd = random.Random(3)

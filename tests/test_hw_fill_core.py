@@ -21,7 +21,7 @@ from skip2lora.hw.params import HwParams
 from skip2lora.hw.registers import decode, encode
 from skip2lora.hw.regmap import REGISTER_MAP, ErrorCode
 
-from test_fill_pipeline import tiny_setup
+from test_fill_pipeline import flat_inputs, tiny_setup
 
 REGS = REGISTER_MAP
 N = 3  # images a fill
@@ -38,10 +38,7 @@ def setup():
 def fill_bytes(base, x, labels, beat_bytes):
     """A FILL transfer: per image its label (2 bytes, little-endian), its quantized integers (NHWC
     for images), zeros to whole beats."""
-    images = np.asarray(x)
-    if images.ndim == 4:
-        images = images.transpose(0, 2, 3, 1)  # NHWC
-    images = images.reshape(len(x), -1).astype(np.uint8)  # int8 inputs as their two's complement bytes
+    images = flat_inputs(x).astype(np.uint8)  # int8 inputs as their two's complement bytes
     per = image_beats(beat_bytes, images.shape[1]) * beat_bytes
     out = np.zeros((len(x), per), np.uint8)
     out[:, :2] = np.asarray(labels, "<u2").view(np.uint8).reshape(-1, 2)
