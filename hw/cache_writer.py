@@ -68,6 +68,10 @@ taps: >= 16 values a line, 6 sources; the tests run them all at full rate at onc
 (a tap's last line followed at once by the next sample's first, the tail's label line) may stall
 it a cycle or two under contention. No value is lost or reordered.
 
+The ring (``ring_entries`` W > 0, PREDICT: docs/pl-predict.md): while ``ring`` is 1 at ``start``,
+entry n goes to line ``first_line + (n mod W) * stride`` instead: each source's pointer goes back
+to its first line past its W-th entry (a register of that line, taken at ``start``).
+
 ``entries``: each source counts the samples it has finished (last line written) that ``entries``
 has not counted yet; when every count is nonzero, all drop by one and ``entries`` steps (at most
 every other cycle: an entry takes far longer). Every path is registered (``ready`` is a LUT or
@@ -123,11 +127,13 @@ class _Source(wiring.Component):
 
     ``words`` False: tap values to codes in ``lanes`` nibbles a line; True: 16-bit words, ``lanes``
     words a line, passed unchanged. ``count`` values a sample; the pointer starts at
-    ``first_line + offset`` and jumps ``stride - lines + 1`` past the sample's last line."""
+    ``first_line + offset`` and jumps ``stride - lines + 1`` past the sample's last line (with
+    ``ring`` at ``start`` and ``ring_entries`` W: back to ``first_line + offset`` past every W-th)."""
 
-    def __init__(self, params: HwParams, *, count: int, lanes: int, words: bool, offset: int, stride: int):
+    def __init__(self, params: HwParams, *, count: int, lanes: int, words: bool, offset: int, stride: int,
+                 ring_entries: int = 0):
         self.params, self.count, self.lanes, self.words = params, count, lanes, words
-        self.offset, self.stride = offset, stride
+        self.offset, self.stride, self.ring_entries = offset, stride, ring_entries
         self.lines = -(-count // lanes)
         p = params
         super().__init__({
@@ -136,6 +142,7 @@ class _Source(wiring.Component):
             "tap_signed": In(1),
             "start": In(1),
             "first_line": In(p.cache_addr_bits),
+            "ring": In(1),                    # at start: entries wrap every ring_entries
             "grant": In(1),                   # the arbiter writes the held line this cycle
             "request": Out(1),                # a line is held next cycle (to the arbiter)
             "line": Out(p.beat_bits),         # the held line, its address, the sample's last line
@@ -210,9 +217,21 @@ class _Source(wiring.Component):
         held_addr = Signal(p.cache_addr_bits, reset_less=True)  # the sample's last line
         held_last = Signal(reset_less=True)
         m.d.comb += [self.line.eq(held), self.addr.eq(held_addr), self.last.eq(held_last)]
+        step = ptr + Mux(end3, self.stride - self.lines + 1, 1)
+        W = self.ring_entries
+        if W:  # the ring: back to the first entry's line past the W-th (registered at start)
+            first = Signal(p.cache_addr_bits, reset_less=True)
+            ring = Signal()
+            slot = Signal(range(W))
+            wrap = Signal()
+            m.d.comb += wrap.eq(ring & (slot == W - 1))
+            with m.If(load & end3):
+                m.d.sync += slot.eq(Mux(slot == W - 1, 0, slot + 1))
+            step = Mux(end3 & wrap, first, step)
+            with m.If(self.start):
+                m.d.sync += [first.eq(self.first_line + self.offset), ring.eq(self.ring), slot.eq(0)]
         with m.If(load):
-            m.d.sync += [held.eq(merged), held_addr.eq(ptr), held_last.eq(end3),
-                         ptr.eq(ptr + Mux(end3, self.stride - self.lines + 1, 1))]
+            m.d.sync += [held.eq(merged), held_addr.eq(ptr), held_last.eq(end3), ptr.eq(step)]
         m.d.comb += self.request.eq((full & ~self.grant) | load)
         m.d.sync += full.eq(self.request)
         with m.If(self.start):
@@ -221,7 +240,8 @@ class _Source(wiring.Component):
 
 
 class CacheWriter(wiring.Component):
-    def __init__(self, params: HwParams, geometry: Geometry | None = None, stride: int | None = None):
+    def __init__(self, params: HwParams, geometry: Geometry | None = None, stride: int | None = None,
+                 ring_entries: int = 0):
         self.params = require_params(self, params)
         p = params
         if geometry is None:
@@ -239,6 +259,9 @@ class CacheWriter(wiring.Component):
             raise invalid(self, ValueError(f"stride must be an int of at least the entry's "
                                            f"{self.layout.sample_lines} lines, not {stride!r}"))
         self.stride = stride
+        if isinstance(ring_entries, bool) or not isinstance(ring_entries, int) or ring_entries < 0:
+            raise invalid(self, ValueError(f"ring_entries must be a non-negative int, not {ring_entries!r}"))
+        self.ring_entries = ring_entries
         super().__init__({
             "taps": In(stream.Signature(signed(VALUE_BITS))).array(g.taps),  # tap k's values, sample by sample
             "logits": In(stream.Signature(signed(VALUE_BITS))),      # C base logits a sample
@@ -247,8 +270,9 @@ class CacheWriter(wiring.Component):
             "tap_signed": In(1).array(g.taps),          # per tap: codes -8..7, else 0..15
             "start": In(1),                             # a fill begins: entry 0 at first_line
             "first_line": In(p.cache_addr_bits),
+            "ring": In(1),                              # at start: entry n at first_line + (n mod W) * stride
             "write": In(write_port(p.cache_addr_bits, p.beat_bits)),
-            "entries": Out(p.sample_bits),              # entries completely written since start
+            "entries": Out(16),                         # entries completely written since start
             "done": Out(1),                             # one-cycle pulse: entries incremented
         })
 
@@ -262,9 +286,10 @@ class CacheWriter(wiring.Component):
         for k in range(K + 1):
             tail = k == K
             src = _Source(p, count=g.classes + 1 if tail else g.dims[k], words=tail,
-                          lanes=p.words_per_beat if tail else p.P, offset=offsets[k], stride=S)
+                          lanes=p.words_per_beat if tail else p.P, offset=offsets[k], stride=S,
+                          ring_entries=self.ring_entries)
             m.submodules["tail" if tail else f"tap{k}"] = src
-            m.d.comb += [src.start.eq(self.start), src.first_line.eq(self.first_line)]
+            m.d.comb += [src.start.eq(self.start), src.first_line.eq(self.first_line), src.ring.eq(self.ring)]
             if not tail:
                 wiring.connect(m, wiring.flipped(self.taps[k]), src.i)
                 m.d.comb += [src.shift.eq(self.shift[k]), src.tap_signed.eq(self.tap_signed[k])]

@@ -23,6 +23,19 @@ reset, or a TLAST error, resets the feeder and the pipeline (its engines, the wr
 queue: the images and labels in flight are dropped; the lines already written past N_LOADED are
 free again).
 
+PREDICT (the same builds, docs/pl-predict.md): the host streams LOAD_COUNT images in FILL's format
+and receives one result an image on the stream output (`packing.pack_results`: the y of
+`fixed.model.forward` under the adapters held, then its class). The command makes FILL's checks
+but not its room check, and needs valid adapters. The fill pipeline writes each entry into a
+ring of `RING_ENTRIES` entry slots past the cache's entries (the loader takes an image's first
+beat only when its slot is free); the sequencer's forward-only mode passes each entry through
+the datapath and head 0 as soon as it is written, and the streamer sends the results, so the
+images/s are the fill pipeline's. N_LOADED, the cache's entries, A, B, the optimizer's state,
+CYCLES, EPOCH, DONE and IRQ.done are unchanged; CORRECT counts the images whose class is their
+label. A TLAST error aborts it: the pipeline is reset and the output frame ends (hw/stream_out.py).
+PREDICT_CYCLES counts from the cycle the loader is armed to the cycle the last result beat is
+taken (`fill_plan.predict_command_cycles`).
+
 FILL_CYCLES counts the cycles the fill is armed: from the cycle the loader is armed (two cycles
 after the command's cycle: the accepted command reaches the loader from a register) to the cycle
 before its commit. With the transfer's first beat offered ``d`` cycles after the command's cycle
@@ -60,7 +73,7 @@ from .memories import AMemory, BatchBufferBank, CacheMemory, OrderBuffer, StatsM
 from .optimizer import OptimizerUnit
 from .ports import ReadPortSelect, WritePortSelect
 from .order_unit import OrderUnit
-from .params import HwParams, invalid
+from .params import RING_ENTRIES, HwParams, invalid
 from .regmap import ACCEL_ID, DDR_ADDR_BITS, REGISTER_MAP, VERSION, ErrorCode
 from .scalar_unit import ScalarUnit
 from .sequencer import Sequencer
@@ -116,7 +129,7 @@ class Skip2LoRACore(wiring.Component):
             m.submodules[name] = ResetInserter(soft_reset)(component)
             return component
 
-        cache = block("cache", CacheMemory(p))
+        cache = block("cache", CacheMemory(p, ring=self.fill is not None))
         amem = block("amem", AMemory(p))
         tbufs = [block(f"tbuf{s}", TBuffer(p)) for s in range(p.pair)]
         orderbuf = block("orderbuf", OrderBuffer(p))
@@ -129,7 +142,7 @@ class Skip2LoRACore(wiring.Component):
         seq = block("sequencer", Sequencer(p))
         geo = block("geometry", GeometryUnit(p))
         beats = image_beats(p.beat_bits // 8, self.fill_in_size) if self.fill is not None else 0
-        loader = block("loader", StreamLoader(p, beats))
+        loader = block("loader", StreamLoader(p, beats, RING_ENTRIES if self.fill is not None else 0))
         streamer = block("streamer", AdapterStreamer(p))
         counter = block("cycles", CycleCounter(64))
         if p.ddr:  # the DDR path: fetcher -> reader (AXI4) -> batch buffer (two banks)
@@ -255,8 +268,11 @@ class Skip2LoRACore(wiring.Component):
         launch = Signal()  # the cycle after START: the job's registers are valid
         fill_go = Signal()  # the cycle after an accepted FILL: the loader's command, from a register
         cache_go = Signal()  # the same for LOAD_CACHE
-        pending = Signal()  # one of the three: a command was accepted, its block does not show busy yet
-        m.d.comb += pending.eq(launch | fill_go | cache_go)
+        predict_go = Signal()  # the same for PREDICT
+        pending = Signal()  # one of these: a command was accepted, its block does not show busy yet
+        m.d.comb += pending.eq(launch | fill_go | cache_go | predict_go)
+        p_count = Signal(16)  # PREDICT: its images (LOAD_COUNT at the command)
+        ring_mode = Signal()  # the last FILL or PREDICT was a PREDICT: the pipeline writes the ring
 
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
@@ -270,6 +286,20 @@ class Skip2LoRACore(wiring.Component):
                             | (~reader.idle if p.ddr else 0))
         m.d.sync += busy_r.eq(busy)
 
+        def take_geometry():
+            """The forward pass's registers (a job's, or a PREDICT's): the geometry, per-tap shifts."""
+            m.d.sync += [dims[k].eq(getattr(regs, f"TAP{k}_DIM_value")) for k in range(K)]
+            m.d.sync += classes.eq(regs.CLASSES_value)
+            for k in range(K):
+                m.d.sync += [tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
+                             u_shift[k].eq(F.A_FRAC - F.U_FRAC - exps[k]),
+                             t_shift[k].eq(F.B_FRAC + F.GL_FRAC - F.T_FRAC - exps[k])]
+
+        def take_fill_shifts():
+            if self.fill is not None:
+                m.d.sync += [fill_shift[k].eq(exps[k] - self.fill_base.tap_fracs[k])
+                             for k in range(len(self.fill_base.tap_dims))]
+
         def fail(code):
             with m.If(~error):
                 m.d.sync += [error_code.eq(code), error.eq(1)]
@@ -280,7 +310,7 @@ class Skip2LoRACore(wiring.Component):
         with m.If(regs.CTRL_clear_error):
             m.d.sync += [error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0)]
         any_cmd = (regs.CTRL_start | regs.CTRL_load_cache | regs.CTRL_load_adapters
-                   | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill)
+                   | regs.CTRL_read_adapters | regs.CTRL_clear_cache | regs.CTRL_fill | regs.CTRL_predict)
         with m.If(any_cmd & error & ~regs.CTRL_clear_error):
             m.d.sync += overrun.eq(1)  # ignored while an error is latched
         with m.Elif(any_cmd & (busy_r | pending)):
@@ -292,12 +322,7 @@ class Skip2LoRACore(wiring.Component):
                 m.d.sync += [launch.eq(1), done.eq(0)]
                 m.d.sync += [getattr(job, name).eq(getattr(regs, f"{reg}_{field}"))
                              for name, (reg, field) in JOB_FIELDS.items()]
-                m.d.sync += [dims[k].eq(getattr(regs, f"TAP{k}_DIM_value")) for k in range(K)]
-                m.d.sync += classes.eq(regs.CLASSES_value)
-                for k in range(K):
-                    m.d.sync += [tap_signed[k].eq(getattr(regs, f"TAP{k}_CFG_signed")),
-                                 u_shift[k].eq(F.A_FRAC - F.U_FRAC - exps[k]),
-                                 t_shift[k].eq(F.B_FRAC + F.GL_FRAC - F.T_FRAC - exps[k])]
+                take_geometry()
                 m.d.comb += counter.clear.eq(1)
             with m.Else():
                 fail(ErrorCode.BAD_CONFIG)
@@ -323,15 +348,22 @@ class Skip2LoRACore(wiring.Component):
                 fail(ErrorCode.CACHE_OVERFLOW)
             with m.Else():
                 m.d.sync += [n_after.eq(n_loaded + regs.LOAD_COUNT_value),
-                             room_after.eq(room_left - regs.LOAD_COUNT_value)]
-                if self.fill is not None:
-                    m.d.sync += [fill_shift[k].eq(exps[k] - self.fill_base.tap_fracs[k])
-                                 for k in range(len(self.fill_base.tap_dims))]
+                             room_after.eq(room_left - regs.LOAD_COUNT_value), ring_mode.eq(0)]
+                take_fill_shifts()
+        with m.Elif(regs.CTRL_predict):  # FILL's checks but its room (the ring), and the adapters
+            with m.If(~adapters_valid):
+                fail(ErrorCode.NO_ADAPTERS)
+            with m.Elif(count_zero | ~fill_ok):  # (no PL base: fill_ok is 0)
+                fail(ErrorCode.BAD_CONFIG)
+            with m.Else():
+                m.d.sync += [p_count.eq(regs.LOAD_COUNT_value), ring_mode.eq(1)]
+                take_geometry()
+                take_fill_shifts()
         # The blocks' command pulses, flat (the chain above in one expression each): a write's
         # first command bit in the order start, load_cache, load_adapters, read_adapters,
-        # clear_cache, fill counts; nothing while an error is latched or the core is busy.
+        # clear_cache, fill, predict counts; nothing while an error is latched or the core is busy.
         ctrl = [regs.CTRL_start, regs.CTRL_load_cache, regs.CTRL_load_adapters, regs.CTRL_read_adapters,
-                regs.CTRL_clear_cache, regs.CTRL_fill]
+                regs.CTRL_clear_cache, regs.CTRL_fill, regs.CTRL_predict]
         first = [bit & ~Cat(*ctrl[:i]).any() for i, bit in enumerate(ctrl)]
         free = Signal()
         m.d.comb += [
@@ -344,8 +376,9 @@ class Skip2LoRACore(wiring.Component):
         # (CTRL, the checks, busy) would else sit in front of the loader's registers (7-8 LUT levels
         # on KV260). LOAD_COUNT still holds: the next register write is applied two cycles later.
         m.d.sync += [fill_go.eq(first[5] & free & ~count_zero & fill_ok & ~count_over),
-                     cache_go.eq(first[1] & free & ~count_zero & ~count_over)]
-        m.d.comb += [loader.fill.eq(fill_go), loader.load_cache.eq(cache_go)]
+                     cache_go.eq(first[1] & free & ~count_zero & ~count_over),
+                     predict_go.eq(first[6] & free & adapters_valid & ~count_zero & fill_ok)]
+        m.d.comb += [loader.fill.eq(fill_go), loader.load_cache.eq(cache_go), loader.predict.eq(predict_go)]
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
             fail(loader.error_code)
@@ -367,7 +400,7 @@ class Skip2LoRACore(wiring.Component):
             fail(ErrorCode.BAD_CONFIG)
         with m.If(soft_reset):
             m.d.sync += [n_loaded.eq(0), room_left.eq(p.n_max), done.eq(0), error_code.eq(ErrorCode.NONE), error.eq(0), overrun.eq(0),
-                         adapters_valid.eq(0), launch.eq(0), fill_go.eq(0), cache_go.eq(0)]
+                         adapters_valid.eq(0), launch.eq(0), fill_go.eq(0), cache_go.eq(0), predict_go.eq(0)]
         m.d.comb += [
             regs.STATUS_busy.eq(busy), regs.STATUS_error.eq(error),
             regs.STATUS_done.eq(done | seq.done),  # already set in the cycle busy falls
@@ -377,14 +410,23 @@ class Skip2LoRACore(wiring.Component):
             regs.IRQ_done.eq(seq.done), regs.IRQ_done_clear.eq(soft_reset),
             self.irq.eq(regs.IRQ_done_held & regs.IRQ_ENABLE_done),
             regs.CORRECT_value.eq(head.ctl.correct), regs.EPOCH_value.eq(seq.epoch),
-            counter.enable.eq(seq.busy),
+            counter.enable.eq(seq.busy & ~seq.predicting),  # a job's cycles, not a PREDICT's
             regs.CYCLES_LO_value.eq(counter.count[:32]), regs.CYCLES_HI_value.eq(counter.count[32:]),
         ]
 
         # -- FILL: the feeder and the fill pipeline (reset with the core and by a failed fill) ------
         fill_counter = block("fill_cycles", CycleCounter(32))
-        m.d.comb += [fill_counter.clear.eq(loader.fill), fill_counter.enable.eq(loader.filling),
+        m.d.comb += [fill_counter.clear.eq(loader.fill), fill_counter.enable.eq(loader.filling & ~loader.predicting),
                      regs.FILL_CYCLES_value.eq(fill_counter.count)]
+        # PREDICT_CYCLES: from the loader's arming to the last result beat taken (or the abort's beat)
+        predict_counter = block("predict_cycles", CycleCounter(32))
+        p_run = Signal()
+        with m.If(predict_go):
+            m.d.sync += p_run.eq(1)
+        with m.Elif(streamer.r_done):
+            m.d.sync += p_run.eq(0)
+        m.d.comb += [predict_counter.clear.eq(predict_go), predict_counter.enable.eq(p_run),
+                     regs.PREDICT_CYCLES_value.eq(predict_counter.count)]
         # registered: the loader's FSM decode (``filling``) would else sit in front of the cache's bank decode
         cache_write = m.submodules.cache_write = WritePortSelect(cache.write.signature, registered=self.fill is not None)
         wiring.connect(m, cache_write.memory, cache.write)
@@ -396,12 +438,14 @@ class Skip2LoRACore(wiring.Component):
             m.submodules.fill_feeder = ResetInserter(fill_reset)(feeder)
             m.submodules.fill = ResetInserter(fill_reset)(fill)
             fill_start = Signal()
-            m.d.sync += fill_start.eq(loader.fill)
+            m.d.sync += fill_start.eq(loader.fill | loader.predict)
             wiring.connect(m, loader.beats, feeder.i)
             wiring.connect(m, feeder.image, fill.image)
             wiring.connect(m, feeder.label, fill.label)
             wiring.connect(m, fill.write, cache_write.b)
-            m.d.comb += [fill.start.eq(fill_start), fill.first_line.eq(loader.next_line),
+            # a PREDICT's entries go to the ring, past the cache's entries (ring_mode: registered at its command)
+            m.d.comb += [fill.start.eq(fill_start), fill.ring.eq(ring_mode),
+                         fill.first_line.eq(Mux(ring_mode, p.cache_lines, loader.next_line)),
                          loader.fill_entries.eq(fill.entries), cache_write.select.eq(loader.filling)]
             m.d.comb += [fill.shift[k].eq(fill_shift[k]) for k in range(len(self.fill_base.tap_dims))]
             self.blocks.update(feeder=feeder, fill=self.fill)
@@ -415,12 +459,17 @@ class Skip2LoRACore(wiring.Component):
         # the job's geometry: walked at its start (INIT), then constant
         wiring.connect(m, geo.schedule, seq.geo)
         wiring.connect(m, geo.info_wr, dp.info_wr)
-        m.d.comb += [geo.start.eq(launch), geo.classes.eq(classes)] + [geo.dims[k].eq(dims[k]) for k in range(K)]
+        m.d.comb += [geo.start.eq(launch | predict_go), geo.classes.eq(classes)] + [geo.dims[k].eq(dims[k]) for k in range(K)]
         m.d.comb += [dp.label_line.eq(geo.label_line), dp.label_word.eq(geo.label_word)]
         m.d.comb += [head.tap_on[k].eq(geo.tap_on[k]) for k in range(K)]
         m.d.comb += [head.class_on[c].eq(geo.class_on[c]) for c in range(p.C)]
         m.d.comb += [
             seq.start.eq(launch),
+            # PREDICT: the sequencer's forward-only mode, the loader's ring slots, the streamer's results
+            seq.predict.eq(predict_go), seq.p_count.eq(p_count), seq.entries.eq(self.fill.entries if self.fill is not None else 0),
+            seq.room.eq(streamer.room), seq.abort.eq(loader.fill_abort), loader.slot_free.eq(seq.slot_free),
+            streamer.predict.eq(predict_go), streamer.count.eq(p_count), streamer.pass_issued.eq(seq.slot_free),
+            streamer.issuing.eq(seq.predicting), streamer.abort.eq(loader.fill_abort),
             stats.read.addr.eq(regs.STAT_EPOCH_value), regs.STAT_CORRECT_value.eq(stats.read.data[:16]),
             regs.STAT_LOSS_value.eq(stats.read.data[16:48]), regs.STAT_SAT_value.eq(stats.read.data[48:80]),
         ]
@@ -451,7 +500,9 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
         m.d.comb += [
-            cache.port_b_read.eq(seq.busy),  # the cache's second port reads during a job, takes the loader's writes otherwise
+            # the cache's second port reads during a job, takes the loader's (and the fill's) writes
+            # otherwise; a PREDICT reads on the first port alone while the fill writes its ring
+            cache.port_b_read.eq(seq.busy & ~seq.predicting),
         ]
         if p.ddr:  # each datapath port reads the cache and its batch buffer bank; the job's mode picks
             ddr_mode = Signal(reset_less=True)
@@ -486,5 +537,6 @@ class Skip2LoRACore(wiring.Component):
         wiring.connect(m, a_write.memory, amem.write)
         wiring.connect(m, opt.a_wr, a_write.a)
         wiring.connect(m, loader.a_wr, a_write.b)
-        m.d.comb += [a_read.select.eq(streamer.busy), a_write.select.eq(loader.armed)]
+        m.d.comb += [a_read.select.eq(streamer.a_busy), a_write.select.eq(loader.armed)]
+        wiring.connect(m, head.result, streamer.result)
         return m

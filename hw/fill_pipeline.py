@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
 from ..fixed.base_int import IntBase
-from ..fixed.fill_plan import FillPlan, plan_fill
+from ..fixed.fill_plan import RING_ENTRIES, FillPlan, plan_fill
 from ..fixed.model import Geometry
 from ..fixed.packing import Layout
 from .cache_writer import SHIFT_BITS, CacheWriter
@@ -85,10 +85,12 @@ class FillPipeline(wiring.Component):
         self.base, self.plan = base, plan
         # the blocks, made here so testbenches can watch them
         self.engines = [ForwardEngine(layer, lp.lanes, lp.simd) for layer, lp in zip(base.layers, plan.layers)]
-        self.writer = CacheWriter(p, g, p.sample_lines)  # entry n at first_line + n * ENTRY_LINES
+        # entry n at first_line + n * ENTRY_LINES (PREDICT's ring: + (n mod RING_ENTRIES) * ENTRY_LINES)
+        self.writer = CacheWriter(p, g, p.sample_lines, ring_entries=RING_ENTRIES)
         super().__init__({
             "start": In(1),
             "first_line": In(p.cache_addr_bits),
+            "ring": In(1),       # at start: PREDICT's ring (entries wrap every RING_ENTRIES)
             "image": In(activation_signature()),
             "label": In(stream.Signature(F.LABEL_BITS)),
             "shift": In(SHIFT_BITS).array(p.K),
@@ -107,7 +109,8 @@ class FillPipeline(wiring.Component):
         K = len(base.tap_dims)
         m.d.comb += [writer.shift[k].eq(self.shift[k]) for k in range(K)]
         m.d.comb += [writer.tap_signed[k].eq(int(s)) for k, s in enumerate(base.tap_signed)]
-        m.d.comb += [writer.start.eq(self.start), writer.first_line.eq(self.first_line)]
+        m.d.comb += [writer.start.eq(self.start), writer.first_line.eq(self.first_line),
+                     writer.ring.eq(self.ring)]
         m.d.comb += [e.start.eq(self.start) for e in engines]
         wiring.connect(m, writer.write, wiring.flipped(self.write))
         wiring.connect(m, wiring.flipped(self.label), writer.label)

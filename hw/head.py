@@ -22,6 +22,10 @@ optimizer's ``tap``, see the row select; ``opt_wr``, `optimizer.b_write_signatur
 read back as stream beats (``b_load``, ``b_read``: memory port signatures addressed by beat; a
 read answers in its own cycle). t goes out through ``t_wr``, the t buffer's write port.
 
+Every sample's y (the saturated logits z + B u, zero for the classes past the job's) and its class
+(the first maximum, as ``numpy.argmax``) leave on ``result`` when the softmax is done: PREDICT
+(docs/pl-predict.md) streams head 0's to the host.
+
 `HeadPair` is what the core uses: two head units, one per sample of a pair (`cycles.PASS_SAMPLES`).
 They start together and run in lockstep, so the second (``follower=True``) holds neither B nor dB
 sums: it multiplies the first unit's selected B row (``b_row``) and hands its dB products
@@ -32,7 +36,7 @@ copy of B and of the sums (not two added for the optimizer) saves ~7k LUTs in th
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fixed import formats as F
@@ -43,7 +47,8 @@ from .ports import read_port, write_port
 from .pipeline import delay, tree_levels, tree_sum
 from .softmax import GL_BITS, SoftmaxGradient
 
-__all__ = ["HeadUnit", "HeadPair", "control_signature", "t_write_port", "b_owner_ports", "DB_START", "PD_BITS"]
+__all__ = ["HeadUnit", "HeadPair", "control_signature", "t_write_port", "b_owner_ports", "result_signature",
+           "DB_START", "PD_BITS"]
 
 PD_BITS = GL_BITS + F.U_BITS   # a dB product gl_c u_k[r]
 DB_START = 1 << (DB_SHIFT - 1)  # dB restarts here: the optimizer's >> DB_SHIFT then rounds half up
@@ -68,6 +73,12 @@ def b_owner_ports(p: HwParams) -> dict:
         "b_load": Out(write_port(16, p.beat_bits)),
         "b_read": Out(read_port(16, p.beat_bits)),
     }
+
+
+def result_signature(p: HwParams) -> stream.Signature:
+    """A sample's result: y (Z format, the build's C classes, zero past the job's) and its class."""
+    return stream.Signature(data.StructLayout({"y": data.ArrayLayout(signed(F.Z_BITS), p.C),
+                                               "cls": F.LABEL_BITS}), always_ready=True)
 
 
 def t_write_port(p: HwParams):
@@ -107,6 +118,7 @@ class HeadUnit(wiring.Component):
             "t_wr": In(t_write_port(p)),   # the t buffer
             "done": Out(1),
             "busy": Out(1),
+            "result": Out(result_signature(p)),  # y and the class, when the softmax is done
             "correct": Out(16),
             "loss": Out(32),
             **({} if follower else {"clear_grads": In(1), **b_owner_ports(p)}),
@@ -237,6 +249,11 @@ class HeadUnit(wiring.Component):
             m.d.comb += smx.y[c].eq(Mux(yz[c] > zhi, zhi, Mux(yz[c] < zlo, zlo, yz[c])))
         m.d.comb += [smx.start.eq(delay(m, ydone, 2, "ysat", reset_less=False)), smx.label.eq(label),
                      smx.rn.eq(self.rn)]
+        # the result: y as the softmax takes it (the job's classes; 0 past them), the class at its done
+        res = self.result
+        with m.If(smx.start):
+            m.d.sync += [res.p.y[c].eq(Mux(self.class_on[c], smx.y[c], 0)) for c in range(C)]
+        m.d.comb += [res.valid.eq(smx.done), res.p.cls.eq(smx.argmax)]
         # the epoch's statistics
         with m.If(self.clear_stats):
             m.d.sync += [self.correct.eq(0), self.loss.eq(0)]
@@ -392,6 +409,7 @@ class HeadPair(wiring.Component):
             "tap_on": In(1, init=1).array(p.K),
             "class_on": In(1, init=1).array(p.C),
             "t_wr": In(t_write_port(p)).array(S2),  # the t buffers, one per unit
+            "result": Out(result_signature(p)),     # head 0's results (PREDICT's passes use head 0 alone)
             **b_owner_ports(p),
         })
 
@@ -424,5 +442,6 @@ class HeadPair(wiring.Component):
             else:
                 m.d.comb += its.eq(ours) if member.flow == In else ours.eq(its)
         m.d.comb += lead.clear_grads.eq(self.ctl.clear_grads)
+        wiring.connect(m, lead.result, wiring.flipped(self.result))
         m.d.sync += [self.ctl.correct.eq(sum(h.correct for h in heads)), self.ctl.loss.eq(sum(h.loss for h in heads))]
         return m

@@ -54,11 +54,12 @@ class RegisteredMemory(wiring.Component):
     with the read) follows the output registers. The read latency is `READ_LATENCY` either way.
     ``second_read``: a second registered read port (``read2``) on the write port's address (the
     memory's second port, read/write): while ``port_b_read`` is 1 it reads ``read2.addr`` and the
-    writes are ignored; while 0 it takes the writes.
+    writes are ignored; while 0 it takes the writes. ``addr_bits``: the ports' address width when
+    wider than the depth needs (the cache's, with or without PREDICT's ring).
     """
 
     def __init__(self, width: int, depth: int, *, granularity: int | None = None, attrs=None,
-                 bank_depth: int | None = None, second_read: bool = False):
+                 bank_depth: int | None = None, second_read: bool = False, addr_bits: int = 0):
         for name, v in (("width", width), ("depth", depth)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise invalid(self, TypeError(f"{name} must be a positive integer, not {v!r}"))
@@ -76,7 +77,7 @@ class RegisteredMemory(wiring.Component):
             self.attrs = {**(attrs or {}), "no_rw_check": 1}
         self.bank_depth = bank_depth if bank_depth is not None and depth > bank_depth else None
         self.banks = -(-depth // self.bank_depth) if self.bank_depth else 1
-        abits = bits_for(depth - 1)
+        abits = max(bits_for(depth - 1), addr_bits)
         ports = {"write": Out(write_port(abits, width, granularity)), "read": Out(read_port(abits, width))}
         if self.second_read:
             ports.update({"port_b_read": In(1), "read2": Out(read_port(abits, width))})
@@ -148,10 +149,12 @@ def _params(params) -> HwParams:
     return params
 
 
-def CacheMemory(params: HwParams) -> RegisteredMemory:
+def CacheMemory(params: HwParams, ring: bool = False) -> RegisteredMemory:
+    """``ring``: PREDICT's ring past the entries (`HwParams.ring_lines`), a build with a PL base."""
     p = _params(params)
+    lines = p.cache_lines + (p.ring_lines if ring else 0)
     big = p.cache_lines * p.beat_bits >= URAM_THRESHOLD_BITS
-    return RegisteredMemory(p.beat_bits, p.cache_lines, attrs={"ram_style": "ultra"} if big else None,
+    return RegisteredMemory(p.beat_bits, lines, attrs={"ram_style": "ultra"} if big else None, addr_bits=p.cache_addr_bits,
                             bank_depth=URAM_DEPTH if big else None, second_read=True)
 
 

@@ -13,9 +13,10 @@ from functools import cached_property
 from ..fixed import cycles
 from ..fixed import formats as F
 from ..fixed.config import MAX_TAP_SLOTS, AcceleratorConfig
+from ..fixed.fill_plan import RING_ENTRIES
 from ..fixed.packing import Layout
 
-__all__ = ["HwParams", "MAX_TAPS", "bits_for", "invalid", "require_params"]
+__all__ = ["HwParams", "MAX_TAPS", "RING_ENTRIES", "bits_for", "invalid", "require_params"]
 
 MAX_TAPS = MAX_TAP_SLOTS  # tap register slots in the (configuration-independent) register map
 
@@ -181,8 +182,16 @@ class HwParams:
         return bits_for(self.sample_lines - 1)
 
     @property
+    def ring_lines(self):
+        """Lines of PREDICT's ring (`RING_ENTRIES` entry slots past the cache's entries): a build
+        with a PL base declares its cache this much deeper (the KV260's last UltraRAM bank has them spare)."""
+        return RING_ENTRIES * self.sample_lines
+
+    @property
     def cache_addr_bits(self):
-        return bits_for(self.cache_lines - 1)
+        """A cache line's address: the entries' lines and the ring's (every build, so the width
+        does not depend on whether the core has a PL base)."""
+        return bits_for(self.cache_lines + self.ring_lines - 1)
 
     @property
     def sample_bits(self):

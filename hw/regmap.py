@@ -20,7 +20,7 @@ __all__ = ["DDR_ADDR_BITS", "ACCEL_ID", "VERSION", "ErrorCode", "ERROR_DOCS", "R
            "config_register_patterns"]
 
 ACCEL_ID = 0x53324C52  # "S2LR"
-VERSION = (3, 1)       # major (register map / wire format / job semantics), minor
+VERSION = (3, 2)       # major (register map / wire format / job semantics), minor
 
 
 class ErrorCode(enum.IntEnum):
@@ -43,8 +43,9 @@ class ErrorCode(enum.IntEnum):
 ERROR_DOCS = {
     ErrorCode.NONE: "no error",
     ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load or fill armed; it is drained up to TLAST",
-    ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load or fill: nothing is committed (a "
-                           "cache load or fill adds no entries; an adapter load leaves no valid adapters)",
+    ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load, fill or PREDICT: nothing is committed (a "
+                           "cache load or fill adds no entries; an adapter load leaves no valid adapters; a "
+                           "PREDICT's output frame ends with a beat of 0xFFFF words and TLAST)",
     ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: nothing is committed (as for TLAST_EARLY); "
                           "the rest of the stream is drained up to TLAST",
     ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE or FILL would exceed CACHE_DEPTH entries (nothing armed)",
@@ -52,12 +53,12 @@ ERROR_DOCS = {
     ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range (in "
                           "DDR mode: no DDR path, SAMPLES above DDR_SAMPLES, BATCH above DDR_BATCH or "
                           "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0, or FILL with no PL base, "
-                          "LOAD_COUNT = 0, TAPk_DIM / CLASSES not the base's taps / classes, or a tap's "
+                          "LOAD_COUNT = 0, TAPk_DIM / CLASSES not the base's taps / classes (also PREDICT), or a tap's "
                           "TAPk_CFG.signed not the base's or exponent outside its LSB exponent + 0..31; or a job geometry "
                           "the build does not run (no tap, a tap after an absent one, more tap lines than "
                           "TAP_LINES, CLASSES outside 2..GEOMETRY.classes): found during the job's INIT, "
                           "which then ends without DONE and without changing the adapters",
-    ErrorCode.NO_ADAPTERS: "START or READ_ADAPTERS with no valid adapters (after a reset, a soft reset or "
+    ErrorCode.NO_ADAPTERS: "START, READ_ADAPTERS or PREDICT with no valid adapters (after a reset, a soft reset or "
                            "a failed adapter load)",
     ErrorCode.DDR_READ: "a read of the DDR cache buffer returned an error response (or a malformed burst): "
                         "the job ran to its end on the data received, its results are not valid (latched once "
@@ -91,6 +92,10 @@ REGISTER_MAP = RegisterMap([
         Field("fill", 7, 1, Access.W1P, doc="arm the stream input for LOAD_COUNT images for the PL base "
                                             "(FILL_INFO): their cache entries follow the N_LOADED held; "
                                             "N_LOADED grows when every entry is written"),
+        Field("predict", 8, 1, Access.W1P, doc="arm the stream input for LOAD_COUNT images in FILL's format and "
+                                               "send each one's result on the stream output: y = z + sum_k B_k A_k "
+                                               "x_k (GEOMETRY.classes int16 words, zero past CLASSES), then its "
+                                               "class; the cache and the adapters are unchanged"),
     ], "commands (write 1 to a bit)"),
     Register("STATUS", 0x0C, [
         _ro("busy", 1, "a job, load, fill or read-back is running"),
@@ -114,7 +119,8 @@ REGISTER_MAP = RegisterMap([
     Register("N_LOADED", 0x2C, [_ro("value", 16, "cache entries held")]),
     Register("CYCLES_LO", 0x30, [_ro("value", 32, "cycles of the last job, low word")]),
     Register("CYCLES_HI", 0x34, [_ro("value", 32, "cycles of the last job, high word")]),
-    Register("CORRECT", 0x38, [_ro("value", 16, "training samples classified right in the last epoch")]),
+    Register("CORRECT", 0x38, [_ro("value", 16, "training samples classified right in the last epoch (after a "
+                                                "PREDICT: its images whose class is their label)")]),
     Register("EPOCH", 0x3C, [_ro("value", 16, "epochs finished by the running (or last) job")]),
     Register("GEOMETRY", 0x40, [
         _ro("taps", 8, "the build's most taps (TAPk_DIM slots a job may use)"),
@@ -155,7 +161,8 @@ REGISTER_MAP = RegisterMap([
     Register("DDR_BATCH", 0xE0, [_ro("value", 16, "largest mini-batch of a DDR-mode job")]),
     Register("DDR_STRIDE", 0xE4, [_ro("value", 16, "bytes between two cache entries in the DDR buffer")]),
     Register("FILL_INFO", 0xE8, [
-        _ro("present", 1, "the build has a PL base: FILL computes cache entries from images"),
+        _ro("present", 1, "the build has a PL base: FILL computes cache entries from images, PREDICT "
+                          "results"),
         _ro("image_beats", 16, "stream beats of one FILL image: ceil((2 + the base's input bytes) / "
                                "(4 LANES / 8)): its label (2 bytes, little-endian), its quantized input "
                                "(NHWC), zeros", 16),
@@ -163,6 +170,9 @@ REGISTER_MAP = RegisterMap([
     Register("FILL_CYCLES", 0xEC, [_ro("value", 32, "cycles of the last FILL: from the cycle the loader "
                                                     "is armed (two cycles after its command) to the cycle "
                                                     "before its commit (or abort)")]),
+    Register("PREDICT_CYCLES", 0xF0, [_ro("value", 32, "cycles of the last PREDICT: from the cycle the loader "
+                                                       "is armed (two cycles after its command) to the cycle its "
+                                                       "last result beat is taken")]),
 ])
 
 

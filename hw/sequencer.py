@@ -24,6 +24,16 @@ epoch's statistics (correct, loss, saturated updates). An odd batch's
 last pair has no second sample: its ops carry ``odd = 0`` (the datapath uses t = 0 for it, the
 second head unit is not started). `skip2lora.fixed.cycles` is the closed form of this schedule:
 the cycle counter (busy cycles) must equal it.
+
+PREDICT (``predict``, docs/pl-predict.md) is a forward-only mode: no scalar unit, order,
+optimizer or clears, so A, B and the optimizer's state are untouched. After the geometry walk
+(P_INIT), per image: P_WAIT until the fill pipeline has written its entry in the ring
+(``entries`` > the passes issued) and the result path has room (``room``); P_F issues the entry's
+lines as a pair with ``odd = 0`` from its ring slot (slot n mod `RING_ENTRIES` past the cache's
+entries), the first pass with ``epoch_first`` (head 0's ``correct`` restarts: the PREDICT's
+images whose class is their label); ``slot_free`` pulses with its last line; P_GAP spaces the
+passes as F_GAP does. The mode ends after ``p_count`` passes, or at the next P_WAIT after an
+``abort``.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from .head import control_signature as head_control
 from .job import JOB_LAYOUT
 from .optimizer import control_signature as opt_control
 from .order_unit import control_signature as order_control
-from .params import HwParams, bits_for, require_params
+from .params import RING_ENTRIES, HwParams, bits_for, require_params
 from .ports import read_port, write_port
 from .scalar_unit import control_signature as scalar_control
 
@@ -71,6 +81,16 @@ class Sequencer(wiring.Component):
             # the job there (``bad_geometry``: a one-cycle pulse, no DONE)
             "geo": In(geometry_signature(p)),
             "bad_geometry": Out(1),
+            # PREDICT: the command (its geometry registered and walked with ``geo``), its images,
+            # the entries the fill pipeline has written, room for a result; a pass issued (its
+            # ring slot is free); the mode runs
+            "predict": In(1),
+            "p_count": In(16),
+            "entries": In(16),
+            "room": In(1),
+            "abort": In(1),
+            "slot_free": Out(1),
+            "predicting": Out(1),
         }
         if p.ddr:
             members["fetch"] = Out(fetch_control(p))  # the batch fetcher (DDR mode)
@@ -183,6 +203,19 @@ class Sequencer(wiring.Component):
             m.d.sync += gate.eq(gate - 1)
         m.d.comb += self.opt.b_start.eq(gate == geo.gate_b)
 
+        # PREDICT: passes issued, the next entry's ring slot and its first line
+        issued = Signal(16)
+        p_slot = Signal(range(RING_ENTRIES))
+        p_base = Signal(p.cache_addr_bits)
+        p_first = Signal()
+        p_done = Signal(reset_less=True)   # issued == p_count (registered: no 16-bit compare in P_WAIT)
+        p_ready = Signal(reset_less=True)  # entries != issued (an entry written and not yet passed)
+        aborted = Signal()
+        m.d.sync += [p_done.eq(issued == self.p_count), p_ready.eq(self.entries != issued), self.slot_free.eq(0)]
+        with m.If(self.abort):
+            m.d.sync += aborted.eq(1)
+        ring_base = p.cache_lines  # the ring's first line: past the cache's entries
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -190,6 +223,37 @@ class Sequencer(wiring.Component):
                                  self.opt.clear_state.eq(1), self.opt.clear_saturated.eq(1)]
                     m.d.sync += [epoch.eq(0), self.busy.eq(1)]
                     m.next = "INIT"
+                with m.Elif(self.predict):
+                    m.d.sync += [self.busy.eq(1), self.predicting.eq(1), issued.eq(0), p_slot.eq(0),
+                                 p_base.eq(ring_base), p_first.eq(1), aborted.eq(0)]
+                    m.next = "P_INIT"
+            with m.State("P_INIT"):  # the geometry walk (the line table, s_last, the label's place)
+                with m.If(geo.ready):
+                    m.next = "P_WAIT"
+            with m.State("P_WAIT"):  # p_done, p_ready: registered a cycle after ``issued`` moved
+                with m.If(aborted | p_done):
+                    m.d.sync += [self.busy.eq(0), self.predicting.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(p_ready & self.room):
+                    m.d.sync += line.eq(0)
+                    m.next = "P_F"
+            with m.State("P_F"):  # the entry's lines from its ring slot, head 0 only
+                m.d.sync += [iss.valid.eq(1), iss.p.op.eq(Op.FWD), iss.p.line.eq(line), iss.p.pair.eq(0),
+                             iss.p.odd.eq(0), iss.p.last.eq(line == geo.s_last), iss.p.first.eq(0),
+                             iss.p.epoch_first.eq(p_first)]
+                m.d.sync += [iss.p.base[i].eq(p_base) for i in range(p.pair)]
+                m.d.sync += line.eq(line + 1)
+                with m.If(line == geo.s_last):
+                    m.d.sync += [line.eq(0), issued.eq(issued + 1), self.slot_free.eq(1), p_first.eq(0),
+                                 p_slot.eq(Mux(p_slot == RING_ENTRIES - 1, 0, p_slot + 1)),
+                                 p_base.eq(Mux(p_slot == RING_ENTRIES - 1, ring_base, p_base + S))]
+                    # P_WAIT's flags see ``issued`` two cycles on: wait at least that long
+                    m.d.sync += count.eq(Mux(geo.has_gap & (geo.f_gap_m1 > 1), geo.f_gap_m1, 1))
+                    m.next = "P_GAP"
+            with m.State("P_GAP"):  # the head unit must be free when the next pass's u arrives
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.next = "P_WAIT"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
                 # the geometry unit's walk ends before the scalar unit's constants (GeometryUnit
                 # checks walk_cycles < INIT_LATENCY): its ``bad`` is valid here without a wait

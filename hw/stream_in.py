@@ -24,6 +24,13 @@ committed, the lines already written past N_LOADED are free again). After the la
 TLAST the loader waits (still armed) until the pipeline has written every entry (``fill_entries``
 = LOAD_COUNT), then commits: N_LOADED += LOAD_COUNT and the next free line steps past them.
 
+PREDICT (the same builds): LOAD_COUNT images in FILL's format, with two differences. Their
+entries go to PREDICT's ring (the core sets the pipeline's ring mode), so nothing is committed:
+after the last entry is written the loader is idle and N_LOADED is unchanged. And an image's first
+beat is taken only while a ring slot is free (``credit``: fewer than ``ring_entries`` images taken
+whose forward pass has not been issued; ``slot_free`` pulses when one has), so a stalled result
+stream stalls the input instead of overwriting an entry not yet read.
+
 Nothing deep lies behind a beat: the transfer's end is a registered flag (per sample line and
 per sample for the cache, a down-counter for the adapters), the cache's next free line is kept
 (``fill``: advanced by a committed transfer, zeroed by CLEAR_CACHE), and B's beats reach the
@@ -50,12 +57,13 @@ def axis_signature(width: int) -> stream.Signature:
 class StreamLoader(wiring.Component):
     """``image_beats``: a FILL image's beats (0: the build has no PL base, no FILL)."""
 
-    def __init__(self, params: HwParams, image_beats: int = 0):
+    def __init__(self, params: HwParams, image_beats: int = 0, ring_entries: int = 0):
         self.params = require_params(self, params)
         p = params
-        if isinstance(image_beats, bool) or not isinstance(image_beats, int) or image_beats < 0:
-            raise invalid(self, ValueError(f"image_beats must be a non-negative int, not {image_beats!r}"))
-        self.image_beats = image_beats
+        for name, v in (("image_beats", image_beats), ("ring_entries", ring_entries)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise invalid(self, ValueError(f"{name} must be a non-negative int, not {v!r}"))
+        self.image_beats, self.ring_entries = image_beats, ring_entries
         abits = p.line_bits
         self.segments = p.segments
         super().__init__({
@@ -64,6 +72,8 @@ class StreamLoader(wiring.Component):
             "load_adapters": In(1),
             "clear_cache": In(1),     # CLEAR_CACHE (accepted by the core): the cache's next line is 0
             "fill": In(1),            # FILL (accepted by the core)
+            "predict": In(1),         # PREDICT (accepted by the core; a build with a PL base)
+            "slot_free": In(1),       # PREDICT: an image's forward pass was issued (its ring slot is free)
             "count": In(16),          # LOAD_COUNT
             "count_one": In(1),       # LOAD_COUNT == 1 (registered by the core)
             "armed": Out(1),          # a transfer is expected or being drained
@@ -76,7 +86,9 @@ class StreamLoader(wiring.Component):
             "beats": Out(stream.Signature(p.beat_bits)),
             "fill_entries": In(16),
             "next_line": Out(p.cache_addr_bits),
-            "filling": Out(1),
+            "filling": Out(1),        # a FILL or PREDICT streams images or waits for their entries
+            "predicting": Out(1),     # the same, a PREDICT
+            "slot_wait": Out(1),      # PREDICT: an image's first beat is offered and waits for a ring slot
             "fill_abort": Out(1),
             # the writes: the cache, the A memory (a beat is one segment of a line), B by beat
             "cache_wr": In(write_port(p.cache_addr_bits, p.beat_bits)),
@@ -113,6 +125,12 @@ class StreamLoader(wiring.Component):
         beat_in = Signal(range(IB))          # FILL: the beat's place in its image
         beat_last = Signal()                 # beat_in == image_beats - 1
         fill_count = Signal(16)              # FILL: LOAD_COUNT
+        pmode = Signal()                     # the armed FILL is a PREDICT
+        first = Signal()                     # FILL: the next beat is an image's first
+        W = self.ring_entries
+        inflight = Signal(range(W + 1))      # PREDICT: images taken whose pass is not issued
+        credit = Signal()                    # PREDICT: a ring slot is free (an image may start)
+        m.d.comb += credit.eq(inflight != W)
         b_data = Signal(p.beat_bits, reset_less=True)
         b_index = Signal(16, reset_less=True)
         m.d.comb += [self.b_wr.data.eq(b_data), self.b_wr.addr.eq(b_index)]
@@ -141,11 +159,11 @@ class StreamLoader(wiring.Component):
                                  samples_left.eq(self.count), sample_last.eq(self.count_one)]
                     m.next = "CACHE"
                 if self.image_beats:
-                    with m.Elif(self.fill):  # a beat already offered waits for FILL (not drained)
+                    with m.Elif(self.fill | self.predict):  # a beat already offered waits for it (not drained)
                         m.d.comb += axis.ready.eq(0)
                         m.d.sync += [addr.eq(fill), beat_in.eq(0), beat_last.eq(self.image_beats == 1),
                                      samples_left.eq(self.count), sample_last.eq(self.count_one),
-                                     fill_count.eq(self.count)]
+                                     fill_count.eq(self.count), pmode.eq(self.predict), first.eq(1)]
                         m.next = "FILL"
                 with m.Elif(self.load_adapters):
                     m.d.sync += [left.eq(total - 1), adapters_last.eq(total == 1), in_b.eq(a_beats == 0),
@@ -188,9 +206,13 @@ class StreamLoader(wiring.Component):
                     check_end(adapters_last)
             if self.image_beats:
                 with m.State("FILL"):  # the beats to the feeder, at its pace; addr: the next image's line
-                    m.d.comb += [self.beats.valid.eq(axis.valid), axis.ready.eq(self.beats.ready)]
-                    with m.If(axis.valid & self.beats.ready):
+                    # PREDICT: an image's first beat waits for a ring slot
+                    go = Signal()
+                    m.d.comb += [go.eq(~pmode | ~first | credit), self.slot_wait.eq(axis.valid & ~go)]
+                    m.d.comb += [self.beats.valid.eq(axis.valid & go), axis.ready.eq(self.beats.ready & go)]
+                    with m.If(axis.valid & self.beats.ready & go):
                         last_beat = beat_last & sample_last
+                        m.d.sync += first.eq(beat_last)
                         with m.If(beat_last):
                             m.d.sync += [beat_in.eq(0), beat_last.eq(self.image_beats == 1), addr.eq(addr + S),
                                          samples_left.eq(samples_left - 1), sample_last.eq(samples_left == 2)]
@@ -201,7 +223,8 @@ class StreamLoader(wiring.Component):
                         check_end(last_beat, abort=True)
                 with m.State("FILL_WAIT"):  # every beat in: until the pipeline wrote every entry
                     with m.If(self.fill_entries == fill_count):
-                        m.d.sync += [self.commit.eq(1), fill.eq(addr)]
+                        with m.If(~pmode):  # PREDICT's entries are in the ring: nothing to commit
+                            m.d.sync += [self.commit.eq(1), fill.eq(addr)]
                         m.next = "IDLE"
             with m.State("DRAIN"):
                 with m.If(axis.valid & axis.p.last):
@@ -209,4 +232,11 @@ class StreamLoader(wiring.Component):
         m.d.comb += self.armed.eq(~fsm.ongoing("IDLE"))
         if self.image_beats:
             m.d.comb += self.filling.eq(fsm.ongoing("FILL") | fsm.ongoing("FILL_WAIT"))
+            m.d.comb += self.predicting.eq(self.filling & pmode)
+            if W:  # a slot taken with an image's first beat, freed with its pass
+                taken = fsm.ongoing("FILL") & pmode & first & axis.valid & self.beats.ready & go
+                with m.If(fsm.ongoing("IDLE")):
+                    m.d.sync += inflight.eq(0)
+                with m.Else():
+                    m.d.sync += inflight.eq(inflight + taken - self.slot_free)
         return m

@@ -98,6 +98,29 @@ def accelerator_config_for(geometry, samples: int, *, batch: int | None = None, 
                              k.lanes, max(samples, 1))
 
 
+#: the sim backend: test images predicted on the simulated PL and checked against the host's
+PL_CHECK = 64
+
+
+def _predict_on_pl(session, x) -> dict:
+    """Predict ``x`` on the PL and on the host: the same logits bit for bit, or an error."""
+    pl = session.logits(x, on="pl")
+    report = dict(session.last_prediction)
+    if not np.array_equal(pl, session.logits(x, on="host")):
+        raise RuntimeError(f"the PL's predictions of {len(x)} test images differ from the host's")
+    return dict(report, checked_against_host=len(x))
+
+
+def _predict_figures(report: dict, config) -> dict:
+    """A PL prediction's report with its rate: images / (PREDICT_CYCLES / an assumed clock)."""
+    out = dict(report)
+    if report.get("predict_cycles"):
+        out["images_per_s"] = report["images"] * CLOCK_MHZ * 1e6 / report["predict_cycles"]
+        out["label"] = (f"PREDICT_CYCLES of the {config.name} build / {CLOCK_MHZ:g} MHz (an assumed clock), "
+                        f"{report['images']} images")
+    return out
+
+
 def run_job(args) -> dict:
     """Run the job ``args`` describes (the ``finetune`` command's options) and return its figures.
 
@@ -144,7 +167,10 @@ def run_job(args) -> dict:
         t0 = time.perf_counter()
         session.add_samples(x, y)
         fill = time.perf_counter() - t0
-        before = session.accuracy(ds.test.x, ds.test.y)
+        # the sim backend predicts the test set on the host (the RTL would take minutes), after a
+        # check that the simulated PL gives the same numbers (`_predict_on_pl`)
+        on = "host" if args.backend == "sim" else "auto"
+        before = session.accuracy(ds.test.x, ds.test.y, on=on)
         if not quiet:
             where = "the DDR cache" if backend.cache_mode == "ddr" else "the on-chip cache"
             model = f"taps {'-'.join(map(str, geometry.dims))}, rank {geometry.rank}, {geometry.classes} classes"
@@ -154,7 +180,11 @@ def run_job(args) -> dict:
         out = session.finetune(epochs=epochs, batch=batch, lr=lr, order=order, schedule=schedule,
                                optimizer=d["optimizer"])
         # a diverged job reports no accuracy (as the float backend): its weights mean nothing
-        accuracy = None if out["diverged"] else session.accuracy(ds.test.x, ds.test.y)
+        accuracy = None if out["diverged"] else session.accuracy(ds.test.x, ds.test.y, on=on)
+        predict = None
+        if session.predicts_on_pl():
+            predict = (session.last_prediction if on == "auto" and not out["diverged"]
+                       else _predict_on_pl(session, ds.test.x[:PL_CHECK]))
         saved = {} if out["diverged"] else _save_adapters(session, getattr(args, "save_adapters", None))
         where = out["cache"]
         ddr = backend.ddr_timing if where == "ddr" else None
@@ -173,6 +203,7 @@ def run_job(args) -> dict:
         "seed": args.seed, "rank": args.rank, "order": order, "schedule": schedule, "optimizer": d["optimizer"],
         "accuracy_before": before, "accuracy": accuracy, "diverged": out["diverged"], "error": out["divergence"],
         "fill": session.fill, "fill_cycles": fill_cycles, **end_to_end,
+        "predict": predict and _predict_figures(predict, config),
         "ft_seconds": fill + out["wall_seconds"], "fill_seconds": fill, "job_seconds": out["wall_seconds"],
         "cycles": out["cycles"], "cycles_model": projected["cycles"],  # must be equal: see cycle_mismatch
         "clock_mhz": CLOCK_MHZ, "projected_ms": projected["projected_ms"],

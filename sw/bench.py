@@ -16,10 +16,11 @@ from .blas_env import blas_note
 from .fixed.config import KV260
 from .fixed.cycles import CLOCK_MHZ, KV260_DDR, report as cycle_report
 
-__all__ = ["ANCHORS", "physical_limit_ms", "pl_fill_figures", "accelerator_figures", "performance_report",
+__all__ = ["ANCHORS", "physical_limit_ms", "pl_fill_figures", "pl_predict_figures", "accelerator_figures", "performance_report",
            "plot_results"]
 
 KV260_JOB = {"samples": 1024, "epochs": 10, "batch": 16}
+PREDICT_IMAGES = 10_000  # predictions after the job: a Fashion-MNIST test set
 
 # Reference points (the Skip2-LoRA CNN / 4-bit cache paper, and InstantFT): time for the same 1024-sample,
 # 10-epoch job.
@@ -55,10 +56,23 @@ def pl_fill_figures(train_cycles: int, clock_mhz: float = CLOCK_MHZ) -> dict:
         "fill_plan": [{"layer": p.name, "lanes": p.lanes, "simd": p.simd, "interval": p.interval, "dsps": p.dsps}
                       for p in plan.layers],
         "fill_dsps": plan.dsps,
+        **pl_predict_figures(base, plan, clock_mhz),
         "configuration": (f"the kv260 configuration, its PL base the shipped integer LeNet-5 "
                           f"({KV260.fill_base!r}): FILL_CYCLES of its RTL equals this model"),
         "label": f"cycles / {clock_mhz:g} MHz (an assumed clock)",
     }
+
+
+def pl_predict_figures(base, plan, clock_mhz: float = CLOCK_MHZ) -> dict:
+    """Predictions on the PL after the job (the PREDICT command: images in, y with the adapters
+    out): `fill_plan.predict_command_cycles` of `PREDICT_IMAGES` images (PREDICT_CYCLES, exact
+    against the core's RTL in amaranth.sim) on the kv260 configuration; cycles / an assumed clock."""
+    from .fixed import fill_plan as FP
+
+    cycles = FP.predict_command_cycles(base, plan, PREDICT_IMAGES, KV260)
+    return {"predict_images": PREDICT_IMAGES, "predict_cycles": cycles,
+            "predict_ms": cycles / (clock_mhz * 1e3),
+            "predict_images_per_s": PREDICT_IMAGES * clock_mhz * 1e6 / cycles}
 
 
 def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
@@ -83,6 +97,7 @@ def accelerator_figures(clock_mhz: float = CLOCK_MHZ) -> dict:
     # issue 15: the cache filled on the PL (beside it, the host fill: `performance_report` times it)
     r["pl_fill"] = pl_fill_figures(r["cycles"], clock_mhz)
     r["fill_cycles"], r["end_to_end_ms"] = r["pl_fill"]["fill_cycles"], r["pl_fill"]["end_to_end_ms"]
+    r["predict_images_per_s"] = r["pl_fill"]["predict_images_per_s"]
     return r
 
 

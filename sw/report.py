@@ -45,6 +45,12 @@ def finetune_text(r: dict) -> str:
                          f"{r['samples']} images through the integer base)")
             lines.append(f"  projected end to end         {r['end_to_end_ms']:.3f} ms "
                          f"(fill + training: {r['end_to_end_cycles']:,} cycles / {r['clock_mhz']:g} MHz assumed clock)")
+    p = r.get("predict")
+    if p and p.get("predict_cycles"):
+        check = (f"; the host's {p['checked_against_host']} equal, the test set's accuracy from the host"
+                 if p.get("checked_against_host") else "")
+        lines.append(f"  predictions on the PL        {p['images']} images in {p['predict_cycles']:,} cycles, "
+                     f"{p['images_per_s']:,.0f} images/s (PREDICT_CYCLES / {r['clock_mhz']:g} MHz assumed clock{check})")
     if r.get("wall_seconds") is not None:
         lines.append(f"  wall time (this machine)     {_secs(r['wall_seconds'])}")
     if r.get("train_accuracy_per_epoch"):
@@ -98,6 +104,9 @@ def bench_text(r) -> str:
         lines.append(f"  end to end, the cache filled on the PL: {f['fill_cycles']:,} fill + {f['cycles']:,} training "
                      f"= {f['end_to_end_cycles']:,} cycles, {f['end_to_end_ms']:.2f} ms  [{f['label']}]; the fill "
                      f"{f['fill_images_per_s']:,.0f} images/s in {f['fill_dsps']} DSPs")
+        if f.get("predict_cycles"):
+            lines.append(f"  predictions on the PL: {f['predict_images']:,} images in {f['predict_cycles']:,} cycles, "
+                         f"{f['predict_ms']:.2f} ms, {f['predict_images_per_s']:,.0f} images/s  [{f['label']}]")
         if f.get("host_fill"):
             h = f["host_fill"]
             lines.append(f"  the host fill instead (this CPU)  {h['seconds']:.2f} s for the images' float base forward"

@@ -87,6 +87,23 @@ def test_the_pl_fill_page_states_the_bench_figures():
             assert phrase in text, (rel, phrase)
 
 
+def test_the_pl_predict_page_states_the_predict_cycles():
+    """docs/pl-predict.md's PREDICT table is `fill_plan.predict_command_cycles` on the kv260 build."""
+    from skip2lora.fixed import fill_plan as FP
+    from skip2lora.fixed.config import fill_base_of
+
+    base = fill_base_of(KV260)
+    plan = FP.plan_fill(base)
+    rows = [line for line in (ROOT / "docs/pl-predict.md").read_text().splitlines()
+            if re.match(r"\| [\d,]+ \| [\d,]+ \| [\d,]+ images/s \|$", line)]
+    assert len(rows) == 3
+    for line in rows:
+        n, cycles, rate = [c.strip() for c in line.strip("|").split("|")]
+        n = int(n.replace(",", ""))
+        want = FP.predict_command_cycles(base, plan, n, KV260)
+        assert (cycles, rate) == (f"{want:,}", f"{round(200e6 * n / want):,} images/s"), line
+
+
 def test_the_pl_predict_page_states_the_plans_figures():
     """docs/pl-predict.md's throughput table (the design's reason for the 1,800-cycle plan) is
     `fill_plan`'s: each plan's DSPs and its images/s for 1024 and 10,000 images at 200 MHz."""

@@ -1,5 +1,6 @@
-"""The PL fill through the driver: `Backend.fill` (the FILL command) on the fixed backend and on the
-RTL (the sim backend, Verilator), `AcceleratorConfig.fill_base`, and `Session(fill=...)`.
+"""The PL fill through the driver: `Backend.fill` (the FILL command) and `Backend.predict_pl` (PREDICT)
+on the fixed backend and on the RTL (the sim backend, Verilator; the virtual KV260),
+`AcceleratorConfig.fill_base`, and `Session(fill=...)`, whose predictions run on the PL.
 
 The fast tests use the fixed backend; the RTL ones (``--runslow``) export and build the
 ``lenet5-fill`` configuration once (about 2 minutes, cached under sim_build/) and share one
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 
 from skip2lora.driver import FixedBackend, Session
-from skip2lora.driver.backend import expected_fill_cycles, fill_images, fill_plan_of
+from skip2lora.driver.backend import expected_fill_cycles, expected_predict_cycles, fill_images, fill_plan_of
 from skip2lora.fixed import fill_plan as FP
 from skip2lora.fixed.config import CONFIGS, KV260, LENET5_FILL, LENET5_GEOMETRY, SMALL, AcceleratorConfig
-from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, predict
+from skip2lora.fixed.model import Adapters, CacheEntries, Geometry, JobConfig, forward, predict
 from skip2lora.fixed.packing import Layout, pack_cache_for
 
 N = 6  # images in the fast tests' fills
@@ -270,6 +271,72 @@ def test_session_pl_fill_trains_and_predicts_with_the_integer_base(lenet, pl_bas
     assert host.finetune(epochs=1, batch=4)["fill"] == "host" and host.base_forward_samples == 4
 
 
+def trained_adapters(seed=5):
+    """Adapters with every weight nonzero (a trained model's look), so y differs from z."""
+    rng = np.random.default_rng(seed)
+    init = Adapters.lora_init(LENET5_GEOMETRY, 3)
+    return Adapters([rng.integers(-3000, 3000, a.shape).astype(np.int16) for a in init.a],
+                    [rng.integers(-3000, 3000, b.shape).astype(np.int16) for b in init.b])
+
+
+def test_fixed_predict_pl_is_the_models_forward(pl_base, samples):
+    """`predict_pl`: y of `fixed.model.forward` of `IntBase.encode`'s entries under the adapters
+    held, its argmax, the labels' count, PREDICT_CYCLES the cycle model's; the cache stays."""
+    x, y = samples
+    be = FixedBackend(LENET5_FILL)
+    adapters = trained_adapters()
+    be.load_adapters(adapters)
+    be.fill(fill_images(pl_base, pl_base.quantize_input(x[:2])), y[:2], exponents(pl_base))
+    images = fill_images(pl_base, pl_base.quantize_input(x))
+    out = be.predict_pl(images, y, exponents(pl_base))
+    e = encoded(pl_base, x, y)
+    want = forward(LENET5_GEOMETRY, e.codes, e.logits, adapters, exponents(pl_base))
+    assert np.array_equal(out["y"], want) and np.array_equal(out["classes"], want.argmax(axis=1))
+    assert out["correct"] == int((want.argmax(axis=1) == y).sum()) and out["images"] == len(x)
+    assert out["predict_cycles"] == expected_predict_cycles(LENET5_FILL, len(x))
+    assert be.n_loaded == 2 and be.read_adapters().equals(adapters)
+    assert be.predict_pl(images)["correct"] is None  # no labels; the calibration exponents by default
+
+
+def test_predict_pl_errors_are_one_line(pl_base, samples):
+    x, y = samples
+    images = fill_images(pl_base, pl_base.quantize_input(x[:2]))
+    with pytest.raises(RuntimeError, match="load adapters before predicting"):
+        FixedBackend(LENET5_FILL).predict_pl(images)
+    with pytest.raises(ValueError, match="has no PL base"):
+        FixedBackend(SMALL).predict_pl(images)
+    be = FixedBackend(LENET5_FILL)
+    be.load_adapters(trained_adapters())
+    with pytest.raises(ValueError, match=r"images must be uint8 of shape \(n, 784\)"):
+        be.predict_pl(images[:, :10])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        be.predict_pl(images, np.array([0, 12]))
+
+
+def test_session_predicts_on_the_pl_and_on_the_host_alike(lenet, pl_base, samples):
+    """A PL-filled session's `logits` run `predict_pl` (``last_prediction`` says so), the same
+    numbers as ``on="host"``; ``on="pl"`` where it cannot is one error naming why."""
+    x, y = samples
+    s = Session(lenet, FixedBackend(LENET5_FILL), seed=2)
+    s.add_samples(x[:8], y[:8])
+    s.finetune(epochs=2, batch=4, lr=0.03)
+    pl = s.logits(x)
+    assert s.last_prediction == {"on": "pl", "images": len(x),
+                                 "predict_cycles": expected_predict_cycles(LENET5_FILL, len(x))}
+    host = s.logits(x, on="host")
+    assert s.last_prediction["on"] == "host" and np.array_equal(pl, host)
+    assert np.array_equal(s.predict(x), host.argmax(axis=1))
+    assert s.accuracy(x, y) == s.accuracy(x, y, on="host")
+    with pytest.raises(ValueError, match="the PL predicts with the adapters the backend holds"):
+        s.logits(x, s.adapters, on="pl")
+    with pytest.raises(ValueError, match="on must be one of"):
+        s.logits(x, on="fpga")
+    h = Session(lenet, FixedBackend(LENET5_FILL), fill="host")
+    h.add_samples(x[:4], y[:4])
+    with pytest.raises(ValueError, match="fills its cache on the host"):
+        h.predict(x, on="pl")
+
+
 def test_session_pl_fill_checks_inputs_as_the_host_fill_does(lenet, samples):
     from skip2lora.driver import InputRangeError
 
@@ -362,9 +429,30 @@ def test_sim_fill_errors(sim, pl_base, samples):
 
 
 @pytest.mark.slow
+def test_sim_predict_equals_the_fixed_backend(sim, pl_base, samples):
+    """PREDICT on the RTL: 12 images (more than the ring's 10 slots) give the fixed backend's y and
+    classes bit for bit; PREDICT_CYCLES is the cycle model's plus the sim link's wait for the first
+    beat; the cache and the adapters stay."""
+    x, y = samples
+    adapters = trained_adapters()
+    images = fill_images(pl_base, pl_base.quantize_input(x))
+    sim.clear_cache()
+    sim.fill(images[:3], y[:3], exponents(pl_base))
+    sim.load_adapters(adapters)
+    got = sim.predict_pl(images, y, exponents(pl_base))
+    fixed = FixedBackend(LENET5_FILL)
+    fixed.load_adapters(adapters)
+    want = fixed.predict_pl(images, y, exponents(pl_base))
+    assert np.array_equal(got["y"], want["y"]) and np.array_equal(got["classes"], want["classes"])
+    assert got["correct"] == want["correct"]
+    assert want["predict_cycles"] <= got["predict_cycles"] <= want["predict_cycles"] + 64
+    assert sim.n_loaded == 3 and sim.read_adapters().equals(adapters)
+
+
+@pytest.mark.slow
 def test_sim_session_pl_fill_equals_the_fixed_one(sim, lenet, samples):
     x, y = samples
-    reports, adapters = [], []
+    reports, adapters, logits = [], [], []
     sim.clear_cache()  # (the entries of the tests before)
     for be in (FixedBackend(LENET5_FILL), sim):
         s = Session(lenet, be, seed=4)
@@ -372,7 +460,9 @@ def test_sim_session_pl_fill_equals_the_fixed_one(sim, lenet, samples):
         assert s.add_samples(x[:4], y[:4]) == 4
         reports.append(s.finetune(epochs=1, batch=2, lr=0.03))
         adapters.append(s.adapters)
-    assert adapters[0].equals(adapters[1])
+        logits.append(s.logits(x[4:]))
+        assert s.last_prediction["on"] == "pl"
+    assert adapters[0].equals(adapters[1]) and np.array_equal(logits[0], logits[1])
     keys = ("cycles", "correct", "correct_per_epoch", "loss_sum_per_epoch", "saturated_per_epoch", "fill")
     assert {k: reports[0][k] for k in keys} == {k: reports[1][k] for k in keys}
 
@@ -394,9 +484,12 @@ try:
     job = JobConfig(len(d["labels"]), 2, 2, 1 << 10, tuple(int(e) for e in d["exps"]), (False,) * 5, seed=7)
     report = backend.run(job)
     a = backend.read_adapters()
-    np.savez(sys.argv[2], **{f"a{k}": a.a[k] for k in range(5)}, **{f"b{k}": a.b[k] for k in range(5)})
+    pred = backend.predict_pl(d["test"], d["test_labels"], tuple(int(e) for e in d["exps"]))
+    np.savez(sys.argv[2], **{f"a{k}": a.a[k] for k in range(5)}, **{f"b{k}": a.b[k] for k in range(5)},
+             y=pred["y"], classes=pred["classes"])
     print(json.dumps({"config": backend.config.name, "pl_base": backend.pl_base.name, "fill": fill,
-                      "cycles": report["cycles"], "correct": report["correct_per_epoch"]}))
+                      "cycles": report["cycles"], "correct": report["correct_per_epoch"],
+                      "predict_cycles": pred["predict_cycles"], "predict_correct": pred["correct"]}))
 finally:
     board.close()
 """
@@ -405,8 +498,9 @@ finally:
 @pytest.mark.slow
 @pytest.mark.requires_pynq
 def test_pynq_backend_fills_on_the_virtual_kv260(pl_base, samples, tmp_path):
-    """The PYNQ driver (DMA, the configuration read from the board: FILL_INFO names lenet5-fill) fills
-    and trains as the fixed backend does, bit for bit and cycle for cycle (the job)."""
+    """The PYNQ driver (DMA, the configuration read from the board: FILL_INFO names lenet5-fill) fills,
+    trains and predicts on the PL (both DMA channels at once) as the fixed backend does, bit for
+    bit and cycle for cycle (the job)."""
     import json
     import os
     import subprocess
@@ -420,7 +514,9 @@ def test_pynq_backend_fills_on_the_virtual_kv260(pl_base, samples, tmp_path):
     x, y = samples
     images = fill_images(pl_base, pl_base.quantize_input(x[:4]))
     init = Adapters.lora_init(LENET5_GEOMETRY, 3)
+    test = fill_images(pl_base, pl_base.quantize_input(x))
     np.savez(tmp_path / "in.npz", images=images, labels=y[:4], exps=np.array(exponents(pl_base)),
+             test=test, test_labels=y,
              **{f"a{k}": init.a[k] for k in range(5)}, **{f"b{k}": init.b[k] for k in range(5)})
     proc = subprocess.run([str(root / ".venv-pynq" / "bin" / "python"), "-c", PYNQ_FILL, str(tmp_path / "in.npz"),
                            str(tmp_path / "out.npz")], env=dict(os.environ, SKIP2LORA_SIM_PYTHON=sys.executable),
@@ -440,3 +536,6 @@ def test_pynq_backend_fills_on_the_virtual_kv260(pl_base, samples, tmp_path):
         a = fixed.read_adapters()
         for k in range(5):
             assert np.array_equal(got[f"a{k}"], a.a[k]) and np.array_equal(got[f"b{k}"], a.b[k])
+        want = fixed.predict_pl(test, y, exponents(pl_base))
+        assert np.array_equal(got["y"], want["y"]) and np.array_equal(got["classes"], want["classes"])
+    assert out["predict_correct"] == want["correct"] and out["predict_cycles"] >= want["predict_cycles"]

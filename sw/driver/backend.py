@@ -30,6 +30,12 @@ grows), bit for bit `IntBase.encode` + `load_cache`. Filled entries exist on chi
 never sees their codes): a fill whose entries would be placed in DDR is refused, and so is a later
 `load_cache` that would move a cache holding filled entries to DDR (``cache="chip"``, or fewer
 entries). The backend must run the base's geometry (its taps and classes; any rank).
+
+Predictions on the PL (the PREDICT command, docs/pl-predict.md): `Backend.predict_pl` streams
+quantized images to the PL base and returns, for each, y = z + sum_k B_k A_k x_k under the
+adapters held (bit for bit `fixed.model.forward` of `IntBase.encode`'s entries at the given
+exponents) and its class, with the command's cycle count; the cache and the adapters stay as
+they are.
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ import numpy as np
 
 from ..fixed.config import AcceleratorConfig, fill_base_of
 from ..fixed.cycles import DDR_OUTSTANDING, FETCH_REQUEST, KV260_DDR, DDRTiming, job_cycles
-from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, run_job
+from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig, forward, run_job
 from ..fixed.packing import Layout
 
 _FILL_PLANS: dict = {}  # PL base key -> its `fill_plan.plan_fill` (what the core is built with)
 
 __all__ = ["Backend", "FixedBackend", "AcceleratorError", "BackendUnavailable", "MissingPackageError",
-           "epoch_stats", "fill_images", "fill_plan_of", "CACHE_PLACEMENTS", "default_ddr_timing", "largest_ddr_latency", "check_cache_args"]
+           "epoch_stats", "fill_images", "fill_plan_of", "expected_predict_cycles", "PREDICT_CHUNK", "CACHE_PLACEMENTS", "default_ddr_timing", "largest_ddr_latency", "check_cache_args"]
 
 #: Where a backend keeps the loaded cache entries (``cache=``): see the module's docstring.
 CACHE_PLACEMENTS = ("auto", "chip", "ddr")
@@ -141,6 +147,29 @@ def expected_fill_cycles(config: AcceleratorConfig, n: int, first_beat: int = 1)
 
     return fill_command_cycles(fill_base_of(config), fill_plan_of(config), int(n),
                                Layout(config.build_geometry, config.lanes).beat_bits, first_beat)
+
+
+def expected_predict_cycles(config: AcceleratorConfig, n: int, first_beat: int = 1) -> int:
+    """PREDICT_CYCLES of ``n`` images, the stream never idle and the output always taken
+    (`fill_plan.predict_command_cycles` of the build's PL base and plan)."""
+    from ..fixed.fill_plan import predict_command_cycles
+
+    return predict_command_cycles(fill_base_of(config), fill_plan_of(config), int(n), config, first_beat)
+
+
+#: images a PREDICT command takes at most (LOAD_COUNT is 16 bits); `Backend.predict_pl` splits longer runs
+PREDICT_CHUNK = 4096
+
+
+def images_to_samples(base, images) -> np.ndarray:
+    """The base's integer samples (N, *input_shape) from FILL / PREDICT stream images (`fill_images`)."""
+    x = images.astype(np.int64)
+    if len(base.input_shape) == 3:  # NHWC bytes -> the base's NCHW samples
+        c, h, w = base.input_shape
+        x = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2)
+    if base.input_format.signed:
+        x = np.where(x > 127, x - 256, x)
+    return x.reshape(len(x), *base.input_shape)
 
 
 class AcceleratorError(RuntimeError):
@@ -292,9 +321,47 @@ class Backend:
     def _fill(self, base, images, labels, exponents) -> dict:
         raise NotImplementedError
 
-    def _check_fill(self, base, images, labels, exponents):
-        """The fill's arguments checked against the base, the backend's geometry and the cache's room
-        and placement (before anything is sent)."""
+    @property
+    def has_predict(self) -> bool:
+        """The backend predicts on the PL (`predict_pl`): its build has a PL base."""
+        return self.pl_base is not None
+
+    def predict_pl(self, images, labels=None, exponents=None) -> dict:
+        """Predictions on the PL (the PREDICT command): ``images`` as `fill` takes them, ``labels``
+        optional (then ``correct`` counts the images predicted as their label), ``exponents`` the
+        cache's tap exponents the adapters were trained at (default: the base's calibration
+        ``cache_exponents``, as a PL-filled session's). Returns ``y`` ((n, classes) int64, Z
+        format), ``classes`` (n,), ``correct`` (None without labels), ``predict_cycles`` (the
+        PREDICT_CYCLES of each command summed; runs longer than `PREDICT_CHUNK` images are split)
+        and ``images``. The cache and the adapters are unchanged."""
+        base = self.pl_base
+        if base is None:
+            raise ValueError(f"the {self.config.name} build has no PL base (config.fill_base is empty): "
+                             f"predictions on the PL need one; predict on the host instead")
+        if exponents is None:
+            exponents = base.calibration["cache_exponents"]
+        given = labels is not None
+        if labels is None:
+            labels = np.zeros(len(np.asarray(images)), np.int64)
+        images, labels, exponents = self._check_fill(base, images, labels, exponents, room=False)
+        ys, classes, cycles = [], [], 0
+        for i in range(0, len(images), PREDICT_CHUNK):
+            y, c, n_cycles = self._predict_pl(base, images[i:i + PREDICT_CHUNK], labels[i:i + PREDICT_CHUNK],
+                                              exponents)
+            ys.append(y)
+            classes.append(c)
+            cycles += int(n_cycles)
+        y, classes = np.concatenate(ys), np.concatenate(classes)
+        return {"y": y, "classes": classes, "correct": int((classes == labels).sum()) if given else None,
+                "predict_cycles": cycles, "images": len(images)}
+
+    def _predict_pl(self, base, images, labels, exponents):
+        """One PREDICT: (y, classes, PREDICT_CYCLES)."""
+        raise NotImplementedError
+
+    def _check_fill(self, base, images, labels, exponents, room: bool = True):
+        """The fill's (or a PREDICT's: ``room`` False) arguments checked against the base, the
+        backend's geometry and the cache's room and placement (before anything is sent)."""
         g = self.geometry
         if tuple(g.dims) != tuple(base.tap_dims) or g.classes != base.classes:
             raise ValueError(f"the PL base {base.name!r} fills entries of taps {tuple(base.tap_dims)} and "
@@ -323,6 +390,8 @@ class Backend:
                 raise ValueError(f"tap {k}: the PL base's cache exponent must be in [{lo}, {hi}] (its LSB "
                                  f"exponent {frac} + 0..31), not {e}")
         n = len(images)
+        if not room:
+            return images, labels.astype(np.int64), tuple(int(e) for e in exps)
         self.check_room(n)
         if self.placement_for(self.n_loaded + n) == "ddr":
             raise ValueError(f"a PL fill writes the on-chip cache only ({self.config.cache_depth} entries; "
@@ -433,15 +502,18 @@ class FixedBackend(Backend):
         """`IntBase.encode` of the images (what the PL computes, bit for bit) into the cache; its
         ``fill_cycles`` are `fill_plan.fill_command_cycles` with the first beat the cycle after the
         command (``first_beat=1``, a stream waiting for it: `expected_fill_cycles`)."""
-        x = images.astype(np.int64)
-        if len(base.input_shape) == 3:  # NHWC bytes -> the base's NCHW samples
-            c, h, w = base.input_shape
-            x = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2)
-        if base.input_format.signed:
-            x = np.where(x > 127, x - 256, x)
-        codes, logits, _, signed = base.encode(x.reshape(len(x), *base.input_shape), exponents)
+        codes, logits, _, signed = base.encode(images_to_samples(base, images), exponents)
         self._cache.append(CacheEntries(codes, logits, labels).validate(self.geometry, signed))
         return {"fill_cycles": expected_fill_cycles(self.config, len(images)), "images": len(images)}
+
+    def _predict_pl(self, base, images, labels, exponents):
+        """`fixed.model.forward` of `IntBase.encode`'s entries under the adapters held (what the PL
+        computes, bit for bit); PREDICT_CYCLES from `fill_plan.predict_command_cycles`."""
+        if self._adapters is None:
+            raise RuntimeError("load adapters before predicting")
+        codes, logits, _, _ = base.encode(images_to_samples(base, images), exponents)
+        y = forward(self.geometry, codes, logits, self._adapters, exponents)
+        return y, y.argmax(axis=1), expected_predict_cycles(self.config, len(images))
 
     def load_adapters(self, adapters):
         self._adapters = adapters.copy().validate(self.geometry)

@@ -37,10 +37,12 @@ from ..fixed.config import CONFIGS, AcceleratorConfig
 from ..fixed.cycles import DDRTiming
 from ..fixed.model import Adapters, CacheEntries, Geometry, JobConfig
 from ..fixed.packing import (Layout, image_beats, pack_adapters_for, pack_cache_for, pack_ddr_cache_for, pack_images,
-                             unpack_adapters_for)
+                             result_beats, unpack_adapters_for, unpack_results)
 from ..fixed.formats import STAT_EPOCHS
-from .backend import AcceleratorError, Backend, epoch_stats, expected_fill_cycles
+from .backend import AcceleratorError, Backend, epoch_stats, expected_fill_cycles, expected_predict_cycles
 from .registers import RegisterFile, cache_registers, fill_registers, job_registers, regmap
+
+PREDICT_VERSION = (3, 2)  # the register map's version that has the PREDICT command
 
 __all__ = ["RegisterBackend", "build_registers"]
 
@@ -266,8 +268,16 @@ class RegisterBackend(Backend):
             self._host_chunks.append(packed)
             self._host_count += len(entries)
 
-    def _fill(self, base, images, labels, exponents) -> dict:
-        """FILL: the images streamed to the PL base, their entries after the N_LOADED held."""
+    @property
+    def has_predict(self) -> bool:
+        """A PL base, and a register map with PREDICT (an older bitstream has FILL only)."""
+        if self.pl_base is None:
+            return False
+        version = self.regs.read_fields("VERSION")
+        return (version["major"], version["minor"]) >= PREDICT_VERSION
+
+    def _check_pl_base(self, images, command: str) -> None:
+        """The accelerator has this build's PL base (FILL_INFO) and, for PREDICT, the command."""
         info = self.regs.read_fields("FILL_INFO")
         size = images.shape[1]
         want = image_beats(self.build_layout.beat_bytes, size)
@@ -279,6 +289,15 @@ class RegisterBackend(Backend):
             raise AcceleratorError(f"the accelerator's PL base takes {info['image_beats']}-beat images (FILL_INFO), "
                                    f"this driver packs the {self.config.fill_base!r} base's {size}-byte images in "
                                    f"{want} beats: the bitstream was built with another base")
+        version = self.regs.read_fields("VERSION")
+        if command == "predict" and (version["major"], version["minor"]) < PREDICT_VERSION:
+            raise AcceleratorError(f"the accelerator's register map is version {version['major']}."
+                                   f"{version['minor']}: PREDICT needs {PREDICT_VERSION[0]}.{PREDICT_VERSION[1]}; "
+                                   f"load a newer bitstream, or predict on the host")
+
+    def _fill(self, base, images, labels, exponents) -> dict:
+        """FILL: the images streamed to the PL base, their entries after the N_LOADED held."""
+        self._check_pl_base(images, "fill")
         n = len(images)
         self.check_error("before filling the cache")
         for name, value in fill_registers(base, exponents).items():
@@ -291,6 +310,33 @@ class RegisterBackend(Backend):
         self._wait_idle(f"filling {n} cache entries on the PL", 2 * expected + 10_000, expected=expected)
         self.check_error(f"filling {n} cache entries on the PL")
         return {"fill_cycles": self.regs.read("FILL_CYCLES"), "images": n}
+
+    def _predict_pl(self, base, images, labels, exponents):
+        """PREDICT: the images streamed to the PL base while their results stream back."""
+        self._check_pl_base(images, "predict")
+        if not self.status()["adapters"]:
+            raise RuntimeError("load adapters before predicting (the accelerator holds none)")
+        n = len(images)
+        self.check_error("before predicting")
+        for name, value in fill_registers(base, exponents).items():
+            self.regs.write(name, value)
+        self.regs.write("LOAD_COUNT", n)
+        build = self.build_layout
+        nbytes = n * result_beats(build.geometry.classes, build.beat_bits) * build.beat_bytes
+        what = f"predicting {n} images on the PL"
+
+        def command():
+            self.regs.write("CTRL", predict=1)
+            self.check_error("arming the prediction")  # BAD_CONFIG: the registers are not the base's
+            self._send(pack_images(build, images, labels), what)
+
+        data = self._recv(nbytes, what, command)
+        expected = expected_predict_cycles(self.config, n)
+        self._wait_idle(what, 2 * expected + 10_000, expected=expected)
+        self.check_error(what)
+        y, classes = unpack_results(np.frombuffer(data.tobytes(), "<i2"), n, build.geometry.classes,
+                                    build.beat_bits, self.geometry.classes)
+        return y, classes, self.regs.read("PREDICT_CYCLES")
 
     def clear_cache(self) -> None:
         """Empty the cache: the on-chip one and the DDR one (the DDR buffer stays allocated)."""

@@ -23,7 +23,9 @@ inputs (`IntBase.quantize_input`) and streams them, the PL computes the integer 
 logits and the cache codes at the base's calibration exponents (``calibration["cache_exponents"]``:
 no pass over the samples). The session's model is then that integer base: `logits`, `predict`
 and `accuracy` run its forward (`IntBase.encode` at the same exponents) with the adapters, as
-the entries trained on were made. ``"auto"`` (the default) is "pl" when the backend has a PL base
+the entries trained on were made; on a backend that predicts on the PL (`Backend.has_predict`)
+they run there (the PREDICT command: images in, y out), bit for bit the same (``on="host"`` runs
+them on the host). ``"auto"`` (the default) is "pl" when the backend has a PL base
 and the session's base is its float model (the shipped pretrained weights of the same key, or
 the `IntBase` itself), else "host"; and "host" after all when the first samples added need the
 DDR cache (PL-filled entries exist on chip only). ``finetune``'s report says which ran (``fill``).
@@ -52,10 +54,12 @@ from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
 from .backend import Backend, fill_images
 
-__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning", "FILL_CHOICES",
+__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning", "FILL_CHOICES", "PREDICT_CHOICES",
            "is_float_model_of"]
 
 FORWARD_CHUNK = 512
+#: Where `Session.logits` / `predict` run (``on=``): see `Session.predicts_on_pl`.
+PREDICT_CHOICES = ("auto", "pl", "host")
 #: The accelerator's default optimizer, and each optimizer's rate tuned on held-out Fashion-MNIST
 #: (`skip2lora.hparams`: Quant Skip2-LoRA, a new order every epoch, warm-up + linear decay).
 DEFAULT_OPTIMIZER = "adam-pow2"
@@ -159,6 +163,9 @@ class Session:
             quantizer = TapQuantizer(pl_base.calibration["cache_exponents"], pl_base.tap_signed)
         #: the fills run so far (fill="pl"): the backend's reports (``fill_cycles``)
         self.fills: list[dict] = []
+        #: the last `logits` / `predict` call: where it ran ("pl" or "host"), its images, and on the
+        #: PL its PREDICT_CYCLES
+        self.last_prediction: dict | None = None
         if rank is None:
             rank = config.geometry.rank
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
@@ -355,24 +362,52 @@ class Session:
         return self.backend.read_adapters()
 
     # -- inference -------------------------------------------------------------------------------
-    def logits(self, x, adapters: Adapters | None = None) -> np.ndarray:
-        """The accelerator's logits y (Z format integers) for samples: base forward + adapters."""
+    def predicts_on_pl(self, adapters: Adapters | None = None, on: str = "auto") -> bool:
+        """Whether `logits` runs on the PL: ``on`` "auto" (when the session fills on the PL, the
+        backend predicts there and the adapters are the backend's), "pl" (that, or an error
+        saying why not) or "host"."""
+        if on not in PREDICT_CHOICES:
+            raise ValueError(f"on must be one of {', '.join(map(repr, PREDICT_CHOICES))}, not {on!r}")
+        if on == "host":
+            return False
+        why = None
+        if self.fill != "pl":
+            why = "the session fills its cache on the host (fill='host'): its model is the float base"
+        elif adapters is not None:
+            why = "the PL predicts with the adapters the backend holds, not given ones"
+        elif not self.backend.has_predict:
+            why = f"the {self.backend.name} backend's build has no PREDICT command"
+        if why and on == "pl":
+            raise ValueError(f"on='pl': {why}; use on='host'")
+        return why is None
+
+    def logits(self, x, adapters: Adapters | None = None, *, on: str = "auto") -> np.ndarray:
+        """The accelerator's logits y (Z format integers) for samples: base forward + adapters.
+        ``on``: where they are computed (`predicts_on_pl`); ``last_prediction`` says where and,
+        on the PL, the PREDICT_CYCLES."""
         x, _ = self._check_samples(x)
         if self.quantizer is None:
             raise RuntimeError("add samples first: the cache's scales are not known yet")
+        if self.predicts_on_pl(adapters, on):
+            self._check_backend()
+            images = fill_images(self.int_base, self.int_base.quantize_input(x))
+            out = self.backend.predict_pl(images, None, self.quantizer.exponents)
+            self.last_prediction = {"on": "pl", "images": len(x), "predict_cycles": out["predict_cycles"]}
+            return out["y"]
         adapters = self.adapters if adapters is None else adapters
         codes, z = self.encode(x)
+        self.last_prediction = {"on": "host", "images": len(x)}
         return forward(self.geometry, codes, z, adapters, self.quantizer.exponents)
 
-    def predict(self, x, adapters: Adapters | None = None) -> np.ndarray:
-        return self.logits(x, adapters).argmax(axis=1)
+    def predict(self, x, adapters: Adapters | None = None, *, on: str = "auto") -> np.ndarray:
+        return self.logits(x, adapters, on=on).argmax(axis=1)
 
-    def accuracy(self, x, y, adapters: Adapters | None = None) -> float:
+    def accuracy(self, x, y, adapters: Adapters | None = None, *, on: str = "auto") -> float:
         """The fraction of samples ``x`` predicted as their labels ``y``."""
         n, y = np.shape(x)[:1], np.asarray(y)
         if n and y.shape != n:
             raise ValueError(f"labels must have shape ({n[0]},), one per sample, not {y.shape}")
-        return float((self.predict(x, adapters) == y).mean())
+        return float((self.predict(x, adapters, on=on) == y).mean())
 
     # -- adapters on disk ------------------------------------------------------------------------
     def save_adapters(self, path) -> None:

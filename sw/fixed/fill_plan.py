@@ -31,6 +31,9 @@ SIMD_MAX = FC.SIMD_MAX  # patch entries an engine multiplies a cycle (the engine
 #: 100,000 images/s; at 2,000 cycles a job of any length stays just below it (the first image's
 #: latency), docs/pl-predict.md. LeNet-5's plan at 1,800 takes 129 DSPs, 14 more than at 2,000.
 TARGET_INTERVAL = 1800
+# PREDICT's ring (docs/pl-predict.md): entry slots past the cache's entries, so images in flight
+# between the loader's first beat and their forward pass (`predict_command_cycles` checks the bound)
+RING_ENTRIES = 10
 #: the cache writer (hw/cache_writer.py): the last engine's ``done`` -> the entry's ``done`` (the
 #: label after the last logit, the tail's last line through the writer's stages and its count)
 WRITER_TAIL = 7
@@ -257,3 +260,60 @@ def fill_command_cycles(base: IntBase, plan: FillPlan, n: int, beat_bits: int, f
         raise ValueError(f"first_beat must be an int >= 1, not {first_beat!r}")
     wait = max(first_beat, COMMAND_LAG) - COMMAND_LAG
     return wait + fill_done_cycles(base, plan, n)[-1] + first_byte_lag(beat_bits)
+
+
+# PREDICT (hw/sequencer.py's forward-only mode, docs/pl-predict.md): an entry's ``done`` -> its
+# pass's first line issued: the writer's ``entries`` register, the sequencer's registered
+# "entry written" flag, P_WAIT.
+PASS_WAIT = 3
+# the last pass line issued + the datapath (`cycles.fwd_latency`) + the head unit's y and softmax
+# -> the result's first beat on m_axis: the result FIFO's write and buffered read, the streamer's
+# pop, its beat register, its output FIFO (hw/stream_out.py).
+RESULT_LAG = 4
+
+
+def predict_schedule(base: IntBase, plan: FillPlan, n: int, config, first_beat: int = 1) -> dict:
+    """PREDICT of ``n`` images on the build ``config`` (an `AcceleratorConfig` whose PL base is
+    ``base``), m_axis always ready, the input's first beat offered ``first_beat`` cycles after
+    the command and never idle after it. Cycles count from the cycle the loader is armed, as
+    PREDICT_CYCLES does: ``done`` (each entry written, `fill_command_cycles` less one), ``issue``
+    (each pass's first line: `PASS_WAIT` after its entry, or when the head unit is free again:
+    a pass is the job's entry lines then max(F_GAP, 2) + 1 cycles), ``result`` (each result's
+    first beat), and ``cycles`` (PREDICT_CYCLES: the last result's last beat, counted inclusive).
+    The results never wait for the stream (a result's beats and the streamer's pop fit a pass;
+    checked). The ring's credits are assumed not to bind: ``in_flight`` estimates the most images
+    between their first beat and their pass (an image's first beat taken its ``done`` less the
+    first image's latency, plus one waiting in engine 0's second buffer), and it must leave a slot
+    spare (`RING_ENTRIES`); the RTL tests check that no first beat waited for a slot."""
+    from . import cycles as CY  # the job schedule's latencies (cycles imports config, not this module)
+    from .model import Geometry
+    from .packing import Layout, result_beats
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a PREDICT has at least one image, not {n!r}")
+    g = Geometry(tuple(base.tap_dims), config.geometry.rank, base.classes)
+    tm = CY.Timing.of(Layout(g, config.lanes), config)
+    build = tm.geometry
+    lines = tm.layout.sample_lines
+    period = lines + max(tm.f_gap, 2) + 1
+    beats = result_beats(build.classes, 4 * config.lanes)
+    if beats + 1 > period:
+        raise ValueError(f"{beats} result beats a pass of {period} cycles: the stream would bind (not modelled)")
+    y_latency = build.taps + (3 + CY.tree_levels(build.rank) + 1) + 3
+    to_result = lines + tm.fwd + y_latency + CY.softmax_latency(build.classes) + RESULT_LAG
+    done = [c - 1 for c in (fill_command_cycles(base, plan, i + 1, 4 * config.lanes, first_beat) for i in range(n))]
+    issue = []
+    for d in done:
+        issue.append(d + PASS_WAIT if not issue else max(d + PASS_WAIT, issue[-1] + period))
+    result = [i + to_result for i in issue]
+    # images started (each estimated at its done less the first image's latency) before pass j's
+    # last line, less the j passed before: in the ring then; one more may wait in engine 0
+    in_flight = max(sum(d - done[0] < i + lines for d in done) - j for j, i in enumerate(issue)) + 1
+    if in_flight >= RING_ENTRIES:
+        raise ValueError(f"about {in_flight} images in flight: the ring's {RING_ENTRIES} slots would bind")
+    return {"done": done, "issue": issue, "result": result, "cycles": result[-1] + beats,
+            "period": period, "in_flight": in_flight, "result_beats": beats}
+
+
+def predict_command_cycles(base: IntBase, plan: FillPlan, n: int, config, first_beat: int = 1) -> int:
+    """PREDICT_CYCLES of ``n`` images (`predict_schedule`)."""
+    return predict_schedule(base, plan, n, config, first_beat)["cycles"]

@@ -25,7 +25,7 @@ from .model import Adapters, CacheEntries, Geometry
 
 __all__ = ["LABEL_BYTES", "Layout", "pack_cache", "pack_ddr_cache", "unpack_cache", "pack_adapters", "unpack_adapters",
            "pack_cache_for", "pack_ddr_cache_for", "pack_adapters_for", "unpack_adapters_for", "image_beats",
-           "pack_images"]
+           "pack_images", "RESULT_ABORT", "result_beats", "pack_results", "unpack_results"]
 
 
 LABEL_BYTES = 2  # a FILL image's label, at the start of its first beat
@@ -261,3 +261,42 @@ def pack_images(layout: Layout, images, labels) -> np.ndarray:
     out[:, 1] = labels >> 8
     out[:, 2:2 + size] = images
     return out.reshape(-1)
+
+
+#: PREDICT's output: the class word of the beat that ends an aborted frame (no class)
+RESULT_ABORT = 0xFFFF
+
+
+def result_beats(classes: int, beat_bits: int) -> int:
+    """Beats of one PREDICT result: ``classes`` y words (the build's C), then the class word."""
+    for name, v in (("classes", classes), ("beat_bits", beat_bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    return -(-(int(classes) + 1) * 16 // int(beat_bits))
+
+
+def pack_results(y, classes, build_classes: int, beat_bits: int) -> np.ndarray:
+    """PREDICT's output stream as int16 words: per image its y (int, (n, c) with c <= the build's
+    C, zeros up to C), its class, zeros to a whole beat (`result_beats`)."""
+    y = np.asarray(y)
+    classes = np.asarray(classes)
+    n, c = y.shape
+    if c > build_classes or classes.shape != (n,):
+        raise ValueError(f"y {y.shape} and classes {classes.shape} do not fit {build_classes} classes")
+    width = result_beats(build_classes, beat_bits) * beat_bits // 16
+    out = np.zeros((n, width), np.int64)
+    out[:, :c] = y
+    out[:, build_classes] = classes
+    return out.astype(np.int16).reshape(-1)
+
+
+def unpack_results(words, n: int, build_classes: int, beat_bits: int, classes: int | None = None):
+    """(y, class) of ``n`` results from PREDICT's int16 output words (`pack_results`); y keeps
+    the job's ``classes`` columns (default: the build's)."""
+    width = result_beats(build_classes, beat_bits) * beat_bits // 16
+    words = np.asarray(words).astype(np.int16).reshape(-1)
+    if words.size < n * width:
+        raise ValueError(f"{words.size} result words hold fewer than {n} results of {width}")
+    rows = words[:n * width].reshape(n, width).astype(np.int64)
+    c = build_classes if classes is None else classes
+    return rows[:, :c], rows[:, build_classes] & 0xFFFF
