@@ -239,6 +239,7 @@ class Skip2LoRACore(wiring.Component):
         # the loader). Two register stages still meet the command: a write's value is visible two
         # cycles before a later write's command pulse (above)
         fill_ok = Signal(reset_less=True)
+        predict_ok = Signal(reset_less=True)  # fill_ok, and every tap's exponent in START's range (u_shift, t_shift)
         fill_shift = [Signal(5, name=f"fill_shift{k}") for k in range(K)]  # registered at the command
         if self.fill is not None:
             base = self.fill_base
@@ -258,7 +259,7 @@ class Skip2LoRACore(wiring.Component):
                     m.d.sync += ok_tap.eq((exps[k] >= frac) & (exps[k] <= frac + 31)
                                           & (getattr(regs, f"TAP{k}_CFG_signed") == int(base.tap_signed[k])))
                     fill_checks.append(ok_tap)
-            m.d.sync += fill_ok.eq(Cat(*fill_checks).all())
+            m.d.sync += [fill_ok.eq(Cat(*fill_checks).all()), predict_ok.eq(Cat(*fill_checks, *exp_ok).all())]
         job = Signal(JOB_LAYOUT)  # the job's registers, copied at START (the blocks' ``job`` view)
         tap_signed = [Signal(name=f"job_signed{k}") for k in range(K)]
         u_shift = [Signal(6, name=f"job_ushift{k}") for k in range(K)]
@@ -273,6 +274,7 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += pending.eq(launch | fill_go | cache_go | predict_go)
         p_count = Signal(16)  # PREDICT: its images (LOAD_COUNT at the command)
         ring_mode = Signal()  # the last FILL or PREDICT was a PREDICT: the pipeline writes the ring
+        p_run = Signal()      # PREDICT_CYCLES counts: from the loader's arming to the last result beat
 
         # -- commands, errors, interrupt ----------------------------------------------------------
         done = Signal()
@@ -353,7 +355,7 @@ class Skip2LoRACore(wiring.Component):
         with m.Elif(regs.CTRL_predict):  # FILL's checks but its room (the ring), and the adapters
             with m.If(~adapters_valid):
                 fail(ErrorCode.NO_ADAPTERS)
-            with m.Elif(count_zero | ~fill_ok):  # (no PL base: fill_ok is 0)
+            with m.Elif(count_zero | ~predict_ok):  # (no PL base: predict_ok is 0)
                 fail(ErrorCode.BAD_CONFIG)
             with m.Else():
                 m.d.sync += [p_count.eq(regs.LOAD_COUNT_value), ring_mode.eq(1)]
@@ -377,7 +379,7 @@ class Skip2LoRACore(wiring.Component):
         # on KV260). LOAD_COUNT still holds: the next register write is applied two cycles later.
         m.d.sync += [fill_go.eq(first[5] & free & ~count_zero & fill_ok & ~count_over),
                      cache_go.eq(first[1] & free & ~count_zero & ~count_over),
-                     predict_go.eq(first[6] & free & adapters_valid & ~count_zero & fill_ok)]
+                     predict_go.eq(first[6] & free & adapters_valid & ~count_zero & predict_ok)]
         m.d.comb += [loader.fill.eq(fill_go), loader.load_cache.eq(cache_go), loader.predict.eq(predict_go)]
         m.d.comb += [loader.count.eq(regs.LOAD_COUNT_value), loader.count_one.eq(count_one)]
         with m.If(loader.error):
@@ -420,11 +422,10 @@ class Skip2LoRACore(wiring.Component):
                      regs.FILL_CYCLES_value.eq(fill_counter.count)]
         # PREDICT_CYCLES: from the loader's arming to the last result beat taken (or the abort's beat)
         predict_counter = block("predict_cycles", CycleCounter(32))
-        p_run = Signal()
-        with m.If(predict_go):
-            m.d.sync += p_run.eq(1)
-        with m.Elif(streamer.r_done):
+        with m.If(soft_reset | streamer.r_done):
             m.d.sync += p_run.eq(0)
+        with m.Elif(predict_go):
+            m.d.sync += p_run.eq(1)
         m.d.comb += [predict_counter.clear.eq(predict_go), predict_counter.enable.eq(p_run),
                      regs.PREDICT_CYCLES_value.eq(predict_counter.count)]
         # registered: the loader's FSM decode (``filling``) would else sit in front of the cache's bank decode
@@ -499,14 +500,18 @@ class Skip2LoRACore(wiring.Component):
         m.d.comb += [dp.tap_signed[k].eq(tap_signed[k]) for k in range(K)]
         m.d.comb += [dp.u_shift[k].eq(u_shift[k]) for k in range(K)]
         m.d.comb += [head.t_shift[k].eq(t_shift[k]) for k in range(K)]
+        # (registered: a job's first read is long after its start, and a load or fill's first write
+        # at least two cycles after its end)
+        port_b_read = Signal()
+        m.d.sync += port_b_read.eq(seq.busy & ~seq.predicting)
         m.d.comb += [
             # the cache's second port reads during a job, takes the loader's (and the fill's) writes
             # otherwise; a PREDICT reads on the first port alone while the fill writes its ring
-            cache.port_b_read.eq(seq.busy & ~seq.predicting),
+            cache.port_b_read.eq(port_b_read),
         ]
         if p.ddr:  # each datapath port reads the cache and its batch buffer bank; the job's mode picks
             ddr_mode = Signal(reset_less=True)
-            m.d.sync += ddr_mode.eq(job.ddr)
+            m.d.sync += ddr_mode.eq(job.ddr & ~seq.predicting)  # a PREDICT reads the on-chip ring
             for s, cache_port in enumerate((cache.read, cache.read2)):
                 rd, bank = dp.cache_rd[s], bbufs[s].read
                 m.d.comb += [cache_port.addr.eq(rd.addr), cache_port.en.eq(rd.en),

@@ -42,18 +42,19 @@ class ErrorCode(enum.IntEnum):
 #: What sets each error code (docs/interface.md prints this table).
 ERROR_DOCS = {
     ErrorCode.NONE: "no error",
-    ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load or fill armed; it is drained up to TLAST",
+    ErrorCode.STREAM_UNEXPECTED: "stream data arrived with no load, fill or PREDICT armed; it is drained up to TLAST",
     ErrorCode.TLAST_EARLY: "TLAST before the last expected beat of a load, fill or PREDICT: nothing is committed (a "
                            "cache load or fill adds no entries; an adapter load leaves no valid adapters; a "
                            "PREDICT's output frame ends with a beat of 0xFFFF words and TLAST)",
     ErrorCode.TLAST_LATE: "no TLAST on the last expected beat: nothing is committed (as for TLAST_EARLY); "
                           "the rest of the stream is drained up to TLAST",
     ErrorCode.CACHE_OVERFLOW: "LOAD_CACHE or FILL would exceed CACHE_DEPTH entries (nothing armed)",
-    ErrorCode.BUSY: "a command arrived while a job, load, fill or read-back was running (ignored)",
+    ErrorCode.BUSY: "a command arrived while a job, load, fill, PREDICT or read-back was running (ignored)",
     ErrorCode.BAD_CONFIG: "START with SAMPLES, BATCH, EPOCHS, LR, OPT or a tap exponent out of range (in "
                           "DDR mode: no DDR path, SAMPLES above DDR_SAMPLES, BATCH above DDR_BATCH or "
                           "DDR_ADDR not 4 KB aligned), or LOAD_CACHE with LOAD_COUNT = 0, or FILL with no PL base, "
-                          "LOAD_COUNT = 0, TAPk_DIM / CLASSES not the base's taps / classes (also PREDICT), or a tap's "
+                          "LOAD_COUNT = 0, TAPk_DIM / CLASSES not the base's taps / classes (also PREDICT, which also "
+                          "takes START's tap exponent range), or a tap's "
                           "TAPk_CFG.signed not the base's or exponent outside its LSB exponent + 0..31; or a job geometry "
                           "the build does not run (no tap, a tap after an absent one, more tap lines than "
                           "TAP_LINES, CLASSES outside 2..GEOMETRY.classes): found during the job's INIT, "
@@ -83,7 +84,8 @@ REGISTER_MAP = RegisterMap([
     Register("CTRL", 0x08, [
         Field("start", 0, 1, Access.W1P, doc="run a fine-tuning job with the configured registers"),
         Field("soft_reset", 1, 1, Access.W1P, doc="abort everything: idle, no error, empty cache, no valid "
-                                                  "adapters, DONE and IRQ.done cleared"),
+                                                  "adapters, DONE and IRQ.done cleared (an output frame being "
+                                                  "sent ends without TLAST: reset the receiving DMA too)"),
         Field("load_cache", 2, 1, Access.W1P, doc="arm the stream input for LOAD_COUNT cache entries"),
         Field("load_adapters", 3, 1, Access.W1P, doc="arm the stream input for one adapter image"),
         Field("read_adapters", 4, 1, Access.W1P, doc="send the adapter image on the stream output"),
@@ -98,7 +100,7 @@ REGISTER_MAP = RegisterMap([
                                                "class; the cache and the adapters are unchanged"),
     ], "commands (write 1 to a bit)"),
     Register("STATUS", 0x0C, [
-        _ro("busy", 1, "a job, load, fill or read-back is running"),
+        _ro("busy", 1, "a job, load, fill, PREDICT or read-back is running"),
         _ro("done", 1, "the last job finished; cleared by the next START and by a soft reset", 1),
         _ro("error", 1, "an error is latched (see ERROR_CODE): commands other than SOFT_RESET and "
                         "CLEAR_ERROR are ignored", 2),

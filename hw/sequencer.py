@@ -159,8 +159,13 @@ class Sequencer(wiring.Component):
         m.d.sync += [pf_slot[i].eq(pf_slot[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.sync += [pf_seq[i].eq(pf_seq[i - 1]) for i in range(1, READ_LATENCY)]
         m.d.sync += [pf_ddr[0].eq(ddr_base)] + [pf_ddr[i].eq(pf_ddr[i - 1]) for i in range(1, READ_LATENCY)]
-        m.d.comb += [bases_wr.addr.eq(pf_slot[-1]), bases_wr.en.eq(pf_valid[-1]),
-                     bases_wr.data.eq(Mux(ddr, pf_ddr[-1], Mux(self.job.shuffle, self.order_rd.data, pf_seq[-1])))]
+        # PREDICT writes its pass's ring slot base into slot 0 (P_WAIT), so P_F issues from the same
+        # read port as F (no select between the LUTRAM and the issue register)
+        p_write = Signal()
+        p_base = Signal(p.cache_addr_bits)
+        m.d.comb += [bases_wr.addr.eq(Mux(p_write, 0, pf_slot[-1])), bases_wr.en.eq(pf_valid[-1] | p_write),
+                     bases_wr.data.eq(Mux(p_write, p_base, Mux(ddr, pf_ddr[-1],
+                                                               Mux(self.job.shuffle, self.order_rd.data, pf_seq[-1]))))]
 
         # Values derived from the job's registers and from s0, nb, epoch, registered a cycle or
         # three after their sources change (each is read only long after: no logic deeper than a
@@ -206,12 +211,13 @@ class Sequencer(wiring.Component):
         # PREDICT: passes issued, the next entry's ring slot and its first line
         issued = Signal(16)
         p_slot = Signal(range(RING_ENTRIES))
-        p_base = Signal(p.cache_addr_bits)
         p_first = Signal()
+        p_gap = Signal.like(count, reset_less=True)  # P_GAP's count: F_GAP's, at least 1 (from the walk)
         p_done = Signal(reset_less=True)   # issued == p_count (registered: no 16-bit compare in P_WAIT)
         p_ready = Signal(reset_less=True)  # entries != issued (an entry written and not yet passed)
         aborted = Signal()
-        m.d.sync += [p_done.eq(issued == self.p_count), p_ready.eq(self.entries != issued), self.slot_free.eq(0)]
+        m.d.sync += [p_done.eq(issued == self.p_count), p_ready.eq(self.entries != issued), self.slot_free.eq(0),
+                     p_gap.eq(Mux(geo.has_gap & (geo.f_gap_m1 > 1), geo.f_gap_m1, 1))]
         with m.If(self.abort):
             m.d.sync += aborted.eq(1)
         ring_base = p.cache_lines  # the ring's first line: past the cache's entries
@@ -225,7 +231,7 @@ class Sequencer(wiring.Component):
                     m.next = "INIT"
                 with m.Elif(self.predict):
                     m.d.sync += [self.busy.eq(1), self.predicting.eq(1), issued.eq(0), p_slot.eq(0),
-                                 p_base.eq(ring_base), p_first.eq(1), aborted.eq(0)]
+                                 p_base.eq(ring_base), p_first.eq(1), aborted.eq(0), j.eq(0)]
                     m.next = "P_INIT"
             with m.State("P_INIT"):  # the geometry walk (the line table, s_last, the label's place)
                 with m.If(geo.ready):
@@ -235,20 +241,21 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.busy.eq(0), self.predicting.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(p_ready & self.room):
+                    m.d.comb += p_write.eq(1)  # the ring slot's base into slot 0 (j = 0)
                     m.d.sync += line.eq(0)
                     m.next = "P_F"
             with m.State("P_F"):  # the entry's lines from its ring slot, head 0 only
                 m.d.sync += [iss.valid.eq(1), iss.p.op.eq(Op.FWD), iss.p.line.eq(line), iss.p.pair.eq(0),
                              iss.p.odd.eq(0), iss.p.last.eq(line == geo.s_last), iss.p.first.eq(0),
                              iss.p.epoch_first.eq(p_first)]
-                m.d.sync += [iss.p.base[i].eq(p_base) for i in range(p.pair)]
+                m.d.sync += [iss.p.base[i].eq(bases_rd[i].data) for i in range(p.pair)]
                 m.d.sync += line.eq(line + 1)
                 with m.If(line == geo.s_last):
                     m.d.sync += [line.eq(0), issued.eq(issued + 1), self.slot_free.eq(1), p_first.eq(0),
                                  p_slot.eq(Mux(p_slot == RING_ENTRIES - 1, 0, p_slot + 1)),
                                  p_base.eq(Mux(p_slot == RING_ENTRIES - 1, ring_base, p_base + S))]
                     # P_WAIT's flags see ``issued`` two cycles on: wait at least that long
-                    m.d.sync += count.eq(Mux(geo.has_gap & (geo.f_gap_m1 > 1), geo.f_gap_m1, 1))
+                    m.d.sync += count.eq(p_gap)
                     m.next = "P_GAP"
             with m.State("P_GAP"):  # the head unit must be free when the next pass's u arrives
                 m.d.sync += count.eq(count - 1)

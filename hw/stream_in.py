@@ -129,8 +129,7 @@ class StreamLoader(wiring.Component):
         first = Signal()                     # FILL: the next beat is an image's first
         W = self.ring_entries
         inflight = Signal(range(W + 1))      # PREDICT: images taken whose pass is not issued
-        credit = Signal()                    # PREDICT: a ring slot is free (an image may start)
-        m.d.comb += credit.eq(inflight != W)
+        credit = Signal(init=1)              # PREDICT: inflight < W, a register (a ring slot is free)
         b_data = Signal(p.beat_bits, reset_less=True)
         b_index = Signal(16, reset_less=True)
         m.d.comb += [self.b_wr.data.eq(b_data), self.b_wr.addr.eq(b_index)]
@@ -235,8 +234,10 @@ class StreamLoader(wiring.Component):
             m.d.comb += self.predicting.eq(self.filling & pmode)
             if W:  # a slot taken with an image's first beat, freed with its pass
                 taken = fsm.ongoing("FILL") & pmode & first & axis.valid & self.beats.ready & go
+                free = self.slot_free
                 with m.If(fsm.ongoing("IDLE")):
-                    m.d.sync += inflight.eq(0)
-                with m.Else():
-                    m.d.sync += inflight.eq(inflight + taken - self.slot_free)
+                    m.d.sync += [inflight.eq(0), credit.eq(1)]
+                with m.Else():  # inflight moves by one at most, so it reaches W only from W - 1 or W
+                    m.d.sync += [inflight.eq(inflight + taken - free),
+                                 credit.eq(~(((inflight == W - 1) & taken & ~free) | ((inflight == W) & ~free)))]
         return m

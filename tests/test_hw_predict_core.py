@@ -11,7 +11,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from amaranth_helpers import stream_send, to_beats
-from core_bench import load_adapters, load_cache, program_job, read_adapters, read_reg, status, wait_idle, write_reg
+from core_bench import (axi_memory, load_adapters, load_cache, program_ddr, program_job, read_adapters, read_reg,
+                        wait_idle, write_reg)
 from skip2lora.fixed import fill_plan as FP
 from skip2lora.fixed.model import CacheEntries, Geometry, forward
 from skip2lora.fixed.packing import RESULT_ABORT, result_beats, unpack_results
@@ -43,12 +44,16 @@ def model_results(base, g, x, exps, adapters):
     return y, y.argmax(axis=1)
 
 
-def simulate(config, base, plan, bench, *, ready=None):
+def simulate(config, base, plan, bench, *, ready=None, ddr_data=None):
     """Run ``bench(ctx, dut, rec)``; a background receiver takes m_axis beats into ``rec["out"]``
-    (``ready(cycle)``: TREADY in that cycle; default always 1) and counts s_axis beats taken."""
+    (``ready(cycle)``: TREADY in that cycle; default always 1) and counts s_axis beats taken;
+    ``ddr_data``: a DDR buffer served on m_axi (a build with the DDR path)."""
     dut = Skip2LoRACore(config, base, plan)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    if ddr_data is not None:
+        for proc in axi_memory(dut, ddr_data, latency=5):
+            sim.add_testbench(proc, background=True)
     rec = {"out": [], "taken": [], "commands": [], "offered": [], "slot_wait": 0}
 
     async def receiver(ctx):
@@ -248,12 +253,52 @@ def test_predict_leaves_the_cache_and_the_adapters_and_a_following_job_is_unchan
     assert after["job"] == plain["job"] and after["adapters"] == plain["adapters"]
 
 
-@pytest.mark.parametrize("case", ["no_adapters", "count0", "classes", "no_base"])
+def test_predict_after_a_ddr_job_reads_the_ring(setup):
+    """A build with the DDR path: a job from DDR (CACHE_MODE.ddr) leaves the datapath's cache / batch
+    buffer select at DDR; a PREDICT after it still reads its ring on chip: the model's results."""
+    import dataclasses as dc
+
+    base, config, plan, x, labels, exps, g, vector0 = setup
+    config = dc.replace(config, name="tinyfill-ddr", ddr_samples=64, ddr_batch=8)
+    p = HwParams(config)
+    n = 4
+    codes, logits, _, _ = base.encode(x[:n], exps)
+    vector = make_vector(config, samples=n, batch=2, epochs=1, seed=7, geometry=g)
+    vector = dataclasses.replace(vector, cache=CacheEntries(codes, logits, labels[:n]),
+                                 job=dataclasses.replace(vector.job, exponents=tuple(exps),
+                                                         signed=tuple(base.tap_signed)))
+    seen = {}
+
+    async def bench(ctx, dut, rec):
+        bb = p.beat_bits // 8
+        await load_adapters(ctx, dut, vector.adapter_bytes, bb)
+        await program_job(ctx, dut.bus, vector)
+        await program_ddr(ctx, dut.bus)
+        await write_reg(ctx, dut.bus, "CTRL", start=1)
+        seen["job"] = await wait_idle(ctx, dut.bus, 100_000)
+        rec["out"].clear()
+        seen["adapters"] = await read_adapters(ctx, dut, vector.layout.adapter_beats, bb)
+        rec["out"].clear()
+        await predict(ctx, dut, base, x, labels, exps)
+        seen["predict"] = await wait_idle(ctx, dut.bus, 100_000)
+
+    dut, rec = simulate(config, base, plan, bench, ddr_data=bytes(vector.ddr_bytes))
+    assert seen["job"]["done"] and not seen["job"]["error"], seen["job"]
+    assert not seen["predict"]["error"], seen["predict"]
+    trained = vector.unpack_adapters(np.frombuffer(seen["adapters"], np.uint8))
+    check_results(rec, p, g, *model_results(base, g, x, exps, trained))
+
+
+@pytest.mark.parametrize("case", ["no_adapters", "count0", "classes", "no_base", "exponent"])
 def test_a_bad_predict_command_is_one_error_and_arms_nothing(setup, case):
     base, config, plan, x, labels, exps, g, vector = setup
     p = HwParams(config)
     seen = {}
     want = ErrorCode.NO_ADAPTERS if case == "no_adapters" else ErrorCode.BAD_CONFIG
+    if case == "exponent":  # within FILL's range (the base's LSB exponent + 0..31), above START's
+        from skip2lora.fixed import formats as F
+        exps = (exps[0], F.EXP_MAX + 1) + tuple(exps[2:])
+        assert base.tap_fracs[1] <= exps[1] <= base.tap_fracs[1] + 31
 
     async def bench(ctx, dut, rec):
         if case != "no_adapters":

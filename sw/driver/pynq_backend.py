@@ -171,6 +171,17 @@ class PynqBackend(RegisterBackend):
             if ch is not None and not ch.running:
                 ch.start()
 
+    def _reset_dma(self) -> None:
+        """Stop a transfer the host gave up on: the core's soft reset (it stops streaming), then the
+        AXI DMA's own reset (DMACR.Reset, PG021: both channels) and its channels restarted, so the
+        next transfer finds them idle. (PYNQ's channel has no reset call: its control register.)"""
+        super().soft_reset()
+        ch = self.dma.recvchannel
+        ch._mmio.write(ch._offset, 0x4)
+        for c in (self.dma.sendchannel, self.dma.recvchannel):
+            if c is not None:
+                c.start()
+
     def _dma_wait(self, channel, what: str) -> None:
         deadline = time.monotonic() + self.timeout
         while not (channel.idle or channel.error):
@@ -206,8 +217,12 @@ class PynqBackend(RegisterBackend):
         out = self._allocate(shape=(nbytes,), dtype=np.uint8)
         try:
             self.dma.recvchannel.transfer(out)  # armed before the accelerator starts sending
-            command()
-            self._dma_wait(self.dma.recvchannel, what)
+            try:
+                command()
+                self._dma_wait(self.dma.recvchannel, what)
+            except BaseException:  # (an error, a timeout, Ctrl-C) the buffer is about to be freed:
+                self._reset_dma()  # the core stops sending and the DMA forgets it first
+                raise
             if self.dma.recvchannel.transferred != nbytes:
                 raise AcceleratorError(f"{what}: received {self.dma.recvchannel.transferred} bytes, "
                                        f"expected {nbytes}")
