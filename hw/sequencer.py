@@ -26,14 +26,14 @@ second head unit is not started). `skip2lora.fixed.cycles` is the closed form of
 the cycle counter (busy cycles) must equal it.
 
 PREDICT (``predict``, docs/pl-predict.md) is a forward-only mode: no scalar unit, order,
-optimizer or clears, so A, B and the optimizer's state are untouched. After the geometry walk
-(P_INIT), per image: P_WAIT until the fill pipeline has written its entry in the ring
+optimizer or clears, so A, B and the optimizer's state are untouched. Per image: P_WAIT until
+the geometry walk is over (the first), the fill pipeline has written its entry in the ring
 (``entries`` > the passes issued) and the result path has room (``room``); P_F issues the entry's
 lines as a pair with ``odd = 0`` from its ring slot (slot n mod `RING_ENTRIES` past the cache's
 entries), the first pass with ``epoch_first`` (head 0's ``correct`` restarts: the PREDICT's
-images whose class is their label); ``slot_free`` pulses with its last line; P_GAP spaces the
-passes as F_GAP does. The mode ends after ``p_count`` passes, or at the next P_WAIT after an
-``abort``.
+images whose class is their label); ``slot_free`` pulses with its last line; F_GAP then spaces
+the passes (max(F_GAP, 2) cycles, then P_WAIT's). The mode ends after ``p_count`` passes, or at
+the next P_WAIT after an ``abort``.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Sequencer(wiring.Component):
         issued = Signal(16)
         p_slot = Signal(range(RING_ENTRIES))
         p_first = Signal()
-        p_gap = Signal.like(count, reset_less=True)  # P_GAP's count: F_GAP's, at least 1 (from the walk)
+        p_gap = Signal.like(count, reset_less=True)  # F_GAP's count after a pass: at least 1 (from the walk)
         p_done = Signal(reset_less=True)   # issued == p_count (registered: no 16-bit compare in P_WAIT)
         p_ready = Signal(reset_less=True)  # entries != issued (an entry written and not yet passed)
         aborted = Signal()
@@ -232,15 +232,13 @@ class Sequencer(wiring.Component):
                 with m.Elif(self.predict):
                     m.d.sync += [self.busy.eq(1), self.predicting.eq(1), issued.eq(0), p_slot.eq(0),
                                  p_base.eq(ring_base), p_first.eq(1), aborted.eq(0), j.eq(0)]
-                    m.next = "P_INIT"
-            with m.State("P_INIT"):  # the geometry walk (the line table, s_last, the label's place)
-                with m.If(geo.ready):
                     m.next = "P_WAIT"
+            # (two states of their own, F_GAP shared: the FSM keeps 16 states, a 4-bit decode)
             with m.State("P_WAIT"):  # p_done, p_ready: registered a cycle after ``issued`` moved
                 with m.If(aborted | p_done):
                     m.d.sync += [self.busy.eq(0), self.predicting.eq(0)]
                     m.next = "IDLE"
-                with m.Elif(p_ready & self.room):
+                with m.Elif(p_ready & self.room & geo.ready):  # (first: the geometry walk is over)
                     m.d.comb += p_write.eq(1)  # the ring slot's base into slot 0 (j = 0)
                     m.d.sync += line.eq(0)
                     m.next = "P_F"
@@ -256,11 +254,7 @@ class Sequencer(wiring.Component):
                                  p_base.eq(Mux(p_slot == RING_ENTRIES - 1, ring_base, p_base + S))]
                     # P_WAIT's flags see ``issued`` two cycles on: wait at least that long
                     m.d.sync += count.eq(p_gap)
-                    m.next = "P_GAP"
-            with m.State("P_GAP"):  # the head unit must be free when the next pass's u arrives
-                m.d.sync += count.eq(count - 1)
-                with m.If(count == 0):
-                    m.next = "P_WAIT"
+                    m.next = "F_GAP"
             with m.State("INIT"):  # the scalar unit's job constants; the optimizer's state cleared
                 # the geometry unit's walk ends before the scalar unit's constants (GeometryUnit
                 # checks walk_cycles < INIT_LATENCY): its ``bad`` is valid here without a wait
@@ -318,7 +312,10 @@ class Sequencer(wiring.Component):
             with m.State("F_GAP"):  # the head units must be free when the next pair's u arrives
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    m.next = "F"
+                    with m.If(self.predicting):
+                        m.next = "P_WAIT"
+                    with m.Else():
+                        m.next = "F"
             with m.State("WAIT_T"):  # until the last pair's t is in the t buffers
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):

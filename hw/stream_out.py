@@ -71,11 +71,12 @@ class AdapterStreamer(wiring.Component):
                      out.r_en.eq(axis.ready)]
         # A beat is selected into a register, then written into the FIFO the next cycle; one is
         # selected only while the FIFO keeps room for it (at most one write in flight).
-        wr_valid, wr_b = Signal(), Signal()
+        wr_valid, wr_b, wr_r = Signal(), Signal(), Signal()
         wr_a = Signal(p.beat_bits, reset_less=True)      # the A and the B beat select into their own
-        wr_bdata = Signal(p.beat_bits + 1, reset_less=True)  # registers; one 2:1 select into the FIFO
+        wr_bdata = Signal(p.beat_bits + 1, reset_less=True)  # registers; a select of registers into the FIFO
+        wr_rdata = Signal(p.beat_bits + 1, reset_less=True)  # (PREDICT's result beats have their own)
         room = Signal()
-        m.d.comb += [out.w_en.eq(wr_valid), out.w_data.eq(Mux(wr_b, wr_bdata, wr_a)),
+        m.d.comb += [out.w_en.eq(wr_valid), out.w_data.eq(Mux(wr_r, wr_rdata, Mux(wr_b, wr_bdata, wr_a))),
                      # level + wr_valid <= OUT_DEPTH - 2, as compares of the small level alone
                      room.eq((out.level <= OUT_DEPTH - 3) | ((out.level == OUT_DEPTH - 2) & ~wr_valid))]
         m.d.sync += wr_valid.eq(0)
@@ -127,7 +128,7 @@ class AdapterStreamer(wiring.Component):
             with m.State("R_SEND"):
                 with m.If(room):
                     end = rbeat == RB - 1
-                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(rw[:p.beat_bits], end & r_one)),
+                    m.d.sync += [wr_valid.eq(1), wr_r.eq(1), wr_rdata.eq(Cat(rw[:p.beat_bits], end & r_one)),
                                  rw.eq(rw >> p.beat_bits), rbeat.eq(rbeat + 1)]
                     with m.If(end):
                         m.d.sync += r_left.eq(r_left - 1)
@@ -138,7 +139,7 @@ class AdapterStreamer(wiring.Component):
                             m.next = "R_WAIT"
             with m.State("R_ABORT"):  # one beat of 0xFFFF words with TLAST ends the frame
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(Const(-1, p.beat_bits), Const(1, 1)))]
+                    m.d.sync += [wr_valid.eq(1), wr_r.eq(1), wr_rdata.eq(Cat(Const(-1, p.beat_bits), Const(1, 1)))]
                     m.next = "R_FLUSH"
             with m.State("R_FLUSH"):  # the results still to come are dropped as they arrive
                 m.d.comb += [results.r_en.eq(results.r_rdy), pop.eq(results.r_rdy)]
@@ -155,7 +156,7 @@ class AdapterStreamer(wiring.Component):
                 m.next = "SEND_A"
             with m.State("SEND_A"):
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_b.eq(0), wr_a.eq(segs[seg]), seg.eq(seg + 1)]
+                    m.d.sync += [wr_valid.eq(1), wr_b.eq(0), wr_r.eq(0), wr_a.eq(segs[seg]), seg.eq(seg + 1)]
                     with m.If(seg == self.segments - 1):
                         m.d.sync += [seg.eq(0), line.eq(line + 1)]
                         with m.If(line == p.tap_lines - 1):
@@ -164,7 +165,7 @@ class AdapterStreamer(wiring.Component):
                             m.next = "FETCH"
             with m.State("SEND_B"):
                 with m.If(room):
-                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_bdata.eq(Cat(self.b_rd.data, bbeat == b_beats - 1)),
+                    m.d.sync += [wr_valid.eq(1), wr_b.eq(1), wr_r.eq(0), wr_bdata.eq(Cat(self.b_rd.data, bbeat == b_beats - 1)),
                                  bbeat.eq(bbeat + 1)]
                     with m.If(bbeat == b_beats - 1):
                         m.d.sync += sending.eq(0)

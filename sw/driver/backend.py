@@ -157,7 +157,8 @@ def expected_predict_cycles(config: AcceleratorConfig, n: int, first_beat: int =
     return predict_command_cycles(fill_base_of(config), fill_plan_of(config), int(n), config, first_beat)
 
 
-#: images a PREDICT command takes at most (LOAD_COUNT is 16 bits); `Backend.predict_pl` splits longer runs
+#: images a PREDICT command takes at most (the stream buffers a driver allocates for one command);
+#: `Backend.predict_pl` splits longer runs, each command paying the first image's latency again
 PREDICT_CHUNK = 4096
 
 
@@ -333,7 +334,9 @@ class Backend:
         ``cache_exponents``, as a PL-filled session's). Returns ``y`` ((n, classes) int64, Z
         format), ``classes`` (n,), ``correct`` (None without labels), ``predict_cycles`` (the
         PREDICT_CYCLES of each command summed; runs longer than `PREDICT_CHUNK` images are split)
-        and ``images``. The cache and the adapters are unchanged."""
+        and ``images``. The cache and the adapters are unchanged. (On a board, a PREDICT that fails
+        after the receive DMA was armed, or is interrupted, soft-resets the core and the DMA: the
+        cache and the adapters must be loaded again.)"""
         base = self.pl_base
         if base is None:
             raise ValueError(f"the {self.config.name} build has no PL base (config.fill_base is empty): "

@@ -388,7 +388,7 @@ class Session:
         x, _ = self._check_samples(x)
         if self.quantizer is None:
             raise RuntimeError("add samples first: the cache's scales are not known yet")
-        if self.predicts_on_pl(adapters, on):
+        if self.predicts_on_pl(adapters, on) and len(x):
             self._check_backend()
             images = fill_images(self.int_base, self.int_base.quantize_input(x))
             out = self.backend.predict_pl(images, None, self.quantizer.exponents)
