@@ -54,8 +54,8 @@ from .health import training_health
 from .adapters_io import load_adapters_file, save_adapters_file
 from .backend import Backend, fill_images
 
-__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning", "FILL_CHOICES", "PREDICT_CHOICES",
-           "is_float_model_of"]
+__all__ = ["Session", "geometry_of", "GeometryError", "InputRangeError", "InputRangeWarning", "FILL_CHOICES",
+           "PREDICT_CHOICES", "is_float_model_of"]
 
 FORWARD_CHUNK = 512
 #: Where `Session.logits` / `predict` run (``on=``): see `Session.predicts_on_pl`.
