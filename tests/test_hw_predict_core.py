@@ -15,14 +15,14 @@ from core_bench import (axi_memory, load_adapters, load_cache, program_ddr, prog
                         wait_idle, write_reg)
 from skip2lora.fixed import fill_plan as FP
 from skip2lora.fixed.model import CacheEntries, Geometry, forward
-from skip2lora.fixed.packing import RESULT_ABORT, result_beats, unpack_results
+from skip2lora.fixed.packing import RESULT_ABORT, image_beats, result_beats, unpack_results
 from skip2lora.fixed.vectors import make_vector
 from skip2lora.hw.core import Skip2LoRACore
 from skip2lora.hw.params import RING_ENTRIES, HwParams
 from skip2lora.hw.regmap import ErrorCode
 from skip2lora.hw.stream_out import OUT_DEPTH, RESULT_DEPTH
 
-from test_fill_pipeline import tiny_setup
+from test_fill_pipeline import flat_inputs, tiny_setup
 from test_hw_fill_core import _wide, fill_bytes, program_fill
 
 N = 14  # images a PREDICT: more than the ring's slots
@@ -83,13 +83,17 @@ def simulate(config, base, plan, bench, *, ready=None, ddr_data=None):
     return dut, rec
 
 
-async def predict(ctx, dut, base, x, labels, exps, *, gaps=None, tlast_at=None):
+async def predict(ctx, dut, base, x, labels, exps, *, gaps=None, tlast_at=None, after_command=None):
+    """Program and run a PREDICT of images ``x``; ``after_command``: awaited between the command and
+    the stream (a delay, another command)."""
     bb = dut.params.beat_bits // 8
     await program_fill(ctx, dut, base, exps, len(x))
     beats = to_beats(fill_bytes(base, x, labels, bb), bb)
     if tlast_at is not None:
         beats = [(d, i == tlast_at) for i, (d, _) in enumerate(beats[:tlast_at + 1])]
     await write_reg(ctx, dut.bus, "CTRL", predict=1)
+    if after_command is not None:
+        await after_command()
     await stream_send(ctx, dut.s_axis, beats, gaps=gaps)
 
 
@@ -126,12 +130,10 @@ def test_predict_streams_the_models_results_and_predict_cycles_is_exact(setup, w
 
     async def bench(ctx, dut, rec):
         await load_adapters(ctx, dut, vector.adapter_bytes, p.beat_bits // 8)
-        await program_fill(ctx, dut, base, exps, N)
-        bb = p.beat_bits // 8
-        await write_reg(ctx, dut.bus, "CTRL", predict=1)
-        if delay:
+
+        async def wait():
             await ctx.tick().repeat(delay)
-        await stream_send(ctx, dut.s_axis, to_beats(fill_bytes(base, x, labels, bb), bb))
+        await predict(ctx, dut, base, x, labels, exps, after_command=wait if delay else None)
         seen["status"] = await wait_idle(ctx, dut.bus, 100_000)
         for name in ("N_LOADED", "PREDICT_CYCLES", "CORRECT", "CYCLES_LO", "FILL_CYCLES"):
             seen[name] = await read_reg(ctx, dut.bus, name)
@@ -175,7 +177,7 @@ def test_a_held_output_holds_the_input_and_nothing_is_lost(setup):
     assert not seen["status"]["error"], seen["status"]
     check_results(rec, p, g, *model_results(base, g, x, exps, vector.adapters))
     assert rec["slot_wait"] > 0, "the credits bound"
-    beats = image_beats_of(p, base)
+    beats = image_beats(p.beat_bits // 8, flat_inputs(x).shape[1])
     taken = [c for c in rec["taken"] if c < held - 100]
     # the adapters' beats, then the images: the ring's slots, and one a pass done before the
     # result FIFO (RESULT_DEPTH), the streamer's result and its output FIFO filled up
@@ -183,11 +185,6 @@ def test_a_held_output_holds_the_input_and_nothing_is_lost(setup):
     passes = RESULT_DEPTH + 1 + -(-OUT_DEPTH // result_beats(p.C, p.beat_bits))
     assert RING_ENTRIES <= images_in <= RING_ENTRIES + passes, images_in
     assert images_in < len(x)
-
-
-def image_beats_of(p, base):
-    from skip2lora.fixed.packing import image_beats
-    return image_beats(p.beat_bits // 8, 36)
 
 
 def test_random_stream_stalls_change_nothing_but_time(setup):
@@ -376,11 +373,8 @@ def test_a_command_during_predict_is_busy_and_the_results_still_come(setup):
 
     async def bench(ctx, dut, rec):
         await load_adapters(ctx, dut, vector.adapter_bytes, p.beat_bits // 8)
-        await program_fill(ctx, dut, base, exps, N)
-        bb = p.beat_bits // 8
-        await write_reg(ctx, dut.bus, "CTRL", predict=1)
-        await write_reg(ctx, dut.bus, "CTRL", start=1)
-        await stream_send(ctx, dut.s_axis, to_beats(fill_bytes(base, x, labels, bb), bb))
+        await predict(ctx, dut, base, x, labels, exps,
+                      after_command=lambda: write_reg(ctx, dut.bus, "CTRL", start=1))
         seen["status"] = await wait_idle(ctx, dut.bus, 100_000)
 
     dut, rec = simulate(config, base, plan, bench)
